@@ -1,0 +1,1 @@
+"""The ``dra-driver`` and ``kubectl-dra`` command lines."""
