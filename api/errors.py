@@ -115,3 +115,33 @@ class UnsatisfiableError(DraDriverError):
     """Valid input for which no allocation exists right now."""
 
     retryable = True
+
+
+class DiscoveryError(DraDriverError):
+    """GPU discovery failed (NVML missing or erroring). The kubelet plugin logs it and
+    retries; it publishes nothing rather than a wrong inventory."""
+
+    retryable = True
+
+
+class PrepareError(DraDriverError):
+    """Preparing or unpreparing one claim failed.
+
+    The kubelet plugin answers it as that claim's ``error`` in the gRPC response
+    (never as an RPC failure, never a crash); the kubelet retries the pod's
+    prepare, so ``retryable`` says whether a retry can succeed without a change
+    to the claim (e.g. the API server was unreachable) or not (bad opaque config,
+    a claim for another node).
+    """
+
+    def __init__(self, message: str, *, claim: str = "", retryable: bool = False) -> None:
+        self.claim = claim
+        self.retryable = retryable
+        super().__init__(f"{claim}: {message}" if claim else message)
+
+
+class CheckpointError(DraDriverError):
+    """The on-disk checkpoint cannot be read (corrupt, or a newer schema version).
+
+    The kubelet plugin moves the file aside with a log line naming both paths;
+    it never resets state silently."""

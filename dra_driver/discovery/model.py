@@ -1,0 +1,128 @@
+"""The device model: what discovery (NVML or the mock backend) reports about a node's GPUs.
+
+Values are already normalised to what ResourceSlices need: versions are strict
+semver, PCI bus IDs are ``0000:3b:00.0``, memory is in bytes. Backends fill these
+types; ResourceSlice planning, CDI spec building and health read only them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from api.semver import Semver
+
+DeviceType = Literal["gpu", "mig"]
+
+
+@dataclass(frozen=True, slots=True)
+class MigProfile:
+    """A MIG GPU-instance profile a GPU supports (``1g.10gb``) and where it may be placed."""
+
+    name: str
+    """go-nvlib style profile name, e.g. ``1g.10gb``, ``3g.40gb``."""
+    profile_id: int
+    slice_count: int
+    """GPU-instance slices (the ``G`` of ``Gg.NNgb``)."""
+    memory_bytes: int
+    multiprocessors: int
+    copy_engines: int
+    decoders: int
+    encoders: int
+    jpeg_engines: int
+    ofa_engines: int
+    placements: tuple[tuple[int, int], ...]
+    """Possible placements as (start, size) in memory slices."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigDevice:
+    """A MIG device that exists on a GPU (static MIG)."""
+
+    uuid: str
+    """``MIG-...``"""
+    profile: MigProfile
+    placement: tuple[int, int]
+    gpu_instance_id: int
+    compute_instance_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    """One physical GPU."""
+
+    index: int
+    minor: int
+    """``/dev/nvidia<minor>``; the published device name is ``gpu-<minor>``."""
+    uuid: str
+    product_name: str
+    brand: str
+    architecture: str
+    cuda_compute_capability: Semver
+    memory_bytes: int | None
+    """None where NVML does not report memory (then no ``memory`` capacity is published)."""
+    pci_bus_id: str
+    pcie_root: str | None = None
+    numa_node: int | None = None
+    mig_capable: bool = False
+    mig_enabled: bool = False
+    mig_profiles: tuple[MigProfile, ...] = ()
+    mig_devices: tuple[MigDevice, ...] = ()
+    memory_slices: int = 0
+    """Number of MIG memory slices (8 on A100/H100); 0 when not MIG-capable."""
+
+    @property
+    def device_name(self) -> str:
+        return f"gpu-{self.minor}"
+
+    @property
+    def device_node(self) -> str:
+        """The character device path relative to the dev root: ``/dev/nvidia<minor>``."""
+        return f"/dev/nvidia{self.minor}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInventory:
+    """Everything discovery found on one node."""
+
+    node_name: str
+    driver_version: Semver
+    """Kernel driver version, e.g. ``550.54.15``."""
+    cuda_driver_version: Semver
+    """CUDA driver API version, e.g. ``12.4.0``."""
+    gpus: tuple[Gpu, ...] = field(default=())
+
+    def __iter__(self) -> Iterator[Gpu]:
+        return iter(self.gpus)
+
+    def gpu_by_name(self, device_name: str) -> Gpu | None:
+        for gpu in self.gpus:
+            if gpu.device_name == device_name:
+                return gpu
+        return None
+
+
+HealthEventKind = Literal["xid", "ecc-double-bit", "ecc-single-bit", "gpu-lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A health event from NVML (or injected into the mock backend)."""
+
+    kind: HealthEventKind
+    gpu_uuid: str | None
+    """None for events about every GPU (``gpu-lost`` from the event set itself)."""
+    xid: int | None = None
+
+
+class DiscoveryBackend(Protocol):
+    """A source of GPU inventory and health events: NVML or the mock backend."""
+
+    def discover(self) -> NodeInventory:
+        """The node's GPUs now. Raises DiscoveryError (api.errors tree) when the backend fails."""
+        ...
+
+    def wait_health_event(self, timeout_s: float) -> HealthEvent | None:
+        """Block up to ``timeout_s`` for the next health event; None on timeout."""
+        ...
