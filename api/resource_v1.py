@@ -711,6 +711,7 @@ _TYPE_MESSAGES: Final[dict[str, str]] = {
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "missing": "required field is missing",
+    "extra_forbidden": "unknown field",
 }
 
 
@@ -738,7 +739,7 @@ def field_errors(err: ValidationError) -> list[FieldError]:
         message = _TYPE_MESSAGES.get(kind)
         if message is None:
             message = item["msg"]
-        elif kind != "missing":
+        elif kind not in ("missing", "extra_forbidden"):
             message = f"{message}, not {_type_name(item['input'])}"
         errors.append(FieldError(field_path(tuple(item["loc"])), message))
     return errors
