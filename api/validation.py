@@ -101,8 +101,10 @@ def _required(errors: Errors, path: Path, what: str = "") -> None:
     _error(errors, path, f"required{': ' + what if what else ''}")
 
 
-def _too_many(errors: Errors, path: Path, count: int, limit: int, what: str) -> None:
-    _error(errors, path, f"too many {what}: {count}, at most {limit} allowed")
+def _too_many(
+    errors: Errors, path: Path, count: int, limit: int, what: str, *, why: str = ""
+) -> None:
+    _error(errors, path, f"too many {what}: {count}, at most {limit} allowed{why}")
 
 
 def _not_supported(errors: Errors, path: Path, value: object, supported: Iterable[str]) -> None:
@@ -416,7 +418,7 @@ def _check_slice_spec(errors: Errors, path: Path, spec: ResourceSliceSpec) -> No
             if limit == limits.MAX_DEVICES_PER_SLICE_WITH_ADVANCED
             else ""
         )
-        _too_many(errors, (*path, "devices"), len(devices), limit, f"devices{why}")
+        _too_many(errors, (*path, "devices"), len(devices), limit, "devices", why=why)
     per_device = spec.per_device_node_selection is True
     for i, device in enumerate(devices):
         _check_device(errors, (*path, "devices", i), device, per_device_node_selection=per_device)
