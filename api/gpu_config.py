@@ -193,7 +193,7 @@ def decode_gpu_config(parameters: Mapping[str, Any]) -> GpuConfig:
     api_version, kind = parameters.get("apiVersion"), parameters.get("kind")
     if api_version != API_VERSION or kind != KIND:
         raise InvalidInputError(
-            "not a GpuConfig",
+            f"not a GpuConfig (apiVersion {API_VERSION}, kind {KIND})",
             errors=[
                 FieldError(path, f'unsupported value "{value}": supported value "{expected}"')
                 for path, value, expected in (
