@@ -24,6 +24,7 @@ field is quantity parsing (memoised per distinct string) and the semver check of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -148,6 +149,9 @@ def parse_version(text: str) -> Semver:
 def _validate_quantity(value: object) -> Quantity:
     if isinstance(value, Quantity):
         return value
+    if isinstance(value, float) and math.isfinite(value):
+        # The API server's decoder takes bare JSON numbers (``memory: 1.5``) too.
+        value = repr(value)
     if isinstance(value, str | int) and not isinstance(value, bool):
         try:
             return parse_quantity(value)
@@ -155,7 +159,7 @@ def _validate_quantity(value: object) -> Quantity:
             raise PydanticCustomError("quantity", "{reason}", {"reason": str(err)}) from None
     raise PydanticCustomError(
         "quantity_type",
-        'must be a quantity: a string such as "80Gi" or an integer, not {type}',
+        'must be a quantity: a string such as "80Gi" or a number, not {type}',
         {"type": type(value).__name__},
     )
 
@@ -273,9 +277,22 @@ class NodeSpec(K8sModel):
     unschedulable: bool | None = None
 
 
+def _quantity_text(value: object) -> object:
+    # Node resources are Quantities; YAML writes ``cpu: 16`` as a number.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+#: A quantity kept as the text the Node reports (``"15500m"``, ``"129024Mi"``).
+_QuantityText = Annotated[str, BeforeValidator(_quantity_text)]
+
+
 class NodeStatus(K8sModel):
-    capacity: dict[str, str] | None = None
-    allocatable: dict[str, str] | None = None
+    """Resources of a Node, as text; :func:`parse_quantity` gives their values."""
+
+    capacity: dict[str, _QuantityText] | None = None
+    allocatable: dict[str, _QuantityText] | None = None
 
 
 class Condition(K8sModel):

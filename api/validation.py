@@ -18,6 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from ipaddress import ip_interface
 from typing import Final, TypeAlias
 
@@ -192,52 +193,45 @@ def _check_qualified_attribute_name(
     errors: Errors, path: Path, name: str, *, fully_qualified: bool = False
 ) -> None:
     """Attribute/capacity names: ``<C identifier>`` or ``<domain>/<C identifier>``."""
+    for problem in _qualified_attribute_name_problems(name, fully_qualified):
+        _error(errors, path, f'invalid name "{name}": {problem}')
+
+
+@lru_cache(maxsize=1024)
+def _qualified_attribute_name_problems(name: str, fully_qualified: bool) -> tuple[str, ...]:
+    # Memoised: every device of a slice repeats the same few names.
     parts = name.split("/")
     if len(parts) > 2:
-        _error(
-            errors,
-            path,
-            f'invalid name "{name}": at most one "/" allowed (<domain>/<identifier>)',
-        )
-        return
+        return ('at most one "/" allowed (<domain>/<identifier>)',)
+    problems: list[str] = []
     if len(parts) == 2:
         domain, ident = parts
         if not domain:
-            _error(errors, path, f'invalid name "{name}": the domain before "/" is empty')
+            problems.append('the domain before "/" is empty')
         elif len(domain) > limits.DEVICE_MAX_DOMAIN_LENGTH:
-            _error(
-                errors,
-                path,
-                f'invalid name "{name}": domain must be at most '
-                f"{limits.DEVICE_MAX_DOMAIN_LENGTH} characters, not {len(domain)}",
+            problems.append(
+                f"domain must be at most {limits.DEVICE_MAX_DOMAIN_LENGTH} characters, "
+                f"not {len(domain)}"
             )
         elif (problem := _driver_name_problem(domain)) is not None:
-            _error(errors, path, f'invalid name "{name}": domain {problem}')
+            problems.append(f"domain {problem}")
     else:
         ident = name
         if fully_qualified:
-            _error(
-                errors,
-                path,
-                f'invalid name "{name}": must include the domain, e.g. '
-                f'"{limits.STANDARD_DOMAIN}/{name or "pcieRoot"}"',
+            problems.append(
+                f'must include the domain, e.g. "{limits.STANDARD_DOMAIN}/{name or "pcieRoot"}"'
             )
     if not ident:
-        _error(errors, path, f'invalid name "{name}": the identifier is empty')
+        problems.append("the identifier is empty")
     elif len(ident) > limits.DEVICE_MAX_ID_LENGTH:
-        _error(
-            errors,
-            path,
-            f'invalid name "{name}": identifier must be at most '
-            f"{limits.DEVICE_MAX_ID_LENGTH} characters, not {len(ident)}",
+        problems.append(
+            f"identifier must be at most {limits.DEVICE_MAX_ID_LENGTH} characters, not {len(ident)}"
         )
     elif not _C_IDENTIFIER_RE.match(ident):
-        _error(
-            errors,
-            path,
-            f'invalid name "{name}": identifier must be a C identifier '
-            "(letters, digits and '_', not starting with a digit)",
+        problems.append(
+            "identifier must be a C identifier (letters, digits and '_', not starting with a digit)"
         )
+    return tuple(problems)
 
 
 def _k8s_qualified_name_problem(value: str) -> str | None:
@@ -546,8 +540,13 @@ def _check_device(
 
 def _check_attribute(errors: Errors, path: Path, attribute: DeviceAttribute) -> int:
     """Check one attribute value; return how many values it counts for."""
-    fields = attribute.set_fields()
-    if len(fields) != 1:
+    a = attribute
+    scalars = (a.int_, a.bool_, a.string, a.version)
+    lists = (a.ints, a.bools, a.strings, a.versions)
+    scalar_count = 4 - scalars.count(None)
+    list_count = 4 - lists.count(None)
+    if scalar_count + list_count != 1:
+        fields = a.set_fields()
         found = f"; found {', '.join(fields)}" if fields else ""
         _error(
             errors,
@@ -555,25 +554,20 @@ def _check_attribute(errors: Errors, path: Path, attribute: DeviceAttribute) -> 
             "exactly one value is required: one of int, bool, string, version "
             f"(or ints, bools, strings, versions){found}",
         )
-    count = 0
-    for text, json_name in ((attribute.string, "string"), (attribute.version, "version")):
-        if text is not None:
-            count += 1
-            _check_attribute_text(errors, (*path, json_name), text, version=json_name == "version")
-    count += (attribute.int_ is not None) + (attribute.bool_ is not None)
-    lists: tuple[tuple[str, Sequence[object] | None], ...] = (
-        ("ints", attribute.ints),
-        ("bools", attribute.bools),
-        ("strings", attribute.strings),
-        ("versions", attribute.versions),
-    )
-    for json_name, items in lists:
+    if a.string is not None:
+        _check_attribute_text(errors, (*path, "string"), a.string, version=False)
+    if a.version is not None:
+        _check_attribute_text(errors, (*path, "version"), a.version, version=True)
+    if not list_count:
+        return scalar_count
+    count = scalar_count
+    for json_name, items in zip(("ints", "bools", "strings", "versions"), lists, strict=True):
         if items is None:
             continue
         count += len(items)
         if not items:
             _required(errors, (*path, json_name), "a list attribute needs at least one value")
-    for json_name, texts in (("strings", attribute.strings), ("versions", attribute.versions)):
+    for json_name, texts in (("strings", a.strings), ("versions", a.versions)):
         for i, item in enumerate(texts or []):
             _check_attribute_text(
                 errors, (*path, json_name, i), item, version=json_name == "versions"

@@ -436,6 +436,29 @@ def test_quantities_are_written_in_canonical_form() -> None:
     assert capacity["multiprocessors"]["value"] == "132"
 
 
+def test_bare_numbers_are_quantities_as_for_the_api_server() -> None:
+    data = slice_data()
+    data["spec"]["devices"][0]["capacity"]["memory"]["value"] = 1.5
+    slice_ = parse_object(data)
+    assert isinstance(slice_, ResourceSlice) and slice_.spec.devices is not None
+    assert slice_.spec.devices[0].capacity is not None
+    assert slice_.spec.devices[0].capacity["memory"].value == Quantity.parse("1500m")
+    node = parse_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n"},
+            "status": {"capacity": {"cpu": 16}},
+        }
+    )
+    assert isinstance(node, Node) and node.status is not None
+    assert node.status.capacity == {"cpu": "16"}
+    for bad in (float("nan"), True):
+        data["spec"]["devices"][0]["capacity"]["memory"]["value"] = bad
+        with pytest.raises(InvalidInputError, match="must be a quantity"):
+            parse_object(data)
+
+
 def test_built_in_python_with_snake_case_names_dumps_camel_case() -> None:
     slice_ = ResourceSlice(
         metadata=ObjectMeta(name="s"),
@@ -520,7 +543,7 @@ def test_defaults_of_top_level_objects() -> None:
             "unknown suffix",
         ),
         (
-            lambda d: d["spec"]["devices"][0]["capacity"]["memory"].update({"value": 1.5}),
+            lambda d: d["spec"]["devices"][0]["capacity"]["memory"].update({"value": ["80Gi"]}),
             "spec.devices[0].capacity.memory.value",
             "must be a quantity",
         ),
