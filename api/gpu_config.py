@@ -21,13 +21,14 @@ different sharing setup than the user asked for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from pydantic import ConfigDict, ValidationError
 
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1 import K8sModel, QuantityField, field_errors
+from api.validation import unsupported_value
 
 __all__ = [
     "API_VERSION",
@@ -115,9 +116,8 @@ class GpuConfig(_ConfigModel):
         return self.model_copy(update={"sharing": sharing}, deep=True)
 
 
-def _unsupported(path: str, value: object, supported: tuple[str, ...] | list[str]) -> FieldError:
-    shown = ", ".join(f'"{s}"' for s in supported)
-    return FieldError(path, f'unsupported value "{value}": supported values {shown}')
+def _unsupported(path: str, value: object, supported: Iterable[str]) -> FieldError:
+    return FieldError(path, unsupported_value(value, supported))
 
 
 def _check(config: GpuConfig) -> list[FieldError]:

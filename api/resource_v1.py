@@ -89,6 +89,7 @@ __all__ = [
     "ObjectMeta",
     "OpaqueDeviceConfiguration",
     "OwnerReference",
+    "ParsedObject",
     "QuantityField",
     "ResourceClaim",
     "ResourceClaimConsumerReference",

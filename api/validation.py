@@ -63,6 +63,7 @@ __all__ = [
     "ensure_valid",
     "is_dns1123_label",
     "is_dns1123_subdomain",
+    "unsupported_value",
     "validate",
     "validate_device_class",
     "validate_node",
@@ -108,9 +109,14 @@ def _too_many(
     _error(errors, path, f"too many {what}: {count}, at most {limit} allowed{why}")
 
 
-def _not_supported(errors: Errors, path: Path, value: object, supported: Iterable[str]) -> None:
+def unsupported_value(value: object, supported: Iterable[str]) -> str:
+    """The message for an enumerated field with a value outside ``supported``."""
     shown = ", ".join(f'"{s}"' for s in supported)
-    _error(errors, path, f'unsupported value "{value}": supported values {shown}')
+    return f'unsupported value "{value}": supported values {shown}'
+
+
+def _not_supported(errors: Errors, path: Path, value: object, supported: Iterable[str]) -> None:
+    _error(errors, path, unsupported_value(value, supported))
 
 
 def _duplicates(values: Iterable[str]) -> list[str]:
@@ -1131,10 +1137,7 @@ def _check_device_status(
 def validate_node(node: Node) -> Errors:
     """A Node only needs a valid name here; the driver reads, never writes, nodes."""
     errors: Errors = []
-    if not node.metadata.name:
-        _required(errors, ("metadata", "name"), "node name")
-    elif not is_dns1123_subdomain(node.metadata.name):
-        _check_subdomain(errors, ("metadata", "name"), node.metadata.name, "node name")
+    _check_subdomain(errors, ("metadata", "name"), node.metadata.name, "node name")
     return errors
 
 
