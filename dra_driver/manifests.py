@@ -8,13 +8,13 @@ field; kinds the tools do not use are skipped with a warning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from api.validation import validate
 
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1 import (
@@ -28,9 +28,39 @@ from api.resource_v1 import (
     describe,
     parse_object,
 )
+from api.validation import validate
 from dra_driver.cel import compile_selector
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML as kubectl reads it: no YAML 1.1 base-60 numbers.
+
+    PyYAML's safe loader would read an unquoted ``pciBusID: 0000:3b:00.0`` or
+    ``12:30`` as a sexagesimal number; Kubernetes' YAML decoder keeps them strings.
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+# PyYAML's own int and float patterns, less their base-60 alternatives.
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,7 @@ def split_documents(text: str, source: str) -> list[Document]:
     the text does not parse or a document is not an object.
     """
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = list(yaml.load_all(text, Loader=_ManifestLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
