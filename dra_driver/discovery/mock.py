@@ -155,6 +155,7 @@ def _mig_profiles(model: GpuModel) -> tuple[MigProfile, ...]:
             jpeg_engines=spec.jpeg_engines,
             ofa_engines=spec.ofa_engines,
             placements=spec.placements,
+            instance_count=spec.instance_count,
         )
         for spec in model.mig_profiles
     )

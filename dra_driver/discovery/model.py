@@ -34,6 +34,9 @@ class MigProfile:
     ofa_engines: int
     placements: tuple[tuple[int, int], ...]
     """Possible placements as (start, size) in memory slices."""
+    instance_count: int | None = None
+    """Most instances of this profile one GPU holds at once (NVML ``info.instanceCount``,
+    e.g. 1 for ``+me`` profiles); None when unknown, then only placements limit it."""
 
 
 @dataclass(frozen=True, slots=True)
