@@ -1,0 +1,452 @@
+"""Claim preparation as a pure function: from a claim and the node's GPUs to a plan.
+
+:func:`plan_preparation` checks a ResourceClaim the kubelet asked this node to
+prepare and says what preparing it means: the devices of this driver in this
+node's pool, each with its merged sharing configuration, the CDI spec to write
+and the CDI device IDs to answer. It does no I/O: the kubelet plugin reads the
+claim, keeps the checkpoint and writes the file.
+
+Opaque configuration (spec/nvml.md §5, spec/resource-api.md §6.1): of the
+entries in ``status.allocation.devices.config`` whose ``opaque.driver`` is this
+driver, class entries come first, then claim entries; an entry applies to the
+devices of the requests it names (a ``req`` entry covers ``req/sub`` too), or
+to all devices when it names none; for each device the last entry that applies
+wins as a whole, and built-in defaults fill what it leaves unset. No entry means
+exclusive use. Every entry of this driver is decoded and checked, even one that
+a later entry overrides, so a typo never goes unnoticed; entries of other
+drivers are skipped.
+
+Errors are :class:`api.errors.PrepareError` naming the claim and the field:
+``claim default/c: status.allocation.devices.results[0].pool: ...``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from api import gpu_config
+from api.checkpoint import ClaimEntry, DeviceRecord, SharingRecord
+from api.errors import InvalidInputError, PrepareError
+from api.gpu_config import GpuConfig, decode_gpu_config
+from api.quantity import Quantity
+from api.resource_v1 import (
+    DeviceAllocationConfiguration,
+    DeviceRequestAllocationResult,
+    NodeSelector,
+    ResourceClaim,
+)
+from dra_driver.cdi import (
+    CdiSpec,
+    HostFiles,
+    SharingSettings,
+    SpecDevice,
+    build_cdi_spec,
+    cdi_device_id,
+    cdi_device_name,
+    spec_file_name,
+)
+from dra_driver.discovery.model import NodeInventory
+
+__all__ = [
+    "PlannedDevice",
+    "PreparationPlan",
+    "checkpoint_devices",
+    "claim_label",
+    "plan_from_checkpoint",
+    "plan_preparation",
+]
+
+_RESULTS = "status.allocation.devices.results"
+_CONFIG = "status.allocation.devices.config"
+
+
+def claim_label(namespace: str, name: str) -> str:
+    """How errors and logs name a claim: ``claim default/train-0``."""
+    return f"claim {namespace}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDevice:
+    """One device of the claim to prepare."""
+
+    requests: tuple[str, ...]
+    """Requests it was allocated for, as in the allocation (``req`` or ``req/sub``)."""
+    pool: str
+    device: str
+    share_id: str | None
+    admin_access: bool
+    uuid: str
+    device_node: str
+    """``/dev/nvidia<minor>``"""
+    sharing: SharingSettings | None
+    """None: exclusive use."""
+    cdi_device_name: str
+    cdi_device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparationPlan:
+    """What preparing one claim means on this node."""
+
+    claim_uid: str
+    namespace: str
+    name: str
+    devices: tuple[PlannedDevice, ...]
+    """In allocation order; empty when no device of the claim is this driver's."""
+    spec: CdiSpec | None
+    """None exactly when ``devices`` is empty: there is nothing to inject."""
+    spec_file_name: str
+
+    @property
+    def label(self) -> str:
+        return claim_label(self.namespace, self.name)
+
+
+def _config_order(entry: DeviceAllocationConfiguration) -> int:
+    # The API server stores class entries first; sort anyway so precedence never
+    # depends on that.
+    return 0 if entry.source == "FromClass" else 1
+
+
+def _applies(entry: DeviceAllocationConfiguration, request: str) -> bool:
+    if not entry.requests:
+        return True
+    parent = request.split("/", 1)[0]
+    return request in entry.requests or parent in entry.requests
+
+
+def _node_excluded(selector: NodeSelector | None, node_name: str) -> str | None:
+    """The node names the selector allows when it clearly excludes ``node_name``, else None.
+
+    Only ``matchFields`` on ``metadata.name`` can be judged without the Node's
+    labels; a term without one might match, so it keeps the node in.
+    """
+    if selector is None or not selector.node_selector_terms:
+        return None
+    allowed: list[str] = []
+    for term in selector.node_selector_terms:
+        names = [
+            req
+            for req in term.match_fields or ()
+            if req.key == "metadata.name" and req.operator in ("In", "NotIn")
+        ]
+        if not names:
+            return None
+        excluded = False
+        for req in names:
+            values = req.values or []
+            if (req.operator == "In") != (node_name in values):
+                excluded = True
+            if req.operator == "In":
+                allowed.extend(values)
+        if not excluded:
+            return None
+    return ", ".join(sorted(set(allowed))) or "other nodes"
+
+
+def _decode_configs(
+    entries: Sequence[DeviceAllocationConfiguration], driver_name: str, label: str
+) -> dict[int, GpuConfig]:
+    """This driver's entries, by their index in ``config``, decoded and checked."""
+    decoded: dict[int, GpuConfig] = {}
+    problems: list[str] = []
+    for index, entry in enumerate(entries):
+        if entry.opaque is None or entry.opaque.driver != driver_name:
+            continue
+        prefix = f"{_CONFIG}[{index}].opaque.parameters"
+        try:
+            decoded[index] = decode_gpu_config(entry.opaque.parameters).normalized()
+        except InvalidInputError as err:
+            if err.errors:
+                problems.extend(f"{prefix}.{e.path}: {e.message}" for e in err.errors)
+            else:
+                problems.append(f"{prefix}: {err.detail}")
+    if problems:
+        raise PrepareError(
+            "; ".join(problems)
+            + f" (fix the GpuConfig of driver {driver_name}; apiVersion {gpu_config.API_VERSION})",
+            claim=label,
+        )
+    return decoded
+
+
+def _quantity_bytes(size: Quantity) -> int:
+    return math.ceil(size.value)
+
+
+def _sharing(
+    config: GpuConfig,
+    config_index: int,
+    uuids: Sequence[str],
+    ordinal: int,
+    label: str,
+) -> SharingSettings | None:
+    """The settings of the device at ``ordinal`` among ``uuids``, the devices ``config`` won."""
+    sharing = config.sharing
+    if sharing is None:
+        return None
+    interval = None
+    if sharing.time_slicing_config is not None:
+        interval = sharing.time_slicing_config.interval
+    percentage = None
+    limit = None
+    mps = sharing.mps_config
+    if mps is not None:
+        percentage = mps.default_active_thread_percentage
+        if mps.default_pinned_device_memory_limit is not None:
+            limit = _quantity_bytes(mps.default_pinned_device_memory_limit)
+        per_device = mps.default_per_device_pinned_memory_limit or {}
+        for key, device_limit in per_device.items():
+            if key.isdigit():
+                target = int(key)
+                if target >= len(uuids):
+                    raise PrepareError(
+                        f"{_CONFIG}[{config_index}].opaque.parameters.sharing.mpsConfig."
+                        f"defaultPerDevicePinnedMemoryLimit[{key}]: no device with index {key}: "
+                        f"the entry applies to {len(uuids)} device(s), indices 0 to "
+                        f"{len(uuids) - 1}; use an index in that range or a GPU UUID",
+                        claim=label,
+                    )
+            elif key in uuids:
+                target = uuids.index(key)
+            else:
+                raise PrepareError(
+                    f"{_CONFIG}[{config_index}].opaque.parameters.sharing.mpsConfig."
+                    f"defaultPerDevicePinnedMemoryLimit[{key}]: no device with UUID {key} among "
+                    f"the devices the entry applies to ({', '.join(uuids)})",
+                    claim=label,
+                )
+            if target == ordinal:
+                limit = _quantity_bytes(device_limit)
+    return SharingSettings(
+        strategy=sharing.strategy,
+        time_slice_interval=interval,
+        mps_active_thread_percentage=percentage,
+        mps_pinned_memory_limit_bytes=limit,
+    )
+
+
+def plan_preparation(
+    claim: ResourceClaim,
+    *,
+    uid: str,
+    inventory: NodeInventory,
+    driver_name: str,
+    pool_name: str,
+    host: HostFiles,
+) -> PreparationPlan:
+    """Check ``claim`` for this node and say what preparing it means.
+
+    ``uid`` is the UID the kubelet asked for; ``pool_name`` is this node's pool.
+    Raises PrepareError (with ``retryable`` set where a later retry can succeed
+    without a change to the claim) when the claim was replaced (other UID), is
+    not allocated, has a device of this driver in another pool or on another
+    node, names a device this node does not have, or carries a GpuConfig that
+    does not decode. Deterministic: the same inputs give the same plan.
+    """
+    namespace = claim.metadata.namespace or ""
+    name = claim.metadata.name or ""
+    label = claim_label(namespace, name)
+    if claim.metadata.uid != uid:
+        raise PrepareError(
+            f"got replaced: the API server has UID {claim.metadata.uid}, the kubelet asked to "
+            f"prepare UID {uid}; the pod that used the old claim must go away first",
+            claim=label,
+        )
+    allocation = claim.status.allocation if claim.status is not None else None
+    if allocation is None:
+        raise PrepareError(
+            "not allocated: status.allocation is not set; the scheduler allocates it first",
+            claim=label,
+            retryable=True,
+        )
+    allowed = _node_excluded(allocation.node_selector, inventory.node_name)
+    if allowed is not None:
+        raise PrepareError(
+            f"status.allocation.nodeSelector: allocated for node {allowed}, not for this node "
+            f"{inventory.node_name}: the kubelet of that node prepares it",
+            claim=label,
+        )
+    results = (allocation.devices.results if allocation.devices else None) or []
+    config_entries = (allocation.devices.config if allocation.devices else None) or []
+
+    ours: list[tuple[int, DeviceRequestAllocationResult]] = []
+    for index, result in enumerate(results):
+        if result.driver != driver_name:
+            continue
+        if result.pool != pool_name:
+            raise PrepareError(
+                f"{_RESULTS}[{index}].pool: device {result.device} is in pool {result.pool}, "
+                f"but this is node {inventory.node_name} with pool {pool_name}: the claim is "
+                "allocated to another node",
+                claim=label,
+            )
+        if inventory.gpu_by_name(result.device) is None:
+            known = ", ".join(g.device_name for g in inventory.gpus) or "none"
+            raise PrepareError(
+                f"{_RESULTS}[{index}].device: node {inventory.node_name} has no device "
+                f"{result.device} (devices: {known}); the allocation is stale or the GPU is gone",
+                claim=label,
+            )
+        ours.append((index, result))
+
+    decoded = _decode_configs(config_entries, driver_name, label)
+    ordered = sorted(decoded, key=lambda i: _config_order(config_entries[i]))
+
+    # Merge results that name the same device (several requests with admin access).
+    merged: dict[tuple[str, str, str | None], list[DeviceRequestAllocationResult]] = {}
+    for _, result in ours:
+        merged.setdefault((result.pool, result.device, result.share_id), []).append(result)
+
+    winners: dict[tuple[str, str, str | None], int | None] = {}
+    for key, group in merged.items():
+        winner: int | None = None
+        for index in ordered:
+            if any(_applies(config_entries[index], r.request) for r in group):
+                winner = index
+        winners[key] = winner
+
+    devices: list[PlannedDevice] = []
+    for key, group in merged.items():
+        pool, device, share_id = key
+        gpu = inventory.gpu_by_name(device)
+        assert gpu is not None  # checked above
+        winner = winners[key]
+        sharing: SharingSettings | None = None
+        if winner is not None:
+            same_config = [k for k, w in winners.items() if w == winner]
+            uuids = [_uuid(inventory, k[1]) for k in same_config]
+            sharing = _sharing(decoded[winner], winner, uuids, same_config.index(key), label)
+        name_in_cdi = cdi_device_name(uid, device, share_id)
+        devices.append(
+            PlannedDevice(
+                requests=tuple(dict.fromkeys(r.request for r in group)),
+                pool=pool,
+                device=device,
+                share_id=share_id,
+                admin_access=any(r.admin_access for r in group),
+                uuid=gpu.uuid,
+                device_node=gpu.device_node,
+                sharing=sharing,
+                cdi_device_name=name_in_cdi,
+                cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
+            )
+        )
+    return _plan(
+        uid,
+        namespace=namespace,
+        name=name,
+        devices=tuple(devices),
+        driver_name=driver_name,
+        host=host,
+    )
+
+
+def _uuid(inventory: NodeInventory, device: str) -> str:
+    gpu = inventory.gpu_by_name(device)
+    return gpu.uuid if gpu is not None else ""
+
+
+def _plan(
+    uid: str,
+    *,
+    namespace: str,
+    name: str,
+    devices: tuple[PlannedDevice, ...],
+    driver_name: str,
+    host: HostFiles,
+) -> PreparationPlan:
+    spec = None
+    if devices:
+        spec = build_cdi_spec(
+            driver_name=driver_name,
+            devices=[
+                SpecDevice(
+                    name=d.cdi_device_name,
+                    uuid=d.uuid,
+                    device_node=d.device_node,
+                    sharing=d.sharing,
+                )
+                for d in devices
+            ],
+            host=host,
+        )
+    return PreparationPlan(
+        claim_uid=uid,
+        namespace=namespace,
+        name=name,
+        devices=devices,
+        spec=spec,
+        spec_file_name=spec_file_name(driver_name, uid),
+    )
+
+
+def checkpoint_devices(plan: PreparationPlan) -> tuple[DeviceRecord, ...]:
+    """The plan's devices as the checkpoint keeps them."""
+    return tuple(
+        DeviceRecord(
+            requests=d.requests,
+            pool=d.pool,
+            device=d.device,
+            share_id=d.share_id,
+            admin_access=d.admin_access,
+            cdi_device_ids=(d.cdi_device_id,),
+            uuid=d.uuid,
+            device_node=d.device_node,
+            sharing=None
+            if d.sharing is None
+            else SharingRecord(
+                strategy=d.sharing.strategy,
+                time_slice_interval=d.sharing.time_slice_interval,
+                mps_active_thread_percentage=d.sharing.mps_active_thread_percentage,
+                mps_pinned_memory_limit_bytes=d.sharing.mps_pinned_memory_limit_bytes,
+            ),
+        )
+        for d in plan.devices
+    )
+
+
+def plan_from_checkpoint(
+    uid: str, entry: ClaimEntry, *, driver_name: str, host: HostFiles
+) -> PreparationPlan:
+    """The plan a checkpointed claim was prepared with, to write its CDI spec again.
+
+    Needs neither the API server nor the inventory; with the same ``host`` it
+    gives the spec that was written (device names and IDs are recomputed from
+    the claim UID and device, and equal the recorded ones).
+    """
+    devices = []
+    for record in entry.devices:
+        name_in_cdi = cdi_device_name(uid, record.device, record.share_id)
+        sharing = record.sharing
+        devices.append(
+            PlannedDevice(
+                requests=record.requests,
+                pool=record.pool,
+                device=record.device,
+                share_id=record.share_id,
+                admin_access=record.admin_access,
+                uuid=record.uuid,
+                device_node=record.device_node,
+                sharing=None
+                if sharing is None
+                else SharingSettings(
+                    strategy=sharing.strategy,
+                    time_slice_interval=sharing.time_slice_interval,
+                    mps_active_thread_percentage=sharing.mps_active_thread_percentage,
+                    mps_pinned_memory_limit_bytes=sharing.mps_pinned_memory_limit_bytes,
+                ),
+                cdi_device_name=name_in_cdi,
+                cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
+            )
+        )
+    return _plan(
+        uid,
+        namespace=entry.namespace,
+        name=entry.name,
+        devices=tuple(devices),
+        driver_name=driver_name,
+        host=host,
+    )

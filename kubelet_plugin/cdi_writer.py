@@ -1,0 +1,205 @@
+"""CDI files on disk: writing and removing claim specs atomically, finding the host files they name.
+
+A container runtime may read the CDI root at any moment, so a spec file is
+either absent or complete: it is written to a temporary file in the same
+directory (a dot-name ending ``.tmp``, which CDI loaders ignore because they read
+only ``*.json`` and ``*.yaml``), fsynced, renamed over the final name, and the
+directory is fsynced so the rename survives a power cut. :func:`write_atomically`
+is the same dance for any file; the checkpoint store uses it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from dra_driver.cdi import (
+    CONTROL_DEVICE_NODES,
+    DRIVER_BINARY_DIRS,
+    DRIVER_LIBRARY_DIRS,
+    FIRMWARE_DIR,
+    PERSISTENCED_SOCKET,
+    HostFiles,
+    select_driver_files,
+)
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "CdiWriter",
+    "remove_durably",
+    "remove_stale_temp_files",
+    "scan_host_files",
+    "write_atomically",
+]
+
+log = logging.getLogger(__name__)
+
+#: Suffix of the temporary files :func:`write_atomically` creates (with a leading dot).
+TEMP_SUFFIX: Final = ".tmp"
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
+
+    Temp file ``.<name>.<random>.tmp`` in the same directory, write, fsync,
+    chmod ``mode``, rename, fsync the directory. On any error the temp file is
+    removed and the old file is untouched; the OSError propagates.
+    """
+    directory = path.parent
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    _fsync_directory(directory)
+
+
+def remove_durably(path: Path) -> bool:
+    """Remove ``path`` and fsync its directory; False when it did not exist."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_directory(path.parent)
+    return True
+
+
+def remove_stale_temp_files(directory: Path, prefix: str = "") -> list[Path]:
+    """Remove temp files of :func:`write_atomically` left by a crash; call before serving.
+
+    Only names ``.<prefix>*.tmp`` are touched, so other writers' files in a
+    shared directory stay.
+    """
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        if entry.name.startswith(f".{prefix}") and entry.name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    if removed:
+        _fsync_directory(directory)
+    return removed
+
+
+class CdiWriter:
+    """The claim spec files of one driver in one CDI root directory.
+
+    ``driver_name`` limits what :meth:`spec_files` and temp-file cleanup look
+    at to this driver's files (``<driver>-*.json``); the directory may be shared
+    with other drivers and the admin's own specs.
+    """
+
+    def __init__(self, root: Path, driver_name: str) -> None:
+        self.root = root
+        self.driver_name = driver_name
+
+    def path(self, file_name: str) -> Path:
+        return self.root / file_name
+
+    def write(self, file_name: str, content: bytes) -> Path:
+        """Write a spec atomically (creating the root if needed); returns its path."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(file_name)
+        write_atomically(path, content, mode=0o644)
+        return path
+
+    def remove(self, file_name: str) -> bool:
+        """Remove a spec; False (not an error) when it was not there."""
+        return remove_durably(self.path(file_name))
+
+    def exists(self, file_name: str) -> bool:
+        return self.path(file_name).is_file()
+
+    def read(self, file_name: str) -> bytes | None:
+        try:
+            return self.path(file_name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def spec_files(self) -> list[str]:
+        """Names of this driver's spec files in the root, sorted."""
+        if not self.root.is_dir():
+            return []
+        prefix = f"{self.driver_name}-"
+        return sorted(
+            p.name for p in self.root.iterdir() if p.name.startswith(prefix) and p.suffix == ".json"
+        )
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        return remove_stale_temp_files(self.root, prefix=f"{self.driver_name}-")
+
+
+def _under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def scan_host_files(dev_root: Path, driver_root: Path, hook_path: str | None) -> HostFiles:
+    """Find the control device nodes and driver files that exist on this host.
+
+    Looks only where NVIDIA installs things (:mod:`dra_driver.cdi` lists the
+    places), one directory level deep, so start-up stays fast on large roots.
+    A library directory that is a symlink to one already scanned (``/lib`` ->
+    ``/usr/lib`` on merged-/usr systems) is skipped so nothing is mounted twice.
+    """
+    control = tuple(p for p in CONTROL_DEVICE_NODES if os.path.lexists(_under(dev_root, p)))
+    candidates: list[str] = []
+    seen: set[Path] = set()
+    for directory in (*DRIVER_LIBRARY_DIRS, *DRIVER_BINARY_DIRS):
+        host_dir = _under(driver_root, directory)
+        if not host_dir.is_dir():
+            continue
+        real = host_dir.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        candidates.extend(f"{directory}/{name}" for name in os.listdir(host_dir))
+    firmware = _under(driver_root, FIRMWARE_DIR)
+    if firmware.is_dir():
+        for version_dir in sorted(firmware.iterdir()):
+            if version_dir.is_dir():
+                candidates.extend(
+                    f"{FIRMWARE_DIR}/{version_dir.name}/{name}" for name in os.listdir(version_dir)
+                )
+    if os.path.lexists(_under(driver_root, PERSISTENCED_SOCKET)):
+        candidates.append(PERSISTENCED_SOCKET)
+    files = select_driver_files(candidates)
+    if hook_path is not None and not os.access(hook_path, os.X_OK):
+        # The runtime runs the hook on the host, where this process may not see it;
+        # an admin who configured it knows better, so keep it and say so.
+        log.warning("CDI hook %s is not an executable file as seen from the plugin", hook_path)
+    log.info(
+        "CDI host files: %d control device node(s) under %s, %d driver file(s) under %s",
+        len(control),
+        dev_root,
+        len(files),
+        driver_root,
+    )
+    return HostFiles(
+        dev_root=str(dev_root),
+        driver_root=str(driver_root),
+        control_devices=control,
+        driver_files=files,
+        hook_path=hook_path,
+    )

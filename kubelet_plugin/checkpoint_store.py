@@ -1,0 +1,100 @@
+"""The checkpoint file: loading it (moving a corrupt one aside), saving it crash-safely.
+
+The schema is :mod:`api.checkpoint`. Saving writes a temp file in the same
+directory, fsyncs it, renames it over the checkpoint and fsyncs the directory,
+so after a crash the file holds the last save or the one before, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from api.checkpoint import Checkpoint, CheckpointVersionError, decode_checkpoint, encode_checkpoint
+from api.errors import CheckpointError
+from kubelet_plugin.cdi_writer import remove_stale_temp_files, write_atomically
+
+__all__ = [
+    "BOOT_ID_PATH",
+    "CheckpointCorruptError",
+    "CheckpointStore",
+    "read_boot_id",
+]
+
+log = logging.getLogger(__name__)
+
+#: Changes at every boot; tells a plugin restart from a node reboot.
+BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+
+
+def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
+    """The kernel's boot ID (a UUID). Raises OSError when it cannot be read."""
+    return path.read_text().strip()
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The checkpoint could not be read and was moved aside to ``moved_to``."""
+
+    def __init__(self, message: str, *, path: Path, moved_to: Path) -> None:
+        self.path = path
+        self.moved_to = moved_to
+        super().__init__(message)
+
+
+class CheckpointStore:
+    """One checkpoint file. Not thread-safe: the driver serialises saves."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+
+    def load(self) -> Checkpoint:
+        """The checkpoint on disk; an empty one when there is no file yet.
+
+        A file that does not decode is renamed to ``<name>.corrupt-<UTC timestamp>``
+        with an error log naming both paths, and CheckpointCorruptError is raised:
+        the caller decides to go on with empty state, nothing is reset silently.
+        A file of a newer schema version raises CheckpointVersionError and stays.
+        Temp files of an interrupted save are removed.
+        """
+        remove_stale_temp_files(self.path.parent, prefix=self.path.name)
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return Checkpoint()
+        try:
+            return decode_checkpoint(data)
+        except CheckpointVersionError:
+            raise
+        except CheckpointError as err:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+            moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            attempt = 0
+            while moved_to.exists():  # never overwrite the evidence of an earlier corruption
+                attempt += 1
+                moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{attempt}")
+            self.path.rename(moved_to)
+            log.error(
+                "checkpoint %s is corrupt (%s); moved it to %s and starting without prepared "
+                "claims: claims prepared before are prepared again when the kubelet asks",
+                self.path,
+                err,
+                moved_to,
+            )
+            raise CheckpointCorruptError(
+                f"checkpoint {self.path} is corrupt ({err}); moved to {moved_to}",
+                path=self.path,
+                moved_to=moved_to,
+            ) from err
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Write ``checkpoint`` crash-safely (mode 0600). Raises OSError on failure."""
+        self.save_bytes(encode_checkpoint(checkpoint))
+
+    def save_bytes(self, data: bytes) -> None:
+        """Write an already encoded checkpoint (lets the caller encode under its own lock)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, data, mode=0o600)

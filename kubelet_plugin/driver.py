@@ -1,0 +1,440 @@
+"""GpuDriver: prepares and unprepares claims on this node, crash-safely.
+
+Preparing one claim, in order:
+
+1. Done already (``PrepareCompleted`` in the checkpoint for this UID)? Answer
+   the recorded CDI IDs; rewrite the spec from the checkpoint if someone
+   deleted it. No API read, no other work.
+2. Read the claim (:class:`~kubelet_plugin.claim_source.ClaimSource`) and plan
+   (:func:`dra_driver.preparation.plan_preparation`): UID, allocation, this
+   driver's results in this node's pool, devices present, opaque config valid.
+3. Checkpoint ``PrepareStarted`` (after checking no other claim holds the devices).
+4. Write the CDI spec atomically.
+5. Checkpoint ``PrepareCompleted``; answer the CDI IDs.
+
+Any failure answers that claim's error and undoes steps 3-4 (spec removed,
+entry dropped), so a retry starts clean; a crash in between is undone by
+:meth:`GpuDriver.start` at the next start-up, which rolls back ``PrepareStarted``
+entries, writes again the missing specs of ``PrepareCompleted`` ones (all of
+them after a reboot: the CDI root is a tmpfs), and removes specs and entries of
+claims that are gone from the API server.
+
+Concurrency: calls for different claims run in parallel; calls for the same
+claim UID are serialised by a per-claim lock. Checkpoint saves are group-committed:
+a save writes every change made so far, so concurrent prepares share fsyncs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+from api.checkpoint import Checkpoint, ClaimEntry, encode_checkpoint
+from api.errors import CheckpointError, PrepareError
+from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
+from dra_driver.discovery.model import NodeInventory
+from dra_driver.preparation import (
+    PreparationPlan,
+    checkpoint_devices,
+    claim_label,
+    plan_from_checkpoint,
+    plan_preparation,
+)
+from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
+from kubelet_plugin.checkpoint_store import CheckpointCorruptError, CheckpointStore
+from kubelet_plugin.claim_source import ClaimSource
+from kubelet_plugin.node_driver import ClaimRef, PreparedDevice, PrepareResult
+
+__all__ = ["FaultPoint", "GpuDriver", "RecoveryReport"]
+
+log = logging.getLogger(__name__)
+
+#: Points where a test can stop the process (see ``fault_hook``): after the
+#: PrepareStarted save, after the spec write, after the PrepareCompleted save,
+#: and after an unprepare removed the spec but before it dropped the entry.
+FaultPoint: TypeAlias = Literal[
+    "checkpoint-started", "spec-written", "prepare-completed", "spec-removed"
+]
+
+
+@dataclass
+class RecoveryReport:
+    """What :meth:`GpuDriver.start` did, by claim UID."""
+
+    rolled_back: list[str] = field(default_factory=list)
+    """PrepareStarted entries undone (spec removed, entry dropped)."""
+    rewritten: list[str] = field(default_factory=list)
+    """PrepareCompleted claims whose spec was written again (missing, or a new boot)."""
+    removed: list[str] = field(default_factory=list)
+    """Claims gone from the API server (deleted, or replaced by one with another UID)."""
+    unverified: list[str] = field(default_factory=list)
+    """Claims kept because the API server could not be asked."""
+    orphan_specs: list[str] = field(default_factory=list)
+    """Spec files of this driver without a checkpoint entry (left in place)."""
+    checkpoint_corrupt: bool = False
+
+
+class GpuDriver:
+    """The :class:`~kubelet_plugin.node_driver.NodeDriver` of this project.
+
+    Call :meth:`start` once before serving. ``pool_name`` defaults to the node
+    name (the node-local pool the ResourceSlices publish). ``boot_id`` is the
+    kernel's boot ID (:func:`~kubelet_plugin.checkpoint_store.read_boot_id`).
+    ``fault_hook`` is called at each :data:`FaultPoint`; tests pass one that
+    kills the process, production passes none.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        inventory: NodeInventory,
+        claim_source: ClaimSource,
+        checkpoints: CheckpointStore,
+        cdi: CdiWriter,
+        host: HostFiles,
+        boot_id: str,
+        pool_name: str | None = None,
+        fault_hook: Callable[[FaultPoint], None] | None = None,
+    ) -> None:
+        self.driver_name = driver_name
+        self.pool_name = pool_name or inventory.node_name
+        self._inventory = inventory
+        self._claims = claim_source
+        self._store = checkpoints
+        self._cdi = cdi
+        self._host = host
+        self._boot_id = boot_id
+        self._fault_hook = fault_hook
+        self._entries: dict[str, ClaimEntry] = {}
+        self._state_lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._changes = 0
+        self._saved = 0
+        self._locks_guard = threading.Lock()
+        self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    # --- public surface ------------------------------------------------------------
+
+    @property
+    def inventory(self) -> NodeInventory:
+        return self._inventory
+
+    def update_inventory(self, inventory: NodeInventory) -> None:
+        """Use a newer discovery result for claims prepared from now on."""
+        self._inventory = inventory
+
+    def prepared(self) -> Mapping[str, ClaimEntry]:
+        """A snapshot of the checkpoint entries, by claim UID."""
+        with self._state_lock:
+            return dict(self._entries)
+
+    def start(self) -> RecoveryReport:
+        """Load the checkpoint and repair what a crash or a reboot left behind.
+
+        A corrupt checkpoint is moved aside (logged by the store) and the driver
+        starts empty; a checkpoint of a newer version raises CheckpointError
+        (refuse to run rather than rewrite state this version does not know).
+        """
+        report = RecoveryReport()
+        self._cdi.remove_stale_temp_files()
+        try:
+            checkpoint = self._store.load()
+        except CheckpointCorruptError:
+            checkpoint = Checkpoint()
+            report.checkpoint_corrupt = True
+        entries = dict(checkpoint.claims)
+        for uid in sorted(entries):
+            entry = entries[uid]
+            label = claim_label(entry.namespace, entry.name)
+            if entry.state == "PrepareStarted":
+                remove_durably(Path(entry.cdi_spec_path))
+                del entries[uid]
+                report.rolled_back.append(uid)
+                log.warning("%s (UID %s): rolled back an interrupted prepare", label, uid)
+                continue
+            try:
+                claim = self._claims.get(entry.namespace, entry.name)
+            except PrepareError as err:
+                report.unverified.append(uid)
+                log.warning("%s (UID %s): kept, the API server cannot tell: %s", label, uid, err)
+            else:
+                if claim is None or claim.metadata.uid != uid:
+                    remove_durably(Path(entry.cdi_spec_path))
+                    del entries[uid]
+                    report.removed.append(uid)
+                    log.info("%s (UID %s): gone from the API server, spec removed", label, uid)
+                    continue
+            file_name = spec_file_name(self.driver_name, uid)
+            if entry.boot_id != self._boot_id or not self._cdi.exists(file_name):
+                try:
+                    entries[uid] = self._rewrite_spec(uid, entry)
+                except OSError as err:
+                    # Kept: the next prepare of this claim tries again.
+                    log.error("%s (UID %s): writing its CDI spec failed: %s", label, uid, err)
+                else:
+                    report.rewritten.append(uid)
+        known = {spec_file_name(self.driver_name, uid) for uid in entries}
+        report.orphan_specs = [f for f in self._cdi.spec_files() if f not in known]
+        for orphan in report.orphan_specs:
+            log.warning(
+                "CDI spec %s has no checkpoint entry; left in place (unprepare removes it)",
+                self._cdi.path(orphan),
+            )
+        with self._state_lock:
+            self._entries = entries
+            self._changes += 1
+        self._commit()
+        log.info(
+            "checkpoint recovered: %d claim(s) prepared, %d rolled back, %d spec(s) rewritten, "
+            "%d removed, %d unverified",
+            len(entries),
+            len(report.rolled_back),
+            len(report.rewritten),
+            len(report.removed),
+            len(report.unverified),
+        )
+        return report
+
+    def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
+        """Prepare each claim; see the module docstring. Never raises."""
+        return {claim.uid: self._prepare_one(claim) for claim in claims}
+
+    def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
+        """Remove each claim's spec and entry; an unknown claim succeeds. Never raises."""
+        return {claim.uid: self._unprepare_one(claim) for claim in claims}
+
+    # --- one claim ---------------------------------------------------------------------
+
+    def _prepare_one(self, ref: ClaimRef) -> PrepareResult:
+        started = time.monotonic()
+        if not (ref.uid and ref.namespace and ref.name):
+            return PrepareResult(
+                error=f"{ref} (UID {ref.uid!r}): namespace, name and uid are all required"
+            )
+        try:
+            with self._claim_lock(ref.uid):
+                result = self._prepare_locked(ref)
+        except PrepareError as err:
+            log.warning("prepare %s (UID %s) failed: %s", ref, ref.uid, err)
+            return PrepareResult(error=str(err))
+        except Exception as err:  # a per-claim answer, never a crashed RPC
+            log.exception("prepare %s (UID %s) failed", ref, ref.uid)
+            return PrepareResult(error=f"{ref}: preparing failed: {err}; the kubelet retries")
+        log.info(
+            "prepared %s (UID %s): %s in %.1f ms",
+            ref,
+            ref.uid,
+            ", ".join(d.device for d in result.devices) or "no devices of this driver",
+            (time.monotonic() - started) * 1000,
+        )
+        return result
+
+    def _prepare_locked(self, ref: ClaimRef) -> PrepareResult:
+        with self._state_lock:
+            entry = self._entries.get(ref.uid)
+        if entry is not None and entry.state == "PrepareCompleted":
+            if not self._cdi.exists(spec_file_name(self.driver_name, ref.uid)):
+                log.warning("%s (UID %s): CDI spec was missing, writing it again", ref, ref.uid)
+                entry = self._rewrite_spec(ref.uid, entry)
+                self._set_entry(ref.uid, entry)
+                self._commit()
+            return _result(entry)
+
+        claim = self._claims.get(ref.namespace, ref.name)
+        if claim is None:
+            raise PrepareError(
+                "not found in the API server: it was deleted; nothing to prepare",
+                claim=str(ref),
+            )
+        plan = plan_preparation(
+            claim,
+            uid=ref.uid,
+            inventory=self._inventory,
+            driver_name=self.driver_name,
+            pool_name=self.pool_name,
+            host=self._host,
+        )
+        if plan.spec is None:
+            # Nothing of this driver to inject; a stale attempt may still need undoing.
+            if entry is not None:
+                self._roll_back(ref.uid)
+            return PrepareResult(devices=())
+
+        spec_path = str(self._cdi.path(plan.spec_file_name))
+        new_entry = ClaimEntry(
+            namespace=ref.namespace,
+            name=ref.name,
+            state="PrepareStarted",
+            boot_id=self._boot_id,
+            cdi_spec_path=spec_path,
+            devices=checkpoint_devices(plan),
+        )
+        with self._state_lock:
+            self._check_devices_free(ref, plan)
+            self._entries[ref.uid] = new_entry
+            self._changes += 1
+        try:
+            self._commit()
+            self._fault("checkpoint-started")
+            self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
+            self._fault("spec-written")
+            completed = new_entry.model_copy(update={"state": "PrepareCompleted"})
+            self._set_entry(ref.uid, completed)
+            self._commit()
+        except BaseException:
+            self._roll_back(ref.uid)
+            raise
+        self._fault("prepare-completed")
+        return _result(completed)
+
+    def _unprepare_one(self, ref: ClaimRef) -> str | None:
+        if not ref.uid:
+            return f"{ref}: uid is required"
+        try:
+            with self._claim_lock(ref.uid):
+                with self._state_lock:
+                    entry = self._entries.get(ref.uid)
+                # Remove the spec first: a crash before the entry is dropped leaves an
+                # entry whose spec start-up rewrites or removes, never a spec nobody owns.
+                path = (
+                    Path(entry.cdi_spec_path)
+                    if entry is not None
+                    else self._cdi.path(spec_file_name(self.driver_name, ref.uid))
+                )
+                removed = remove_durably(path)
+                self._fault("spec-removed")
+                if entry is not None:
+                    with self._state_lock:
+                        self._entries.pop(ref.uid, None)
+                        self._changes += 1
+                    self._commit()
+        except Exception as err:
+            log.exception("unprepare %s (UID %s) failed", ref, ref.uid)
+            return f"{ref}: unpreparing failed: {err}; the kubelet retries"
+        if entry is not None or removed:
+            log.info("unprepared %s (UID %s)", ref, ref.uid)
+        return None
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _check_devices_free(self, ref: ClaimRef, plan: PreparationPlan) -> None:
+        """The last line of defence: a device is prepared for one claim at a time.
+
+        Admin access and shared (consumable-capacity) allocations may overlap.
+        Caller holds the state lock.
+        """
+        for device in plan.devices:
+            for uid, other in self._entries.items():
+                if uid == ref.uid:
+                    continue
+                for record in other.devices:
+                    if (record.pool, record.device) != (device.pool, device.device):
+                        continue
+                    if device.admin_access or record.admin_access:
+                        continue
+                    if device.share_id is not None and record.share_id is not None:
+                        continue
+                    raise PrepareError(
+                        f"device {device.device} is already prepared for "
+                        f"{claim_label(other.namespace, other.name)} (UID {uid}); a device "
+                        "serves one claim at a time: that claim must be unprepared first",
+                        claim=str(ref),
+                        retryable=True,
+                    )
+
+    def _rewrite_spec(self, uid: str, entry: ClaimEntry) -> ClaimEntry:
+        plan = plan_from_checkpoint(uid, entry, driver_name=self.driver_name, host=self._host)
+        if plan.spec is not None:
+            self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
+        return entry.model_copy(
+            update={
+                "boot_id": self._boot_id,
+                "cdi_spec_path": str(self._cdi.path(plan.spec_file_name)),
+            }
+        )
+
+    def _roll_back(self, uid: str) -> None:
+        """Undo a prepare attempt: spec removed, entry dropped; errors logged, not raised.
+
+        What cannot be undone now is undone by start-up recovery (the entry is
+        still PrepareStarted on disk).
+        """
+        try:
+            remove_durably(self._cdi.path(spec_file_name(self.driver_name, uid)))
+            with self._state_lock:
+                entry = self._entries.get(uid)
+                if entry is not None and entry.state == "PrepareStarted":
+                    del self._entries[uid]
+                    self._changes += 1
+            self._commit()
+        except Exception:
+            log.exception("rolling back the prepare of claim UID %s failed", uid)
+
+    def _set_entry(self, uid: str, entry: ClaimEntry) -> None:
+        with self._state_lock:
+            self._entries[uid] = entry
+            self._changes += 1
+
+    def _commit(self) -> None:
+        """Make every state change made so far durable (group commit).
+
+        A caller whose change a concurrent save already wrote returns at once;
+        otherwise it saves everything up to now. Raises OSError when saving fails.
+        """
+        with self._state_lock:
+            wanted = self._changes
+        with self._save_lock:
+            if self._saved >= wanted:
+                return
+            with self._state_lock:
+                data = encode_checkpoint(Checkpoint(claims=dict(self._entries)))
+                covered = self._changes
+            try:
+                self._store.save_bytes(data)
+            except OSError as err:
+                raise CheckpointError(
+                    f"saving checkpoint {self._store.path} failed: {err}"
+                ) from err
+            self._saved = covered
+
+    def _fault(self, point: FaultPoint) -> None:
+        if self._fault_hook is not None:
+            self._fault_hook(point)
+
+    @contextlib.contextmanager
+    def _claim_lock(self, uid: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock, users = self._claim_locks.get(uid, (threading.Lock(), 0))
+            self._claim_locks[uid] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                lock, users = self._claim_locks[uid]
+                if users == 1:
+                    del self._claim_locks[uid]
+                else:
+                    self._claim_locks[uid] = (lock, users - 1)
+
+
+def _result(entry: ClaimEntry) -> PrepareResult:
+    return PrepareResult(
+        devices=tuple(
+            PreparedDevice(
+                requests=record.requests,
+                pool=record.pool,
+                device=record.device,
+                cdi_device_ids=record.cdi_device_ids,
+                share_id=record.share_id,
+            )
+            for record in entry.devices
+        )
+    )
