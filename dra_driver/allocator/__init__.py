@@ -1,0 +1,21 @@
+"""The kube-scheduler's structured allocator, with placement policies and explanations.
+
+Public surface::
+
+    snap = Snapshot.build(slices=..., classes=..., claims=[allocated claims], nodes=[...])
+    alloc = allocate(snap, pending_claims, node=None, policy="first-fit")
+    alloc.node, alloc.results          # results aligned with pending_claims
+    snap.add_allocated(claim)          # the claim now holds its devices
+    explain(snap, pending_claims).render_table()
+
+Semantics are spec/allocator.md (Kubernetes 1.36, consumable capacity and
+binding conditions on). ``first-fit`` is exactly upstream; the other
+:data:`POLICIES` choose among valid allocations (see :mod:`.policies`).
+"""
+
+from dra_driver.allocator.allocation import Allocation, allocate
+from dra_driver.allocator.explanation import Explanation, explain
+from dra_driver.allocator.policies import POLICIES
+from dra_driver.allocator.snapshot import Snapshot
+
+__all__ = ["POLICIES", "Allocation", "Explanation", "Snapshot", "allocate", "explain"]

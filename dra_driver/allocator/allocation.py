@@ -1,0 +1,223 @@
+"""``allocate``: all pending claims of one pod, together, on one node.
+
+Node candidates: the given node, or every node the snapshot knows (Node
+objects and nodes named by slices), in name order; with none known at all, a
+single "no particular node" on which only ``allNodes`` devices exist.
+
+``first-fit`` is the upstream allocator: nodes in name order, the first node
+with a solution, the first solution in search order. The scoring policies
+(:mod:`dra_driver.allocator.policies`) try nodes in their own order, compare
+up to ``NODE_BUDGET`` feasible nodes and up to ``SOLUTION_BUDGET`` solutions
+on each, and keep the best.
+
+Errors:
+
+- InvalidInputError: a request naming a missing DeviceClass, an unknown
+  allocationMode, a selector that does not compile... (before any search);
+- CelEvaluationError: a selector failed on a device the search reached;
+  fatal for the whole allocation, as upstream (no other node is tried);
+- UnsatisfiableError: no node fits, or an upstream allocation error (an
+  ``All`` request over a pool being updated, more than 32 devices for one
+  claim); ``reasons`` maps each claim (``claim ns/name``) to why.
+
+A node found infeasible for a claim shape is remembered in the snapshot until
+devices it could use are released, so allocating many claims of one shape one
+after another skips full nodes without searching them again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from api.errors import InvalidInputError, UnsatisfiableError
+from api.resource_v1 import AllocationResult, ResourceClaim
+from dra_driver.allocator.explanation import explain
+from dra_driver.allocator.policies import (
+    FIRST_FIT,
+    NODE_BUDGET,
+    POLICIES,
+    SOLUTION_BUDGET,
+    STEP_BUDGET,
+    scoring_policy,
+)
+from dra_driver.allocator.requests import ClaimPlan, claim_shape, plan_claims
+from dra_driver.allocator.results import build_result
+from dra_driver.allocator.search import CandidateOrder, NodeSearch, SearchAbortedError, Solution
+from dra_driver.allocator.snapshot import FeasibilityMemo, Snapshot, candidate_nodes
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The outcome of :func:`allocate`.
+
+    ``node`` is the chosen node, or None when every allocated device is
+    available on all nodes (no allocation carries a node selector).
+    ``results`` are aligned with the pending claims. ``prioritized_score`` is the
+    scheduler's prioritized-list score of the solution (0 without firstAvailable).
+    """
+
+    node: str | None
+    results: list[AllocationResult]
+    policy: str
+    prioritized_score: int
+
+
+def unsatisfiable(message: str, reasons: dict[str, str]) -> UnsatisfiableError:
+    """An UnsatisfiableError with ``reasons`` (per ``claim ns/name``) attached."""
+    error = UnsatisfiableError(message)
+    # The error tree has no field for per-claim reasons; callers read it with getattr.
+    setattr(error, "reasons", reasons)  # noqa: B010
+    return error
+
+
+def _new_share_id() -> str:
+    return str(uuid.uuid4())
+
+
+def allocate(
+    snapshot: Snapshot,
+    pending_claims: Sequence[ResourceClaim],
+    node: str | None = None,
+    policy: str = FIRST_FIT,
+    share_id: Callable[[], str] | None = None,
+) -> Allocation:
+    """Allocate every pending claim together on one node (see the module docstring).
+
+    Does not change the snapshot: call :meth:`Snapshot.add_allocated` with the
+    claims once their allocation is written.
+    """
+    if policy not in POLICIES:
+        raise InvalidInputError(
+            f'unknown placement policy "{policy}": use one of {", ".join(POLICIES)}'
+        )
+    plans = plan_claims(pending_claims, snapshot.classes)
+    nodes = candidate_nodes(snapshot, node)
+    memo = _memo(snapshot, plans, pending_claims)
+    if policy == FIRST_FIT:
+        found = _first_fit(snapshot, plans, nodes, memo, whole_cluster=node is None)
+    else:
+        found = _best(snapshot, plans, nodes, memo, policy)
+    if found is None:
+        raise _no_fit(snapshot, pending_claims, node, len(nodes))
+    chosen_node, solution = found
+    make_share_id = share_id or _new_share_id
+    results = [
+        build_result(plan, solution.picks[i], solution.chosen[i], chosen_node, make_share_id)
+        for i, plan in enumerate(plans)
+    ]
+    pinned = any(result.node_selector is not None for result in results)
+    return Allocation(chosen_node if pinned else None, results, policy, solution.prioritized_score)
+
+
+def _memo(
+    snapshot: Snapshot, plans: list[ClaimPlan], claims: Sequence[ResourceClaim]
+) -> FeasibilityMemo | None:
+    # "All" requests are not monotonic in the in-use state (a device whose
+    # capacity is used up leaves the set of "all" devices), so they are not memoised.
+    for plan in plans:
+        for group in plan.groups:
+            if any(alternative.all_devices for alternative in group.alternatives):
+                return None
+    return snapshot.memo(tuple(claim_shape(claim) for claim in claims))
+
+
+def _search(
+    snapshot: Snapshot,
+    plans: list[ClaimPlan],
+    name: str | None,
+    *,
+    order: CandidateOrder | None = None,
+    max_solutions: int = 1,
+    step_budget: int | None = None,
+) -> list[Solution]:
+    search = NodeSearch(
+        snapshot,
+        snapshot.view(name),
+        plans,
+        order=order,
+        max_solutions=max_solutions,
+        step_budget=step_budget,
+    )
+    try:
+        return search.run()
+    except SearchAbortedError as err:
+        raise unsatisfiable(err.message, {err.claim: err.message}) from None
+
+
+def _first_fit(
+    snapshot: Snapshot,
+    plans: list[ClaimPlan],
+    nodes: list[str | None],
+    memo: FeasibilityMemo | None,
+    *,
+    whole_cluster: bool,
+) -> tuple[str | None, Solution] | None:
+    # The memo's cursor indexes the snapshot's node list: only used when walking it.
+    cursor = memo if memo is not None and whole_cluster else None
+    for index in range(cursor.cursor if cursor is not None else 0, len(nodes)):
+        name = nodes[index]
+        epoch = snapshot.epoch(name)
+        if memo is not None and memo.infeasible.get(name) == epoch:
+            if cursor is not None and index == cursor.cursor:
+                cursor.cursor = index + 1
+            continue
+        solutions = _search(snapshot, plans, name)
+        if solutions:
+            return name, solutions[0]
+        if memo is not None:
+            memo.infeasible[name] = epoch
+            if cursor is not None and index == cursor.cursor:
+                cursor.cursor = index + 1
+    return None
+
+
+def _best(
+    snapshot: Snapshot,
+    plans: list[ClaimPlan],
+    nodes: list[str | None],
+    memo: FeasibilityMemo | None,
+    policy_name: str,
+) -> tuple[str | None, Solution] | None:
+    policy = scoring_policy(policy_name)
+    best: tuple[tuple[object, ...], str | None, Solution] | None = None
+    feasible = 0
+    for rank, name in enumerate(policy.rank_nodes(snapshot, nodes)):
+        epoch = snapshot.epoch(name)
+        if memo is not None and memo.infeasible.get(name) == epoch:
+            continue
+        view = snapshot.view(name)
+        solutions = _search(
+            snapshot,
+            plans,
+            name,
+            order=policy.order(snapshot, view),
+            max_solutions=SOLUTION_BUDGET,
+            step_budget=STEP_BUDGET,
+        )
+        if not solutions:
+            if memo is not None:
+                memo.infeasible[name] = epoch
+            continue
+        for position, solution in enumerate(solutions):
+            key = (
+                -solution.prioritized_score,
+                policy.score(snapshot, view, solution),
+                rank,
+                position,
+            )
+            if best is None or key < best[0]:
+                best = (key, name, solution)
+        feasible += 1
+        if feasible >= NODE_BUDGET:
+            break
+    return None if best is None else (best[1], best[2])
+
+
+def _no_fit(
+    snapshot: Snapshot, claims: Sequence[ResourceClaim], node: str | None, checked: int
+) -> UnsatisfiableError:
+    explanation = explain(snapshot, claims, node=node)
+    where = f"node {node}" if node is not None else f"any of {checked} node(s)"
+    return unsatisfiable(f"cannot allocate all claims on {where}", explanation.reasons())

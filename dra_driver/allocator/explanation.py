@@ -1,0 +1,431 @@
+"""``explain``: why pending claims can or cannot be allocated, per node and request.
+
+For each node (or the given one), each claim and each request (each
+subrequest of a ``firstAvailable`` request) the explainer classifies every
+candidate device by the first check it fails, looked at on its own (against
+the devices in use, without the other requests of the pod):
+
+1. a class selector is false / 2. a request selector is false / a selector
+   fails to evaluate (counted, the first error kept);
+3. not available on the node (per-device node selection);
+4. in use, by which claims;
+5. capacity insufficient (consumable capacity, request policy);
+6. counters exhausted (partitionable devices);
+7. tainted and not tolerated;
+8. lacking the attribute of a constraint that covers the request;
+
+the rest are *eligible*. It also runs the allocator's search on the node to
+say whether the claims fit together (constraints and competition between
+requests are only visible that way) and lists incomplete and invalid pools,
+whose devices are never candidates.
+
+The *closest* node is one where the claims fit, else the one with the
+smallest shortfall: per request the devices still missing (``needed -
+eligible``; for ``All``, the matching devices that are not eligible), taking
+the best alternative of a ``firstAvailable`` request; ties go to node order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.errors import CelEvaluationError
+from api.resource_v1 import ResourceClaim
+from dra_driver.allocator.constraints import ConstraintState
+from dra_driver.allocator.inventory import DeviceRecord
+from dra_driver.allocator.requests import ClaimPlan, RequestPlan, plan_claims
+from dra_driver.allocator.search import NodeSearch, SearchAbortedError, evaluate, selector_error
+from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
+
+#: Counters of a request report, in table order: (JSON key, table heading).
+_COLUMNS = (
+    ("considered", "CONSIDERED"),
+    ("classSelectorsFalse", "CLASS-SEL"),
+    ("requestSelectorsFalse", "REQ-SEL"),
+    ("selectorErrors", "SEL-ERR"),
+    ("notOnNode", "OFF-NODE"),
+    ("inUse", "IN-USE"),
+    ("capacityInsufficient", "CAPACITY"),
+    ("countersExhausted", "COUNTERS"),
+    ("tainted", "TAINTED"),
+    ("constraintUnmet", "CONSTRAINT"),
+    ("eligible", "ELIGIBLE"),
+)
+
+
+@dataclass
+class RequestReport:
+    """Device counts for one request (or subrequest) on one node."""
+
+    request: str
+    device_class: str
+    #: Devices needed; None for ``allocationMode: All``.
+    needed: int | None
+    counts: dict[str, int] = field(default_factory=lambda: {key: 0 for key, _ in _COLUMNS})
+    in_use_by: Counter[str] = field(default_factory=Counter)
+    selector_error: str | None = None
+    #: Matching devices an ``All`` request would need (selectors, node, capacity).
+    matching: int = 0
+
+    @property
+    def eligible(self) -> int:
+        return self.counts["eligible"]
+
+    @property
+    def shortfall(self) -> int:
+        """Devices missing for this request alone."""
+        if self.needed is None:
+            if self.matching == 0:
+                return 1
+            return self.matching - self.eligible
+        return max(self.needed - self.eligible, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request": self.request,
+            "deviceClassName": self.device_class,
+            "needed": "All" if self.needed is None else self.needed,
+            **self.counts,
+            "inUseBy": dict(sorted(self.in_use_by.items())),
+            "selectorError": self.selector_error,
+        }
+
+    def summary(self) -> str:
+        """One line: what keeps the devices of this request from being eligible."""
+        counts = self.counts
+        parts = []
+        for key, text in (
+            ("classSelectorsFalse", f"not in class {self.device_class}"),
+            ("requestSelectorsFalse", "not matching the request selectors"),
+            ("selectorErrors", "selector errors"),
+            ("notOnNode", "not available on the node"),
+            ("capacityInsufficient", "not enough capacity"),
+            ("countersExhausted", "counters exhausted"),
+            ("tainted", "tainted"),
+            ("constraintUnmet", "lacking a constraint attribute"),
+        ):
+            if counts[key]:
+                parts.append(f"{counts[key]} {text}")
+        if counts["inUse"]:
+            holders = ", ".join(
+                f"{holder}" + (f" x{n}" if n > 1 else "")
+                for holder, n in sorted(self.in_use_by.items())
+            )
+            parts.insert(0, f"{counts['inUse']} in use by {holders}")
+        needed = "all matching" if self.needed is None else str(self.needed)
+        detail = f" ({'; '.join(parts)})" if parts else ""
+        return (
+            f"request {self.request}: needs {needed}, {self.eligible} eligible of "
+            f"{counts['considered']} devices{detail}"
+        )
+
+
+@dataclass
+class ClaimReport:
+    claim: str
+    #: Alternatives of one request are listed one after another (``req/sub``).
+    requests: list[RequestReport]
+    #: Per request name, the alternatives' reports (one for a plain request).
+    groups: list[list[RequestReport]]
+
+    @property
+    def shortfall(self) -> int:
+        return sum(min(r.shortfall for r in group) for group in self.groups if group)
+
+
+@dataclass
+class NodeReport:
+    node: str | None
+    allocatable: bool
+    error: str | None
+    incomplete_pools: list[str]
+    invalid_pools: dict[str, str]
+    claims: list[ClaimReport]
+
+    @property
+    def shortfall(self) -> int:
+        return 0 if self.allocatable else max(sum(c.shortfall for c in self.claims), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "allocatable": self.allocatable,
+            "shortfall": self.shortfall,
+            "error": self.error,
+            "incompletePools": self.incomplete_pools,
+            "invalidPools": self.invalid_pools,
+            "claims": [
+                {"claim": c.claim, "requests": [r.to_json() for r in c.requests]}
+                for c in self.claims
+            ],
+        }
+
+
+@dataclass
+class Explanation:
+    """What :func:`explain` found.
+
+    ``to_json()`` schema (stable; keys are camelCase, lists keep node and
+    request order)::
+
+        {
+          "claims": ["claim ns/name", ...],          # the pending claims
+          "allocatable": bool,                       # some node fits them all
+          "closestNode": "node-a" | null,            # see the module docstring
+          "nodes": [{
+            "node": "node-a" | null,                 # null: no particular node
+            "allocatable": bool,
+            "shortfall": int,                        # 0 when allocatable
+            "error": str | null,                     # why the search stopped with an
+                                                     # error (CEL, All over a pool
+                                                     # being updated, ...)
+            "incompletePools": ["driver/pool", ...],
+            "invalidPools": {"driver/pool": "reason", ...},
+            "claims": [{
+              "claim": "claim ns/name",
+              "requests": [{
+                "request": "gpu" | "gpu/big",
+                "deviceClassName": str,
+                "needed": int | "All",
+                "considered": int,                   # candidate devices on the node
+                "classSelectorsFalse": int,
+                "requestSelectorsFalse": int,
+                "selectorErrors": int,
+                "notOnNode": int,
+                "inUse": int,
+                "capacityInsufficient": int,
+                "countersExhausted": int,
+                "tainted": int,
+                "constraintUnmet": int,
+                "eligible": int,
+                "inUseBy": {"claim ns/name": int, ...},
+                "selectorError": str | null          # the first selector error
+              }, ...]
+            }, ...]
+          }, ...]
+        }
+    """
+
+    claims: list[str]
+    nodes: list[NodeReport]
+
+    @property
+    def allocatable(self) -> bool:
+        return any(n.allocatable for n in self.nodes)
+
+    @property
+    def closest(self) -> NodeReport | None:
+        """The node that came closest (first allocatable, else smallest shortfall)."""
+        best: NodeReport | None = None
+        for report in self.nodes:
+            key = (not report.allocatable, report.error is not None, report.shortfall)
+            if best is None or key < (
+                not best.allocatable,
+                best.error is not None,
+                best.shortfall,
+            ):
+                best = report
+        return best
+
+    def to_json(self) -> dict[str, Any]:
+        closest = self.closest
+        return {
+            "claims": self.claims,
+            "allocatable": self.allocatable,
+            "closestNode": closest.node if closest is not None else None,
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+    def reasons(self) -> dict[str, str]:
+        """Per claim (``claim ns/name``), why it cannot be allocated, for stderr."""
+        closest = self.closest
+        checked = len(self.nodes)
+        reasons: dict[str, str] = {}
+        for index, claim in enumerate(self.claims):
+            if closest is None:
+                reasons[claim] = "no node to allocate on: the input has no nodes or slices"
+                continue
+            where = f"node {closest.node}" if closest.node else "the node-independent devices"
+            prefix = (
+                f"no fit on any of {checked} node(s); closest is {where}"
+                if checked > 1
+                else f"no fit on {where}"
+            )
+            if closest.error:
+                reasons[claim] = f"{prefix}: {closest.error}"
+                continue
+            report = closest.claims[index]
+            short = [r.summary() for group in report.groups for r in group if r.shortfall]
+            if report.shortfall == 0:
+                reasons[claim] = (
+                    f"{prefix}: each request has enough eligible devices there, but not "
+                    "all together (constraints, or other requests and claims compete for them)"
+                )
+            else:
+                reasons[claim] = f"{prefix}: " + "; ".join(short)
+            if closest.incomplete_pools:
+                reasons[claim] += f"; pools being updated: {', '.join(closest.incomplete_pools)}"
+            if closest.invalid_pools:
+                reasons[claim] += "; invalid pools: " + ", ".join(
+                    f"{pool} ({why})" for pool, why in closest.invalid_pools.items()
+                )
+        return reasons
+
+    def render_table(self) -> str:
+        """A fixed-width table: one row per node, claim and request."""
+        headings = ["NODE", "CLAIM", "REQUEST", "NEEDED", *(h for _, h in _COLUMNS)]
+        rows: list[list[str]] = [headings]
+        notes: list[str] = []
+        for report in self.nodes:
+            node = report.node or "(any)"
+            for claim in report.claims:
+                for request in claim.requests:
+                    needed = "All" if request.needed is None else str(request.needed)
+                    rows.append(
+                        [
+                            node,
+                            claim.claim.removeprefix("claim "),
+                            request.request,
+                            needed,
+                            *(str(request.counts[k]) for k, _ in _COLUMNS),
+                        ]
+                    )
+                    if request.in_use_by:
+                        holders = ", ".join(
+                            f"{h} ({n})" for h, n in sorted(request.in_use_by.items())
+                        )
+                        notes.append(f"{node} {request.request}: in use by {holders}")
+                    if request.selector_error:
+                        notes.append(f"{node} {request.request}: {request.selector_error}")
+            verdict = (
+                "fits" if report.allocatable else f"does not fit (shortfall {report.shortfall})"
+            )
+            notes.append(f"{node}: {verdict}")
+            if report.error:
+                notes.append(f"{node}: error: {report.error}")
+            for pool in report.incomplete_pools:
+                notes.append(f"{node}: pool {pool} is being updated (incomplete), not used")
+            for pool, why in report.invalid_pools.items():
+                notes.append(f"{node}: pool {pool} is invalid ({why}), not used")
+        widths = [max(len(row[i]) for row in rows) for i in range(len(headings))]
+        lines = [
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+        ]
+        closest = self.closest
+        lines.append("")
+        lines.extend(notes)
+        if closest is not None:
+            lines.append(
+                f"closest node: {closest.node or '(any)'}"
+                + (" (fits)" if closest.allocatable else "")
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _classify(
+    search: NodeSearch,
+    claim: ClaimPlan,
+    plan: RequestPlan,
+    constraints: list[ConstraintState],
+    report: RequestReport,
+) -> None:
+    snapshot = search.snapshot
+    counts = report.counts
+    for device in search.view.candidates:
+        counts["considered"] += 1
+        outcome = _selector_outcome(plan, device, report)
+        if outcome is not None:
+            counts[outcome] += 1
+            continue
+        if device.slice.per_device and device.id in search.view.off_node:
+            counts["notOnNode"] += 1
+            continue
+        if search.capacity(plan, device) is not None:
+            report.matching += 1
+        if search.in_use(claim.index, plan, device):
+            counts["inUse"] += 1
+            for holder in snapshot.users(device.id):
+                report.in_use_by[holder] += 1
+            continue
+        if search.capacity(plan, device) is None:
+            counts["capacityInsufficient"] += 1
+        elif not search.counters_fit(device):
+            counts["countersExhausted"] += 1
+        elif search.tainted(plan, device):
+            counts["tainted"] += 1
+        elif any(state.would_reject(plan, device) for state in constraints):
+            counts["constraintUnmet"] += 1
+        else:
+            counts["eligible"] += 1
+
+
+def _selector_outcome(plan: RequestPlan, device: DeviceRecord, report: RequestReport) -> str | None:
+    for selectors, key, of_class in (
+        (plan.device_class.selectors, "classSelectorsFalse", True),
+        (plan.selectors, "requestSelectorsFalse", False),
+    ):
+        for selector in selectors:
+            result = evaluate(selector, device)
+            if result is True:
+                continue
+            if result is False:
+                return key
+            if report.selector_error is None:
+                report.selector_error = str(
+                    selector_error(result, plan, selector, device, of_class=of_class)
+                )
+            return "selectorErrors"
+    return None
+
+
+def explain_node(snapshot: Snapshot, plans: list[ClaimPlan], name: str | None) -> NodeReport:
+    """The report for one node (see the module docstring)."""
+    view = snapshot.view(name)
+    search = NodeSearch(snapshot, view, plans)
+    claims: list[ClaimReport] = []
+    for claim in plans:
+        constraints = [ConstraintState(c) for c in claim.constraints]
+        requests: list[RequestReport] = []
+        groups: list[list[RequestReport]] = []
+        for group in claim.groups:
+            alternatives = []
+            for plan in group.alternatives:
+                report = RequestReport(
+                    plan.full_name, plan.device_class.name, None if plan.all_devices else plan.count
+                )
+                _classify(search, claim, plan, constraints, report)
+                alternatives.append(report)
+            requests.extend(alternatives)
+            groups.append(alternatives)
+        claims.append(ClaimReport(claim.label, requests, groups))
+    error: str | None = None
+    try:
+        allocatable = bool(search.run())
+    except (CelEvaluationError, SearchAbortedError) as err:
+        allocatable = False
+        error = str(err)
+    return NodeReport(
+        node=name,
+        allocatable=allocatable,
+        error=error,
+        incomplete_pools=[p.label for p in view.pools if p.incomplete],
+        invalid_pools={p.label: p.invalid for p in view.pools if p.invalid is not None},
+        claims=claims,
+    )
+
+
+def explain(
+    snapshot: Snapshot, pending_claims: Sequence[ResourceClaim], node: str | None = None
+) -> Explanation:
+    """Explain, for ``node`` or every candidate node, how the pending claims fit.
+
+    Raises InvalidInputError for input :func:`allocate` would reject (a missing
+    DeviceClass, a selector that does not compile...). Selector evaluation
+    errors do not raise here: they are counted and reported.
+    """
+    plans = plan_claims(pending_claims, snapshot.classes)
+    reports = [explain_node(snapshot, plans, name) for name in candidate_nodes(snapshot, node)]
+    return Explanation([plan.label for plan in plans], reports)

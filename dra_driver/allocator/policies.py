@@ -1,0 +1,360 @@
+"""Placement policies: which of the valid allocations to prefer (beyond upstream).
+
+Upstream (``first-fit``) takes the first node in name order that fits and the
+first solution in search order. The other policies look at several complete
+solutions and keep the best; every solution they compare is valid under the
+upstream rules, a policy only chooses among them.
+
+Vocabulary. A *unit* is what a device occupies physically: the counter sets
+it consumes (one per physical GPU in the usual partitionable model), or the
+device itself when it consumes no counters. A unit's *usage* is in [0, 1]:
+for a counter set the largest used fraction of any of its counters; for a plain
+device 1 when allocated, the used fraction of its capacities when shared, else
+0. A *fresh* unit has usage 0.
+
+- ``binpack``: break as few fresh units as possible (a MIG slice on an
+  already-split GPU beats splitting a whole one), then prefer the node with
+  the fewest free devices, then the most used units. Candidates are tried used
+  units first, smallest partitions first.
+- ``spread``: the least used node (used/published devices), then the least
+  used units. Candidates are tried least used first.
+- ``most-capable``: the strongest devices, by ``cudaComputeCapability``
+  (version), then ``memory`` capacity; ties keep upstream order (never the
+  product name). Candidates are tried strongest first.
+- ``topology``: per claim, as few distinct NVLink islands, then PCIe roots,
+  then NUMA nodes as possible (a device without the attribute counts as its own
+  island/root/node), then ``binpack``. Candidates are tried grouped by topology.
+
+Every policy first honours ``firstAvailable``: a solution using earlier
+subrequests (higher prioritized-list score) always wins. Ties then go to the
+earlier node in the policy's node order and the earlier solution in search
+order, so results are deterministic.
+
+Budgets (keep the cost per claim predictable): see :data:`NODE_BUDGET`,
+:data:`SOLUTION_BUDGET`, :data:`STEP_BUDGET`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Final, Protocol
+
+from api import limits
+from api.semver import Semver
+from dra_driver.allocator.capacity import qualify
+from dra_driver.allocator.inventory import DeviceRecord
+from dra_driver.allocator.requests import RequestPlan
+from dra_driver.allocator.search import CandidateOrder, Solution
+from dra_driver.allocator.snapshot import NodeView, Snapshot
+
+#: Feasible nodes a scoring policy compares before it picks (in its node order).
+NODE_BUDGET: Final = 8
+#: Complete solutions compared per node.
+SOLUTION_BUDGET: Final = 16
+#: Search steps per node once a first solution is known.
+STEP_BUDGET: Final = 2000
+
+#: Topology levels, most important first; each is a list of attribute names
+#: tried in turn (unqualified names are in the device driver's domain).
+TOPOLOGY_ATTRIBUTES: Final = (
+    ("nvlinkIsland", f"{limits.STANDARD_DOMAIN}/nvlinkIsland"),
+    (limits.ATTRIBUTE_PCIE_ROOT, "pcieRoot"),
+    (limits.ATTRIBUTE_NUMA_NODE, "numaNode", "numa"),
+)
+#: Attribute ranked first by ``most-capable`` (a version such as ``9.0.0``).
+CAPABILITY_ATTRIBUTE: Final = "cudaComputeCapability"
+#: Capacity ranked second by ``most-capable``.
+MEMORY_CAPACITY: Final = "memory"
+
+Score = tuple[object, ...]
+
+
+class Policy(Protocol):
+    """How one placement policy orders nodes and candidates and scores solutions."""
+
+    name: str
+
+    def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
+        """Nodes in the order they are tried (ties: the given order)."""
+        ...
+
+    def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
+        """How to rearrange a node's candidates per request, or None for upstream order."""
+        ...
+
+    def score(self, snapshot: Snapshot, view: NodeView, solution: Solution) -> Score:
+        """Lower is better."""
+        ...
+
+
+# -- unit usage ---------------------------------------------------------------------
+
+
+def units(device: DeviceRecord) -> tuple[object, ...]:
+    """The physical units a device occupies (counter sets, or the device itself)."""
+    if device.consumes:
+        generation = device.slice.pool_generation
+        return tuple(sorted({(id(generation), key[0]) for key, _ in device.consumes}))
+    return (device.id,)
+
+
+def unit_usage(snapshot: Snapshot, device: DeviceRecord) -> float:
+    """Usage in [0, 1] of the most used unit the device occupies."""
+    if device.consumes:
+        generation = device.slice.pool_generation
+        assert generation is not None
+        available = snapshot.counters_available(generation)
+        totals = generation.counter_totals
+        sets = {key[0] for key, _ in device.consumes}
+        usage = 0.0
+        for key, total in totals.items():
+            if key[0] in sets and total > 0:
+                usage = max(usage, float((total - available.get(key, total)) / total))
+        return min(usage, 1.0)
+    if snapshot.in_use(device.id):
+        return 1.0
+    if device.multi and snapshot.share_count(device.id):
+        aggregated = snapshot.aggregated(device.id)
+        fractions = [
+            float(aggregated.get(name, Fraction(0)) / entry.total)
+            for name, entry in device.capacity.items()
+            if entry.total > 0
+        ]
+        return min(max(fractions, default=0.5), 1.0)
+    return 0.0
+
+
+def partition_size(device: DeviceRecord) -> float:
+    """Share of its counter sets a device consumes (0 for a device without counters)."""
+    if not device.consumes:
+        return 0.0
+    generation = device.slice.pool_generation
+    assert generation is not None
+    totals = generation.counter_totals
+    shares = [float(amount / totals[key]) for key, amount in device.consumes if totals.get(key)]
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def _free_devices(snapshot: Snapshot, name: str | None) -> int:
+    used, published = snapshot.node_usage(name)
+    return max(published - used, 0)
+
+
+def _used_fraction(snapshot: Snapshot, name: str | None) -> Fraction:
+    used, published = snapshot.node_usage(name)
+    return Fraction(min(used, published), published) if published else Fraction(0)
+
+
+def _reorder(
+    candidates: Sequence[DeviceRecord], key: Mapping[str, tuple[object, ...]]
+) -> list[DeviceRecord]:
+    indexed = sorted(range(len(candidates)), key=lambda i: (key[candidates[i].id], i))
+    return [candidates[i] for i in indexed]
+
+
+# -- binpack --------------------------------------------------------------------------
+
+
+class Binpack:
+    name = "binpack"
+
+    def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
+        return sorted(names, key=lambda n: _free_devices(snapshot, n))
+
+    def device_key(self, snapshot: Snapshot, device: DeviceRecord) -> tuple[object, ...]:
+        usage = unit_usage(snapshot, device)
+        return (0 if usage > 0 else 1, -usage, partition_size(device))
+
+    def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
+        keys: dict[str, tuple[object, ...]] = {}
+        ordered: list[DeviceRecord] | None = None
+
+        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+            nonlocal ordered
+            del plan
+            if ordered is None:
+                for device in candidates:
+                    keys[device.id] = self.device_key(snapshot, device)
+                ordered = _reorder(candidates, keys)
+            return ordered
+
+        return order
+
+    def score(self, snapshot: Snapshot, view: NodeView, solution: Solution) -> Score:
+        usage: dict[object, float] = {}
+        for picks in solution.picks:
+            for pick in picks:
+                level = unit_usage(snapshot, pick.device)
+                for unit in units(pick.device):
+                    usage[unit] = max(usage.get(unit, 0.0), level)
+        fresh = sum(1 for level in usage.values() if level == 0)
+        return (fresh, _free_devices(snapshot, view.name), -sum(usage.values()))
+
+
+# -- spread ---------------------------------------------------------------------------
+
+
+class Spread:
+    name = "spread"
+
+    def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
+        return sorted(names, key=lambda n: _used_fraction(snapshot, n))
+
+    def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
+        ordered: list[DeviceRecord] | None = None
+
+        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+            nonlocal ordered
+            del plan
+            if ordered is None:
+                keys = {d.id: (unit_usage(snapshot, d),) for d in candidates}
+                ordered = _reorder(candidates, keys)
+            return ordered
+
+        return order
+
+    def score(self, snapshot: Snapshot, view: NodeView, solution: Solution) -> Score:
+        usage: dict[object, float] = {}
+        for picks in solution.picks:
+            for pick in picks:
+                level = unit_usage(snapshot, pick.device)
+                for unit in units(pick.device):
+                    usage[unit] = max(usage.get(unit, 0.0), level)
+        return (_used_fraction(snapshot, view.name), sum(usage.values()))
+
+
+# -- most-capable ---------------------------------------------------------------------
+
+
+def capability(device: DeviceRecord) -> tuple[object, ...]:
+    """Sort key, strongest first: compute capability (missing last), then memory."""
+    cached = device.policy_keys.get("most-capable")
+    if isinstance(cached, tuple):
+        return cached
+    version: Semver | None = None
+    attribute = device.attribute(qualify(CAPABILITY_ATTRIBUTE, device.driver))
+    if attribute is not None:
+        value = attribute.value
+        if isinstance(value, Semver):
+            version = value
+        elif isinstance(value, str):
+            try:
+                version = Semver.parse(value, normalize=True)
+            except ValueError:
+                version = None
+    memory = device.capacity.get(qualify(MEMORY_CAPACITY, device.driver))
+    amount = memory.total if memory is not None else Fraction(0)
+    key: tuple[object, ...] = (
+        (0, -version.major, -version.minor, -version.patch, -amount)
+        if version is not None
+        else (1, 0, 0, 0, -amount)
+    )
+    device.policy_keys["most-capable"] = key
+    return key
+
+
+class MostCapable:
+    name = "most-capable"
+
+    def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
+        def best(name: str | None) -> tuple[object, ...]:
+            view = snapshot.view(name)
+            cached = view.policy_cache.get(self.name)
+            if not isinstance(cached, tuple):
+                cached = min((capability(d) for d in view.candidates), default=(2,))
+                view.policy_cache[self.name] = cached
+            return cached
+
+        return sorted(names, key=best)
+
+    def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
+        del snapshot
+        ordered = view.policy_cache.get("most-capable-order")
+        if not isinstance(ordered, list):
+            keys = {d.id: capability(d) for d in view.candidates}
+            ordered = _reorder(view.candidates, keys)
+            view.policy_cache["most-capable-order"] = ordered
+        fixed: list[DeviceRecord] = ordered
+
+        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+            del plan, candidates
+            return fixed
+
+        return order
+
+    def score(self, snapshot: Snapshot, view: NodeView, solution: Solution) -> Score:
+        del snapshot, view
+        return tuple(sorted(capability(p.device) for picks in solution.picks for p in picks))
+
+
+# -- topology -------------------------------------------------------------------------
+
+
+def topology(device: DeviceRecord) -> tuple[tuple[object, ...], ...]:
+    """The device's (island, PCIe root, NUMA node); a missing one is unique to the device."""
+    cached = device.policy_keys.get("topology")
+    if isinstance(cached, tuple):
+        return cached
+    levels: list[tuple[object, ...]] = []
+    for names in TOPOLOGY_ATTRIBUTES:
+        found: tuple[object, ...] = (1, device.id)
+        for name in names:
+            attribute = device.attribute(qualify(name, device.driver))
+            if attribute is not None and attribute.set_fields():
+                found = (0, str(attribute.value))
+                break
+        levels.append(found)
+    key = tuple(levels)
+    device.policy_keys["topology"] = key
+    return key
+
+
+class Topology:
+    name = "topology"
+
+    def __init__(self) -> None:
+        self._binpack = Binpack()
+
+    def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
+        return self._binpack.rank_nodes(snapshot, names)
+
+    def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
+        ordered: list[DeviceRecord] | None = None
+
+        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+            nonlocal ordered
+            del plan
+            if ordered is None:
+                keys = {
+                    d.id: (*topology(d), *self._binpack.device_key(snapshot, d)) for d in candidates
+                }
+                ordered = _reorder(candidates, keys)
+            return ordered
+
+        return order
+
+    def score(self, snapshot: Snapshot, view: NodeView, solution: Solution) -> Score:
+        spread = [0] * len(TOPOLOGY_ATTRIBUTES)
+        for picks in solution.picks:
+            for level in range(len(TOPOLOGY_ATTRIBUTES)):
+                spread[level] += len({topology(p.device)[level] for p in picks})
+        return (*spread, *self._binpack.score(snapshot, view, solution))
+
+
+FIRST_FIT: Final = "first-fit"
+#: Every policy name, ``first-fit`` (upstream behaviour) first.
+POLICIES: Final = (FIRST_FIT, "binpack", "spread", "most-capable", "topology")
+
+
+def scoring_policy(name: str) -> Policy:
+    """The scoring policy called ``name`` (not ``first-fit``)."""
+    if name == "binpack":
+        return Binpack()
+    if name == "spread":
+        return Spread()
+    if name == "most-capable":
+        return MostCapable()
+    if name == "topology":
+        return Topology()
+    raise ValueError(name)
