@@ -173,7 +173,8 @@ def decode_checkpoint(data: bytes, *, upgrades: Mapping[int, Upgrade] = UPGRADES
             )
         version = next_version
     try:
-        return Checkpoint.model_validate(document)
+        # JSON-mode validation: strict, yet JSON arrays fill the tuple fields.
+        return Checkpoint.model_validate_json(json.dumps(document))
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
