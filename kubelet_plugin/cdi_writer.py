@@ -75,10 +75,13 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def remove_durably(path: Path) -> bool:
-    """Remove ``path`` and fsync its directory; False when it did not exist."""
+    """Remove ``path`` and fsync its directory; False when it did not exist.
+
+    A parent that is not a directory counts as "did not exist" too: no file can be there.
+    """
     try:
         path.unlink()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     _fsync_directory(path.parent)
     return True
@@ -117,6 +120,10 @@ class CdiWriter:
 
     def path(self, file_name: str) -> Path:
         return self.root / file_name
+
+    def ensure_root(self) -> None:
+        """Create the CDI root if it is missing (runtimes watch it; it may not exist yet)."""
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def write(self, file_name: str, content: bytes) -> Path:
         """Write a spec atomically (creating the root if needed); returns its path."""

@@ -143,6 +143,7 @@ class GpuDriver:
         (refuse to run rather than rewrite state this version does not know).
         """
         report = RecoveryReport()
+        self._cdi.ensure_root()
         self._cdi.remove_stale_temp_files()
         try:
             checkpoint = self._store.load()

@@ -1,0 +1,176 @@
+"""GpuDriver start-up: repairs what a crash, a reboot or changes in the API server left."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from driver_fixtures import (
+    checkpoint_path,
+    checkpoint_states,
+    claim,
+    claim_uid,
+    expected_id,
+    files_in,
+    make_driver,
+    spec_path,
+    validate_cdi_file,
+)
+
+from api.checkpoint import CheckpointVersionError
+from kubelet_plugin.checkpoint_store import CheckpointStore
+from kubelet_plugin.claim_source import FakeClaimSource
+from kubelet_plugin.node_driver import ClaimRef
+
+pytestmark = pytest.mark.component
+
+
+def ref(n: int) -> ClaimRef:
+    return ClaimRef(namespace="default", name=f"claim-{n}", uid=claim_uid(n))
+
+
+def prepared_node(root: Path, claims: FakeClaimSource, *numbers: int) -> None:
+    """A node where a first driver process prepared these claims."""
+    driver = make_driver(root, claims)
+    driver.start()
+    results = driver.prepare([ref(n) for n in numbers])
+    assert all(r.error is None for r in results.values())
+
+
+def mark_started(root: Path, n: int) -> None:
+    """Turn claim n's entry back into PrepareStarted, as a crash mid-prepare leaves it."""
+    store = CheckpointStore(checkpoint_path(root))
+    checkpoint = store.load()
+    entry = checkpoint.claims[claim_uid(n)]
+    claims = dict(checkpoint.claims)
+    claims[claim_uid(n)] = entry.model_copy(update={"state": "PrepareStarted"})
+    store.save(checkpoint.model_copy(update={"claims": claims}))
+
+
+def test_started_prepare_is_rolled_back(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1), claim(2)])
+    prepared_node(tmp_path, claims, 1, 2)
+    mark_started(tmp_path, 2)
+
+    report = make_driver(tmp_path, claims).start()
+
+    assert report.rolled_back == [claim_uid(2)]
+    assert not spec_path(tmp_path, 2).exists()
+    assert spec_path(tmp_path, 1).exists()
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+
+
+def test_completed_claim_with_a_missing_spec_gets_it_back(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    content = spec_path(tmp_path, 1).read_bytes()
+    spec_path(tmp_path, 1).unlink()
+
+    driver = make_driver(tmp_path, claims)
+    report = driver.start()
+
+    assert report.rewritten == [claim_uid(1)]
+    assert spec_path(tmp_path, 1).read_bytes() == content
+    reads = claims.reads
+    result = driver.prepare([ref(1)])[claim_uid(1)]
+    assert result.devices[0].cdi_device_ids == (expected_id(1),)
+    assert claims.reads == reads
+
+
+def test_reboot_redoes_every_prepared_claim(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1), claim(2)])
+    prepared_node(tmp_path, claims, 1, 2)
+    for n in (1, 2):  # the CDI root is a tmpfs: gone after a reboot
+        spec_path(tmp_path, n).unlink()
+
+    report = make_driver(tmp_path, claims, boot_id="new-boot").start()
+
+    assert report.rewritten == sorted([claim_uid(1), claim_uid(2)])
+    for n in (1, 2):
+        validate_cdi_file(spec_path(tmp_path, n))
+    document = json.loads(checkpoint_path(tmp_path).read_bytes())
+    assert {e["bootId"] for e in document["claims"].values()} == {"new-boot"}
+
+
+def test_claims_gone_from_the_api_server_are_removed(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1), claim(2), claim(3)])
+    prepared_node(tmp_path, claims, 1, 2, 3)
+    claims.delete("default", "claim-1")
+    claims.put(claim(2, uid="00000000-0000-4000-8000-000000000002"))  # deleted and made again
+
+    report = make_driver(tmp_path, claims).start()
+
+    assert sorted(report.removed) == sorted([claim_uid(1), claim_uid(2)])
+    assert files_in(tmp_path / "cdi") == [spec_path(tmp_path, 3).name]
+    assert checkpoint_states(tmp_path) == {claim_uid(3): "PrepareCompleted"}
+
+
+def test_claims_are_kept_when_the_api_server_cannot_tell(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    claims.fail = True
+
+    report = make_driver(tmp_path, claims).start()
+
+    assert report.unverified == [claim_uid(1)]
+    assert report.removed == []
+    assert spec_path(tmp_path, 1).exists()
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+
+
+def test_spec_without_an_entry_is_reported_and_left(tmp_path: Path) -> None:
+    claims = FakeClaimSource()
+    (tmp_path / "cdi").mkdir()
+    orphan = spec_path(tmp_path, 5)
+    orphan.write_text("{}")
+    other_driver = tmp_path / "cdi" / "nvidia.yaml"
+    other_driver.write_text("---\n")
+
+    report = make_driver(tmp_path, claims).start()
+
+    assert report.orphan_specs == [orphan.name]
+    assert orphan.exists() and other_driver.exists()
+
+
+def test_temp_files_of_an_interrupted_write_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "cdi").mkdir()
+    ours = tmp_path / "cdi" / f".gpu.dra-driver.io-{claim_uid(1)}.json.x1y2.tmp"
+    ours.write_text("{")
+    theirs = tmp_path / "cdi" / ".other-vendor.json.tmp"
+    theirs.write_text("{")
+
+    make_driver(tmp_path, FakeClaimSource()).start()
+
+    assert files_in(tmp_path / "cdi") == [theirs.name]
+
+
+def test_corrupt_checkpoint_is_moved_aside_and_claims_are_prepared_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    checkpoint_path(tmp_path).write_bytes(b'{"version": 1, "claims": {"')
+
+    driver = make_driver(tmp_path, claims)
+    with caplog.at_level(logging.ERROR):
+        report = driver.start()
+
+    assert report.checkpoint_corrupt
+    assert "is corrupt" in caplog.text
+    state_files = files_in(tmp_path / "state")
+    assert [f for f in state_files if f.startswith("checkpoint.json.corrupt-")]
+    # The kubelet asks again; the same spec and IDs come out.
+    result = driver.prepare([ref(1)])[claim_uid(1)]
+    assert result.error is None
+    assert result.devices[0].cdi_device_ids == (expected_id(1),)
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+
+
+def test_checkpoint_of_a_newer_version_stops_the_start(tmp_path: Path) -> None:
+    checkpoint_path(tmp_path).parent.mkdir(parents=True)
+    checkpoint_path(tmp_path).write_bytes(b'{"version": 2, "claims": {}}')
+    with pytest.raises(CheckpointVersionError):
+        make_driver(tmp_path, FakeClaimSource()).start()
+    assert checkpoint_path(tmp_path).read_bytes() == b'{"version": 2, "claims": {}}'
