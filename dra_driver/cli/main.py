@@ -31,6 +31,7 @@ from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus
 from dra_driver import __version__
 from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
 from dra_driver.cli.demo import run_demo
+from dra_driver.cli.discover import add_discover_arguments, run_discover
 from dra_driver.manifests import Inventory, load_inventory, read_documents
 
 EXIT_OK = 0
@@ -119,6 +120,14 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         choices=POLICIES,
         help="policy to show (repeatable; default first-fit, binpack and most-capable)",
     )
+
+    discover_cmd = commands.add_parser(
+        "discover",
+        help="print the node's ResourceSlices as YAML, without a cluster",
+        description="Discover this node's GPUs (NVML or mock) and print the ResourceSlices "
+        "the kubelet plugin would publish, one YAML document per slice.",
+    )
+    add_discover_arguments(discover_cmd)
     return parser
 
 
@@ -194,6 +203,8 @@ def main(
     if args.command == "demo":
         policies = args.policy or ["first-fit", "binpack", "most-capable"]
         return run_demo(Path(args.examples), policies, out)
+    if args.command == "discover":
+        return run_discover(args, out, prog=prog)
     inventory: Inventory | None = None
     try:
         inventory = load_inventory(read_documents(args.filename, stdin or sys.stdin))
