@@ -178,9 +178,14 @@ def request_names(device: PreparedDevice) -> list[str]:
     return list(dict.fromkeys(name.split("/", 1)[0] for name in device.requests))
 
 
-def _remaining(context: grpc.ServicerContext) -> float | None:
+def _driver_timeout(context: grpc.ServicerContext) -> float | None:
+    """How long to wait for the driver: the caller's remaining deadline, less a
+    margin so that the per-claim "did not finish" answer, which says what
+    happens next, still reaches the kubelet before its own deadline fires."""
     remaining: float | None = context.time_remaining()
-    return None if remaining is None else max(remaining, 0.0)
+    if remaining is None:
+        return None
+    return max(remaining - min(1.0, remaining * 0.1), 0.0)
 
 
 class DraV1Servicer(dra_v1_grpc.DRAPluginServicer):
@@ -192,7 +197,7 @@ class DraV1Servicer(dra_v1_grpc.DRAPluginServicer):
     def NodePrepareResources(  # noqa: N802 - the gRPC method name
         self, request: dra_v1.NodePrepareResourcesRequest, context: grpc.ServicerContext
     ) -> dra_v1.NodePrepareResourcesResponse:
-        results = self._dispatcher.prepare(_claim_refs(request.claims), _remaining(context))
+        results = self._dispatcher.prepare(_claim_refs(request.claims), _driver_timeout(context))
         response = dra_v1.NodePrepareResourcesResponse()
         for uid, result in results.items():
             entry = response.claims[uid]
@@ -213,7 +218,7 @@ class DraV1Servicer(dra_v1_grpc.DRAPluginServicer):
     def NodeUnprepareResources(  # noqa: N802 - the gRPC method name
         self, request: dra_v1.NodeUnprepareResourcesRequest, context: grpc.ServicerContext
     ) -> dra_v1.NodeUnprepareResourcesResponse:
-        results = self._dispatcher.unprepare(_claim_refs(request.claims), _remaining(context))
+        results = self._dispatcher.unprepare(_claim_refs(request.claims), _driver_timeout(context))
         response = dra_v1.NodeUnprepareResourcesResponse()
         for uid, error in results.items():
             response.claims[uid].error = error or ""
@@ -234,7 +239,7 @@ class DraV1beta1Servicer(dra_v1beta1_grpc.DRAPluginServicer):
     def NodePrepareResources(  # noqa: N802 - the gRPC method name
         self, request: dra_v1beta1.NodePrepareResourcesRequest, context: grpc.ServicerContext
     ) -> dra_v1beta1.NodePrepareResourcesResponse:
-        results = self._dispatcher.prepare(_claim_refs(request.claims), _remaining(context))
+        results = self._dispatcher.prepare(_claim_refs(request.claims), _driver_timeout(context))
         response = dra_v1beta1.NodePrepareResourcesResponse()
         for uid, result in results.items():
             entry = response.claims[uid]
@@ -253,7 +258,7 @@ class DraV1beta1Servicer(dra_v1beta1_grpc.DRAPluginServicer):
     def NodeUnprepareResources(  # noqa: N802 - the gRPC method name
         self, request: dra_v1beta1.NodeUnprepareResourcesRequest, context: grpc.ServicerContext
     ) -> dra_v1beta1.NodeUnprepareResourcesResponse:
-        results = self._dispatcher.unprepare(_claim_refs(request.claims), _remaining(context))
+        results = self._dispatcher.unprepare(_claim_refs(request.claims), _driver_timeout(context))
         response = dra_v1beta1.NodeUnprepareResourcesResponse()
         for uid, error in results.items():
             response.claims[uid].error = error or ""
