@@ -74,7 +74,10 @@ class KubernetesClaimSource:
             response: Any = self._api.read_namespaced_resource_claim(
                 name, namespace, _preload_content=False, _request_timeout=self._timeout_s
             )
-            data = json.loads(response.data)
+            try:
+                data = json.loads(response.data)
+            finally:
+                response.release_conn()
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -83,9 +86,11 @@ class KubernetesClaimSource:
                 claim=_label(namespace, name),
                 retryable=True,
             ) from None
-        except (OSError, ValueError) as err:  # connection errors, a body that is not JSON
+        except Exception as err:
+            # Connection refused, timeouts (urllib3 errors are not OSErrors), a body
+            # that is not JSON: all mean "unknown", never "deleted".
             raise PrepareError(
-                f"reading it from the API server failed: {err}",
+                f"reading it from the API server failed: {type(err).__name__}: {err}",
                 claim=_label(namespace, name),
                 retryable=True,
             ) from None

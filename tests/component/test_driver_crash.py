@@ -1,0 +1,213 @@
+"""Crash tests: the driver process dies at a fault point, a new one starts, the kubelet retries.
+
+Each run is a separate Python process (driver_process.py) that ends with
+``os._exit`` at the chosen point, as a SIGKILL would end it: no cleanup, no
+flushing of state. Nothing in the code under test is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from driver_fixtures import (
+    BOOT_ID,
+    FAULT_EXIT_CODE,
+    checkpoint_states,
+    claim,
+    claim_uid,
+    expected_id,
+    files_in,
+    spec_path,
+    validate_cdi_file,
+)
+
+pytestmark = pytest.mark.component
+
+PROCESS = Path(__file__).with_name("driver_process.py")
+
+
+def refs(*numbers: int) -> list[list[str]]:
+    return [["default", f"claim-{n}", claim_uid(n)] for n in numbers]
+
+
+class Node:
+    """The files of one node, and driver processes run against them."""
+
+    def __init__(self, root: Path, claims: list[dict[str, Any]]) -> None:
+        self.root = root
+        self.claims_file = root / "claims.json"
+        self.set_claims(claims)
+        self.runs = 0
+
+    def set_claims(self, claims: list[dict[str, Any]]) -> None:
+        self.claims_file.write_text(json.dumps(claims))
+
+    def run(
+        self,
+        actions: list[tuple[str, list[list[str]]]],
+        *,
+        fault: dict[str, Any] | None = None,
+        boot_id: str = BOOT_ID,
+    ) -> tuple[int, dict[str, Any]]:
+        self.runs += 1
+        run_file = self.root / f"run-{self.runs}.json"
+        run_file.write_text(
+            json.dumps(
+                {
+                    "root": str(self.root),
+                    "claims": str(self.claims_file),
+                    "boot_id": boot_id,
+                    "actions": actions,
+                    "fault": fault,
+                }
+            )
+        )
+        done = subprocess.run(
+            [sys.executable, str(PROCESS), str(run_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode not in (0, FAULT_EXIT_CODE):
+            raise AssertionError(f"driver process failed ({done.returncode}):\n{done.stderr}")
+        output = json.loads(done.stdout) if done.returncode == 0 else {}
+        return done.returncode, output
+
+    def no_temp_files(self) -> None:
+        for directory in (self.root / "cdi", self.root / "state"):
+            assert not [f for f in files_in(directory) if f.startswith(".")], directory
+
+
+def ids(step: dict[str, Any], n: int) -> list[list[str]]:
+    result = step[claim_uid(n)]
+    assert result["error"] is None, result["error"]
+    return [d["cdi_device_ids"] for d in result["devices"]]
+
+
+def test_killed_between_spec_and_completed_checkpoint(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1, ["gpu-1", "gpu-2"])])
+
+    code, _ = node.run([("prepare", refs(1))], fault={"point": "spec-written"})
+
+    assert code == FAULT_EXIT_CODE
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareStarted"}
+    left_by_crash = spec_path(tmp_path, 1).read_bytes()
+
+    code, out = node.run([("prepare", refs(1))])
+
+    assert code == 0
+    assert out["recovery"]["rolled_back"] == [claim_uid(1)]
+    assert ids(out["steps"][0], 1) == [[expected_id(1, "gpu-1")], [expected_id(1, "gpu-2")]]
+    assert spec_path(tmp_path, 1).read_bytes() == left_by_crash  # same content as before
+    validate_cdi_file(spec_path(tmp_path, 1))
+    assert files_in(tmp_path / "cdi") == [spec_path(tmp_path, 1).name]
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+    node.no_temp_files()
+
+
+def test_killed_after_the_started_checkpoint(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1)])
+
+    code, _ = node.run([("prepare", refs(1))], fault={"point": "checkpoint-started"})
+
+    assert code == FAULT_EXIT_CODE
+    assert not spec_path(tmp_path, 1).exists()
+    code, out = node.run([("prepare", refs(1))])
+    assert out["recovery"]["rolled_back"] == [claim_uid(1)]
+    assert ids(out["steps"][0], 1) == [[expected_id(1)]]
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+    node.no_temp_files()
+
+
+def test_killed_before_answering_keeps_the_prepared_claim(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1)])
+
+    code, _ = node.run([("prepare", refs(1))], fault={"point": "prepare-completed"})
+
+    assert code == FAULT_EXIT_CODE
+    code, out = node.run([("prepare", refs(1))])
+    assert out["recovery"]["rolled_back"] == []
+    assert ids(out["steps"][0], 1) == [[expected_id(1)]]
+    # One read at start-up (is the claim still there?), none for the prepare: nothing redone.
+    assert out["api_reads"] == 1
+
+
+def test_no_claim_is_lost_when_another_prepare_is_killed(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1), claim(2), claim(3)])
+
+    # Claims 1 and 2 complete; the process dies in the middle of claim 3.
+    code, _ = node.run(
+        [("prepare", refs(1, 2)), ("prepare", refs(3))],
+        fault={"point": "spec-written", "hit": 3},
+    )
+
+    assert code == FAULT_EXIT_CODE
+    assert checkpoint_states(tmp_path) == {
+        claim_uid(1): "PrepareCompleted",
+        claim_uid(2): "PrepareCompleted",
+        claim_uid(3): "PrepareStarted",
+    }
+    code, out = node.run([("prepare", refs(1, 2, 3))])
+    assert out["recovery"]["rolled_back"] == [claim_uid(3)]
+    for n in (1, 2, 3):
+        assert ids(out["steps"][0], n) == [[expected_id(n)]]
+        validate_cdi_file(spec_path(tmp_path, n))
+    assert set(checkpoint_states(tmp_path).values()) == {"PrepareCompleted"}
+    assert len(files_in(tmp_path / "cdi")) == 3
+    node.no_temp_files()
+
+
+def test_killed_in_unprepare_then_the_claim_is_deleted(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1)])
+    node.run([("prepare", refs(1))])
+
+    code, _ = node.run([("unprepare", refs(1))], fault={"point": "spec-removed"})
+
+    assert code == FAULT_EXIT_CODE
+    assert not spec_path(tmp_path, 1).exists()
+    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+    node.set_claims([])  # the pod is gone and so is its claim
+    code, out = node.run([("unprepare", refs(1))])
+    assert out["recovery"]["removed"] == [claim_uid(1)]
+    assert out["steps"][0] == {claim_uid(1): None}
+    assert checkpoint_states(tmp_path) == {}
+    assert files_in(tmp_path / "cdi") == []
+
+
+def test_killed_in_unprepare_and_the_kubelet_retries(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1)])
+    node.run([("prepare", refs(1))])
+    node.run([("unprepare", refs(1))], fault={"point": "spec-removed"})
+
+    # The claim still exists: start-up writes the spec again, the retried unprepare removes it.
+    code, out = node.run([("unprepare", refs(1))])
+
+    assert code == 0
+    assert out["recovery"]["rewritten"] == [claim_uid(1)]
+    assert out["steps"][0] == {claim_uid(1): None}
+    assert checkpoint_states(tmp_path) == {}
+    assert files_in(tmp_path / "cdi") == []
+
+
+def test_reboot_after_a_kill_redoes_prepared_claims(tmp_path: Path) -> None:
+    node = Node(tmp_path, [claim(1), claim(2)])
+    node.run(
+        [("prepare", refs(1)), ("prepare", refs(2))], fault={"point": "spec-written", "hit": 2}
+    )
+    for name in files_in(tmp_path / "cdi"):  # the reboot empties the tmpfs
+        (tmp_path / "cdi" / name).unlink()
+
+    code, out = node.run([("prepare", refs(1, 2))], boot_id="second-boot")
+
+    assert code == 0
+    assert out["recovery"]["rolled_back"] == [claim_uid(2)]
+    assert out["recovery"]["rewritten"] == [claim_uid(1)]
+    assert ids(out["steps"][0], 1) == [[expected_id(1)]]
+    assert ids(out["steps"][0], 2) == [[expected_id(2)]]
+    assert len(files_in(tmp_path / "cdi")) == 2
