@@ -285,7 +285,7 @@ class _Parser:
             args.append(self.expr())
             if self.accept(closing):
                 return args
-            self.expect(",", f"expecting ',' or '{closing}'")
+            self.expect(",", f"',' or '{closing}'")
 
     def primary(self) -> ast.Expr:
         token = self.tok
@@ -342,7 +342,7 @@ class _Parser:
             elements.append(self.expr())
             if self.accept("]"):
                 break
-            self.expect(",", "expecting ',' or ']'")
+            self.expect(",", "',' or ']'")
         return ast.ListExpr(
             offset=offset,
             id=self.new_id(),
@@ -356,12 +356,12 @@ class _Parser:
         while not self.accept("}"):
             optional = self.accept("?")
             key = self.expr()
-            self.expect(":", "expecting ':'")
+            self.expect(":", "':'")
             value = self.expr()
             entries.append(ast.MapEntry(key=key, value=value, optional=optional))
             if self.accept("}"):
                 break
-            self.expect(",", "expecting ',' or '}'")
+            self.expect(",", "',' or '}'")
         return ast.MapExpr(offset=offset, id=self.new_id(), entries=entries)
 
     # -- calls and macros -----------------------------------------------------------------

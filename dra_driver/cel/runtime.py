@@ -548,17 +548,14 @@ def range_pairs(value: Any) -> list[tuple[Any, Any]]:
 def build_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     """A map literal's value; repeated keys and invalid key types are errors."""
     result: dict[Any, Any] = {}
-    kinds: set[type] = set()
     for key, value in pairs:
-        tk = type(key)
-        if tk not in (str, int, UInt, bool):
+        if type(key) not in (str, int, UInt, bool):
             raise EvalError(f"unsupported key type: {type_name(key)}")
-        kinds.add(bool if tk is bool else tk)
-        if bool in kinds and len(kinds) > 1 and (kinds & {int, UInt}):
-            # Python would merge true with 1; such maps are not supported.
-            raise EvalError("unsupported map literal: bool keys mixed with numeric keys")
         if map_find(result, key)[0]:
             raise EvalError(f"Failed with repeated key: {key!r}")
+        if key in result:
+            # Distinct in CEL, equal in Python (true and 1): a Python dict cannot hold both.
+            raise EvalError("unsupported map literal: keys true/false together with 1/0")
         result[key] = value
     return result
 
