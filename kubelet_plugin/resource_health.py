@@ -213,8 +213,9 @@ class ResourceHealthServicer(health_grpc.DRAResourceHealthServicer):
         with self._lock:
             self._open.add(subscription)
         # Runs when the RPC ends for any reason, also while this thread is
-        # blocked waiting for the next snapshot.
-        context.add_callback(subscription.close)
+        # blocked waiting for the next snapshot; False: it has ended already.
+        if not context.add_callback(subscription.close):
+            subscription.close()
         _log.info("kubelet opened a device health stream")
         try:
             for snapshot in subscription:
