@@ -157,7 +157,8 @@ def _mig_profiles(model: GpuModel) -> tuple[MigProfile, ...]:
             placements=spec.placements,
             instance_count=spec.instance_count,
         )
-        for spec in model.mig_profiles
+        # In NVML's query order (by profile enum), as the NVML backend lists them.
+        for spec in sorted(model.mig_profiles, key=lambda spec: spec.profile_enum)
     )
 
 
