@@ -424,7 +424,7 @@ class _Checker:
             key_type = t.params[0]
         elif types.is_dyn(t):
             first = second = key_type = DYN
-            first_shape, second_shape = UNKNOWN, UNKNOWN
+            first_shape = second_shape = shape.element
         else:
             self.error(
                 node.target,

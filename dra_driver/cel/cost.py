@@ -51,11 +51,18 @@ class Shape:
 
     @property
     def element(self) -> Shape:
-        return self.elem if self.elem is not None else UNKNOWN
+        """The shape of an element; without better knowledge, elements are assumed no
+        larger than the hint of the whole (a list-typed attribute holds at most 64
+        strings of at most 64 characters)."""
+        if self.elem is not None:
+            return self.elem
+        return UNKNOWN if self.size is None else Shape(self.size)
 
     @property
     def keys(self) -> Shape:
-        return self.key if self.key is not None else UNKNOWN
+        if self.key is not None:
+            return self.key
+        return UNKNOWN if self.size is None else Shape(self.size)
 
 
 UNKNOWN: Final = Shape()

@@ -214,9 +214,12 @@ def _estimate_equality(shapes: list[Shape]) -> tuple[int, Shape]:
 def _estimate_concat(shapes: list[Shape]) -> tuple[int, Shape]:
     left, right = shapes
     total = cost.add(left.max_size, right.max_size)
-    size = None if total >= cost.UNBOUNDED else total
     elem = cost.join([left.element, right.element]) if left.elem or right.elem else None
-    return cost.add(1, cost.factor(total, cost.STRING_TRAVERSAL)), Shape(size, elem=elem)
+    if total >= cost.UNBOUNDED:
+        # Operands of unknown size (numbers typed dyn, mostly): a unit cost, as upstream
+        # gives arithmetic; concatenations are charged by their length at run time.
+        return 1, Shape(None, elem=elem)
+    return cost.add(1, cost.factor(total, cost.STRING_TRAVERSAL)), Shape(total, elem=elem)
 
 
 def _estimate_in(shapes: list[Shape]) -> tuple[int, Shape]:
