@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Final, Literal, get_args
 
 from api import limits
@@ -210,7 +211,18 @@ def _static_mig_device(gpu: Gpu, mig: MigDevice, inventory: NodeInventory) -> De
     )
 
 
-def _layout_maximum(gpu: Gpu, value: Callable[[MigProfile], int]) -> int:
+def _max_disjoint(placements: tuple[tuple[int, int], ...]) -> int:
+    """How many of these placements fit side by side (greedy by end: optimal)."""
+    count, free_from = 0, 0
+    for start, size in sorted(placements, key=lambda p: p[0] + p[1]):
+        if start >= free_from:
+            count, free_from = count + 1, start + size
+    return count
+
+
+def _layout_maximum(
+    profiles: tuple[MigProfile, ...], end: int, value: Callable[[MigProfile], int]
+) -> int:
     """The most of ``value`` any layout of non-overlapping placements uses together.
 
     Weighted interval scheduling over the memory slices, honouring each
@@ -218,17 +230,19 @@ def _layout_maximum(gpu: Gpu, value: Callable[[MigProfile], int]) -> int:
     from it never block a layout the hardware allows, and do not overstate
     what the GPU has (an A100 has one OFA engine, not one per ``+me`` placement).
     """
-    profiles = gpu.mig_profiles
-    end = max(
-        [gpu.memory_slices] + [start + size for p in profiles for start, size in p.placements]
-    )
     starting_at: dict[int, list[tuple[int, int]]] = {}
     for number, profile in enumerate(profiles):
         for start, size in profile.placements:
             starting_at.setdefault(start, []).append((number, size))
-    # Without a known instance count, the slices are the only limit.
-    unlimited = end + 1
-    initial = tuple(unlimited if p.instance_count is None else p.instance_count for p in profiles)
+    # Only instance counts below what the slices allow anyway can bind; the
+    # others stay out of the search state, which keeps it tiny.
+    limited = [
+        number
+        for number, p in enumerate(profiles)
+        if p.instance_count is not None and p.instance_count < _max_disjoint(p.placements)
+    ]
+    slot = {number: i for i, number in enumerate(limited)}
+    initial = tuple(profiles[number].instance_count or 0 for number in limited)
     memo: dict[tuple[int, tuple[int, ...]], int] = {}
 
     def best(position: int, remaining: tuple[int, ...]) -> int:
@@ -238,20 +252,31 @@ def _layout_maximum(gpu: Gpu, value: Callable[[MigProfile], int]) -> int:
         if key not in memo:
             result = best(position + 1, remaining)
             for number, size in starting_at.get(position, ()):
-                if remaining[number] > 0:
-                    left = (*remaining[:number], remaining[number] - 1, *remaining[number + 1 :])
-                    result = max(result, value(profiles[number]) + best(position + size, left))
+                left = remaining
+                if number in slot:
+                    i = slot[number]
+                    if remaining[i] == 0:
+                        continue
+                    left = (*remaining[:i], remaining[i] - 1, *remaining[i + 1 :])
+                result = max(result, value(profiles[number]) + best(position + size, left))
             memo[key] = result
         return memo[key]
 
     return best(0, initial)
 
 
+@cache
+def _layout_totals(profiles: tuple[MigProfile, ...], memory_slices: int) -> dict[str, int]:
+    """Per counter, the most any MIG layout of this GPU model uses; computed once per model."""
+    end = max([memory_slices] + [start + size for p in profiles for start, size in p.placements])
+    return {counter: _layout_maximum(profiles, end, value) for _, counter, value in _MIG_RESOURCES}
+
+
 def _counter_values(gpu: Gpu) -> dict[str, int]:
     """The counters of a partitionable GPU; zero-valued ones are left out."""
     counters: dict[str, int] = {}
-    for _, counter, value in _MIG_RESOURCES:
-        total = _layout_maximum(gpu, value)
+    for counter, layout_total in _layout_totals(gpu.mig_profiles, gpu.memory_slices).items():
+        total = layout_total
         if counter == "memory" and gpu.memory_bytes is not None:
             total = max(total, gpu.memory_bytes)
         if total > 0:
