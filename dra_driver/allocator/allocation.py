@@ -30,8 +30,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from api.errors import InvalidInputError, UnsatisfiableError
+from api.limits import FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
 from api.resource_v1 import AllocationResult, ResourceClaim
 from dra_driver.allocator.explanation import explain
 from dra_driver.allocator.policies import (
@@ -92,7 +94,7 @@ def allocate(
         raise InvalidInputError(
             f'unknown placement policy "{policy}": use one of {", ".join(POLICIES)}'
         )
-    plans = plan_claims(pending_claims, snapshot.classes)
+    plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
     nodes = candidate_nodes(snapshot, node)
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
@@ -181,9 +183,23 @@ def _best(
     policy_name: str,
 ) -> tuple[str | None, Solution] | None:
     policy = scoring_policy(policy_name)
-    best: tuple[tuple[object, ...], str | None, Solution] | None = None
+    best: tuple[tuple[Any, ...], str | None, Solution] | None = None
+    # The prioritized-list score when every firstAvailable request gets its first choice.
+    top_score = sum(
+        FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
+        for plan in plans
+        for group in plan.groups
+        if group.first_available
+    )
     feasible = 0
     for rank, name in enumerate(policy.rank_nodes(snapshot, nodes)):
+        if best is not None and best[0][0] == -top_score:
+            bound = policy.bound(snapshot, name)
+            if bound is not None and _cannot_win(best[0][1], bound):
+                # No solution on this node can beat the best one.
+                if policy.monotone:
+                    break
+                continue
         epoch = snapshot.epoch(name)
         if memo is not None and memo.infeasible.get(name) == epoch:
             continue
@@ -213,6 +229,12 @@ def _best(
         if feasible >= NODE_BUDGET:
             break
     return None if best is None else (best[1], best[2])
+
+
+def _cannot_win(best: tuple[Any, ...], bound: tuple[Any, ...]) -> bool:
+    """Whether a node with this score bound cannot beat ``best`` (ties lose: later node)."""
+    prefix = best[: len(bound)]
+    return bool(prefix < bound or (prefix == bound and len(bound) == len(best)))
 
 
 def _no_fit(

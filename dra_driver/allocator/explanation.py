@@ -426,6 +426,6 @@ def explain(
     DeviceClass, a selector that does not compile...). Selector evaluation
     errors do not raise here: they are counted and reported.
     """
-    plans = plan_claims(pending_claims, snapshot.classes)
+    plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
     reports = [explain_node(snapshot, plans, name) for name in candidate_nodes(snapshot, node)]
     return Explanation([plan.label for plan in plans], reports)

@@ -14,8 +14,9 @@ device 1 when allocated, the used fraction of its capacities when shared, else
 
 - ``binpack``: break as few fresh units as possible (a MIG slice on an
   already-split GPU beats splitting a whole one), then prefer the node with
-  the fewest free devices, then the most used units. Candidates are tried used
-  units first, smallest partitions first.
+  the fewest free devices, then the most used units. Nodes are tried partly
+  used ones first, fewest free devices first; candidates used units first,
+  smallest partitions first.
 - ``spread``: the least used node (used/published devices), then the least
   used units. Candidates are tried least used first.
 - ``most-capable``: the strongest devices, by ``cudaComputeCapability``
@@ -36,9 +37,10 @@ Budgets (keep the cost per claim predictable): see :data:`NODE_BUDGET`,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from api import limits
 from api.semver import Semver
@@ -74,9 +76,21 @@ class Policy(Protocol):
     """How one placement policy orders nodes and candidates and scores solutions."""
 
     name: str
+    #: Whether :meth:`bound` never decreases along :meth:`rank_nodes` order, so
+    #: the first node that cannot win ends the search.
+    monotone: bool
 
     def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
         """Nodes in the order they are tried (ties: the given order)."""
+        ...
+
+    def bound(self, snapshot: Snapshot, name: str | None) -> Score | None:
+        """A lower bound of the score of any solution on the node (None: unknown).
+
+        It may bound only a prefix of the score. A node whose bound is above the
+        best score so far is not searched; nor is one whose bound equals it when
+        the bound covers the whole score (ties go to the earlier node anyway).
+        """
         ...
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
@@ -136,6 +150,25 @@ def partition_size(device: DeviceRecord) -> float:
     return sum(shares) / len(shares) if shares else 0.0
 
 
+def _ranked(
+    snapshot: Snapshot, names: Sequence[str | None], policy: str, key: Callable[[str], Any]
+) -> list[str | None]:
+    if len(names) > 1 and names == snapshot.node_names:
+        # The whole cluster: the snapshot keeps this order up to date incrementally.
+        return list(snapshot.ranked_nodes(policy, key))
+    return sorted(names, key=lambda n: key(n) if n is not None else 0)
+
+
+def _has_shared_pools(snapshot: Snapshot, view: NodeView) -> bool:
+    cached = view.policy_cache.get("shared-pools")
+    if not isinstance(cached, bool):
+        cached = any(
+            snapshot.pool_node(p.generation.driver, p.generation.pool) is None for p in view.pools
+        )
+        view.policy_cache["shared-pools"] = cached
+    return cached
+
+
 def _free_devices(snapshot: Snapshot, name: str | None) -> int:
     used, published = snapshot.node_usage(name)
     return max(published - used, 0)
@@ -158,9 +191,22 @@ def _reorder(
 
 class Binpack:
     name = "binpack"
+    # Nodes are ranked by their bound, so the first node that cannot win ends the search.
+    monotone = True
 
     def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
-        return sorted(names, key=lambda n: _free_devices(snapshot, n))
+        return _ranked(snapshot, names, self.name, lambda n: self.bound(snapshot, n))
+
+    def bound(self, snapshot: Snapshot, name: str | None) -> Score:
+        # Nodes with something in use first: only there can a solution break no
+        # fresh unit. On a node with nothing in use (and no pools shared with
+        # other nodes) every unit is fresh.
+        used, _ = snapshot.node_usage(name)
+        untouched = used == 0 and not _has_shared_pools(snapshot, snapshot.view(name))
+        if untouched:
+            # Every unit fresh: usage 0, so the bound is the whole score.
+            return (1, _free_devices(snapshot, name), 0.0)
+        return (0, _free_devices(snapshot, name), -math.inf)
 
     def device_key(self, snapshot: Snapshot, device: DeviceRecord) -> tuple[object, ...]:
         usage = unit_usage(snapshot, device)
@@ -197,9 +243,13 @@ class Binpack:
 
 class Spread:
     name = "spread"
+    monotone = True
 
     def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
-        return sorted(names, key=lambda n: _used_fraction(snapshot, n))
+        return _ranked(snapshot, names, self.name, lambda n: _used_fraction(snapshot, n))
+
+    def bound(self, snapshot: Snapshot, name: str | None) -> Score | None:
+        return (_used_fraction(snapshot, name), 0.0)
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         ordered: list[DeviceRecord] | None = None
@@ -256,17 +306,22 @@ def capability(device: DeviceRecord) -> tuple[object, ...]:
 
 class MostCapable:
     name = "most-capable"
+    monotone = True
+
+    def _best(self, snapshot: Snapshot, name: str | None) -> tuple[object, ...]:
+        view = snapshot.view(name)
+        cached = view.policy_cache.get(self.name)
+        if not isinstance(cached, tuple):
+            cached = min((capability(d) for d in view.candidates), default=(2,))
+            view.policy_cache[self.name] = cached
+        return cached
 
     def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
-        def best(name: str | None) -> tuple[object, ...]:
-            view = snapshot.view(name)
-            cached = view.policy_cache.get(self.name)
-            if not isinstance(cached, tuple):
-                cached = min((capability(d) for d in view.candidates), default=(2,))
-                view.policy_cache[self.name] = cached
-            return cached
+        # Static per node (its strongest device), so a plain sort is exact.
+        return sorted(names, key=lambda n: self._best(snapshot, n))
 
-        return sorted(names, key=best)
+    def bound(self, snapshot: Snapshot, name: str | None) -> Score | None:
+        return (self._best(snapshot, name),)
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         del snapshot
@@ -312,12 +367,16 @@ def topology(device: DeviceRecord) -> tuple[tuple[object, ...], ...]:
 
 class Topology:
     name = "topology"
+    monotone = False
 
     def __init__(self) -> None:
         self._binpack = Binpack()
 
     def rank_nodes(self, snapshot: Snapshot, names: Sequence[str | None]) -> list[str | None]:
         return self._binpack.rank_nodes(snapshot, names)
+
+    def bound(self, snapshot: Snapshot, name: str | None) -> Score | None:
+        return None
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         ordered: list[DeviceRecord] | None = None

@@ -147,9 +147,11 @@ def _compile(
 
 
 class _Planner:
-    def __init__(self, classes: Mapping[str, DeviceClass]) -> None:
+    def __init__(
+        self, classes: Mapping[str, DeviceClass], class_plans: dict[str, ClassPlan]
+    ) -> None:
         self.classes = classes
-        self.class_plans: dict[str, ClassPlan] = {}
+        self.class_plans = class_plans
 
     def device_class(self, name: str, label: str, path: str) -> ClassPlan:
         plan = self.class_plans.get(name)
@@ -327,10 +329,16 @@ class _Planner:
 
 
 def plan_claims(
-    claims: Sequence[ResourceClaim], classes: Mapping[str, DeviceClass]
+    claims: Sequence[ResourceClaim],
+    classes: Mapping[str, DeviceClass],
+    class_plans: dict[str, ClassPlan] | None = None,
 ) -> list[ClaimPlan]:
-    """Check and prepare the pending claims, in order (see the module docstring)."""
-    planner = _Planner(classes)
+    """Check and prepare the pending claims, in order (see the module docstring).
+
+    ``class_plans`` caches prepared DeviceClasses between calls; it must belong
+    to the same (unchanging) ``classes``.
+    """
+    planner = _Planner(classes, {} if class_plans is None else class_plans)
     return [planner.claim(i, claim) for i, claim in enumerate(claims)]
 
 

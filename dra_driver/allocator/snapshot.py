@@ -30,11 +30,12 @@ remembered as infeasible is skipped until its epoch moves.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final
 
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice, describe
 from dra_driver.allocator.capacity import qualify
@@ -47,6 +48,7 @@ from dra_driver.allocator.inventory import (
     device_id,
 )
 from dra_driver.allocator.nodes import NodeInfo
+from dra_driver.allocator.requests import ClassPlan
 
 #: Claim shapes whose infeasible nodes are remembered (least recently used dropped).
 FEASIBILITY_MEMO_SHAPES: Final = 256
@@ -99,6 +101,31 @@ class FeasibilityMemo:
     log_position: int = 0
 
 
+class _Ranking:
+    """Nodes sorted by a usage-dependent key; nodes whose usage changed are re-sorted."""
+
+    def __init__(self, names: Sequence[str], key: Callable[[str], Any]) -> None:
+        self.key = key
+        self.index = {name: i for i, name in enumerate(names)}
+        self.current: dict[str, tuple[Any, int, str]] = {
+            name: (key(name), i, name) for i, name in enumerate(names)
+        }
+        self.entries = sorted(self.current.values())
+        self.dirty: set[str] = set()
+
+    def names(self) -> list[str]:
+        for name in self.dirty:
+            old = self.current.get(name)
+            if old is None:
+                continue
+            del self.entries[bisect.bisect_left(self.entries, old)]
+            new = (self.key(name), old[1], name)
+            self.current[name] = new
+            bisect.insort(self.entries, new)
+        self.dirty.clear()
+        return [name for _, _, name in self.entries]
+
+
 @dataclass(frozen=True, slots=True)
 class _Held:
     """One device a registered claim holds."""
@@ -149,6 +176,8 @@ class Snapshot:
         self.node_names: list[str] = sorted(names)
         self._node_index = {name: i for i, name in enumerate(self.node_names)}
         self._views: dict[str | None, NodeView] = {}
+        #: DeviceClasses with compiled selectors, filled by the request planner.
+        self.class_plans: dict[str, ClassPlan] = {}
 
         # In-use state.
         self._held: dict[str, list[_Held]] = {}
@@ -165,6 +194,7 @@ class Snapshot:
         self._release_log: list[str | None] = []
         self._log_base = 0
         self._memos: OrderedDict[object, FeasibilityMemo] = OrderedDict()
+        self._rankings: dict[str, _Ranking] = {}
 
     # -- construction ---------------------------------------------------------------
 
@@ -365,6 +395,8 @@ class Snapshot:
         node = self.pool_node(item.driver, item.pool)
         if node is not None:
             self._node_used[node] = self._node_used.get(node, 0) + sign
+            for ranking in self._rankings.values():
+                ranking.dirty.add(node)
         pool = self._pools.get((item.driver, item.pool))
         if pool is None:
             return
@@ -421,6 +453,18 @@ class Snapshot:
         if name is None:
             return 0, len(self.view(None).candidates)
         return self._node_used.get(name, 0), len(self.view(name).candidates)
+
+    def ranked_nodes(self, name: str, key: Callable[[str], Any]) -> list[str]:
+        """All candidate nodes sorted by ``key`` (ties: name order), kept sorted
+        incrementally: ``key`` must depend only on the node's :meth:`node_usage`.
+
+        ``name`` identifies the ordering (one per policy).
+        """
+        ranking = self._rankings.get(name)
+        if ranking is None:
+            ranking = _Ranking(self.node_names, key)
+            self._rankings[name] = ranking
+        return ranking.names()
 
     # -- feasibility memo -----------------------------------------------------------
 
