@@ -37,18 +37,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from api.resource_v1 import (  # noqa: E402
+from api.resource_v1 import (
     DeviceClass,
     ResourceClaim,
     ResourceClaimStatus,
     ResourceSlice,
 )
-from dra_driver.allocator import Snapshot, allocate  # noqa: E402
+from dra_driver.allocator import Snapshot, allocate
 
 DRIVER = "gpu.dra-driver.io"
 CLASS_SELECTOR = f'device.driver == "{DRIVER}" && device.attributes["{DRIVER}"].type == "gpu"'

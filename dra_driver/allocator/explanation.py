@@ -269,7 +269,7 @@ class Explanation:
             if closest.incomplete_pools:
                 reasons[claim] += f"; pools being updated: {', '.join(closest.incomplete_pools)}"
             if closest.invalid_pools:
-                reasons[claim] += "; invalid pools: " + ", ".join(
+                reasons[claim] += "; invalid resource pools were encountered: " + ", ".join(
                     f"{pool} ({why})" for pool, why in closest.invalid_pools.items()
                 )
         return reasons

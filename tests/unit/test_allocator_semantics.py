@@ -99,6 +99,7 @@ def test_invalid_pool_is_skipped_and_reported() -> None:
     with pytest.raises(UnsatisfiableError) as info:
         allocate(snap, [claim("c", exact())])
     reason = info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+    assert "invalid resource pools were encountered: gpu.dra-driver.io/dup" in reason
     assert "gpu.dra-driver.io/dup (duplicate device name gpu-0)" in reason
 
 
