@@ -156,13 +156,16 @@ def _strip_time_added(value: Any) -> Any:
 
 
 def _content(slice_: ResourceSlice) -> dict[str, Any]:
-    """What the publisher owns of a slice: the spec and the owner references."""
+    """What the publisher owns of a slice, generation aside: spec and owner references.
+
+    The generation is compared on its own: it changes on every publish while
+    the content it stamps may not.
+    """
     data = dump(slice_)
+    spec = dict(data.get("spec") or {})
+    spec["pool"] = {k: v for k, v in (spec.get("pool") or {}).items() if k != "generation"}
     content: dict[str, Any] = _strip_time_added(
-        {
-            "spec": data.get("spec"),
-            "ownerReferences": data.get("metadata", {}).get("ownerReferences"),
-        }
+        {"spec": spec, "ownerReferences": data.get("metadata", {}).get("ownerReferences")}
     )
     return content
 
@@ -277,15 +280,14 @@ class SlicePublisher:
             self.set_inventory(inventory, taints)
             return self.sync()
 
-    def _matches(self, name: str, stored: ResourceSlice, desired: ResourceSlice) -> bool:
-        stored_content = _content(stored)
-        desired_content = _content(desired)
-        if stored_content == desired_content:
+    def _matches(self, name: str, stored: dict[str, Any], desired: dict[str, Any]) -> bool:
+        """Whether a stored slice's content is what we want there (contents from _content)."""
+        if stored == desired:
             return True
         # The server drops fields it does not serve; what it kept of our last
         # identical write is as good as it gets.
         sent, kept = self._written.get(name, (None, None))
-        return sent == desired_content and kept == stored_content
+        return sent == desired and kept == stored
 
     def sync(self) -> PublishResult:
         """Make the API server hold the desired slices. Raises SliceApiError, InvalidInputError.
@@ -314,23 +316,27 @@ class SlicePublisher:
         listing = self._client.list_slices(node_name=self.node_name, driver_name=self.driver_name)
         existing = {s.metadata.name or "": s for s in listing.items}
         generations = {s.spec.pool.generation for s in listing.items}
-        if len(generations) == 1:
+        desired = self._build(max(generations, default=1))
+        wanted = {s.metadata.name or "": _content(s) for s in desired}
+        if (
+            len(generations) == 1
+            and set(existing) == set(wanted)
+            and all(
+                self._matches(name, _content(existing[name]), content)
+                for name, content in wanted.items()
+            )
+        ):
             (current,) = generations
-            desired = self._build(current)
-            if set(existing) == {s.metadata.name for s in desired} and all(
-                self._matches(s.metadata.name or "", existing[s.metadata.name or ""], s)
-                for s in desired
-            ):
-                self._generation = current
-                self._expected = {s.metadata.name or "": _content(s) for s in desired}
-                return PublishResult(generation=current, resource_version=listing.resource_version)
+            self._generation = current
+            self._expected = wanted
+            return PublishResult(generation=current, resource_version=listing.resource_version)
 
         generation = max([self._generation, *generations]) + 1
-        desired = self._build(generation)
-        desired_names = {s.metadata.name or "" for s in desired}
-        self._expected = {s.metadata.name or "": _content(s) for s in desired}
+        for slice_ in desired:
+            slice_.spec.pool.generation = generation
+        self._expected = wanted
         deleted: list[str] = []
-        for name in sorted(set(existing) - desired_names):
+        for name in sorted(set(existing) - set(wanted)):
             # Obsolete slices go first, so a consumer never sees two of ours
             # with the same device at the new generation.
             self._client.delete_slice(name)
@@ -348,7 +354,7 @@ class SlicePublisher:
             else:
                 stored = self._client.create_slice(slice_)
                 created.append(name)
-            sent, kept = _content(slice_), _content(stored)
+            sent, kept = wanted[name], _content(stored)
             self._written[name] = (sent, kept)
             dropped.extend(f"{name}: {path}" for path in _missing_paths(sent, kept))
         if dropped:
@@ -387,11 +393,9 @@ class SlicePublisher:
                 return expected is not None
             if expected is None:
                 return True  # a slice of ours that should not exist
-            content = _content(event.slice)
-            if content == expected:
-                return False
-            sent, kept = self._written.get(name, (None, None))
-            return not (sent == expected and kept == content)
+            if event.slice.spec.pool.generation != self._generation:
+                return True
+            return not self._matches(name, _content(event.slice), expected)
 
     def run(
         self,
@@ -444,7 +448,8 @@ class FakeSliceClient:
     Behaves like the real one where the publisher can tell: resource versions
     (one counter for all writes), uids, 409 on create of a taken name and on a
     stale update, 404 on update of a missing slice, watch events in write
-    order, 410 for a watch older than ``compact()``. ``drop_device_fields``
+    order, 410 for a watch older than ``compact()``, ``timeAdded`` stamped on
+    taints. ``drop_device_fields``
     mimics a server with a feature gate off: those device fields are not
     stored. ``fail_next`` makes the next calls of one method fail.
     """
@@ -458,6 +463,8 @@ class FakeSliceClient:
         self._failures: dict[str, list[int]] = {}
         self._drop = frozenset(drop_device_fields)
         self._cond = threading.Condition()
+        #: What the fake server writes into a taint's empty ``timeAdded``.
+        self.now = "2026-01-01T00:00:00Z"
         #: Method names in call order, for tests that count round trips.
         self.calls: list[str] = []
 
@@ -506,6 +513,9 @@ class FakeSliceClient:
         for device in data.get("spec", {}).get("devices") or []:
             for name in self._drop:
                 device.pop(name, None)
+            for taint in device.get("taints") or []:
+                # The API server stamps taints it receives without a time.
+                taint.setdefault("timeAdded", self.now)
         return data
 
     # --- ResourceSliceClient --------------------------------------------------------
