@@ -23,7 +23,8 @@
 #   DRA_DRIVER_CACHE  cache root; default $HOME/.cache/dra-driver. Binaries go to
 #                     $DRA_DRIVER_CACHE/k8s-<KUBE_VERSION>/bin, CNI plugins to .../cni/bin.
 #   DEBIAN_MIRROR     Debian archive URI; default: the one this machine's apt sources use for
-#                     its own release.
+#                     its own release (read from $APT_ETC_DIR/sources.list*, APT_ETC_DIR
+#                     defaulting to /etc/apt).
 #   GOCACHE, GOMODCACHE, GOPROXY  as for the go command.
 #
 # Contract: the cache is reused when its stamp matches the recipe (version, module sums,
@@ -31,9 +32,17 @@
 # is installed completely before its stamp is written, so an interrupted run is redone, never
 # half-reused. Concurrent runs on one cache are serialised by a lock. Exit status: 0 on
 # success, 1 when a step fails, 2 on a usage error.
-set -euo pipefail
+set -Eeuo pipefail
+# A failing command outside an explicit check still says where it failed.
+on_error() {
+  local rc=$?
+  printf 'e2e/cluster/build.sh: error: line %s: "%s" exited with status %s\n' \
+    "${BASH_LINENO[0]}" "${BASH_COMMAND}" "${rc}" >&2
+}
+trap on_error ERR
 
-readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
 readonly GO_MODULE_DIR="${SCRIPT_DIR}/go"
 # Bump when the way the binaries are produced changes, so that old caches are rebuilt.
 readonly RECIPE_REVISION=1
@@ -89,10 +98,11 @@ host_codename() {
 }
 
 # Print "URI<TAB>KEYRING" of the first enabled apt source (deb822 *.sources or one-line
-# *.list) that serves component main of the given suite.
+# *.list under APT_ETC_DIR) that serves component main of the given suite; KEYRING is empty
+# when the source names none. Fails when there is no such source.
 discover_debian_mirror() {
   local codename="$1" file
-  for file in /etc/apt/sources.list.d/*.sources; do
+  for file in "${APT_ETC_DIR}"/sources.list.d/*.sources; do
     [[ -f "${file}" ]] || continue
     awk -v want="${codename}" '
       function flush() {
@@ -115,7 +125,7 @@ discover_debian_mirror() {
       }
       END { flush() }' "${file}" | head -n 1 | grep . && return 0
   done
-  for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  for file in "${APT_ETC_DIR}/sources.list" "${APT_ETC_DIR}"/sources.list.d/*.list; do
     [[ -f "${file}" ]] || continue
     awk -v want="${codename}" '
       $1 != "deb" { next }
@@ -209,6 +219,18 @@ compute_plan() {
   APT_DIR="${CACHE_ROOT}/debian"
   HOST_CODENAME="$(host_codename)"
   [[ -n "${HOST_CODENAME}" ]] || die "/etc/os-release: no VERSION_CODENAME; this script needs a Debian host"
+  APT_ETC_DIR="${APT_ETC_DIR:-/etc/apt}"
+  DEBIAN_MIRROR_URI="" DEBIAN_KEYRING=""
+  if [[ -n "${DEBIAN_MIRROR:-}" ]]; then
+    DEBIAN_MIRROR_URI="${DEBIAN_MIRROR}"
+  else
+    local line
+    if line="$(discover_debian_mirror "${HOST_CODENAME}")"; then
+      DEBIAN_MIRROR_URI="${line%%$'\t'*}"
+      DEBIAN_KEYRING="${line#*$'\t'}"
+    fi
+  fi
+  DEBIAN_KEYRING="${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
   command -v go >/dev/null || die "no go command on PATH; install Go 1.26 or newer"
   GO_VERSION="$(GOTOOLCHAIN=local go env GOVERSION)"
   GO_MINOR="$(sed -E 's/^(go[0-9]+\.[0-9]+).*/\1/' <<<"${GO_VERSION}")"
@@ -251,6 +273,8 @@ print_plan() {
   printf 'debs %s\n' "${DEBS_STATE}"
   printf 'debian-suite %s\n' "${DEBIAN_SUITE}"
   printf 'debian-host-suite %s\n' "${HOST_CODENAME}"
+  printf 'debian-mirror %s\n' "${DEBIAN_MIRROR_URI:-(none found; set DEBIAN_MIRROR)}"
+  printf 'debian-keyring %s\n' "${DEBIAN_KEYRING}"
   local p
   for p in "${DEB_PACKAGES[@]}"; do
     if [[ "${p}" == *@host ]]; then
@@ -290,7 +314,7 @@ generate_module() {
   (
     cd "${BUILD_MODULE_DIR}"
     go mod edit -require="k8s.io/kubernetes@${KUBE_VERSION}"
-    for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "${k8s_gomod}"); do
+    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "${k8s_gomod}" | while read -r m; do
       go mod edit -replace="${m}=${m}@${staging}"
     done
     nice -n 19 go mod tidy
@@ -349,17 +373,9 @@ apt_private() {
 }
 
 fetch_debs() {
-  local mirror keyring line
-  if [[ -n "${DEBIAN_MIRROR:-}" ]]; then
-    mirror="${DEBIAN_MIRROR}"
-    keyring=""
-  else
-    line="$(discover_debian_mirror "${HOST_CODENAME}")" ||
-      die "no apt source for '${HOST_CODENAME} main' in /etc/apt/sources.list*; set DEBIAN_MIRROR to a Debian archive URI"
-    mirror="${line%%$'\t'*}"
-    keyring="${line#*$'\t'}"
-  fi
-  [[ -n "${keyring}" ]] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  local mirror="${DEBIAN_MIRROR_URI}" keyring="${DEBIAN_KEYRING}"
+  [[ -n "${mirror}" ]] ||
+    die "no apt source for '${HOST_CODENAME} main' in ${APT_ETC_DIR}/sources.list*; set DEBIAN_MIRROR to a Debian archive URI"
   [[ -r "${keyring}" ]] || die "${keyring}: keyring not readable; install debian-archive-keyring"
   mkdir -p "${APT_DIR}/empty" "${APT_DIR}/state/lists/partial" "${APT_DIR}/cache/archives/partial" "${APT_DIR}/debs"
   : >"${APT_DIR}/state/status"
@@ -388,9 +404,15 @@ install_debs() {
     dpkg-deb -x "${deb}" "${root}"
     dpkg-deb -f "${deb}" Package Version | paste -sd' ' >>"${OUT_DIR}/debs.txt.new"
   done
-  local b found
+  local b found dir
   for b in "${DEB_BINARIES[@]}"; do
-    found="$(find "${root}/usr/bin" "${root}/usr/sbin" "${root}/bin" "${root}/sbin" -maxdepth 1 -name "${b}" -type f 2>/dev/null | head -n 1)"
+    found=""
+    for dir in usr/bin usr/sbin bin sbin; do
+      if [[ -f "${root}/${dir}/${b}" ]]; then
+        found="${root}/${dir}/${b}"
+        break
+      fi
+    done
     [[ -n "${found}" ]] || die "${b}: not found in the unpacked packages (${DEB_PACKAGES[*]})"
     install -m 0755 "${found}" "${BIN_DIR}/${b}"
   done
@@ -580,7 +602,7 @@ main() {
       --smoke) mode=smoke ;;
       --print-plan) mode=plan ;;
       -h | --help)
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+        sed -n '2,/^set -Eeuo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
         return 0
         ;;
       *) usage_error "unknown argument: $1" ;;
