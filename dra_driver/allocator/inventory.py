@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Final
 
 from api.resource_v1 import (
+    AttributeValue,
     CounterSet,
     Device,
     DeviceAttribute,
@@ -131,9 +132,14 @@ class DeviceRecord:
         if self._cel is None:
             from dra_driver.cel import build_cel_device
 
+            values: dict[str, AttributeValue] = {}
+            for name, attribute in self.attributes.items():
+                if attribute.set_fields():
+                    # An attribute without a value reads as missing.
+                    values[name] = attribute.value
             self._cel = build_cel_device(
                 self.driver,
-                {name: attribute.value for name, attribute in self.attributes.items()},
+                values,
                 {name: cap.value for name, cap in (self.model.capacity or {}).items()},
                 self.multi,
             )
@@ -196,6 +202,10 @@ class SliceRecord:
         self._devices: list[DeviceRecord] | None = None
         #: The cluster-wide generation this slice belongs to (set by PoolRecord.add).
         self.pool_generation: PoolGeneration | None = None
+        if self.per_device:
+            # Compile the devices' own node selectors now: a bad one is reported
+            # when the snapshot is built, not in the middle of an allocation.
+            _ = self.devices
 
     @property
     def has_devices(self) -> bool:
