@@ -53,6 +53,9 @@ class Binding:
     slot: int
     type: CelType
     shape: Shape
+    holds_errors: bool = False
+    """A ``cel.bind`` variable: its slot may hold the error its value raised, which reading
+    the variable raises (CEL errors are values: an unused failed binding is harmless)."""
 
 
 @dataclass(slots=True)
@@ -367,8 +370,8 @@ class _Checker:
 
     # -- macros ---------------------------------------------------------------------------------
 
-    def bind(self, name: str, t: CelType, shape: Shape) -> Binding:
-        binding = Binding(self.result.slot_count, t, shape)
+    def bind(self, name: str, t: CelType, shape: Shape, holds_errors: bool = False) -> Binding:
+        binding = Binding(self.result.slot_count, t, shape, holds_errors)
         self.result.slot_count += 1
         self.scopes[-1][name] = binding
         return binding
@@ -386,7 +389,7 @@ class _Checker:
             self.scopes.pop()
 
     def bind_macro(self, node: ast.Comprehension, init: _Info) -> _Info:
-        binding = self.bind(node.var, init.type, init.shape)
+        binding = self.bind(node.var, init.type, init.shape, holds_errors=True)
         self.result.slots[node.id] = (binding.slot, None)
         body = self.visit(node.args[0])
         return _Info(body.type, cost.add(init.cost, body.cost), body.shape)

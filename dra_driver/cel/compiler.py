@@ -60,6 +60,15 @@ _COMPARISONS: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
+class _Failed:
+    """A ``cel.bind`` value that is an error, raised where the variable is read."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: EvalError) -> None:
+        self.error = error
+
+
 class _Code:
     """A compiled node: its closure and, for constants, the value."""
 
@@ -134,6 +143,15 @@ class _Compiler:
         binding = self.checked.bindings.get(node.id)
         if binding is not None:
             slot = binding.slot
+            if binding.holds_errors:
+
+                def bound(s: Frame) -> Any:
+                    value = s[slot]
+                    if type(value) is _Failed:
+                        raise value.error
+                    return value
+
+                return _Code(bound)
             return _Code(lambda s: s[slot])
         if node.name == "device":
             return _Code(lambda s: s[1])
@@ -540,7 +558,10 @@ class _Compiler:
             (body,) = bodies
 
             def bind(s: Frame) -> Any:
-                s[slot] = target(s)
+                try:
+                    s[slot] = target(s)
+                except EvalError as error:
+                    s[slot] = _Failed(error)
                 return body(s)
 
             return _Code(bind)

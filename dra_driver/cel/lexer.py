@@ -83,6 +83,8 @@ _PUNCTUATION: Final = (
     "{",
     "}",
 )
+# Longest operators first, so that "<=" is not read as "<".
+_PUNCTUATION_RE: Final = re.compile("|".join(re.escape(p) for p in _PUNCTUATION))
 _SKIP: Final = re.compile(r"(?:[ \t\n\r\f]+|//[^\n]*)+")
 _NUMBER: Final = re.compile(
     r"(?P<double>\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\.\d+(?:[eE][+-]?\d+)?)"
@@ -150,13 +152,11 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("escident", match.group(), pos, match.group(1)))
             pos = match.end()
             continue
-        for punct in _PUNCTUATION:
-            if text.startswith(punct, pos):
-                tokens.append(Token(punct, punct, pos))
-                pos += len(punct)
-                break
-        else:
+        punct = _PUNCTUATION_RE.match(text, pos)
+        if punct is None:
             raise SyntaxProblem(f"Syntax error: token recognition error at: '{ch}'", pos)
+        tokens.append(Token(punct.group(), punct.group(), pos))
+        pos = punct.end()
 
 
 def _number(text: str, pos: int) -> tuple[Token, int]:

@@ -341,6 +341,9 @@ def test_indexing_errors(expression: str, reason: str) -> None:
         ("cel.bind(x, 2, x * x)", 4),
         ("cel.bind(x, 1, cel.bind(x, 2, x) + x)", 3),
         ("cel.bind(l, [1, 2, 3], l.size() + l[0])", 4),
+        # A binding whose value is an error fails only where it is read.
+        ("cel.bind(x, 1 / 0, true)", True),
+        ("cel.bind(x, 1 / 0, x == 1 || true)", True),
     ],
 )
 def test_macros(expression: str, expected: object) -> None:
@@ -356,6 +359,7 @@ def test_macros(expression: str, expected: object) -> None:
         ("[1].all(x, dyn(x))", "no such overload: all(int)"),
         ("[1].filter(x, dyn(x))", "no such overload: filter(int)"),
         ("[0].map(x, 1 / x)", "division by zero"),
+        ("cel.bind(x, 1 / 0, x == 1)", "division by zero"),
         ("dyn(1).all(x, true)", "cannot iterate over a value of type int"),
     ],
 )
