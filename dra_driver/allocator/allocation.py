@@ -35,7 +35,7 @@ from typing import Any
 from api.errors import InvalidInputError, UnsatisfiableError
 from api.limits import FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
 from api.resource_v1 import AllocationResult, ResourceClaim
-from dra_driver.allocator.explanation import explain
+from dra_driver.allocator.explanation import FILTER_TIMEOUT, explain
 from dra_driver.allocator.policies import (
     FIRST_FIT,
     NODE_BUDGET,
@@ -83,9 +83,14 @@ def allocate(
     pending_claims: Sequence[ResourceClaim],
     node: str | None = None,
     policy: str = FIRST_FIT,
+    *,
     share_id: Callable[[], str] | None = None,
+    timeout: float | None = FILTER_TIMEOUT,
 ) -> Allocation:
     """Allocate every pending claim together on one node (see the module docstring).
+
+    ``timeout`` bounds the search on each node in seconds (None: unbounded);
+    running out raises UnsatisfiableError ("filter operation aborted").
 
     Does not change the snapshot: call :meth:`Snapshot.add_allocated` with the
     claims once their allocation is written.
@@ -98,11 +103,11 @@ def allocate(
     nodes = candidate_nodes(snapshot, node)
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
-        found = _first_fit(snapshot, plans, nodes, memo, whole_cluster=node is None)
+        found = _first_fit(snapshot, plans, nodes, memo, timeout, whole_cluster=node is None)
     else:
-        found = _best(snapshot, plans, nodes, memo, policy)
+        found = _best(snapshot, plans, nodes, memo, policy_name=policy, timeout=timeout)
     if found is None:
-        raise _no_fit(snapshot, pending_claims, node, len(nodes))
+        raise _no_fit(snapshot, pending_claims, node, len(nodes), timeout)
     chosen_node, solution = found
     make_share_id = share_id or _new_share_id
     results = [
@@ -130,6 +135,7 @@ def _search(
     plans: list[ClaimPlan],
     name: str | None,
     *,
+    timeout: float | None,
     order: CandidateOrder | None = None,
     max_solutions: int = 1,
     step_budget: int | None = None,
@@ -141,6 +147,7 @@ def _search(
         order=order,
         max_solutions=max_solutions,
         step_budget=step_budget,
+        timeout=timeout,
     )
     try:
         return search.run()
@@ -153,6 +160,7 @@ def _first_fit(
     plans: list[ClaimPlan],
     nodes: list[str | None],
     memo: FeasibilityMemo | None,
+    timeout: float | None,
     *,
     whole_cluster: bool,
 ) -> tuple[str | None, Solution] | None:
@@ -165,7 +173,7 @@ def _first_fit(
             if cursor is not None and index == cursor.cursor:
                 cursor.cursor = index + 1
             continue
-        solutions = _search(snapshot, plans, name)
+        solutions = _search(snapshot, plans, name, timeout=timeout)
         if solutions:
             return name, solutions[0]
         if memo is not None:
@@ -180,7 +188,9 @@ def _best(
     plans: list[ClaimPlan],
     nodes: list[str | None],
     memo: FeasibilityMemo | None,
+    *,
     policy_name: str,
+    timeout: float | None,
 ) -> tuple[str | None, Solution] | None:
     policy = scoring_policy(policy_name)
     best: tuple[tuple[Any, ...], str | None, Solution] | None = None
@@ -208,6 +218,7 @@ def _best(
             snapshot,
             plans,
             name,
+            timeout=timeout,
             order=policy.order(snapshot, view),
             max_solutions=SOLUTION_BUDGET,
             step_budget=STEP_BUDGET,
@@ -238,8 +249,12 @@ def _cannot_win(best: tuple[Any, ...], bound: tuple[Any, ...]) -> bool:
 
 
 def _no_fit(
-    snapshot: Snapshot, claims: Sequence[ResourceClaim], node: str | None, checked: int
+    snapshot: Snapshot,
+    claims: Sequence[ResourceClaim],
+    node: str | None,
+    checked: int,
+    timeout: float | None,
 ) -> UnsatisfiableError:
-    explanation = explain(snapshot, claims, node=node)
+    explanation = explain(snapshot, claims, node=node, timeout=timeout)
     where = f"node {node}" if node is not None else f"any of {checked} node(s)"
     return unsatisfiable(f"cannot allocate all claims on {where}", explanation.reasons())

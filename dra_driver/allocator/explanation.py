@@ -40,6 +40,9 @@ from dra_driver.allocator.requests import ClaimPlan, RequestPlan, plan_claims
 from dra_driver.allocator.search import NodeSearch, SearchAbortedError, evaluate, selector_error
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
 
+#: Seconds one node's search may take (the scheduler's filter timeout default).
+FILTER_TIMEOUT = 10.0
+
 #: Counters of a request report, in table order: (JSON key, table heading).
 _COLUMNS = (
     ("considered", "CONSIDERED"),
@@ -381,10 +384,12 @@ def _selector_outcome(plan: RequestPlan, device: DeviceRecord, report: RequestRe
     return None
 
 
-def explain_node(snapshot: Snapshot, plans: list[ClaimPlan], name: str | None) -> NodeReport:
+def explain_node(
+    snapshot: Snapshot, plans: list[ClaimPlan], name: str | None, timeout: float | None
+) -> NodeReport:
     """The report for one node (see the module docstring)."""
     view = snapshot.view(name)
-    search = NodeSearch(snapshot, view, plans)
+    search = NodeSearch(snapshot, view, plans, timeout=timeout)
     claims: list[ClaimReport] = []
     for claim in plans:
         constraints = [ConstraintState(c) for c in claim.constraints]
@@ -418,7 +423,10 @@ def explain_node(snapshot: Snapshot, plans: list[ClaimPlan], name: str | None) -
 
 
 def explain(
-    snapshot: Snapshot, pending_claims: Sequence[ResourceClaim], node: str | None = None
+    snapshot: Snapshot,
+    pending_claims: Sequence[ResourceClaim],
+    node: str | None = None,
+    timeout: float | None = FILTER_TIMEOUT,
 ) -> Explanation:
     """Explain, for ``node`` or every candidate node, how the pending claims fit.
 
@@ -427,5 +435,7 @@ def explain(
     errors do not raise here: they are counted and reported.
     """
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
-    reports = [explain_node(snapshot, plans, name) for name in candidate_nodes(snapshot, node)]
+    reports = [
+        explain_node(snapshot, plans, name, timeout) for name in candidate_nodes(snapshot, node)
+    ]
     return Explanation([plan.label for plan in plans], reports)

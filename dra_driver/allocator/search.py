@@ -22,10 +22,16 @@ records up to ``max_solutions`` of them, and stops early once ``step_budget``
 search steps have passed *after the first solution* (so a node is never
 declared infeasible for lack of budget). Candidate order may be changed per
 request by the policy (``order``); every order yields valid solutions.
+
+The search is exhaustive and can take exponential time on adversarial input
+(many devices, a constraint no combination meets). Like the scheduler's
+filter timeout (``DRASchedulerFilterTimeout``, 10 s), ``timeout`` bounds one
+node's search; running out aborts the allocation ("filter operation aborted").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -46,6 +52,8 @@ _FAIL: Final = 1
 _LIMIT: Final = 2  # the claim would get more than 32 devices: backtrack harder
 
 _ZERO: Final = Fraction(0)
+#: The clock is read every 1024 search steps (a mask on the step count).
+_CLOCK_EVERY: Final = 1023
 
 #: A candidate order for one request: the node's candidates, rearranged.
 CandidateOrder = Callable[[RequestPlan, Sequence[DeviceRecord]], Sequence[DeviceRecord]]
@@ -144,6 +152,7 @@ class NodeSearch:
         order: CandidateOrder | None = None,
         max_solutions: int = 1,
         step_budget: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.view = view
@@ -151,6 +160,8 @@ class NodeSearch:
         self.order = order
         self.max_solutions = max_solutions
         self.step_budget = step_budget
+        self.timeout = timeout
+        self._deadline: float | None = None
         self.steps = 0
         self.solutions: list[Solution] = []
         # Search state.
@@ -176,6 +187,8 @@ class NodeSearch:
         Raises CelEvaluationError when a selector fails on a device the search
         reaches, SearchAbortedError for the upstream errors listed there.
         """
+        if self.timeout is not None:
+            self._deadline = time.monotonic() + self.timeout
         self._prepare()
         self._one(0, 0, 0, 0, False, 0)
         return self.solutions
@@ -237,6 +250,8 @@ class NodeSearch:
         self.steps += 1
         if self.step_budget is not None and self.solutions and self.steps > self.step_budget:
             return _SUCCESS  # enough looking: unwind with what was found
+        if not self.steps & _CLOCK_EVERY and self._deadline is not None:
+            self._check_deadline(ci)
         if ci >= len(self.claims):
             return self._complete()
         claim = self.claims[ci]
@@ -297,6 +312,17 @@ class NodeSearch:
             if result == _LIMIT:
                 return _LIMIT
         return _FAIL
+
+    def _check_deadline(self, ci: int) -> None:
+        if self._deadline is None or time.monotonic() <= self._deadline:
+            return
+        claim = self.claims[min(ci, len(self.claims) - 1)]
+        where = f"node {self.view.name}" if self.view.name else "the node-independent devices"
+        raise SearchAbortedError(
+            claim.label,
+            f"filter operation aborted: the search on {where} took longer than "
+            f"{self.timeout:g}s ({self.steps} steps)",
+        )
 
     def _complete(self) -> int:
         score = sum(

@@ -564,3 +564,39 @@ def test_unknown_policy_is_invalid() -> None:
     with pytest.raises(InvalidInputError) as info:
         allocate(snap, [claim("c", exact())], policy="best")
     assert "first-fit" in str(info.value)
+
+
+def test_a_search_that_runs_out_of_time_is_aborted() -> None:
+    # 40 devices on alternating NUMA nodes, two of them without the attribute:
+    # 19 per NUMA node, 20 wanted on one. No combination works, and proving it
+    # exhaustively takes millions of steps.
+    devices = [device(f"gpu-{i}", attributes={"numa": i % 2}) for i in range(40)]
+    devices[38], devices[39] = device("gpu-38"), device("gpu-39")
+    snap = Snapshot.build(slices=[resource_slice("s", devices)], classes=[device_class()])
+    pending = claim("c", exact(count=20), constraints=[{"matchAttribute": f"{DRIVER}/numa"}])
+    with pytest.raises(UnsatisfiableError) as info:
+        allocate(snap, [pending], timeout=0.05)
+    assert "filter operation aborted" in info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+
+
+def test_per_device_node_selector_is_checked_when_the_snapshot_is_built() -> None:
+    bad = {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.uid", "operator": "In", "values": ["x"]}]}
+        ]
+    }
+    with pytest.raises(InvalidInputError) as info:
+        Snapshot.build(
+            slices=[
+                resource_slice(
+                    "s",
+                    [device("d", nodeSelector=bad)],
+                    node=None,
+                    perDeviceNodeSelection=True,
+                )
+            ],
+            classes=[device_class()],
+        )
+    assert "slice s: spec.devices[0].nodeSelector.nodeSelectorTerms[0].matchFields[0].key" in str(
+        info.value
+    )
