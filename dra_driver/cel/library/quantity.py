@@ -82,19 +82,28 @@ def _pair(function: str, value: Any, other: Any) -> tuple[Quantity, Quantity]:
     return value, other
 
 
+def _compare(a: Quantity, b: Quantity) -> int:
+    """``a.compare(b)`` by cross-multiplying the exact fractions: the same result as
+    comparing the Fractions, at a third of the cost (selectors compare a lot)."""
+    x, y = a.value, b.value
+    left = x.numerator * y.denominator
+    right = y.numerator * x.denominator
+    return (left > right) - (left < right)
+
+
 def is_greater_than(value: Any, other: Any) -> bool:
     a, b = _pair("isGreaterThan", value, other)
-    return a.compare(b) > 0
+    return _compare(a, b) > 0
 
 
 def is_less_than(value: Any, other: Any) -> bool:
     a, b = _pair("isLessThan", value, other)
-    return a.compare(b) < 0
+    return _compare(a, b) < 0
 
 
 def compare_to(value: Any, other: Any) -> int:
     a, b = _pair("compareTo", value, other)
-    return a.compare(b)
+    return _compare(a, b)
 
 
 def register(registry: Registry) -> None:
