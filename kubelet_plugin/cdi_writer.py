@@ -33,6 +33,7 @@ __all__ = [
     "remove_durably",
     "remove_stale_temp_files",
     "scan_host_files",
+    "sync_directory",
     "write_atomically",
 ]
 
@@ -50,12 +51,18 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomically(
+    path: Path, data: bytes, *, mode: int = 0o644, sync_directory: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
 
     Temp file ``.<name>.<random>.tmp`` in the same directory, write, fsync,
     chmod ``mode``, rename, fsync the directory. On any error the temp file is
     removed and the old file is untouched; the OSError propagates.
+
+    ``sync_directory=False`` leaves out the last fsync: the file is still never
+    torn, but after a power cut the rename may be lost (the old file is back).
+    Use it only where a later synced write covers the loss.
     """
     directory = path.parent
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
@@ -71,6 +78,12 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
+    if sync_directory:
+        _fsync_directory(directory)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory: makes renames and removals in it survive a power cut."""
     _fsync_directory(directory)
 
 

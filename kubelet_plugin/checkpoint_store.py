@@ -15,7 +15,7 @@ from typing import Final
 
 from api.checkpoint import Checkpoint, CheckpointVersionError, decode_checkpoint, encode_checkpoint
 from api.errors import CheckpointError
-from kubelet_plugin.cdi_writer import remove_stale_temp_files, write_atomically
+from kubelet_plugin.cdi_writer import remove_stale_temp_files, sync_directory, write_atomically
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -94,7 +94,16 @@ class CheckpointStore:
         """Write ``checkpoint`` crash-safely (mode 0600). Raises OSError on failure."""
         self.save_bytes(encode_checkpoint(checkpoint))
 
-    def save_bytes(self, data: bytes) -> None:
-        """Write an already encoded checkpoint (lets the caller encode under its own lock)."""
+    def save_bytes(self, data: bytes, *, durable: bool = True) -> None:
+        """Write an already encoded checkpoint (lets the caller encode under its own lock).
+
+        ``durable=False`` skips the directory fsync: the file is never torn, but a
+        power cut may bring back the previous checkpoint until :meth:`sync` or a
+        durable save runs.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, data, mode=0o600)
+        write_atomically(self.path, data, mode=0o600, sync_directory=durable)
+
+    def sync(self) -> None:
+        """Make the last save durable (fsync of the checkpoint's directory)."""
+        sync_directory(self.path.parent)

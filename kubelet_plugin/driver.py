@@ -19,9 +19,15 @@ entries, writes again the missing specs of ``PrepareCompleted`` ones (all of
 them after a reboot: the CDI root is a tmpfs), and removes specs and entries of
 claims that are gone from the API server.
 
+Durability: the ``PrepareStarted`` save is not fsynced to the directory (a
+power cut that loses it also empties the CDI tmpfs; a spec that survives is
+rewritten identically by the retried prepare); the ``PrepareCompleted`` save
+and the unprepare save are fully durable before the kubelet hears of success.
+
 Concurrency: calls for different claims run in parallel; calls for the same
 claim UID are serialised by a per-claim lock. Checkpoint saves are group-committed:
-a save writes every change made so far, so concurrent prepares share fsyncs.
+a save writes every change made so far, so concurrent prepares share fsyncs, and
+each entry is encoded once, when it changes, not at every save.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from api.checkpoint import Checkpoint, ClaimEntry, encode_checkpoint
+from api.checkpoint import Checkpoint, ClaimEntry, assemble_checkpoint, encode_claim_entry
 from api.errors import CheckpointError, PrepareError
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
 from dra_driver.discovery.model import NodeInventory
@@ -113,10 +119,13 @@ class GpuDriver:
         self._boot_id = boot_id
         self._fault_hook = fault_hook
         self._entries: dict[str, ClaimEntry] = {}
+        # Each entry's JSON, kept next to it, so a save encodes nothing but the change.
+        self._encoded: dict[str, str] = {}
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._changes = 0
         self._saved = 0
+        self._synced = 0
         self._locks_guard = threading.Lock()
         self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
 
@@ -188,8 +197,10 @@ class GpuDriver:
                 "CDI spec %s has no checkpoint entry; left in place (unprepare removes it)",
                 self._cdi.path(orphan),
             )
+        encoded = {uid: encode_claim_entry(entry) for uid, entry in entries.items()}
         with self._state_lock:
             self._entries = entries
+            self._encoded = encoded
             self._changes += 1
         self._commit()
         log.info(
@@ -208,8 +219,20 @@ class GpuDriver:
         return {claim.uid: self._prepare_one(claim) for claim in claims}
 
     def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
-        """Remove each claim's spec and entry; an unknown claim succeeds. Never raises."""
-        return {claim.uid: self._unprepare_one(claim) for claim in claims}
+        """Remove each claim's spec and entry; an unknown claim succeeds. Never raises.
+
+        One durable checkpoint save covers all claims of the call.
+        """
+        answers = {claim.uid: self._unprepare_one(claim) for claim in claims}
+        try:
+            self._commit()
+        except CheckpointError as err:
+            log.error("unprepare: %s", err)
+            return {
+                uid: answer or f"claim UID {uid}: unpreparing failed: {err}; the kubelet retries"
+                for uid, answer in answers.items()
+            }
+        return answers
 
     # --- one claim ---------------------------------------------------------------------
 
@@ -277,12 +300,15 @@ class GpuDriver:
             cdi_spec_path=spec_path,
             devices=checkpoint_devices(plan),
         )
+        new_text = encode_claim_entry(new_entry)
         with self._state_lock:
             self._check_devices_free(ref, plan)
-            self._entries[ref.uid] = new_entry
-            self._changes += 1
+            self._put(ref.uid, new_entry, new_text)
         try:
-            self._commit()
+            # Not durable: a power cut that loses this entry also empties the CDI
+            # tmpfs, or leaves a spec that the same prepare rewrites identically. The
+            # Completed save below is durable before the kubelet hears of success.
+            self._commit(durable=False)
             self._fault("checkpoint-started")
             self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
             self._fault("spec-written")
@@ -313,9 +339,7 @@ class GpuDriver:
                 self._fault("spec-removed")
                 if entry is not None:
                     with self._state_lock:
-                        self._entries.pop(ref.uid, None)
-                        self._changes += 1
-                    self._commit()
+                        self._drop(ref.uid)
         except Exception as err:
             log.exception("unprepare %s (UID %s) failed", ref, ref.uid)
             return f"{ref}: unpreparing failed: {err}; the kubelet retries"
@@ -372,38 +396,59 @@ class GpuDriver:
             with self._state_lock:
                 entry = self._entries.get(uid)
                 if entry is not None and entry.state == "PrepareStarted":
-                    del self._entries[uid]
-                    self._changes += 1
+                    self._drop(uid)
             self._commit()
         except Exception:
             log.exception("rolling back the prepare of claim UID %s failed", uid)
 
     def _set_entry(self, uid: str, entry: ClaimEntry) -> None:
+        text = encode_claim_entry(entry)
         with self._state_lock:
-            self._entries[uid] = entry
-            self._changes += 1
+            self._put(uid, entry, text)
 
-    def _commit(self) -> None:
-        """Make every state change made so far durable (group commit).
+    def _put(self, uid: str, entry: ClaimEntry, text: str) -> None:
+        """Add or replace an entry and its JSON. Caller holds the state lock."""
+        self._entries[uid] = entry
+        self._encoded[uid] = text
+        self._changes += 1
 
-        A caller whose change a concurrent save already wrote returns at once;
-        otherwise it saves everything up to now. Raises OSError when saving fails.
+    def _drop(self, uid: str) -> None:
+        """Remove an entry and its JSON. Caller holds the state lock."""
+        self._entries.pop(uid, None)
+        self._encoded.pop(uid, None)
+        self._changes += 1
+
+    def _commit(self, *, durable: bool = True) -> None:
+        """Write every state change made so far to the checkpoint (group commit).
+
+        A caller whose change a concurrent save already covered returns at once;
+        otherwise it saves everything up to now, so concurrent prepares share
+        fsyncs. ``durable`` also makes it survive a power cut (directory fsync);
+        without it the file is still never torn. Raises CheckpointError when
+        saving fails.
         """
         with self._state_lock:
             wanted = self._changes
         with self._save_lock:
-            if self._saved >= wanted:
+            if self._synced >= wanted or (not durable and self._saved >= wanted):
                 return
-            with self._state_lock:
-                data = encode_checkpoint(Checkpoint(claims=dict(self._entries)))
-                covered = self._changes
             try:
-                self._store.save_bytes(data)
+                if self._saved < wanted:
+                    with self._state_lock:
+                        data = assemble_checkpoint(self._encoded)
+                        covered = self._changes
+                    self._store.save_bytes(data, durable=durable)
+                    self._saved = covered
+                    if durable:
+                        self._synced = covered
+                        return
+                if durable:  # written by a save that was not durable: sync it now
+                    self._store.sync()
+                    self._synced = self._saved
             except OSError as err:
                 raise CheckpointError(
                     f"saving checkpoint {self._store.path} failed: {err}"
                 ) from err
-            self._saved = covered
 
     def _fault(self, point: FaultPoint) -> None:
         if self._fault_hook is not None:

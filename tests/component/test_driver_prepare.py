@@ -217,3 +217,23 @@ def test_checkpoint_file_holds_what_the_kubelet_was_told(tmp_path: Path) -> None
     assert entry["cdiSpecPath"] == str(spec_path(tmp_path, 1))
     assert entry["devices"][0]["cdiDeviceIds"] == [expected_id(1)]
     assert entry["devices"][0]["sharing"] == {"strategy": "MPS"}
+
+
+def test_unprepare_answers_an_error_while_the_checkpoint_cannot_be_saved(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1), claim(2)])
+    driver = started(tmp_path, claims)
+    driver.prepare([ref(1), ref(2)])
+    state = tmp_path / "state"
+    (state / "checkpoint.json").unlink()
+    state.rmdir()
+    state.write_text("not a directory")  # no save can succeed now
+
+    answers = driver.unprepare([ref(1), ref(2)])
+
+    for n in (1, 2):
+        assert "unpreparing failed: saving checkpoint" in (answers[claim_uid(n)] or "")
+        assert not spec_path(tmp_path, n).exists()
+    # Once the disk is fine again, the kubelet's retry succeeds and the file is right.
+    state.unlink()
+    assert driver.unprepare([ref(1), ref(2)]) == {claim_uid(1): None, claim_uid(2): None}
+    assert checkpoint_states(tmp_path) == {}

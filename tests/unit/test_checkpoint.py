@@ -17,8 +17,10 @@ from api.checkpoint import (
     ClaimEntry,
     DeviceRecord,
     SharingRecord,
+    assemble_checkpoint,
     decode_checkpoint,
     encode_checkpoint,
+    encode_claim_entry,
 )
 from api.errors import CheckpointError
 from kubelet_plugin.cdi_writer import write_atomically
@@ -68,6 +70,21 @@ def test_round_trip() -> None:
     assert record["bootId"] == "5a0c0d6e-boot"
     assert record["devices"][0]["cdiDeviceIds"] == ["gpu.dra-driver.io/gpu=uid-1-gpu-0"]
     assert record["devices"][0]["sharing"] == {"strategy": "MPS", "mpsActiveThreadPercentage": 50}
+
+
+def test_entries_encoded_one_by_one_give_the_same_file() -> None:
+    checkpoint = sample()
+    whole = checkpoint.model_dump(mode="json", by_alias=True, exclude_none=True)
+    expected = json.dumps(whole, separators=(",", ":"), sort_keys=True).encode()
+    assert encode_checkpoint(checkpoint) == expected
+    parts = {uid: encode_claim_entry(e) for uid, e in reversed(checkpoint.claims.items())}
+    assert assemble_checkpoint(parts) == expected
+    assert assemble_checkpoint({}) == b'{"claims":{},"version":1}'
+
+
+def test_only_the_current_version_is_written() -> None:
+    with pytest.raises(ValueError, match="only version 1"):
+        encode_checkpoint(Checkpoint(version=0))
 
 
 def test_share_id_keeps_its_api_spelling() -> None:
