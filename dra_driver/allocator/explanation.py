@@ -346,14 +346,15 @@ def _classify(
         if device.slice.per_device and device.id in search.view.off_node:
             counts["notOnNode"] += 1
             continue
-        if search.capacity(plan, device) is not None:
+        fits = search.capacity(plan, device) is not None
+        if fits:
             report.matching += 1
         if search.in_use(claim.index, plan, device):
             counts["inUse"] += 1
             for holder in snapshot.users(device.id):
                 report.in_use_by[holder] += 1
             continue
-        if search.capacity(plan, device) is None:
+        if not fits:
             counts["capacityInsufficient"] += 1
         elif not search.counters_fit(device):
             counts["countersExhausted"] += 1

@@ -19,7 +19,7 @@ from allocator_fixtures import (
 )
 
 from api.errors import InvalidInputError, UnsatisfiableError
-from api.resource_v1 import ResourceSlice
+from api.resource_v1 import ResourceClaim, ResourceSlice
 from dra_driver.allocator import Snapshot, allocate, explain
 
 GPU_CLASS = device_class("gpu", f'device.attributes["{DRIVER}"].type == "gpu"')
@@ -49,7 +49,7 @@ def _mixed_node() -> list[ResourceSlice]:
     ]
 
 
-def _pending() -> list[object]:
+def _pending() -> list[ResourceClaim]:
     return [
         claim(
             "c",
@@ -61,7 +61,7 @@ def _pending() -> list[object]:
 
 def test_each_device_is_counted_under_the_first_check_it_fails() -> None:
     snap = Snapshot.build(slices=_mixed_node(), classes=[GPU_CLASS], claims=[holding("x", "busy")])
-    explanation = explain(snap, _pending())  # type: ignore[arg-type]
+    explanation = explain(snap, _pending())
     report = explanation.to_json()
     (node,) = report["nodes"]
     assert node["node"] == "node-a"
@@ -90,7 +90,7 @@ def test_each_device_is_counted_under_the_first_check_it_fails() -> None:
 def test_unsatisfiable_reasons_name_the_closest_node_and_the_holders() -> None:
     snap = Snapshot.build(slices=_mixed_node(), classes=[GPU_CLASS], claims=[holding("x", "busy")])
     with pytest.raises(UnsatisfiableError) as info:
-        allocate(snap, _pending())  # type: ignore[arg-type]
+        allocate(snap, _pending())
     reason = info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
     assert reason.startswith(
         "no fit on node node-a: request gpu: needs 2, 1 eligible of 7 devices ("

@@ -22,6 +22,7 @@ from allocator_fixtures import (
 )
 
 from api.errors import CelCompileError, CelEvaluationError, InvalidInputError, UnsatisfiableError
+from api.resource_v1 import ResourceClaim
 from dra_driver.allocator import Snapshot, allocate
 
 # -- pools (§3) --------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def test_match_attribute_on_a_subrequest_reference() -> None:
     devices = [device(f"gpu-{i}", attributes={"numa": n}) for i, n in enumerate([0, 1, 1])]
     snap = Snapshot.build(slices=[resource_slice("s", devices)], classes=[device_class()])
 
-    def pending(refs: list[str]) -> object:
+    def pending(refs: list[str]) -> ResourceClaim:
         return claim(
             "c",
             exact("a"),
