@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from api.resource_v1 import (
     parse_object,
 )
 from api.validation import validate
+from dra_driver.cli.main import main
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import NodeInventory
 from dra_driver.slices import DEVICE_ORDERS, DeviceOrder, build_slices, slice_name
@@ -386,3 +388,69 @@ def test_a_node_without_gpus_publishes_one_empty_slice() -> None:
 def test_invalid_driver_name_is_rejected_before_publishing() -> None:
     with pytest.raises(InvalidInputError, match=r"spec\.driver"):
         build_slices(_inventory("1xL4"), driver_name="GPU_driver!")
+
+
+# --- With the allocator -------------------------------------------------------------------
+
+_CLASSES_AND_CLAIM = """
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+---
+apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata: {name: mig.gpu.dra-driver.io}
+spec:
+  selectors:
+  - cel:
+      expression: >-
+        device.driver == "gpu.dra-driver.io" &&
+        device.attributes["gpu.dra-driver.io"].type == "mig"
+---
+apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata: {name: gpu.dra-driver.io}
+spec:
+  selectors:
+  - cel:
+      expression: >-
+        device.driver == "gpu.dra-driver.io" &&
+        device.attributes["gpu.dra-driver.io"].type == "gpu"
+---
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: c1, namespace: default}
+spec:
+  devices:
+    requests:
+    - name: mig
+      exactly:
+        deviceClassName: mig.gpu.dra-driver.io
+        count: COUNT
+        selectors:
+        - cel: {expression: 'device.attributes["gpu.dra-driver.io"].profile == "1g.10gb"'}
+    - name: full
+      exactly:
+        deviceClassName: gpu.dra-driver.io
+"""
+
+
+@pytest.mark.parametrize(("count", "allocatable"), [(7, True), (8, False)])
+def test_the_allocator_honours_the_counters(count: int, allocatable: bool, tmp_path: Path) -> None:
+    """Seven 1g.10gb MIG devices fill one H100; an eighth leaves no GPU whole for the full GPU."""
+    slices = build_slices(_inventory("2xH100-80GB"), device_order="smallest-first")
+    (tmp_path / "slices.yaml").write_text(yaml.safe_dump_all([dump(s) for s in slices]))
+    claim = _CLASSES_AND_CLAIM.replace("COUNT", str(count))
+    (tmp_path / "claim.yaml").write_text(claim)
+    out = io.StringIO()
+    code = main(
+        ["allocate", "-f", str(tmp_path / "slices.yaml"), "-f", str(tmp_path / "claim.yaml")],
+        stdout=out,
+    )
+    if not allocatable:
+        assert code == 1
+        return
+    assert code == 0
+    (result,) = yaml.safe_load(out.getvalue())["items"]
+    devices = [r["device"] for r in result["status"]["allocation"]["devices"]["results"]]
+    assert devices == [f"gpu-0-mig-1g10gb-19-{s}" for s in range(7)] + ["gpu-1"]
