@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from dra_driver.cel import ast, types
 from dra_driver.cel.checker import CheckResult
+from dra_driver.cel.cost import COST_LIMIT
 from dra_driver.cel.library import Function
 from dra_driver.cel.runtime import (
-    COST_LIMIT,
     EMPTY_MAP,
     OPTIONAL_NONE,
     CelOptional,

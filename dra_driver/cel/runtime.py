@@ -26,13 +26,12 @@ from typing import Any, Final
 
 from api.quantity import Quantity
 from api.semver import Semver
+from dra_driver.cel.cost import COST_LIMIT
 from dra_driver.cel.device import CelDevice
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 UINT64_MAX: Final = 2**64 - 1
-COST_LIMIT: Final = 1_000_000
-"""Runtime cost budget per evaluation (``CELSelectorExpressionMaxCost``)."""
 
 Frame = list[Any]
 

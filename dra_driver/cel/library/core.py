@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from dra_driver.cel import cost, runtime
-from dra_driver.cel.cost import SCALAR, UNKNOWN, Shape
+from dra_driver.cel.cost import SCALAR, Shape
 from dra_driver.cel.library import LIST_RECEIVERS, MAP_RECEIVERS
 from dra_driver.cel.library.regex import estimate_regex, matches
 from dra_driver.cel.runtime import (
@@ -370,6 +370,3 @@ def _register_operators(registry: Registry) -> None:
         costed=True,
         estimate=_estimate_in,
     )
-
-
-__all__ = ["UNKNOWN", "register"]
