@@ -604,4 +604,7 @@ def to_text(value: Any) -> str:
             raise EvalError("invalid UTF-8 in bytes, cannot convert to string") from None
     if t is TypeValue:
         return value.name  # type: ignore[no-any-return]
+    if t is Quantity:
+        # Reachable through dyn only; upstream's Quantity converts to its canonical text.
+        return str(value)
     raise no_such_overload("string", value)

@@ -390,6 +390,8 @@ def test_macro_ranges_must_be_lists_or_maps() -> None:
         ("optional.ofNonZeroValue([]).hasValue()", False),
         ("optional.ofNonZeroValue(null).hasValue()", False),
         ("optional.ofNonZeroValue('x').value()", "x"),
+        ("optional.ofNonZeroValue(quantity('0')).hasValue()", False),
+        ("optional.ofNonZeroValue(quantity('1m')).hasValue()", True),
         ("{'a': 1}.?a.value()", 1),
         ("{'a': 1}.?b.hasValue()", False),
         ("{'a': 1}.?b.orValue(7)", 7),
@@ -454,6 +456,8 @@ def test_empty_optional_dereference_is_an_error() -> None:
         ("size([1, 2])", 2),
         ("size({'a': 1})", 1),
         ("dyn([1, 2, 3]).size()", 3),
+        ("string(dyn(quantity('1024Mi')))", "1Gi"),
+        ("double(dyn(quantity('1500m')))", 1.5),
     ],
 )
 def test_conversions_and_size(expression: str, expected: object) -> None:

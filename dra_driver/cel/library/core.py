@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from api.quantity import Quantity
 from dra_driver.cel import cost, runtime
 from dra_driver.cel.cost import SCALAR, Shape
 from dra_driver.cel.library import LIST_RECEIVERS, MAP_RECEIVERS
@@ -156,6 +157,9 @@ def to_double(value: Any) -> float:
         return value  # type: ignore[no-any-return]
     if t is int or t is UInt:
         return float(value)
+    if t is Quantity:
+        # Reachable through dyn only, as upstream's Quantity converts to double.
+        return value.as_approximate_float()  # type: ignore[no-any-return]
     if t is str:
         if not _DOUBLE_TEXT.fullmatch(value):
             raise _conversion_error("double", value)

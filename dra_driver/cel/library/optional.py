@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from api.quantity import Quantity
 from dra_driver.cel import runtime
 from dra_driver.cel.runtime import OPTIONAL_NONE, CelOptional, EvalError, no_such_overload
 from dra_driver.cel.types import BOOL, A, optional_of
@@ -34,6 +35,7 @@ def of_non_zero_value(value: Any) -> CelOptional:
         or (t in (str, bytes) and not value)
         or (t in runtime.LIST_TYPES and not value)
         or (isinstance(value, Mapping) and not value)
+        or (t is Quantity and value.sign() == 0)
     )
     return OPTIONAL_NONE if zero else CelOptional(value)
 
