@@ -61,6 +61,8 @@ class KubernetesClaimSource:
     """
 
     def __init__(self, api_client: Any, *, timeout_s: float = 10.0) -> None:
+        # Imported here: the client takes about a second to import, and only this
+        # class needs it (tests and tools that use FakeClaimSource stay fast).
         from kubernetes import client
 
         self._api = client.ResourceV1Api(api_client)
