@@ -1,4 +1,4 @@
-"""`dra-driver allocate` / `explain` / `demo`: the contract of DESIGN.md, on the shipped examples."""
+"""`dra-driver allocate`, `explain` and `demo`: the DESIGN.md contract, on the examples."""
 
 from __future__ import annotations
 
@@ -59,7 +59,15 @@ def test_first_fit_takes_the_first_node_by_name() -> None:
 
 
 def test_most_capable_prefers_the_h100() -> None:
-    argv = ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "one-gpu"), "--policy", "most-capable"]
+    argv = [
+        "allocate",
+        "-f",
+        INVENTORY,
+        "-f",
+        str(EXAMPLES / "one-gpu"),
+        "--policy",
+        "most-capable",
+    ]
     (claim,) = allocated(argv)
     assert devices_of(claim) == [("gpu", "gpu-node-h100", "gpu-0")]
 
@@ -127,8 +135,7 @@ def test_explain_names_every_node_and_the_shortfall() -> None:
 
 def test_stdin_and_kind_list_are_accepted() -> None:
     docs = [
-        yaml.safe_load(p.read_text())
-        for p in sorted((EXAMPLES / "inventory").glob("slice-*.yaml"))
+        yaml.safe_load(p.read_text()) for p in sorted((EXAMPLES / "inventory").glob("slice-*.yaml"))
     ]
     docs += list(yaml.safe_load_all((EXAMPLES / "inventory" / "deviceclasses.yaml").read_text()))
     docs.append(yaml.safe_load((EXAMPLES / "one-gpu" / "claim.yaml").read_text()))
@@ -160,7 +167,9 @@ spec:
 
 
 def claim_yaml(class_name: str = "gpu.dra-driver.io", selector: str | None = None) -> str:
-    selectors = f"\n        selectors:\n        - cel: {{expression: '{selector}'}}" if selector else ""
+    selectors = (
+        f"\n        selectors:\n        - cel: {{expression: '{selector}'}}" if selector else ""
+    )
     return f"""
 apiVersion: resource.k8s.io/v1
 kind: ResourceClaim
@@ -201,9 +210,7 @@ def write(tmp_path: Path, name: str, *docs: str) -> str:
     return str(path)
 
 
-def stderr_of(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, expected: int, *docs: str
-) -> str:
+def stderr_of(capsys: pytest.CaptureFixture[str], tmp_path: Path, expected: int, *docs: str) -> str:
     path = write(tmp_path, "input.yaml", *docs)
     code, out = run(["allocate", "-f", path])
     err = capsys.readouterr().err
@@ -275,7 +282,9 @@ def test_selector_on_a_missing_attribute_is_unsatisfiable(
 def test_non_semver_version_attribute_is_invalid_input(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    err = stderr_of(capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(version="550.54"), claim_yaml())
+    err = stderr_of(
+        capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(version="550.54"), claim_yaml()
+    )
     assert "slice node-a-gpus" in err
     assert "driverVersion" in err
 
@@ -289,8 +298,11 @@ def test_129_devices_in_a_slice_is_invalid_input(
     assert "128" in err
 
 
-def test_unreadable_file_is_invalid_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_unreadable_file_is_invalid_input(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, out = run(["allocate", "-f", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
     assert code == EXIT_INVALID
+    assert out == ""
     assert "missing.yaml" in err
