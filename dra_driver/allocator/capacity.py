@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 from api.quantity import Quantity
 from api.resource_v1 import CapacityRequestPolicy, DeviceCapacity
 
 
-@dataclass(frozen=True, slots=True)
-class CapacityEntry:
+class CapacityEntry(NamedTuple):
     """One capacity of a device, keyed elsewhere by its fully-qualified name."""
 
     #: The name as the device publishes it; results report consumption under it.

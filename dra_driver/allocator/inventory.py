@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 #: Taint effects that keep a device from being allocated unless tolerated.
 BLOCKING_TAINT_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
 
+_NO_ATTRIBUTES: Final[Mapping[str, DeviceAttribute]] = {}
+
 #: A counter of a pool generation: (counter set name, counter name).
 CounterKey = tuple[str, str]
 
@@ -83,24 +85,31 @@ class DeviceRecord:
     )
 
     def __init__(self, slice_: SliceRecord, model: Device, index: int) -> None:
-        spec = slice_.model.spec
+        # Built for every device of every node a search visits, mostly to be
+        # skipped as in use: keep this cheap (no work for absent fields).
         self.slice = slice_
         self.model = model
-        self.driver: str = spec.driver
-        self.pool: str = spec.pool.name
+        self.driver: str = slice_.driver
+        self.pool: str = slice_.pool
         self.name: str = model.name
-        self.id: str = device_id(self.driver, self.pool, model.name)
-        self.attributes: Mapping[str, DeviceAttribute] = model.attributes or {}
-        self.capacity: dict[str, CapacityEntry] = resolve_device_capacity(
-            model.capacity, self.driver
+        self.id: str = f"{slice_.driver}/{slice_.pool}/{model.name}"
+        self.attributes: Mapping[str, DeviceAttribute] = model.attributes or _NO_ATTRIBUTES
+        self.capacity: dict[str, CapacityEntry] = (
+            resolve_device_capacity(model.capacity, self.driver) if model.capacity else {}
         )
-        self.consumes: tuple[tuple[CounterKey, Fraction], ...] = tuple(
-            ((consumption.counter_set, counter), amount.value.value)
-            for consumption in model.consumes_counters or []
-            for counter, amount in consumption.counters.items()
+        consumption = model.consumes_counters
+        self.consumes: tuple[tuple[CounterKey, Fraction], ...] = (
+            tuple(
+                ((c.counter_set, counter), amount.value.value)
+                for c in consumption
+                for counter, amount in c.counters.items()
+            )
+            if consumption
+            else ()
         )
-        self.blocking_taints: tuple[DeviceTaint, ...] = tuple(
-            t for t in model.taints or [] if t.effect in BLOCKING_TAINT_EFFECTS
+        taints = model.taints
+        self.blocking_taints: tuple[DeviceTaint, ...] = (
+            tuple(t for t in taints if t.effect in BLOCKING_TAINT_EFFECTS) if taints else ()
         )
         self.multi: bool = bool(model.allow_multiple_allocations)
         self.binds_to_node: bool = bool(model.binds_to_node)
