@@ -160,6 +160,7 @@ class GpuDriver:
             checkpoint = Checkpoint()
             report.checkpoint_corrupt = True
         entries = dict(checkpoint.claims)
+        api_error: PrepareError | None = None
         for uid in sorted(entries):
             entry = entries[uid]
             label = claim_label(entry.namespace, entry.name)
@@ -170,8 +171,12 @@ class GpuDriver:
                 log.warning("%s (UID %s): rolled back an interrupted prepare", label, uid)
                 continue
             try:
+                if api_error is not None:
+                    # One failure is enough: do not wait out a timeout per claim.
+                    raise api_error
                 claim = self._claims.get(entry.namespace, entry.name)
             except PrepareError as err:
+                api_error = err
                 report.unverified.append(uid)
                 log.warning("%s (UID %s): kept, the API server cannot tell: %s", label, uid, err)
             else:

@@ -108,16 +108,18 @@ def test_claims_gone_from_the_api_server_are_removed(tmp_path: Path) -> None:
 
 
 def test_claims_are_kept_when_the_api_server_cannot_tell(tmp_path: Path) -> None:
-    claims = FakeClaimSource([claim(1)])
-    prepared_node(tmp_path, claims, 1)
+    claims = FakeClaimSource([claim(1), claim(2), claim(3)])
+    prepared_node(tmp_path, claims, 1, 2, 3)
     claims.fail = True
+    reads = claims.reads
 
     report = make_driver(tmp_path, claims).start()
 
-    assert report.unverified == [claim_uid(1)]
+    assert sorted(report.unverified) == sorted(claim_uid(n) for n in (1, 2, 3))
     assert report.removed == []
-    assert spec_path(tmp_path, 1).exists()
-    assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
+    assert claims.reads == reads + 1  # asked once, not once per claim
+    assert all(spec_path(tmp_path, n).exists() for n in (1, 2, 3))
+    assert set(checkpoint_states(tmp_path).values()) == {"PrepareCompleted"}
 
 
 def test_spec_without_an_entry_is_reported_and_left(tmp_path: Path) -> None:
