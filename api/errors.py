@@ -25,6 +25,7 @@ controller to Kubernetes Events.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -112,9 +113,17 @@ class CelEvaluationError(DraDriverError):
 
 
 class UnsatisfiableError(DraDriverError):
-    """Valid input for which no allocation exists right now."""
+    """Valid input for which no allocation exists right now.
+
+    ``reasons`` maps each claim (``claim ns/name``) to why it does not fit, in
+    words a person can act on; it may be empty when the cause is not per claim.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, reasons: Mapping[str, str] | None = None) -> None:
+        self.reasons: dict[str, str] = dict(reasons or {})
+        super().__init__(message)
 
 
 class DiscoveryError(DraDriverError):

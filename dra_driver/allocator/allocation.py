@@ -5,7 +5,9 @@ objects and nodes named by slices), in name order; with none known at all, a
 single "no particular node" on which only ``allNodes`` devices exist.
 
 ``first-fit`` is the upstream allocator: nodes in name order, the first node
-with a solution, the first solution in search order. The scoring policies
+with a solution, the first solution in search order; with firstAvailable
+requests, the node with the best prioritized-list score (the scheduler's only
+DRA node score) among the feasible ones. The scoring policies
 (:mod:`dra_driver.allocator.policies`) try nodes in their own order, compare
 up to ``NODE_BUDGET`` feasible nodes and up to ``SOLUTION_BUDGET`` solutions
 on each, and keep the best.
@@ -67,11 +69,8 @@ class Allocation:
 
 
 def unsatisfiable(message: str, reasons: dict[str, str]) -> UnsatisfiableError:
-    """An UnsatisfiableError with ``reasons`` (per ``claim ns/name``) attached."""
-    error = UnsatisfiableError(message)
-    # The error tree has no field for per-claim reasons; callers read it with getattr.
-    setattr(error, "reasons", reasons)  # noqa: B010
-    return error
+    """An UnsatisfiableError with ``reasons`` (per ``claim ns/name``)."""
+    return UnsatisfiableError(message, reasons)
 
 
 def _new_share_id() -> str:
@@ -103,7 +102,15 @@ def allocate(
     nodes = candidate_nodes(snapshot, node)
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
-        found = _first_fit(snapshot, plans, nodes, memo, timeout, whole_cluster=node is None)
+        found = _first_fit(
+            snapshot,
+            plans,
+            nodes,
+            memo,
+            timeout,
+            top_score=_top_score(plans),
+            whole_cluster=node is None,
+        )
     else:
         found = _best(snapshot, plans, nodes, memo, policy_name=policy, timeout=timeout)
     if found is None:
@@ -162,8 +169,17 @@ def _first_fit(
     memo: FeasibilityMemo | None,
     timeout: float | None,
     *,
+    top_score: int,
     whole_cluster: bool,
 ) -> tuple[str | None, Solution] | None:
+    """The first node in name order with a solution, and its first solution.
+
+    With firstAvailable requests the scheduler scores feasible nodes by the
+    prioritized list (8 for a request's first subrequest, down to 1): a node
+    where every request gets its first choice wins at once; otherwise the
+    highest-scoring node wins, the earliest by name among equals.
+    """
+    best: tuple[str | None, Solution] | None = None
     # The memo's cursor indexes the snapshot's node list: only used when walking it.
     cursor = memo if memo is not None and whole_cluster else None
     for index in range(cursor.cursor if cursor is not None else 0, len(nodes)):
@@ -175,12 +191,27 @@ def _first_fit(
             continue
         solutions = _search(snapshot, plans, name, timeout=timeout)
         if solutions:
-            return name, solutions[0]
+            solution = solutions[0]
+            if solution.prioritized_score >= top_score:
+                return name, solution
+            if best is None or solution.prioritized_score > best[1].prioritized_score:
+                best = (name, solution)
+            continue
         if memo is not None:
             memo.infeasible[name] = epoch
             if cursor is not None and index == cursor.cursor:
                 cursor.cursor = index + 1
-    return None
+    return best
+
+
+def _top_score(plans: list[ClaimPlan]) -> int:
+    """The prioritized-list score when every firstAvailable request gets its first choice."""
+    return sum(
+        FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
+        for plan in plans
+        for group in plan.groups
+        if group.first_available
+    )
 
 
 def _best(
@@ -194,13 +225,7 @@ def _best(
 ) -> tuple[str | None, Solution] | None:
     policy = scoring_policy(policy_name)
     best: tuple[tuple[Any, ...], str | None, Solution] | None = None
-    # The prioritized-list score when every firstAvailable request gets its first choice.
-    top_score = sum(
-        FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
-        for plan in plans
-        for group in plan.groups
-        if group.first_available
-    )
+    top_score = _top_score(plans)
     feasible = 0
     for rank, name in enumerate(policy.rank_nodes(snapshot, nodes)):
         if best is not None and best[0][0] == -top_score:

@@ -218,9 +218,8 @@ def main(
         print(f"{prog}: error: {located}", file=sys.stderr)
         return EXIT_INVALID
     except UnsatisfiableError as exc:
-        reasons = getattr(exc, "reasons", None) or {}
         print(f"{prog}: cannot allocate: {exc}", file=sys.stderr)
-        for claim, reason in reasons.items():
+        for claim, reason in exc.reasons.items():
             print(f"  {claim}: {reason}", file=sys.stderr)
         return EXIT_UNSATISFIABLE
     except CelEvaluationError as exc:

@@ -97,6 +97,17 @@ def test_first_available_falls_back_on_a_node_without_hoppers() -> None:
     ]
 
 
+def test_first_fit_prefers_the_node_where_the_first_choice_fits() -> None:
+    # The scheduler scores feasible nodes by the prioritized list: the H100 node,
+    # where "hopper-pair" fits, beats the A100 node that comes first by name.
+    argv = ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "first-available")]
+    (claim,) = allocated(argv)
+    assert devices_of(claim) == [
+        ("gpu/hopper-pair", "gpu-node-h100", "gpu-0"),
+        ("gpu/hopper-pair", "gpu-node-h100", "gpu-1"),
+    ]
+
+
 def test_opaque_config_travels_with_the_allocation() -> None:
     (claim,) = allocated(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "time-slicing")])
     (config,) = claim["status"]["allocation"]["devices"]["config"]
