@@ -1,0 +1,238 @@
+"""Prometheus metrics of the kubelet plugin, and the HTTP endpoint that serves them.
+
+=========================================== ========= =====================================
+metric                                      type      labels / meaning
+=========================================== ========= =====================================
+``dra_driver_requests_total``               counter   ``operation`` (prepare, unprepare),
+                                                      ``result``: success (every claim
+                                                      done), error (some claim failed),
+                                                      exception (the call raised)
+``dra_driver_request_duration_seconds``     histogram ``operation``; one kubelet call
+``dra_driver_claims_total``                 counter   ``operation``, ``result`` (success,
+                                                      error): per claim of every call
+``dra_driver_prepared_claims``              gauge     claims prepared on this node now
+``dra_driver_prepared_devices``             gauge     devices of those claims
+``dra_driver_published_devices``            gauge     devices in this node's ResourceSlices
+``dra_driver_tainted_devices``              gauge     published devices with a taint
+``dra_driver_health_events_total``          counter   ``kind`` (xid, ecc-double-bit, ...),
+                                                      ``action`` (tainted, renewed,
+                                                      ignored, unknown-gpu)
+=========================================== ========= =====================================
+
+Counting happens in :class:`MeteredNodeDriver`, a decorator around any
+:class:`~kubelet_plugin.node_driver.NodeDriver`, so the driver itself knows
+nothing of metrics. Each :class:`PluginMetrics` has its own registry (no
+process-global state), so tests and several plugins in one process do not
+collide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Literal
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from dra_driver.discovery.model import HealthEventKind
+from kubelet_plugin.health import TaintAction
+from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PrepareResult
+from kubelet_plugin.settings import split_host_port
+
+__all__ = ["MeteredNodeDriver", "MetricsServer", "PluginMetrics"]
+
+log = logging.getLogger(__name__)
+
+Operation = Literal["prepare", "unprepare"]
+
+#: Prepare takes milliseconds when all goes well and may take seconds when the
+#: API server is slow; the kubelet gives up at 45 s.
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    45.0,
+)
+
+
+class PluginMetrics:
+    """The plugin's metrics in a registry of their own (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "dra_driver_requests",
+            "NodePrepareResources / NodeUnprepareResources calls by result.",
+            ["operation", "result"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "dra_driver_request_duration_seconds",
+            "Time to answer one NodePrepareResources / NodeUnprepareResources call.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.claims = Counter(
+            "dra_driver_claims",
+            "Claims prepared / unprepared, by per-claim result.",
+            ["operation", "result"],
+            registry=self.registry,
+        )
+        self.prepared_claims = Gauge(
+            "dra_driver_prepared_claims",
+            "Claims prepared on this node.",
+            registry=self.registry,
+        )
+        self.prepared_devices = Gauge(
+            "dra_driver_prepared_devices",
+            "Devices of the claims prepared on this node.",
+            registry=self.registry,
+        )
+        self.published_devices = Gauge(
+            "dra_driver_published_devices",
+            "Devices in this node's ResourceSlices.",
+            registry=self.registry,
+        )
+        self.tainted_devices = Gauge(
+            "dra_driver_tainted_devices",
+            "Published devices carrying a taint.",
+            registry=self.registry,
+        )
+        self.health_events = Counter(
+            "dra_driver_health_events",
+            "GPU health events by kind and what they did.",
+            ["kind", "action"],
+            registry=self.registry,
+        )
+        for operation in ("prepare", "unprepare"):
+            # Present from the start (at zero), so rate() works from the first scrape.
+            self.duration.labels(operation)
+            for result in ("success", "error"):
+                self.requests.labels(operation, result)
+                self.claims.labels(operation, result)
+
+    def track_prepared(self, prepared: Callable[[], Mapping[str, Sequence[object]]]) -> None:
+        """Read the prepared-claims gauges from ``prepared`` at each scrape.
+
+        ``prepared`` returns claim UID to that claim's prepared devices.
+        """
+        self.prepared_claims.set_function(lambda: float(len(prepared())))
+        self.prepared_devices.set_function(
+            lambda: float(sum(len(devices) for devices in prepared().values()))
+        )
+
+    def track_tainted(self, count: Callable[[], int]) -> None:
+        """Read the tainted-devices gauge from ``count`` at each scrape."""
+        self.tainted_devices.set_function(lambda: float(count()))
+
+    def count_health_event(self, kind: HealthEventKind, action: TaintAction) -> None:
+        self.health_events.labels(kind, action).inc()
+
+    def render(self) -> bytes:
+        """The text exposition format, as the endpoint serves it."""
+        return generate_latest(self.registry)
+
+
+class MeteredNodeDriver:
+    """A NodeDriver that counts and times every call of the driver it wraps.
+
+    Behaviour is the wrapped driver's: same answers, same exceptions.
+    """
+
+    def __init__(self, inner: NodeDriver, metrics: PluginMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
+        started = time.perf_counter()
+        try:
+            results = self._inner.prepare(claims)
+        except BaseException:
+            self._record("prepare", "exception", started, [])
+            raise
+        self._record("prepare", None, started, [r.error for r in results.values()])
+        return results
+
+    def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
+        started = time.perf_counter()
+        try:
+            results = self._inner.unprepare(claims)
+        except BaseException:
+            self._record("unprepare", "exception", started, [])
+            raise
+        self._record("unprepare", None, started, list(results.values()))
+        return results
+
+    def _record(
+        self,
+        operation: Operation,
+        outcome: str | None,
+        started: float,
+        errors: Sequence[str | None],
+    ) -> None:
+        metrics = self._metrics
+        metrics.duration.labels(operation).observe(time.perf_counter() - started)
+        failed = sum(1 for error in errors if error)
+        if failed:
+            metrics.claims.labels(operation, "error").inc(failed)
+        if len(errors) > failed:
+            metrics.claims.labels(operation, "success").inc(len(errors) - failed)
+        if outcome is None:
+            outcome = "error" if failed else "success"
+        metrics.requests.labels(operation, outcome).inc()
+
+
+class MetricsServer:
+    """The ``/metrics`` HTTP endpoint on ``host:port`` (port 0: a free one)."""
+
+    def __init__(self, metrics: PluginMetrics, address: str) -> None:
+        """Raises ValueError for an address that is not HOST:PORT."""
+        self._metrics = metrics
+        self.address = address
+        host, self._port = split_host_port(address)
+        # ":9400" asks for every interface.
+        self._host = host or "0.0.0.0"
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound_address(self) -> str:
+        """``host:port`` with the real port once started."""
+        if self._server is None:
+            return self.address
+        port = self._server.server_address[1]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        """Listen and serve in a thread; raises OSError when the address cannot be bound."""
+        self._server, self._thread = start_http_server(
+            self._port, self._host, registry=self._metrics.registry
+        )
+        log.info("metrics endpoint listening on http://%s/metrics", self.bound_address)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; idempotent."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join()
