@@ -1,0 +1,62 @@
+"""Reading manifests: YAML as kubectl reads it, lists, locations in errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.errors import InvalidInputError
+from dra_driver.manifests import load_inventory, split_documents
+
+SLICE = """
+apiVersion: resource.k8s.io/v1
+kind: ResourceSlice
+metadata: {name: node-a-gpus}
+spec:
+  driver: gpu.dra-driver.io
+  nodeName: node-a
+  pool: {name: node-a, generation: 1, resourceSliceCount: 1}
+  devices:
+  - name: gpu-0
+    attributes:
+      resource.kubernetes.io/pciBusID: {string: 0000:3b:00.0}
+      index: {int: 0}
+"""
+
+
+def test_unquoted_bus_ids_stay_strings_and_numbers_stay_numbers() -> None:
+    (document,) = split_documents(SLICE, "slice.yaml")
+    attributes = document.data["spec"]["devices"][0]["attributes"]
+    assert attributes["resource.kubernetes.io/pciBusID"] == {"string": "0000:3b:00.0"}
+    assert attributes["index"] == {"int": 0}
+    inventory = load_inventory([document])
+    (device,) = inventory.slices[0].spec.devices or []
+    assert device.attributes is not None
+    assert device.attributes["resource.kubernetes.io/pciBusID"].value == "0000:3b:00.0"
+
+
+def test_lists_are_flattened_and_sources_name_the_item() -> None:
+    text = (
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Node, metadata: {name: n1}}\n"
+    )
+    (document,) = split_documents(text, "nodes.yaml")
+    assert document.source == "nodes.yaml items[0]"
+    assert load_inventory([document]).nodes[0].metadata.name == "n1"
+
+
+def test_documents_are_numbered_in_multi_document_files() -> None:
+    text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\n---\n- not an object\n"
+    with pytest.raises(InvalidInputError) as caught:
+        split_documents(text, "f.yaml")
+    assert "f.yaml#2" in str(caught.value)
+    assert "must be an object" in str(caught.value)
+
+
+def test_a_duplicate_object_names_both_places() -> None:
+    node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n"
+    documents = split_documents(node, "a.yaml") + split_documents(node, "b.yaml")
+    with pytest.raises(InvalidInputError) as caught:
+        load_inventory(documents)
+    message = str(caught.value)
+    assert "b.yaml" in message
+    assert "a.yaml" in message
+    assert "defined twice" in message
