@@ -25,6 +25,7 @@
 #   DEBIAN_MIRROR     Debian archive URI; default: the one this machine's apt sources use for
 #                     its own release (read from $APT_ETC_DIR/sources.list*, APT_ETC_DIR
 #                     defaulting to /etc/apt).
+#   DEBIAN_SUITE      the newer Debian release the packages come from; default trixie.
 #   GOCACHE, GOMODCACHE, GOPROXY  as for the go command.
 #
 # Contract: the cache is reused when its stamp matches the recipe (version, module sums,
@@ -402,7 +403,8 @@ install_debs() {
   : >"${OUT_DIR}/debs.txt.new"
   for deb in "${APT_DIR}/debs/"*.deb; do
     dpkg-deb -x "${deb}" "${root}"
-    dpkg-deb -f "${deb}" Package Version | paste -sd' ' >>"${OUT_DIR}/debs.txt.new"
+    # shellcheck disable=SC2016 # ${Package} is dpkg-deb's format syntax, not the shell's
+    dpkg-deb -W --showformat='${Package} ${Version}\n' "${deb}" >>"${OUT_DIR}/debs.txt.new"
   done
   local b found dir
   for b in "${DEB_BINARIES[@]}"; do
@@ -434,17 +436,18 @@ write_file() {
 # ---------------------------------------------------------------------------------------------
 # Checks.
 
-# Run each binary's version command; fail unless it runs and reports the expected version.
-# Writes versions.txt (one "name version-line" per binary).
+# Run each binary's version command; fail unless it runs and prints a line matching the
+# expected version. Writes versions.txt (one "name version-line" per binary).
 verify_versions() {
-  local report="${OUT_DIR}/versions.txt.new" c out
+  local report="${OUT_DIR}/versions.txt.new" c
   : >"${report}"
   check() {
-    local name="$1" pattern="$2"
+    local name="$1" pattern="$2" output line
     shift 2
-    out="$("$@" 2>&1 | head -n 1)" || true
-    [[ "${out}" =~ ${pattern} ]] || die "${name}: '$*' printed '${out}', expected /${pattern}/; remove ${OUT_DIR} to rebuild"
-    printf '%-24s %s\n' "${name}" "${out}" >>"${report}"
+    output="$("$@" 2>&1)" || true
+    line="$(grep -m 1 -E -- "${pattern}" <<<"${output}")" ||
+      die "${name}: '$*' printed '$(head -n 1 <<<"${output}")', expected a line matching /${pattern}/; remove ${OUT_DIR} to rebuild"
+    printf '%-24s %s\n' "${name}" "$(sed -E 's/^[[:space:]]+//' <<<"${line}")" >>"${report}"
   }
   local kube_re="^Kubernetes ${KUBE_VERSION//./\\.}$"
   for c in "${KUBE_COMPONENTS[@]}"; do check "${c}" "${kube_re}" "${BIN_DIR}/${c}" --version; done
@@ -452,7 +455,7 @@ verify_versions() {
   check etcdctl '^etcdctl version: 3\.' "${BIN_DIR}/etcdctl" version
   check etcdutl '^etcdutl version: 3\.' "${BIN_DIR}/etcdutl" version
   check containerd '^containerd .* 1\.7\.' "${BIN_DIR}/containerd" --version
-  check containerd-shim-runc-v2 'containerd-shim-runc-v2' "${BIN_DIR}/containerd-shim-runc-v2" -v
+  check containerd-shim-runc-v2 '^[[:space:]]*Version:[[:space:]]+1\.7\.' "${BIN_DIR}/containerd-shim-runc-v2" -v
   check ctr '^ctr .* 1\.7\.' "${BIN_DIR}/ctr" --version
   check runc '^runc version 1\.' "${BIN_DIR}/runc" --version
   check busybox '^BusyBox v1\.' "${BIN_DIR}/busybox"
@@ -483,8 +486,11 @@ smoke_cleanup() {
     fi
   done
   SMOKE_PIDS=()
-  # containerd creates /run/containerd for shim sockets whatever its state dir is.
-  if [[ "${RUN_CONTAINERD_CREATED}" == 1 ]]; then rm -rf /run/containerd; fi
+  # containerd creates /run/containerd (for shim sockets) whatever its state dir is. Remove it
+  # only when this run created it and it is still empty: another runtime may use it by now.
+  if [[ "${RUN_CONTAINERD_CREATED}" == 1 && -d /run/containerd ]]; then
+    rmdir /run/containerd 2>/dev/null || log "warning: /run/containerd is not empty; left in place"
+  fi
   if [[ -n "${SMOKE_DIR}" ]]; then
     # Snapshots are mounted only while a container runs; nothing should be mounted here.
     if grep -q " ${SMOKE_DIR}/" /proc/self/mounts; then
@@ -631,7 +637,7 @@ main() {
     build_kube
   fi
   verify_versions
-  log "all binaries run: $(tr -s ' ' <"${OUT_DIR}/versions.txt" | cut -d' ' -f1-4 | paste -sd';' | sed 's/;/; /g')"
+  log "all ${#KUBE_COMPONENTS[@]} + ${#DEB_BINARIES[@]} binaries and ${#CNI_PLUGINS[@]} CNI plugins run; versions in ${OUT_DIR}/versions.txt"
   if [[ "${mode}" == smoke ]]; then
     run_smoke
   fi
