@@ -32,6 +32,7 @@ from dra_driver import __version__
 from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
 from dra_driver.cli.demo import run_demo
 from dra_driver.cli.discover import add_discover_arguments, run_discover
+from dra_driver.cli.node_agent import add_kubelet_plugin_arguments, run_kubelet_plugin
 from dra_driver.manifests import Inventory, load_inventory, read_documents
 
 EXIT_OK = 0
@@ -128,6 +129,15 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         "the kubelet plugin would publish, one YAML document per slice.",
     )
     add_discover_arguments(discover_cmd)
+
+    plugin_cmd = commands.add_parser(
+        "kubelet-plugin",
+        help="run the node agent: kubelet registration, prepare/unprepare, ResourceSlices",
+        description="Register with the kubelet, prepare and unprepare claims (CDI specs, "
+        "checkpoint), publish this node's ResourceSlices and turn GPU health events into "
+        "device taints, until SIGTERM. Every flag has an environment twin.",
+    )
+    add_kubelet_plugin_arguments(plugin_cmd)
     return parser
 
 
@@ -205,6 +215,8 @@ def main(
         return run_demo(Path(args.examples), policies, out)
     if args.command == "discover":
         return run_discover(args, out, prog=prog)
+    if args.command == "kubelet-plugin":
+        return run_kubelet_plugin(args, prog=f"{prog} kubelet-plugin")
     inventory: Inventory | None = None
     try:
         inventory = load_inventory(read_documents(args.filename, stdin or sys.stdin))

@@ -1,0 +1,519 @@
+"""``dra-driver kubelet-plugin``: the node agent put together and run until a signal.
+
+:func:`run` starts, in order:
+
+1. GPU discovery with the chosen backend (the mock backend also creates fake
+   device nodes under ``--dev-root`` and takes injected faults, see
+   :class:`~kubelet_plugin.health.FaultSpool`);
+2. the API client (``--kubeconfig`` or the in-cluster service account) and
+   the Node's UID, so the node's ResourceSlices are owned by the Node;
+3. the driver, whose start-up recovery repairs what a crash or reboot left
+   behind (checkpoint, CDI specs);
+4. the metrics endpoint (``--metrics-address``), then the gRPC servers (DRA,
+   registration, liveness): the kubelet may call as soon as the registration
+   socket appears;
+5. the publisher thread (publishes the node's slices, watches them, repairs
+   deletions) and the health thread (events to taints, device health stream).
+
+SIGTERM or SIGINT stops it in the reverse order: the registration socket goes
+first (the kubelet deregisters the plugin), calls in progress finish, the
+threads are joined, every socket file is removed; the exit status is 0. A
+start-up failure is logged as one line saying what failed and how to fix it,
+and the exit status is 1 (2 for invalid flags). A thread that dies of an
+unexpected error stops the plugin with status 1, so the kubelet restarts it
+instead of leaving a half-working agent.
+
+Logs go to stderr as text or JSON lines (``--log-format``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, TextIO
+
+from api.errors import DiscoveryError, DraDriverError, InvalidInputError
+from api.resource_v1 import DeviceTaint
+from dra_driver.discovery.mock import MockBackend
+from dra_driver.discovery.model import DiscoveryBackend, NodeInventory
+from dra_driver.slices import build_slices
+from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
+from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
+from kubelet_plugin.claim_source import KubernetesClaimSource
+from kubelet_plugin.devnodes import create_device_nodes
+from kubelet_plugin.driver import GpuDriver
+from kubelet_plugin.health import FaultSpool, HealthEventSource, HealthMonitor
+from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
+from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
+from kubelet_plugin.resource_health import HealthBroadcaster
+from kubelet_plugin.server import PluginServer
+from kubelet_plugin.settings import Settings, build_parser, settings_from_args
+
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "NodeAgent", "main", "run", "run_command"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_INVALID: Final = 2
+
+#: How long a thread gets to finish once asked to stop before it is reported.
+THREAD_JOIN_TIMEOUT_S: Final = 10.0
+
+
+# --- Logging ---------------------------------------------------------------------------------
+
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_RECORD_FIELDS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``msg``, extra fields,
+    ``error`` (with the traceback) when an exception is attached."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                document[key] = value
+        if record.exc_info:
+            document["error"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message> key=value ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        extras = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        ]
+        if extras:
+            line += " " + " ".join(extras)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
+    """Send every log record to ``stream`` (stderr) in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+# --- Pieces ----------------------------------------------------------------------------------
+
+
+class StartupError(DraDriverError):
+    """The plugin cannot start; the message says what failed and how to fix it."""
+
+
+def open_backend(settings: Settings) -> DiscoveryBackend:
+    """The discovery backend ``--gpu-backend`` names; never fake GPUs unless asked."""
+    if settings.gpu_backend == "mock":
+        return MockBackend(settings.node_name, settings.mock_profile)
+    from kubelet_plugin.nvml import NvmlBackend  # pynvml only where NVML is wanted
+
+    try:
+        return NvmlBackend(settings.node_name)
+    except DiscoveryError as err:
+        if settings.gpu_backend == "auto":
+            raise DiscoveryError(
+                f"--gpu-backend auto found no usable NVIDIA GPU backend: {err}. "
+                "Use --gpu-backend mock (and --mock-profile) for fake GPUs"
+            ) from None
+        raise
+
+
+def kube_api_client(settings: Settings) -> Any:
+    """A ``kubernetes.client.ApiClient`` from ``--kubeconfig`` or the in-cluster account."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    # Untyped in the client library.
+    new_client_from_config: Any = config.new_client_from_config
+    load_incluster_config: Any = config.load_incluster_config
+    try:
+        if settings.kubeconfig is not None:
+            return new_client_from_config(config_file=str(settings.kubeconfig))
+        configuration = client.Configuration()
+        load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except (ConfigException, OSError) as err:
+        where = (
+            f"--kubeconfig {settings.kubeconfig}"
+            if settings.kubeconfig is not None
+            else "the in-cluster configuration (no --kubeconfig given, env KUBECONFIG unset)"
+        )
+        raise StartupError(
+            f"cannot configure the API client from {where}: {err}; run in a pod with a "
+            "service account or pass --kubeconfig"
+        ) from None
+
+
+def read_node_uid(api_client: Any, node_name: str) -> str | None:
+    """The Node's UID, to make it the owner of the node's slices; None (logged) when unknown."""
+    from kubernetes import client
+
+    try:
+        # Raw JSON (no preloading): the client's typed models are not used here.
+        response: Any = client.CoreV1Api(api_client).read_node(
+            node_name, _preload_content=False, _request_timeout=10
+        )
+        try:
+            uid = json.loads(response.data)["metadata"]["uid"]
+        finally:
+            response.release_conn()
+    except Exception as err:  # any failure only costs the owner reference
+        log.warning(
+            "cannot read Node %s (%s): its ResourceSlices are published without an owner "
+            "reference and are not garbage-collected with the Node",
+            node_name,
+            getattr(err, "reason", None) or err,
+        )
+        return None
+    return str(uid)
+
+
+class InterruptibleResourceApi:
+    """``ResourceV1Api`` whose open watch can be cut from another thread.
+
+    The publisher's watch blocks reading the API server's stream for up to
+    its timeout (minutes); at shutdown :meth:`interrupt` shuts the socket of
+    the watch in progress down, and of any watch opened afterwards, so the
+    publisher thread ends at once.
+    """
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self._lock = threading.Lock()
+        self._watch: Any = None
+        self._interrupted = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def list_resource_slice(self, *args: Any, **kwargs: Any) -> Any:
+        response = self._api.list_resource_slice(*args, **kwargs)
+        if kwargs.get("watch"):
+            with self._lock:
+                self._watch = response
+                interrupted = self._interrupted
+            if interrupted:
+                _shut_down(response)
+        return response
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._interrupted = True
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            _shut_down(watch)
+
+
+def _shut_down(response: Any) -> None:
+    with contextlib.suppress(Exception):  # already closed, or a stand-in without a socket
+        response.shutdown()
+
+
+def published_device_names(settings: Settings, inventory: NodeInventory) -> list[str]:
+    """Names of every device the node's slices publish, in publishing order."""
+    slices = build_slices(
+        inventory,
+        driver_name=settings.driver_name,
+        device_order=settings.device_order,
+        partitionable=settings.partitionable,
+    )
+    return [device.name for s in slices for device in s.spec.devices or []]
+
+
+@dataclass
+class NodeAgent:
+    """Everything :func:`run` starts, so that :meth:`stop` can undo what started.
+
+    ``api_client`` overrides the one built from the settings (tests).
+    ``on_crash`` is called when a background thread dies of an unexpected error.
+    """
+
+    settings: Settings
+    api_client: Any = None
+    on_crash: Callable[[], None] = lambda: None
+    backend: DiscoveryBackend | None = None
+    inventory: NodeInventory | None = None
+    driver: GpuDriver | None = None
+    metrics: PluginMetrics = field(default_factory=PluginMetrics)
+    metrics_server: MetricsServer | None = None
+    server: PluginServer | None = None
+    publisher: SlicePublisher | None = None
+    monitor: HealthMonitor | None = None
+    crashed: bool = False
+    _slice_api: InterruptibleResourceApi | None = None
+    _stop_threads: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _owns_api_client: bool = False
+
+    def start(self) -> None:
+        """Start every piece (module docstring order); raises on the first failure,
+        leaving :meth:`stop` to undo what started."""
+        settings = self.settings
+        backend = self.backend = open_backend(settings)
+        inventory = self.inventory = backend.discover()
+        events: HealthEventSource = backend
+        if isinstance(backend, MockBackend):
+            create_device_nodes(settings.dev_root, inventory)
+            spool = FaultSpool(backend, settings.mock_faults_dir)
+            spool.ensure_directory()
+            events = spool
+        log.info(
+            "node %s: %d GPU(s) found by the %s backend",
+            settings.node_name,
+            len(inventory.gpus),
+            type(backend).__name__,
+        )
+        host = scan_host_files(settings.dev_root, settings.driver_root, _text(settings.hook_path))
+
+        if self.api_client is None:
+            self.api_client = kube_api_client(settings)
+            self._owns_api_client = True
+        node_uid = read_node_uid(self.api_client, settings.node_name)
+
+        driver = self.driver = GpuDriver(
+            driver_name=settings.driver_name,
+            inventory=inventory,
+            claim_source=KubernetesClaimSource(self.api_client),
+            checkpoints=CheckpointStore(settings.checkpoint_file),
+            cdi=CdiWriter(settings.cdi_root, settings.driver_name),
+            host=host,
+            boot_id=read_boot_id(),
+        )
+        driver.start()
+
+        metrics = self.metrics
+        metrics.track_prepared(lambda: _prepared_devices(driver))
+        device_names = published_device_names(settings, inventory)
+        metrics.published_devices.set(len(device_names))
+        if settings.metrics_address is not None:
+            self.metrics_server = MetricsServer(metrics, settings.metrics_address)
+            self.metrics_server.start()
+
+        broadcaster = HealthBroadcaster()
+        self.server = PluginServer(
+            settings.driver_name,
+            MeteredNodeDriver(driver, metrics),
+            registry_dir=settings.registry_dir,
+            plugins_dir=settings.plugins_dir,
+            health_source=broadcaster,
+            liveness_address=settings.liveness_address,
+        )
+        self.server.start()
+
+        from kubernetes import client
+
+        self._slice_api = InterruptibleResourceApi(client.ResourceV1Api(self.api_client))
+        publisher = self.publisher = SlicePublisher(
+            KubernetesSliceClient(api=self._slice_api),
+            node_name=settings.node_name,
+            driver_name=settings.driver_name,
+            device_order=settings.device_order,
+            partitionable=settings.partitionable,
+            node_uid=node_uid,
+        )
+        publisher.set_inventory(inventory)
+
+        def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
+            publisher.publish(inventory, taints)
+
+        monitor = self.monitor = HealthMonitor(
+            driver_name=settings.driver_name,
+            inventory=inventory,
+            device_names=device_names,
+            events=events,
+            effects=settings.health_policy,
+            ignored_xids=settings.ignored_xids,
+            recovery=timedelta(seconds=settings.health_recovery_seconds),
+            on_taints=publish_taints,
+            broadcaster=broadcaster,
+            on_event=metrics.count_health_event,
+        )
+        metrics.track_tainted(monitor.tainted_device_count)
+        self._spawn("slice-publisher", lambda: publisher.run(self._stop_threads))
+        self._spawn("health-monitor", lambda: monitor.run(self._stop_threads))
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException:
+                if self._stop_threads.is_set():
+                    # Cutting the watch at shutdown may surface as any error.
+                    log.debug("%s ended with an error while stopping", name, exc_info=True)
+                    return
+                log.exception("%s thread died; stopping the plugin", name)
+                self.crashed = True
+                self.on_crash()
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        """Stop what started, in reverse order; idempotent, never raises."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.server is not None:
+            steps.append(("gRPC servers", self.server.stop))
+        steps.append(("background threads", self._join_threads))
+        if self.metrics_server is not None:
+            steps.append(("metrics endpoint", self.metrics_server.stop))
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            steps.append(("GPU backend", close))
+        if self._owns_api_client and self.api_client is not None:
+            steps.append(("API client", self.api_client.close))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("stopping the %s failed", what)
+
+    def _join_threads(self) -> None:
+        self._stop_threads.set()
+        if self._slice_api is not None:
+            self._slice_api.interrupt()
+        for thread in self._threads:
+            thread.join(THREAD_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("thread %s did not stop within %g s", thread.name, THREAD_JOIN_TIMEOUT_S)
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _prepared_devices(driver: GpuDriver) -> dict[str, Sequence[object]]:
+    return {
+        uid: entry.devices
+        for uid, entry in driver.prepared().items()
+        if entry.state == "PrepareCompleted"
+    }
+
+
+# --- Running ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` while inside; the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, DraDriverError):
+        return str(err)
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.strerror or err} ({err.filename}); check the path and the permissions"
+    return f"{type(err).__name__}: {err}"
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None, api_client: Any = None) -> int:
+    """Run the node agent until ``stop`` is set (or SIGTERM / SIGINT when ``stop`` is None).
+
+    Returns the exit status: 0 after an orderly stop, 1 when start-up failed or
+    a background thread died.
+    """
+    stop_event = stop if stop is not None else threading.Event()
+    agent = NodeAgent(settings, api_client=api_client, on_crash=stop_event.set)
+    log.info("kubelet plugin starting", extra={"settings": settings.summary()})
+    with _signals_set(stop_event) if stop is None else contextlib.nullcontext():
+        try:
+            agent.start()
+        except Exception as err:
+            log.error("kubelet plugin failed to start: %s", _describe(err))
+            agent.stop()
+            return EXIT_FAILED
+        server = agent.server
+        log.info(
+            "kubelet plugin %s running on node %s",
+            settings.driver_name,
+            settings.node_name,
+            extra={
+                "registration_socket": str(server.registration_socket) if server else "",
+                "dra_socket": str(server.dra_socket) if server else "",
+                "metrics_address": agent.metrics_server.bound_address
+                if agent.metrics_server
+                else "",
+                "liveness_address": (server.liveness_address or "") if server else "",
+            },
+        )
+        while not stop_event.wait(1.0):
+            pass
+        agent.stop()
+    if agent.crashed:
+        log.error("kubelet plugin stopped after a failure")
+        return EXIT_FAILED
+    log.info("kubelet plugin stopped")
+    return EXIT_OK
+
+
+def run_command(args: argparse.Namespace, *, prog: str = "dra-driver kubelet-plugin") -> int:
+    """The ``kubelet-plugin`` subcommand: settings from ``args`` and the environment, then run."""
+    try:
+        settings = settings_from_args(args)
+    except InvalidInputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging(settings.log_format, settings.log_level)
+    return run(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kubelet_plugin.app [flags]``: the same as ``dra-driver kubelet-plugin``."""
+    return run_command(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
