@@ -2,7 +2,9 @@
 
 Node candidates: the given node, or every node the snapshot knows (Node
 objects and nodes named by slices), in name order; with none known at all, a
-single "no particular node" on which only ``allNodes`` devices exist.
+single "no particular node" on which only ``allNodes`` devices exist. A caller
+that has filtered the nodes itself (a controller honouring a pod's node
+affinity, taints and resources) passes ``nodes=``: only those are candidates.
 
 ``first-fit`` is the upstream allocator: nodes in name order, the first node
 with a solution, the first solution in search order; with firstAvailable
@@ -85,11 +87,15 @@ def allocate(
     *,
     share_id: Callable[[], str] | None = None,
     timeout: float | None = FILTER_TIMEOUT,
+    nodes: Sequence[str] | None = None,
 ) -> Allocation:
     """Allocate every pending claim together on one node (see the module docstring).
 
     ``timeout`` bounds the search on each node in seconds (None: unbounded);
     running out raises UnsatisfiableError ("filter operation aborted").
+    ``nodes`` restricts the candidates to these nodes (tried in name order,
+    policies rank them as usual); an empty list leaves no candidate. With
+    ``node`` as well, ``node`` is the only candidate if it is in ``nodes``.
 
     Does not change the snapshot: call :meth:`Snapshot.add_allocated` with the
     claims once their allocation is written.
@@ -99,22 +105,22 @@ def allocate(
             f'unknown placement policy "{policy}": use one of {", ".join(POLICIES)}'
         )
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
-    nodes = candidate_nodes(snapshot, node)
+    names = candidate_nodes(snapshot, node, nodes)
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
         found = _first_fit(
             snapshot,
             plans,
-            nodes,
+            names,
             memo,
             timeout,
             top_score=_top_score(plans),
-            whole_cluster=node is None,
+            whole_cluster=node is None and nodes is None,
         )
     else:
-        found = _best(snapshot, plans, nodes, memo, policy_name=policy, timeout=timeout)
+        found = _best(snapshot, plans, names, memo, policy_name=policy, timeout=timeout)
     if found is None:
-        raise _no_fit(snapshot, pending_claims, node, len(nodes), timeout)
+        raise _no_fit(snapshot, pending_claims, node, len(names), timeout, nodes=nodes)
     chosen_node, solution = found
     make_share_id = share_id or _new_share_id
     results = [
@@ -279,7 +285,9 @@ def _no_fit(
     node: str | None,
     checked: int,
     timeout: float | None,
+    *,
+    nodes: Sequence[str] | None,
 ) -> UnsatisfiableError:
-    explanation = explain(snapshot, claims, node=node, timeout=timeout)
+    explanation = explain(snapshot, claims, node=node, timeout=timeout, nodes=nodes)
     where = f"node {node}" if node is not None else f"any of {checked} node(s)"
     return unsatisfiable(f"cannot allocate all claims on {where}", explanation.reasons())

@@ -428,8 +428,11 @@ def explain(
     pending_claims: Sequence[ResourceClaim],
     node: str | None = None,
     timeout: float | None = FILTER_TIMEOUT,
+    nodes: Sequence[str] | None = None,
 ) -> Explanation:
     """Explain, for ``node`` or every candidate node, how the pending claims fit.
+
+    ``nodes`` limits the report to these nodes, as for :func:`allocate`.
 
     Raises InvalidInputError for input :func:`allocate` would reject (a missing
     DeviceClass, a selector that does not compile...). Selector evaluation
@@ -437,6 +440,7 @@ def explain(
     """
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
     reports = [
-        explain_node(snapshot, plans, name, timeout) for name in candidate_nodes(snapshot, node)
+        explain_node(snapshot, plans, name, timeout)
+        for name in candidate_nodes(snapshot, node, nodes)
     ]
     return Explanation([plan.label for plan in plans], reports)

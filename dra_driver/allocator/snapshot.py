@@ -501,12 +501,20 @@ class Snapshot:
         return memo
 
 
-def candidate_nodes(snapshot: Snapshot, node: str | None) -> list[str | None]:
+def candidate_nodes(
+    snapshot: Snapshot, node: str | None, nodes: Sequence[str] | None = None
+) -> list[str | None]:
     """The nodes an allocation may use: ``node``, or every known node in name order.
 
     With no node known at all, one entry None: no particular node, where only
-    devices of ``allNodes`` slices exist.
+    devices of ``allNodes`` slices exist. ``nodes`` (a caller's own filter)
+    limits the candidates to those nodes, in name order; an empty list leaves none.
     """
+    if nodes is not None:
+        allowed = set(nodes)
+        if node is not None:
+            return [node] if node in allowed else []
+        return [name for name in sorted(allowed)]
     if node is not None:
         return [node]
     names: list[str | None] = list(snapshot.node_names)
