@@ -82,7 +82,7 @@ ensure_podman() {
   done
   if [[ ${#missing[@]} -gt 0 ]]; then
     if ! can_use_apt; then
-      printf 'e2e/runtime/ensure_podman.sh: %s not installed and cannot be installed here: %s\n' \
+      printf 'e2e/runtime/ensure_podman.sh: not installed: %s; cannot install them here: %s\n' \
         "${missing[*]}" \
         "$([[ ${EUID} -eq 0 ]] && echo 'apt-get is not available' || echo 'installing needs root')" >&2
       exit "${EXIT_CANNOT_INSTALL}"

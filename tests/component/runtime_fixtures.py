@@ -226,7 +226,7 @@ def owned_cdi_files(cdi_root: Path, prefix: str) -> Iterator[Path]:
     try:
         yield cdi_root
     finally:
-        for entry in cdi_root.iterdir():
+        for entry in cdi_root.iterdir() if cdi_root.is_dir() else ():
             # Temp files of an interrupted atomic write are ".<prefix>...".
             if entry.name.startswith((prefix, f".{prefix}")):
                 entry.unlink(missing_ok=True)
@@ -269,7 +269,7 @@ def _stream_command(
 def _require_root(what: str) -> None:
     if os.geteuid() != 0:
         pytest.skip(
-            f"SKIPPED LOUDLY: {what} needs root (a rootful container runtime, device nodes made "
+            f"{what} not run: it needs root (a rootful container runtime, device nodes made "
             "with mknod, specs in /var/run/cdi); run the test suite as root to include it"
         )
 
@@ -385,7 +385,7 @@ def ensure_podman(config: pytest.Config) -> Path:
         banner="[cdi runtime tests] setting up podman and a busybox image (first run only)",
     )
     if code == EXIT_CANNOT_INSTALL:
-        pytest.skip(f"SKIPPED LOUDLY: no container runtime for the CDI test: {stderr.strip()}")
+        pytest.skip(f"podman CDI test not run: {stderr.strip()}")
     if code != 0:
         pytest.fail(f"{ENSURE_PODMAN} exited {code}:\n{stderr}", pytrace=False)
     return Path(stdout.strip().splitlines()[-1])
@@ -748,7 +748,7 @@ def containerd_session(config: pytest.Config, run_token: str) -> Iterator[Contai
     bin_dir = find_containerd_bin()
     if bin_dir is None:
         pytest.skip(
-            "SKIPPED LOUDLY: no containerd 1.7 under "
+            "containerd CDI test not run: no containerd 1.7 under "
             f"{cache_root()}/k8s-*/bin; run e2e/cluster/build.sh to build the cluster's binaries"
         )
     rootfs = ensure_podman(config)

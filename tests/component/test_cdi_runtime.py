@@ -15,7 +15,6 @@ left running, mounted or in /var/run/cdi afterwards.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from runtime_fixtures import (
 )
 
 from api.semver import Semver
-from dra_driver.cdi import spec_file_name
+from dra_driver.cdi import MAX_CDI_VERSION, spec_file_name
 from dra_driver.discovery.mock import MockBackend
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
@@ -202,7 +201,10 @@ def test_containerd_cri_injects_the_cdi_devices_the_kubelet_passes(
     driver_name = f"t{run_token}.gpu.dra-driver.io"
     # containerd started before the spec existed: it must pick the new file up by itself.
     claim = prepare_gpu1_claim(tmp_path, containerd.cdi_root, driver_name)
-    assert json.loads(claim.spec_path.read_bytes())["kind"] == f"{driver_name}/gpu"
+    spec = validate_cdi_file(claim.spec_path)
+    assert spec["kind"] == f"{driver_name}/gpu"
+    # containerd 1.7 loads up to 0.8.0 (1.0.0 and later are rejected).
+    assert Semver.parse(spec["cdiVersion"]) <= Semver.parse(MAX_CDI_VERSION)
 
     assert_container_saw_gpu1(
         containerd.run_container("with-gpu", PROBE, cdi_devices=claim.cdi_ids), claim
