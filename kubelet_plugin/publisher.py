@@ -37,6 +37,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
+from urllib3.exceptions import HTTPError
+
 from api.errors import DraDriverError, InvalidInputError
 from api.resource_v1 import (
     DeviceTaint,
@@ -653,8 +655,9 @@ class KubernetesSliceClient:
             raise SliceApiError(
                 f"{what}: {err.status} {err.reason}", status=err.status or 0
             ) from None
-        except (OSError, ValueError) as err:
-            # urllib3 errors are OSErrors; a body that is not JSON a ValueError.
+        except (OSError, ValueError, HTTPError) as err:
+            # No answer (urllib3's HTTPError, e.g. MaxRetryError on a refused or
+            # dropped connection, is not an OSError) or a body that is not JSON.
             raise SliceApiError(f"{what}: {err}") from None
 
     @staticmethod
@@ -716,7 +719,7 @@ class KubernetesSliceClient:
             raise SliceApiError(
                 f"watch resourceslices: {err.status} {err.reason}", status=err.status or 0
             ) from None
-        except OSError as err:
+        except (OSError, HTTPError) as err:
             raise SliceApiError(f"watch resourceslices: {err}") from None
         try:
             for line in _lines(response):
@@ -735,7 +738,9 @@ class KubernetesSliceClient:
                     yield WatchEvent("BOOKMARK", None, rv)
                 elif kind in ("ADDED", "MODIFIED", "DELETED"):
                     yield WatchEvent(kind, _decode("watch resourceslices", obj), rv)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, HTTPError) as err:
+            # A stream cut short (API server restart, dropped connection) is a
+            # ProtocolError: end this watch, the publisher lists and watches again.
             raise SliceApiError(f"watch resourceslices: {err}") from None
         finally:
             response.close()
