@@ -402,12 +402,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "DRA driver name: the domain of the device attributes and the name the kubelet "
         "and the ResourceClaims' results use",
         env=("DRA_DRIVER_NAME",),
+        metavar="NAME",
     ),
     _flag(
         "node_name",
         "the host name, lower-cased",
         "name of this node (the pool name of its ResourceSlices)",
         env=("NODE_NAME", "DRA_DRIVER_NODE_NAME"),
+        metavar="NAME",
     ),
     _flag(
         "kubeconfig",
@@ -453,18 +455,21 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "auto",
         "GPU discovery: nvml, mock (fake GPUs from --mock-profile) or auto (NVML, and an "
         "error if it does not load; never fake GPUs silently)",
+        metavar="BACKEND",
     ),
     _flag(
         "mock_profile",
         DEFAULT_PROFILE,
         "GPUs of the mock backend, e.g. 8xH100-80GB, 4xA100-40GB,4xL4 or "
         "2xA100-80GB:mig=3g.40gb/2x2g.20gb",
+        metavar="PROFILE",
     ),
     _flag(
         "device_order",
         "index",
         f"order of the published devices ({', '.join(DEVICE_ORDERS)}); the scheduler's "
         "first fit follows it",
+        metavar="ORDER",
     ),
     _flag(
         "partitionable",
@@ -510,8 +515,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "(gpu-lost taints stay until the plugin restarts)",
         metavar="SECONDS",
     ),
-    _flag("log_format", "text", "log format: text or json (one object per line)"),
-    _flag("log_level", "info", "log level: debug, info, warning or error"),
+    _flag("log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"),
+    _flag("log_level", "info", "log level: debug, info, warning or error", metavar="LEVEL"),
 )
 
 _BY_FIELD: Final = {flag.field: flag for flag in FLAGS}
