@@ -15,10 +15,11 @@ is left running, mounted or registered afterwards:
   private CDI directory, driven over its CRI socket like the kubelet does.
 
 What the runtimes put outside the private directory is undone by name:
-containers' cgroups live under a parent cgroup unique to the session;
-``/var/run/cdi``, ``/var/lib/containers`` (podman's blob-info cache, which
-podman 4.3 always writes there) and ``/run/containerd`` (containerd 1.7's shim
-sockets) are removed only when the session created them, and only what is empty.
+containers' cgroups live under a parent cgroup unique to the session, spec
+files carry a name unique to the run; ``/var/lib/containers`` (podman's
+blob-info cache, which podman 4.3 always writes there) is removed when the
+session created it; ``/var/run/cdi`` and ``/run/containerd`` (containerd 1.7's
+shim sockets) only when the session created them, and only what is empty.
 """
 
 from __future__ import annotations
