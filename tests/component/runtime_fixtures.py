@@ -6,8 +6,8 @@ is left running, mounted or registered afterwards:
 
 - :func:`podman_session`: podman from Debian (``e2e/runtime/ensure_podman.sh``
   installs it when missing), private ``--root``/``--runroot``/``--tmpdir``, its
-  own ``containers.conf`` and ``storage.conf`` (ulimits podman may set here,
-  runc, cgroupfs, events to a file), a busybox image imported from a cached
+  own ``containers.conf`` and ``storage.conf`` (ulimits it may set without
+  CAP_SYS_RESOURCE, runc, cgroupfs, events to a file), a busybox image imported from a cached
   rootfs tarball. Podman 4.3 has no setting for the CDI directories: it reads
   specs only from ``/etc/cdi`` and ``/var/run/cdi`` (:data:`PODMAN_CDI_ROOT`).
 - :func:`containerd_session`: the containerd 1.7 that ``e2e/cluster/build.sh``
