@@ -285,14 +285,14 @@ class FakeApiServer:
                     "items": items,
                 }
             if path == SLICES and method == "POST":
-                name = (body.get("metadata") or {}).get("name")
-                if not name:
+                created = (body.get("metadata") or {}).get("name")
+                if not created:
                     raise ApiError(422, "Invalid", "metadata.name: Required value")
-                if name in self._slices:
+                if created in self._slices:
                     raise ApiError(
                         409,
                         "AlreadyExists",
-                        f'resourceslices.resource.k8s.io "{name}" already exists',
+                        f'resourceslices.resource.k8s.io "{created}" already exists',
                     )
                 return self._store_slice(body, existing=None)
             if path.startswith(SLICES + "/") and len(parts) == 5:
