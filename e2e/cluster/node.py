@@ -1,0 +1,590 @@
+"""The node: containerd's and the kubelet's configuration, and every change the node
+makes to the host, with the code that undoes it.
+
+What this VM needs (see the notes on running runtimes here) and where it is set:
+
+- no systemd: the kubelet and runc use the ``cgroupfs`` driver;
+- cgroup v1: the kubelet refuses it unless ``failCgroupV1: false``;
+- no CAP_SYS_RESOURCE: containerd must not lower the sandbox's oom_score_adj
+  (``restrict_oom_score_adj``), or runc fails with "can't get final child's PID";
+- no swap accounting wanted: ``failSwapOn: false``;
+- CDI: containerd 1.7 with ``enable_cdi`` and the cluster's own CDI directory.
+
+Host state the node touches, all named after the cluster id so that two
+clusters on one machine do not collide, and all undone by ``down``:
+
+- a cgroup ``/<cgroup root>`` in every v1 hierarchy (the kubelet's cgroupRoot:
+  every pod cgroup lives below it);
+- a Linux bridge ``dra<id>`` with a /24 of its own; its gateway address is the
+  node's InternalIP (the kubelet refuses a loopback node IP);
+- network namespaces, kept under containerd's state directory
+  (``netns_mounts_under_state_dir``) instead of /var/run/netns;
+- mounts below the cluster directory (overlay snapshots, sandbox /dev/shm,
+  projected volumes, the kubelet's rshared bind mount of its root);
+- the sysctls the kubelet sets when it starts (restored to what they were);
+- ``/var/log/containers`` symlinks into the cluster's pod logs, and the CNI
+  result cache files of the cluster's network under ``/var/lib/cni``;
+- ``/run/containerd/s``: the shim sockets, a path containerd 1.7 hard-codes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from e2e.cluster.errors import ClusterError
+
+__all__ = [
+    "BUSYBOX_IMAGE",
+    "CGROUP_MOUNT",
+    "KUBELET_SYSCTLS",
+    "PAUSE_IMAGE",
+    "NodePaths",
+    "choose_subnet",
+    "cni_conflist",
+    "containerd_config",
+    "create_bridge",
+    "create_cgroup_root",
+    "delete_link",
+    "kill_cgroup_processes",
+    "kubelet_argv",
+    "kubelet_config",
+    "kubelet_env",
+    "mounts_under",
+    "read_sysctls",
+    "remove_cgroup_root",
+    "remove_cni_cache",
+    "remove_container_log_links",
+    "remove_created_host_paths",
+    "restore_sysctls",
+    "unmount_under",
+]
+
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
+PAUSE_IMAGE = "docker.io/local/pause:dra-e2e"
+BUSYBOX_IMAGE = "docker.io/local/busybox:dra-e2e"
+"""The test image, a static busybox; pods name it ``local/busybox:dra-e2e``."""
+
+# The sysctls the kubelet sets at start-up unless protectKernelDefaults is on
+# (pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables).
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+CNI_CACHE = Path("/var/lib/cni/results")
+# Files the node's components leave in the shared host paths once stopped: the
+# device-plugin manager's socket and checkpoint. Sockets of any name also go.
+DISPOSABLE_FILES = frozenset({"kubelet_internal_checkpoint"})
+
+
+@dataclass(frozen=True, slots=True)
+class NodePaths:
+    """Where the node keeps everything, below the cluster directory."""
+
+    root: Path
+
+    @property
+    def containerd(self) -> Path:
+        return self.root / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.containerd / "config.toml"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.containerd / "state"
+
+    @property
+    def cdi(self) -> Path:
+        """containerd's CDI spec directory: the kubelet plugin's CDI root."""
+        return self.root / "cdi"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.root / "cni" / "net.d"
+
+    @property
+    def cni_ipam(self) -> Path:
+        return self.root / "cni" / "ipam"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "kubelet-config.yaml"
+
+    @property
+    def plugins_registry(self) -> Path:
+        """Where DRA plugins put their registration sockets."""
+        return self.kubelet_root / "plugins_registry"
+
+    @property
+    def plugins(self) -> Path:
+        """Where DRA plugins put their service sockets (``<dir>/<driver>/dra.sock``)."""
+        return self.kubelet_root / "plugins"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.root / "pod-logs"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+
+# --- containerd and CNI ------------------------------------------------------------------
+
+
+def _toml_string(value: str | Path) -> str:
+    return json.dumps(str(value))
+
+
+def containerd_config(paths: NodePaths, *, bin_dir: Path, cni_bin_dir: Path) -> str:
+    """containerd 1.7's config.toml (version 2) for this node."""
+    state = paths.containerd_state
+    return "\n".join(
+        [
+            "version = 2",
+            f"root = {_toml_string(paths.containerd / 'root')}",
+            f"state = {_toml_string(state)}",
+            # Storage drivers this VM lacks only add errors to the log.
+            'disabled_plugins = ["io.containerd.snapshotter.v1.aufs", '
+            '"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", '
+            '"io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", '
+            '"io.containerd.internal.v1.tracing"]',
+            "[grpc]",
+            f"  address = {_toml_string(paths.containerd_socket)}",
+            "[ttrpc]",
+            f"  address = {_toml_string(str(paths.containerd_socket) + '.ttrpc')}",
+            '[plugins."io.containerd.internal.v1.opt"]',
+            f"  path = {_toml_string(paths.containerd / 'opt')}",
+            '[plugins."io.containerd.grpc.v1.cri"]',
+            f"  sandbox_image = {_toml_string(PAUSE_IMAGE)}",
+            "  enable_cdi = true",
+            f"  cdi_spec_dirs = [{_toml_string(paths.cdi)}]",
+            "  restrict_oom_score_adj = true",
+            "  netns_mounts_under_state_dir = true",
+            '[plugins."io.containerd.grpc.v1.cri".containerd]',
+            '  default_runtime_name = "runc"',
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+            '  runtime_type = "io.containerd.runc.v2"',
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
+            "  SystemdCgroup = false",
+            f"  BinaryName = {_toml_string(bin_dir / 'runc')}",
+            # runc's state, by default /run/containerd/runc, stays under our state dir.
+            f"  Root = {_toml_string(state / 'runc')}",
+            '[plugins."io.containerd.grpc.v1.cri".cni]',
+            f"  bin_dir = {_toml_string(cni_bin_dir)}",
+            f"  conf_dir = {_toml_string(paths.cni_conf)}",
+            "  max_conf_num = 1",
+            "",
+        ]
+    )
+
+
+def choose_subnet(seed: str) -> ipaddress.IPv4Network:
+    """A /24 in 10.244.0.0/16 that no route or address of this host overlaps.
+
+    The search starts at a place derived from ``seed`` (the cluster id), so two
+    clusters started at the same moment are unlikely to race for one subnet.
+    Raises ClusterError when all 254 are taken.
+    """
+    used = [
+        ipaddress.ip_network(word, strict=False)
+        for word in subprocess.run(
+            ["ip", "-4", "-o", "route", "show", "table", "all"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+(/\d+)?", word)
+    ]
+    start = sum(seed.encode()) % 254
+    for offset in range(254):
+        candidate = ipaddress.IPv4Network(f"10.244.{(start + offset) % 254 + 1}.0/24")
+        if not any(candidate.overlaps(net) for net in used if net.prefixlen > 0):
+            return candidate
+    raise ClusterError("node: every /24 of 10.244.0.0/16 is in use on this host; remove some")
+
+
+def cni_conflist(
+    *, network: str, bridge: str, subnet: ipaddress.IPv4Network, ipam_dir: Path
+) -> str:
+    """A bridge network for pods, without masquerading or port maps (no iptables)."""
+    gateway = next(subnet.hosts())
+    return json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": network,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": str(subnet), "gateway": str(gateway)}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(ipam_dir),
+                    },
+                },
+                {"type": "loopback"},
+            ],
+        },
+        indent=2,
+    )
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise ClusterError(f"node: ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def create_bridge(name: str, subnet: ipaddress.IPv4Network) -> str:
+    """Create the pods' bridge with the subnet's first address; return that address.
+
+    The CNI bridge plugin would create it with the first pod; creating it first
+    gives the kubelet a non-loopback node IP that belongs to this cluster only.
+    """
+    gateway = str(next(subnet.hosts()))
+    _ip("link", "add", name, "type", "bridge")
+    _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name)
+    _ip("link", "set", name, "up")
+    return gateway
+
+
+def delete_link(name: str) -> bool:
+    """Delete a network link; False when there was none."""
+    if _ip("link", "show", name, check=False).returncode != 0:
+        return False
+    _ip("link", "delete", name)
+    return True
+
+
+# --- cgroups ----------------------------------------------------------------------------------
+
+
+def _hierarchies() -> list[Path]:
+    """Every cgroup hierarchy mounted under /sys/fs/cgroup (v1 controllers and unified)."""
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] in ("cgroup", "cgroup2") and fields[1].startswith(f"{CGROUP_MOUNT}/"):
+            found.append(Path(fields[1]))
+    return found
+
+
+def create_cgroup_root(name: str) -> None:
+    """Create ``/<name>`` in every v1 hierarchy (the kubelet requires its cgroupRoot to exist).
+
+    cpuset children start with no CPUs and no memory nodes; ours gets the parent's.
+    """
+    for hierarchy in _hierarchies():
+        path = hierarchy / name
+        path.mkdir(exist_ok=True)
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            if (hierarchy / knob).exists():
+                (path / knob).write_text((hierarchy / knob).read_text())
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """Every cgroup directory at or below ``/<name>``, deepest first."""
+    dirs: list[Path] = []
+    for hierarchy in _hierarchies():
+        top = hierarchy / name
+        if top.is_dir():
+            dirs.extend(Path(d) for d, _, _ in os.walk(top))
+    return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
+
+
+def kill_cgroup_processes(name: str, *, timeout_s: float = 10.0) -> int:
+    """SIGKILL every process in a cgroup at or below ``/<name>``; return how many.
+
+    These are the containers: once the kubelet is gone nothing else would stop them.
+    """
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids: set[int] = set()
+        for cgroup in _cgroup_dirs(name):
+            try:
+                text = (cgroup / "cgroup.procs").read_text()
+            except OSError:
+                continue
+            pids.update(int(p) for p in text.split())
+        if not pids:
+            return len(killed)
+        if time.monotonic() > deadline:
+            raise ClusterError(f"node: processes {sorted(pids)} in cgroup /{name} survive SIGKILL")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def remove_cgroup_root(name: str, *, timeout_s: float = 10.0) -> int:
+    """Remove ``/<name>`` and everything below it in every hierarchy; return how many dirs.
+
+    A cgroup can be removed only once its last process has been reaped, which
+    takes a moment after SIGKILL; rmdir is retried until ``timeout_s``.
+    """
+    removed = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = _cgroup_dirs(name)
+        if not remaining:
+            return removed
+        for cgroup in remaining:
+            try:
+                cgroup.rmdir()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"node: cgroups {[str(p) for p in _cgroup_dirs(name)]} cannot be removed"
+            )
+        if _cgroup_dirs(name):
+            time.sleep(0.1)
+
+
+# --- mounts -----------------------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    # /proc/self/mounts escapes space, tab, newline and backslash as octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(directory: Path) -> list[Path]:
+    """Mount points at or below ``directory``, deepest (most recently mounted) first."""
+    prefix = str(directory).rstrip("/")
+    points = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = _unescape(line.split()[1])
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(Path(point))
+    # Later lines were mounted later; a later mount may sit on top of an earlier one.
+    return list(reversed(points))
+
+
+def unmount_under(directory: Path, *, timeout_s: float = 10.0) -> int:
+    """Unmount everything at or below ``directory``; return how many unmounts it took.
+
+    A busy mount is detached lazily (``umount -l``): the processes holding it
+    are gone by now, and a lazy unmount cannot fail for a reference that an
+    exiting process is still dropping.
+    """
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    while points := mounts_under(directory):
+        for point in points:
+            result = subprocess.run(["umount", str(point)], capture_output=True, check=False)
+            if result.returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+            count += 1
+        if time.monotonic() > deadline:
+            raise ClusterError(f"node: cannot unmount {[str(p) for p in mounts_under(directory)]}")
+    return count
+
+
+# --- sysctls, logs, CNI cache ---------------------------------------------------------------
+
+
+def read_sysctls(names: Iterable[str] = KUBELET_SYSCTLS) -> dict[str, str]:
+    """Current values of ``names`` (paths below /proc/sys); absent ones are skipped."""
+    values = {}
+    for name in names:
+        try:
+            values[name] = (Path("/proc/sys") / name).read_text().strip()
+        except OSError:
+            continue
+    return values
+
+
+def restore_sysctls(values: Mapping[str, str]) -> list[str]:
+    """Write back values from ``read_sysctls``; return those that changed."""
+    changed = []
+    for name, value in values.items():
+        path = Path("/proc/sys") / name
+        try:
+            if path.read_text().strip() != value:
+                path.write_text(value + "\n")
+                changed.append(name)
+        except OSError:
+            continue
+    return changed
+
+
+def remove_container_log_links(pod_logs: Path) -> int:
+    """Remove the kubelet's /var/log/containers symlinks that point into ``pod_logs``."""
+    removed = 0
+    if not CONTAINER_LOG_LINKS.is_dir():
+        return 0
+    for link in CONTAINER_LOG_LINKS.iterdir():
+        if link.is_symlink() and os.readlink(link).startswith(f"{pod_logs}/"):
+            link.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def remove_cni_cache(network: str) -> int:
+    """Remove libcni's cached results for ``network`` (``<network>-<container>-<if>``)."""
+    removed = 0
+    if CNI_CACHE.is_dir():
+        for entry in CNI_CACHE.glob(f"{network}-*"):
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _other_node_daemons() -> list[int]:
+    """Pids of kubelets and containerds running on this host (ours are stopped by now)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = Path(os.readlink(entry / "exe")).name
+            except OSError:
+                continue
+            if name in ("kubelet", "containerd"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def remove_created_host_paths(created: Iterable[str]) -> list[str]:
+    """Remove shared host paths this cluster created (/run/containerd ...); return those kept.
+
+    A path is kept while another kubelet or containerd runs (it may be using
+    it), or when it holds anything but empty directories, sockets and the
+    device-plugin checkpoint: that is someone else's.
+    """
+    created = list(created)
+    if not created:
+        return []
+    if _other_node_daemons():
+        return created
+    kept = []
+    for name in created:
+        top = Path(name)
+        if not top.exists():
+            continue
+        files = [Path(d) / f for d, _, fs in os.walk(top) for f in fs]
+        if any(not (f.is_socket() or f.name in DISPOSABLE_FILES) for f in files):
+            kept.append(name)
+            continue
+        for f in files:
+            f.unlink(missing_ok=True)
+        for d, _, _ in sorted(os.walk(top), key=lambda w: len(Path(w[0]).parts), reverse=True):
+            Path(d).rmdir()
+    return kept
+
+
+# --- the kubelet --------------------------------------------------------------------------------
+
+
+def kubelet_config(
+    paths: NodePaths,
+    *,
+    ca_cert: Path,
+    port: int,
+    healthz_port: int,
+    address: str,
+    cgroup_root: str,
+    feature_gates: Mapping[str, bool],
+) -> str:
+    """The KubeletConfiguration (kubelet.config.k8s.io/v1beta1) of the node."""
+    config = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": address,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(ca_cert)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{cgroup_root}",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "podLogsDir": str(paths.pod_logs),
+        # A test cluster on a shared disk must not evict its pods or delete its
+        # images (which cannot be pulled back: there is no registry).
+        "evictionHard": {
+            "memory.available": "10Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+        "featureGates": dict(feature_gates),
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def kubelet_env(bin_dir: Path) -> dict[str, str]:
+    """The kubelet's environment: PATH without the directories that hold iptables.
+
+    A kubelet that finds iptables creates KUBE-* chains and a KUBE-FIREWALL rule
+    in the host's tables, which outlive it. Pods here need none of them (no
+    kube-proxy, no masquerading), so the kubelet does not see iptables and says
+    so once in its log. mount, umount, nsenter, du and find stay reachable.
+    """
+    system = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin").split(":")
+    kept = [d for d in system if d and not (Path(d) / "iptables").exists()]
+    return dict(os.environ, PATH=":".join([str(bin_dir), *kept]))
+
+
+def kubelet_argv(
+    bin_dir: Path, paths: NodePaths, *, kubeconfig: Path, node_name: str, node_ip: str
+) -> list[str]:
+    return [
+        str(bin_dir / "kubelet"),
+        f"--config={paths.kubelet_config}",
+        f"--kubeconfig={kubeconfig}",
+        f"--root-dir={paths.kubelet_root}",
+        f"--cert-dir={paths.kubelet_root / 'pki'}",
+        f"--hostname-override={node_name}",
+        f"--node-ip={node_ip}",
+    ]
