@@ -2,20 +2,29 @@
 
 With mock GPUs there is no driver to create ``/dev/nvidia*``, yet CDI specs
 name those paths and a container runtime refuses a spec whose device node is
-missing. :func:`create_device_nodes` creates them as empty regular files under
-``<dev root>/dev/`` (a container runtime bind-mounts a regular file as happily
-as a character device, and no privileges are needed):
+missing, or is not a device node: both containerd and podman stat the host
+path and reject a regular file ("not a device node"). So
+:func:`create_device_nodes` creates, under ``<dev root>/dev/``, character
+devices with the numbers the NVIDIA driver uses (major 195: ``nvidia<minor>``
+= 195:minor, ``nvidiactl`` = 195:255, ``nvidia-modeset`` = 195:254; the UVM
+nodes get major 511, where the driver's dynamic major usually lands). Without
+the driver loaded, opening them fails with ENXIO, but a container sees them in
+``/dev`` exactly as on a GPU node. Without the privilege to create device nodes
+(not root, or no CAP_MKNOD) it falls back to empty regular files and says so:
+enough for unit tests and ``discover``, not for a container runtime.
 
 - ``nvidia<minor>`` for every GPU of the inventory,
 - the control nodes ``nvidiactl``, ``nvidia-uvm``, ``nvidia-uvm-tools`` and
   ``nvidia-modeset`` that every CUDA container gets.
 
-Never point it at the real ``/``: it refuses to touch a dev root whose
-``dev/nvidiactl`` is a character device, i.e. where a real driver lives.
+A marker file ``dev/.dra-driver-mock`` records that the nodes are ours. Never
+point it at the real ``/``: it refuses a dev root whose ``dev/nvidiactl`` is a
+character device without that marker, i.e. where a real driver lives.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -25,6 +34,19 @@ from api.errors import DiscoveryError
 from dra_driver.discovery.model import NodeInventory
 
 __all__ = ["CONTROL_DEVICE_NODES", "create_device_nodes", "device_node_path"]
+
+log = logging.getLogger(__name__)
+
+#: Marks a dev root whose NVIDIA nodes were made by this module.
+MOCK_MARKER: Final = "/dev/.dra-driver-mock"
+_NVIDIA_MAJOR: Final = 195
+_UVM_MAJOR: Final = 511
+_CONTROL_NUMBERS: Final = {
+    "/dev/nvidiactl": (_NVIDIA_MAJOR, 255),
+    "/dev/nvidia-modeset": (_NVIDIA_MAJOR, 254),
+    "/dev/nvidia-uvm": (_UVM_MAJOR, 0),
+    "/dev/nvidia-uvm-tools": (_UVM_MAJOR, 1),
+}
 
 #: Device nodes every CUDA container needs besides its GPUs, relative to the dev root.
 CONTROL_DEVICE_NODES: Final = (
@@ -43,35 +65,59 @@ def device_node_path(dev_root: Path | str, node: str) -> Path:
 def create_device_nodes(dev_root: Path | str, inventory: NodeInventory) -> list[Path]:
     """Create the inventory's device nodes and the control nodes; return their paths.
 
-    Idempotent: existing files are left as they are (so a restart keeps what
-    containers have bind-mounted). Files are mode 0666 like the real nodes.
-    Raises DiscoveryError when the dev root holds real NVIDIA device nodes or
-    a path cannot be created.
+    Idempotent: existing nodes are left as they are (so a restart keeps what
+    containers use). Nodes are mode 0666 like the real ones. Raises
+    DiscoveryError when the dev root holds real NVIDIA device nodes or a path
+    cannot be created.
     """
     root = Path(dev_root)
     control = device_node_path(root, "/dev/nvidiactl")
+    marker = device_node_path(root, MOCK_MARKER)
     try:
-        if control.exists() and stat.S_ISCHR(control.stat().st_mode):
+        if control.exists() and stat.S_ISCHR(control.stat().st_mode) and not marker.exists():
             raise DiscoveryError(
                 f"{control} is a real character device: fake device nodes belong under a "
                 "dev root of their own (e.g. /var/run/dra-driver/mock), not the host's /"
             )
-        nodes = [gpu.device_node for gpu in inventory.gpus] + list(CONTROL_DEVICE_NODES)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        numbers = {gpu.device_node: (_NVIDIA_MAJOR, gpu.minor) for gpu in inventory.gpus}
+        numbers.update(_CONTROL_NUMBERS)
         paths: list[Path] = []
-        for node in nodes:
+        as_files = False
+        for node, (major, minor) in numbers.items():
             path = device_node_path(root, node)
-            path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
-                # O_EXCL: two plugins starting at once must not truncate each other's file.
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                except FileExistsError:
-                    pass
-                else:
-                    os.close(fd)
-                    # The umask narrowed the mode; device nodes are world read-writable.
-                    path.chmod(0o666)
+                as_files = _create_node(path, major, minor, as_files=as_files)
             paths.append(path)
     except OSError as err:
         raise DiscoveryError(f"cannot create fake device nodes under {root}: {err}") from None
     return paths
+
+
+def _create_node(path: Path, major: int, minor: int, *, as_files: bool) -> bool:
+    """Create one node (a character device, else a regular file); True once files are used."""
+    if not as_files:
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        except FileExistsError:
+            return False  # another plugin starting at the same time made it
+        except PermissionError:
+            log.warning(
+                "no privilege to create device nodes under %s: creating regular files, which "
+                "container runtimes refuse as CDI device nodes (run as root for containers)",
+                path.parent,
+            )
+            as_files = True
+        else:
+            # The umask narrowed the mode; device nodes are world read-writable.
+            path.chmod(0o666)
+            return False
+    try:
+        # O_EXCL: two plugins starting at once must not truncate each other's file.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return True
+    os.close(fd)
+    path.chmod(0o666)
+    return True

@@ -20,21 +20,33 @@ def test_creates_gpu_and_control_nodes(tmp_path: Path) -> None:
     assert names == sorted(
         ["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"]
     )
+    numbers = {}
     for path in paths:
         assert path.parent == tmp_path / "dev"
-        mode = path.stat().st_mode
-        assert stat.S_ISREG(mode)
-        assert stat.S_IMODE(mode) == 0o666
+        info = path.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o666
+        if os.geteuid() == 0:
+            # Container runtimes accept only device nodes as CDI device nodes.
+            assert stat.S_ISCHR(info.st_mode)
+            numbers[path.name] = (os.major(info.st_rdev), os.minor(info.st_rdev))
+        else:
+            assert stat.S_ISREG(info.st_mode)
+    if os.geteuid() == 0:
+        assert numbers["nvidia1"] == (195, inventory.gpus[1].minor)
+        assert numbers["nvidiactl"] == (195, 255)
+        assert numbers["nvidia-modeset"] == (195, 254)
     assert device_node_path(tmp_path, inventory.gpus[1].device_node) == tmp_path / "dev/nvidia1"
 
 
-def test_idempotent_and_keeps_existing_files(tmp_path: Path) -> None:
+def test_idempotent_and_keeps_existing_nodes(tmp_path: Path) -> None:
     inventory = MockBackend("node-a", "1xL4").discover()
     create_device_nodes(tmp_path, inventory)
-    marker = tmp_path / "dev" / "nvidia0"
-    marker.write_text("in use")
+    existing = tmp_path / "dev" / "nvidia0"
+    existing.unlink()
+    existing.write_text("in use")
+    # A restart finds its own character devices (the marker says so) and keeps them.
     create_device_nodes(tmp_path, inventory)
-    assert marker.read_text() == "in use"
+    assert existing.read_text() == "in use"
 
 
 def test_refuses_a_dev_root_with_real_device_nodes(tmp_path: Path) -> None:
