@@ -278,7 +278,7 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         document = validate_cdi_file(spec_file)
         node = document["devices"][0]["containerEdits"]["deviceNodes"][0]
         assert node == {"path": "/dev/nvidia0", "hostPath": str(root / "host/dev/nvidia0")}
-        assert Path(node["hostPath"]).is_file()  # the mock's fake device node
+        assert Path(node["hostPath"]).exists()  # the mock's fake device node
 
         text = scrape(metrics_address)
         assert metric(text, 'dra_driver_requests_total{operation="prepare",result="success"}') == 1
