@@ -71,14 +71,16 @@ DEFAULT_NODE_NAME: Final = "dra-node-1"
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / "e2e" / "cluster" / "build.sh"
 # Host paths the node's components create on first use wherever they are told to
-# keep their state; removed at `down` when this cluster created them and no other
-# kubelet or containerd still runs.
-SHARED_HOST_PATHS: Final = (
-    "/run/containerd",  # shim sockets: containerd 1.7 hard-codes /run/containerd/s
-    "/var/lib/kubelet",  # the device-plugin manager hard-codes /var/lib/kubelet/device-plugins
-    "/var/log/containers",  # the kubelet's symlinks to container logs
-    "/var/lib/cni",  # libcni's result cache
-)
+# keep their state, with the programs that use them; removed at `down` when this
+# cluster created them and none of those programs runs any more.
+SHARED_HOST_PATHS: Final = {
+    # containerd 1.7 hard-codes the shim sockets' directory /run/containerd/s.
+    "/run/containerd": ("containerd", "containerd-shim-runc-v2"),
+    # The kubelet's device-plugin manager hard-codes /var/lib/kubelet/device-plugins.
+    "/var/lib/kubelet": ("kubelet",),
+    "/var/log/containers": ("kubelet",),  # the kubelet's links to container logs
+    "/var/lib/cni": ("containerd", "podman", "conmon"),  # libcni's result cache
+}
 
 Progress = Callable[[str], None]
 
@@ -99,21 +101,21 @@ def build_binaries(progress: Progress = _stderr_progress) -> Path:
     are passed to ``progress`` as they come. Raises ClusterError when it fails.
     """
     progress(f"building or reusing the cluster binaries with {BUILD_SCRIPT} (cold: minutes)")
-    proc = subprocess.Popen(
+    tail: list[str] = []
+    with subprocess.Popen(
         ["bash", str(BUILD_SCRIPT)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,
-    )
-    assert proc.stderr is not None and proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stderr:
-        progress(line.rstrip())
-        tail = [*tail[-39:], line.rstrip()]
-    out = proc.stdout.read().strip().splitlines()
-    if proc.wait() != 0 or not out:
+    ) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        for line in proc.stderr:
+            progress(line.rstrip())
+            tail = [*tail[-39:], line.rstrip()]
+        out = proc.stdout.read().strip().splitlines()
+    if proc.returncode != 0 or not out:
         raise ClusterError(
             f"{BUILD_SCRIPT} exited {proc.returncode}; last lines:\n"
             + "\n".join(f"    {line}" for line in tail)
@@ -244,6 +246,11 @@ class LocalCluster:
     @property
     def plugins_dir(self) -> Path:
         return self.node_paths.plugins
+
+    @property
+    def node_ip(self) -> str:
+        """The node's InternalIP: the gateway address of the cluster's pod bridge."""
+        return self._require().node_ip
 
     @property
     def apiserver_url(self) -> str:
@@ -678,7 +685,9 @@ class LocalCluster:
                 if changed:
                     self._say(f"teardown: restored {', '.join(changed)}")
         with step("remove host paths the node created"):
-            kept = host.remove_created_host_paths(state.created_host_paths)
+            kept = host.remove_created_host_paths(
+                {p: SHARED_HOST_PATHS.get(p, ()) for p in state.created_host_paths}
+            )
             if kept:
                 self._say(
                     f"teardown: left {', '.join(kept)} (in use by another node, or not empty)"

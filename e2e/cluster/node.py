@@ -29,6 +29,7 @@ clusters on one machine do not collide, and all undone by ``down``:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -469,36 +470,32 @@ def remove_cni_cache(network: str) -> int:
     return removed
 
 
-def _other_node_daemons() -> list[int]:
-    """Pids of kubelets and containerds running on this host (ours are stopped by now)."""
-    pids = []
+def _running_programs() -> set[str]:
+    """The executable names of every process on this host."""
+    names = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                name = Path(os.readlink(entry / "exe")).name
-            except OSError:
-                continue
-            if name in ("kubelet", "containerd"):
-                pids.append(int(entry.name))
-    return pids
+            with contextlib.suppress(OSError):
+                names.add(Path(os.readlink(entry / "exe")).name)
+    return names
 
 
-def remove_created_host_paths(created: Iterable[str]) -> list[str]:
-    """Remove shared host paths this cluster created (/run/containerd ...); return those kept.
+def remove_created_host_paths(created: Mapping[str, Iterable[str]]) -> list[str]:
+    """Remove shared host paths this cluster created; return those kept.
 
-    A path is kept while another kubelet or containerd runs (it may be using
-    it), or when it holds anything but empty directories, sockets and the
+    ``created`` maps each path (/run/containerd ...) to the programs that may
+    use it. A path is kept while one of them runs (another cluster's, or a
+    test's), or when it holds anything but directories, sockets and the
     device-plugin checkpoint: that is someone else's.
     """
-    created = list(created)
-    if not created:
-        return []
-    if _other_node_daemons():
-        return created
+    running = _running_programs() if created else set()
     kept = []
-    for name in created:
+    for name, users in created.items():
         top = Path(name)
         if not top.exists():
+            continue
+        if running.intersection(users):
+            kept.append(name)
             continue
         files = [Path(d) / f for d, _, fs in os.walk(top) for f in fs]
         if any(not (f.is_socket() or f.name in DISPOSABLE_FILES) for f in files):

@@ -12,6 +12,7 @@ unrelated process that reused the pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -142,9 +143,18 @@ def start_daemon(
 _REAPERS: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, *, block: bool = False) -> None:
+    """Collect the exit status of a daemon this process started, once it has exited.
+
+    ``block``: the caller knows it has exited (a zombie); wait for it.
+    """
     proc = _REAPERS.get(pid)
-    if proc is not None and proc.poll() is not None:
+    if proc is None:
+        return
+    if block:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    if proc.poll() is not None:
         del _REAPERS[pid]
 
 
@@ -154,8 +164,8 @@ def stop_group(daemon: Daemon, *, grace_s: float = 10.0) -> None:
     Idempotent; a daemon that is already gone (or whose pid now belongs to
     another process) is left alone.
     """
-    _reap(daemon.pid)
     if not daemon.alive():
+        _reap(daemon.pid, block=True)
         return
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
@@ -168,6 +178,7 @@ def stop_group(daemon: Daemon, *, grace_s: float = 10.0) -> None:
         while time.monotonic() < deadline:
             _reap(daemon.pid)
             if not daemon.alive():
+                _reap(daemon.pid, block=True)
                 return
             time.sleep(0.05)
     raise ClusterError(f"{daemon.name} (pid {daemon.pid}) survived SIGKILL")

@@ -1,0 +1,163 @@
+"""What the cluster tests share: the cluster under test, waiting with diagnostics, raw reads.
+
+Objects are read back as raw JSON (``_preload_content=False``), so a test
+compares what the API server stored, not what the client's models make of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dra_driver.discovery.model import NodeInventory
+from e2e.cluster import LocalCluster
+from kubelet_plugin.publisher import SlicePublisher
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@dataclass(frozen=True)
+class PublishedPool:
+    """The node's pool as SlicePublisher published it (mock GPUs, through the real API)."""
+
+    publisher: SlicePublisher
+    inventory: NodeInventory
+    node_uid: str
+
+
+@dataclass(frozen=True)
+class ClusterUnderTest:
+    """The cluster the tests talk to: the local one, or one named by a kubeconfig."""
+
+    kubeconfig: Path
+    node_name: str
+    api_client: Any
+    """A ``kubernetes.client.ApiClient`` with admin rights."""
+    local: LocalCluster | None = None
+    """The local cluster, with its node's directories; None for an external cluster."""
+
+    def diagnostics(self) -> str:
+        """The tails of the local components' logs (nothing for an external cluster)."""
+        if self.local is None:
+            return ""
+        return "component logs:\n" + self.local.log_tails(lines=25)
+
+
+def wait_for(
+    what: str,
+    condition: Callable[[], Any],
+    *,
+    cluster: ClusterUnderTest,
+    timeout_s: float = 60.0,
+    interval_s: float = 0.5,
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    On timeout the AssertionError says what was awaited, what ``context``
+    reports (the pod's status and events, say) and the components' log tails.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            details = [f"timed out after {timeout_s:.0f} s waiting for {what}"]
+            if context is not None:
+                details.append(context())
+            details.append(cluster.diagnostics())
+            raise AssertionError("\n".join(d for d in details if d))
+        time.sleep(interval_s)
+
+
+def read_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a ``kubernetes`` API method and return the server's JSON as it came."""
+    response = call(*args, _preload_content=False, **kwargs)
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def pod_report(api_client: Any, namespace: str, name: str) -> str:
+    """A pod's phase, conditions, container states and events, for failure messages."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    try:
+        pod = read_json(core.read_namespaced_pod, name, namespace)
+    except client.ApiException as err:
+        return f"pod {namespace}/{name}: {err.status} {err.reason}"
+    status = pod.get("status", {})
+    lines = [
+        f"pod {namespace}/{name}: phase {status.get('phase')}, node "
+        f"{pod.get('spec', {}).get('nodeName')}",
+        f"  conditions: {json.dumps(status.get('conditions'))}",
+        f"  containers: {json.dumps(status.get('containerStatuses'))}",
+        f"  resourceClaimStatuses: {json.dumps(status.get('resourceClaimStatuses'))}",
+    ]
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    lines += [f"  event {e.reason}: {e.message}" for e in events.items]
+    return "\n".join(lines)
+
+
+def pod_phase(api_client: Any, namespace: str, name: str) -> str:
+    from kubernetes import client
+
+    pod = read_json(client.CoreV1Api(api_client).read_namespaced_pod, name, namespace)
+    return str(pod.get("status", {}).get("phase", ""))
+
+
+def is_gone(read: Callable[[], Any]) -> bool:
+    """Whether ``read()`` answers 404."""
+    from kubernetes import client
+
+    try:
+        read()
+    except client.ApiException as err:
+        if err.status == 404:
+            return True
+        raise
+    return False
+
+
+def deploy_device_classes() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Every ``kind: DeviceClass`` document under deploy/, by name, with its file.
+
+    Two files defining one class differently is an AssertionError.
+    """
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "DeviceClass":
+                name = doc["metadata"]["name"]
+                if name in found:
+                    assert found[name][1] == doc, f"{path} and {found[name][0]} differ on {name}"
+                found[name] = (path, doc)
+    return found
+
+
+def apply_device_class(api: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """Create, or replace when it exists; return what the server stored.
+
+    ``api`` is a ``kubernetes.client.ResourceV1Api``.
+    """
+    from kubernetes import client
+
+    name = doc["metadata"]["name"]
+    try:
+        api.create_device_class(doc)
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+        current = read_json(api.read_device_class, name)
+        version = current["metadata"]["resourceVersion"]
+        api.replace_device_class(
+            name, dict(doc, metadata={**doc["metadata"], "resourceVersion": version})
+        )
+    return read_json(api.read_device_class, name)

@@ -1,0 +1,216 @@
+"""Fixtures of the cluster tests (tier 3): a real Kubernetes cluster for the whole session.
+
+``local_cluster`` builds or reuses the binaries with e2e/cluster/build.sh (a
+cold build compiles Kubernetes: minutes, with progress printed), starts a
+LocalCluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+containerd and a real kubelet) once per session and tears it down at the end,
+whatever the tests did. With ``DRA_DRIVER_E2E_KUBECONFIG`` set, the tests run
+against that cluster instead (a user's own or a kind cluster); tests that need
+the node's directories (the kubelet plugin's sockets, containerd's CDI
+directory) are then skipped. ``DRA_DRIVER_E2E_NODE`` picks its node (default:
+the first Ready one).
+
+Every test in this directory is marked ``cluster``. The session's first lines
+say which tier runs (a real kubelet, or an external cluster) and why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+# The harness lives in the repository, not in the installed distribution; `python -m
+# pytest` from the root finds it anyway, plain `pytest` does not.
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from cluster_access import (  # noqa: E402
+    ClusterUnderTest,
+    PublishedPool,
+    apply_device_class,
+    deploy_device_classes,
+    wait_for,
+)
+
+from dra_driver.discovery.mock import MockBackend  # noqa: E402
+from e2e.cluster import ClusterError, LocalCluster  # noqa: E402
+from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher  # noqa: E402
+
+EXTERNAL_KUBECONFIG_ENV = "DRA_DRIVER_E2E_KUBECONFIG"
+EXTERNAL_NODE_ENV = "DRA_DRIVER_E2E_NODE"
+POOL_PROFILE = "1xH100-80GB,1xL4"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def _printer(config: pytest.Config) -> Callable[[str], None]:
+    """Print a line live, past pytest's output capture (a cold build takes minutes)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if capture is None or reporter is None:
+            print(line, file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
+    return say
+
+
+def _first_ready_node(api_client: Any) -> str:
+    from kubernetes import client
+
+    for node in client.CoreV1Api(api_client).list_node().items:
+        for condition in node.status.conditions or []:
+            if condition.type == "Ready" and condition.status == "True":
+                return str(node.metadata.name)
+    raise ClusterError(f"{EXTERNAL_KUBECONFIG_ENV}: the cluster has no Ready node")
+
+
+def _external_cluster(kubeconfig: Path, say: Callable[[str], None]) -> ClusterUnderTest:
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(str(kubeconfig))
+    node = os.environ.get(EXTERNAL_NODE_ENV) or _first_ready_node(api_client)
+    say(
+        f"cluster tier: external cluster from {EXTERNAL_KUBECONFIG_ENV}={kubeconfig}, "
+        f"node {node}; tests that need the node's directories are skipped"
+    )
+    return ClusterUnderTest(kubeconfig=kubeconfig, node_name=node, api_client=api_client)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so the cluster is torn down.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def local_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
+    """The cluster under test, for the whole session (see the module docstring)."""
+    say = _printer(pytestconfig)
+    external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
+    if external:
+        yield _external_cluster(Path(external), say)
+        return
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip(
+            "the local cluster needs Linux and root (cgroups, mounts, a bridge); set "
+            f"{EXTERNAL_KUBECONFIG_ENV} to run these tests against a cluster of your own"
+        )
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    cluster = LocalCluster(progress=say)
+    started = time.monotonic()
+    try:
+        cluster.up()
+        say(
+            f"cluster tier: real kubelet ({cluster.bin_dir / 'kubelet'}, node "
+            f"{cluster.node_name} Ready): the kubelet runs on this machine with cgroupfs, "
+            f"cgroup v1 allowed and containerd 1.7 with CDI; no stand-in needed"
+        )
+        from kubernetes import config
+
+        yield ClusterUnderTest(
+            kubeconfig=cluster.kubeconfig,
+            node_name=cluster.node_name,
+            api_client=config.new_client_from_config(str(cluster.kubeconfig)),
+            local=cluster,
+        )
+    finally:
+        try:
+            cluster.down()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            say(f"cluster tests: {time.monotonic() - started:.1f} s with start-up and teardown")
+
+
+@pytest.fixture(scope="session")
+def api_client(local_cluster: ClusterUnderTest) -> Any:
+    """A ``kubernetes.client.ApiClient`` with the admin's credentials."""
+    return local_cluster.api_client
+
+
+@pytest.fixture(scope="module")
+def published_pool(local_cluster: ClusterUnderTest) -> Iterator[PublishedPool]:
+    """One H100 (partitionable: MIG devices on shared counters) and one L4 on the node.
+
+    Published once per module with ``SlicePublisher`` and ``KubernetesSliceClient``;
+    the slices are deleted again at the end of the module, so that a kubelet
+    plugin started by a later module owns the pool alone.
+    """
+    from kubernetes import client
+
+    node = client.CoreV1Api(local_cluster.api_client).read_node(local_cluster.node_name)
+    inventory = MockBackend(local_cluster.node_name, POOL_PROFILE).discover()
+    slice_client = KubernetesSliceClient(local_cluster.api_client)
+    publisher = SlicePublisher(
+        slice_client, node_name=local_cluster.node_name, node_uid=node.metadata.uid
+    )
+    publisher.publish(inventory)
+    try:
+        yield PublishedPool(publisher, inventory, node.metadata.uid)
+    finally:
+        listing = slice_client.list_slices(
+            node_name=local_cluster.node_name, driver_name=publisher.driver_name
+        )
+        for slice_ in listing.items:
+            slice_client.delete_slice(slice_.metadata.name or "")
+
+
+@pytest.fixture(scope="session")
+def device_classes(local_cluster: ClusterUnderTest) -> list[str]:
+    """deploy/'s DeviceClasses, applied for the session; their names."""
+    from kubernetes import client
+
+    api = client.ResourceV1Api(local_cluster.api_client)
+    classes = deploy_device_classes()
+    for _, doc in classes.values():
+        apply_device_class(api, doc)
+    return sorted(classes)
+
+
+@pytest.fixture
+def namespace(local_cluster: ClusterUnderTest) -> Iterator[str]:
+    """A fresh namespace with its default ServiceAccount; deleted (and waited for) after."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(local_cluster.api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(
+        f"ServiceAccount {name}/default",
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ),
+        cluster=local_cluster,
+        timeout_s=60,
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, grace_period_seconds=0)
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(name)
+            except client.ApiException as err:
+                return err.status == 404
+            return False
+
+        wait_for(f"namespace {name} deleted", gone, cluster=local_cluster, timeout_s=120)
