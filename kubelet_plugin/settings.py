@@ -441,7 +441,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     _flag(
         "dev_root",
         "/",
-        "directory holding dev/nvidia*; the mock backend creates fake nodes there",
+        "directory holding dev/nvidia*; the mock backend creates fake nodes there and "
+        "takes injected faults from <dir>/run/dra-driver/faults",
         metavar="DIR",
     ),
     _flag(
