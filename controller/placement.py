@@ -1,0 +1,760 @@
+"""Placement: the claims of gated pods, allocated together on the best node, then the gate removed.
+
+For each pod key the work queue hands out, :meth:`Placer.reconcile` does one
+of these (every write goes through the leader fence first):
+
+**A pod carrying the gate** (``<driver>/placement``) whose claims all exist
+(template claims once ``status.resourceClaimStatuses`` names them):
+
+1. decide, holding the cache's lock: the pod's pending claims (no
+   ``status.allocation``) are allocated *together* on one node by the policy
+   (``--policy``; the pod annotation ``<driver>/policy``, else a claim's,
+   overrides it) among the nodes the pod can run on
+   (:func:`~controller.scheduling.filter_nodes`: node selector, required
+   affinity, taints, cpu/memory/pods), narrowed by the node selectors of the
+   pod's claims that are already allocated (by anyone: they are respected,
+   never moved). The decision is *assumed* in the cache at once, so the next
+   decision does not hand out the same devices;
+2. write each claim, in the pod's order: first the finalizer
+   ``resource.kubernetes.io/delete-protection`` and the annotation
+   ``<driver>/placed-for: <pod uid>`` (a normal update, as the scheduler adds
+   that finalizer: it lets the claim controller deallocate the claim when its
+   pods are done), then ``status.allocation`` (the status subresource), both
+   guarded by the resourceVersion. All or nothing: when one write fails, the
+   allocations already written for this pod are removed again;
+3. on a conflict (409: someone changed a claim, e.g. the scheduler allocated
+   it for another pod): re-read the claim, decide again (up to
+   ``CONFLICT_ATTEMPTS`` times, then back off);
+4. only when every claim is written, remove the gate (a merge patch guarded
+   by the pod's resourceVersion; on a conflict the pod is re-read). The
+   scheduler then binds the pod to the chosen node: it honours an existing
+   allocation through ``allocation.nodeSelector``.
+
+When no node fits, the explainer's summary (which node came closest and what
+each request lacked, plus why other nodes were filtered out) becomes a
+Warning Event on the pod and on each claim (rate-limited, renewed when the
+reason changes) and the pod waits: it is looked at again when capacity
+changes (a slice, class or node change, a claim released, a pod gone) and
+after a backoff.
+
+**A placed pod the scheduler cannot bind** (ungated, unbound, PodScheduled
+False/Unschedulable: some other resource changed): its claims that no pod has
+reserved are released and placed again away from the failed node, at most
+``max_retries`` times, with an Event each time (the first retry at once, later
+ones after ``grace_s``). The pod has no gate any more, so the scheduler may
+allocate the released claims itself meanwhile; whichever write lands first
+wins, the other gets a conflict.
+
+**A pending pod without the gate that the scheduler reports failing on
+claims**: an Event with the explanation, on the pod and its pending claims.
+
+Nothing else is touched: pods without the gate are the scheduler's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from api import limits
+from api.errors import (
+    CelEvaluationError,
+    DraDriverError,
+    InvalidInputError,
+    UnsatisfiableError,
+)
+from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, dump
+from controller.cache import ClusterCache, claim_key, decode
+from controller.events import EventRecorder, EventType, ObjectRef
+from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClient
+from controller.metrics import ControllerMetrics
+from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
+from controller.workqueue import WorkQueue
+from dra_driver.allocator import POLICIES, allocate, explain
+from dra_driver.allocator.explanation import FILTER_TIMEOUT
+from dra_driver.allocator.nodes import NodeInfo, compile_node_selector
+
+__all__ = [
+    "CONFLICT_ATTEMPTS",
+    "AlwaysLeader",
+    "Fence",
+    "NotLeaderError",
+    "Placer",
+    "Result",
+    "run_worker",
+]
+
+log = logging.getLogger(__name__)
+
+#: Decide-and-write rounds per reconcile when claims keep changing under us.
+CONFLICT_ATTEMPTS: Final = 3
+#: Messages of the scheduler that mean "failing on claims".
+_CLAIM_FAILURE_WORDS: Final = ("claim",)
+
+
+class NotLeaderError(DraDriverError):
+    """This replica may not write (not the leader, or its lease may have expired)."""
+
+    retryable = True
+
+
+class Fence(Protocol):
+    """Says whether writes are allowed now (the leader elector)."""
+
+    def can_write(self) -> bool: ...
+
+
+class AlwaysLeader:
+    """The fence of a single replica run without leader election."""
+
+    def can_write(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What the worker does with the key next: nothing, later, or after its backoff."""
+
+    requeue_after: float | None = None
+    backoff: bool = False
+
+
+DONE: Final = Result()
+
+
+@dataclass
+class _Placed:
+    """A pod whose gate this controller removed, until it is bound."""
+
+    uid: str
+    node: str | None
+    attempts: int
+    released_at: float
+    excluded: set[str] = field(default_factory=set)
+    abandoned: bool = False
+
+
+@dataclass
+class _Decision:
+    pod: PodInfo
+    node: str | None
+    policy: str
+    #: The pending claims with their new allocation (assumed in the cache).
+    claims: list[ResourceClaim]
+    #: Claims of the pod allocated before (by us or anyone).
+    allocated: list[ResourceClaim]
+
+
+class _ConflictError(Exception):
+    def __init__(self, resource: str, what: str) -> None:
+        super().__init__(what)
+        self.resource = resource
+        self.what = what
+
+
+def _allocated(claim: ResourceClaim) -> bool:
+    return claim.status is not None and claim.status.allocation is not None
+
+
+def _reserved(claim: ResourceClaim) -> bool:
+    return bool(claim.status is not None and claim.status.reserved_for)
+
+
+def _with_allocation(claim: ResourceClaim, allocation: AllocationResult) -> ResourceClaim:
+    copy = claim.model_copy(deep=True)
+    status = copy.status or ResourceClaimStatus()
+    status.allocation = allocation
+    copy.status = status
+    return copy
+
+
+def _pod_ref(pod: PodInfo) -> ObjectRef:
+    return ObjectRef("Pod", "v1", pod.namespace, pod.name, pod.uid)
+
+
+def _claim_ref(claim: ResourceClaim) -> ObjectRef:
+    meta = claim.metadata
+    return ObjectRef(
+        "ResourceClaim", limits.API_VERSION, meta.namespace or "", meta.name or "", meta.uid or ""
+    )
+
+
+def _label(claim: ResourceClaim) -> str:
+    return f"{claim.metadata.namespace}/{claim.metadata.name}"
+
+
+class Placer:
+    """The placement reconciler (see the module docstring). Several workers may share one."""
+
+    def __init__(
+        self,
+        client: ClusterClient,
+        cache: ClusterCache,
+        events: EventRecorder,
+        metrics: ControllerMetrics,
+        *,
+        driver_name: str,
+        policy: str = "binpack",
+        max_retries: int = 3,
+        grace_s: float = 30.0,
+        fence: Fence | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float | None = FILTER_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.events = events
+        self.metrics = metrics
+        self.driver_name = driver_name
+        self.gate = f"{driver_name}/placement"
+        self.policy_annotation = f"{driver_name}/policy"
+        self.placed_for_annotation = f"{driver_name}/placed-for"
+        self.policy = policy
+        self.max_retries = max_retries
+        self.grace_s = grace_s
+        self.fence = fence or AlwaysLeader()
+        self._clock = clock
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._placed: dict[str, _Placed] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def reconcile(self, key: str) -> Result:
+        """Do what pod ``key`` needs now (see the module docstring)."""
+        pod = self.cache.pod(key)
+        if pod is None or pod.terminal or pod.deleting:
+            with self._lock:
+                self._placed.pop(key, None)
+            self.cache.unnominate(key)
+            return DONE
+        if not self.fence.can_write():
+            # A standby does nothing; the new leader re-examines every pod.
+            return DONE
+        try:
+            if pod.has_gate(self.gate):
+                return self._place(pod)
+            with self._lock:
+                record = self._placed.get(key)
+                if record is not None and (pod.bound or record.uid != pod.uid):
+                    del self._placed[key]
+                    record = None
+            if pod.bound:
+                return DONE
+            if record is not None:
+                return self._check_placed(pod, record)
+            if pod.claims and pod.unschedulable:
+                return self._explain_pending(pod)
+            return DONE
+        except NotLeaderError:
+            self.metrics.failures.labels("not-leader").inc()
+            return DONE
+
+    def placed_pods(self) -> dict[str, str | None]:
+        """Pods released to the scheduler and not bound yet -> the node chosen."""
+        with self._lock:
+            return {key: record.node for key, record in self._placed.items()}
+
+    # -- gated pods ------------------------------------------------------------------------
+
+    def _place(self, pod: PodInfo) -> Result:
+        outcome = self._decide_and_write(pod, None)
+        if isinstance(outcome, Result):
+            return outcome
+        decision = outcome
+        ungated = self._ungate(pod)
+        if ungated is None:
+            # The pod is gone: nobody will use what we allocated for it.
+            self._rollback([c for c in decision.claims if _allocated(c)])
+            return DONE
+        if not ungated:
+            return Result(backoff=True)
+        self.cache.nominate(pod, decision.node or "")
+        now = self._clock()
+        with self._lock:
+            self._placed[pod.key] = _Placed(pod.uid, decision.node, 1, now)
+        since = self.cache.gated_since.get(pod.key, now)
+        self.metrics.placements.labels(decision.policy).inc()
+        self.metrics.latency.observe(max(now - since, 0.0))
+        where = f"node {decision.node}" if decision.node else "node-independent devices"
+        names = ", ".join(_label(c) for c in [*decision.allocated, *decision.claims])
+        self._event(
+            _pod_ref(pod),
+            "Normal",
+            "Placed",
+            f"claims {names} allocated on {where} (policy {decision.policy}); "
+            f"scheduling gate {self.gate} removed",
+        )
+        log.info(
+            "placed",
+            extra={"pod": pod.key, "node": decision.node, "policy": decision.policy},
+        )
+        return DONE
+
+    def _decide_and_write(self, pod: PodInfo, record: _Placed | None) -> _Decision | Result:
+        names, waiting = pod.claim_names()
+        if waiting:
+            # The claim controller has not created the template claims yet; the
+            # pod's status update will bring it back.
+            return DONE
+        for _ in range(CONFLICT_ATTEMPTS):
+            outcome = self._decide(pod, names, record)
+            if isinstance(outcome, Result):
+                return outcome
+            if isinstance(outcome, list):
+                # Our own earlier allocations for this pod cannot be completed: release them.
+                self._rollback(outcome)
+                continue
+            try:
+                self._write(outcome)
+            except _ConflictError as err:
+                self.metrics.conflicts.labels(err.resource).inc()
+                log.info("conflict; deciding again", extra={"pod": pod.key, "what": err.what})
+                self._refresh(pod, names)
+                continue
+            except ApiError as err:
+                self.metrics.failures.labels("api-error").inc()
+                log.warning(
+                    "writing an allocation failed", extra={"pod": pod.key, "error": str(err)}
+                )
+                return Result(backoff=True)
+            return outcome
+        return Result(backoff=True)
+
+    def _decide(
+        self, pod: PodInfo, names: Sequence[str], record: _Placed | None
+    ) -> _Decision | Result | list[ResourceClaim]:
+        """A decision (assumed in the cache), a Result to stop with, or our own
+        earlier allocations of this pod that must be released first."""
+        with self.cache.lock:
+            claims: list[ResourceClaim] = []
+            for name in names:
+                claim = self.cache.claim(f"{pod.namespace}/{name}")
+                if claim is None or claim.metadata.deletion_timestamp:
+                    return DONE  # its creation (or replacement) will bring the pod back
+                claims.append(claim)
+            pending = [c for c in claims if not _allocated(c)]
+            allocated = [c for c in claims if _allocated(c)]
+            policy = self._policy(pod, pending)
+            if not pending:
+                node = self._node_of(allocated)
+                return _Decision(pod, node, policy, [], allocated)
+            filtered: NodeFilter | None = None
+            try:
+                nodes = self._candidates(pod, allocated, record)
+                if isinstance(nodes, NodeFilter):
+                    filtered, candidates = nodes, nodes.nodes
+                else:
+                    candidates = nodes
+                if not candidates:
+                    raise UnsatisfiableError("no node can run the pod")
+                decision = allocate(
+                    self.cache.snapshot(),
+                    pending,
+                    policy=policy,
+                    nodes=candidates,
+                    timeout=self.timeout_s,
+                )
+            except UnsatisfiableError as err:
+                ours = [
+                    c
+                    for c in allocated
+                    if (c.metadata.annotations or {}).get(self.placed_for_annotation) == pod.uid
+                    and not _reserved(c)
+                ]
+                if ours:
+                    return ours
+                self.cache.waiting.add(pod.key)
+                self.metrics.failures.labels("unsatisfiable").inc()
+                self._unplaceable(pod, pending, policy, filtered, err)
+                return Result(backoff=True)
+            except (InvalidInputError, CelEvaluationError) as err:
+                self.cache.waiting.add(pod.key)
+                self.metrics.failures.labels("invalid").inc()
+                message = f"cannot place the pod's claims: {err}"
+                self._event(_pod_ref(pod), "Warning", "PlacementFailed", message)
+                for claim in pending:
+                    self._event(_claim_ref(claim), "Warning", "PlacementFailed", message)
+                return Result(backoff=True)
+            placed = [
+                _with_allocation(claim, result)
+                for claim, result in zip(pending, decision.results, strict=True)
+            ]
+            for claim in placed:
+                self.cache.assume(claim)
+            self.cache.waiting.discard(pod.key)
+            return _Decision(pod, decision.node, policy, placed, allocated)
+
+    def _candidates(
+        self, pod: PodInfo, allocated: Sequence[ResourceClaim], record: _Placed | None
+    ) -> NodeFilter | list[str]:
+        """The nodes the pod may run on, narrowed by its allocated claims' node selectors."""
+        nodes = self.cache.nodes()
+        usage = self.cache.node_usage()
+        nominated = self.cache.nominated_node(pod.key)
+        if nominated is not None and nominated in usage:
+            # The pod's own nomination must not count against itself.
+            entry = usage[nominated]
+            entry.requests = entry.requests - pod.requests
+            entry.pods -= 1
+        filtered = filter_nodes(pod, nodes, usage, excluded=record.excluded if record else ())
+        names = filtered.nodes
+        for claim in allocated:
+            allocation = claim.status.allocation if claim.status is not None else None
+            selector = allocation.node_selector if allocation is not None else None
+            if selector is None:
+                continue
+            compiled = compile_node_selector(
+                selector, obj=f"claim {_label(claim)}", path="status.allocation.nodeSelector"
+            )
+            names = [
+                n
+                for n in names
+                if compiled.matches(NodeInfo(n, dict(nodes[n].metadata.labels or {})))
+            ]
+        if names != filtered.nodes:
+            return names
+        return filtered
+
+    def _policy(self, pod: PodInfo, claims: Sequence[ResourceClaim]) -> str:
+        wanted = pod.annotations.get(self.policy_annotation)
+        source = "pod"
+        if wanted is None:
+            for claim in claims:
+                wanted = (claim.metadata.annotations or {}).get(self.policy_annotation)
+                if wanted is not None:
+                    source = f"claim {_label(claim)}"
+                    break
+        if wanted is None:
+            return self.policy
+        if wanted not in POLICIES:
+            self._event(
+                _pod_ref(pod),
+                "Warning",
+                "InvalidPolicy",
+                f'{source} annotation {self.policy_annotation}: unknown policy "{wanted}"; '
+                f"use one of {', '.join(POLICIES)}. Placing with {self.policy}",
+            )
+            return self.policy
+        return wanted
+
+    @staticmethod
+    def _node_of(claims: Sequence[ResourceClaim]) -> str | None:
+        for claim in claims:
+            allocation = claim.status.allocation if claim.status is not None else None
+            selector = allocation.node_selector if allocation is not None else None
+            for term in selector.node_selector_terms if selector is not None else []:
+                for requirement in term.match_fields or []:
+                    if requirement.key == "metadata.name" and requirement.values:
+                        return requirement.values[0]
+        return None
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _check_fence(self) -> None:
+        if not self.fence.can_write():
+            raise NotLeaderError("this replica is not the leader")
+
+    def _write(self, decision: _Decision) -> None:
+        """Write every decided allocation, all or nothing (see the module docstring)."""
+        written: list[ResourceClaim] = []
+        try:
+            for claim in decision.claims:
+                stored = self._write_claim(claim, decision.pod)
+                written.append(stored)
+                self.cache.confirm(stored)
+        except BaseException:
+            for claim in decision.claims[len(written) :]:
+                self.cache.forget(claim_key(claim))
+            self._rollback(written)
+            raise
+        decision.claims = written
+
+    def _write_claim(self, claim: ResourceClaim, pod: PodInfo) -> ResourceClaim:
+        meta = claim.metadata
+        namespace, name = meta.namespace or "", meta.name or ""
+        what = f"claim {namespace}/{name}"
+        finalizers = list(meta.finalizers or [])
+        annotations = meta.annotations or {}
+        version = meta.resource_version
+        try:
+            if (
+                limits.DELETE_PROTECTION_FINALIZER not in finalizers
+                or annotations.get(self.placed_for_annotation) != pod.uid
+            ):
+                if limits.DELETE_PROTECTION_FINALIZER not in finalizers:
+                    finalizers.append(limits.DELETE_PROTECTION_FINALIZER)
+                self._check_fence()
+                patched = self.client.patch(
+                    "resourceclaims",
+                    name,
+                    {
+                        "metadata": {
+                            "resourceVersion": version,
+                            "finalizers": finalizers,
+                            "annotations": {self.placed_for_annotation: pod.uid},
+                        }
+                    },
+                    namespace=namespace,
+                )
+                version = (patched.get("metadata") or {}).get("resourceVersion")
+                meta = decode(ResourceClaim, patched).metadata
+            body = dump(claim)
+            body["metadata"] = dump(meta)
+            body["metadata"]["resourceVersion"] = version
+            self._check_fence()
+            stored = self.client.replace_status("resourceclaims", body)
+        except ApiError as err:
+            if err.status in (HTTP_CONFLICT, HTTP_NOT_FOUND, 422):
+                # Changed (or allocated: 422 "immutable"), or gone meanwhile.
+                raise _ConflictError("resourceclaims", f"{what}: {err}") from None
+            raise
+        return decode(ResourceClaim, stored)
+
+    def _rollback(self, claims: Sequence[ResourceClaim]) -> None:
+        """Remove allocations this controller wrote; failures are logged (a later
+        attempt, or the next leader, finds them through the placed-for annotation)."""
+        for claim in reversed(claims):
+            try:
+                self._release(claim)
+            except (ApiError, NotLeaderError) as err:
+                log.warning(
+                    "could not release an allocation",
+                    extra={"claim": _label(claim), "error": str(err)},
+                )
+
+    def _release(self, claim: ResourceClaim) -> bool:
+        """Clear ``status.allocation`` unless a pod has reserved the claim; True when cleared."""
+        namespace, name = claim.metadata.namespace or "", claim.metadata.name or ""
+        for _ in range(CONFLICT_ATTEMPTS):
+            if not _allocated(claim) or _reserved(claim):
+                return False
+            body = dump(claim)
+            body.get("status", {}).pop("allocation", None)
+            self._check_fence()
+            try:
+                stored = decode(ResourceClaim, self.client.replace_status("resourceclaims", body))
+            except ApiError as err:
+                if err.status == HTTP_NOT_FOUND:
+                    return False
+                if err.status != HTTP_CONFLICT:
+                    raise
+                self.metrics.conflicts.labels("resourceclaims").inc()
+                raw = self.client.get("resourceclaims", name, namespace=namespace)
+                self.cache.apply("resourceclaims", "MODIFIED", raw)
+                claim = decode(ResourceClaim, raw)
+                continue
+            self.cache.confirm(stored)
+            return True
+        return False
+
+    def _refresh(self, pod: PodInfo, names: Sequence[str]) -> None:
+        """Re-read the pod's claims after a conflict, so the next decision sees them."""
+        for name in names:
+            try:
+                raw = self.client.get("resourceclaims", name, namespace=pod.namespace)
+            except ApiError as err:
+                if err.status == HTTP_NOT_FOUND:
+                    self.cache.apply(
+                        "resourceclaims",
+                        "DELETED",
+                        {"metadata": {"name": name, "namespace": pod.namespace}},
+                    )
+                    continue
+                raise
+            self.cache.apply("resourceclaims", "MODIFIED", raw)
+
+    def _ungate(self, pod: PodInfo) -> bool | None:
+        """Remove our gate: True when done, False to retry later, None when the pod is gone."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            remaining = [{"name": gate} for gate in pod.gates if gate != self.gate]
+            self._check_fence()
+            try:
+                self.client.patch(
+                    "pods",
+                    pod.name,
+                    {
+                        "metadata": {"resourceVersion": pod.resource_version},
+                        "spec": {"schedulingGates": remaining or None},
+                    },
+                    namespace=pod.namespace,
+                )
+                return True
+            except ApiError as err:
+                if err.status == HTTP_NOT_FOUND:
+                    return None
+                if err.status != HTTP_CONFLICT:
+                    log.warning(
+                        "removing the gate failed", extra={"pod": pod.key, "error": str(err)}
+                    )
+                    return False
+                self.metrics.conflicts.labels("pods").inc()
+            try:
+                raw = self.client.get("pods", pod.name, namespace=pod.namespace)
+            except ApiError as err:
+                if err.status == HTTP_NOT_FOUND:
+                    return None
+                return False
+            self.cache.apply("pods", "MODIFIED", raw)
+            fresh = parse_pod(raw)
+            if fresh.uid != pod.uid:
+                return None
+            if not fresh.has_gate(self.gate):
+                return True
+            pod = fresh
+        return False
+
+    # -- placed pods the scheduler cannot bind ------------------------------------------------
+
+    def _check_placed(self, pod: PodInfo, record: _Placed) -> Result:
+        if not pod.unschedulable:
+            return DONE
+        if record.attempts > 1:
+            waited = self._clock() - record.released_at
+            if waited < self.grace_s:
+                return Result(requeue_after=self.grace_s - waited)
+        message = pod.scheduled.message if pod.scheduled is not None else ""
+        if record.attempts > self.max_retries:
+            if not record.abandoned:
+                record.abandoned = True
+                self.metrics.failures.labels("unschedulable-after-placement").inc()
+                self._event(
+                    _pod_ref(pod),
+                    "Warning",
+                    "PlacementAbandoned",
+                    f"the scheduler could not bind the pod after {record.attempts} "
+                    f"placement(s); leaving it to the scheduler: {message}",
+                )
+            return DONE
+        names, _ = pod.claim_names()
+        released = []
+        for name in names:
+            claim = self.cache.claim(f"{pod.namespace}/{name}")
+            if claim is not None and self._release(claim):
+                released.append(_label(claim))
+        if record.node:
+            record.excluded.add(record.node)
+        record.attempts += 1
+        self.metrics.retries.inc()
+        self.cache.unnominate(pod.key)
+        self._event(
+            _pod_ref(pod),
+            "Warning",
+            "PlacementRetry",
+            f"the scheduler could not bind the pod to node {record.node or '(any)'}: "
+            f"{message}; released {', '.join(released) or 'no claim'} and placing again "
+            f"(attempt {record.attempts} of {self.max_retries + 1})",
+        )
+        outcome = self._decide_and_write(pod, record)
+        if isinstance(outcome, Result):
+            return outcome
+        record.node = outcome.node
+        record.released_at = self._clock()
+        self.cache.nominate(pod, outcome.node or "")
+        return Result(requeue_after=self.grace_s)
+
+    # -- explanations ----------------------------------------------------------------------
+
+    def _unplaceable(
+        self,
+        pod: PodInfo,
+        pending: Sequence[ResourceClaim],
+        policy: str,
+        filtered: NodeFilter | None,
+        err: UnsatisfiableError,
+    ) -> None:
+        nodes = ""
+        if filtered is not None and filtered.rejected:
+            nodes = f"{filtered.summary()}. "
+        reasons = err.reasons
+        details = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items()) or str(err)
+        names = ", ".join(_label(c) for c in pending)
+        self._event(
+            _pod_ref(pod),
+            "Warning",
+            "Unplaceable",
+            f"cannot place claims {names} (policy {policy}): {nodes}{details}",
+        )
+        for claim in pending:
+            reason = reasons.get(f"claim {_label(claim)}", str(err))
+            self._event(
+                _claim_ref(claim),
+                "Warning",
+                "Unplaceable",
+                f"cannot be placed for pod {pod.key}: {nodes}{reason}",
+            )
+
+    def _explain_pending(self, pod: PodInfo) -> Result:
+        message = pod.scheduled.message if pod.scheduled is not None else ""
+        if not any(word in message.lower() for word in _CLAIM_FAILURE_WORDS):
+            return DONE
+        names, waiting = pod.claim_names()
+        if waiting:
+            return DONE
+        with self.cache.lock:
+            claims = [self.cache.claim(f"{pod.namespace}/{name}") for name in names]
+            pending = [c for c in claims if c is not None and not _allocated(c)]
+            if not pending:
+                return DONE
+            try:
+                nodes = filter_nodes(pod, self.cache.nodes(), self.cache.node_usage())
+                explanation = explain(
+                    self.cache.snapshot(), pending, nodes=nodes.nodes, timeout=self.timeout_s
+                )
+                reasons = explanation.reasons()
+            except (InvalidInputError, CelEvaluationError) as err:
+                reasons = {f"claim {_label(c)}": str(err) for c in pending}
+        summary = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items())
+        self._event(
+            _pod_ref(pod),
+            "Warning",
+            "UnallocatableClaims",
+            f"the scheduler reports: {message}. Explanation: {summary}",
+        )
+        for claim in pending:
+            reason = reasons.get(f"claim {_label(claim)}", "")
+            self._event(_claim_ref(claim), "Warning", "UnallocatableClaims", reason)
+        return DONE
+
+    def _event(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
+        if self.events.emit(ref, event_type, reason, message):
+            self.metrics.events.labels(reason).inc()
+
+
+def run_worker(
+    placer: Placer,
+    queue: WorkQueue,
+    stop: threading.Event,
+    *,
+    on_idle: Callable[[], Any] | None = None,
+) -> None:
+    """Take keys from ``queue`` and reconcile them until ``stop`` is set.
+
+    An unexpected exception is logged and the key retried after its backoff;
+    it never ends the worker.
+    """
+    while not stop.is_set():
+        key = queue.get(timeout_s=0.5)
+        if key is None:
+            if on_idle is not None:
+                on_idle()
+            continue
+        try:
+            result = placer.reconcile(key)
+        except Exception:
+            log.exception("placement failed unexpectedly", extra={"pod": key})
+            result = Result(backoff=True)
+        try:
+            if result.backoff:
+                queue.add_rate_limited(key)
+            else:
+                queue.forget(key)
+                if result.requeue_after is not None:
+                    queue.add_after(key, result.requeue_after)
+        finally:
+            queue.done(key)
+        placer.metrics.queue_depth.set(len(queue))
