@@ -17,7 +17,6 @@ name the API server would reject).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import socket
 import sys
@@ -100,11 +99,11 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_nvml(node_name: str) -> DiscoveryBackend:
-    # The CLI is where the program is put together: it takes the node agent's
-    # NVML backend at run time, so the pure core does not depend on the adapter
-    # layer (and on pynvml) at import time.
-    module = importlib.import_module("kubelet_plugin.nvml")
-    return cast(DiscoveryBackend, module.NvmlBackend(node_name))
+    # The command line is the composition root (see the import contracts in
+    # pyproject.toml); importing here keeps pynvml out of every other command.
+    from kubelet_plugin.nvml import NvmlBackend
+
+    return NvmlBackend(node_name)
 
 
 def open_backend(
