@@ -33,6 +33,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -429,10 +430,17 @@ def explain_claim(
     return explain(snapshot, [target], node=node)
 
 
+def _default_kubeconfig() -> str | None:
+    for candidate in (os.environ.get("KUBECONFIG"), os.path.expanduser("~/.kube/config")):
+        if candidate and os.path.exists(candidate.split(os.pathsep)[0]):
+            return candidate.split(os.pathsep)[0]
+    return None
+
+
 def run_explain_claim(
     target: Sequence[str],
     *,
-    kubeconfig: str | None,
+    kubeconfig: str | None = None,
     node: str | None,
     output: str,
     out: TextIO,
@@ -441,8 +449,9 @@ def run_explain_claim(
 ) -> int:
     """``explain claim NAMESPACE/NAME``: print the explanation; return the exit status.
 
-    0 printed; 1 the API server could not answer (or the claim does not exist);
-    2 a malformed target.
+    The cluster is the one of ``kubeconfig``, else ``KUBECONFIG`` or
+    ``~/.kube/config``, else the in-cluster configuration. 0 printed; 1 the API
+    server could not answer (or the claim does not exist); 2 a malformed target.
     """
     if len(target) != 2 or target[0] != "claim" or target[1].count("/") != 1:
         print(
@@ -453,7 +462,7 @@ def run_explain_claim(
     namespace, name = target[1].split("/")
     try:
         if client is None:
-            client = KubernetesClient(load_api_client(kubeconfig))
+            client = KubernetesClient(load_api_client(kubeconfig or _default_kubeconfig()))
         explanation = explain_claim(client, namespace, name, node=node)
     except ApiError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

@@ -7,6 +7,11 @@ Offline tools (no cluster needed):
     nothing, one node), and print them with ``status.allocation`` filled in.
 ``dra-driver explain -f FILE [...] [--node NODE] [-o table|json]``
     Say, per node and request, why the pending claims do or do not fit.
+``dra-driver explain claim NAMESPACE/NAME [--node NODE] [-o table|json]``
+    The same for one claim of the live cluster (KUBECONFIG).
+
+Components: ``kubelet-plugin`` (the node agent) and ``controller`` (the cluster
+agent: placement of gated pods' claims, Events, cluster pools, DeviceClasses).
 
 Exit codes: 0 success; 1 valid input that cannot be allocated (the reason per
 claim on stderr, nothing on stdout); 2 invalid input (the message names the
@@ -17,6 +22,7 @@ file, the object and the field). Every flag has an environment twin
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -53,12 +59,12 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add_inputs(sub: argparse.ArgumentParser) -> None:
+    def add_inputs(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
         sub.add_argument(
             "-f",
             "--filename",
             action="append",
-            required=True,
+            required=required,
             metavar="FILE",
             help="manifest file, directory of manifests, or - for stdin (repeatable)",
         )
@@ -95,7 +101,13 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         description="Explain, per node and per request, which devices fit the pending "
         "claims and why the others do not.",
     )
-    add_inputs(explain_cmd)
+    add_inputs(explain_cmd, required=False)
+    explain_cmd.add_argument(
+        "target",
+        nargs="*",
+        metavar="claim NAMESPACE/NAME",
+        help="explain this claim of the live cluster (KUBECONFIG) instead of files",
+    )
     explain_cmd.add_argument(
         "-o",
         "--output",
@@ -138,6 +150,17 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         "device taints, until SIGTERM. Every flag has an environment twin.",
     )
     add_kubelet_plugin_arguments(plugin_cmd)
+
+    controller_cmd = commands.add_parser(
+        "controller",
+        help="run the cluster agent: placement of gated pods' claims, Events, pools, classes",
+        description="Place the claims of pods gated by <driver>/placement under a policy, "
+        "explain unallocatable claims as Events, publish cluster-level pools and manage the "
+        "driver's DeviceClasses; one leader among replicas.",
+    )
+    # The controller is an adapter: reached at run time so that the core does not
+    # depend on it (and the offline commands load no Kubernetes client).
+    importlib.import_module("controller.settings").add_arguments(controller_cmd)
     return parser
 
 
@@ -217,6 +240,20 @@ def main(
         return run_discover(args, out, prog=prog)
     if args.command == "kubelet-plugin":
         return run_kubelet_plugin(args, prog=f"{prog} kubelet-plugin")
+    if args.command == "controller":
+        return int(importlib.import_module("controller.app").main(args, prog=prog))
+    if args.command == "explain" and args.target:
+        return int(
+            importlib.import_module("controller.app").run_explain_claim(
+                args.target, node=args.node, output=args.output, out=out, prog=prog
+            )
+        )
+    if not args.filename:
+        print(
+            f"{prog}: error: {args.command} needs -f FILE (or, for explain, claim NAMESPACE/NAME)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     inventory: Inventory | None = None
     try:
         inventory = load_inventory(read_documents(args.filename, stdin or sys.stdin))
