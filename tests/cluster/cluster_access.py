@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from dra_driver.discovery.model import NodeInventory
-from e2e.cluster import LocalCluster
+from e2e.cluster import BUSYBOX_IMAGE, LocalCluster
 from kubelet_plugin.publisher import SlicePublisher
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -47,6 +47,27 @@ class ClusterUnderTest:
         if self.local is None:
             return ""
         return "component logs:\n" + self.local.log_tails(lines=25)
+
+
+def new_api_client(kubeconfig: str) -> Any:
+    """A ``kubernetes.client.ApiClient`` for the kubeconfig's current context."""
+    from kubernetes import config
+
+    return config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]
+
+
+def core_api(api_client: Any) -> Any:
+    """``CoreV1Api``, typed Any: tests pass manifests as plain dicts, which the client takes."""
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client)
+
+
+def resource_api(api_client: Any) -> Any:
+    """``ResourceV1Api``, typed Any (see core_api)."""
+    from kubernetes import client
+
+    return client.ResourceV1Api(api_client)
 
 
 def wait_for(
@@ -88,7 +109,7 @@ def pod_report(api_client: Any, namespace: str, name: str) -> str:
     """A pod's phase, conditions, container states and events, for failure messages."""
     from kubernetes import client
 
-    core = client.CoreV1Api(api_client)
+    core = core_api(api_client)
     try:
         pod = read_json(core.read_namespaced_pod, name, namespace)
     except client.ApiException as err:
@@ -107,9 +128,7 @@ def pod_report(api_client: Any, namespace: str, name: str) -> str:
 
 
 def pod_phase(api_client: Any, namespace: str, name: str) -> str:
-    from kubernetes import client
-
-    pod = read_json(client.CoreV1Api(api_client).read_namespaced_pod, name, namespace)
+    pod = read_json(core_api(api_client).read_namespaced_pod, name, namespace)
     return str(pod.get("status", {}).get("phase", ""))
 
 
@@ -161,3 +180,69 @@ def apply_device_class(api: Any, doc: dict[str, Any]) -> dict[str, Any]:
             name, dict(doc, metadata={**doc["metadata"], "resourceVersion": version})
         )
     return read_json(api.read_device_class, name)
+
+
+def claim_spec(selector: str) -> dict[str, Any]:
+    """A claim spec with one request ``gpu``: one device of class gpu.dra-driver.io."""
+    request = {
+        "name": "gpu",
+        "exactly": {
+            "deviceClassName": "gpu.dra-driver.io",
+            "selectors": [{"cel": {"expression": selector}}],
+        },
+    }
+    return {"devices": {"requests": [request]}}
+
+
+def claim_template(name: str, selector: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name},
+        "spec": {"spec": claim_spec(selector)},
+    }
+
+
+def resource_claim(name: str, selector: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name},
+        "spec": claim_spec(selector),
+    }
+
+
+def pod_with_claim(
+    name: str, command: list[str], *, template: str = "", claim: str = ""
+) -> dict[str, Any]:
+    """A busybox pod whose one container uses pod claim ``gpu``: from a template, or a claim."""
+    source = {"resourceClaimTemplateName": template} if template else {"resourceClaimName": claim}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "resourceClaims": [{"name": "gpu", **source}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "resources": {"claims": [{"name": "gpu"}]},
+                }
+            ],
+        },
+    }
+
+
+def generated_claim_name(api_client: Any, namespace: str, pod: str) -> str | None:
+    """The claim the resourceclaim controller made for the pod's ``gpu`` entry, once it did."""
+
+    stored = read_json(core_api(api_client).read_namespaced_pod, pod, namespace)
+    for status in stored.get("status", {}).get("resourceClaimStatuses") or []:
+        if status.get("name") == "gpu" and status.get("resourceClaimName"):
+            return str(status["resourceClaimName"])
+    return None

@@ -38,7 +38,11 @@ from cluster_access import (  # noqa: E402
     ClusterUnderTest,
     PublishedPool,
     apply_device_class,
+    core_api,
     deploy_device_classes,
+    is_gone,
+    new_api_client,
+    resource_api,
     wait_for,
 )
 
@@ -51,11 +55,27 @@ EXTERNAL_NODE_ENV = "DRA_DRIVER_E2E_NODE"
 POOL_PROFILE = "1xH100-80GB,1xL4"
 
 
+# The plugin's module runs after every other module here: when the plugin stops, the
+# kubelet deletes the driver's slices on the node 30 s later (its wiping delay for a
+# plugin that does not come back), which would remove what a later module publishes.
+LAST_MODULE = "test_kubelet_plugin.py"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this directory's tests ``cluster`` and run them at the end of the session.
+
+    Last, so that the cluster (a session fixture, torn down when the session
+    ends) is not left idling while the other tiers run, and so that their
+    failures are reported first.
+    """
     here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.cluster)
+    ours = [item for item in items if here in item.path.parents]
+    for item in ours:
+        item.add_marker(pytest.mark.cluster)
+    last = [item for item in ours if item.path.name == LAST_MODULE]
+    first = [item for item in ours if item.path.name != LAST_MODULE]
+    others = [item for item in items if here not in item.path.parents]
+    items[:] = others + first + last
 
 
 def _printer(config: pytest.Config) -> Callable[[str], None]:
@@ -75,9 +95,7 @@ def _printer(config: pytest.Config) -> Callable[[str], None]:
 
 
 def _first_ready_node(api_client: Any) -> str:
-    from kubernetes import client
-
-    for node in client.CoreV1Api(api_client).list_node().items:
+    for node in core_api(api_client).list_node().items:
         for condition in node.status.conditions or []:
             if condition.type == "Ready" and condition.status == "True":
                 return str(node.metadata.name)
@@ -85,9 +103,7 @@ def _first_ready_node(api_client: Any) -> str:
 
 
 def _external_cluster(kubeconfig: Path, say: Callable[[str], None]) -> ClusterUnderTest:
-    from kubernetes import config
-
-    api_client = config.new_client_from_config(str(kubeconfig))
+    api_client = new_api_client(str(kubeconfig))
     node = os.environ.get(EXTERNAL_NODE_ENV) or _first_ready_node(api_client)
     say(
         f"cluster tier: external cluster from {EXTERNAL_KUBECONFIG_ENV}={kubeconfig}, "
@@ -124,12 +140,10 @@ def local_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
             f"{cluster.node_name} Ready): the kubelet runs on this machine with cgroupfs, "
             f"cgroup v1 allowed and containerd 1.7 with CDI; no stand-in needed"
         )
-        from kubernetes import config
-
         yield ClusterUnderTest(
             kubeconfig=cluster.kubeconfig,
             node_name=cluster.node_name,
-            api_client=config.new_client_from_config(str(cluster.kubeconfig)),
+            api_client=new_api_client(str(cluster.kubeconfig)),
             local=cluster,
         )
     finally:
@@ -154,9 +168,8 @@ def published_pool(local_cluster: ClusterUnderTest) -> Iterator[PublishedPool]:
     the slices are deleted again at the end of the module, so that a kubelet
     plugin started by a later module owns the pool alone.
     """
-    from kubernetes import client
 
-    node = client.CoreV1Api(local_cluster.api_client).read_node(local_cluster.node_name)
+    node = core_api(local_cluster.api_client).read_node(local_cluster.node_name)
     inventory = MockBackend(local_cluster.node_name, POOL_PROFILE).discover()
     slice_client = KubernetesSliceClient(local_cluster.api_client)
     publisher = SlicePublisher(
@@ -176,9 +189,8 @@ def published_pool(local_cluster: ClusterUnderTest) -> Iterator[PublishedPool]:
 @pytest.fixture(scope="session")
 def device_classes(local_cluster: ClusterUnderTest) -> list[str]:
     """deploy/'s DeviceClasses, applied for the session; their names."""
-    from kubernetes import client
 
-    api = client.ResourceV1Api(local_cluster.api_client)
+    api = resource_api(local_cluster.api_client)
     classes = deploy_device_classes()
     for _, doc in classes.values():
         apply_device_class(api, doc)
@@ -188,9 +200,8 @@ def device_classes(local_cluster: ClusterUnderTest) -> list[str]:
 @pytest.fixture
 def namespace(local_cluster: ClusterUnderTest) -> Iterator[str]:
     """A fresh namespace with its default ServiceAccount; deleted (and waited for) after."""
-    from kubernetes import client
 
-    core = client.CoreV1Api(local_cluster.api_client)
+    core = core_api(local_cluster.api_client)
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name}})
     wait_for(
@@ -206,11 +217,9 @@ def namespace(local_cluster: ClusterUnderTest) -> Iterator[str]:
     finally:
         core.delete_namespace(name, grace_period_seconds=0)
 
-        def gone() -> bool:
-            try:
-                core.read_namespace(name)
-            except client.ApiException as err:
-                return err.status == 404
-            return False
-
-        wait_for(f"namespace {name} deleted", gone, cluster=local_cluster, timeout_s=120)
+        wait_for(
+            f"namespace {name} deleted",
+            lambda: is_gone(lambda: core.read_namespace(name)),
+            cluster=local_cluster,
+            timeout_s=120,
+        )

@@ -6,7 +6,12 @@ import uuid
 from typing import Any
 
 import pytest
-from cluster_access import ClusterUnderTest, is_gone, read_json
+from cluster_access import (
+    ClusterUnderTest,
+    is_gone,
+    read_json,
+    resource_api,
+)
 from kubernetes import client
 
 RESOURCE_KINDS = {
@@ -18,8 +23,9 @@ RESOURCE_KINDS = {
 
 
 @pytest.fixture
-def resource_api(api_client: Any) -> client.ResourceV1Api:
-    return client.ResourceV1Api(api_client)
+def resources(api_client: Any) -> Any:
+    """``ResourceV1Api`` with admin rights."""
+    return resource_api(api_client)
 
 
 def test_resource_v1_is_served_with_the_dra_kinds(api_client: Any) -> None:
@@ -29,12 +35,12 @@ def test_resource_v1_is_served_with_the_dra_kinds(api_client: Any) -> None:
     assert "v1" in versions
     assert groups["resource.k8s.io"]["preferredVersion"]["version"] == "v1"
 
-    resources = read_json(client.ResourceV1Api(api_client).get_api_resources)
+    resources = read_json(resource_api(api_client).get_api_resources)
     served = {r["name"]: r["kind"] for r in resources["resources"] if "/" not in r["name"]}
     assert {k: served.get(k) for k in RESOURCE_KINDS} == RESOURCE_KINDS
 
 
-def test_device_class_is_stored_as_written(resource_api: client.ResourceV1Api) -> None:
+def test_device_class_is_stored_as_written(resources: Any) -> None:
     name = f"roundtrip-{uuid.uuid4().hex[:6]}.dra-driver.io"
     expression = 'device.driver == "roundtrip.dra-driver.io" && device.attributes["x"].y == 1'
     body = {
@@ -43,18 +49,18 @@ def test_device_class_is_stored_as_written(resource_api: client.ResourceV1Api) -
         "metadata": {"name": name},
         "spec": {"selectors": [{"cel": {"expression": expression}}]},
     }
-    created = resource_api.create_device_class(body)
+    created = resources.create_device_class(body)
     try:
-        stored = read_json(resource_api.read_device_class, name)
+        stored = read_json(resources.read_device_class, name)
         assert stored["spec"] == body["spec"]
         assert stored["metadata"]["uid"] == created.metadata.uid
     finally:
-        resource_api.delete_device_class(name)
-    assert is_gone(lambda: resource_api.read_device_class(name))
+        resources.delete_device_class(name)
+    assert is_gone(lambda: resources.read_device_class(name))
 
 
 def test_device_class_with_a_broken_selector_is_rejected(
-    resource_api: client.ResourceV1Api,
+    resources: Any,
 ) -> None:
     body = {
         "apiVersion": "resource.k8s.io/v1",
@@ -63,13 +69,13 @@ def test_device_class_with_a_broken_selector_is_rejected(
         "spec": {"selectors": [{"cel": {"expression": "device.driver =="}}]},
     }
     with pytest.raises(client.ApiException) as raised:
-        resource_api.create_device_class(body)
+        resources.create_device_class(body)
     assert raised.value.status == 422
     assert "spec.selectors[0].cel.expression" in str(raised.value.body)
 
 
 def test_resource_slice_is_stored_as_written(
-    resource_api: client.ResourceV1Api, local_cluster: ClusterUnderTest
+    resources: Any, local_cluster: ClusterUnderTest
 ) -> None:
     # A driver of its own, so that no scheduling test ever sees this device.
     driver = "roundtrip.dra-driver.io"
@@ -97,16 +103,16 @@ def test_resource_slice_is_stored_as_written(
         "metadata": {"name": name},
         "spec": spec,
     }
-    resource_api.create_resource_slice(body)
+    resources.create_resource_slice(body)
     try:
-        stored = read_json(resource_api.read_resource_slice, name)
+        stored = read_json(resources.read_resource_slice, name)
         assert stored["spec"] == spec
     finally:
-        resource_api.delete_resource_slice(name)
+        resources.delete_resource_slice(name)
 
 
 def test_resource_claim_is_stored_as_written_and_starts_unallocated(
-    resource_api: client.ResourceV1Api, namespace: str
+    resources: Any, namespace: str
 ) -> None:
     spec = {
         "devices": {
@@ -130,10 +136,14 @@ def test_resource_claim_is_stored_as_written_and_starts_unallocated(
             ]
         }
     }
-    body = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim"}
-    body |= {"metadata": {"name": "one-gpu"}, "spec": spec}
-    resource_api.create_namespaced_resource_claim(namespace, body)
-    stored = read_json(resource_api.read_namespaced_resource_claim, "one-gpu", namespace)
+    body = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "one-gpu"},
+        "spec": spec,
+    }
+    resources.create_namespaced_resource_claim(namespace, body)
+    stored = read_json(resources.read_namespaced_resource_claim, "one-gpu", namespace)
     # allocationMode and count are the defaults, given explicitly: nothing is added.
     assert stored["spec"] == spec
     assert "allocation" not in stored.get("status", {})

@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cluster_access import DEPLOY, apply_device_class, deploy_device_classes
+from cluster_access import (
+    DEPLOY,
+    apply_device_class,
+    deploy_device_classes,
+    resource_api,
+)
 from kubernetes import client
 
 DEVICE_CLASSES = deploy_device_classes()
@@ -24,7 +29,7 @@ def test_deploy_ships_device_classes() -> None:
 @pytest.mark.parametrize("name", sorted(DEVICE_CLASSES))
 def test_device_class_applies_and_is_stored_as_written(api_client: Any, name: str) -> None:
     path, doc = DEVICE_CLASSES[name]
-    api = client.ResourceV1Api(api_client)
+    api = resource_api(api_client)
     try:
         stored = apply_device_class(api, doc)
     except client.ApiException as err:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cluster_access import ClusterUnderTest, pod_phase, pod_report, read_json, wait_for
-from kubernetes import client
+from cluster_access import (
+    ClusterUnderTest,
+    core_api,
+    pod_phase,
+    pod_report,
+    read_json,
+    wait_for,
+)
 
 from e2e.cluster import BUSYBOX_IMAGE
 
@@ -14,7 +20,7 @@ from e2e.cluster import BUSYBOX_IMAGE
 def test_node_is_ready_and_reports_the_kubelet(
     api_client: Any, local_cluster: ClusterUnderTest
 ) -> None:
-    node = read_json(client.CoreV1Api(api_client).read_node, local_cluster.node_name)
+    node = read_json(core_api(api_client).read_node, local_cluster.node_name)
     conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert conditions["Ready"] == "True"
     assert node["status"]["addresses"]
@@ -31,7 +37,7 @@ def test_busybox_pod_runs_and_its_log_is_read(
 ) -> None:
     if local_cluster.local is None:
         pytest.skip("the busybox image is built into the local node only")
-    core = client.CoreV1Api(api_client)
+    core = core_api(api_client)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -14,67 +14,15 @@ from typing import Any
 from cluster_access import (
     ClusterUnderTest,
     PublishedPool,
+    claim_template,
+    core_api,
+    generated_claim_name,
     pod_report,
+    pod_with_claim,
     read_json,
+    resource_api,
     wait_for,
 )
-from kubernetes import client
-
-from e2e.cluster import BUSYBOX_IMAGE
-
-
-def claim_template(name: str, selector: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": name},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": "gpu",
-                            "exactly": {
-                                "deviceClassName": "gpu.dra-driver.io",
-                                "selectors": [{"cel": {"expression": selector}}],
-                            },
-                        }
-                    ]
-                }
-            }
-        },
-    }
-
-
-def pod_with_claim(name: str, template: str, command: list[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": command,
-                    "resources": {"claims": [{"name": "gpu"}]},
-                }
-            ],
-        },
-    }
-
-
-def generated_claim_name(api_client: Any, namespace: str, pod: str) -> str | None:
-    """The claim the resourceclaim controller made for the pod's ``gpu`` entry, once it did."""
-    stored = read_json(client.CoreV1Api(api_client).read_namespaced_pod, pod, namespace)
-    for status in stored.get("status", {}).get("resourceClaimStatuses") or []:
-        if status.get("name") == "gpu" and status.get("resourceClaimName"):
-            return str(status["resourceClaimName"])
-    return None
 
 
 def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
@@ -90,12 +38,12 @@ def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
         f'"{l4.product_name}" && device.capacity["gpu.dra-driver.io"].memory'
         '.compareTo(quantity("20Gi")) >= 0'
     )
-    resources = client.ResourceV1Api(api_client)
+    resources = resource_api(api_client)
     resources.create_namespaced_resource_claim_template(
         namespace, claim_template("one-l4", selector)
     )
-    client.CoreV1Api(api_client).create_namespaced_pod(
-        namespace, pod_with_claim("uses-l4", "one-l4", ["sh", "-c", "ls /dev"])
+    core_api(api_client).create_namespaced_pod(
+        namespace, pod_with_claim("uses-l4", ["sh", "-c", "ls /dev"], template="one-l4")
     )
 
     def report() -> str:
@@ -136,7 +84,7 @@ def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
     ]
 
     claim = read_json(resources.read_namespaced_resource_claim, claim_name, namespace)
-    pod = read_json(client.CoreV1Api(api_client).read_namespaced_pod, "uses-l4", namespace)
+    pod = read_json(core_api(api_client).read_namespaced_pod, "uses-l4", namespace)
     assert claim["status"]["reservedFor"] == [
         {"resource": "pods", "name": "uses-l4", "uid": pod["metadata"]["uid"]}
     ]
@@ -144,9 +92,9 @@ def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
     wait_for(
         "the scheduler to bind the pod",
         lambda: (
-            read_json(client.CoreV1Api(api_client).read_namespaced_pod, "uses-l4", namespace)[
-                "spec"
-            ].get("nodeName")
+            read_json(core_api(api_client).read_namespaced_pod, "uses-l4", namespace)["spec"].get(
+                "nodeName"
+            )
             == local_cluster.node_name
         ),
         cluster=local_cluster,
@@ -156,7 +104,7 @@ def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
     # With no kubelet plugin for the driver the kubelet cannot prepare the claim:
     # the container must not start, and the pod says why.
     def waits_for_driver() -> bool:
-        events = client.CoreV1Api(api_client).list_namespaced_event(
+        events = core_api(api_client).list_namespaced_event(
             namespace, field_selector="involvedObject.name=uses-l4"
         )
         return any("gpu.dra-driver.io" in (e.message or "") for e in events.items)
@@ -167,5 +115,5 @@ def test_claim_from_template_is_allocated_by_the_scheduler_from_our_slices(
         cluster=local_cluster,
         context=report,
     )
-    pod = read_json(client.CoreV1Api(api_client).read_namespaced_pod, "uses-l4", namespace)
+    pod = read_json(core_api(api_client).read_namespaced_pod, "uses-l4", namespace)
     assert pod["status"]["phase"] == "Pending"

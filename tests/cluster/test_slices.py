@@ -10,8 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from cluster_access import ClusterUnderTest, PublishedPool, read_json, wait_for
-from kubernetes import client
+from cluster_access import (
+    ClusterUnderTest,
+    PublishedPool,
+    read_json,
+    resource_api,
+    wait_for,
+)
 
 from api.resource_v1 import OwnerReference, dump
 from dra_driver.slices import build_slices
@@ -19,7 +24,7 @@ from dra_driver.slices import build_slices
 
 def _stored_slices(api_client: Any, node: str, driver: str) -> dict[str, dict[str, Any]]:
     listing = read_json(
-        client.ResourceV1Api(api_client).list_resource_slice,
+        resource_api(api_client).list_resource_slice,
         field_selector=f"spec.nodeName={node},spec.driver={driver}",
     )
     return {item["metadata"]["name"]: item for item in listing["items"]}
@@ -78,7 +83,7 @@ def test_deleted_slice_is_republished(
             lambda: publisher.generation == generation,
             cluster=local_cluster,
         )
-        client.ResourceV1Api(api_client).delete_resource_slice(victim)
+        resource_api(api_client).delete_resource_slice(victim)
 
         def republished() -> bool:
             now = _stored_slices(api_client, node, driver)

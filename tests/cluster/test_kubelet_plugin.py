@@ -1,0 +1,280 @@
+"""The whole node path: `dra-driver kubelet-plugin` with mock GPUs under the real kubelet.
+
+The plugin registers through the kubelet's plugin registry, publishes the
+node's slices; the scheduler allocates a GPU; the kubelet calls
+NodePrepareResources, the plugin writes a CDI spec into containerd's CDI
+directory, and containerd injects the device node and the environment into
+the container. Deleting the pod makes the kubelet call
+NodeUnprepareResources: the CDI spec goes, and the claim's allocation with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_access import (
+    ClusterUnderTest,
+    claim_template,
+    core_api,
+    generated_claim_name,
+    is_gone,
+    pod_phase,
+    pod_report,
+    pod_with_claim,
+    read_json,
+    resource_api,
+    resource_claim,
+    wait_for,
+)
+
+from dra_driver.discovery.mock import MockBackend
+from dra_driver.discovery.model import Gpu
+
+DRIVER = "gpu.dra-driver.io"
+PROFILE = "1xH100-80GB,1xL4"
+# Prints the container's view between markers, then stays up until deleted.
+SHOW_DEVICES = [
+    "sh",
+    "-c",
+    "echo '--- dev'; ls /dev; echo '--- env'; env; echo '--- end'; sleep 3600",
+]
+
+
+@dataclass(frozen=True)
+class RunningPlugin:
+    process: subprocess.Popen[bytes]
+    log: Path
+    gpus: tuple[Gpu, ...]
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return "kubelet plugin log:\n" + "\n".join(f"    {line}" for line in text)
+
+
+def _plugin_command() -> list[str]:
+    script = Path(sys.executable).with_name("dra-driver")
+    if script.exists():
+        return [str(script)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from dra_driver.cli.main import main; sys.exit(main())",
+    ]
+
+
+@pytest.fixture(scope="module")
+def kubelet_plugin(
+    local_cluster: ClusterUnderTest, device_classes: list[str]
+) -> Iterator[RunningPlugin]:
+    """``dra-driver kubelet-plugin`` for the node, until the end of the module."""
+    cluster = local_cluster.local
+    if cluster is None:
+        pytest.skip("runs the kubelet plugin next to the local cluster's kubelet")
+    dev_root = cluster.directory / "mock-dev"
+    log = cluster.logs_dir / "kubelet-plugin.log"
+    argv = [
+        *_plugin_command(),
+        "kubelet-plugin",
+        f"--node-name={cluster.node_name}",
+        f"--kubeconfig={cluster.kubeconfig}",
+        f"--registry-dir={cluster.plugins_registry_dir}",
+        f"--plugins-dir={cluster.plugins_dir}",
+        f"--cdi-root={cluster.cdi_dir}",
+        f"--dev-root={dev_root}",
+        "--gpu-backend=mock",
+        f"--mock-profile={PROFILE}",
+    ]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    plugin = RunningPlugin(process, log, MockBackend(cluster.node_name, PROFILE).discover().gpus)
+    registration = cluster.plugins_registry_dir / f"{DRIVER}-reg.sock"
+    try:
+        wait_for(
+            "the kubelet to register the plugin",
+            lambda: (
+                process.poll() is not None or "kubelet registered DRA driver" in log.read_text()
+            ),
+            cluster=local_cluster,
+            context=plugin.log_tail,
+        )
+        assert process.poll() is None, plugin.log_tail()
+        yield plugin
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            code = process.wait()
+        resources = resource_api(local_cluster.api_client)
+        resources.delete_collection_resource_slice(
+            field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
+        )
+        shutil.rmtree(dev_root, ignore_errors=True)
+    assert code == 0, f"the plugin exited {code} on SIGTERM\n{plugin.log_tail()}"
+    assert not registration.exists(), "the plugin left its registration socket behind"
+
+
+def _cdi_specs(cdi_dir: Path, claim_uid: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(cdi_dir.glob(f"*{claim_uid}*"))]
+
+
+def _sections(log: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in log.splitlines():
+        if line.startswith("--- "):
+            current = line[4:]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return sections
+
+
+def _check_container_sees_the_gpu(log: str, specs: list[dict[str, Any]], gpu: Gpu) -> None:
+    """The container shows the GPU's node and every env entry of the claim's CDI devices."""
+    seen = _sections(log)
+    assert "end" in seen, f"the container's output is incomplete:\n{log}"
+    dev_entries = set(seen["dev"])
+    env_entries = set(seen["env"])
+    assert Path(gpu.device_node).name in dev_entries, log
+    wanted_env: list[str] = []
+    wanted_nodes: list[str] = []
+    for spec in specs:
+        edits = [spec.get("containerEdits") or {}]
+        edits += [d.get("containerEdits") or {} for d in spec.get("devices") or []]
+        for edit in edits:
+            wanted_env += edit.get("env") or []
+            wanted_nodes += [n["path"] for n in edit.get("deviceNodes") or []]
+    assert wanted_env, f"the CDI specs set no environment: {specs}"
+    assert set(wanted_env) <= env_entries, (
+        f"missing in the container: {sorted(set(wanted_env) - env_entries)}"
+    )
+    assert gpu.device_node in wanted_nodes
+    assert {Path(n).name for n in wanted_nodes} <= dev_entries
+    assert any(gpu.uuid in entry for entry in wanted_env)
+
+
+def _l4(plugin: RunningPlugin) -> Gpu:
+    return next(g for g in plugin.gpus if "L4" in g.product_name)
+
+
+def _run_until_running(
+    api_client: Any, cluster: ClusterUnderTest, plugin: RunningPlugin, namespace: str, pod: str
+) -> str:
+    def report() -> str:
+        return pod_report(api_client, namespace, pod) + "\n" + plugin.log_tail()
+
+    wait_for(
+        f"pod {pod} to run",
+        lambda: pod_phase(api_client, namespace, pod) != "Pending",
+        cluster=cluster,
+        timeout_s=120,
+        context=report,
+    )
+    assert pod_phase(api_client, namespace, pod) == "Running", report()
+    core = core_api(api_client)
+    log: str = wait_for(
+        f"pod {pod} to print what it sees",
+        lambda: (
+            (text := core.read_namespaced_pod_log(pod, namespace)) and "--- end" in text and text
+        ),
+        cluster=cluster,
+        context=report,
+    )
+    return log
+
+
+def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    cdi_dir = local_cluster.local.cdi_dir
+    gpu = _l4(kubelet_plugin)
+    selector = f'device.attributes["{DRIVER}"].productName == "{gpu.product_name}"'
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("one-l4", selector)
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("sees-gpu", SHOW_DEVICES, template="one-l4")
+    )
+
+    log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "sees-gpu")
+    claim_name = generated_claim_name(api_client, namespace, "sees-gpu")
+    assert claim_name
+    claim = read_json(resources.read_namespaced_resource_claim, claim_name, namespace)
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert result["device"] == f"gpu-{gpu.index}"
+    specs = _cdi_specs(cdi_dir, claim["metadata"]["uid"])
+    assert specs, f"no CDI spec for claim {claim_name} in {cdi_dir}: {os.listdir(cdi_dir)}"
+    _check_container_sees_the_gpu(log, specs, gpu)
+    # The kubelet recorded what the plugin prepared in the claim's status.
+    assert [d["device"] for d in claim["status"].get("devices", [])] in ([], [result["device"]])
+
+    core.delete_namespaced_pod("sees-gpu", namespace, grace_period_seconds=0)
+    wait_for(
+        "the pod, its claim and the claim's CDI spec to be gone",
+        lambda: (
+            is_gone(lambda: core.read_namespaced_pod("sees-gpu", namespace))
+            and is_gone(lambda: resources.read_namespaced_resource_claim(claim_name, namespace))
+            and not _cdi_specs(cdi_dir, claim["metadata"]["uid"])
+        ),
+        cluster=local_cluster,
+        timeout_s=90,
+        context=kubelet_plugin.log_tail,
+    )
+
+
+def test_standalone_claim_is_deallocated_after_its_pod_is_deleted(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    cdi_dir = local_cluster.local.cdi_dir
+    gpu = _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    selector = f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'
+    resources.create_namespaced_resource_claim(namespace, resource_claim("shared-l4", selector))
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("uses-claim", SHOW_DEVICES, claim="shared-l4")
+    )
+
+    log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "uses-claim")
+    claim = read_json(resources.read_namespaced_resource_claim, "shared-l4", namespace)
+    uid = claim["metadata"]["uid"]
+    _check_container_sees_the_gpu(log, _cdi_specs(cdi_dir, uid), gpu)
+
+    core.delete_namespaced_pod("uses-claim", namespace, grace_period_seconds=0)
+
+    def released() -> bool:
+        current = read_json(resources.read_namespaced_resource_claim, "shared-l4", namespace)
+        status = current.get("status", {})
+        return (
+            is_gone(lambda: core.read_namespaced_pod("uses-claim", namespace))
+            and not status.get("reservedFor")
+            and "allocation" not in status
+            and not _cdi_specs(cdi_dir, uid)
+        )
+
+    wait_for(
+        "the claim to be unprepared, unreserved and deallocated",
+        released,
+        cluster=local_cluster,
+        timeout_s=90,
+        context=kubelet_plugin.log_tail,
+    )
