@@ -18,9 +18,10 @@ down``) undoes exactly what was done, even after a start that failed half way.
 
 ``down()`` never stops at the first problem: it stops the kubelet, kills what
 runs in the cluster's cgroups, stops containerd and its shims, unmounts, removes
-cgroups, the bridge, CNI cache entries and log links, restores the sysctls the
-kubelet changed, stops the control plane, and finally removes the directory;
-then it raises one ClusterError listing whatever could not be undone.
+cgroups, the bridge, CNI cache entries and log links, restores the host's
+sysctls and shared paths when no other cluster's kubelet runs any more, stops
+the control plane, and finally removes the directory; then it raises one
+ClusterError listing whatever could not be undone.
 """
 
 from __future__ import annotations
@@ -66,22 +67,10 @@ __all__ = [
     "default_cache_dir",
 ]
 
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
 DEFAULT_NODE_NAME: Final = "dra-node-1"
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / "e2e" / "cluster" / "build.sh"
-# Host paths the node's components create on first use wherever they are told to
-# keep their state, with the programs that use them; removed at `down` when this
-# cluster created them and none of those programs runs any more.
-SHARED_HOST_PATHS: Final = {
-    # containerd 1.7 hard-codes the shim sockets' directory /run/containerd/s.
-    "/run/containerd": ("containerd", "containerd-shim-runc-v2"),
-    # The kubelet's device-plugin manager hard-codes /var/lib/kubelet/device-plugins.
-    "/var/lib/kubelet": ("kubelet",),
-    "/var/log/containers": ("kubelet",),  # the kubelet's links to container logs
-    "/var/lib/cni": ("containerd", "podman", "conmon"),  # libcni's result cache
-}
-
 Progress = Callable[[str], None]
 
 
@@ -144,8 +133,8 @@ class _State:
     node_ip: str = ""
     cgroup_root: str = ""
     cni_network: str = ""
-    sysctls: dict[str, str] = field(default_factory=dict)
-    created_host_paths: list[str] = field(default_factory=list)
+    host_recorded: bool = False
+    """Whether this cluster recorded the host's state (node.HOST_RECORD) before its node."""
     timings: dict[str, float] = field(default_factory=dict)
     tier: str = ""
 
@@ -488,13 +477,13 @@ class LocalCluster:
             paths.pod_logs,
         ):
             directory.mkdir(parents=True, exist_ok=True)
-        state.created_host_paths = [p for p in SHARED_HOST_PATHS if not Path(p).exists()]
         state.cgroup_root = f"dra-cluster-{state.cluster_id}"
         state.bridge = f"dra{state.cluster_id}"
         state.cni_network = f"dra-{state.cluster_id}"
         subnet = host.choose_subnet(state.cluster_id)
         state.subnet = str(subnet)
-        state.sysctls = host.read_sysctls()
+        host.record_host_state()
+        state.host_recorded = True
         self._save()
 
         host.create_cgroup_root(state.cgroup_root)
@@ -679,19 +668,21 @@ class LocalCluster:
                 host.remove_cni_cache(state.cni_network)
         with step("remove /var/log/containers links"):
             host.remove_container_log_links(host.NodePaths(directory / "node").pod_logs)
-        if state.sysctls:
-            with step("restore sysctls"):
-                changed = host.restore_sysctls(state.sysctls)
-                if changed:
-                    self._say(f"teardown: restored {', '.join(changed)}")
-        with step("remove host paths the node created"):
-            kept = host.remove_created_host_paths(
-                {p: SHARED_HOST_PATHS.get(p, ()) for p in state.created_host_paths}
-            )
-            if kept:
-                self._say(
-                    f"teardown: left {', '.join(kept)} (in use by another node, or not empty)"
-                )
+        if state.host_recorded:
+            with step("restore the host's sysctls and shared paths"):
+                restored = host.restore_host_state()
+                if restored is None:
+                    self._say(
+                        "teardown: sysctls and shared paths left to another cluster's kubelet"
+                    )
+                else:
+                    if restored.sysctls:
+                        self._say(f"teardown: restored {', '.join(restored.sysctls)}")
+                    if restored.kept_paths:
+                        self._say(
+                            f"teardown: kept {', '.join(restored.kept_paths)}: "
+                            "in use or holding files of others"
+                        )
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in daemons:
                 with step(f"stop {name}"):

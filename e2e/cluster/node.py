@@ -21,15 +21,21 @@ clusters on one machine do not collide, and all undone by ``down``:
   (``netns_mounts_under_state_dir``) instead of /var/run/netns;
 - mounts below the cluster directory (overlay snapshots, sandbox /dev/shm,
   projected volumes, the kubelet's rshared bind mount of its root);
-- the sysctls the kubelet sets when it starts (restored to what they were);
 - ``/var/log/containers`` symlinks into the cluster's pod logs, and the CNI
-  result cache files of the cluster's network under ``/var/lib/cni``;
-- ``/run/containerd/s``: the shim sockets, a path containerd 1.7 hard-codes.
+  result cache files of the cluster's network under ``/var/lib/cni``.
+
+Two things are the host's, not one cluster's, and clusters may overlap: the
+sysctls the kubelet sets when it starts, and the SHARED_HOST_PATHS the node's
+programs create where they were not told otherwise (``/run/containerd/s`` for
+shim sockets, ``/var/lib/kubelet/device-plugins``...). HOST_RECORD keeps their
+state from before the first of the overlapping clusters started; the last one
+to stop (no kubelet runs any more) restores it and removes the record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -37,7 +43,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +54,11 @@ from e2e.cluster.errors import ClusterError
 __all__ = [
     "BUSYBOX_IMAGE",
     "CGROUP_MOUNT",
+    "HOST_RECORD",
     "KUBELET_SYSCTLS",
     "PAUSE_IMAGE",
+    "SHARED_HOST_PATHS",
+    "HostRestore",
     "NodePaths",
     "choose_subnet",
     "cni_conflist",
@@ -63,10 +72,12 @@ __all__ = [
     "kubelet_env",
     "mounts_under",
     "read_sysctls",
+    "record_host_state",
     "remove_cgroup_root",
     "remove_cni_cache",
     "remove_container_log_links",
     "remove_created_host_paths",
+    "restore_host_state",
     "restore_sysctls",
     "unmount_under",
 ]
@@ -86,6 +97,17 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+HOST_RECORD = Path("/run/dra-local-cluster.json")
+# Host paths the node's programs create on first use, with the programs that use
+# them: removed when a local cluster created them and none of those programs runs.
+SHARED_HOST_PATHS: Mapping[str, tuple[str, ...]] = {
+    # containerd 1.7 hard-codes the shim sockets' directory /run/containerd/s.
+    "/run/containerd": ("containerd", "containerd-shim-runc-v2"),
+    # The kubelet's device-plugin manager hard-codes /var/lib/kubelet/device-plugins.
+    "/var/lib/kubelet": ("kubelet",),
+    "/var/log/containers": ("kubelet",),  # the kubelet's links to container logs
+    "/var/lib/cni": ("containerd", "podman", "conmon"),  # libcni's result cache
+}
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 CNI_CACHE = Path("/var/lib/cni/results")
 # Files the node's components leave in the shared host paths once stopped: the
@@ -446,6 +468,63 @@ def restore_sysctls(values: Mapping[str, str]) -> list[str]:
         except OSError:
             continue
     return changed
+
+
+@contextlib.contextmanager
+def _host_record_lock() -> Iterator[None]:
+    with open(HOST_RECORD.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def record_host_state() -> None:
+    """Before a node starts: record the sysctls and which shared host paths are missing.
+
+    A record left by a cluster that still runs (or did not stop cleanly) holds
+    the originals: its sysctls are kept, and only paths missing now are added.
+    """
+    with _host_record_lock():
+        try:
+            record = json.loads(HOST_RECORD.read_text())
+        except (OSError, ValueError):
+            record = {"sysctls": read_sysctls(), "created_paths": []}
+        missing = [p for p in SHARED_HOST_PATHS if not Path(p).exists()]
+        record["created_paths"] = sorted(set(record["created_paths"]) | set(missing))
+        tmp = HOST_RECORD.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        tmp.replace(HOST_RECORD)
+
+
+@dataclass(frozen=True, slots=True)
+class HostRestore:
+    """What ``restore_host_state`` did."""
+
+    sysctls: list[str]
+    """Sysctls written back."""
+    kept_paths: list[str]
+    """Shared paths left in place: in use, or holding someone else's files."""
+
+
+def restore_host_state() -> HostRestore | None:
+    """After a node stopped: restore the record's sysctls and remove the paths it lists.
+
+    None, and nothing done, while another kubelet still runs: the last cluster
+    to stop restores the host.
+    """
+    with _host_record_lock():
+        if "kubelet" in _running_programs():
+            return None
+        try:
+            record = json.loads(HOST_RECORD.read_text())
+        except (OSError, ValueError):
+            return HostRestore([], [])
+        changed = restore_sysctls(record.get("sysctls") or {})
+        kept = remove_created_host_paths(
+            {p: SHARED_HOST_PATHS.get(p, ()) for p in record.get("created_paths") or []}
+        )
+        HOST_RECORD.unlink(missing_ok=True)
+    HOST_RECORD.with_suffix(".lock").unlink(missing_ok=True)
+    return HostRestore(changed, kept)
 
 
 def remove_container_log_links(pod_logs: Path) -> int:

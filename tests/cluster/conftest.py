@@ -8,7 +8,8 @@ whatever the tests did. With ``DRA_DRIVER_E2E_KUBECONFIG`` set, the tests run
 against that cluster instead (a user's own or a kind cluster); tests that need
 the node's directories (the kubelet plugin's sockets, containerd's CDI
 directory) are then skipped. ``DRA_DRIVER_E2E_NODE`` picks its node (default:
-the first Ready one).
+the first Ready one). ``DRA_DRIVER_E2E_KEEP=1`` keeps the local cluster's
+directory (logs, certificates, state) after the teardown, until the next run.
 
 Every test in this directory is marked ``cluster``. The session's first lines
 say which tier runs (a real kubelet, or an external cluster) and why.
@@ -52,6 +53,7 @@ from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher  # no
 
 EXTERNAL_KUBECONFIG_ENV = "DRA_DRIVER_E2E_KUBECONFIG"
 EXTERNAL_NODE_ENV = "DRA_DRIVER_E2E_NODE"
+KEEP_ENV = "DRA_DRIVER_E2E_KEEP"
 POOL_PROFILE = "1xH100-80GB,1xL4"
 
 
@@ -147,8 +149,11 @@ def local_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
             local=cluster,
         )
     finally:
+        keep = os.environ.get(KEEP_ENV) == "1"
         try:
-            cluster.down()
+            cluster.down(keep_directory=keep)
+            if keep:
+                say(f"{KEEP_ENV}=1: the cluster's logs and state are kept in {cluster.directory}")
         finally:
             signal.signal(signal.SIGTERM, previous)
             say(f"cluster tests: {time.monotonic() - started:.1f} s with start-up and teardown")
