@@ -60,7 +60,7 @@ POOL_PROFILE = "1xH100-80GB,1xL4"
 # The plugin's module runs after every other module here: when the plugin stops, the
 # kubelet deletes the driver's slices on the node 30 s later (its wiping delay for a
 # plugin that does not come back), which would remove what a later module publishes.
-LAST_MODULE = "test_kubelet_plugin.py"
+LAST_MODULE = "test_cluster_kubelet_plugin.py"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
