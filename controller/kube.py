@@ -49,8 +49,10 @@ from tenacity import (
     stop_after_attempt,
     stop_any,
     stop_when_event_set,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
+from tenacity.wait import wait_base
 from urllib3.exceptions import HTTPError
 
 from api.errors import DraDriverError
@@ -444,6 +446,12 @@ class _RawWatch(k8s_watch.Watch):  # type: ignore[misc]  # an untyped base class
 # --- Retries ------------------------------------------------------------------------------
 
 
+def _backoff(initial_s: float, max_s: float) -> wait_base:
+    """Exponential backoff from ``initial_s`` up to ``max_s``, plus up to ``initial_s`` of
+    jitter so that many clients do not retry in step."""
+    return wait_exponential(multiplier=initial_s, max=max_s) + wait_random(0, initial_s)
+
+
 def _sleep_until(event: threading.Event) -> Callable[[float], None]:
     """A sleep for tenacity that ends early when ``event`` is set."""
 
@@ -471,7 +479,7 @@ def call_with_retries(
     event = stop or threading.Event()
     retrying = Retrying(
         retry=retry_if_exception(_is_retryable),
-        wait=wait_exponential_jitter(initial=initial_s, max=max_s),
+        wait=_backoff(initial_s, max_s),
         stop=stop_any(stop_after_attempt(attempts), stop_when_event_set(event)),
         sleep=_sleep_until(event),
         reraise=True,
@@ -549,7 +557,7 @@ class Reflector:
         """Mirror until ``stop`` is set (see the class docstring). Never raises ApiError."""
         retrying = Retrying(
             retry=retry_if_exception(lambda err: isinstance(err, ApiError)),
-            wait=wait_exponential_jitter(initial=self.initial_s, max=self.max_s),
+            wait=_backoff(self.initial_s, self.max_s),
             stop=stop_when_event_set(self.stop),
             sleep=_sleep_until(self.stop),
             reraise=True,

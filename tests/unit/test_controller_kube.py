@@ -1,0 +1,282 @@
+"""The cluster port: the in-memory API server's REST semantics, the real client's mapping,
+and the Reflector's list+watch (relist on 410 Gone, retries)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from controller_fixtures import claim, node, pod
+
+from controller.fake_cluster import FakeCluster, merge_patch
+from controller.kube import (
+    RESOURCES,
+    ApiError,
+    KubernetesClient,
+    Reflector,
+    Resource,
+    call_with_retries,
+)
+
+# -- the in-memory API server ------------------------------------------------------------------
+
+
+def test_writes_are_guarded_by_the_resource_version() -> None:
+    cluster = FakeCluster()
+    stored = cluster.create("nodes", node("n"))
+    stale = dict(stored)
+    fresh = cluster.replace("nodes", {**stored, "spec": {"unschedulable": True}})
+    assert int(fresh["metadata"]["resourceVersion"]) > int(stored["metadata"]["resourceVersion"])
+    with pytest.raises(ApiError) as info:
+        cluster.replace("nodes", stale)
+    assert info.value.status == 409
+    with pytest.raises(ApiError) as info:
+        cluster.patch("nodes", "n", {"metadata": {"resourceVersion": "1"}, "spec": {}})
+    assert info.value.status == 409
+    with pytest.raises(ApiError) as info:
+        cluster.create("nodes", node("n"))
+    assert info.value.status == 409
+    with pytest.raises(ApiError) as info:
+        cluster.get("nodes", "missing")
+    assert info.value.status == 404
+
+
+def test_claim_status_is_a_subresource_and_an_allocation_is_immutable() -> None:
+    cluster = FakeCluster()
+    created = cluster.create("resourceclaims", claim("c"))
+    allocated = {**created, "status": {"allocation": {"devices": {"results": []}}}}
+    # The main resource ignores status...
+    assert "status" not in cluster.replace("resourceclaims", allocated)
+    current = cluster.get("resourceclaims", "c", namespace="default")
+    # ...the status subresource writes it, and only it.
+    relabelled = {**current, "metadata": {**current["metadata"], "labels": {"a": "b"}}}
+    written = cluster.replace_status(
+        "resourceclaims", {**relabelled, "status": {"allocation": {"devices": {"results": []}}}}
+    )
+    assert written["status"]["allocation"] == {"devices": {"results": []}}
+    assert "labels" not in written["metadata"]
+    other = {
+        "devices": {"results": [{"request": "gpu", "driver": "d", "pool": "p", "device": "x"}]}
+    }
+    with pytest.raises(ApiError) as info:
+        cluster.replace_status("resourceclaims", {**written, "status": {"allocation": other}})
+    assert info.value.status == 422
+    with pytest.raises(ApiError) as info:
+        cluster.replace("resourceclaims", {**written, "spec": {}})
+    assert info.value.status == 422
+    released = cluster.replace_status("resourceclaims", {**written, "status": {}})
+    assert "status" not in released
+
+
+def test_scheduling_gates_can_only_be_removed() -> None:
+    cluster = FakeCluster()
+    cluster.create("pods", pod("p", gated=False))
+    with pytest.raises(ApiError) as info:
+        cluster.patch(
+            "pods", "p", {"spec": {"schedulingGates": [{"name": "x"}]}}, namespace="default"
+        )
+    assert info.value.status == 422
+
+
+def test_deleting_an_object_with_finalizers_marks_it_first() -> None:
+    cluster = FakeCluster()
+    body = claim("c")
+    body["metadata"]["finalizers"] = ["f"]
+    cluster.create("resourceclaims", body)
+    cluster.delete("resourceclaims", "c", namespace="default")
+    marked = cluster.get("resourceclaims", "c", namespace="default")
+    assert marked["metadata"]["deletionTimestamp"]
+    marked["metadata"]["finalizers"] = []
+    cluster.replace("resourceclaims", marked)
+    with pytest.raises(ApiError):
+        cluster.get("resourceclaims", "c", namespace="default")
+
+
+def test_merge_patch() -> None:
+    assert merge_patch({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": None, "e": [1]}}) == {
+        "a": 1,
+        "b": {"d": 3, "e": [1]},
+    }
+
+
+def test_watch_replays_changes_and_selectors_turn_leavers_into_deletions() -> None:
+    cluster = FakeCluster()
+    start = cluster.list("pods").resource_version
+    cluster.create("pods", pod("p"))
+    current = cluster.get("pods", "p", namespace="default")
+    current["status"] = {"phase": "Succeeded"}
+    cluster.put("pods", current)
+    events = list(
+        cluster.watch(
+            "pods", resource_version=start, timeout_s=0.01, field_selector="status.phase!=Succeeded"
+        )
+    )
+    assert [e.type for e in events] == ["ADDED", "DELETED"]
+    assert events[-1].resource_version == cluster.resource_version
+
+
+def test_a_watch_from_a_compacted_version_is_gone() -> None:
+    cluster = FakeCluster()
+    start = cluster.list("nodes").resource_version
+    cluster.create("nodes", node("n"))
+    cluster.compact()
+    with pytest.raises(ApiError) as info:
+        list(cluster.watch("nodes", resource_version=start, timeout_s=0.01))
+    assert info.value.status == 410
+
+
+def test_injected_faults_hit_the_named_calls_only() -> None:
+    cluster = FakeCluster()
+    cluster.fail("get", "nodes", 503, name="a")
+    cluster.create("nodes", node("a"))
+    cluster.create("nodes", node("b"))
+    cluster.get("nodes", "b")
+    with pytest.raises(ApiError) as info:
+        cluster.get("nodes", "a")
+    assert info.value.retryable
+    cluster.get("nodes", "a")
+
+
+# -- the real client's mapping --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resource", sorted(RESOURCES))
+def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) -> None:
+    client = KubernetesClient(api_client=None)
+    verbs = ["list", "read", "create", "replace", "patch", "delete"]
+    if resource == "resourceclaims":
+        verbs.append("replace_status")
+    for verb in verbs:
+        assert callable(client._method(resource, verb))
+    if RESOURCES[resource].namespaced:
+        assert callable(client._method(resource, "list", all_namespaces=True))
+
+
+def test_bodies_become_the_clients_models() -> None:
+    client = KubernetesClient(api_client=None)
+    body = client._body("resourceclaims", claim("c"))
+    assert type(body).__name__ == "ResourceV1ResourceClaim"
+    assert body.metadata.name == "c"
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_call_with_retries_retries_only_what_a_retry_can_cure() -> None:
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ApiError("busy", status=503)
+        return "ok"
+
+    assert call_with_retries(flaky, initial_s=0.001, max_s=0.001) == "ok"
+    assert len(attempts) == 3
+
+    def conflict() -> None:
+        attempts.append(1)
+        raise ApiError("conflict", status=409)
+
+    attempts.clear()
+    with pytest.raises(ApiError):
+        call_with_retries(conflict, initial_s=0.001)
+    assert len(attempts) == 1
+
+
+# -- the reflector ----------------------------------------------------------------------------
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.lists: list[list[str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.changed = threading.Event()
+
+    def replace(self, resource: Resource, items: list[dict[str, Any]]) -> None:
+        self.lists.append(sorted(i["metadata"]["name"] for i in items))
+        self.changed.set()
+
+    def apply(self, resource: Resource, event_type: str, obj: dict[str, Any]) -> None:
+        self.events.append((event_type, obj["metadata"]["name"]))
+        self.changed.set()
+
+
+def _wait(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _reflector(
+    cluster: FakeCluster, sink: RecordingSink, stop: threading.Event, **kw: Any
+) -> Reflector:
+    relists: list[str] = []
+    reflector = Reflector(
+        cluster,
+        "nodes",
+        sink,
+        stop=stop,
+        watch_timeout_s=0.05,
+        initial_s=0.001,
+        max_s=0.01,
+        on_relist=relists.append,
+        **kw,
+    )
+    threading.Thread(target=reflector.run, daemon=True).start()
+    return reflector
+
+
+def test_the_reflector_lists_then_watches_and_relists_after_410() -> None:
+    cluster = FakeCluster()
+    cluster.create("nodes", node("a"))
+    sink = RecordingSink()
+    stop = threading.Event()
+    reflector = _reflector(cluster, sink, stop)
+    try:
+        assert reflector.synced.wait(5)
+        assert sink.lists == [["a"]]
+        cluster.create("nodes", node("b"))
+        _wait(lambda: ("ADDED", "b") in sink.events)
+        # The history is gone while the reflector is between watches: it lists again.
+        cluster.compact()
+        cluster.create("nodes", node("c"))
+        cluster.compact()
+        _wait(lambda: ["a", "b", "c"] in sink.lists or ("ADDED", "c") in sink.events)
+        cluster.create("nodes", node("d"))
+        _wait(lambda: ("ADDED", "d") in sink.events or ["a", "b", "c", "d"] in sink.lists)
+    finally:
+        stop.set()
+
+
+def test_the_reflector_survives_a_server_that_goes_away_and_comes_back() -> None:
+    cluster = FakeCluster()
+    sink = RecordingSink()
+    stop = threading.Event()
+    reflector = _reflector(cluster, sink, stop)
+    try:
+        assert reflector.synced.wait(5)
+        cluster.close()  # every watch ends, new ones are refused
+        cluster.fail("list", "nodes", 0, times=3)
+        _wait(lambda: reflector.failures > 0)
+        cluster.reopen()
+        cluster.create("nodes", node("late"))
+        _wait(lambda: ("ADDED", "late") in sink.events or ["late"] in sink.lists)
+        _wait(lambda: reflector.failures == 0)
+    finally:
+        stop.set()
+
+
+def test_a_stopped_reflector_returns() -> None:
+    cluster = FakeCluster()
+    stop = threading.Event()
+    reflector = Reflector(cluster, "nodes", RecordingSink(), stop=stop, watch_timeout_s=0.05)
+    thread = threading.Thread(target=reflector.run)
+    thread.start()
+    assert reflector.synced.wait(5)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
