@@ -279,6 +279,7 @@ class Controller:
         """Stop (see "Shutdown" in the module docstring); idempotent."""
         self.stop.set()
         self.queue.shutdown()
+        self._config_due.set()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             # Watches block in a read until the server ends them; they are daemons,

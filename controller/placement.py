@@ -262,6 +262,11 @@ class Placer:
     # -- gated pods ------------------------------------------------------------------------
 
     def _place(self, pod: PodInfo) -> Result:
+        with self._lock:
+            record = self._placed.get(pod.key)
+        if record is not None and record.uid == pod.uid:
+            # We removed the gate already; the watch has not delivered that yet.
+            return DONE
         outcome = self._decide_and_write(pod, None)
         if isinstance(outcome, Result):
             return outcome

@@ -533,3 +533,16 @@ def test_an_api_error_reading_back_is_not_fatal() -> None:
 def test_api_error_statuses() -> None:
     assert ApiError("x", status=503).retryable
     assert not ApiError("x", status=409).retryable
+
+
+def test_a_stale_gated_pod_is_not_placed_twice() -> None:
+    h = Harness()
+    _cluster(h, node_a=2)
+    h.add("resourceclaims", claim("c"))
+    h.add("pods", pod("p", "c"))
+    h.sync()
+    h.placer.reconcile("default/p")
+    # The watch has not delivered the ungated pod yet when the key comes round again.
+    h.placer.reconcile("default/p")
+    assert h.metrics.placements.labels("binpack")._value.get() == 1
+    assert len([e for e in h.events_for("Pod", "p") if e["reason"] == "Placed"]) == 1
