@@ -58,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from api import limits
@@ -164,10 +165,22 @@ def _reserved(claim: ResourceClaim) -> bool:
     return bool(claim.status is not None and claim.status.reserved_for)
 
 
-def _with_allocation(claim: ResourceClaim, allocation: AllocationResult) -> ResourceClaim:
+def _with_allocation(
+    claim: ResourceClaim, allocation: AllocationResult, now: datetime
+) -> ResourceClaim:
+    """``claim`` with ``allocation``, stamped with ``allocationTimestamp``.
+
+    The stamp is not optional in practice: with binding conditions on (beta,
+    default on since 1.35) the scheduler stamps an allocation that has none when
+    it adds the pod to ``reservedFor``, and the API server then refuses that
+    write because an allocation may not be modified once set. The pod would never
+    be bound.
+    """
     copy = claim.model_copy(deep=True)
     status = copy.status or ResourceClaimStatus()
-    status.allocation = allocation
+    stamped = allocation.model_copy()
+    stamped.allocation_timestamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status.allocation = stamped
     copy.status = status
     return copy
 
@@ -203,6 +216,7 @@ class Placer:
         grace_s: float = 30.0,
         fence: Fence | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         timeout_s: float | None = FILTER_TIMEOUT,
     ) -> None:
         self.client = client
@@ -218,6 +232,7 @@ class Placer:
         self.grace_s = grace_s
         self.fence = fence or AlwaysLeader()
         self._clock = clock
+        self._wall = wall
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._placed: dict[str, _Placed] = {}
@@ -386,7 +401,7 @@ class Placer:
                     self._event(_claim_ref(claim), "Warning", "PlacementFailed", message)
                 return Result(backoff=True)
             placed = [
-                _with_allocation(claim, result)
+                _with_allocation(claim, result, self._wall())
                 for claim, result in zip(pending, decision.results, strict=True)
             ]
             for claim in placed:

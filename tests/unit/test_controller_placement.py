@@ -59,6 +59,8 @@ def test_gated_pod_gets_its_claim_placed_then_its_gate_removed() -> None:
         stored["metadata"]["annotations"][f"{GATE.split('/')[0]}/placed-for"]
         == h.pod("p")["metadata"]["uid"]
     )
+    # Stamped: the scheduler would otherwise stamp it and be refused (immutable allocation).
+    assert stored["status"]["allocation"]["allocationTimestamp"].endswith("Z")
     selector = stored["status"]["allocation"]["nodeSelector"]["nodeSelectorTerms"][0]
     assert selector["matchFields"][0]["values"] == ["node_a"]
     assert _gates(h, "p") == []
