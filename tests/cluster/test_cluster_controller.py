@@ -1,0 +1,607 @@
+"""`dra-driver controller` against the real API server, scheduler and controller-manager.
+
+Each test gets its own fleet of fake GPU nodes: Node objects with allocatable
+cpu/memory (no kubelet behind them) and one ResourceSlice each, of a driver
+named after the test run, selected by a DeviceClass of the same name, so no
+other module's slices or classes take part. Pods tolerate every taint (the
+node lifecycle controller taints nodes without a kubelet) and never start:
+"placed" means the gate is gone, the claims are allocated, and the real
+scheduler has bound the pod to the node the controller chose.
+
+The controller runs with the ServiceAccount and RBAC of deploy/controller/
+(a token-based kubeconfig), so every test also checks that the role grants
+what the controller uses: writing ``status.allocation`` needs
+``resourceclaims/binding`` next to ``resourceclaims/status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster_access import ClusterUnderTest, pod_report, read_json, wait_for
+from kubernetes import client
+
+from controller.app import Controller
+from controller.kube import KubernetesClient, load_api_client
+from controller.settings import parse_settings
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC_DIR = REPO / "deploy" / "controller"
+GATE = "gpu.dra-driver.io/placement"
+POLICY_ANNOTATION = "gpu.dra-driver.io/policy"
+SA_NAMESPACE = "dra-driver"
+SA_NAME = "dra-driver-controller"
+#: The console script of this environment.
+DRA_DRIVER = str(Path(sys.executable).parent / "dra-driver")
+
+
+def _core(api_client: Any) -> Any:
+    return client.CoreV1Api(api_client)
+
+
+def _resources(api_client: Any) -> Any:
+    return client.ResourceV1Api(api_client)
+
+
+def _coordination(api_client: Any) -> Any:
+    return client.CoordinationV1Api(api_client)
+
+
+def _rbac(api_client: Any) -> Any:
+    return client.RbacAuthorizationV1Api(api_client)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def controller_kubeconfig(local_cluster: ClusterUnderTest, tmp_path_factory: Any) -> Iterator[Path]:
+    """A kubeconfig for the controller's ServiceAccount, bound by deploy/controller/rbac.yaml."""
+    core: Any = _core(local_cluster.api_client)
+    rbac: Any = _rbac(local_cluster.api_client)
+    created: list[Callable[[], Any]] = []
+    for path in ("serviceaccount.yaml", "rbac.yaml"):
+        for doc in yaml.safe_load_all((RBAC_DIR / path).read_text()):
+            created.extend(_apply(core, rbac, doc))
+    token = core.create_namespaced_service_account_token(
+        SA_NAME, SA_NAMESPACE, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(Path(local_cluster.kubeconfig).read_text())
+    cluster_entry = admin["clusters"][0]
+    path = tmp_path_factory.mktemp("controller") / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": "controller", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "controller",
+                        "context": {"cluster": cluster_entry["name"], "user": "controller"},
+                    }
+                ],
+                "current-context": "controller",
+            }
+        )
+    )
+    try:
+        yield path
+    finally:
+        for undo in reversed(created):
+            try:
+                undo()
+            except client.ApiException as err:
+                if err.status != 404:
+                    raise
+
+
+def _apply(core: Any, rbac: Any, doc: dict[str, Any]) -> list[Callable[[], Any]]:
+    """Create ``doc`` unless it exists; return how to delete it again (if we created it)."""
+    kind, meta = doc["kind"], doc["metadata"]
+    name, namespace = meta["name"], meta.get("namespace")
+    operations: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "Namespace": (lambda: core.create_namespace(doc), lambda: _delete_namespace(core, name)),
+        "ServiceAccount": (
+            lambda: core.create_namespaced_service_account(namespace, doc),
+            lambda: core.delete_namespaced_service_account(name, namespace),
+        ),
+        "ClusterRole": (
+            lambda: rbac.create_cluster_role(doc),
+            lambda: rbac.delete_cluster_role(name),
+        ),
+        "ClusterRoleBinding": (
+            lambda: rbac.create_cluster_role_binding(doc),
+            lambda: rbac.delete_cluster_role_binding(name),
+        ),
+        "Role": (
+            lambda: rbac.create_namespaced_role(namespace, doc),
+            lambda: rbac.delete_namespaced_role(name, namespace),
+        ),
+        "RoleBinding": (
+            lambda: rbac.create_namespaced_role_binding(namespace, doc),
+            lambda: rbac.delete_namespaced_role_binding(name, namespace),
+        ),
+    }
+    create, delete = operations[kind]
+    try:
+        create()
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+        return []
+    return [delete]
+
+
+def _delete_namespace(core: Any, name: str) -> None:
+    """Delete and wait until it is gone, so that the next session can create it again."""
+    core.delete_namespace(name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        time.sleep(0.5)
+
+
+@dataclass
+class Fleet:
+    """Fake GPU nodes of one test, their slices and class."""
+
+    api_client: Any
+    run: str
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def driver(self) -> str:
+        return f"ctl-{self.run}.test"
+
+    @property
+    def device_class(self) -> str:
+        return f"gpu.{self.driver}"
+
+    def add_node(self, suffix: str, gpus: int, *, capability: str = "8.0.0") -> str:
+        core: Any = _core(self.api_client)
+        name = f"ctl-{self.run}-{suffix}"
+        core.create_node({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}})
+        self.nodes.append(name)
+        resources = {"cpu": "64", "memory": "256Gi", "pods": "110"}
+        core.patch_node_status(name, {"status": {"capacity": resources, "allocatable": resources}})
+        devices = [
+            {
+                "name": f"gpu-{i}",
+                "attributes": {
+                    "type": {"string": "gpu"},
+                    "cudaComputeCapability": {"version": capability},
+                },
+                "capacity": {"memory": {"value": "80Gi"}},
+            }
+            for i in range(gpus)
+        ]
+        _resources(self.api_client).create_resource_slice(
+            {
+                "metadata": {"name": f"{name}-gpus"},
+                "spec": {
+                    "driver": self.driver,
+                    "nodeName": name,
+                    "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                    "devices": devices,
+                },
+            }
+        )
+        return name
+
+
+@pytest.fixture
+def fleet(local_cluster: ClusterUnderTest) -> Iterator[Fleet]:
+    api = local_cluster.api_client
+    found = Fleet(api, uuid.uuid4().hex[:6])
+    resources: Any = _resources(api)
+    resources.create_device_class(
+        {
+            "metadata": {"name": found.device_class},
+            "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{found.driver}"'}}]},
+        }
+    )
+    try:
+        yield found
+    finally:
+        core: Any = _core(api)
+        for name in found.nodes:
+            core.delete_node(name)
+            resources.delete_resource_slice(f"{name}-gpus")
+        resources.delete_device_class(found.device_class)
+
+
+@pytest.fixture
+def ns(local_cluster: ClusterUnderTest) -> Iterator[str]:
+    """A namespace whose pods are force-deleted at the end (no kubelet would confirm it)."""
+    core: Any = _core(local_cluster.api_client)
+    name = f"ctl-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def start_controller(
+    controller_kubeconfig: Path,
+) -> Iterator[Callable[..., Controller]]:
+    started: list[Controller] = []
+
+    def start(*argv: str) -> Controller:
+        settings = parse_settings(
+            [
+                "--kubeconfig",
+                str(controller_kubeconfig),
+                "--namespace",
+                SA_NAMESPACE,
+                "--lease-name",
+                f"ctl-{uuid.uuid4().hex[:8]}",
+                "--identity",
+                "in-process",
+                "--no-manage-device-classes",
+                "--watch-timeout-seconds",
+                "20",
+                *argv,
+            ],
+            environ={},
+        )
+        controller = Controller(
+            settings, KubernetesClient(load_api_client(str(controller_kubeconfig)))
+        )
+        controller.start()
+        started.append(controller)
+        assert controller.wait_synced(30), controller.readiness()
+        return controller
+
+    yield start
+    for controller in started:
+        controller.shutdown(timeout_s=10)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _template(fleet: Fleet, name: str, count: int = 1) -> dict[str, Any]:
+    request = {"name": "gpu", "exactly": {"deviceClassName": fleet.device_class, "count": count}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"spec": {"devices": {"requests": [request]}}},
+    }
+
+
+def _pod(
+    name: str, template: str, *, gated: bool = True, policy: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if policy is not None:
+        meta["annotations"] = {POLICY_ANNOTATION: policy}
+    spec: dict[str, Any] = {
+        "tolerations": [{"operator": "Exists"}],
+        "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
+        "containers": [
+            {"name": "main", "image": "busybox", "resources": {"claims": [{"name": "gpu"}]}}
+        ],
+    }
+    if gated:
+        spec["schedulingGates"] = [{"name": GATE}]
+    return {"metadata": meta, "spec": spec}
+
+
+def _bound_node(api_client: Any, namespace: str, name: str) -> str | None:
+    pod = read_json(_core(api_client).read_namespaced_pod, name, namespace)
+    node: str | None = pod["spec"].get("nodeName")
+    return node
+
+
+def _claim_of(api_client: Any, namespace: str, pod: str) -> dict[str, Any]:
+    stored = read_json(_core(api_client).read_namespaced_pod, pod, namespace)
+    (status,) = stored["status"]["resourceClaimStatuses"]
+    return read_json(
+        _resources(api_client).read_namespaced_resource_claim,
+        status["resourceClaimName"],
+        namespace,
+    )
+
+
+def _devices(claim: dict[str, Any]) -> list[tuple[str, str]]:
+    results = claim["status"]["allocation"]["devices"]["results"]
+    return [(r["pool"], r["device"]) for r in results]
+
+
+def _wait_bound(
+    cluster: ClusterUnderTest, namespace: str, pods: list[str], timeout_s: float = 60
+) -> dict[str, str]:
+    api = cluster.api_client
+
+    def all_bound() -> dict[str, str] | None:
+        nodes = {p: _bound_node(api, namespace, p) for p in pods}
+        return {p: n for p, n in nodes.items() if n} if all(nodes.values()) else None
+
+    bound: dict[str, str] = wait_for(
+        f"{len(pods)} pod(s) bound in {namespace}",
+        all_bound,
+        cluster=cluster,
+        timeout_s=timeout_s,
+        context=lambda: "\n".join(pod_report(api, namespace, p) for p in pods[:3]),
+    )
+    return bound
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_most_capable_places_on_the_h100_node_although_the_a100_node_comes_first(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    a100 = fleet.add_node("a-a100", 2, capability="8.0.0")
+    h100 = fleet.add_node("b-h100", 2, capability="9.0.0")
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    start_controller("--policy", "most-capable")
+    core: Any = _core(api)
+    core.create_namespaced_pod(ns, _pod("strong", "one"))
+    core.create_namespaced_pod(ns, _pod("upstream", "one", policy="first-fit"))
+    bound = _wait_bound(local_cluster, ns, ["strong", "upstream"])
+    assert bound == {"strong": h100, "upstream": a100}
+    claim = _claim_of(api, ns, "strong")
+    assert _devices(claim) == [(h100, "gpu-0")]
+    pod = read_json(core.read_namespaced_pod, "strong", ns)
+    assert claim["status"]["reservedFor"] == [
+        {"resource": "pods", "name": "strong", "uid": pod["metadata"]["uid"]}
+    ]
+    assert "resource.kubernetes.io/delete-protection" in claim["metadata"]["finalizers"]
+    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=strong").items
+    assert any(e.reason == "Placed" and h100 in e.message for e in events)
+
+
+def test_binpack_fills_one_nodes_gpus_before_touching_another(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    for suffix in ("a", "b", "c"):
+        fleet.add_node(suffix, 2)
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    start_controller("--policy", "binpack")
+    core: Any = _core(api)
+    order: list[str] = []
+    for i in range(4):
+        core.create_namespaced_pod(ns, _pod(f"p{i}", "one"))
+        # One at a time, so each decision sees the previous one.
+        order.append(_wait_bound(local_cluster, ns, [f"p{i}"])[f"p{i}"])
+    assert order[0] == order[1] and order[2] == order[3] and order[0] != order[2]
+    devices = [d for i in range(4) for d in _devices(_claim_of(api, ns, f"p{i}"))]
+    assert len(set(devices)) == 4
+
+
+def test_ungated_pods_are_left_to_the_scheduler(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    fleet.add_node("a", 2)
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    controller = start_controller()
+    _core(api).create_namespaced_pod(ns, _pod("plain", "one", gated=False))
+    _wait_bound(local_cluster, ns, ["plain"])
+    claim = _claim_of(api, ns, "plain")
+    assert "gpu.dra-driver.io/placed-for" not in (claim["metadata"].get("annotations") or {})
+    assert controller.metrics.placements.labels("binpack")._value.get() == 0
+
+
+def test_an_unsatisfiable_claim_gets_an_event_naming_the_reason(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    node = fleet.add_node("a", 2)
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(
+        ns, _template(fleet, "three", count=3)
+    )
+    start_controller()
+    core: Any = _core(api)
+    core.create_namespaced_pod(ns, _pod("greedy", "three"))
+
+    def warning() -> Any:
+        events = core.list_namespaced_event(ns, field_selector="involvedObject.kind=Pod").items
+        return next((e for e in events if e.reason == "Unplaceable"), None)
+
+    event = wait_for(
+        "an Unplaceable event",
+        warning,
+        cluster=local_cluster,
+        context=lambda: pod_report(api, ns, "greedy"),
+    )
+    assert event.type == "Warning"
+    assert f"closest is node {node}" in event.message or f"no fit on node {node}" in event.message
+    assert "needs 3, 2 eligible" in event.message
+    pod = read_json(core.read_namespaced_pod, "greedy", ns)
+    assert pod["spec"]["schedulingGates"] == [{"name": GATE}]
+    claim = _claim_of(api, ns, "greedy")
+    claim_events = core.list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={claim['metadata']['name']}"
+    ).items
+    assert any("needs 3, 2 eligible" in e.message for e in claim_events)
+    # The explanation also reads on the command line, against the live cluster.
+    answer = subprocess.run(
+        [
+            DRA_DRIVER,
+            "explain",
+            "claim",
+            f"{ns}/{claim['metadata']['name']}",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(local_cluster.kubeconfig)},
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    report = json.loads(answer.stdout)
+    (row,) = [n for n in report["nodes"] if n["node"] == node]
+    assert row["claims"][0]["requests"][0]["eligible"] == 2
+
+
+def test_conflicting_writers_do_not_wedge_the_controller(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    for suffix in ("a", "b"):
+        fleet.add_node(suffix, 8)
+    api = local_cluster.api_client
+    resources: Any = _resources(api)
+    resources.create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    controller = start_controller()
+    stop = threading.Event()
+
+    def meddle() -> None:
+        # Another client keeps relabelling every claim: the controller's writes, guarded by
+        # resourceVersion, meet conflicts and must re-read and decide again.
+        serial = 0
+        while not stop.is_set():
+            for claim in resources.list_namespaced_resource_claim(ns).items:
+                serial += 1
+                with contextlib.suppress(client.ApiException):  # deleted meanwhile
+                    resources.patch_namespaced_resource_claim(
+                        claim.metadata.name, ns, {"metadata": {"labels": {"touched": str(serial)}}}
+                    )
+
+    thread = threading.Thread(target=meddle, daemon=True)
+    thread.start()
+    try:
+        core: Any = _core(api)
+        pods = [f"p{i}" for i in range(12)]
+        for name in pods:
+            core.create_namespaced_pod(ns, _pod(name, "one"))
+        bound = _wait_bound(local_cluster, ns, pods, timeout_s=120)
+    finally:
+        stop.set()
+        thread.join(10)
+    devices = [d for p in pods for d in _devices(_claim_of(api, ns, p))]
+    assert len(set(devices)) == len(pods)
+    for p in pods:
+        assert _devices(_claim_of(api, ns, p))[0][0] == bound[p]
+    conflicts = sum(
+        s.value
+        for metric in controller.metrics.registry.collect()
+        for s in metric.samples
+        if s.name == "dra_driver_placement_conflicts_total"
+    )
+    assert conflicts > 0
+
+
+def test_killing_the_leader_mid_stream_loses_no_placement_and_shares_no_device(
+    local_cluster: ClusterUnderTest, fleet: Fleet, ns: str, controller_kubeconfig: Path
+) -> None:
+    for suffix in ("a", "b", "c", "d"):
+        fleet.add_node(suffix, 8)
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    lease = f"ctl-{fleet.run}"
+
+    def replica(identity: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                DRA_DRIVER,
+                "controller",
+                f"--kubeconfig={controller_kubeconfig}",
+                f"--namespace={SA_NAMESPACE}",
+                f"--lease-name={lease}",
+                f"--identity={identity}",
+                "--lease-duration-seconds=4",
+                "--renew-deadline-seconds=3",
+                "--retry-period-seconds=0.5",
+                "--no-manage-device-classes",
+                "--log-format=json",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    coordination: Any = _coordination(api)
+
+    def holder() -> str | None:
+        try:
+            spec = read_json(coordination.read_namespaced_lease, lease, SA_NAMESPACE)["spec"]
+        except client.ApiException:
+            return None
+        found: str | None = spec.get("holderIdentity")
+        return found
+
+    first = replica("first")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for("the first replica to lead", lambda: holder() == "first", cluster=local_cluster)
+        second = replica("second")
+        core: Any = _core(api)
+        pods = [f"p{i:02d}" for i in range(24)]
+        for name in pods:
+            core.create_namespaced_pod(ns, _pod(name, "one"))
+
+        def ungated() -> int:
+            listed = read_json(core.list_namespaced_pod, ns)["items"]
+            return sum(1 for p in listed if not p["spec"].get("schedulingGates"))
+
+        wait_for(
+            "some placements by the first leader", lambda: ungated() >= 6, cluster=local_cluster
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        wait_for(
+            "the second replica to take over",
+            lambda: holder() == "second",
+            cluster=local_cluster,
+            timeout_s=30,
+        )
+        bound = _wait_bound(local_cluster, ns, pods, timeout_s=120)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(20)
+    devices: list[tuple[str, str]] = []
+    for name in pods:
+        claim = _claim_of(api, ns, name)
+        found = _devices(claim)
+        assert len(found) == 1
+        assert found[0][0] == bound[name]
+        devices.extend(found)
+    assert len(set(devices)) == len(pods), "a device was allocated twice"
