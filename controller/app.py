@@ -91,7 +91,6 @@ WATCHED: Final[tuple[Resource, ...]] = (
 POD_SELECTOR: Final = "status.phase!=Succeeded,status.phase!=Failed"
 CONFIG_SYNC_S: Final = 30.0
 LIVENESS_FAILURES: Final = 10
-WORKERS: Final = 4
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -161,7 +160,7 @@ class Controller:
         settings: Settings,
         client: ClusterClient,
         *,
-        workers: int = WORKERS,
+        workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -215,7 +214,7 @@ class Controller:
             for resource in WATCHED
         ]
         self.pools = PoolPublisher(client, driver_name=settings.driver_name)
-        self.workers = workers
+        self.workers = workers if workers is not None else settings.workers
         self._threads: list[threading.Thread] = []
         self._config_due = threading.Event()
         self.endpoints: list[EndpointServer] = []
@@ -227,6 +226,7 @@ class Controller:
     def start(self) -> None:
         """Start every thread and endpoint; returns at once."""
         self._start_endpoints()
+        self.events.start()
         for reflector in self.reflectors:
             self._spawn(f"watch-{reflector.resource}", reflector.run)
         if self.elector is not None:
@@ -287,6 +287,7 @@ class Controller:
             if thread.name.startswith("watch-"):
                 continue
             thread.join(max(deadline - time.monotonic(), 0))
+        self.events.stop(timeout_s=max(deadline - time.monotonic(), 0.1))
         for server in self.endpoints:
             server.stop()
         self.endpoints.clear()

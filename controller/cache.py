@@ -55,7 +55,7 @@ from api.resource_v1 import (
     field_errors,
 )
 from controller.kube import Resource
-from controller.scheduling import NodeUsage, PodInfo, Requests, parse_pod
+from controller.scheduling import NodeFacts, NodeUsage, PodInfo, Requests, node_facts, parse_pod
 from dra_driver.allocator import Snapshot
 
 __all__ = ["ClusterCache", "claim_key", "decode"]
@@ -128,6 +128,7 @@ class ClusterCache:
         self._slices: dict[str, ResourceSlice] = {}
         self._classes: dict[str, DeviceClass] = {}
         self._nodes: dict[str, Node] = {}
+        self._facts: dict[str, NodeFacts] = {}
         self._claims: dict[str, ResourceClaim] = {}
         self._assumed: dict[str, _Assumed] = {}
         self._pods: dict[str, PodInfo] = {}
@@ -196,21 +197,14 @@ class ClusterCache:
         with self.lock:
             return self._claims.get(key)
 
-    def nodes(self) -> dict[str, Node]:
-        with self.lock:
-            return dict(self._nodes)
+    def nodes(self) -> Mapping[str, NodeFacts]:
+        """The nodes as the filters read them. A live view: hold ``lock`` while using it."""
+        return self._facts
 
-    def node_usage(self) -> dict[str, NodeUsage]:
-        """Per node: requests of the bound pods plus the nominated ones."""
-        with self.lock:
-            usage = {
-                name: NodeUsage(u.requests, u.pods) for name, u in self._usage.items() if u.pods
-            }
-            for node, requests in self._nominated.values():
-                entry = usage.setdefault(node, NodeUsage())
-                entry.requests = entry.requests + requests
-                entry.pods += 1
-            return usage
+    def node_usage(self) -> Mapping[str, NodeUsage]:
+        """Per node: requests of the bound pods plus the nominated ones. A live view:
+        hold ``lock`` while using it."""
+        return self._usage
 
     def pods_of_claim(self, key: str) -> set[str]:
         with self.lock:
@@ -258,11 +252,25 @@ class ClusterCache:
     def nominate(self, pod: PodInfo, node: str) -> None:
         """``pod`` was released to the scheduler for ``node``; count its requests there."""
         with self.lock:
+            self._unnominate(pod.key)
             self._nominated[pod.key] = (node, pod.requests)
+            self._add_usage(node, pod.requests, +1)
 
     def unnominate(self, pod_key: str) -> None:
         with self.lock:
-            self._nominated.pop(pod_key, None)
+            self._unnominate(pod_key)
+
+    def _unnominate(self, pod_key: str) -> None:
+        entry = self._nominated.pop(pod_key, None)
+        if entry is not None:
+            self._add_usage(entry[0], entry[1], -1)
+
+    def _add_usage(self, node: str, requests: Requests, sign: int) -> None:
+        usage = self._usage.setdefault(node, NodeUsage())
+        usage.requests = usage.requests + requests if sign > 0 else usage.requests - requests
+        usage.pods += sign
+        if usage.pods == 0:
+            del self._usage[node]
 
     def nominated_node(self, pod_key: str) -> str | None:
         with self.lock:
@@ -326,6 +334,7 @@ class ClusterCache:
             if self._classes.pop(key, None) is not None:
                 self._invalidate()
         elif resource == "nodes":
+            self._facts.pop(key, None)
             if self._nodes.pop(key, None) is not None:
                 self._invalidate()
         elif resource == "resourceclaims":
@@ -341,7 +350,7 @@ class ClusterCache:
             if pod is not None:
                 self._count(pod, -1)
                 self._index_pod(key, None)
-                self._nominated.pop(key, None)
+                self._unnominate(key)
                 self.gated_since.pop(key, None)
                 self.waiting.discard(key)
                 self._notify([key])
@@ -364,8 +373,10 @@ class ClusterCache:
 
     def _upsert_node(self, node: Node) -> None:
         name = node.metadata.name or ""
+        facts = node_facts(node)  # raises for a bad allocatable value: the node is set aside
         old = self._nodes.get(name)
         self._nodes[name] = node
+        self._facts[name] = facts
         if old is None or (old.metadata.labels or {}) != (node.metadata.labels or {}):
             # Labels decide which slices (node selectors) a node sees.
             self._invalidate()
@@ -427,7 +438,7 @@ class ClusterCache:
         self._count(pod, +1)
         self._index_pod(pod.key, pod)
         if pod.bound:
-            self._nominated.pop(pod.key, None)
+            self._unnominate(pod.key)
         if self.gate is not None and pod.has_gate(self.gate):
             self.gated_since.setdefault(pod.key, self._clock())
         if old is not None and old.bound and (pod.terminal and not old.terminal):
@@ -437,14 +448,8 @@ class ClusterCache:
             self._notify([pod.key])
 
     def _count(self, pod: PodInfo, sign: int) -> None:
-        if not pod.node_name or pod.terminal:
-            return
-        usage = self._usage.setdefault(pod.node_name, NodeUsage())
-        if sign > 0:
-            usage.requests = usage.requests + pod.requests
-        else:
-            usage.requests = usage.requests - pod.requests
-        usage.pods += sign
+        if pod.node_name and not pod.terminal:
+            self._add_usage(pod.node_name, pod.requests, sign)
 
     def _index_pod(self, key: str, pod: PodInfo | None) -> None:
         old = self._pod_claims.pop(key, frozenset())

@@ -14,11 +14,17 @@ Events are best effort, as everywhere in Kubernetes: a failed write is logged
 and dropped, never raised to the placement that asked for it. At most
 ``capacity`` (object, reason) pairs are remembered (least recently used
 forgotten first).
+
+With :meth:`EventRecorder.start`, writes happen on a thread of their own (at
+most ``backlog`` Events wait; more are dropped and counted), so a placement
+does not wait for its Event; without it, :meth:`EventRecorder.emit` writes at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -84,6 +90,7 @@ class EventRecorder:
         instance: str,
         interval_s: float = 60.0,
         capacity: int = 10_000,
+        backlog: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -96,12 +103,52 @@ class EventRecorder:
         self._lock = threading.Lock()
         self._sent: OrderedDict[tuple[str, str], _Sent] = OrderedDict()
         self._serial = 0
-        #: Events written (created or repeated) and dropped by the rate limit.
+        #: Events written (created or repeated), dropped by the rate limit, and
+        #: dropped because the backlog was full.
         self.written = 0
         self.suppressed = 0
+        self.dropped = 0
+        self._backlog: queue.Queue[tuple[ObjectRef, EventType, str, str] | None] = queue.Queue(
+            backlog
+        )
+        self._sender: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write Events from a thread of their own from now on."""
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send, name="events", daemon=True)
+            self._sender.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Write what is waiting (for at most ``timeout_s``), then stop the thread."""
+        sender = self._sender
+        if sender is None:
+            return
+        with contextlib.suppress(queue.Full):  # then the daemon thread dies with the process
+            self._backlog.put(None, timeout=timeout_s)
+        sender.join(timeout_s)
+        self._sender = None
+
+    def _send(self) -> None:
+        while True:
+            item = self._backlog.get()
+            if item is None:
+                return
+            with self._lock:
+                self._emit(*item)
 
     def emit(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> bool:
-        """Record an Event unless the rate limit drops it; True when one was written."""
+        """Record an Event unless the rate limit drops it.
+
+        True when one was written (or, with the sender thread, queued for writing).
+        """
+        if self._sender is not None:
+            try:
+                self._backlog.put_nowait((ref, event_type, reason, message))
+            except queue.Full:
+                self.dropped += 1
+                return False
+            return True
         with self._lock:
             return self._emit(ref, event_type, reason, message)
 

@@ -77,7 +77,7 @@ from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
 from controller.workqueue import WorkQueue
 from dra_driver.allocator import POLICIES, allocate, explain
 from dra_driver.allocator.explanation import FILTER_TIMEOUT
-from dra_driver.allocator.nodes import NodeInfo, compile_node_selector
+from dra_driver.allocator.nodes import compile_node_selector
 
 __all__ = [
     "CONFLICT_ATTEMPTS",
@@ -414,14 +414,15 @@ class Placer:
     ) -> NodeFilter | list[str]:
         """The nodes the pod may run on, narrowed by its allocated claims' node selectors."""
         nodes = self.cache.nodes()
-        usage = self.cache.node_usage()
         nominated = self.cache.nominated_node(pod.key)
-        if nominated is not None and nominated in usage:
+        filtered = filter_nodes(
+            pod,
+            nodes,
+            self.cache.node_usage(),
+            excluded=record.excluded if record else (),
             # The pod's own nomination must not count against itself.
-            entry = usage[nominated]
-            entry.requests = entry.requests - pod.requests
-            entry.pods -= 1
-        filtered = filter_nodes(pod, nodes, usage, excluded=record.excluded if record else ())
+            own=(nominated, pod.requests) if nominated is not None else None,
+        )
         names = filtered.nodes
         for claim in allocated:
             allocation = claim.status.allocation if claim.status is not None else None
@@ -431,11 +432,7 @@ class Placer:
             compiled = compile_node_selector(
                 selector, obj=f"claim {_label(claim)}", path="status.allocation.nodeSelector"
             )
-            names = [
-                n
-                for n in names
-                if compiled.matches(NodeInfo(n, dict(nodes[n].metadata.labels or {})))
-            ]
+            names = [n for n in names if compiled.matches(nodes[n].info)]
         if names != filtered.nodes:
             return names
         return filtered

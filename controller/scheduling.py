@@ -27,9 +27,9 @@ pod-level ``spec.resources.requests`` wins for cpu and memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Final
 
 from api.errors import InvalidInputError
@@ -39,12 +39,15 @@ from dra_driver.allocator.nodes import NodeInfo, compile_node_selector
 
 __all__ = [
     "UNSCHEDULABLE_TAINT",
+    "NodeFacts",
     "NodeFilter",
+    "NodeUsage",
     "PodClaim",
     "PodInfo",
     "Requests",
     "Toleration",
     "filter_nodes",
+    "node_facts",
     "parse_pod",
 ]
 
@@ -55,10 +58,11 @@ _TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 
 @dataclass(frozen=True, slots=True)
 class Requests:
-    """cpu (cores) and memory (bytes) a pod requests, or a node has left."""
+    """cpu (millicores) and memory (bytes) a pod requests, or a node has, as the
+    scheduler counts them: integers, fractions rounded up."""
 
-    cpu: Fraction = Fraction(0)
-    memory: Fraction = Fraction(0)
+    cpu: int = 0
+    memory: int = 0
 
     def __add__(self, other: Requests) -> Requests:
         return Requests(self.cpu + other.cpu, self.memory + other.memory)
@@ -182,20 +186,20 @@ class PodInfo:
 # --- Decoding -----------------------------------------------------------------------------
 
 
-def _quantity(text: object, what: str) -> Fraction:
+def _quantity(text: object, what: str, *, scale: int = 1) -> int:
+    """``text`` times ``scale``, rounded up (cpu: scale 1000, millicores)."""
     try:
-        return Quantity.parse(text if isinstance(text, int) else str(text)).value
+        value = Quantity.parse(text if isinstance(text, int) else str(text)).value
     except ValueError as err:
         raise InvalidInputError(f"{what}: {err}") from None
+    return math.ceil(value * scale)
 
 
 def _requests_of(resources: Mapping[str, Any] | None, what: str) -> Requests:
     requests = (resources or {}).get("requests") or {}
     return Requests(
-        cpu=_quantity(requests["cpu"], f"{what}.cpu") if "cpu" in requests else Fraction(0),
-        memory=(
-            _quantity(requests["memory"], f"{what}.memory") if "memory" in requests else Fraction(0)
-        ),
+        cpu=_quantity(requests["cpu"], f"{what}.cpu", scale=1000) if "cpu" in requests else 0,
+        memory=_quantity(requests["memory"], f"{what}.memory") if "memory" in requests else 0,
     )
 
 
@@ -304,26 +308,55 @@ def _required_affinity(spec: Mapping[str, Any]) -> NodeSelector | None:
 # --- Node filtering -----------------------------------------------------------------------
 
 
-def allocatable(node: Node) -> tuple[Requests, int | None]:
-    """(cpu/memory allocatable, pods allocatable or None when not reported)."""
+#: What a node that does not report a resource has of it: no limit.
+_UNLIMITED: Final = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What the node filters read of a Node, decoded once when the Node changes."""
+
+    name: str
+    labels: Mapping[str, str]
+    unschedulable: bool
+    #: Taints that filter (NoSchedule, NoExecute): (key, value, effect).
+    taints: tuple[tuple[str, str, str], ...]
+    allocatable: Requests
+    max_pods: int | None
+
+    @property
+    def info(self) -> NodeInfo:
+        return NodeInfo(self.name, self.labels)
+
+
+def node_facts(node: Node) -> NodeFacts:
+    """Decode ``node`` for the filters; InvalidInputError names a bad allocatable value.
+
+    A node that does not report cpu, memory or pods (a fake node) is not limited by it.
+    """
     values = (node.status.allocatable if node.status is not None else None) or {}
-    label = f"node {node.metadata.name}"
-    cpu = _quantity(values["cpu"], f"{label}: status.allocatable.cpu") if "cpu" in values else None
-    memory = (
-        _quantity(values["memory"], f"{label}: status.allocatable.memory")
-        if "memory" in values
-        else None
+    name = node.metadata.name or ""
+    where = f"node {name}: status.allocatable"
+    spec = node.spec
+    return NodeFacts(
+        name=name,
+        labels=dict(node.metadata.labels or {}),
+        unschedulable=bool(spec is not None and spec.unschedulable),
+        taints=tuple(
+            (t.key, t.value or "", t.effect)
+            for t in (spec.taints if spec is not None else None) or []
+            if t.effect in _FILTERING_EFFECTS
+        ),
+        allocatable=Requests(
+            cpu=_quantity(values["cpu"], f"{where}.cpu", scale=1000)
+            if "cpu" in values
+            else _UNLIMITED,
+            memory=_quantity(values["memory"], f"{where}.memory")
+            if "memory" in values
+            else _UNLIMITED,
+        ),
+        max_pods=_quantity(values["pods"], f"{where}.pods") if "pods" in values else None,
     )
-    pods = (
-        int(_quantity(values["pods"], f"{label}: status.allocatable.pods"))
-        if "pods" in values
-        else None
-    )
-    # A node that reports nothing (a fake node) is not limited by what it does not report.
-    unlimited = Fraction(10**18)
-    return Requests(
-        cpu if cpu is not None else unlimited, memory if memory is not None else unlimited
-    ), pods
 
 
 @dataclass
@@ -355,13 +388,16 @@ class NodeUsage:
 
 def filter_nodes(
     pod: PodInfo,
-    nodes: Mapping[str, Node],
+    nodes: Mapping[str, NodeFacts],
     usage: Mapping[str, NodeUsage],
     *,
     excluded: Iterable[str] = (),
+    own: tuple[str, Requests] | None = None,
 ) -> NodeFilter:
     """The nodes ``pod`` may run on (in name order) and why the others may not.
 
+    ``usage``: what pods bound (or about to be) request per node; ``own``: the
+    pod's own share of it (node, requests), not counted against it.
     ``excluded``: nodes to leave out anyway (a previous placement there failed).
     Raises InvalidInputError for a required node affinity with a bad operator.
     """
@@ -382,7 +418,10 @@ def filter_nodes(
         if name in left_out:
             rejected[name] = "node(s) where an earlier placement of the pod failed"
             continue
-        reason = _rejection(pod, node, usage.get(name), selector)
+        used = usage.get(name)
+        if own is not None and own[0] == name and used is not None:
+            used = NodeUsage(used.requests - own[1], used.pods - 1)
+        reason = _rejection(pod, node, used, selector)
         if reason is None:
             fit.append(name)
         else:
@@ -390,35 +429,31 @@ def filter_nodes(
     return NodeFilter(fit, rejected)
 
 
-def _rejection(pod: PodInfo, node: Node, usage: NodeUsage | None, selector: Any) -> str | None:
-    spec = node.spec
-    if (
-        spec is not None
-        and spec.unschedulable
-        and not _tolerated(pod.tolerations, UNSCHEDULABLE_TAINT, "", "NoSchedule")
+def _rejection(pod: PodInfo, node: NodeFacts, usage: NodeUsage | None, selector: Any) -> str | None:
+    if node.unschedulable and not _tolerated(
+        pod.tolerations, UNSCHEDULABLE_TAINT, "", "NoSchedule"
     ):
         return "node(s) were unschedulable"
-    labels = node.metadata.labels or {}
+    labels = node.labels
     if any(labels.get(k) != v for k, v in pod.node_selector.items()):
         return "node(s) didn't match Pod's node affinity/selector"
-    if selector is not None and not selector.matches(NodeInfo(node.metadata.name or "", labels)):
+    if selector is not None and not selector.matches(node.info):
         return "node(s) didn't match Pod's node affinity/selector"
-    for taint in (spec.taints if spec is not None else None) or []:
-        if taint.effect in _FILTERING_EFFECTS and not _tolerated(
-            pod.tolerations, taint.key, taint.value or "", taint.effect
-        ):
-            shown = f"{taint.key}: {taint.value}" if taint.value else taint.key
+    for key, value, effect in node.taints:
+        if not _tolerated(pod.tolerations, key, value, effect):
+            shown = f"{key}: {value}" if value else key
             return f"node(s) had untolerated taint {{{shown}}}"
-    capacity, max_pods = allocatable(node)
-    used = usage or NodeUsage()
-    if max_pods is not None and used.pods + 1 > max_pods:
+    used = usage or _NO_USAGE
+    if node.max_pods is not None and used.pods + 1 > node.max_pods:
         return "Too many pods"
-    free = capacity - used.requests
-    if pod.requests.cpu > free.cpu:
+    if pod.requests.cpu > node.allocatable.cpu - used.requests.cpu:
         return "Insufficient cpu"
-    if pod.requests.memory > free.memory:
+    if pod.requests.memory > node.allocatable.memory - used.requests.memory:
         return "Insufficient memory"
     return None
+
+
+_NO_USAGE: Final = NodeUsage()
 
 
 def _tolerated(tolerations: Sequence[Toleration], key: str, value: str, effect: str) -> bool:

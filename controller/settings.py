@@ -28,6 +28,7 @@ flag                         environment twin                     default
 --unschedulable-grace-seconds DRA_DRIVER_UNSCHEDULABLE_GRACE_SECONDS 30
 --event-interval-seconds     DRA_DRIVER_EVENT_INTERVAL_SECONDS    60
 --queue-size                 DRA_DRIVER_QUEUE_SIZE                10000
+--workers                    DRA_DRIVER_WORKERS                   8
 --watch-timeout-seconds      DRA_DRIVER_WATCH_TIMEOUT_SECONDS     300
 --api-timeout-seconds        DRA_DRIVER_API_TIMEOUT_SECONDS       30
 --health-address             DRA_DRIVER_HEALTH_ADDRESS            empty: no probe endpoint
@@ -127,6 +128,7 @@ class Settings(BaseModel):
     unschedulable_grace_seconds: float = Field(default=30.0, ge=0)
     event_interval_seconds: float = Field(default=60.0, ge=0)
     queue_size: int = Field(default=10_000, ge=1)
+    workers: int = Field(default=8, ge=1, le=64)
     watch_timeout_seconds: float = Field(default=300.0, gt=0)
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     health_address: str | None = None
@@ -350,6 +352,12 @@ FLAGS: Final[tuple[Flag, ...]] = (
         metavar="SECONDS",
     ),
     _flag("queue_size", "10000", "pods the work queue holds at most", metavar="N"),
+    _flag(
+        "workers",
+        "8",
+        "placement workers: decisions are taken one at a time, API writes in parallel",
+        metavar="N",
+    ),
     _flag(
         "watch_timeout_seconds",
         "300",

@@ -146,12 +146,21 @@ def test_bound_pods_use_their_nodes_resources() -> None:
     )
     usage = cache.node_usage()
     assert usage["n"].pods == 2
-    assert float(usage["n"].requests.cpu) == 1.5
+    assert usage["n"].requests.cpu == 1500
     assert "c" not in usage
     finished = pod("a", gated=False, cpu="1", node_name="n")
     finished["status"]["phase"] = "Succeeded"
     cache.apply("pods", "MODIFIED", finished)
     assert cache.node_usage()["n"].pods == 1
+    # A pod released to the scheduler counts where it goes until it is bound.
+    cache.apply("pods", "ADDED", pod("next", cpu="2"))
+    next_pod = cache.pod("default/next")
+    assert next_pod is not None
+    cache.nominate(next_pod, "n")
+    assert cache.node_usage()["n"].requests.cpu == 2500
+    cache.apply("pods", "MODIFIED", pod("next", gated=False, cpu="2", node_name="n"))
+    assert cache.node_usage()["n"].requests.cpu == 2500  # bound now, counted once
+    assert cache.nominated_node("default/next") is None
 
 
 def test_changes_notify_the_pods_they_concern() -> None:

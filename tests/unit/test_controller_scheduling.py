@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
+from typing import Any
 
 import pytest
 from controller_fixtures import node, pod
 
 from api.errors import InvalidInputError
 from api.resource_v1 import Node
-from controller.scheduling import NodeUsage, Requests, Toleration, filter_nodes, parse_pod
+from controller.scheduling import (
+    NodeFacts,
+    NodeUsage,
+    Requests,
+    Toleration,
+    filter_nodes,
+    node_facts,
+    parse_pod,
+)
 
 
-def _nodes(*raw: dict[str, object]) -> dict[str, Node]:
-    return {str(n["metadata"]["name"]): Node.model_validate(n) for n in raw}  # type: ignore[index]
+def _nodes(*raw: dict[str, Any]) -> dict[str, NodeFacts]:
+    return {str(n["metadata"]["name"]): node_facts(Node.model_validate(n)) for n in raw}
 
 
 def test_requests_count_sidecars_init_peaks_and_overhead() -> None:
@@ -24,15 +32,32 @@ def test_requests_count_sidecars_init_peaks_and_overhead() -> None:
     ]
     raw["spec"]["overhead"] = {"cpu": "100m"}
     requests = parse_pod(raw).requests
-    # max(1 + 0.5 sidecar, 3 + 0.5 sidecar running next to setup) + 0.1 overhead
-    assert requests.cpu == Fraction(36, 10)
+    # max(1 + 0.5 sidecar, 3 + 0.5 sidecar running next to setup) + 0.1 overhead, in millicores
+    assert requests.cpu == 3600
     assert requests.memory == 1024**3
 
 
 def test_pod_level_requests_win() -> None:
     raw = pod("p", cpu="1")
     raw["spec"]["resources"] = {"requests": {"cpu": "4"}}
-    assert parse_pod(raw).requests.cpu == 4
+    assert parse_pod(raw).requests.cpu == 4000
+
+
+def test_fractions_round_up_as_the_scheduler_counts() -> None:
+    assert parse_pod(pod("p", cpu="0.0001", memory="1.5")).requests == Requests(1, 2)
+
+
+def test_the_pods_own_nomination_does_not_count_against_it() -> None:
+    nodes = _nodes(node("a", cpu="2"))
+    p = parse_pod(pod("p", cpu="2"))
+    usage = {"a": NodeUsage(Requests(cpu=2000), 1)}
+    assert filter_nodes(p, nodes, usage).nodes == []
+    assert filter_nodes(p, nodes, usage, own=("a", p.requests)).nodes == ["a"]
+
+
+def test_a_bad_allocatable_value_names_the_node() -> None:
+    with pytest.raises(InvalidInputError, match=r"node a: status.allocatable.cpu"):
+        node_facts(Node.model_validate(node("a", cpu="many")))
 
 
 def test_a_bad_quantity_names_the_pod_and_field() -> None:
