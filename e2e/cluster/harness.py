@@ -64,7 +64,7 @@ __all__ = [
     "STATE_VERSION",
     "LocalCluster",
     "build_binaries",
-    "default_cache_dir",
+    "reap_orphans",
 ]
 
 STATE_VERSION: Final = 2
@@ -76,11 +76,6 @@ Progress = Callable[[str], None]
 
 def _stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def default_cache_dir() -> Path:
-    """``$DRA_DRIVER_CACHE`` or ``~/.cache/dra-driver``: where build.sh keeps the binaries."""
-    return Path(os.environ.get("DRA_DRIVER_CACHE") or Path.home() / ".cache" / "dra-driver")
 
 
 def build_binaries(progress: Progress = _stderr_progress) -> Path:
@@ -124,7 +119,7 @@ class _State:
     owner_pid: int
     """The process that started the cluster; 0 when it was started to outlive it (the CLI)."""
     phase: str = "starting"
-    """starting, control-plane-ready, ready, stopping."""
+    """starting, control-plane-ready, ready, stopping; stopped once down() kept the directory."""
     apiserver_url: str = ""
     ports: dict[str, int] = field(default_factory=dict)
     daemons: list[dict[str, Any]] = field(default_factory=list)
