@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint unit demo bench clean
+.PHONY: setup test lint unit demo demo-offline bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ unit: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
+# The driver's main job on the local cluster (root): mock GPUs, the controller, the demo pods.
 demo: $(STAMP)
+	$(PY) -m e2e.demo
+
+# The same examples through the offline allocator, every policy; no cluster, about a second.
+demo-offline: $(STAMP)
 	$(VENV)/bin/dra-driver demo
 
 bench: $(STAMP)

@@ -1,0 +1,511 @@
+"""``python -m e2e.demo`` (``make demo``): the driver's main job on the local cluster, mock GPUs.
+
+::
+
+    python -m e2e.demo [--keep-logs]
+
+It builds or reuses the cluster binaries and starts the local cluster
+(``e2e.cluster.LocalCluster``), then ``dra-driver kubelet-plugin`` with mock
+GPUs (4 H100 and 4 A100 on the one node, device nodes under the cluster
+directory) and ``dra-driver controller``; it applies the DeviceClasses of
+deploy/examples/inventory and the manifests of deploy/examples/demo, waits
+until every pod runs, and prints one row per pod: its claims, who placed them
+(the controller for the gated pod, the scheduler for the others), the node,
+the devices, their CDI IDs and what the container saw (``/dev/nvidia*`` and
+the GPU environment, from the pod's log).
+
+Then it tears everything down, also after a failure, Ctrl-C or SIGTERM: pods
+deleted and their claims unprepared (CDI specs gone), both agents stopped with
+SIGTERM, the cluster down. On failure it prints the components' log tails and
+exits 1. Needs root (the cluster's kubelet). Timings go to stdout at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import yaml
+
+from e2e.cluster import ClusterError, LocalCluster
+from e2e.cluster.processes import log_tail
+from e2e.demo_report import (
+    HEADER,
+    PodRow,
+    allocated_devices,
+    cdi_device_ids,
+    claim_names,
+    container_view,
+    format_table,
+    placed_by,
+)
+
+REPO: Final = Path(__file__).resolve().parents[1]
+DEVICE_CLASSES: Final = REPO / "deploy" / "examples" / "inventory" / "deviceclasses.yaml"
+MANIFESTS: Final = REPO / "deploy" / "examples" / "demo"
+DRIVER: Final = "gpu.dra-driver.io"
+MOCK_PROFILE: Final = "4xH100-80GB,4xA100-40GB"
+#: Pods have this long to run once applied (a cold containerd start and image unpack included).
+PODS_TIMEOUT_S: Final = 180.0
+#: Deleted pods have this long to be gone and their claims unprepared.
+UNPREPARE_TIMEOUT_S: Final = 90.0
+#: An agent has this long to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S: Final = 30.0
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which and what was seen."""
+
+
+def _say(message: str) -> None:
+    print(f"demo: {message}", file=sys.stderr, flush=True)
+
+
+def _dra_driver() -> list[str]:
+    """The ``dra-driver`` console script of this environment, or the module behind it."""
+    script = Path(sys.executable).with_name("dra-driver")
+    if script.exists():
+        return [str(script)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from dra_driver.cli.main import main; sys.exit(main())",
+    ]
+
+
+@dataclass
+class Agent:
+    """One of the driver's processes, in its own session, its output in ``log``."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], log: Path) -> Agent:
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        return cls(name, process, log)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        """SIGTERM to its process group, SIGKILL after STOP_TIMEOUT_S; returns the exit status."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _say(f"{self.name} did not exit on SIGTERM within {STOP_TIMEOUT_S:.0f} s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+
+@dataclass
+class Timings:
+    """Seconds since the demo started, per milestone."""
+
+    started: float = field(default_factory=time.monotonic)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, what: str) -> None:
+        self.marks[what] = time.monotonic() - self.started
+
+    def report(self) -> str:
+        lines = ["timings:"]
+        previous = 0.0
+        for what, at in self.marks.items():
+            lines.append(f"  {what:<36} {at - previous:6.1f} s  (at {at:6.1f} s)")
+            previous = at
+        lines.append(f"  {'total':<36} {previous:6.1f} s")
+        return "\n".join(lines)
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, *watch: Agent) -> Any:
+    """Poll ``condition`` until it returns something truthy and return that.
+
+    Raises DemoError on timeout, or as soon as one of ``watch`` has exited.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        for agent in watch:
+            if not agent.alive():
+                raise DemoError(
+                    f"{agent.name} exited {agent.process.returncode} while waiting for {what}"
+                )
+        if time.monotonic() >= deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+class Api:
+    """The few API calls the demo makes, through the official client; objects as raw JSON."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+        self.core: Any = client.CoreV1Api(api_client)
+        self.resource: Any = client.ResourceV1Api(api_client)
+        self._api_exception: type[Exception] = client.ApiException
+
+    def _json(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
+        return data
+
+    def apply(self, doc: dict[str, Any]) -> str:
+        """Create ``doc`` (Namespace, DeviceClass, ResourceClaim(Template) or Pod); returns
+        ``kind namespace/name``. An existing DeviceClass or Namespace is left as it is."""
+        kind, meta = doc["kind"], doc["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        creates: dict[str, Callable[[], Any]] = {
+            "Namespace": lambda: self.core.create_namespace(doc),
+            "DeviceClass": lambda: self.resource.create_device_class(doc),
+            "ResourceClaimTemplate": lambda: (
+                self.resource.create_namespaced_resource_claim_template(namespace, doc)
+            ),
+            "ResourceClaim": lambda: self.resource.create_namespaced_resource_claim(namespace, doc),
+            "Pod": lambda: self.core.create_namespaced_pod(namespace, doc),
+        }
+        if kind not in creates:
+            raise DemoError(f"{kind} {name}: the demo applies only {', '.join(creates)}")
+        try:
+            creates[kind]()
+        except self._api_exception as err:
+            if getattr(err, "status", None) != 409 or kind not in ("Namespace", "DeviceClass"):
+                raise DemoError(f"creating {kind} {name}: {err}") from None
+        scope = "" if kind in ("Namespace", "DeviceClass") else f"{namespace}/"
+        return f"{kind} {scope}{name}"
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json(self.core.list_namespaced_pod, namespace)["items"]
+        return items
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._json(self.resource.read_namespaced_resource_claim, name, namespace)
+
+    def log(self, namespace: str, pod: str) -> str:
+        text: str = self.core.read_namespaced_pod_log(pod, namespace)
+        return text
+
+    def events(self, namespace: str, name: str) -> list[str]:
+        listed = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [f"{e.reason}: {e.message}" for e in listed.items]
+
+    def claim_uids(self, namespace: str) -> set[str]:
+        listed = self._json(self.resource.list_namespaced_resource_claim, namespace)["items"]
+        return {str(c["metadata"]["uid"]) for c in listed}
+
+    def delete_pods(self, namespace: str) -> None:
+        self.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+
+
+def manifests() -> list[dict[str, Any]]:
+    """deploy/examples/inventory's DeviceClasses, then every document of deploy/examples/demo
+    in file-name order (the Namespace file sorts first)."""
+    docs: list[dict[str, Any]] = []
+    for path in [DEVICE_CLASSES, *sorted(MANIFESTS.glob("*.yaml"))]:
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    return docs
+
+
+def demo_namespace(docs: list[dict[str, Any]]) -> str:
+    (namespace,) = {d["metadata"]["namespace"] for d in docs if d["kind"] == "Pod"}
+    return str(namespace)
+
+
+class Demo:
+    """One run: cluster, agents, manifests, table, teardown."""
+
+    def __init__(self, keep_logs: bool) -> None:
+        self.keep_logs = keep_logs
+        self.timings = Timings()
+        self.cluster: LocalCluster | None = None
+        self.agents: list[Agent] = []
+        self.api: Api | None = None
+        self.namespace = ""
+        self.claim_uids: set[str] = set()
+
+    # --- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cluster = LocalCluster(progress=lambda m: _say(f"cluster: {m}"))
+        self.cluster = cluster
+        cluster.up()
+        self.timings.mark("cluster up (build check included)")
+        self.api = Api(cluster.kubeconfig)
+        plugin = Agent.start(
+            "kubelet-plugin",
+            [
+                *_dra_driver(),
+                "kubelet-plugin",
+                f"--node-name={cluster.node_name}",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--registry-dir={cluster.plugins_registry_dir}",
+                f"--plugins-dir={cluster.plugins_dir}",
+                f"--cdi-root={cluster.cdi_dir}",
+                f"--dev-root={cluster.directory / 'mock-dev'}",
+                "--gpu-backend=mock",
+                f"--mock-profile={MOCK_PROFILE}",
+            ],
+            cluster.logs_dir / "kubelet-plugin.log",
+        )
+        self.agents.append(plugin)
+        controller = Agent.start(
+            "controller",
+            [
+                *_dra_driver(),
+                "controller",
+                f"--kubeconfig={cluster.kubeconfig}",
+                "--no-leader-elect",
+                "--no-manage-device-classes",
+            ],
+            cluster.logs_dir / "controller.log",
+        )
+        self.agents.append(controller)
+        _say(f"started {plugin.name} (mock GPUs {MOCK_PROFILE}) and {controller.name}")
+        wait_for(
+            "the kubelet to register the plugin",
+            lambda: "kubelet registered DRA driver" in plugin.text(),
+            60,
+            plugin,
+        )
+        self.timings.mark("agents started, plugin registered")
+
+    # --- run ------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Apply the manifests, wait for every pod to run; return the table."""
+        assert self.api is not None
+        api = self.api
+        docs = manifests()
+        self.namespace = demo_namespace(docs)
+        gated = [d for d in docs if d["kind"] == "Pod" and d["spec"].get("schedulingGates")]
+        # Gated pods first, and the rest once the controller's allocations are bound: the
+        # scheduler and the controller allocate independently, and an allocation one of them
+        # writes while the other is deciding is not seen by the other (both may pick the same
+        # free device; the kubelet plugin then refuses the second prepare).
+        first = [d for d in docs if d["kind"] != "Pod" or d in gated]
+        for doc in first:
+            _say(f"applied {api.apply(doc)}")
+        if gated:
+            names = [d["metadata"]["name"] for d in gated]
+            try:
+                wait_for(
+                    f"the controller to place {', '.join(names)} and the scheduler to bind it",
+                    lambda: all(
+                        p["spec"].get("nodeName")
+                        for p in self._pods()
+                        if p["metadata"]["name"] in names
+                    ),
+                    PODS_TIMEOUT_S,
+                    *self.agents,
+                )
+            except DemoError as err:
+                raise DemoError(f"{err}\n{self._pod_report(names)}") from None
+            self.timings.mark("gated pods placed and bound")
+        for doc in docs:
+            if doc not in first:
+                _say(f"applied {api.apply(doc)}")
+        pods = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Pod")
+
+        def all_running() -> bool:
+            phases = {p["metadata"]["name"]: p.get("status", {}).get("phase") for p in self._pods()}
+            failed = [name for name, phase in phases.items() if phase in ("Failed", "Succeeded")]
+            if failed:
+                raise DemoError(f"pod(s) {', '.join(failed)} stopped:\n{self._pod_report(failed)}")
+            return sorted(phases) == pods and all(p == "Running" for p in phases.values())
+
+        try:
+            wait_for(f"{len(pods)} pods to run", all_running, PODS_TIMEOUT_S, *self.agents)
+        except DemoError as err:
+            raise DemoError(f"{err}\n{self._pod_report(pods)}") from None
+        self.timings.mark("all pods running")
+        rows = [self._row(pod) for pod in sorted(self._pods(), key=lambda p: p["metadata"]["name"])]
+        return format_table(HEADER, [row.cells() for row in rows])
+
+    def _pods(self) -> list[dict[str, Any]]:
+        assert self.api is not None
+        return self.api.pods(self.namespace)
+
+    def _row(self, pod: dict[str, Any]) -> PodRow:
+        assert self.api is not None and self.cluster is not None
+        api, name = self.api, pod["metadata"]["name"]
+        claims = [api.claim(self.namespace, c) for c in claim_names(pod)]
+        self.claim_uids |= {c["metadata"]["uid"] for c in claims}
+        specs = [
+            json.loads(path.read_text())
+            for claim in claims
+            for path in sorted(self.cluster.cdi_dir.glob(f"*{claim['metadata']['uid']}*.json"))
+        ]
+        log: str = wait_for(
+            f"pod {name} to print what it sees",
+            lambda: (text := api.log(self.namespace, name)) and "--- end" in text and text,
+            30,
+        )
+        return PodRow(
+            pod=name,
+            claims=tuple(c["metadata"]["name"] for c in claims),
+            placed_by=",".join(sorted({placed_by(c, DRIVER) for c in claims})) or "-",
+            node=str(pod["spec"].get("nodeName") or ""),
+            devices=tuple(d for c in claims for d in allocated_devices(c)),
+            cdi_ids=tuple(cdi_device_ids(specs)),
+            saw=tuple(container_view(log)),
+        )
+
+    def _pod_report(self, names: list[str]) -> str:
+        assert self.api is not None
+        lines = []
+        by_name = {p["metadata"]["name"]: p for p in self._pods()}
+        for name in names:
+            pod = by_name.get(name, {})
+            lines.append(
+                f"  pod {name}: phase {pod.get('status', {}).get('phase')}, "
+                f"node {pod.get('spec', {}).get('nodeName')}, "
+                f"gates {pod.get('spec', {}).get('schedulingGates')}"
+            )
+            lines += [f"    event {e}" for e in self.api.events(self.namespace, name)]
+        return "\n".join(lines)
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Undo everything started, each step tried; returns what went wrong."""
+        problems: list[str] = []
+        if self.api is not None and self.namespace and self.cluster is not None:
+            try:
+                self._delete_pods()
+            except Exception as err:  # teardown goes on whatever this step met
+                problems.append(f"deleting the pods: {err}")
+        for agent in reversed(self.agents):
+            code = agent.stop()
+            _say(f"{agent.name} stopped (exit status {code})")
+            if code != 0:
+                problems.append(f"{agent.name} exited {code} on SIGTERM")
+        self.agents.clear()
+        if self.cluster is not None:
+            try:
+                self.cluster.down(keep_directory=self.keep_logs)
+            except ClusterError as err:
+                problems.append(f"cluster down: {err}")
+            self.cluster = None
+        return problems
+
+    def _delete_pods(self) -> None:
+        """Delete the demo's pods and wait until the kubelet had the plugin unprepare their
+        claims: no pod left, no CDI spec of theirs left."""
+        assert self.api is not None and self.cluster is not None
+        self.claim_uids |= self.api.claim_uids(self.namespace)
+        self.api.delete_pods(self.namespace)
+        cdi_dir = self.cluster.cdi_dir
+        wait_for(
+            "the pods to be gone and their claims unprepared",
+            lambda: (
+                not self._pods()
+                and not any(any(cdi_dir.glob(f"*{uid}*")) for uid in self.claim_uids)
+            ),
+            UNPREPARE_TIMEOUT_S,
+        )
+        _say("pods deleted, their claims unprepared (CDI specs gone)")
+
+    def log_tails(self) -> str:
+        parts = [f"--- {a.name} ({a.log}):\n{log_tail(a.log, 30)}" for a in self.agents]
+        if self.cluster is not None:
+            parts.append(self.cluster.log_tails(lines=20))
+        return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so a terminated demo tears down like a Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 the demo ran and everything was torn down; 1 a step or the teardown
+    failed (log tails printed); 130 interrupted; 2 a usage error."""
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.demo",
+        description="Start the local cluster with the driver on mock GPUs, run the demo pods, "
+        "print what each got, tear everything down.",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the cluster directory (logs) after teardown",
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("python -m e2e.demo: needs root (it runs a kubelet)", file=sys.stderr)
+        return 2
+    demo = Demo(keep_logs=args.keep_logs)
+    code = 0
+    with _sigterm_as_interrupt():
+        try:
+            try:
+                demo.start()
+                table = demo.run()
+                print(table, flush=True)
+            except KeyboardInterrupt:
+                _say("interrupted; tearing down")
+                code = 130
+            except Exception as err:  # whatever failed, report it and tear down
+                _say(f"failed: {type(err).__name__}: {err}")
+                print(demo.log_tails(), file=sys.stderr)
+                code = 1
+            problems = demo.stop()
+        except KeyboardInterrupt:
+            _say("interrupted during teardown; tearing down again")
+            problems = demo.stop()
+            code = 130
+    demo.timings.mark("teardown")
+    for problem in problems:
+        _say(f"teardown: {problem}")
+    if problems and code == 0:
+        code = 1
+    print(demo.timings.report(), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
