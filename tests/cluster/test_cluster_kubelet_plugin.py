@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +49,52 @@ SHOW_DEVICES = [
 ]
 
 
-@dataclass(frozen=True)
 class RunningPlugin:
-    process: subprocess.Popen[bytes]
-    log: Path
-    gpus: tuple[Gpu, ...]
+    """``dra-driver kubelet-plugin`` as a process; stopped with SIGTERM, as the kubelet's
+    pod would be."""
+
+    def __init__(self, argv: list[str], log: Path, gpus: tuple[Gpu, ...]) -> None:
+        self.argv = argv
+        self.log = log
+        self.gpus = gpus
+        self.process: subprocess.Popen[bytes] | None = None
+        self._registrations = 0
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace").splitlines()[-lines:]
         return "kubelet plugin log:\n" + "\n".join(f"    {line}" for line in text)
+
+    def _registered(self) -> int:
+        return self.log.read_text(errors="replace").count("kubelet registered DRA driver")
+
+    def start(self, cluster: ClusterUnderTest) -> None:
+        """Start it and wait until the kubelet has registered it."""
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        process, before = self.process, self._registrations
+        wait_for(
+            "the kubelet to register the plugin",
+            lambda: process.poll() is not None or self._registered() > before,
+            cluster=cluster,
+            context=self.log_tail,
+        )
+        assert process.poll() is None, self.log_tail()
+        self._registrations = self._registered()
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 30 s; the exit status."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            return process.wait()
 
 
 def _plugin_command() -> list[str]:
@@ -81,7 +117,6 @@ def kubelet_plugin(
     if cluster is None:
         pytest.skip("runs the kubelet plugin next to the local cluster's kubelet")
     dev_root = cluster.directory / "mock-dev"
-    log = cluster.logs_dir / "kubelet-plugin.log"
     argv = [
         *_plugin_command(),
         "kubelet-plugin",
@@ -94,31 +129,17 @@ def kubelet_plugin(
         "--gpu-backend=mock",
         f"--mock-profile={PROFILE}",
     ]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    plugin = RunningPlugin(process, log, MockBackend(cluster.node_name, PROFILE).discover().gpus)
+    plugin = RunningPlugin(
+        argv,
+        cluster.logs_dir / "kubelet-plugin.log",
+        MockBackend(cluster.node_name, PROFILE).discover().gpus,
+    )
     registration = cluster.plugins_registry_dir / f"{DRIVER}-reg.sock"
     try:
-        wait_for(
-            "the kubelet to register the plugin",
-            lambda: (
-                process.poll() is not None or "kubelet registered DRA driver" in log.read_text()
-            ),
-            cluster=local_cluster,
-            context=plugin.log_tail,
-        )
-        assert process.poll() is None, plugin.log_tail()
+        plugin.start(local_cluster)
         yield plugin
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            code = process.wait()
+        code = plugin.stop()
         resources = resource_api(local_cluster.api_client)
         resources.delete_collection_resource_slice(
             field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
@@ -223,8 +244,6 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
     specs = _cdi_specs(cdi_dir, claim["metadata"]["uid"])
     assert specs, f"no CDI spec for claim {claim_name} in {cdi_dir}: {os.listdir(cdi_dir)}"
     _check_container_sees_the_gpu(log, specs, gpu)
-    # The kubelet recorded what the plugin prepared in the claim's status.
-    assert [d["device"] for d in claim["status"].get("devices", [])] in ([], [result["device"]])
 
     core.delete_namespaced_pod("sees-gpu", namespace, grace_period_seconds=0)
     wait_for(
@@ -260,21 +279,194 @@ def test_standalone_claim_is_deallocated_after_its_pod_is_deleted(
     _check_container_sees_the_gpu(log, _cdi_specs(cdi_dir, uid), gpu)
 
     core.delete_namespaced_pod("uses-claim", namespace, grace_period_seconds=0)
+    wait_for(
+        "pod uses-claim to be gone",
+        lambda: is_gone(lambda: core.read_namespaced_pod("uses-claim", namespace)),
+        cluster=local_cluster,
+    )
+    _wait_released(api_client, local_cluster, kubelet_plugin, namespace, "shared-l4")
+
+
+def _claim_uid(api_client: Any, namespace: str, name: str) -> str:
+    claim = read_json(resource_api(api_client).read_namespaced_resource_claim, name, namespace)
+    return str(claim["metadata"]["uid"])
+
+
+def _wait_released(
+    api_client: Any, cluster: ClusterUnderTest, plugin: RunningPlugin, namespace: str, claim: str
+) -> None:
+    """Until the claim is unreserved, deallocated and its CDI spec gone."""
+    assert cluster.local is not None
+    cdi_dir = cluster.local.cdi_dir
+    resources = resource_api(api_client)
+    uid = _claim_uid(api_client, namespace, claim)
 
     def released() -> bool:
-        current = read_json(resources.read_namespaced_resource_claim, "shared-l4", namespace)
+        current = read_json(resources.read_namespaced_resource_claim, claim, namespace)
         status = current.get("status", {})
         return (
-            is_gone(lambda: core.read_namespaced_pod("uses-claim", namespace))
-            and not status.get("reservedFor")
+            not status.get("reservedFor")
             and "allocation" not in status
             and not _cdi_specs(cdi_dir, uid)
         )
 
     wait_for(
-        "the claim to be unprepared, unreserved and deallocated",
+        f"claim {claim} to be unprepared, unreserved and deallocated",
         released,
+        cluster=cluster,
+        timeout_s=90,
+        context=plugin.log_tail,
+    )
+
+
+def test_two_pods_share_one_claim_until_the_last_one_goes(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    cdi_dir = local_cluster.local.cdi_dir
+    gpu = _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    selector = f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'
+    resources.create_namespaced_resource_claim(namespace, resource_claim("shared", selector))
+    for pod in ("first", "second"):
+        core.create_namespaced_pod(namespace, pod_with_claim(pod, SHOW_DEVICES, claim="shared"))
+    logs = {
+        pod: _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, pod)
+        for pod in ("first", "second")
+    }
+    claim = read_json(resources.read_namespaced_resource_claim, "shared", namespace)
+    uid = claim["metadata"]["uid"]
+    assert sorted(r["name"] for r in claim["status"]["reservedFor"]) == ["first", "second"]
+    specs = _cdi_specs(cdi_dir, uid)
+    assert len(specs) == 1, f"one CDI spec per claim, found {len(specs)}"
+    for log in logs.values():
+        _check_container_sees_the_gpu(log, specs, gpu)
+
+    core.delete_namespaced_pod("first", namespace, grace_period_seconds=0)
+
+    def only_second_left() -> bool:
+        current = read_json(resources.read_namespaced_resource_claim, "shared", namespace)
+        reserved = [r["name"] for r in current.get("status", {}).get("reservedFor") or []]
+        return reserved == ["second"] and is_gone(
+            lambda: core.read_namespaced_pod("first", namespace)
+        )
+
+    wait_for(
+        "the claim to be reserved for the second pod only", only_second_left, cluster=local_cluster
+    )
+    # The claim is still in use on the node: prepared, allocated, its spec in place.
+    assert _cdi_specs(cdi_dir, uid) == specs
+    assert pod_phase(api_client, namespace, "second") == "Running"
+    assert (
+        "allocation"
+        in read_json(resources.read_namespaced_resource_claim, "shared", namespace)["status"]
+    )
+
+    core.delete_namespaced_pod("second", namespace, grace_period_seconds=0)
+    _wait_released(api_client, local_cluster, kubelet_plugin, namespace, "shared")
+
+
+def test_unsatisfiable_claim_stays_pending_without_harming_others(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+) -> None:
+    gpu = _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace,
+        claim_template(
+            "no-such-gpu", f'device.attributes["{DRIVER}"].productName == "NVIDIA B200"'
+        ),
+    )
+    resources.create_namespaced_resource_claim_template(
+        namespace,
+        claim_template("one-l4", f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'),
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("waits", ["sleep", "3600"], template="no-such-gpu")
+    )
+    core.create_namespaced_pod(namespace, pod_with_claim("runs", SHOW_DEVICES, template="one-l4"))
+
+    def unschedulable() -> bool:
+        pod = read_json(core.read_namespaced_pod, "waits", namespace)
+        return any(
+            c["type"] == "PodScheduled"
+            and c["status"] == "False"
+            and c.get("reason") == "Unschedulable"
+            for c in pod.get("status", {}).get("conditions") or []
+        )
+
+    wait_for(
+        "the scheduler to report pod waits unschedulable",
+        unschedulable,
+        cluster=local_cluster,
+        context=lambda: pod_report(api_client, namespace, "waits"),
+    )
+    log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "runs")
+    claim = generated_claim_name(api_client, namespace, "runs")
+    assert claim
+    uid = _claim_uid(api_client, namespace, claim)
+    assert local_cluster.local is not None
+    _check_container_sees_the_gpu(log, _cdi_specs(local_cluster.local.cdi_dir, uid), gpu)
+
+    waiting = read_json(core.read_namespaced_pod, "waits", namespace)
+    assert not waiting["spec"].get("nodeName")
+    assert waiting["status"]["phase"] == "Pending"
+    pending_claim = generated_claim_name(api_client, namespace, "waits")
+    assert pending_claim, "the resourceclaim controller creates the claim before scheduling"
+    stored = read_json(resources.read_namespaced_resource_claim, pending_claim, namespace)
+    assert "allocation" not in stored.get("status", {})
+
+
+def test_plugin_restart_keeps_the_running_pods_devices(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+) -> None:
+    cluster = local_cluster.local
+    assert cluster is not None
+    gpu = _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("one-l4", f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"')
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("survivor", SHOW_DEVICES, template="one-l4")
+    )
+    _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "survivor")
+    claim = generated_claim_name(api_client, namespace, "survivor")
+    assert claim
+    uid = _claim_uid(api_client, namespace, claim)
+    spec_files = sorted(cluster.cdi_dir.glob(f"*{uid}*"))
+    assert spec_files
+    before = {f: f.read_bytes() for f in spec_files}
+    container = read_json(core.read_namespaced_pod, "survivor", namespace)["status"][
+        "containerStatuses"
+    ][0]
+
+    assert kubelet_plugin.stop() == 0, kubelet_plugin.log_tail()
+    kubelet_plugin.start(local_cluster)
+
+    # The new process recovered the claim from its checkpoint: the spec the running
+    # container was created from is untouched, and the container was not restarted.
+    assert {f: f.read_bytes() for f in sorted(cluster.cdi_dir.glob(f"*{uid}*"))} == before
+    checkpoint = cluster.plugins_dir / DRIVER / "checkpoint.json"
+    assert uid in checkpoint.read_text()
+    now = read_json(core.read_namespaced_pod, "survivor", namespace)["status"]
+    assert now["phase"] == "Running"
+    assert now["containerStatuses"][0]["containerID"] == container["containerID"]
+    assert now["containerStatuses"][0]["restartCount"] == 0
+
+    # ... and unprepares, on deletion, what its predecessor prepared.
+    core.delete_namespaced_pod("survivor", namespace, grace_period_seconds=0)
+    wait_for(
+        "the claim and its CDI spec to be gone after the restart",
+        lambda: (
+            is_gone(lambda: resources.read_namespaced_resource_claim(claim, namespace))
+            and not _cdi_specs(cluster.cdi_dir, uid)
+        ),
         cluster=local_cluster,
         timeout_s=90,
         context=kubelet_plugin.log_tail,
     )
+    assert uid not in checkpoint.read_text()
