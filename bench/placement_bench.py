@@ -204,8 +204,16 @@ def _pod(name: str, namespace: str, claim: str, *, gated: bool) -> dict[str, Any
     return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def controller_process(kubeconfig: str, policy: str) -> Iterator[None]:
+def controller_process(
+    kubeconfig: str, policy: str, extra: list[str]
+) -> Iterator[subprocess.Popen[bytes]]:
     command = [
         str(Path(sys.executable).parent / "dra-driver"),
         "controller",
@@ -214,10 +222,11 @@ def controller_process(kubeconfig: str, policy: str) -> Iterator[None]:
         "--no-manage-device-classes",
         f"--policy={policy}",
         "--log-level=warning",
+        *extra,
     ]
     process = subprocess.Popen(command, cwd=REPO)
     try:
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(30)
@@ -233,6 +242,7 @@ def run_phase(
     pods: int,
     kubeconfig: str,
     policy: str,
+    extra: list[str],
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     namespace = f"bench-{run}"
@@ -250,11 +260,13 @@ def run_phase(
         )
     times = PodTimes(kube, namespace)
     times.start()
-    context = controller_process(kubeconfig, policy) if gated else _nothing()
+    context = controller_process(kubeconfig, policy, extra) if gated else _nothing()
+    cpu: float | None = None
     try:
-        with context:
-            if gated:
+        with context as process:
+            if process is not None:
                 time.sleep(3)  # the controller's first lists
+                cpu = cpu_seconds(process.pid)
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 list(
@@ -266,11 +278,15 @@ def run_phase(
                     )
                 )
             done = times.wait(pods, timeout_s=600)
+            if process is not None and cpu is not None:
+                cpu = cpu_seconds(process.pid) - cpu
     finally:
         times.stop.set()
         _cleanup(kube, namespace)
         fleet.remove()
     result: dict[str, Any] = {"phase": name, "complete": done, "pods": pods}
+    if cpu is not None:
+        result["controller_cpu_ms_per_pod"] = round(cpu / pods * 1000, 1)
     bound = [times.bound[p] - times.created[p] for p in times.bound if p in times.created]
     last_bound = max(times.bound.values(), default=started)
     result["bound"] = {
@@ -292,7 +308,7 @@ def run_phase(
 
 @contextmanager
 def _nothing() -> Iterator[None]:
-    yield
+    yield None
 
 
 def _core(kube: KubernetesClient) -> Any:
@@ -312,6 +328,22 @@ def _cleanup(kube: KubernetesClient, namespace: str) -> None:
     core.delete_namespace(namespace)
 
 
+def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per phase and measure, the median of each figure over the runs."""
+    summary: dict[str, Any] = {}
+    for phase, results in runs.items():
+        summary[phase] = {
+            measure: {
+                key: statistics.median(r[measure][key] for r in results)
+                for key in ("pods_per_s", "p50_ms", "p99_ms")
+            }
+            for measure in ("placed", "bound")
+            if all(measure in r for r in results)
+        }
+        summary[phase]["runs"] = len(results)
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", help="an existing cluster (default: start a LocalCluster)")
@@ -320,7 +352,20 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=500)
     parser.add_argument("--policy", default="binpack")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the phases this many times, alternating, and add a summary of medians",
+    )
+    parser.add_argument(
         "--phases", default="scheduler,controller", help="comma-separated: scheduler,controller"
+    )
+    parser.add_argument(
+        "--controller-arg",
+        action="append",
+        default=[],
+        help="extra flag for dra-driver controller (repeatable), e.g. "
+        "--controller-arg=--workers=16",
     )
     args = parser.parse_args()
     local = None
@@ -333,25 +378,32 @@ def main() -> int:
         kubeconfig = str(local.kubeconfig)
     try:
         kube = KubernetesClient(load_api_client(kubeconfig))
-        for phase in args.phases.split(","):
-            result = run_phase(
-                kube,
-                name=phase,
-                gated=phase == "controller",
-                nodes=args.nodes,
-                gpus=args.gpus,
-                pods=args.pods,
-                kubeconfig=kubeconfig,
-                policy=args.policy,
-            )
-            result.update(
-                nodes=args.nodes,
-                gpus_per_node=args.gpus,
-                policy=args.policy if phase == "controller" else "first-fit (scheduler)",
-                cpus=os.cpu_count(),
-                python=platform.python_version(),
-            )
-            print(json.dumps(result), flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.repeat):
+            for phase in args.phases.split(","):
+                result = run_phase(
+                    kube,
+                    name=phase,
+                    gated=phase == "controller",
+                    nodes=args.nodes,
+                    gpus=args.gpus,
+                    pods=args.pods,
+                    kubeconfig=kubeconfig,
+                    policy=args.policy,
+                    extra=args.controller_arg,
+                )
+                result.update(
+                    nodes=args.nodes,
+                    gpus_per_node=args.gpus,
+                    policy=args.policy if phase == "controller" else "first-fit (scheduler)",
+                    cpus=os.cpu_count(),
+                    python=platform.python_version(),
+                    load_average=round(os.getloadavg()[0], 1),
+                )
+                runs.setdefault(phase, []).append(result)
+                print(json.dumps(result), flush=True)
+        if args.repeat > 1:
+            print(json.dumps({"summary": _summary(runs)}), flush=True)
     finally:
         if local is not None:
             local.down()

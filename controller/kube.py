@@ -211,13 +211,20 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
 }
 
 
-def load_api_client(kubeconfig: str | None) -> Any:
+#: Connections kept open to the API server: one per watch (five) plus the workers'
+#: writes. The client's default (5 per CPU) would make writers on a small machine
+#: open (and TLS-handshake) a new connection for nearly every request.
+CONNECTION_POOL_SIZE: Final = 64
+
+
+def load_api_client(kubeconfig: str | None, *, pool_size: int = CONNECTION_POOL_SIZE) -> Any:
     """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig``, or in-cluster."""
     configuration = k8s_client.Configuration()
     if kubeconfig:
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
         k8s_config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
     return k8s_client.ApiClient(configuration)
 
 
