@@ -7,8 +7,10 @@ metric                                         type      labels / meaning
                                                          placed and gate removed
 ``dra_driver_placement_latency_seconds``       histogram from the gate first seen to the gate
                                                          removed, per pod
-``dra_driver_placement_conflicts_total``       counter   ``resource`` (resourceclaims, pods):
-                                                         writes refused for a stale version
+``dra_driver_placement_conflicts_total``       counter   ``resource``: writes refused for a
+                                                         stale version (resourceclaims,
+                                                         pods); devices another writer
+                                                         allocated meanwhile (devices)
 ``dra_driver_placement_failures_total``        counter   ``reason``: unsatisfiable,
                                                          invalid, api-error, not-leader,
                                                          unschedulable-after-placement

@@ -342,8 +342,38 @@ class Placer:
                     "writing an allocation failed", extra={"pod": pod.key, "error": str(err)}
                 )
                 return Result(backoff=True)
+            taken = self._taken_meanwhile(outcome.claims)
+            if taken:
+                # Another writer (the scheduler, for an ungated pod) allocated one of
+                # these devices between our decision and our write, for another claim:
+                # both writes succeed, as they touch different objects. Give ours up
+                # before the pod runs, and decide again.
+                self.metrics.conflicts.labels("devices").inc()
+                log.warning(
+                    "devices allocated twice; releasing ours",
+                    extra={"pod": pod.key, "devices": ", ".join(taken)},
+                )
+                self._rollback(outcome.claims)
+                continue
             return outcome
         return Result(backoff=True)
+
+    def _taken_meanwhile(self, claims: Sequence[ResourceClaim]) -> list[str]:
+        """Devices of these (just written) claims that another claim holds too."""
+        taken: list[str] = []
+        with self.cache.lock:
+            snapshot = self.cache.snapshot()
+            for claim in claims:
+                label = f"claim {_label(claim)}"
+                allocation = claim.status.allocation if claim.status is not None else None
+                devices = allocation.devices if allocation is not None else None
+                for result in (devices.results if devices is not None else None) or []:
+                    if result.admin_access or result.share_id is not None:
+                        continue
+                    device = f"{result.driver}/{result.pool}/{result.device}"
+                    if any(holder != label for holder in snapshot.users(device)):
+                        taken.append(device)
+        return taken
 
     def _decide(
         self, pod: PodInfo, names: Sequence[str], record: _Placed | None

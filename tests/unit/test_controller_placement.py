@@ -548,3 +548,25 @@ def test_a_stale_gated_pod_is_not_placed_twice() -> None:
     h.placer.reconcile("default/p")
     assert h.metrics.placements.labels("binpack")._value.get() == 1
     assert len([e for e in h.events_for("Pod", "p") if e["reason"] == "Placed"]) == 1
+
+
+def test_a_device_the_scheduler_allocates_meanwhile_is_given_up_before_the_gate() -> None:
+    h = Harness()
+    _cluster(h, node_a=2)
+    h.add("resourceclaims", claim("c"), claim("theirs"))
+    h.add("pods", pod("p", "c"))
+    h.sync()
+
+    def scheduler_allocates_gpu_0() -> None:
+        # The scheduler, for an ungated pod, took gpu-0 from its own in-memory view;
+        # its write lands while ours is on its way, and the watch delivers it.
+        current = h.claim("theirs")
+        current["status"] = {"allocation": allocation("node_a", "gpu-0")}
+        h.cache.apply("resourceclaims", "MODIFIED", h.cluster.put("resourceclaims", current))
+
+    h.cluster.before("replace_status", "resourceclaims", scheduler_allocates_gpu_0, name="c")
+    h.placer.reconcile("default/p")
+    assert h.devices("theirs") == [("node_a", "gpu-0")]
+    assert h.devices("c") == [("node_a", "gpu-1")]
+    assert _gates(h, "p") == []
+    assert h.metrics.conflicts.labels("devices")._value.get() == 1
