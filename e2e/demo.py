@@ -412,7 +412,10 @@ class Demo:
         for agent in reversed(self.agents):
             code = agent.stop()
             _say(f"{agent.name} stopped (exit status {code})")
-            if code != 0:
+            if code == -signal.SIGTERM:
+                # Terminated before it installed its handler (still starting): stopped all the same.
+                _say(f"{agent.name} was still starting and died of the SIGTERM itself")
+            elif code != 0:
                 problems.append(f"{agent.name} exited {code} on SIGTERM")
         self.agents.clear()
         if self.cluster is not None:
@@ -448,17 +451,26 @@ class Demo:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so a terminated demo tears down like a Ctrl-C."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+def _signals(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM inside the block (which may replace it); the
+    handlers from before the block after it."""
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt: a terminated demo tears down like a Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def _hold_on(signum: int, frame: FrameType | None) -> None:
+    """During teardown a signal only says so: stopping it halfway would leave processes
+    and mounts behind, and every step of the teardown has a time limit."""
+    _say(f"{signal.Signals(signum).name}: already tearing down, every step has a time limit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demo = Demo(keep_logs=args.keep_logs)
     code = 0
-    with _sigterm_as_interrupt():
+    problems: list[str] = []
+    with _signals(_interrupt):
         try:
             try:
                 demo.start()
@@ -493,11 +506,11 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"failed: {type(err).__name__}: {err}")
                 print(demo.log_tails(), file=sys.stderr)
                 code = 1
+        finally:
+            # Even when a second signal cut the handling above short.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _hold_on)
             problems = demo.stop()
-        except KeyboardInterrupt:
-            _say("interrupted during teardown; tearing down again")
-            problems = demo.stop()
-            code = 130
     demo.timings.mark("teardown")
     for problem in problems:
         _say(f"teardown: {problem}")
