@@ -14,7 +14,14 @@ The file is JSON::
             {"requests": ["gpu"], "pool": "node-a", "device": "gpu-0",
              "cdiDeviceIds": ["gpu.dra-driver.io/gpu=<uid>-gpu-0"],
              "uuid": "GPU-...", "deviceNode": "/dev/nvidia0",
-             "sharing": {"strategy": "MPS", "mpsActiveThreadPercentage": 50}}
+             "sharing": {"strategy": "MPS", "mpsActiveThreadPercentage": 50}},
+            {"requests": ["mig"], "pool": "node-a", "device": "gpu-1-mig-1g10gb-19-0",
+             "cdiDeviceIds": ["gpu.dra-driver.io/gpu=<uid>-gpu-1-mig-1g10gb-19-0"],
+             "uuid": "MIG-...", "deviceNode": "/dev/nvidia1",
+             "mig": {"parentDevice": "gpu-1", "parentUuid": "GPU-...", "profile": "1g.10gb",
+                     "profileId": 19, "placementStart": 0, "placementSize": 1,
+                     "dynamic": true, "gpuInstanceId": 1, "computeInstanceId": 0,
+                     "capDeviceNodes": ["/dev/nvidia-caps/nvidia-cap147", ...]}}
           ]
         }
       }
@@ -26,6 +33,13 @@ back and a completed one is trusted; ``bootId`` tells a restart from a reboot
 (after a reboot the CDI specs, kept on a tmpfs, are gone and must be redone).
 A device record holds everything needed to write the claim's CDI spec again
 without the API server.
+
+MIG devices carry a ``mig`` record. A dynamic one (created at prepare,
+destroyed at unprepare) is written ``PrepareStarted`` *before* it is created,
+with its placement but no UUID yet, so that start-up can destroy an instance a
+crash left half made; the UUID and capability nodes are recorded once it exists.
+The ``mig`` field is optional, so files written before it existed still read
+as version 1.
 
 Compatibility: :func:`decode_checkpoint` reads the current version and every
 older one for which :data:`UPGRADES` has a step (each step turns version N
@@ -52,6 +66,7 @@ __all__ = [
     "ClaimEntry",
     "ClaimState",
     "DeviceRecord",
+    "MigRecord",
     "SharingRecord",
     "Upgrade",
     "assemble_checkpoint",
@@ -100,6 +115,26 @@ class SharingRecord(_CheckpointModel):
     mps_pinned_memory_limit_bytes: int | None = None
 
 
+class MigRecord(_CheckpointModel):
+    """Where a prepared MIG device lies, and whether this plugin created it."""
+
+    parent_device: str
+    """The full GPU's device name, ``gpu-<minor>``."""
+    parent_uuid: str
+    profile: str
+    """Profile name, ``1g.10gb``."""
+    profile_id: int
+    placement_start: int
+    placement_size: int
+    dynamic: bool
+    """True: created at prepare, destroyed at unprepare; False: a static MIG device."""
+    gpu_instance_id: int | None = None
+    """None while a dynamic MIG device is not created yet (``PrepareStarted``)."""
+    compute_instance_id: int | None = None
+    cap_device_nodes: tuple[str, ...] = ()
+    """``/dev/nvidia-caps/nvidia-cap<N>`` of the GPU and compute instance."""
+
+
 class DeviceRecord(_CheckpointModel):
     """One prepared device: what the kubelet was told, and what the CDI spec needs."""
 
@@ -111,7 +146,10 @@ class DeviceRecord(_CheckpointModel):
     cdi_device_ids: tuple[str, ...]
     uuid: str
     device_node: str
+    """The GPU's node; for a MIG device its parent's."""
     sharing: SharingRecord | None = None
+    mig: MigRecord | None = None
+    """Set for a MIG device (``uuid`` is then the MIG UUID, empty until it is created)."""
 
 
 class ClaimEntry(_CheckpointModel):

@@ -12,7 +12,10 @@ NVIDIA's DRA driver (spec/cdi.md §6):
   with the UUIDs of the claim's GPUs, the CUDA MPS client settings, and an
   ``update-ldcache`` hook where a hook binary is configured;
 - one device per allocated GPU, named ``<claim uid>-gpu-<minor>``, with its
-  ``/dev/nvidia<minor>`` node and ``DRA_GPU_<ordinal>_*`` variables describing it.
+  ``/dev/nvidia<minor>`` node and ``DRA_GPU_<ordinal>_*`` variables describing it;
+  a MIG device (``<claim uid>-gpu-<minor>-mig-...``) gets its parent's
+  ``/dev/nvidia<minor>`` and the ``/dev/nvidia-caps/nvidia-cap<N>`` nodes of its
+  GPU and compute instance, and its ``MIG-...`` UUID stands where a GPU's would.
 
 ``cdiVersion`` is the lowest version the content needs (:func:`minimum_cdi_version`),
 so that older runtimes still load the file: containerd 1.7 reads up to 0.8.0,
@@ -457,9 +460,11 @@ class SpecDevice:
     """CDI device name, from :func:`cdi_device_name`."""
     uuid: str
     device_node: str
-    """Container path of the device node, ``/dev/nvidia<minor>``."""
+    """Container path of the device node, ``/dev/nvidia<minor>`` (a MIG device's parent's)."""
     sharing: SharingSettings | None = None
     """None: exclusive use."""
+    extra_device_nodes: tuple[str, ...] = ()
+    """Further nodes of this device: a MIG device's ``/dev/nvidia-caps/nvidia-cap<N>``."""
 
 
 def _mebibytes(size: int) -> str:
@@ -553,7 +558,10 @@ def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: Hos
             name=device.name,
             container_edits=ContainerEdits(
                 env=_device_env(ordinal, device),
-                device_nodes=[_device_node(host.dev_root, device.device_node)],
+                device_nodes=[
+                    _device_node(host.dev_root, path)
+                    for path in (device.device_node, *device.extra_device_nodes)
+                ],
             ),
         )
         for ordinal, device in enumerate(devices)

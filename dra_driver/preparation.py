@@ -16,6 +16,18 @@ exclusive use. Every entry of this driver is decoded and checked, even one that
 a later entry overrides, so a typo never goes unnoticed; entries of other
 drivers are skipped.
 
+MIG devices: a static MIG device (MIG mode on) is prepared as it is; a
+placement of a partitionable GPU (dynamic MIG) is planned with its placement
+but without a UUID, and the plan has no spec until the kubelet plugin created
+it and called :func:`with_mig_devices`. A GpuConfig that applies to a MIG device
+is an error, as with NVIDIA's driver: its sharing settings mean nothing there.
+
+Shared GPUs (consumable capacity): a result with a ``shareID`` is one share of a
+GPU that several claims may hold; its ``consumedCapacity`` becomes MPS limits
+(``memory`` -> the pinned device memory limit, ``compute`` -> the active thread
+percentage), over what a GpuConfig sets, and its CDI device is named after
+the share so that the shares of one GPU never clash.
+
 Errors are :class:`api.errors.PrepareError` naming the claim and the field:
 ``claim default/c: status.allocation.devices.results[0].pool: ...``.
 """
@@ -23,11 +35,11 @@ Errors are :class:`api.errors.PrepareError` naming the claim and the field:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from api import gpu_config
-from api.checkpoint import ClaimEntry, DeviceRecord, SharingRecord
+from api.checkpoint import ClaimEntry, DeviceRecord, MigRecord, SharingRecord
 from api.errors import InvalidInputError, PrepareError
 from api.gpu_config import GpuConfig, decode_gpu_config
 from api.quantity import Quantity
@@ -47,7 +59,7 @@ from dra_driver.cdi import (
     cdi_device_name,
     spec_file_name,
 )
-from dra_driver.discovery.model import NodeInventory
+from dra_driver.discovery.model import MigDevice, MigPlacement, NodeInventory
 
 __all__ = [
     "PlannedDevice",
@@ -56,7 +68,12 @@ __all__ = [
     "claim_label",
     "plan_from_checkpoint",
     "plan_preparation",
+    "with_mig_devices",
 ]
+
+#: Consumable capacities of a shared GPU (see :mod:`dra_driver.slices`).
+CAPACITY_MEMORY = "memory"
+CAPACITY_COMPUTE = "compute"
 
 _RESULTS = "status.allocation.devices.results"
 _CONFIG = "status.allocation.devices.config"
@@ -84,6 +101,13 @@ class PlannedDevice:
     """None: exclusive use."""
     cdi_device_name: str
     cdi_device_id: str
+    mig: MigRecord | None = None
+    """Set for a MIG device; ``uuid`` is then the MIG UUID ("" until a dynamic one exists)."""
+
+    @property
+    def pending_mig(self) -> bool:
+        """A dynamic MIG device not created yet."""
+        return self.mig is not None and self.mig.dynamic and not self.uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +120,18 @@ class PreparationPlan:
     devices: tuple[PlannedDevice, ...]
     """In allocation order; empty when no device of the claim is this driver's."""
     spec: CdiSpec | None
-    """None exactly when ``devices`` is empty: there is nothing to inject."""
+    """None when ``devices`` is empty (nothing to inject) or a dynamic MIG device is
+    still to be created (:attr:`pending_migs`)."""
     spec_file_name: str
 
     @property
     def label(self) -> str:
         return claim_label(self.namespace, self.name)
+
+    @property
+    def pending_migs(self) -> tuple[PlannedDevice, ...]:
+        """Dynamic MIG devices to create before the spec can be built."""
+        return tuple(d for d in self.devices if d.pending_mig)
 
 
 def _config_order(entry: DeviceAllocationConfiguration) -> int:
@@ -283,7 +313,9 @@ def plan_preparation(
                 "allocated to another node",
                 claim=label,
             )
-        if inventory.gpu_by_name(result.device) is None:
+        if inventory.gpu_by_name(result.device) is None and (
+            inventory.mig_by_name(result.device) is None
+        ):
             known = ", ".join(g.device_name for g in inventory.gpus) or "none"
             raise PrepareError(
                 f"{_RESULTS}[{index}].device: node {inventory.node_name} has no device "
@@ -311,18 +343,46 @@ def plan_preparation(
     devices: list[PlannedDevice] = []
     for key, group in merged.items():
         pool, device, share_id = key
-        gpu = inventory.gpu_by_name(device)
-        assert gpu is not None  # checked above
         winner = winners[key]
+        requests = tuple(dict.fromkeys(r.request for r in group))
+        name_in_cdi = cdi_device_name(uid, device, share_id)
+        gpu = inventory.gpu_by_name(device)
+        if gpu is None:
+            placement = inventory.mig_by_name(device)
+            assert placement is not None  # checked above
+            if winner is not None:
+                raise PrepareError(
+                    f"{_CONFIG}[{winner}]: a GpuConfig applies to request "
+                    f"{', '.join(requests)}, which got MIG device {device}; GpuConfig is for "
+                    "full GPUs: name only full-GPU requests in the entry's requests",
+                    claim=label,
+                )
+            devices.append(
+                PlannedDevice(
+                    requests=requests,
+                    pool=pool,
+                    device=device,
+                    share_id=share_id,
+                    admin_access=any(r.admin_access for r in group),
+                    uuid=placement.existing.uuid if placement.existing is not None else "",
+                    device_node=placement.gpu.device_node,
+                    sharing=None,
+                    cdi_device_name=name_in_cdi,
+                    cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
+                    mig=_mig_record(placement),
+                )
+            )
+            continue
         sharing: SharingSettings | None = None
         if winner is not None:
             same_config = [k for k, w in winners.items() if w == winner]
             uuids = [_uuid(inventory, k[1]) for k in same_config]
             sharing = _sharing(decoded[winner], winner, uuids, same_config.index(key), label)
-        name_in_cdi = cdi_device_name(uid, device, share_id)
+        if share_id is not None:
+            sharing = _capacity_sharing(sharing, group)
         devices.append(
             PlannedDevice(
-                requests=tuple(dict.fromkeys(r.request for r in group)),
+                requests=requests,
                 pool=pool,
                 device=device,
                 share_id=share_id,
@@ -344,6 +404,90 @@ def plan_preparation(
     )
 
 
+def _mig_record(placement: MigPlacement) -> MigRecord:
+    existing = placement.existing
+    return MigRecord(
+        parent_device=placement.gpu.device_name,
+        parent_uuid=placement.gpu.uuid,
+        profile=placement.profile.name,
+        profile_id=placement.profile.profile_id,
+        placement_start=placement.placement[0],
+        placement_size=placement.placement[1],
+        dynamic=existing is None,
+        gpu_instance_id=None if existing is None else existing.gpu_instance_id,
+        compute_instance_id=None if existing is None else existing.compute_instance_id,
+        cap_device_nodes=() if existing is None else existing.cap_device_nodes,
+    )
+
+
+def _capacity_sharing(
+    base: SharingSettings | None, group: Sequence[DeviceRequestAllocationResult]
+) -> SharingSettings | None:
+    """A share's MPS limits from its consumed capacity, over what ``base`` (a GpuConfig) says.
+
+    ``base`` unchanged when the results consumed neither memory nor compute.
+    """
+    memory: int | None = None
+    compute: int | None = None
+    for result in group:
+        consumed = result.consumed_capacity or {}
+        if CAPACITY_MEMORY in consumed:
+            memory = (memory or 0) + _quantity_bytes(consumed[CAPACITY_MEMORY])
+        if CAPACITY_COMPUTE in consumed:
+            compute = (compute or 0) + math.ceil(consumed[CAPACITY_COMPUTE].value)
+    if memory is None and compute is None:
+        return base
+    if base is not None:
+        memory = memory if memory is not None else base.mps_pinned_memory_limit_bytes
+        compute = compute if compute is not None else base.mps_active_thread_percentage
+    return SharingSettings(
+        strategy="MPS",
+        time_slice_interval=None if base is None else base.time_slice_interval,
+        mps_active_thread_percentage=compute,
+        mps_pinned_memory_limit_bytes=memory,
+    )
+
+
+def with_mig_devices(
+    plan: PreparationPlan,
+    created: Mapping[str, MigDevice],
+    *,
+    driver_name: str,
+    host: HostFiles,
+) -> PreparationPlan:
+    """The plan with its dynamic MIG devices filled in from ``created`` (by device name).
+
+    Its spec is built once no MIG device is pending. Raises ValueError when
+    ``created`` lacks a pending device (a caller bug, not a claim error).
+    """
+    devices: list[PlannedDevice] = []
+    for device in plan.devices:
+        if device.pending_mig and device.mig is not None:
+            mig = created.get(device.device)
+            if mig is None:
+                raise ValueError(f"MIG device {device.device} was not created")
+            device = replace(  # noqa: PLW2901 - the filled-in copy replaces it
+                device,
+                uuid=mig.uuid,
+                mig=device.mig.model_copy(
+                    update={
+                        "gpu_instance_id": mig.gpu_instance_id,
+                        "compute_instance_id": mig.compute_instance_id,
+                        "cap_device_nodes": mig.cap_device_nodes,
+                    }
+                ),
+            )
+        devices.append(device)
+    return _plan(
+        plan.claim_uid,
+        namespace=plan.namespace,
+        name=plan.name,
+        devices=tuple(devices),
+        driver_name=driver_name,
+        host=host,
+    )
+
+
 def _uuid(inventory: NodeInventory, device: str) -> str:
     gpu = inventory.gpu_by_name(device)
     return gpu.uuid if gpu is not None else ""
@@ -359,7 +503,7 @@ def _plan(
     host: HostFiles,
 ) -> PreparationPlan:
     spec = None
-    if devices:
+    if devices and not any(d.pending_mig for d in devices):
         spec = build_cdi_spec(
             driver_name=driver_name,
             devices=[
@@ -368,6 +512,7 @@ def _plan(
                     uuid=d.uuid,
                     device_node=d.device_node,
                     sharing=d.sharing,
+                    extra_device_nodes=() if d.mig is None else d.mig.cap_device_nodes,
                 )
                 for d in devices
             ],
@@ -403,6 +548,7 @@ def checkpoint_devices(plan: PreparationPlan) -> tuple[DeviceRecord, ...]:
                 mps_active_thread_percentage=d.sharing.mps_active_thread_percentage,
                 mps_pinned_memory_limit_bytes=d.sharing.mps_pinned_memory_limit_bytes,
             ),
+            mig=d.mig,
         )
         for d in plan.devices
     )
@@ -440,6 +586,7 @@ def plan_from_checkpoint(
                 ),
                 cdi_device_name=name_in_cdi,
                 cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
+                mig=record.mig,
             )
         )
     return _plan(

@@ -45,12 +45,12 @@ from typing import Any, Final, TextIO
 from api.errors import DiscoveryError, DraDriverError, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
-from dra_driver.discovery.model import DiscoveryBackend, NodeInventory
+from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInventory
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
-from kubelet_plugin.devnodes import create_device_nodes
+from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health import FaultSpool, HealthEventSource, HealthMonitor
 from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
@@ -291,11 +291,18 @@ class NodeAgent:
         backend = self.backend = open_backend(settings)
         inventory = self.inventory = backend.discover()
         events: HealthEventSource = backend
+        mig_manager: MigManager | None = None
         if isinstance(backend, MockBackend):
             create_device_nodes(settings.dev_root, inventory)
+            mig_manager = DevNodeMigManager(backend.mig_manager, settings.dev_root)
             spool = FaultSpool(backend, settings.mock_faults_dir)
             spool.ensure_directory()
             events = spool
+        else:
+            from kubelet_plugin.nvml import NvmlBackend
+
+            if isinstance(backend, NvmlBackend):
+                mig_manager = backend.mig_manager
         log.info(
             "node %s: %d GPU(s) found by the %s backend",
             settings.node_name,
@@ -317,6 +324,7 @@ class NodeAgent:
             cdi=CdiWriter(settings.cdi_root, settings.driver_name),
             host=host,
             boot_id=read_boot_id(),
+            mig_manager=mig_manager,
         )
         driver.start()
 

@@ -15,7 +15,11 @@ enough for unit tests and ``discover``, not for a container runtime.
 
 - ``nvidia<minor>`` for every GPU of the inventory,
 - the control nodes ``nvidiactl``, ``nvidia-uvm``, ``nvidia-uvm-tools`` and
-  ``nvidia-modeset`` that every CUDA container gets.
+  ``nvidia-modeset`` that every CUDA container gets,
+- ``nvidia-caps/nvidia-cap<N>`` for the GPU and compute instance of every MIG
+  device: the static ones here, the dynamic ones when
+  :class:`DevNodeMigManager` creates them (major 508: the real driver's
+  ``nvidia-caps`` major is dynamic too).
 
 A marker file ``dev/.dra-driver-mock`` records that the nodes are ours. Never
 point it at the real ``/``: it refuses a dev root whose ``dev/nvidiactl`` is a
@@ -30,10 +34,16 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from api.errors import DiscoveryError
-from dra_driver.discovery.model import NodeInventory
+from api.errors import DiscoveryError, PrepareError
+from dra_driver.discovery.model import Gpu, MigDevice, MigManager, MigProfile, NodeInventory
 
-__all__ = ["CONTROL_DEVICE_NODES", "create_device_nodes", "device_node_path"]
+__all__ = [
+    "CONTROL_DEVICE_NODES",
+    "DevNodeMigManager",
+    "create_cap_nodes",
+    "create_device_nodes",
+    "device_node_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,8 @@ log = logging.getLogger(__name__)
 MOCK_MARKER: Final = "/dev/.dra-driver-mock"
 _NVIDIA_MAJOR: Final = 195
 _UVM_MAJOR: Final = 511
+_CAPS_MAJOR: Final = 508
+_CAP_PREFIX: Final = "/dev/nvidia-caps/nvidia-cap"
 _CONTROL_NUMBERS: Final = {
     "/dev/nvidiactl": (_NVIDIA_MAJOR, 255),
     "/dev/nvidia-modeset": (_NVIDIA_MAJOR, 254),
@@ -83,6 +95,9 @@ def create_device_nodes(dev_root: Path | str, inventory: NodeInventory) -> list[
         marker.touch()
         numbers = {gpu.device_node: (_NVIDIA_MAJOR, gpu.minor) for gpu in inventory.gpus}
         numbers.update(_CONTROL_NUMBERS)
+        for gpu in inventory.gpus:
+            for mig in gpu.mig_devices:
+                numbers.update(_cap_numbers(mig.cap_device_nodes))
         paths: list[Path] = []
         as_files = False
         for node, (major, minor) in numbers.items():
@@ -95,8 +110,57 @@ def create_device_nodes(dev_root: Path | str, inventory: NodeInventory) -> list[
     return paths
 
 
+def _cap_numbers(nodes: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    return {node: (_CAPS_MAJOR, int(node.removeprefix(_CAP_PREFIX))) for node in nodes}
+
+
+def create_cap_nodes(dev_root: Path | str, mig: MigDevice) -> list[Path]:
+    """Create the fake ``nvidia-cap<N>`` nodes of one MIG device; idempotent; their paths.
+
+    Raises OSError when a node cannot be created.
+    """
+    paths = []
+    as_files = False
+    for node, (major, minor) in _cap_numbers(mig.cap_device_nodes).items():
+        path = device_node_path(dev_root, node)
+        if not path.exists():
+            as_files = _create_node(path, major, minor, as_files=as_files)
+        paths.append(path)
+    return paths
+
+
+class DevNodeMigManager:
+    """A :class:`~dra_driver.discovery.model.MigManager` around the mock backend's that
+    also creates the fake capability nodes of each MIG device it makes.
+
+    The nodes stay when the device is destroyed: the real driver's
+    ``nvidia-cap<N>`` nodes exist whether or not a MIG device uses them.
+    """
+
+    def __init__(self, inner: MigManager, dev_root: Path | str) -> None:
+        self._inner = inner
+        self._dev_root = Path(dev_root)
+
+    def create(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> MigDevice:
+        mig = self._inner.create(gpu, profile, placement)
+        try:
+            create_cap_nodes(self._dev_root, mig)
+        except OSError as err:
+            self._inner.destroy(gpu, profile, placement)
+            raise PrepareError(
+                f"cannot create the capability nodes of MIG device {mig.uuid} under "
+                f"{self._dev_root}: {err}",
+                retryable=True,
+            ) from err
+        return mig
+
+    def destroy(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> bool:
+        return self._inner.destroy(gpu, profile, placement)
+
+
 def _create_node(path: Path, major: int, minor: int, *, as_files: bool) -> bool:
     """Create one node (a character device, else a regular file); True once files are used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not as_files:
         try:
             os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))

@@ -9,15 +9,22 @@ Preparing one claim, in order:
    (:func:`dra_driver.preparation.plan_preparation`): UID, allocation, this
    driver's results in this node's pool, devices present, opaque config valid.
 3. Checkpoint ``PrepareStarted`` (after checking no other claim holds the devices).
-4. Write the CDI spec atomically.
+   Dynamic MIG devices are in it with their placement, so that a crash while
+   creating them leaves a record to destroy them by.
+4. Create the dynamic MIG devices (:class:`~dra_driver.discovery.model.MigManager`);
+   write the CDI spec atomically.
 5. Checkpoint ``PrepareCompleted``; answer the CDI IDs.
 
-Any failure answers that claim's error and undoes steps 3-4 (spec removed,
-entry dropped), so a retry starts clean; a crash in between is undone by
-:meth:`GpuDriver.start` at the next start-up, which rolls back ``PrepareStarted``
-entries, writes again the missing specs of ``PrepareCompleted`` ones (all of
-them after a reboot: the CDI root is a tmpfs), and removes specs and entries of
-claims that are gone from the API server.
+Any failure answers that claim's error and undoes steps 3-4 (MIG devices it
+created destroyed, spec removed, entry dropped), so a retry starts clean; a
+crash in between is undone by :meth:`GpuDriver.start` at the next start-up,
+which rolls back ``PrepareStarted`` entries (destroying their dynamic MIG
+devices by placement), makes sure the dynamic MIG devices of
+``PrepareCompleted`` ones exist (MIG devices do not survive a reboot),
+writes again the missing specs of ``PrepareCompleted`` ones (all of them after
+a reboot: the CDI root is a tmpfs), and removes specs, MIG devices and entries
+of claims that are gone from the API server. Unprepare destroys a claim's
+dynamic MIG devices after removing its spec.
 
 Durability: the ``PrepareStarted`` save is not fsynced to the directory (a
 power cut that loses it also empties the CDI tmpfs; a spec that survives is
@@ -41,16 +48,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from api.checkpoint import Checkpoint, ClaimEntry, assemble_checkpoint, encode_claim_entry
+from api.checkpoint import (
+    Checkpoint,
+    ClaimEntry,
+    MigRecord,
+    assemble_checkpoint,
+    encode_claim_entry,
+)
 from api.errors import CheckpointError, PrepareError
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
-from dra_driver.discovery.model import NodeInventory
+from dra_driver.discovery.model import Gpu, MigDevice, MigManager, MigProfile, NodeInventory
 from dra_driver.preparation import (
     PreparationPlan,
     checkpoint_devices,
     claim_label,
     plan_from_checkpoint,
     plan_preparation,
+    with_mig_devices,
 )
 from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.checkpoint_store import CheckpointCorruptError, CheckpointStore
@@ -62,10 +76,11 @@ __all__ = ["FaultPoint", "GpuDriver", "RecoveryReport"]
 log = logging.getLogger(__name__)
 
 #: Points where a test can stop the process (see ``fault_hook``): after the
-#: PrepareStarted save, after the spec write, after the PrepareCompleted save,
-#: and after an unprepare removed the spec but before it dropped the entry.
+#: PrepareStarted save, after creating the claim's dynamic MIG devices, after the
+#: spec write, after the PrepareCompleted save, and after an unprepare removed
+#: the spec but before it dropped the entry.
 FaultPoint: TypeAlias = Literal[
-    "checkpoint-started", "spec-written", "prepare-completed", "spec-removed"
+    "checkpoint-started", "mig-created", "spec-written", "prepare-completed", "spec-removed"
 ]
 
 
@@ -93,7 +108,10 @@ class GpuDriver:
     name (the node-local pool the ResourceSlices publish). ``boot_id`` is the
     kernel's boot ID (:func:`~kubelet_plugin.checkpoint_store.read_boot_id`).
     ``fault_hook`` is called at each :data:`FaultPoint`; tests pass one that
-    kills the process, production passes none.
+    kills the process, production passes none. ``mig_manager`` creates and
+    destroys dynamic MIG devices; without one, a claim for a MIG placement of a
+    partitionable GPU fails with an error saying so (static MIG devices and
+    full GPUs need none).
     """
 
     def __init__(
@@ -108,6 +126,7 @@ class GpuDriver:
         boot_id: str,
         pool_name: str | None = None,
         fault_hook: Callable[[FaultPoint], None] | None = None,
+        mig_manager: MigManager | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.pool_name = pool_name or inventory.node_name
@@ -118,6 +137,7 @@ class GpuDriver:
         self._host = host
         self._boot_id = boot_id
         self._fault_hook = fault_hook
+        self._migs = mig_manager
         self._entries: dict[str, ClaimEntry] = {}
         # Each entry's JSON, kept next to it, so a save encodes nothing but the change.
         self._encoded: dict[str, str] = {}
@@ -166,6 +186,7 @@ class GpuDriver:
             label = claim_label(entry.namespace, entry.name)
             if entry.state == "PrepareStarted":
                 remove_durably(Path(entry.cdi_spec_path))
+                self._destroy_migs(label, _dynamic_migs(entry))
                 del entries[uid]
                 report.rolled_back.append(uid)
                 log.warning("%s (UID %s): rolled back an interrupted prepare", label, uid)
@@ -182,12 +203,21 @@ class GpuDriver:
             else:
                 if claim is None or claim.metadata.uid != uid:
                     remove_durably(Path(entry.cdi_spec_path))
+                    self._destroy_migs(label, _dynamic_migs(entry))
                     del entries[uid]
                     report.removed.append(uid)
                     log.info("%s (UID %s): gone from the API server, spec removed", label, uid)
                     continue
             file_name = spec_file_name(self.driver_name, uid)
-            if entry.boot_id != self._boot_id or not self._cdi.exists(file_name):
+            recreated = False
+            if _dynamic_migs(entry):
+                try:
+                    entry, recreated = self._ensure_migs(entry)
+                except PrepareError as err:
+                    # Kept: unprepare destroys what exists; a container started now fails.
+                    log.error("%s (UID %s): its MIG devices cannot be made: %s", label, uid, err)
+                entries[uid] = entry
+            if recreated or entry.boot_id != self._boot_id or not self._cdi.exists(file_name):
                 try:
                     entries[uid] = self._rewrite_spec(uid, entry)
                 except OSError as err:
@@ -290,7 +320,7 @@ class GpuDriver:
             pool_name=self.pool_name,
             host=self._host,
         )
-        if plan.spec is None:
+        if not plan.devices:
             # Nothing of this driver to inject; a stale attempt may still need undoing.
             if entry is not None:
                 self._roll_back(ref.uid)
@@ -309,18 +339,28 @@ class GpuDriver:
         with self._state_lock:
             self._check_devices_free(ref, plan)
             self._put(ref.uid, new_entry, new_text)
+        created: list[MigRecord] = []
         try:
             # Not durable: a power cut that loses this entry also empties the CDI
-            # tmpfs, or leaves a spec that the same prepare rewrites identically. The
-            # Completed save below is durable before the kubelet hears of success.
+            # tmpfs and takes the MIG devices with it, or leaves a spec that the same
+            # prepare rewrites identically. A process crash still finds it, with the
+            # placements of the MIG devices to destroy. The Completed save below is
+            # durable before the kubelet hears of success.
             self._commit(durable=False)
             self._fault("checkpoint-started")
+            if plan.pending_migs:
+                plan = self._create_migs(ref, plan, created)
+                self._fault("mig-created")
+            assert plan.spec is not None  # devices, none pending
             self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
             self._fault("spec-written")
-            completed = new_entry.model_copy(update={"state": "PrepareCompleted"})
+            completed = new_entry.model_copy(
+                update={"state": "PrepareCompleted", "devices": checkpoint_devices(plan)}
+            )
             self._set_entry(ref.uid, completed)
             self._commit()
         except BaseException:
+            self._destroy_migs(str(ref), created)
             self._roll_back(ref.uid)
             raise
         self._fault("prepare-completed")
@@ -343,6 +383,10 @@ class GpuDriver:
                 removed = remove_durably(path)
                 self._fault("spec-removed")
                 if entry is not None:
+                    failed = self._destroy_migs(str(ref), _dynamic_migs(entry))
+                    if failed:
+                        # Entry kept: the kubelet's retry destroys what is left.
+                        return f"{ref}: {failed}; the kubelet retries"
                     with self._state_lock:
                         self._drop(ref.uid)
         except Exception as err:
@@ -378,6 +422,102 @@ class GpuDriver:
                         claim=str(ref),
                         retryable=True,
                     )
+
+    def _mig_target(self, record: MigRecord, who: str) -> tuple[Gpu, MigProfile, tuple[int, int]]:
+        """The GPU, profile and placement of a MIG record, from the current inventory."""
+        gpu = self._inventory.gpu_by_name(record.parent_device)
+        profile = None
+        if gpu is not None:
+            profile = next((p for p in gpu.mig_profiles if p.profile_id == record.profile_id), None)
+        if gpu is None or gpu.uuid != record.parent_uuid or profile is None:
+            raise PrepareError(
+                f"MIG device {record.profile} at memory slice {record.placement_start} needs GPU "
+                f"{record.parent_device} ({record.parent_uuid}) with profile ID "
+                f"{record.profile_id}, which this node no longer has",
+                claim=who,
+            )
+        return gpu, profile, (record.placement_start, record.placement_size)
+
+    def _create_migs(
+        self, ref: ClaimRef, plan: PreparationPlan, created: list[MigRecord]
+    ) -> PreparationPlan:
+        """Create the plan's dynamic MIG devices, appending each to ``created`` as it exists."""
+        if self._migs is None:
+            names = ", ".join(d.device for d in plan.pending_migs)
+            raise PrepareError(
+                f"{names}: a MIG placement to create, but this node's GPU backend cannot create "
+                "MIG devices; publish without partitionable devices (--partitionable=false)",
+                claim=str(ref),
+            )
+        made: dict[str, MigDevice] = {}
+        for device in plan.pending_migs:
+            assert device.mig is not None  # pending
+            gpu, profile, placement = self._mig_target(device.mig, str(ref))
+            try:
+                made[device.device] = self._migs.create(gpu, profile, placement)
+            except PrepareError as err:
+                raise PrepareError(
+                    f"creating MIG device {device.device} failed: {err}",
+                    claim=str(ref),
+                    retryable=err.retryable,
+                ) from err
+            created.append(device.mig)
+            log.info("%s: created MIG device %s (%s)", ref, device.device, made[device.device].uuid)
+        return with_mig_devices(plan, made, driver_name=self.driver_name, host=self._host)
+
+    def _ensure_migs(self, entry: ClaimEntry) -> tuple[ClaimEntry, bool]:
+        """Make sure a prepared claim's dynamic MIG devices exist; (entry, whether one changed).
+
+        Creating is idempotent (an existing device is returned), so this only
+        makes anew what a reboot took away; a device that comes back with
+        another UUID or capability node updates the entry (and the spec).
+        """
+        if self._migs is None:
+            raise PrepareError("no MIG manager on this node")
+        label = claim_label(entry.namespace, entry.name)
+        records = []
+        changed = False
+        for record in entry.devices:
+            if record.mig is not None and record.mig.dynamic:
+                gpu, profile, placement = self._mig_target(record.mig, label)
+                mig = self._migs.create(gpu, profile, placement)
+                updated = record.model_copy(
+                    update={
+                        "uuid": mig.uuid,
+                        "mig": record.mig.model_copy(
+                            update={
+                                "gpu_instance_id": mig.gpu_instance_id,
+                                "compute_instance_id": mig.compute_instance_id,
+                                "cap_device_nodes": mig.cap_device_nodes,
+                            }
+                        ),
+                    }
+                )
+                changed = changed or updated != record
+                record = updated  # noqa: PLW2901 - the updated copy replaces it
+            records.append(record)
+        return entry.model_copy(update={"devices": tuple(records)}), changed
+
+    def _destroy_migs(self, who: str, records: Sequence[MigRecord]) -> str | None:
+        """Destroy these dynamic MIG devices; what failed, or None. Logs, never raises."""
+        problems = []
+        for record in records:
+            try:
+                if self._migs is None:
+                    raise PrepareError("no MIG manager on this node")
+                gpu, profile, placement = self._mig_target(record, who)
+                if self._migs.destroy(gpu, profile, placement):
+                    log.info(
+                        "%s: destroyed MIG device %s at memory slice %d of %s",
+                        who,
+                        record.profile,
+                        record.placement_start,
+                        record.parent_device,
+                    )
+            except Exception as err:
+                log.error("%s: destroying MIG device %s failed: %s", who, record.profile, err)
+                problems.append(f"destroying MIG device {record.profile} failed: {err}")
+        return "; ".join(problems) or None
 
     def _rewrite_spec(self, uid: str, entry: ClaimEntry) -> ClaimEntry:
         plan = plan_from_checkpoint(uid, entry, driver_name=self.driver_name, host=self._host)
@@ -474,6 +614,10 @@ class GpuDriver:
                     del self._claim_locks[uid]
                 else:
                     self._claim_locks[uid] = (lock, users - 1)
+
+
+def _dynamic_migs(entry: ClaimEntry) -> list[MigRecord]:
+    return [d.mig for d in entry.devices if d.mig is not None and d.mig.dynamic]
 
 
 def _result(entry: ClaimEntry) -> PrepareResult:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import queue
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
-from api.errors import InvalidInputError
+from api.errors import InvalidInputError, PrepareError
 from dra_driver.discovery import normalize
 from dra_driver.discovery.model import (
     Gpu,
@@ -50,6 +51,9 @@ __all__ = [
     "MAX_MOCK_GPUS",
     "MockBackend",
     "MockGpuGroup",
+    "MockMigManager",
+    "mig_cap_minors",
+    "mock_mig_uuid",
     "parse_mock_profile",
 ]
 
@@ -63,6 +67,13 @@ MAX_MOCK_GPUS: Final = 16
 # Bus numbers of the GPUs of an 8-GPU HGX board, per CPU socket (PCIe root).
 _SOCKET_BUSES: Final = ((0x18, 0x2A, 0x3A, 0x5D), (0x9A, 0xAB, 0xBA, 0xDB))
 _SOCKET_ROOTS: Final = ("pci0000:00", "pci0000:80")
+
+# The NVIDIA driver's MIG capability minors (its ``mig-minors`` table): 1 and 2 are
+# ``config`` and ``monitor``, then per GPU 15 GPU instances, each an ``access``
+# minor followed by one per compute instance (8).
+_CAPS_FIRST: Final = 3
+_CAPS_PER_GI: Final = 9
+_GIS_PER_GPU: Final = 15
 
 _GROUP_RE: Final = re.compile(r"^(?:(?P<count>\d+)x)?(?P<model>[A-Za-z0-9][A-Za-z0-9-]*)$")
 _LAYOUT_ENTRY_RE: Final = re.compile(r"^(?:(?P<count>\d+)x)?(?P<profile>\d.+)$")
@@ -204,6 +215,46 @@ def _place(
     return placed
 
 
+def mig_cap_minors(
+    gpu_minor: int, gpu_instance_id: int, compute_instance_id: int
+) -> tuple[int, int]:
+    """(GPU-instance cap, compute-instance cap) minors of ``/dev/nvidia-caps/nvidia-cap<N>``.
+
+    The numbering of the NVIDIA driver's ``mig-minors`` table, so mock specs look
+    like real ones: ``gpu0/gi0/access`` is 3, its ``ci0`` 4, ``gpu0/gi1`` 12.
+    """
+    gi_cap = _CAPS_FIRST + (gpu_minor * _GIS_PER_GPU + gpu_instance_id) * _CAPS_PER_GI
+    return gi_cap, gi_cap + 1 + compute_instance_id
+
+
+def mock_mig_uuid(node_name: str, gpu_index: int, profile_id: int, start: int) -> str:
+    """The UUID of a mock MIG device: the same for the same node, GPU, profile and placement."""
+    return "MIG-" + str(
+        uuid.uuid5(uuid.NAMESPACE_DNS, f"{node_name}/gpu-{gpu_index}/mig-{start}-{profile_id}")
+    )
+
+
+def _mig_device(
+    node_name: str,
+    gpu: tuple[int, int],
+    profile: MigProfile,
+    placement: tuple[int, int],
+    gpu_instance_id: int,
+) -> MigDevice:
+    """A mock MIG device; ``gpu`` is the parent's (index, minor)."""
+    gpu_index, gpu_minor = gpu
+    gi_cap, ci_cap = mig_cap_minors(gpu_minor, gpu_instance_id, 0)
+    return MigDevice(
+        uuid=mock_mig_uuid(node_name, gpu_index, profile.profile_id, placement[0]),
+        profile=profile,
+        placement=placement,
+        gpu_instance_id=gpu_instance_id,
+        compute_instance_id=0,
+        gpu_instance_cap=gi_cap,
+        compute_instance_cap=ci_cap,
+    )
+
+
 def _bus_and_socket(position: int, total: int) -> tuple[int, int]:
     """(PCI bus number, socket) of the ``position``-th of ``total`` GPUs."""
     first_socket = (total + 1) // 2
@@ -251,6 +302,8 @@ class MockBackend:
             gpus=self._build_gpus(profile, groups),
         )
         self._events: queue.Queue[HealthEvent] = queue.Queue()
+        self.mig_manager = MockMigManager(self._inventory)
+        """Dynamic MIG on these GPUs, in memory (the static MIG devices start out in it)."""
 
     def _build_gpus(self, text: str, groups: tuple[MockGpuGroup, ...]) -> tuple[Gpu, ...]:
         total = sum(g.count for g in groups)
@@ -267,20 +320,8 @@ class MockBackend:
                 mig_devices: tuple[MigDevice, ...] = ()
                 if group.mig_layout is not None:
                     mig_devices = tuple(
-                        MigDevice(
-                            uuid="MIG-"
-                            + str(
-                                uuid.uuid5(
-                                    uuid.NAMESPACE_DNS,
-                                    f"{self.node_name}/gpu-{index}/mig-{placement[0]}-{profile.profile_id}",
-                                )
-                            ),
-                            profile=profile,
-                            placement=placement,
-                            # NVML numbers GPU instances per GPU; creation order here.
-                            gpu_instance_id=number + 1,
-                            compute_instance_id=0,
-                        )
+                        # NVML numbers GPU instances per GPU; creation order here.
+                        _mig_device(self.node_name, (index, index), profile, placement, number + 1)
                         for number, (profile, placement) in enumerate(
                             _place(text, model, group.mig_layout)
                         )
@@ -355,3 +396,67 @@ class MockBackend:
         if gpu_uuid is not None:
             self._gpu(gpu_uuid)
         self._events.put(HealthEvent(kind="gpu-lost", gpu_uuid=gpu_uuid))
+
+
+class MockMigManager:
+    """A :class:`~dra_driver.discovery.model.MigManager` that keeps MIG devices in memory.
+
+    Behaves like NVML where a caller can tell: a placement overlapping an
+    existing MIG device (static or created) is refused as in use, GPU-instance
+    IDs are the lowest free ones from 1, UUIDs and capability minors are
+    deterministic (:func:`mock_mig_uuid`, :func:`mig_cap_minors`), so creating
+    the same placement again after a destroy gives the same device. It makes no
+    device nodes: the kubelet plugin adds those (it owns the dev root).
+    """
+
+    def __init__(self, inventory: NodeInventory) -> None:
+        self._node_name = inventory.node_name
+        self._lock = threading.Lock()
+        # GPU UUID -> MIG devices on it.
+        self._devices: dict[str, list[MigDevice]] = {
+            gpu.uuid: list(gpu.mig_devices) for gpu in inventory.gpus
+        }
+
+    def devices(self, gpu: Gpu) -> tuple[MigDevice, ...]:
+        """The MIG devices that exist on ``gpu`` now."""
+        with self._lock:
+            return tuple(self._devices.get(gpu.uuid, ()))
+
+    def create(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> MigDevice:
+        """See :meth:`MigManager.create`; raises PrepareError (retryable) for a taken placement,
+        PrepareError for a placement the profile does not have."""
+        where = f"GPU {gpu.device_name} ({gpu.uuid})"
+        if placement not in profile.placements:
+            raise PrepareError(
+                f"{where}: MIG profile {profile.name} has no placement {placement}; "
+                f"its placements are {list(profile.placements)}"
+            )
+        start, size = placement
+        span = set(range(start, start + size))
+        with self._lock:
+            existing = self._devices.setdefault(gpu.uuid, [])
+            for mig in existing:
+                if mig.placement == placement and mig.profile.profile_id == profile.profile_id:
+                    return mig
+                other = set(range(mig.placement[0], mig.placement[0] + mig.placement[1]))
+                if span & other:
+                    raise PrepareError(
+                        f"{where}: memory slices {sorted(span & other)} are in use by MIG device "
+                        f"{mig.uuid} ({mig.profile.name}); it must be destroyed first",
+                        retryable=True,
+                    )
+            used = {mig.gpu_instance_id for mig in existing}
+            gi_id = next(i for i in range(1, len(used) + 2) if i not in used)
+            device = _mig_device(self._node_name, (gpu.index, gpu.minor), profile, placement, gi_id)
+            existing.append(device)
+            return device
+
+    def destroy(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> bool:
+        """See :meth:`MigManager.destroy`."""
+        with self._lock:
+            existing = self._devices.get(gpu.uuid, [])
+            for mig in existing:
+                if mig.placement == placement and mig.profile.profile_id == profile.profile_id:
+                    existing.remove(mig)
+                    return True
+        return False

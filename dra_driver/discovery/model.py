@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from api.semver import Semver
+from dra_driver.discovery.normalize import mig_device_name
 
 DeviceType = Literal["gpu", "mig"]
 
@@ -49,6 +50,20 @@ class MigDevice:
     placement: tuple[int, int]
     gpu_instance_id: int
     compute_instance_id: int
+    gpu_instance_cap: int | None = None
+    """Minor of ``/dev/nvidia-caps/nvidia-cap<N>`` granting access to the GPU instance;
+    None where the backend could not read it (then the CDI spec cannot name it)."""
+    compute_instance_cap: int | None = None
+    """Minor of the capability device node of the compute instance."""
+
+    @property
+    def cap_device_nodes(self) -> tuple[str, ...]:
+        """The ``/dev/nvidia-caps/nvidia-cap<N>`` nodes a container needs to use this MIG device."""
+        return tuple(
+            f"/dev/nvidia-caps/nvidia-cap{cap}"
+            for cap in (self.gpu_instance_cap, self.compute_instance_cap)
+            if cap is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +120,46 @@ class NodeInventory:
                 return gpu
         return None
 
+    def mig_by_name(self, device_name: str) -> MigPlacement | None:
+        """The MIG device a published name stands for, or None when it names no MIG device.
+
+        Static MIG devices (MIG mode on) come with their existing
+        :class:`MigDevice`; placements of partitionable GPUs (MIG mode off) with
+        none, to be created at prepare.
+        """
+        if "-mig-" not in device_name:
+            return None
+        for gpu in self.gpus:
+            if not device_name.startswith(f"{gpu.device_name}-mig-"):
+                continue
+            if gpu.mig_enabled:
+                for mig in gpu.mig_devices:
+                    name = mig_device_name(
+                        gpu.minor, mig.profile.name, mig.profile.profile_id, mig.placement[0]
+                    )
+                    if name == device_name:
+                        return MigPlacement(gpu, mig.profile, mig.placement, mig)
+                return None
+            for profile in gpu.mig_profiles:
+                for placement in profile.placements:
+                    name = mig_device_name(
+                        gpu.minor, profile.name, profile.profile_id, placement[0]
+                    )
+                    if name == device_name:
+                        return MigPlacement(gpu, profile, placement, None)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MigPlacement:
+    """A published MIG device: where it lies and, for a static one, the device itself."""
+
+    gpu: Gpu
+    profile: MigProfile
+    placement: tuple[int, int]
+    existing: MigDevice | None
+    """The static MIG device; None for a placement to create (dynamic MIG)."""
+
 
 HealthEventKind = Literal["xid", "ecc-double-bit", "ecc-single-bit", "gpu-lost"]
 
@@ -117,6 +172,35 @@ class HealthEvent:
     gpu_uuid: str | None
     """None for events about every GPU (``gpu-lost`` from the event set itself)."""
     xid: int | None = None
+
+
+class MigManager(Protocol):
+    """Creates and destroys MIG devices (dynamic MIG) on GPUs of this node.
+
+    Implemented by the mock backend (in memory) and by NVML. Calls for one GPU
+    may come from several threads; implementations serialise what needs it.
+    Errors are :class:`api.errors.PrepareError` (``retryable`` where trying
+    again later can succeed, e.g. the placement is still in use).
+    """
+
+    def create(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> MigDevice:
+        """Create a GPU instance of ``profile`` at ``placement`` and one compute instance
+        spanning it; the new MIG device.
+
+        Idempotent: a MIG device of the same profile already at that placement is
+        returned as it is (a retried prepare, or start-up checking that what the
+        checkpoint says exists does). Raises PrepareError when the placement
+        overlaps another MIG device or the GPU refuses.
+        """
+        ...
+
+    def destroy(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> bool:
+        """Destroy the MIG device of ``profile`` at ``placement`` (compute instances first).
+
+        Idempotent: False when there is none (never made, or destroyed already),
+        so crash recovery can call it for an instance that may be half made.
+        """
+        ...
 
 
 class DiscoveryBackend(Protocol):
