@@ -76,6 +76,7 @@ class _Fault:
     status: int
     times: int
     name: str | None
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,15 +189,23 @@ class FakeCluster:
     # -- test controls -----------------------------------------------------------------
 
     def fail(
-        self, verb: str, resource: str, status: int, *, times: int = 1, name: str | None = None
+        self,
+        verb: str,
+        resource: str,
+        status: int,
+        *,
+        times: int = 1,
+        name: str | None = None,
+        message: str = "",
     ) -> None:
         """The next ``times`` calls of ``verb`` on ``resource`` (and ``name``) raise
         ApiError(status).
 
-        ``verb`` ``*`` matches every verb. Status 0 is "no answer".
+        ``verb`` ``*`` matches every verb. Status 0 is "no answer". ``message``: the
+        server's words, appended to the error.
         """
         with self._cond:
-            self._faults.append(_Fault(verb, resource, status, times, name))
+            self._faults.append(_Fault(verb, resource, status, times, name, message))
 
     def before(
         self,
@@ -293,9 +302,8 @@ class FakeCluster:
                 and (fault.name is None or fault.name == name)
             ):
                 fault.times -= 1
-                raise ApiError(
-                    f"{verb} {resource} {name}: injected {fault.status}", status=fault.status
-                )
+                message = f"{verb} {resource} {name}: injected {fault.status} {fault.message}"
+                raise ApiError(message.rstrip(), status=fault.status)
         hooks: list[Callable[[], None]] = []
         if write:
             for hook in self._hooks:

@@ -93,6 +93,8 @@ log = logging.getLogger(__name__)
 
 #: Decide-and-write rounds per reconcile when claims keep changing under us.
 CONFLICT_ATTEMPTS: Final = 3
+#: How the API server words a field the caller may not write (RBAC checked in validation).
+_FORBIDDEN_FIELD: Final = "cannot update resource"
 #: Messages of the scheduler that mean "failing on claims".
 _CLAIM_FAILURE_WORDS: Final = ("claim",)
 
@@ -556,6 +558,10 @@ class Placer:
             self._check_fence()
             stored = self.client.replace_status("resourceclaims", body)
         except ApiError as err:
+            if err.status == 422 and _FORBIDDEN_FIELD in str(err):
+                # The API server authorizes status.allocation in validation: a role
+                # without resourceclaims/binding gets 422, not 403. Not a conflict.
+                raise
             if err.status in (HTTP_CONFLICT, HTTP_NOT_FOUND, 422):
                 # Changed (or allocated: 422 "immutable"), or gone meanwhile.
                 raise _ConflictError("resourceclaims", f"{what}: {err}") from None

@@ -34,7 +34,7 @@ from cluster_access import ClusterUnderTest, pod_report, read_json, wait_for
 from kubernetes import client
 
 from controller.app import Controller
-from controller.kube import KubernetesClient, load_api_client
+from controller.kube import ApiError, KubernetesClient, load_api_client
 from controller.settings import parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -603,3 +603,101 @@ def test_killing_the_leader_mid_stream_loses_no_placement_and_shares_no_device(
         assert found[0][0] == bound[name]
         devices.extend(found)
     assert len(set(devices)) == len(pods), "a device was allocated twice"
+
+
+def test_writing_an_allocation_needs_the_binding_subresource(
+    local_cluster: ClusterUnderTest, fleet: Fleet, ns: str, controller_kubeconfig: Path
+) -> None:
+    """The role's ``resourceclaims/binding`` line is needed: without it the status write
+    that sets ``status.allocation`` is forbidden (and with it, allowed)."""
+    node = fleet.add_node("a", 1)
+    api = local_cluster.api_client
+    rbac: Any = _rbac(api)
+    core: Any = _core(api)
+    name = f"ctl-{fleet.run}-no-binding"
+    rules = [
+        rule
+        for doc in yaml.safe_load_all((RBAC_DIR / "rbac.yaml").read_text())
+        if doc["kind"] == "ClusterRole"
+        for rule in doc["rules"]
+    ]
+    without = [
+        {**rule, "resources": [r for r in rule["resources"] if r != "resourceclaims/binding"]}
+        for rule in rules
+    ]
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "probe"}})
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": without})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": ns}],
+        }
+    )
+    try:
+        token = core.create_namespaced_service_account_token(
+            "probe", ns, {"spec": {"expirationSeconds": 600}}
+        ).status.token
+        config_text = yaml.safe_load(controller_kubeconfig.read_text())
+        config_text["users"][0]["user"]["token"] = token
+        probe_config = controller_kubeconfig.with_name("probe-kubeconfig")
+        probe_config.write_text(yaml.safe_dump(config_text))
+        probe = KubernetesClient(load_api_client(str(probe_config)))
+        resources: Any = _resources(api)
+        resources.create_namespaced_resource_claim(
+            ns,
+            {
+                "metadata": {"name": "c"},
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {"name": "gpu", "exactly": {"deviceClassName": fleet.device_class}}
+                        ]
+                    }
+                },
+            },
+        )
+        stored = probe.get("resourceclaims", "c", namespace=ns)
+        stored["status"] = {
+            "allocation": {
+                "devices": {
+                    "results": [
+                        {"request": "gpu", "driver": fleet.driver, "pool": node, "device": "gpu-0"}
+                    ]
+                },
+                "allocationTimestamp": "2026-01-01T00:00:00Z",
+            }
+        }
+
+        def write() -> None:
+            wait_for(
+                "the role to take effect",
+                lambda: probe.get("resourceclaims", "c", namespace=ns),
+                cluster=local_cluster,
+            )
+            probe.replace_status("resourceclaims", stored)
+
+        with pytest.raises(ApiError) as info:
+            write()
+        # Checked in validation: 422 naming the synthetic subresource, not a 403.
+        assert info.value.status in (403, 422)
+        assert 'cannot update resource "resourceclaims/binding"' in str(info.value)
+        rbac.patch_cluster_role(name, {"rules": rules})
+
+        def allowed() -> bool:
+            try:
+                probe.replace_status("resourceclaims", stored)
+            except ApiError as err:
+                if "resourceclaims/binding" in str(err):
+                    return False
+                raise
+            return True
+
+        wait_for("the write to be allowed with the binding rule", allowed, cluster=local_cluster)
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        rbac.delete_cluster_role(name)

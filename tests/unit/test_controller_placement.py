@@ -570,3 +570,21 @@ def test_a_device_the_scheduler_allocates_meanwhile_is_given_up_before_the_gate(
     assert h.devices("c") == [("node_a", "gpu-1")]
     assert _gates(h, "p") == []
     assert h.metrics.conflicts.labels("devices")._value.get() == 1
+
+
+def test_a_role_without_the_binding_subresource_is_an_error_not_a_conflict() -> None:
+    h = Harness()
+    _cluster(h, node_a=1)
+    h.add("resourceclaims", claim("c"))
+    h.add("pods", pod("p", "c"))
+    # What the API server answers (validation, not authorization, does the check).
+    words = 'cannot update resource "resourceclaims/binding" in API group "resource.k8s.io"'
+    h.cluster.fail("replace_status", "resourceclaims", 422, message=words)
+    assert h.reconcile("default/p").backoff is True
+    assert h.metrics.conflicts.labels("resourceclaims")._value.get() == 0
+    assert h.metrics.failures.labels("api-error")._value.get() == 1
+    # An allocation that changed under us (422 "immutable") is a conflict: decide again.
+    h.cluster.fail("replace_status", "resourceclaims", 422, message="field is immutable")
+    h.reconcile("default/p")
+    assert h.metrics.conflicts.labels("resourceclaims")._value.get() == 1
+    assert h.devices("c") == [("node_a", "gpu-0")]
