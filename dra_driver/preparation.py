@@ -60,6 +60,7 @@ from dra_driver.cdi import (
     spec_file_name,
 )
 from dra_driver.discovery.model import MigDevice, MigPlacement, NodeInventory
+from dra_driver.slices import SHARED_COMPUTE_CAPACITY, SHARED_MEMORY_CAPACITY
 
 __all__ = [
     "PlannedDevice",
@@ -70,10 +71,6 @@ __all__ = [
     "plan_preparation",
     "with_mig_devices",
 ]
-
-#: Consumable capacities of a shared GPU (see :mod:`dra_driver.slices`).
-CAPACITY_MEMORY = "memory"
-CAPACITY_COMPUTE = "compute"
 
 _RESULTS = "status.allocation.devices.results"
 _CONFIG = "status.allocation.devices.config"
@@ -431,10 +428,10 @@ def _capacity_sharing(
     compute: int | None = None
     for result in group:
         consumed = result.consumed_capacity or {}
-        if CAPACITY_MEMORY in consumed:
-            memory = (memory or 0) + _quantity_bytes(consumed[CAPACITY_MEMORY])
-        if CAPACITY_COMPUTE in consumed:
-            compute = (compute or 0) + math.ceil(consumed[CAPACITY_COMPUTE].value)
+        if SHARED_MEMORY_CAPACITY in consumed:
+            memory = (memory or 0) + _quantity_bytes(consumed[SHARED_MEMORY_CAPACITY])
+        if SHARED_COMPUTE_CAPACITY in consumed:
+            compute = (compute or 0) + math.ceil(consumed[SHARED_COMPUTE_CAPACITY].value)
     if memory is None and compute is None:
         return base
     if base is not None:

@@ -17,6 +17,18 @@ into the complete pool of one node (pool name = node name), ready to publish:
   scheduler never hands out a full GPU and an overlapping MIG device together.
 - A GPU with MIG mode on publishes its existing (static) MIG devices only,
   with their ``uuid`` and ``memorySlice<i>`` capacities.
+- Shared GPUs (``shared_gpus``, consumable capacity, KEP 5075): full GPUs are
+  published with ``allowMultipleAllocations: true`` and two consumable
+  capacities. ``memory`` (bytes): requests are rounded up to whole GiB (validRange
+  min 1Gi, step 1Gi); a request that does not mention it gets the GPU's memory
+  rounded down to whole GiB, i.e. the whole GPU, so that a claim written before
+  sharing existed never lands beside another one unawares. ``compute`` (percent
+  of the SMs, value 100, validRange 1..100 step 1, default 100): likewise, a
+  request that does not mention it takes all of it, so claims that mean to
+  share a GPU ask for both. Each share is prepared with MPS limits from what it
+  consumed (:mod:`dra_driver.preparation`). A partitionable GPU keeps its
+  counters: its first share takes them all, so MIG devices and shares of the
+  same GPU exclude each other.
 - Counter sets go into counters-only slices first (a slice may carry devices
   or counters since 1.35, never both; at most 8 sets per slice), then the
   devices in the admin's order, at most 128 per slice, 64 in a slice holding
@@ -43,6 +55,8 @@ from api import limits
 from api.errors import InvalidInputError
 from api.quantity import Quantity
 from api.resource_v1 import (
+    CapacityRequestPolicy,
+    CapacityRequestPolicyRange,
     Counter,
     CounterSet,
     Device,
@@ -63,6 +77,8 @@ from dra_driver.discovery.model import Gpu, MigDevice, MigProfile, NodeInventory
 __all__ = [
     "DEFAULT_DRIVER_NAME",
     "DEVICE_ORDERS",
+    "SHARED_COMPUTE_CAPACITY",
+    "SHARED_MEMORY_CAPACITY",
     "DeviceOrder",
     "build_slices",
     "counter_set_name",
@@ -73,6 +89,12 @@ DEFAULT_DRIVER_NAME: Final = "gpu.dra-driver.io"
 
 DeviceOrder = Literal["index", "smallest-first", "largest-first"]
 DEVICE_ORDERS: Final[tuple[str, ...]] = get_args(DeviceOrder)
+
+#: Consumable capacities of a shared GPU (``--shared-gpus``).
+SHARED_MEMORY_CAPACITY: Final = "memory"
+SHARED_COMPUTE_CAPACITY: Final = "compute"
+_GIB: Final = 1 << 30
+_COMPUTE_PERCENT: Final = 100
 
 _DEVICE_TYPE_GPU: Final = "gpu"
 _DEVICE_TYPE_MIG: Final = "mig"
@@ -162,7 +184,34 @@ def _common_attributes(gpu: Gpu, inventory: NodeInventory) -> dict[str, DeviceAt
     return attributes
 
 
-def _gpu_device(gpu: Gpu, inventory: NodeInventory) -> Device:
+def _shared_capacity(memory_bytes: int | None) -> dict[str, DeviceCapacity]:
+    """The consumable capacities of a shared GPU (module docstring)."""
+    capacity = {
+        SHARED_COMPUTE_CAPACITY: DeviceCapacity(
+            value=_count(_COMPUTE_PERCENT),
+            request_policy=CapacityRequestPolicy(
+                default=_count(_COMPUTE_PERCENT),
+                valid_range=CapacityRequestPolicyRange(
+                    min=_count(1), max=_count(_COMPUTE_PERCENT), step=_count(1)
+                ),
+            ),
+        )
+    }
+    if memory_bytes is not None:
+        policy = None
+        # The API needs min + step <= value and a default on the step grid.
+        if memory_bytes >= 2 * _GIB:
+            policy = CapacityRequestPolicy(
+                default=_bytes(memory_bytes // _GIB * _GIB),
+                valid_range=CapacityRequestPolicyRange(min=_bytes(_GIB), step=_bytes(_GIB)),
+            )
+        capacity[SHARED_MEMORY_CAPACITY] = DeviceCapacity(
+            value=_bytes(memory_bytes), request_policy=policy
+        )
+    return capacity
+
+
+def _gpu_device(gpu: Gpu, inventory: NodeInventory, *, shared: bool = False) -> Device:
     attributes = {
         "type": _string(_DEVICE_TYPE_GPU),
         "uuid": _string(gpu.uuid),
@@ -170,6 +219,13 @@ def _gpu_device(gpu: Gpu, inventory: NodeInventory) -> Device:
         "minor": _int(gpu.minor),
         **_common_attributes(gpu, inventory),
     }
+    if shared:
+        return Device(
+            name=gpu.device_name,
+            attributes=attributes,
+            capacity=_shared_capacity(gpu.memory_bytes),
+            allow_multiple_allocations=True,
+        )
     capacity = None
     if gpu.memory_bytes is not None:
         capacity = {"memory": DeviceCapacity(value=_bytes(gpu.memory_bytes))}
@@ -317,7 +373,7 @@ class _Planned:
 
 
 def _plan_gpu(
-    gpu: Gpu, inventory: NodeInventory, partitionable: bool
+    gpu: Gpu, inventory: NodeInventory, partitionable: bool, shared: bool
 ) -> tuple[CounterSet | None, list[_Planned]]:
     if gpu.mig_enabled:
         return None, [
@@ -335,7 +391,7 @@ def _plan_gpu(
             )
             for mig in gpu.mig_devices
         ]
-    full = _gpu_device(gpu, inventory)
+    full = _gpu_device(gpu, inventory, shared=shared)
     if not (partitionable and _is_partitionable(gpu)):
         return None, [_Planned(full, gpu, gpu.memory_bytes, (0,))]
     set_name = counter_set_name(gpu)
@@ -425,13 +481,16 @@ def build_slices(
     taints: Mapping[str, Sequence[DeviceTaint]] | None = None,
     partitionable: bool = True,
     owner: OwnerReference | None = None,
+    shared_gpus: bool = False,
 ) -> list[ResourceSlice]:
     """The node's complete pool: counters-only slices first, then device slices.
 
     ``taints`` maps device names to taints; taints of a full GPU
     (``gpu-<minor>``) also apply to its MIG devices. ``partitionable=False``
     publishes MIG-capable GPUs as plain full GPUs (for clusters without the
-    DRAPartitionableDevices feature). ``owner`` (normally the Node) becomes each
+    DRAPartitionableDevices feature). ``shared_gpus=True`` publishes full GPUs
+    for sharing by consumable capacity (module docstring; needs the
+    DRAConsumableCapacity feature). ``owner`` (normally the Node) becomes each
     slice's controller owner reference. Every slice carries ``generation`` and
     the pool's slice count; an inventory without GPUs yields one empty slice,
     because an empty pool is not the same as no pool.
@@ -447,7 +506,7 @@ def build_slices(
     counter_sets: list[CounterSet] = []
     planned: list[_Planned] = []
     for gpu in sorted(inventory.gpus, key=lambda g: g.index):
-        counter_set, devices = _plan_gpu(gpu, inventory, partitionable)
+        counter_set, devices = _plan_gpu(gpu, inventory, partitionable, shared_gpus)
         if counter_set is not None:
             counter_sets.append(counter_set)
         planned.extend(devices)

@@ -255,6 +255,7 @@ def published_device_names(settings: Settings, inventory: NodeInventory) -> list
         driver_name=settings.driver_name,
         device_order=settings.device_order,
         partitionable=settings.partitionable,
+        shared_gpus=settings.shared_gpus,
     )
     return [device.name for s in slices for device in s.spec.devices or []]
 
@@ -356,6 +357,7 @@ class NodeAgent:
             driver_name=settings.driver_name,
             device_order=settings.device_order,
             partitionable=settings.partitionable,
+            shared_gpus=settings.shared_gpus,
             node_uid=node_uid,
         )
         publisher.set_inventory(inventory)

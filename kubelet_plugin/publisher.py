@@ -215,6 +215,7 @@ class SlicePublisher:
         driver_name: str = DEFAULT_DRIVER_NAME,
         device_order: DeviceOrder = "index",
         partitionable: bool = True,
+        shared_gpus: bool = False,
         node_uid: str | None = None,
         max_attempts: int = 5,
     ) -> None:
@@ -225,6 +226,7 @@ class SlicePublisher:
         self.driver_name = driver_name
         self._device_order: DeviceOrder = device_order
         self._partitionable = partitionable
+        self._shared_gpus = shared_gpus
         self._owner = (
             OwnerReference(
                 api_version="v1", kind="Node", name=node_name, uid=node_uid, controller=True
@@ -260,6 +262,7 @@ class SlicePublisher:
             generation=generation,
             taints=self._desired.taints,
             partitionable=self._partitionable,
+            shared_gpus=self._shared_gpus,
             owner=self._owner,
         )
 

@@ -22,6 +22,7 @@ flag                       environment twin                default
 --mock-profile             DRA_DRIVER_MOCK_PROFILE         8xH100-80GB
 --device-order             DRA_DRIVER_DEVICE_ORDER         index
 --partitionable            DRA_DRIVER_PARTITIONABLE        true
+--shared-gpus              DRA_DRIVER_SHARED_GPUS          false
 --checkpoint-path          DRA_DRIVER_CHECKPOINT_PATH      <plugins dir>/<driver>/checkpoint.json
 --liveness-address         DRA_DRIVER_LIVENESS_ADDRESS     empty: no liveness service
 --metrics-address          DRA_DRIVER_METRICS_ADDRESS      empty: no metrics endpoint
@@ -221,6 +222,7 @@ class Settings(BaseModel):
     mock_profile: str = DEFAULT_PROFILE
     device_order: DeviceOrder = "index"
     partitionable: bool = True
+    shared_gpus: bool = False
     checkpoint_path: Path | None = None
     """None: :attr:`checkpoint_file`'s default under the plugin directory."""
     liveness_address: str | None = None
@@ -476,6 +478,13 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "partitionable",
         "true",
         "publish MIG-capable GPUs as partitionable devices (Kubernetes 1.35+)",
+        boolean=True,
+    ),
+    _flag(
+        "shared_gpus",
+        "false",
+        "publish full GPUs for sharing by consumable capacity (memory, compute; "
+        "Kubernetes 1.34+ with DRAConsumableCapacity); each share gets MPS limits",
         boolean=True,
     ),
     _flag(
