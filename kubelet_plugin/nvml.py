@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -230,6 +231,8 @@ class NvmlBackend:
         memory_bytes = int(memory.total) if memory is not None else None
 
         mig_capable, mig_enabled, profiles, mig_devices = self._mig(where, handle, memory_bytes)
+        # Static MIG devices need their capability nodes in CDI specs, as created ones do.
+        mig_devices = tuple(self.mig_manager.with_caps(int(minor), m) for m in mig_devices)
         return Gpu(
             index=index,
             minor=int(minor),
@@ -546,9 +549,18 @@ class NvmlMigManager:
                 return gi_id, ci_id, _text(nvml.nvmlDeviceGetUUID(mig))
         return None
 
-    def _cap(self, gpu: Gpu, relative: str) -> int | None:
+    def with_caps(self, gpu_minor: int, mig: MigDevice) -> MigDevice:
+        """``mig`` with the capability minors of its GPU and compute instance filled in."""
+        gi, ci = mig.gpu_instance_id, mig.compute_instance_id
+        return replace(
+            mig,
+            gpu_instance_cap=self._cap(gpu_minor, f"mig/gi{gi}"),
+            compute_instance_cap=self._cap(gpu_minor, f"mig/gi{gi}/ci{ci}"),
+        )
+
+    def _cap(self, gpu_minor: int, relative: str) -> int | None:
         """The ``DeviceFileMinor`` of a MIG capability, or None (logged) when unreadable."""
-        path = self._proc / "driver/nvidia/capabilities" / f"gpu{gpu.minor}" / relative / "access"
+        path = self._proc / "driver/nvidia/capabilities" / f"gpu{gpu_minor}" / relative / "access"
         try:
             for line in path.read_text().splitlines():
                 key, _, value = line.partition(":")
@@ -570,8 +582,8 @@ class NvmlMigManager:
             placement=placement,
             gpu_instance_id=gi_id,
             compute_instance_id=ci_id,
-            gpu_instance_cap=self._cap(gpu, f"mig/gi{gi_id}"),
-            compute_instance_cap=self._cap(gpu, f"mig/gi{gi_id}/ci{ci_id}"),
+            gpu_instance_cap=self._cap(gpu.minor, f"mig/gi{gi_id}"),
+            compute_instance_cap=self._cap(gpu.minor, f"mig/gi{gi_id}/ci{ci_id}"),
         )
 
     def create(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> MigDevice:

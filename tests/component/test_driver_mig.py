@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from api.errors import PrepareError
 from dra_driver.discovery.mock import MockBackend, MockMigManager
-from dra_driver.discovery.model import Gpu
+from dra_driver.discovery.model import Gpu, MigDevice, MigManager, MigProfile
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.claim_source import FakeClaimSource
@@ -64,6 +65,7 @@ class Node:
         fault_hook: Callable[[FaultPoint], None] | None = None,
         boot_id: str = BOOT_ID,
         start: bool = True,
+        mig_manager: MigManager | None = None,
     ) -> GpuDriver:
         driver = GpuDriver(
             driver_name=DRIVER,
@@ -74,7 +76,7 @@ class Node:
             host=scan_host_files(self.root / "host", self.root / "driver", None),
             boot_id=boot_id,
             fault_hook=fault_hook,
-            mig_manager=DevNodeMigManager(self.migs, self.root / "host"),
+            mig_manager=mig_manager or DevNodeMigManager(self.migs, self.root / "host"),
         )
         if start:
             driver.start()
@@ -263,3 +265,37 @@ def test_without_mig_manager_a_dynamic_mig_claim_fails_clearly(tmp_path: Path) -
     error = driver.prepare([ref(1)])[claim_uid(1)].error
     assert error is not None and "cannot create MIG devices" in error and MIG_1G in error
     assert driver.prepared() == {}
+
+
+class _FailingDestroy:
+    """Wraps a MIG manager; destroy fails while ``failing`` is set (a busy GPU)."""
+
+    def __init__(self, inner: MockMigManager) -> None:
+        self.inner = inner
+        self.failing = True
+
+    def create(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> MigDevice:
+        return self.inner.create(gpu, profile, placement)
+
+    def destroy(self, gpu: Gpu, profile: MigProfile, placement: tuple[int, int]) -> bool:
+        if self.failing:
+            raise PrepareError("GPU instance in use by a process", retryable=True)
+        return self.inner.destroy(gpu, profile, placement)
+
+
+def test_unprepare_keeps_the_claim_while_its_mig_device_cannot_be_destroyed(
+    node: Node,
+) -> None:
+    node.claims.put(claim(1, [MIG_1G]))
+    manager = _FailingDestroy(node.migs)
+    driver = node.driver(mig_manager=manager)
+    assert driver.prepare([ref(1)])[claim_uid(1)].error is None
+
+    error = driver.unprepare([ref(1)])[claim_uid(1)]
+
+    assert error is not None and "in use by a process" in error and "claim default/claim-1" in error
+    assert claim_uid(1) in driver.prepared()
+    assert node.created() == [("1g.5gb", (0, 1))]
+    manager.failing = False
+    assert driver.unprepare([ref(1)]) == {claim_uid(1): None}
+    assert node.created() == [] and driver.prepared() == {}

@@ -165,3 +165,18 @@ def test_unreadable_cap_minors_leave_the_nodes_out(
     mig = backend.mig_manager.create(gpu, _profile(gpu, "1g.5gb"), (1, 1))  # GI 2: none
     assert mig.gpu_instance_id == 2 and mig.cap_device_nodes == ()
     assert "gpu0/mig/gi2/access" in caplog.text
+
+
+def test_discovery_reads_the_cap_minors_of_static_mig_devices(tmp_path: Path) -> None:
+    static = FakeMig("MIG-static", 1, 0, 9, 4, 4)
+    nvml = MigNvml([fake_gpu("A100-40GB", GPU_UUID, mig_mode=(1, 1), migs=[static])])
+    _caps(tmp_path, 0, 1, 12)
+    backend = NvmlBackend("node-a", nvml=nvml, sysfs_root=tmp_path / "sys", proc_root=tmp_path)
+
+    (mig,) = backend.discover().gpus[0].mig_devices
+
+    assert mig.uuid == "MIG-static"
+    assert mig.cap_device_nodes == (
+        "/dev/nvidia-caps/nvidia-cap12",
+        "/dev/nvidia-caps/nvidia-cap13",
+    )
