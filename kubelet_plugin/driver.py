@@ -424,13 +424,17 @@ class GpuDriver:
                     )
 
     def _mig_target(self, record: MigRecord, who: str) -> tuple[Gpu, MigProfile, tuple[int, int]]:
-        """The GPU, profile and placement of a MIG record, from the current inventory."""
-        gpu = self._inventory.gpu_by_name(record.parent_device)
+        """The GPU, profile and placement of a MIG record, from the current inventory.
+
+        The GPU is found by UUID: its minor number, hence its name, may change
+        across a reboot. Raises _GpuGoneError when the node no longer has it.
+        """
+        gpu = next((g for g in self._inventory.gpus if g.uuid == record.parent_uuid), None)
         profile = None
         if gpu is not None:
             profile = next((p for p in gpu.mig_profiles if p.profile_id == record.profile_id), None)
-        if gpu is None or gpu.uuid != record.parent_uuid or profile is None:
-            raise PrepareError(
+        if gpu is None or profile is None:
+            raise _GpuGoneError(
                 f"MIG device {record.profile} at memory slice {record.placement_start} needs GPU "
                 f"{record.parent_device} ({record.parent_uuid}) with profile ID "
                 f"{record.profile_id}, which this node no longer has",
@@ -505,7 +509,12 @@ class GpuDriver:
             try:
                 if self._migs is None:
                     raise PrepareError("no MIG manager on this node")
-                gpu, profile, placement = self._mig_target(record, who)
+                try:
+                    gpu, profile, placement = self._mig_target(record, who)
+                except _GpuGoneError as err:
+                    # A MIG device cannot outlive its GPU: nothing left to destroy.
+                    log.warning("%s: %s; nothing to destroy", who, err)
+                    continue
                 if self._migs.destroy(gpu, profile, placement):
                     log.info(
                         "%s: destroyed MIG device %s at memory slice %d of %s",
@@ -614,6 +623,10 @@ class GpuDriver:
                     del self._claim_locks[uid]
                 else:
                     self._claim_locks[uid] = (lock, users - 1)
+
+
+class _GpuGoneError(PrepareError):
+    """The GPU (or its MIG profile) a MIG record names is not on this node any more."""
 
 
 def _dynamic_migs(entry: ClaimEntry) -> list[MigRecord]:

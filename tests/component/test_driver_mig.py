@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,14 @@ def test_unprepare_keeps_the_claim_while_its_mig_device_cannot_be_destroyed(
     manager.failing = False
     assert driver.unprepare([ref(1)]) == {claim_uid(1): None}
     assert node.created() == [] and driver.prepared() == {}
+
+
+def test_unprepare_after_the_parent_gpu_vanished_succeeds(node: Node) -> None:
+    node.claims.put(claim(1, [MIG_1G]))
+    driver = node.driver()
+    assert driver.prepare([ref(1)])[claim_uid(1)].error is None
+    inventory = node.backend.inventory
+    driver.update_inventory(replace(inventory, gpus=inventory.gpus[1:]))  # GPU 0 fell off the bus
+
+    assert driver.unprepare([ref(1)]) == {claim_uid(1): None}
+    assert driver.prepared() == {}
