@@ -405,8 +405,11 @@ class MockMigManager:
     existing MIG device (static or created) is refused as in use, GPU-instance
     IDs are the lowest free ones from 1, UUIDs and capability minors are
     deterministic (:func:`mock_mig_uuid`, :func:`mig_cap_minors`), so creating
-    the same placement again after a destroy gives the same device. It makes no
-    device nodes: the kubelet plugin adds those (it owns the dev root).
+    the same placement again after a destroy gives the same device. Creating
+    what exists returns it. It makes no device nodes: the kubelet plugin adds
+    those (it owns the dev root). State lives as long as the object: a plugin
+    restart starts from the static layout, and start-up recovery makes again
+    the dynamic devices its checkpoint holds.
     """
 
     def __init__(self, inventory: NodeInventory) -> None:
