@@ -701,3 +701,46 @@ def test_writing_an_allocation_needs_the_binding_subresource(
     finally:
         rbac.delete_cluster_role_binding(name)
         rbac.delete_cluster_role(name)
+
+
+def test_an_api_server_that_stops_answering_does_not_wedge_the_controller(
+    local_cluster: ClusterUnderTest,
+    fleet: Fleet,
+    ns: str,
+    start_controller: Callable[..., Controller],
+) -> None:
+    """The API server is frozen (SIGSTOP) for longer than the renew deadline: requests
+    and watches time out, the leadership lapses; once it answers again the controller
+    leads again and places what arrived."""
+    if local_cluster.local is None:
+        pytest.skip("freezes the local cluster's kube-apiserver; not done to an external cluster")
+    state = json.loads(local_cluster.local.state_file.read_text())
+    (apiserver,) = [d["pid"] for d in state["daemons"] if d["name"] == "kube-apiserver"]
+    fleet.add_node("a", 4)
+    api = local_cluster.api_client
+    _resources(api).create_namespaced_resource_claim_template(ns, _template(fleet, "one"))
+    controller = start_controller(
+        "--api-timeout-seconds",
+        "2",
+        "--renew-deadline-seconds",
+        "4",
+        "--lease-duration-seconds",
+        "6",
+        "--retry-period-seconds",
+        "1",
+    )
+    core: Any = _core(api)
+    core.create_namespaced_pod(ns, _pod("before", "one"))
+    _wait_bound(local_cluster, ns, ["before"])
+    os.kill(apiserver, signal.SIGSTOP)
+    try:
+        time.sleep(8)
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+    assert controller.elector is not None
+    wait_for("the leadership back", controller.elector.can_write, cluster=local_cluster)
+    core.create_namespaced_pod(ns, _pod("after", "one"))
+    bound = _wait_bound(local_cluster, ns, ["before", "after"], timeout_s=90)
+    assert _devices(_claim_of(api, ns, "after")) != _devices(_claim_of(api, ns, "before"))
+    assert bound["after"] in fleet.nodes
+    assert controller.liveness() is None
