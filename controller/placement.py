@@ -25,10 +25,16 @@ of these (every write goes through the leader fence first):
 3. on a conflict (409: someone changed a claim, e.g. the scheduler allocated
    it for another pod): re-read the claim, decide again (up to
    ``CONFLICT_ATTEMPTS`` times, then back off);
-4. only when every claim is written, remove the gate (a merge patch guarded
+4. check that no other claim holds one of the devices now: the scheduler,
+   allocating for an ungated pod, may have written the same device for
+   another claim between our decision and our write (two writes to two
+   objects, no conflict). If so, release ours and decide again;
+5. only when every claim is written, remove the gate (a merge patch guarded
    by the pod's resourceVersion; on a conflict the pod is re-read). The
    scheduler then binds the pod to the chosen node: it honours an existing
-   allocation through ``allocation.nodeSelector``.
+   allocation through ``allocation.nodeSelector``. Allocations carry
+   ``allocationTimestamp``: the scheduler stamps one that lacks it, and the API
+   server refuses that change of an allocation, so the pod would never bind.
 
 When no node fits, the explainer's summary (which node came closest and what
 each request lacked, plus why other nodes were filtered out) becomes a
