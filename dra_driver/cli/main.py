@@ -22,7 +22,6 @@ file, the object and the field). Every flag has an environment twin
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -36,6 +35,11 @@ from api.errors import CelEvaluationError, DraDriverError, InvalidInputError, Un
 from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, dump
 from dra_driver import __version__
 from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
+from dra_driver.cli.cluster_agent import (
+    add_controller_arguments,
+    run_controller,
+    run_explain_claim,
+)
 from dra_driver.cli.demo import run_demo
 from dra_driver.cli.discover import add_discover_arguments, run_discover
 from dra_driver.cli.node_agent import add_kubelet_plugin_arguments, run_kubelet_plugin
@@ -158,9 +162,7 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         "explain unallocatable claims as Events, publish cluster-level pools and manage the "
         "driver's DeviceClasses; one leader among replicas.",
     )
-    # The controller is an adapter: reached at run time so that the core does not
-    # depend on it (and the offline commands load no Kubernetes client).
-    importlib.import_module("controller.settings").add_arguments(controller_cmd)
+    add_controller_arguments(controller_cmd)
     return parser
 
 
@@ -241,12 +243,10 @@ def main(
     if args.command == "kubelet-plugin":
         return run_kubelet_plugin(args, prog=f"{prog} kubelet-plugin")
     if args.command == "controller":
-        return int(importlib.import_module("controller.app").main(args, prog=prog))
+        return run_controller(args, prog=prog)
     if args.command == "explain" and args.target:
-        return int(
-            importlib.import_module("controller.app").run_explain_claim(
-                args.target, node=args.node, output=args.output, out=out, prog=prog
-            )
+        return run_explain_claim(
+            args.target, node=args.node, output=args.output, out=out, prog=prog
         )
     if not args.filename:
         print(
