@@ -39,8 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from api.errors import DraDriverError, InvalidInputError
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
@@ -68,6 +67,7 @@ from controller.pools import (
 from controller.settings import Settings, settings_from_args
 from controller.workqueue import WorkQueue
 from dra_driver.allocator import Explanation, Snapshot, explain
+from dra_driver.logs import configure_logging
 
 __all__ = [
     "Controller",
@@ -95,58 +95,6 @@ LIVENESS_FAILURES: Final = 10
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INVALID: Final = 2
-
-
-# --- Logs ---------------------------------------------------------------------------------
-
-_RECORD_FIELDS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-}
-
-
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS}
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in _extras(record).items():
-            entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-class TextLogFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        line = f"{stamp} {record.levelname.lower()} {record.name}: {record.getMessage()}"
-        if fields:
-            line = f"{line} {fields}"
-        if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
-        return line
-
-
-def configure_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
-    """Send every log record to ``stream`` (stderr) in the chosen format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 # --- The controller -----------------------------------------------------------------------

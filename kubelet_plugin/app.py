@@ -37,15 +37,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 from api.errors import DiscoveryError, DraDriverError, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInventory
+from dra_driver.logs import configure_logging
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
@@ -69,68 +70,6 @@ EXIT_INVALID: Final = 2
 
 #: How long a thread gets to finish once asked to stop before it is reported.
 THREAD_JOIN_TIMEOUT_S: Final = 10.0
-
-
-# --- Logging ---------------------------------------------------------------------------------
-
-# Attributes every LogRecord has; anything else came in through ``extra=``.
-_RECORD_FIELDS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: ``time``, ``level``, ``logger``, ``msg``, extra fields,
-    ``error`` (with the traceback) when an exception is attached."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        document: dict[str, Any] = {
-            "time": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and not key.startswith("_"):
-                document[key] = value
-        if record.exc_info:
-            document["error"] = self.formatException(record.exc_info)
-        return json.dumps(document, default=str)
-
-
-class TextLogFormatter(logging.Formatter):
-    """``<time> <LEVEL> <logger>: <message> key=value ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        extras = [
-            f"{key}={value}"
-            for key, value in record.__dict__.items()
-            if key not in _RECORD_FIELDS and not key.startswith("_")
-        ]
-        if extras:
-            line += " " + " ".join(extras)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def configure_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
-    """Send every log record to ``stream`` (stderr) in the chosen format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
 
 
 # --- Pieces ----------------------------------------------------------------------------------
