@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cluster_access import (
     ClusterUnderTest,
@@ -36,6 +37,7 @@ from cluster_access import (
     wait_for,
 )
 
+from api.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
 
@@ -419,7 +421,19 @@ def test_unsatisfiable_claim_stays_pending_without_harming_others(
     assert "allocation" not in stored.get("status", {})
 
 
-def test_plugin_restart_keeps_the_running_pods_devices(
+def _prepare_again(socket: Path, namespace: str, name: str, uid: str) -> list[str]:
+    """NodePrepareResources (v1) for one claim, as the kubelet repeats it; its CDI device IDs."""
+    with grpc.insecure_channel(f"unix://{socket}") as channel:
+        stub = api_pb2_grpc.DRAPluginStub(channel)
+        request = api_pb2.NodePrepareResourcesRequest(
+            claims=[api_pb2.Claim(namespace=namespace, name=name, uid=uid)]
+        )
+        answer = stub.NodePrepareResources(request, timeout=30).claims[uid]
+    assert not answer.error, answer.error
+    return [cdi_id for device in answer.devices for cdi_id in device.cdi_device_ids]
+
+
+def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again(
     api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
 ) -> None:
     cluster = local_cluster.local
@@ -443,9 +457,20 @@ def test_plugin_restart_keeps_the_running_pods_devices(
     container = read_json(core.read_namespaced_pod, "survivor", namespace)["status"][
         "containerStatuses"
     ][0]
+    socket = cluster.plugins_dir / DRIVER / "dra.sock"
+    # The kubelet's retry: the same NodePrepareResources again returns the same IDs.
+    ids = _prepare_again(socket, namespace, claim, uid)
+    spec_devices = {
+        f"{spec['kind']}={device['name']}"
+        for spec in _cdi_specs(cluster.cdi_dir, uid)
+        for device in spec["devices"]
+    }
+    assert ids and set(ids) <= spec_devices
 
     assert kubelet_plugin.stop() == 0, kubelet_plugin.log_tail()
     kubelet_plugin.start(local_cluster)
+    # ... and the restarted plugin answers it identically, from its checkpoint.
+    assert _prepare_again(socket, namespace, claim, uid) == ids
 
     # The new process recovered the claim from its checkpoint: the spec the running
     # container was created from is untouched, and the container was not restarted.
