@@ -96,6 +96,13 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish MIG-capable GPUs as partitionable devices with MIG placements "
         "(env DRA_DRIVER_PARTITIONABLE; default true; needs Kubernetes 1.35+)",
     )
+    parser.add_argument(
+        "--shared-gpus",
+        action=argparse.BooleanOptionalAction,
+        default=_env("DRA_DRIVER_SHARED_GPUS", "false") not in ("false", "0", "no"),
+        help="publish full GPUs for sharing by consumable capacity (memory, compute) "
+        "(env DRA_DRIVER_SHARED_GPUS; default false; needs Kubernetes 1.34+)",
+    )
 
 
 def _load_nvml(node_name: str) -> DiscoveryBackend:
@@ -168,6 +175,7 @@ def run_discover(
             driver_name=args.driver_name,
             device_order=cast(DeviceOrder, args.device_order),
             partitionable=args.partitionable,
+            shared_gpus=args.shared_gpus,
         )
     except InvalidInputError as exc:
         print(f"{prog}: error: {exc}", file=errors)

@@ -65,6 +65,22 @@ def test_flags_shape_the_output() -> None:
     assert [d.name for d in slice_.spec.devices or []] == ["gpu-2", "gpu-0", "gpu-1"]
 
 
+def test_shared_gpus_are_published_for_consumable_capacity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["--backend=mock", "--mock-profile=1xL4", "--node-name=n1", "--no-partitionable"]
+    code, out = _run([*argv, "--shared-gpus"])
+    assert code == 0
+    ((device,),) = [s.spec.devices for s in _slices(out)]
+    assert device.allow_multiple_allocations is True
+    assert device.capacity is not None
+    assert device.capacity["memory"].request_policy is not None
+    monkeypatch.setenv("DRA_DRIVER_SHARED_GPUS", "true")
+    assert _slices(_run(argv)[1])[0].spec.devices[0].allow_multiple_allocations is True  # type: ignore[index]
+    code, out = _run([*argv, "--no-shared-gpus"])
+    assert not _slices(out)[0].spec.devices[0].allow_multiple_allocations  # type: ignore[index]
+
+
 def test_every_flag_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRA_DRIVER_BACKEND", "mock")
     monkeypatch.setenv("DRA_DRIVER_MOCK_PROFILE", "1xL4,1xT4")
