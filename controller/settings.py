@@ -44,19 +44,18 @@ Kubernetes client, no Prometheus client.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api import limits
-from api.errors import FieldError, InvalidInputError
 from api.validation import is_dns1123_subdomain
+from dra_driver import flags
 from dra_driver.allocator import POLICIES
+from dra_driver.flags import Flag, define_flag
 from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 __all__ = [
@@ -64,8 +63,10 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_POLICY",
     "FLAGS",
+    "Flag",
     "Settings",
     "add_arguments",
+    "build_parser",
     "parse_settings",
     "settings_from_args",
     "split_host_port",
@@ -83,22 +84,9 @@ _OBJ: Final = "controller settings"
 def split_host_port(address: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface) to (host, port).
 
-    Raises ValueError saying what form is expected.
+    Raises ValueError saying what form is expected; see dra_driver.flags.split_host_port.
     """
-    host, sep, port_text = address.rpartition(":")
-    if not sep:
-        raise ValueError(f"{address!r} has no port; use HOST:PORT, e.g. 127.0.0.1:8080")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{address!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{address!r}: port {port} is out of range 0-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{address!r}: write an IPv6 host in brackets, e.g. [::1]:8080")
-    return host, port
+    return flags.split_host_port(address, example_port=8080)
 
 
 class Settings(BaseModel):
@@ -239,168 +227,150 @@ class Settings(BaseModel):
 # --- Flags and environment twins ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """One command-line flag, the Settings field it sets, its environment twins."""
-
-    field: str
-    flag: str
-    env: tuple[str, ...]
-    default: str
-    help: str
-    boolean: bool = False
-    metavar: str | None = None
-
-
-def _flag(field: str, default: str, help_text: str, **options: Any) -> Flag:
-    flag = "--" + field.replace("_", "-")
-    env: tuple[str, ...] = options.pop("env", ("DRA_DRIVER_" + field.upper(),))
-    return Flag(field=field, flag=flag, env=env, default=default, help=help_text, **options)
-
-
 FLAGS: Final[tuple[Flag, ...]] = (
-    _flag(
+    define_flag(
         "driver_name",
         DEFAULT_DRIVER_NAME,
         "DRA driver name: its gate is <name>/placement, its policy annotation <name>/policy",
         env=("DRA_DRIVER_NAME",),
     ),
-    _flag(
+    define_flag(
         "kubeconfig",
         "in-cluster configuration",
         "kubeconfig file for the API server",
         env=("KUBECONFIG",),
         metavar="FILE",
     ),
-    _flag(
+    define_flag(
         "policy",
         DEFAULT_POLICY,
         f"placement policy ({', '.join(POLICIES)}); the pod annotation <driver>/policy "
         "overrides it",
     ),
-    _flag(
+    define_flag(
         "namespace",
         DEFAULT_NAMESPACE,
         "namespace of the leader Lease (and of a --config-map without one)",
         env=("POD_NAMESPACE", "DRA_DRIVER_NAMESPACE"),
     ),
-    _flag(
+    define_flag(
         "identity",
         "the host name",
         "this replica's name in the leader Lease",
         env=("POD_NAME", "DRA_DRIVER_IDENTITY"),
     ),
-    _flag(
+    define_flag(
         "leader_elect",
         "true",
         "elect one leader among replicas on a coordination.k8s.io Lease; only the leader writes",
         boolean=True,
     ),
-    _flag("lease_name", DEFAULT_LEASE_NAME, "name of the leader Lease"),
-    _flag(
+    define_flag("lease_name", DEFAULT_LEASE_NAME, "name of the leader Lease"),
+    define_flag(
         "lease_duration_seconds",
         "15",
         "how long a replica waits after the leader's last renewal before taking over",
         metavar="SECONDS",
     ),
-    _flag(
+    define_flag(
         "renew_deadline_seconds",
         "10",
         "the leader stops writing when it could not renew for this long (below the duration)",
         metavar="SECONDS",
     ),
-    _flag(
+    define_flag(
         "retry_period_seconds",
         "2",
         "interval between attempts to acquire or renew the Lease",
         metavar="SECONDS",
     ),
-    _flag(
+    define_flag(
         "config",
         "none",
         "YAML file with cluster-level pools and DeviceClasses (see controller.pools)",
         metavar="FILE",
     ),
-    _flag(
+    define_flag(
         "config_map",
         "none",
         "ConfigMap NAMESPACE/NAME holding the same YAML under the key config.yaml",
         metavar="NAMESPACE/NAME",
     ),
-    _flag(
+    define_flag(
         "manage_device_classes",
         "true",
         "create and update the driver's DeviceClasses (never those an admin made)",
         boolean=True,
     ),
-    _flag(
+    define_flag(
         "max_placement_retries",
         "3",
         "times a placed pod the scheduler cannot bind is released and placed again",
         metavar="N",
     ),
-    _flag(
+    define_flag(
         "unschedulable_grace_seconds",
         "30",
         "a re-placed pod still unschedulable after this long is placed again",
         metavar="SECONDS",
     ),
-    _flag(
+    define_flag(
         "event_interval_seconds",
         "60",
         "an unchanged explanation Event is repeated at most this often",
         metavar="SECONDS",
     ),
-    _flag("queue_size", "10000", "pods the work queue holds at most", metavar="N"),
-    _flag(
+    define_flag("queue_size", "10000", "pods the work queue holds at most", metavar="N"),
+    define_flag(
         "workers",
         "8",
         "placement workers: decisions are taken one at a time, API writes in parallel",
         metavar="N",
     ),
-    _flag(
+    define_flag(
         "watch_timeout_seconds",
         "300",
         "the server ends each watch after this long; the controller resumes it",
         metavar="SECONDS",
     ),
-    _flag("api_timeout_seconds", "30", "timeout of one API server request", metavar="SECONDS"),
-    _flag(
+    define_flag(
+        "api_timeout_seconds", "30", "timeout of one API server request", metavar="SECONDS"
+    ),
+    define_flag(
         "health_address",
         "empty: off",
         "HTTP endpoint for /healthz (liveness) and /readyz (readiness), HOST:PORT",
         metavar="ADDRESS",
     ),
-    _flag(
+    define_flag(
         "metrics_address",
         "empty: off",
         "Prometheus metrics endpoint, HOST:PORT (may equal --health-address)",
         metavar="ADDRESS",
     ),
-    _flag("log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"),
-    _flag("log_level", "info", "log level: debug, info, warning or error", metavar="LEVEL"),
+    define_flag(
+        "log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"
+    ),
+    define_flag("log_level", "info", "log level: debug, info, warning or error", metavar="LEVEL"),
 )
 
-_BY_FIELD: Final = {flag.field: flag for flag in FLAGS}
+_FLAG_SET: Final = flags.FlagSet(
+    flags=FLAGS,
+    settings=Settings,
+    obj=_OBJ,
+    prog="dra-driver controller",
+    description="The cluster agent: places the claims of gated pods under a policy, "
+    "explains unallocatable claims as Events, publishes cluster-level pools and "
+    "manages the driver's DeviceClasses.",
+    # The lease timing rules span three fields; the duration is the one to raise.
+    model_error_source="--lease-duration-seconds",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every flag to ``parser``. Defaults stay None: :func:`settings_from_args`
     then takes the environment twin, then the documented default."""
-    for flag in FLAGS:
-        help_text = f"{flag.help} (env {', '.join(flag.env)}; default {flag.default})"
-        if flag.boolean:
-            parser.add_argument(
-                flag.flag, dest=flag.field, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag.flag, dest=flag.field, default=None, metavar=flag.metavar, help=help_text
-            )
-
-
-def _source(flag: Flag, env_name: str | None) -> str:
-    return f"{flag.flag} (from env {env_name})" if env_name else flag.flag
+    _FLAG_SET.add_arguments(parser)
 
 
 def settings_from_args(
@@ -411,46 +381,15 @@ def settings_from_args(
 
     A flag that was given wins; else the first of its environment twins that is
     set; else the default. Raises InvalidInputError whose field errors name the
-    flags (and the environment variable a bad value came from) and the fix.
+    flags (and the environment variable a bad value came from) and the fix; a
+    lease timing error names --lease-duration-seconds.
     """
-    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for flag in FLAGS:
-        given = values.get(flag.field)
-        if given is not None:
-            raw[flag.field] = given
-            sources[flag.field] = _source(flag, None)
-            continue
-        for name in flag.env:
-            if name in env:
-                raw[flag.field] = env[name]
-                sources[flag.field] = _source(flag, name)
-                break
-    try:
-        return Settings.model_validate(raw)
-    except ValidationError as err:
-        errors = []
-        for problem in err.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else ""
-            known = _BY_FIELD.get(field)
-            where = sources.get(field) or (known.flag if known else "--lease-duration-seconds")
-            message = str(problem["msg"]).removeprefix("Value error, ")
-            errors.append(FieldError(where, message))
-        raise InvalidInputError(obj=_OBJ, errors=errors) from None
+    return _FLAG_SET.settings_from_args(args, environ)
 
 
 def build_parser(prog: str = "dra-driver controller") -> argparse.ArgumentParser:
     """A parser with just the controller's flags (the subcommand's own)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="The cluster agent: places the claims of gated pods under a policy, "
-        "explains unallocatable claims as Events, publishes cluster-level pools and "
-        "manages the driver's DeviceClasses.",
-    )
-    add_arguments(parser)
-    return parser
+    return _FLAG_SET.build_parser(prog)
 
 
 def parse_settings(

@@ -41,27 +41,21 @@ no gRPC, no Kubernetes client, no NVML.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.validation import is_dns1123_subdomain
+from dra_driver import flags
 from dra_driver.discovery.mock import DEFAULT_PROFILE, parse_mock_profile
 from dra_driver.discovery.model import HealthEventKind
+from dra_driver.flags import Flag, define_flag
 from dra_driver.slices import DEFAULT_DRIVER_NAME, DEVICE_ORDERS, DeviceOrder
 
 __all__ = [
@@ -73,14 +67,17 @@ __all__ = [
     "DEFAULT_REGISTRY_DIR",
     "FLAGS",
     "HEALTH_EVENT_KINDS",
+    "Flag",
     "GpuBackend",
     "LogFormat",
     "Settings",
     "add_arguments",
+    "build_parser",
     "parse_health_policy",
     "parse_settings",
     "parse_xids",
     "settings_from_args",
+    "split_host_port",
 ]
 
 GpuBackend = Literal["auto", "nvml", "mock"]
@@ -164,34 +161,12 @@ def parse_xids(text: str) -> frozenset[int]:
     return frozenset(xids)
 
 
-def _parse_port(text: str, address: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise ValueError(f"{address!r}: port {text!r} is not a number; use HOST:PORT") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{address!r}: port {port} is out of range 0-65535")
-    return port
-
-
 def split_host_port(address: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface) to (host, port).
 
-    Raises ValueError saying what form is expected.
+    Raises ValueError saying what form is expected; see dra_driver.flags.split_host_port.
     """
-    host, sep, port_text = address.rpartition(":")
-    if not sep:
-        raise ValueError(f"{address!r} has no port; use HOST:PORT, e.g. 127.0.0.1:9400")
-    port = _parse_port(port_text, address)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{address!r}: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError(f"{address!r}: write an IPv6 host in brackets, e.g. [::1]:9400")
-    return host, port
+    return flags.split_host_port(address, example_port=9400)
 
 
 # --- The settings ------------------------------------------------------------------------
@@ -373,32 +348,8 @@ class Settings(BaseModel):
 # --- Flags and environment twins ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """One command-line flag, the Settings field it sets, its environment twins."""
-
-    field: str
-    flag: str
-    env: tuple[str, ...]
-    default: str
-    """The default as the help text shows it."""
-    help: str
-    boolean: bool = False
-    metavar: str | None = None
-
-
-def _twin(flag: str) -> str:
-    return "DRA_DRIVER_" + flag.removeprefix("--").upper().replace("-", "_")
-
-
-def _flag(field: str, default: str, help_text: str, **options: Any) -> Flag:
-    flag = "--" + field.replace("_", "-")
-    env: tuple[str, ...] = options.pop("env", (_twin(flag),))
-    return Flag(field=field, flag=flag, env=env, default=default, help=help_text, **options)
-
-
 FLAGS: Final[tuple[Flag, ...]] = (
-    _flag(
+    define_flag(
         "driver_name",
         DEFAULT_DRIVER_NAME,
         "DRA driver name: the domain of the device attributes and the name the kubelet "
@@ -406,192 +357,132 @@ FLAGS: Final[tuple[Flag, ...]] = (
         env=("DRA_DRIVER_NAME",),
         metavar="NAME",
     ),
-    _flag(
+    define_flag(
         "node_name",
         "the host name, lower-cased",
         "name of this node (the pool name of its ResourceSlices)",
         env=("NODE_NAME", "DRA_DRIVER_NODE_NAME"),
         metavar="NAME",
     ),
-    _flag(
+    define_flag(
         "kubeconfig",
         "in-cluster configuration",
         "kubeconfig file for the API server",
         env=("KUBECONFIG",),
         metavar="FILE",
     ),
-    _flag(
+    define_flag(
         "registry_dir",
         str(DEFAULT_REGISTRY_DIR),
         "directory the kubelet watches for plugin registration sockets",
         metavar="DIR",
     ),
-    _flag(
+    define_flag(
         "plugins_dir",
         str(DEFAULT_PLUGINS_DIR),
         "kubelet plugins directory; the DRA socket goes to <dir>/<driver>/dra.sock",
         metavar="DIR",
     ),
-    _flag("cdi_root", str(DEFAULT_CDI_ROOT), "directory of the CDI specs", metavar="DIR"),
-    _flag(
+    define_flag("cdi_root", str(DEFAULT_CDI_ROOT), "directory of the CDI specs", metavar="DIR"),
+    define_flag(
         "driver_root",
         "/",
         "where the NVIDIA driver's files are installed (/run/nvidia/driver for a "
         "containerised driver)",
         metavar="DIR",
     ),
-    _flag(
+    define_flag(
         "dev_root",
         "/",
         "directory holding dev/nvidia*; the mock backend creates fake nodes there and "
         "takes injected faults from <dir>/run/dra-driver/faults",
         metavar="DIR",
     ),
-    _flag(
+    define_flag(
         "hook_path",
         "none",
         "host path of nvidia-cdi-hook, for the ldcache hook in CDI specs",
         metavar="FILE",
     ),
-    _flag(
+    define_flag(
         "gpu_backend",
         "auto",
         "GPU discovery: nvml, mock (fake GPUs from --mock-profile) or auto (NVML, and an "
         "error if it does not load; never fake GPUs silently)",
         metavar="BACKEND",
     ),
-    _flag(
+    define_flag(
         "mock_profile",
         DEFAULT_PROFILE,
         "GPUs of the mock backend, e.g. 8xH100-80GB, 4xA100-40GB,4xL4 or "
         "2xA100-80GB:mig=3g.40gb/2x2g.20gb",
         metavar="PROFILE",
     ),
-    _flag(
+    define_flag(
         "device_order",
         "index",
         f"order of the published devices ({', '.join(DEVICE_ORDERS)}); the scheduler's "
         "first fit follows it",
         metavar="ORDER",
     ),
-    _flag(
+    define_flag(
         "partitionable",
         "true",
         "publish MIG-capable GPUs as partitionable devices (Kubernetes 1.35+)",
         boolean=True,
     ),
-    _flag(
+    define_flag(
         "shared_gpus",
         "false",
         "publish full GPUs for sharing by consumable capacity (memory, compute; "
         "Kubernetes 1.34+ with DRAConsumableCapacity); each share gets MPS limits",
         boolean=True,
     ),
-    _flag(
+    define_flag(
         "checkpoint_path",
         "<plugins dir>/<driver>/checkpoint.json",
         "file recording the prepared claims",
         metavar="FILE",
     ),
-    _flag(
+    define_flag(
         "liveness_address",
         "empty: off",
         "grpc.health.v1 liveness service: HOST:PORT or unix:///PATH",
         metavar="ADDRESS",
     ),
-    _flag(
+    define_flag(
         "metrics_address",
         "empty: off",
         "Prometheus metrics endpoint, HOST:PORT (e.g. 127.0.0.1:9400; :9400 for every interface)",
         metavar="ADDRESS",
     ),
-    _flag(
+    define_flag(
         "health_policy",
         DEFAULT_HEALTH_POLICY,
         "device taint effect per health event kind (xid, ecc-double-bit, ecc-single-bit, "
         "gpu-lost); kinds left out raise no taint",
         metavar="KIND=EFFECT,...",
     ),
-    _flag(
+    define_flag(
         "ignored_xids",
         ",".join(str(x) for x in sorted(DEFAULT_IGNORED_XIDS)),
         "XIDs that raise no taint (application errors); empty ignores none",
         metavar="XID,...",
     ),
-    _flag(
+    define_flag(
         "health_recovery_seconds",
         f"{DEFAULT_RECOVERY_SECONDS:g}",
         "a device's taints are removed after it had no health event for this long "
         "(gpu-lost taints stay until the plugin restarts)",
         metavar="SECONDS",
     ),
-    _flag("log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"),
-    _flag("log_level", "info", "log level: debug, info, warning or error", metavar="LEVEL"),
+    define_flag(
+        "log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"
+    ),
+    define_flag("log_level", "info", "log level: debug, info, warning or error", metavar="LEVEL"),
 )
 
 _BY_FIELD: Final = {flag.field: flag for flag in FLAGS}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every flag to ``parser``. Defaults stay None: :func:`settings_from_args`
-    then takes the environment twin, then the documented default."""
-    for flag in FLAGS:
-        help_text = f"{flag.help} (env {', '.join(flag.env)}; default {flag.default})"
-        if flag.boolean:
-            parser.add_argument(
-                flag.flag, dest=flag.field, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag.flag, dest=flag.field, default=None, metavar=flag.metavar, help=help_text
-            )
-
-
-def _source(flag: Flag, env_name: str | None) -> str:
-    return f"{flag.flag} (from env {env_name})" if env_name else flag.flag
-
-
-def settings_from_args(
-    args: argparse.Namespace | Mapping[str, Any],
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """The Settings of parsed flags, completed from ``environ`` (default os.environ).
-
-    A flag that was given wins; else the first of its environment twins that is
-    set (an empty value counts: it turns an address off); else the default.
-    Raises InvalidInputError whose field errors name the flags (and the
-    environment variable a bad value came from) and say how to fix them.
-    """
-    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for flag in FLAGS:
-        given = values.get(flag.field)
-        if given is not None:
-            raw[flag.field] = given
-            sources[flag.field] = _source(flag, None)
-            continue
-        for name in flag.env:
-            if name in env:
-                raw[flag.field] = env[name]
-                sources[flag.field] = _source(flag, name)
-                break
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as err:
-        errors = []
-        for problem in err.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else ""
-            known = _BY_FIELD.get(field)
-            where = sources.get(field) or (known.flag if known else field)
-            message = str(problem["msg"]).removeprefix("Value error, ")
-            errors.append(FieldError(where, message))
-        raise InvalidInputError(obj=_OBJ, errors=errors) from None
-    problems = _cross_check(settings, sources)
-    if problems:
-        raise InvalidInputError(obj=_OBJ, errors=problems)
-    return settings
 
 
 def _cross_check(settings: Settings, sources: Mapping[str, str]) -> list[FieldError]:
@@ -622,15 +513,42 @@ def _cross_check(settings: Settings, sources: Mapping[str, str]) -> list[FieldEr
     return problems
 
 
+_FLAG_SET: Final = flags.FlagSet(
+    flags=FLAGS,
+    settings=Settings,
+    obj=_OBJ,
+    prog="dra-driver kubelet-plugin",
+    description="The node agent: registers with the kubelet, prepares claims, "
+    "publishes this node's ResourceSlices, turns GPU health events into device taints.",
+    cross_check=_cross_check,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every flag to ``parser``. Defaults stay None: :func:`settings_from_args`
+    then takes the environment twin, then the documented default."""
+    _FLAG_SET.add_arguments(parser)
+
+
+def settings_from_args(
+    args: argparse.Namespace | Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The Settings of parsed flags, completed from ``environ`` (default os.environ).
+
+    A flag that was given wins; else the first of its environment twins that is
+    set (an empty value counts: it turns an address off); else the default.
+    Raises InvalidInputError whose field errors name the flags (and the
+    environment variable a bad value came from) and say how to fix them; when
+    every field is valid, the rules between them (socket path lengths, the
+    checkpoint outside the CDI root) are checked.
+    """
+    return _FLAG_SET.settings_from_args(args, environ)
+
+
 def build_parser(prog: str = "dra-driver kubelet-plugin") -> argparse.ArgumentParser:
     """A parser with just the kubelet plugin's flags (the subcommand's own)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="The node agent: registers with the kubelet, prepares claims, "
-        "publishes this node's ResourceSlices, turns GPU health events into device taints.",
-    )
-    add_arguments(parser)
-    return parser
+    return _FLAG_SET.build_parser(prog)
 
 
 def parse_settings(
