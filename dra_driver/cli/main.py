@@ -25,7 +25,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,12 +55,23 @@ def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("DRA_DRIVER_" + flag.upper().replace("-", "_"), default)
 
 
+#: Set by the image build (deploy/Dockerfile, build argument GIT_REVISION).
+REVISION_ENV = "DRA_DRIVER_GIT_REVISION"
+
+
+def version_text(environ: Mapping[str, str] | None = None) -> str:
+    """``<version> (revision <git revision>)``; the revision is ``unknown`` outside an image
+    built with one (a source checkout: ``git rev-parse HEAD`` says it)."""
+    revision = (os.environ if environ is None else environ).get(REVISION_ENV, "").strip()
+    return f"{__version__} (revision {revision or 'unknown'})"
+
+
 def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Kubernetes DRA driver for GPUs: offline allocation tools and components.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version_text()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_inputs(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -284,4 +295,12 @@ def kubectl_main() -> None:
     sys.exit(main(prog="kubectl dra"))
 
 
-__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_UNSATISFIABLE", "build_parser", "main"]
+__all__ = [
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_UNSATISFIABLE",
+    "REVISION_ENV",
+    "build_parser",
+    "main",
+    "version_text",
+]
