@@ -41,7 +41,8 @@
 # usage error or a missing tool.
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+readonly ROOT
 readonly HERE="${ROOT}/e2e/kind"
 readonly KIND_CONFIG="${HERE}/kind-config.yaml"
 readonly KIND_VALUES="${HERE}/values.yaml"
