@@ -433,3 +433,11 @@ def test_values_the_chart_refuses_are_refused_with_a_reason(
     result = _helm(helm, "template", RELEASE, str(CHART), *values)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_a_runtime_class_for_nvml_reaches_the_plugin_pod_only_when_set(helm: str) -> None:
+    default = _one(_documents(_template(helm)), "DaemonSet", PLUGIN)
+    assert "runtimeClassName" not in default["spec"]["template"]["spec"]
+    objects = _documents(_template(helm, "--set", "kubeletPlugin.runtimeClassName=nvidia"))
+    pod = _one(objects, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
