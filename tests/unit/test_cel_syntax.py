@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
+from cel_expressions import value_of
 
 from api.errors import CelCompileError
 from dra_driver.cel import ast, compile_selector
-from dra_driver.cel.checker import check
-from dra_driver.cel.compiler import compile_tree
 from dra_driver.cel.lexer import SyntaxProblem, tokenize
-from dra_driver.cel.library import build_registry
 from dra_driver.cel.parser import parse
 from dra_driver.cel.runtime import UInt
-
-REGISTRY = build_registry()
-
-
-def value_of(expression: str) -> Any:
-    """The value of an expression of any type (selectors must be bool; this need not)."""
-    tree = parse(expression)
-    checked = check(tree, REGISTRY)
-    assert not checked.errors, checked.errors
-    frame: list[Any] = [0, None, *([None] * (checked.slot_count - 2))]
-    return compile_tree(tree, checked)(frame)
 
 
 @pytest.mark.parametrize(
