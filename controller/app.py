@@ -146,6 +146,7 @@ class Controller:
             policy=settings.policy,
             max_retries=settings.max_placement_retries,
             grace_s=settings.unschedulable_grace_seconds,
+            settle_s=settings.settle_delay,
             fence=fence,
             clock=clock,
         )

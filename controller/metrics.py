@@ -16,6 +16,14 @@ metric                                         type      labels / meaning
                                                          unschedulable-after-placement
 ``dra_driver_placement_retries_total``         counter   placed pods released and placed
                                                          again after the scheduler failed them
+``dra_driver_device_conflicts_total``          counter   a device of ours another claim holds
+                                                         too, by ``kind`` (exclusive,
+                                                         capacity, counters) and ``outcome``:
+                                                         yielded (ours released and placed
+                                                         again), kept (the other claim
+                                                         yields), after-gate (found after
+                                                         the gate was removed: an admin must
+                                                         act)
 ``dra_driver_workqueue_depth``                 gauge     pods waiting in the work queue
 ``dra_driver_leader``                          gauge     1 while this replica is the leader
 ``dra_driver_events_total``                    counter   ``reason``: Events written
@@ -105,6 +113,12 @@ class ControllerMetrics:
         self.retries = Counter(
             "dra_driver_placement_retries",
             "Placed pods released and placed again after the scheduler could not bind them.",
+            registry=self.registry,
+        )
+        self.device_conflicts = Counter(
+            "dra_driver_device_conflicts",
+            "Devices of a placed pod that another claim holds too, by kind and outcome.",
+            ["kind", "outcome"],
             registry=self.registry,
         )
         self.queue_depth = Gauge(

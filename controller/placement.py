@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from api import limits
 from api.errors import (
@@ -74,24 +74,33 @@ from api.errors import (
     InvalidInputError,
     UnsatisfiableError,
 )
-from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, dump
+from api.resource_v1 import (
+    AllocationResult,
+    ResourceClaim,
+    ResourceClaimStatus,
+    describe,
+    dump,
+)
 from controller.cache import ClusterCache, claim_key, decode
 from controller.events import EventRecorder, EventType, ObjectRef
 from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClient
 from controller.metrics import ControllerMetrics
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
 from controller.workqueue import WorkQueue
-from dra_driver.allocator import POLICIES, allocate, explain
+from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
 from dra_driver.allocator.explanation import FILTER_TIMEOUT
+from dra_driver.allocator.inventory import DeviceRecord, PoolGeneration, device_id
 from dra_driver.allocator.nodes import compile_node_selector
 
 __all__ = [
     "CONFLICT_ATTEMPTS",
     "AlwaysLeader",
+    "DeviceConflict",
     "Fence",
     "NotLeaderError",
     "Placer",
     "Result",
+    "device_conflicts",
     "run_worker",
 ]
 
@@ -145,6 +154,20 @@ class _Placed:
     released_at: float
     excluded: set[str] = field(default_factory=set)
     abandoned: bool = False
+    #: Conflicts found after the gate was removed and already reported.
+    reported: set[DeviceConflict] = field(default_factory=set)
+
+
+@dataclass
+class _Written:
+    """A gated pod whose allocations are written and wait for the confirm."""
+
+    uid: str
+    #: When its last allocation was written, or when this replica first saw them all
+    #: written (a new leader does not know when its predecessor wrote them).
+    since: float
+    #: Times it gave up its devices to another claim in this round.
+    yields: int = 0
 
 
 @dataclass
@@ -208,6 +231,95 @@ def _label(claim: ResourceClaim) -> str:
     return f"{claim.metadata.namespace}/{claim.metadata.name}"
 
 
+ConflictKind = Literal["exclusive", "capacity", "counters"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConflict:
+    """One device of claim ``claim`` that other claims hold too.
+
+    ``kind`` says how: ``exclusive`` (the device is held by another claim, one of
+    the two holding it whole), ``capacity`` (shares whose consumed capacity sums
+    to more than the device has), ``counters`` (partitions of one physical device
+    that together consume more counters than the pool publishes).
+    """
+
+    #: ``namespace/name`` of the claim examined.
+    claim: str
+    #: ``driver/pool/device``.
+    device: str
+    kind: ConflictKind
+    #: ``namespace/name`` of the other claims, sorted.
+    others: tuple[str, ...]
+
+
+def _claim_keys(labels: Sequence[str], own: str) -> tuple[str, ...]:
+    """Snapshot holder labels (``claim ns/name``) other than ``own``, as claim keys."""
+    return tuple(sorted({label.partition(" ")[2] for label in labels if label != own}))
+
+
+def _device_record(
+    snapshot: Snapshot, driver: str, pool: str, name: str
+) -> tuple[DeviceRecord | None, PoolGeneration | None]:
+    """The device as the allocator sees it (its pool's newest generation), if published."""
+    view = snapshot.view(snapshot.pool_node(driver, pool))
+    for pool_view in view.pools:
+        generation = pool_view.generation
+        if generation.driver == driver and generation.pool == pool:
+            return generation.devices_by_name.get(name), generation
+    return None, None
+
+
+def device_conflicts(snapshot: Snapshot, claim: ResourceClaim) -> list[DeviceConflict]:
+    """Devices of ``claim`` (allocated, and registered in ``snapshot``) that are
+    allocated beyond what they allow, with the other claims involved.
+
+    The snapshot's in-use state is the allocator's own (spec/allocator.md §2, §5.5,
+    §6), so this finds exactly what the allocator would have refused had it seen
+    both claims: a result with ``adminAccess`` never conflicts; an exclusive
+    result conflicts with any other holder; a shared result (``shareID``)
+    conflicts with an exclusive holder, or when the shares' consumed capacity
+    exceeds the device's; any result conflicts when its pool's counters are
+    over-committed by devices that consume the same counters.
+    """
+    label = describe(claim)
+    key = _label(claim)
+    allocation = claim.status.allocation if claim.status is not None else None
+    devices = allocation.devices if allocation is not None else None
+    found: list[DeviceConflict] = []
+    for result in (devices.results if devices is not None else None) or []:
+        if result.admin_access:
+            continue
+        dev = device_id(result.driver, result.pool, result.device)
+        exclusive = _claim_keys(snapshot.users(dev), label)
+        shares = _claim_keys(snapshot.share_holders(dev), label)
+        record, generation = _device_record(snapshot, result.driver, result.pool, result.device)
+        if result.share_id is None:
+            if exclusive or shares:
+                others = tuple(sorted({*exclusive, *shares}))
+                found.append(DeviceConflict(key, dev, "exclusive", others))
+        elif exclusive:
+            found.append(DeviceConflict(key, dev, "exclusive", exclusive))
+        elif shares and record is not None:
+            consumed = snapshot.aggregated(dev)
+            if any(consumed.get(name, 0) > entry.total for name, entry in record.capacity.items()):
+                found.append(DeviceConflict(key, dev, "capacity", shares))
+        if record is None or generation is None or not record.consumes:
+            continue
+        available = snapshot.counters_available(generation)
+        short = {counter for counter, _ in record.consumes if available.get(counter, 0) < 0}
+        if not short:
+            continue
+        holders: list[str] = []
+        for other in generation.devices_by_name.values():
+            if other.id != dev and any(counter in short for counter, _ in other.consumes):
+                holders += snapshot.users(other.id) + snapshot.share_holders(other.id)
+        others = _claim_keys(holders, label)
+        if others:
+            found.append(DeviceConflict(key, dev, "counters", others))
+    return found
+
+
 class Placer:
     """The placement reconciler (see the module docstring). Several workers may share one."""
 
@@ -222,6 +334,7 @@ class Placer:
         policy: str = "binpack",
         max_retries: int = 3,
         grace_s: float = 30.0,
+        settle_s: float = 0.0,
         fence: Fence | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -238,12 +351,14 @@ class Placer:
         self.policy = policy
         self.max_retries = max_retries
         self.grace_s = grace_s
+        self.settle_s = settle_s
         self.fence = fence or AlwaysLeader()
         self._clock = clock
         self._wall = wall
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._placed: dict[str, _Placed] = {}
+        self._written: dict[str, _Written] = {}
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -253,6 +368,7 @@ class Placer:
         if pod is None or pod.terminal or pod.deleting:
             with self._lock:
                 self._placed.pop(key, None)
+                self._written.pop(key, None)
             self.cache.unnominate(key)
             return DONE
         if not self.fence.can_write():
@@ -262,14 +378,20 @@ class Placer:
             if pod.has_gate(self.gate):
                 return self._place(pod)
             with self._lock:
+                self._written.pop(key, None)
                 record = self._placed.get(key)
-                if record is not None and (pod.bound or record.uid != pod.uid):
+                if record is not None and record.uid != pod.uid:
                     del self._placed[key]
                     record = None
+            if record is not None:
+                self._report_after_gate(pod, record)
+                if pod.bound:
+                    with self._lock:
+                        self._placed.pop(key, None)
+                    return DONE
+                return self._check_placed(pod, record)
             if pod.bound:
                 return DONE
-            if record is not None:
-                return self._check_placed(pod, record)
             if pod.claims and pod.unschedulable:
                 return self._explain_pending(pod)
             return DONE
@@ -290,20 +412,37 @@ class Placer:
         if record is not None and record.uid == pod.uid:
             # We removed the gate already; the watch has not delivered that yet.
             return DONE
-        outcome = self._decide_and_write(pod, None)
-        if isinstance(outcome, Result):
-            return outcome
-        decision = outcome
+        for _ in range(CONFLICT_ATTEMPTS):
+            outcome = self._decide_and_write(pod, None)
+            if isinstance(outcome, Result):
+                return outcome
+            decision = outcome
+            ours = self._ours(pod, decision)
+            if not ours:
+                break  # nothing of ours to confirm: every claim was allocated by others
+            # Count the pod's cpu/memory on the node from the write on, so a placement
+            # during the settle delay does not count on them too.
+            self.cache.nominate(pod, decision.node or "")
+            wait = self._settle(pod, bool(decision.claims))
+            if wait > 0:
+                return Result(requeue_after=wait)
+            verdict = self._confirm(pod, ours)
+            if verdict is None:
+                break
+            if isinstance(verdict, Result):
+                return verdict
+        else:
+            return Result(backoff=True)
         ungated = self._ungate(pod)
         if ungated is None:
             # The pod is gone: nobody will use what we allocated for it.
-            self._rollback([c for c in decision.claims if _allocated(c)])
+            self._rollback([c for c in ours if _allocated(c)])
             return DONE
         if not ungated:
             return Result(backoff=True)
-        self.cache.nominate(pod, decision.node or "")
         now = self._clock()
         with self._lock:
+            self._written.pop(pod.key, None)
             self._placed[pod.key] = _Placed(pod.uid, decision.node, 1, now)
         since = self.cache.gated_since.get(pod.key, now)
         self.metrics.placements.labels(decision.policy).inc()
@@ -350,38 +489,163 @@ class Placer:
                     "writing an allocation failed", extra={"pod": pod.key, "error": str(err)}
                 )
                 return Result(backoff=True)
-            taken = self._taken_meanwhile(outcome.claims)
-            if taken:
-                # Another writer (the scheduler, for an ungated pod) allocated one of
-                # these devices between our decision and our write, for another claim:
-                # both writes succeed, as they touch different objects. Give ours up
-                # before the pod runs, and decide again.
-                self.metrics.conflicts.labels("devices").inc()
-                log.warning(
-                    "devices allocated twice; releasing ours",
-                    extra={"pod": pod.key, "devices": ", ".join(taken)},
-                )
-                self._rollback(outcome.claims)
-                continue
             return outcome
         return Result(backoff=True)
 
-    def _taken_meanwhile(self, claims: Sequence[ResourceClaim]) -> list[str]:
-        """Devices of these (just written) claims that another claim holds too."""
-        taken: list[str] = []
+    # -- the confirm step ------------------------------------------------------------------
+
+    def _ours(self, pod: PodInfo, decision: _Decision) -> list[ResourceClaim]:
+        """The pod's claims this controller allocated for it (annotation ``placed-for``)."""
+        return [
+            claim
+            for claim in [*decision.allocated, *decision.claims]
+            if (claim.metadata.annotations or {}).get(self.placed_for_annotation) == pod.uid
+            and _allocated(claim)
+        ]
+
+    def _settle(self, pod: PodInfo, wrote: bool) -> float:
+        """Seconds the pod's allocations must still settle before the confirm (0: now).
+
+        The clock restarts whenever this reconcile wrote an allocation, and when
+        the written allocations are seen for the first time (a new leader, or a
+        restart, does not know when they were written: it waits a whole delay).
+        """
+        now = self._clock()
+        with self._lock:
+            written = self._written.get(pod.key)
+            if written is None or written.uid != pod.uid:
+                written = _Written(pod.uid, now)
+                self._written[pod.key] = written
+            elif wrote:
+                written.since = now
+            return max(self.settle_s - (now - written.since), 0.0)
+
+    def _confirm(self, pod: PodInfo, ours: Sequence[ResourceClaim]) -> Result | bool | None:
+        """Check the cache for another claim holding one of our devices now.
+
+        None: clean (or only conflicts the other claim yields in), remove the gate.
+        True: ours were released, decide again now. A Result: stop with it.
+        """
         with self.cache.lock:
             snapshot = self.cache.snapshot()
-            for claim in claims:
-                label = f"claim {_label(claim)}"
-                allocation = claim.status.allocation if claim.status is not None else None
-                devices = allocation.devices if allocation is not None else None
-                for result in (devices.results if devices is not None else None) or []:
-                    if result.admin_access or result.share_id is not None:
-                        continue
-                    device = f"{result.driver}/{result.pool}/{result.device}"
-                    if any(holder != label for holder in snapshot.users(device)):
-                        taken.append(device)
-        return taken
+            found = [c for claim in ours for c in device_conflicts(snapshot, claim)]
+            yielding = [c for c in found if self._yields(c)]
+        if not found:
+            return None
+        outcome = "yielded" if yielding else "kept"
+        for conflict in found:
+            self.metrics.device_conflicts.labels(conflict.kind, outcome).inc()
+        if not yielding:
+            # Both claims are ours, for two pods still gated: the other one yields
+            # (see _yields), so the pods never wait for each other.
+            log.info(
+                "devices allocated twice; the other claim yields",
+                extra={"pod": pod.key, "devices": ", ".join(c.device for c in found)},
+            )
+            return None
+        self.metrics.conflicts.labels("devices").inc()
+        with self._lock:
+            written = self._written.setdefault(pod.key, _Written(pod.uid, self._clock()))
+            written.yields += 1
+            yields = written.yields
+        what = "; ".join(
+            f"device {c.device} of claim {c.claim} is held by claim {', '.join(c.others)} "
+            f"({c.kind})"
+            for c in yielding
+        )
+        log.warning("devices allocated twice; releasing ours", extra={"pod": pod.key})
+        self.cache.unnominate(pod.key)
+        self._rollback(ours)
+        again = yields <= self.max_retries
+        then = (
+            "placing again" if again else f"gave way {yields} times; placing again after a backoff"
+        )
+        message = f"{what}: released this pod's allocations, {then}"
+        self._event(_pod_ref(pod), "Normal", "PlacementConflict", message)
+        for claim in ours:
+            self._event(_claim_ref(claim), "Normal", "PlacementConflict", message)
+        if again:
+            return True
+        with self._lock:
+            written.yields = 0
+        return Result(backoff=True)
+
+    def _yields(self, conflict: DeviceConflict) -> bool:
+        """Whether our claim gives way to the others in ``conflict`` (hold the cache lock).
+
+        Ours yields to a claim a pod has reserved, to a claim someone else (the
+        scheduler) allocated, and to a claim of ours whose pod is no longer gated
+        (released to the scheduler). Between two claims of ours whose pods both
+        wait for the confirm -- which the assume-cache rules out, but a
+        deterministic answer costs nothing -- the claim whose key sorts later yields.
+        """
+        for key in conflict.others:
+            other = self.cache.claim(key)
+            if other is None or not _allocated(other):
+                continue  # released or gone meanwhile
+            if not self._awaits_confirm(key, other) or conflict.claim > key:
+                return True
+        return False
+
+    def _awaits_confirm(self, key: str, claim: ResourceClaim) -> bool:
+        """Whether claim ``key`` is ours, unreserved, for a pod that is still gated."""
+        if _reserved(claim):
+            return False
+        owner = (claim.metadata.annotations or {}).get(self.placed_for_annotation)
+        pods = [self.cache.pod(k) for k in self.cache.pods_of_claim(key)]
+        return any(p is not None and p.uid == owner and p.has_gate(self.gate) for p in pods)
+
+    def _report_after_gate(self, pod: PodInfo, record: _Placed) -> None:
+        """Report devices of a released pod that another claim holds too.
+
+        Nothing can be undone now: the pod may be bound, its claim reserved. The
+        kubelet plugin refuses to prepare the second claim of a device, so one pod
+        will not start; an admin must delete one of them. Each conflict is reported
+        once, as a Warning Event on the pod and both claims. A conflict with a claim
+        of ours whose pod is still gated is left out: that claim yields at its confirm.
+        """
+        names, _ = pod.claim_names()
+        fresh: list[DeviceConflict] = []
+        with self.cache.lock:
+            snapshot = self.cache.snapshot()
+            for name in names:
+                claim = self.cache.claim(f"{pod.namespace}/{name}")
+                if claim is None or not _allocated(claim):
+                    continue
+                if (claim.metadata.annotations or {}).get(self.placed_for_annotation) != pod.uid:
+                    continue
+                for conflict in device_conflicts(snapshot, claim):
+                    if conflict not in record.reported and not self._other_yields(conflict):
+                        fresh.append(conflict)
+        for conflict in fresh:
+            record.reported.add(conflict)
+            self.metrics.device_conflicts.labels(conflict.kind, "after-gate").inc()
+            others = ", ".join(conflict.others)
+            message = (
+                f"device {conflict.device} is allocated to claim {conflict.claim} and to "
+                f"claim {others} ({conflict.kind}), found after the scheduling gate was "
+                f"removed; the kubelet plugin prepares it for one of them only: delete the "
+                f"pod of the other claim, or this pod, to place it again"
+            )
+            log.warning("devices allocated twice after the gate", extra={"pod": pod.key})
+            self._event(_pod_ref(pod), "Warning", "DeviceConflict", message)
+            namespace = pod.namespace
+            for key in (conflict.claim, *conflict.others):
+                claim_namespace, _, claim_name = key.partition("/")
+                ref = ObjectRef(
+                    "ResourceClaim", limits.API_VERSION, claim_namespace or namespace, claim_name
+                )
+                self._event(ref, "Warning", "DeviceConflict", message)
+
+    def _other_yields(self, conflict: DeviceConflict) -> bool:
+        """Whether every other claim is ours, unreserved, for a pod still gated."""
+        for key in conflict.others:
+            other = self.cache.claim(key)
+            if other is None or not _allocated(other):
+                continue
+            if not self._awaits_confirm(key, other):
+                return False
+        return True
 
     def _decide(
         self, pod: PodInfo, names: Sequence[str], record: _Placed | None

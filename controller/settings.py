@@ -26,6 +26,7 @@ flag                         environment twin                     default
 --manage-device-classes      DRA_DRIVER_MANAGE_DEVICE_CLASSES     true
 --max-placement-retries      DRA_DRIVER_MAX_PLACEMENT_RETRIES     3
 --unschedulable-grace-seconds DRA_DRIVER_UNSCHEDULABLE_GRACE_SECONDS 30
+--settle-delay               DRA_DRIVER_SETTLE_DELAY              2 (seconds; 0: confirm at once)
 --event-interval-seconds     DRA_DRIVER_EVENT_INTERVAL_SECONDS    60
 --queue-size                 DRA_DRIVER_QUEUE_SIZE                10000
 --workers                    DRA_DRIVER_WORKERS                   8
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_LEASE_NAME",
     "DEFAULT_NAMESPACE",
     "DEFAULT_POLICY",
+    "DEFAULT_SETTLE_DELAY",
     "FLAGS",
     "Flag",
     "Settings",
@@ -78,6 +80,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 DEFAULT_POLICY: Final = "binpack"
 DEFAULT_NAMESPACE: Final = "dra-driver"
 DEFAULT_LEASE_NAME: Final = "dra-driver-controller"
+#: Seconds a pod's fresh allocations settle before they are confirmed and its gate removed.
+DEFAULT_SETTLE_DELAY: Final = 2.0
+#: Beyond this the gate stays on for no gain: a racing write has long landed.
+MAX_SETTLE_DELAY: Final = 300.0
 _OBJ: Final = "controller settings"
 
 
@@ -114,6 +120,14 @@ class Settings(BaseModel):
     manage_device_classes: bool = True
     max_placement_retries: int = Field(default=3, ge=0)
     unschedulable_grace_seconds: float = Field(default=30.0, ge=0)
+    settle_delay: float = Field(default=DEFAULT_SETTLE_DELAY, ge=0, le=MAX_SETTLE_DELAY)
+    """Seconds between writing a pod's allocations and confirming them (see
+    :mod:`controller.placement`). The kube-scheduler may have chosen one of the
+    same devices for another claim just before its informer saw our write; its
+    write lands within its own binding cycle, normally well under a second
+    behind ours. 2 s covers that with margin and adds 2 s to each gated pod's
+    start, which a pod that waits for a GPU does not notice. 0 confirms right
+    after the write (the check still runs, the wait does not)."""
     event_interval_seconds: float = Field(default=60.0, ge=0)
     queue_size: int = Field(default=10_000, ge=1)
     workers: int = Field(default=8, ge=1, le=64)
@@ -305,8 +319,18 @@ FLAGS: Final[tuple[Flag, ...]] = (
     define_flag(
         "max_placement_retries",
         "3",
-        "times a placed pod the scheduler cannot bind is released and placed again",
+        "times a placed pod is released and placed again: the scheduler cannot bind it, or "
+        "another claim took its devices before the confirm",
         metavar="N",
+    ),
+    define_flag(
+        "settle_delay",
+        "2",
+        "seconds between writing a gated pod's allocations and confirming that no other "
+        "claim took the same devices meanwhile (a scheduler write racing ours lands well "
+        "within this); the gate is removed only after the confirm, so each gated pod "
+        "starts this much later. 0: confirm at once after the write",
+        metavar="SECONDS",
     ),
     define_flag(
         "unschedulable_grace_seconds",
