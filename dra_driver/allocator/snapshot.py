@@ -1,9 +1,13 @@
 """The cluster state one or many allocations run against.
 
 A :class:`Snapshot` holds the ResourceSlices, DeviceClasses and Nodes of a
-moment (immutable once built) and the devices in use (mutable: claims are
-added with :meth:`Snapshot.add_allocated` and released with
-:meth:`Snapshot.remove_allocated`).
+moment and the devices in use (claims are added with
+:meth:`Snapshot.add_allocated` and released with
+:meth:`Snapshot.remove_allocated`). DeviceClasses and Nodes are fixed once
+built; slices change one pool at a time with :meth:`Snapshot.replace_pools`,
+which rebuilds only those pools' records and the caches that depend on them,
+so that a controller following a cluster does not rebuild the whole snapshot
+for one slice update.
 
 In use (spec/allocator.md §2), per device ``driver/pool/device``:
 
@@ -50,6 +54,8 @@ from dra_driver.allocator.inventory import (
 from dra_driver.allocator.nodes import NodeInfo
 from dra_driver.allocator.requests import ClassPlan
 
+#: A pool: (driver, pool name).
+PoolKey = tuple[str, str]
 #: Claim shapes whose infeasible nodes are remembered (least recently used dropped).
 FEASIBILITY_MEMO_SHAPES: Final = 256
 #: Release-log entries kept before memos fall back to a full (memoised) rescan.
@@ -152,28 +158,13 @@ class Snapshot:
     ) -> None:
         self.classes: Mapping[str, DeviceClass] = classes
         self.nodes: Mapping[str, NodeInfo] = nodes
-        self._pools: dict[tuple[str, str], PoolRecord] = {}
+        self._pools: dict[PoolKey, PoolRecord] = {}
         self._node_slices: dict[str, list[SliceRecord]] = {}
         self._shared_slices: list[SliceRecord] = []
-        names: set[str] = set(nodes)
         for record in slices:
-            key = (record.driver, record.pool)
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = PoolRecord(record.driver, record.pool)
-                self._pools[key] = pool
-            pool.add(record)
-            if record.node_name:
-                self._node_slices.setdefault(record.node_name, []).append(record)
-                names.add(record.node_name)
-            else:
-                self._shared_slices.append(record)
-                if record.per_device:
-                    names.update(
-                        d.node_name for d in record.model.spec.devices or [] if d.node_name
-                    )
+            self._add_slice(record)
         #: Candidate nodes in name order (Node objects and nodes named by slices).
-        self.node_names: list[str] = sorted(names)
+        self.node_names: list[str] = self._candidate_names()
         self._node_index = {name: i for i, name in enumerate(self.node_names)}
         self._views: dict[str | None, NodeView] = {}
         #: DeviceClasses with compiled selectors, filled by the request planner.
@@ -223,6 +214,122 @@ class Snapshot:
         for claim in claims:
             snapshot.add_allocated(claim)
         return snapshot
+
+    def _add_slice(self, record: SliceRecord) -> None:
+        key = (record.driver, record.pool)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = PoolRecord(record.driver, record.pool)
+            self._pools[key] = pool
+        pool.add(record)
+        if record.node_name:
+            self._node_slices.setdefault(record.node_name, []).append(record)
+        else:
+            self._shared_slices.append(record)
+
+    def _candidate_names(self) -> list[str]:
+        """Node objects, nodes slices are bound to, and nodes per-device selection names."""
+        names: set[str] = set(self.nodes) | set(self._node_slices)
+        for record in self._shared_slices:
+            if record.per_device:
+                names.update(d.node_name for d in record.model.spec.devices or [] if d.node_name)
+        return sorted(names)
+
+    # -- slice updates --------------------------------------------------------------
+
+    def replace_pools(self, pools: Iterable[PoolKey], slices: Sequence[ResourceSlice]) -> None:
+        """Make ``slices`` the only slices of their pools and of ``pools`` (driver, pool).
+
+        The answer to a ResourceSlice added, changed or deleted: name the pool
+        it belonged to and the one it belongs to now, and pass every current
+        slice of those pools, in the order a full :meth:`build` would get them
+        (the order decides between slices of one generation that disagree on
+        ``resourceSliceCount``). A pool left with no slice is gone. Everything
+        else is kept: the other pools' records (with their compiled selectors
+        and CEL views), the in-use state, the DeviceClass plans. Afterwards the
+        snapshot answers every allocation exactly as a snapshot built from
+        scratch with the same slices, classes, nodes and claims would.
+
+        Raises InvalidInputError (as :meth:`build`) for a slice whose node
+        selector cannot be evaluated; the snapshot is then unchanged.
+        """
+        records = [SliceRecord(s) for s in slices]  # may raise: nothing changed yet
+        affected = set(pools) | {(r.driver, r.pool) for r in records}
+        touched: set[str] = set()
+        shared = False
+        old_nodes: dict[PoolKey, str | None] = {}
+        for key in affected:
+            pool = self._pools.pop(key, None)
+            if pool is None:
+                continue
+            old_nodes[key] = pool.node
+            for generation in pool.generations.values():
+                self._available.pop(generation, None)
+                for record in generation.slices:
+                    if record.node_name:
+                        touched.add(record.node_name)
+                    else:
+                        shared = True
+        if touched:
+            for name in touched:
+                kept = [r for r in self._node_slices[name] if (r.driver, r.pool) not in affected]
+                if kept:
+                    self._node_slices[name] = kept
+                else:
+                    del self._node_slices[name]
+        if shared:
+            self._shared_slices = [
+                r for r in self._shared_slices if (r.driver, r.pool) not in affected
+            ]
+        for record in records:
+            self._add_slice(record)
+            if record.node_name:
+                touched.add(record.node_name)
+            else:
+                shared = True
+        self._recount_used(affected, old_nodes)
+
+        names = self._candidate_names()
+        if names != self.node_names:
+            # Indexes into the node list (first-fit cursors, rankings) no longer hold.
+            self.node_names = names
+            self._node_index = {name: i for i, name in enumerate(names)}
+            self._memos.clear()
+            self._rankings.clear()
+        if shared:
+            # A pool not bound to one node may be seen from every node.
+            self._views.clear()
+            self._rankings.clear()
+        for name in sorted(touched):
+            self._views.pop(name, None)
+            for ranking in self._rankings.values():
+                ranking.dirty.add(name)
+        # Devices may have been added: a node remembered as infeasible may fit now.
+        for name in sorted(touched):
+            self._bump(name)
+        if shared:
+            self._bump(None)
+
+    def _recount_used(
+        self, affected: set[PoolKey], old_nodes: Mapping[PoolKey, str | None]
+    ) -> None:
+        """Move the in-use count of the allocated devices of ``affected`` pools to the
+        node each pool is bound to now (the pool may be gone, or bound elsewhere)."""
+        moved: dict[str, PoolKey] = {}
+        for held in self._held.values():
+            for item in held:
+                key = (item.driver, item.pool)
+                if key in affected:
+                    moved[item.device] = key
+        for key in moved.values():
+            old = old_nodes.get(key)
+            new = self.pool_node(*key)
+            if old == new:
+                continue
+            if old is not None:
+                self._node_used[old] = self._node_used.get(old, 0) - 1
+            if new is not None:
+                self._node_used[new] = self._node_used.get(new, 0) + 1
 
     # -- nodes and pools ------------------------------------------------------------
 
