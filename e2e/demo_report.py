@@ -76,6 +76,26 @@ def allocated_devices(claim: Mapping[str, Any]) -> list[str]:
     return [f"{r['pool']}/{r['device']}" for r in results]
 
 
+def devices_held_twice(claims: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """``pool/device`` -> names of the claims holding it whole, where more than one does.
+
+    Results with ``adminAccess`` or a ``shareID`` (a share of the device) are not whole
+    holdings. Empty when every device belongs to at most one claim, which is what the
+    controller's confirm step guarantees for the claims it placed.
+    """
+    holders: dict[str, list[str]] = {}
+    for claim in claims:
+        name = str((claim.get("metadata") or {}).get("name"))
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        for result in (allocation.get("devices") or {}).get("results") or []:
+            if result.get("adminAccess") or result.get("shareID"):
+                continue
+            device = f"{result['pool']}/{result['device']}"
+            if name not in holders.setdefault(device, []):
+                holders[device].append(name)
+    return {device: names for device, names in holders.items() if len(names) > 1}
+
+
 def cdi_device_ids(specs: Iterable[Mapping[str, Any]]) -> list[str]:
     """The fully qualified CDI device IDs (``kind=name``) the specs define."""
     return [f"{spec['kind']}={d['name']}" for spec in specs for d in spec.get("devices") or []]
