@@ -264,3 +264,19 @@ def test_a_slice_that_does_not_compile_leaves_the_snapshot_unchanged() -> None:
         snap.replace_pools([], [bad])
     assert info.value.obj == "slice bad"
     assert _state(snap) == before
+
+
+def test_first_fit_finds_a_node_after_one_before_it_left_the_node_list() -> None:
+    """First-fit resumes after the nodes it found full; when a node before them leaves
+    the list (its last slice gone), the positions move and that memo must go too."""
+    slices = [
+        resource_slice(f"s{n}", [device("gpu-0", attributes={"type": "gpu"})], node=f"node-{n}")
+        for n in range(3)
+    ]
+    snap = Snapshot.build(slices=slices, classes=CLASSES)
+    snap.add_allocated(holding("t0", "gpu-0", pool="node-0"))
+    snap.add_allocated(holding("t1", "gpu-0", pool="node-1"))
+    assert allocate(snap, [claim("c", exact("gpu", "gpu"))]).node == "node-2"
+    snap.replace_pools([(DRIVER, "node-0")], [])
+    assert snap.node_names == ["node-1", "node-2"]
+    assert allocate(snap, [claim("c", exact("gpu", "gpu"))]).node == "node-2"
