@@ -177,25 +177,30 @@ def scheduler_argv(
 
 
 def probe(
-    url: str, *, pki: Pki | None = None, expect: bytes = b"ok", timeout_s: float = 2.0
+    url: str,
+    *,
+    pki: Pki | None = None,
+    context: ssl.SSLContext | None = None,
+    expect: bytes = b"ok",
+    timeout_s: float = 2.0,
 ) -> bool:
     """Whether GET ``url`` answers 200 with ``expect`` in its body.
 
     With ``pki`` the server's certificate is verified against the cluster CA and
-    the admin certificate is presented; without it (the controller-manager's and
-    scheduler's self-signed serving certificates, and their anonymously
-    readable /healthz) nothing is verified.
+    the admin certificate is presented; ``context`` is such a context made
+    elsewhere (from the files of a cluster loaded from its state). Without
+    either (the controller-manager's and scheduler's self-signed serving
+    certificates, and their anonymously readable /healthz) nothing is verified.
     """
-    if url.startswith("https://"):
-        if pki is not None:
-            context = ssl.create_default_context(cafile=str(pki.ca_cert))
-            context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
-        else:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    else:
+    if not url.startswith("https://"):
         context = None
+    elif context is None and pki is not None:
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
+    elif context is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
         with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
             body: bytes = response.read()

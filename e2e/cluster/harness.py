@@ -326,14 +326,7 @@ class LocalCluster:
     def _start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Daemon:
         daemon = start_daemon(name, argv, log=self.logs_dir / f"{name}.log", env=env)
         state = self._require()
-        state.daemons.append(
-            {
-                "name": name,
-                "pid": daemon.pid,
-                "start_time": daemon.start_time,
-                "log": str(daemon.log),
-            }
-        )
+        state.daemons.append(_daemon_record(daemon, argv))
         self._save()
         return daemon
 
@@ -573,6 +566,58 @@ class LocalCluster:
             f"pods in {state.subnet}) in {state.timings['node']:.1f} s"
         )
 
+    # --- restarts ---------------------------------------------------------------------------
+
+    def restart_apiserver(self, *, timeout_s: float = 180.0) -> float:
+        """Stop kube-apiserver and start it again, as an operator's restart would.
+
+        SIGTERM (SIGKILL after a grace period), wait for the process to exit,
+        then start the same command line (flags, certificates, etcd, port) and
+        wait for ``/readyz``. Clients see refused connections in between and
+        their watches end; everything the cluster stored is kept in etcd. The
+        state file names the new process at once, so ``down()`` (from this or
+        another process) stops it. Returns the seconds the API server was not
+        ready. Raises ClusterError when it cannot be stopped or does not come
+        back (the message ends with its log).
+        """
+        state = self._require()
+        old = self._daemon("kube-apiserver")
+        if old is None:
+            raise ClusterError(
+                f"cluster {state.cluster_id}: no kube-apiserver recorded in {self.state_file}"
+            )
+        argv = self._argv("kube-apiserver", old)
+        t0 = time.monotonic()
+        self._say(f"restarting kube-apiserver (pid {old.pid})")
+        stop_group(old)
+        new = start_daemon("kube-apiserver", argv, log=old.log)
+        state.daemons = [
+            _daemon_record(new, argv) if d["name"] == "kube-apiserver" else d for d in state.daemons
+        ]
+        self._save()
+        etcd = self._daemon("etcd")
+        self._wait(
+            "kube-apiserver /readyz after a restart",
+            lambda: probe(f"{state.apiserver_url}/readyz", context=self._ssl_context()),
+            timeout_s,
+            new,
+            *([etcd] if etcd is not None else []),
+        )
+        down_s = round(time.monotonic() - t0, 2)
+        self._say(f"kube-apiserver back (pid {new.pid}) after {down_s:.1f} s")
+        return down_s
+
+    def _argv(self, name: str, daemon: Daemon) -> list[str]:
+        """The command line ``name`` was started with: from the state file, or (a state
+        file written before command lines were recorded) from the running process."""
+        for record in self._require().daemons:
+            if record["name"] == name and record.get("argv"):
+                return [str(arg) for arg in record["argv"]]
+        if not daemon.alive():
+            raise ClusterError(f"{name}: its command line is unknown and it does not run")
+        raw = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
+        return [arg.decode() for arg in raw.split(b"\0") if arg]
+
     # --- API reads without the kubernetes client ------------------------------------------
 
     _pki: Pki
@@ -698,6 +743,17 @@ class LocalCluster:
         else:
             shutil.rmtree(directory, ignore_errors=True)
         self._say(f"cluster {state.cluster_id} torn down in {time.monotonic() - t0:.1f} s")
+
+
+def _daemon_record(daemon: Daemon, argv: list[str]) -> dict[str, Any]:
+    """A daemon as state.json records it: enough to stop it, and to start it again."""
+    return {
+        "name": daemon.name,
+        "pid": daemon.pid,
+        "start_time": daemon.start_time,
+        "log": str(daemon.log),
+        "argv": list(argv),
+    }
 
 
 def reap_orphans(progress: Progress = _stderr_progress) -> list[Path]:
