@@ -25,11 +25,33 @@ of these (every write goes through the leader fence first):
 3. on a conflict (409: someone changed a claim, e.g. the scheduler allocated
    it for another pod): re-read the claim, decide again (up to
    ``CONFLICT_ATTEMPTS`` times, then back off);
-4. check that no other claim holds one of the devices now: the scheduler,
-   allocating for an ungated pod, may have written the same device for
-   another claim between our decision and our write (two writes to two
-   objects, no conflict). If so, release ours and decide again;
-5. only when every claim is written, remove the gate (a merge patch guarded
+4. settle, then confirm. The scheduler, allocating for an ungated pod, may
+   have decided on one of our devices from its informer's view just before
+   that view showed our write; its write goes to another claim (no conflict)
+   and may land *after* ours. So the gate stays on for ``settle_s``
+   (``--settle-delay``): the key is requeued with that delay and the workers
+   place other pods meanwhile (the pod's cpu/memory already count on the node:
+   it is nominated from the write on). When the key comes back, the cache
+   (kept current by the watches) is checked for another claim holding one of
+   our devices, by the allocator's own in-use state
+   (:func:`device_conflicts`: exclusive devices, consumed capacity of shared
+   ones, counters of partitions; ``adminAccess`` never counts). Our claim
+   yields to a claim a pod has reserved, to one someone else allocated, and
+   to one of ours whose pod has no gate any more; between two claims of ours
+   whose pods both wait (the assume-cache rules it out) the later key yields.
+   Yielding releases our allocations (never a reserved claim), writes a
+   ``PlacementConflict`` Event and decides again, which restarts the settle
+   delay; after ``max_retries`` yields in a row the pod backs off. With
+   ``settle_s`` 0 the confirm runs right after the writes.
+
+   What marks the state "written, awaiting confirm" is in the cluster, not in
+   memory: a gated pod whose claims are all allocated, ours carrying the
+   ``placed-for`` annotation with the pod's UID. A new leader (or a restart)
+   finding such a pod does not place it again; not knowing when the writes
+   happened, it waits one whole delay from when it first sees them, then
+   confirms. A pod with no claim of ours (all allocated by others) has nothing
+   to confirm;
+5. only when the confirm is clean, remove the gate (a merge patch guarded
    by the pod's resourceVersion; on a conflict the pod is re-read). The
    scheduler then binds the pod to the chosen node: it honours an existing
    allocation through ``allocation.nodeSelector``. Allocations carry
@@ -50,6 +72,14 @@ reserved are released and placed again away from the failed node, at most
 ones after ``grace_s``). The pod has no gate any more, so the scheduler may
 allocate the released claims itself meanwhile; whichever write lands first
 wins, the other gets a conflict.
+
+**A conflict found after the gate was removed** (a placed pod, bound or not,
+whose device another claim holds too, and that other claim will not yield):
+nothing is undone, as the pod may be bound and its claim reserved; the
+kubelet plugin refuses to prepare the second claim of the device. Each such
+conflict is counted (``dra_driver_device_conflicts_total{outcome="after-gate"}``)
+and reported once as a Warning Event ``DeviceConflict`` on the pod and both
+claims, naming the device, for an admin to act on.
 
 **A pending pod without the gate that the scheduler reports failing on
 claims**: an Event with the explanation, on the pod and its pending claims.
