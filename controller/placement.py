@@ -574,6 +574,11 @@ class Placer:
             )
             return None
         self.metrics.conflicts.labels("devices").inc()
+        if any(_reserved(claim) for claim in ours):
+            # A pod reserved a claim of ours although the pod is gated (nothing we
+            # know of does that): it is not ours to release any more; try again later.
+            log.warning("a claim to give way is reserved; not releasing", extra={"pod": pod.key})
+            return Result(backoff=True)
         with self._lock:
             written = self._written.setdefault(pod.key, _Written(pod.uid, self._clock()))
             written.yields += 1

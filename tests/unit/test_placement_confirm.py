@@ -205,8 +205,11 @@ def test_no_release_of_a_claim_a_pod_has_reserved_meanwhile() -> None:
     ours["status"]["reservedFor"] = [{"resource": "pods", "name": "p", "uid": "u"}]
     h.cluster.put("resourceclaims", ours)
     h.clock.advance(SETTLE)
-    h.reconcile("default/p")
+    before = len(h.cluster.calls)
+    assert h.reconcile("default/p") == Result(backoff=True)
+    assert _writes(h.cluster.calls[before:]) == []
     assert h.devices("c") == [("node_a", "gpu-0")]
+    assert _gates(h, "p") == [GATE]
 
 
 # -- both claims ours ------------------------------------------------------------------------
