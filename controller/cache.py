@@ -4,10 +4,13 @@
 :class:`~controller.kube.Reflector`. It decodes each object once and keeps:
 
 - ResourceSlices, DeviceClasses and Nodes, and from them (plus the allocated
-  claims) one allocator :class:`~dra_driver.allocator.Snapshot`. A change of
-  a slice's or class's content, or of a node's labels, marks the snapshot for
-  a rebuild before the next decision; a change that only moves the
-  resourceVersion (a status heartbeat, managed fields) does not;
+  claims) one allocator :class:`~dra_driver.allocator.Snapshot`. A slice
+  added, deleted or changed in content updates only its pool(s) of the
+  snapshot (:meth:`~dra_driver.allocator.Snapshot.replace_pools`: the other
+  pools keep their compiled records); a change of a class's content, or of a
+  node's labels, marks the snapshot for a rebuild before the next decision;
+  a change that only moves the resourceVersion (a status heartbeat, managed
+  fields) does neither;
 - ResourceClaims. Their allocations go into the snapshot incrementally
   (``add_allocated`` / ``remove_allocated``), whoever wrote them: the
   scheduler's allocations for ungated pods count as devices in use as soon as
@@ -57,12 +60,14 @@ from api.resource_v1 import (
 from controller.kube import Resource
 from controller.scheduling import NodeFacts, NodeUsage, PodInfo, Requests, node_facts, parse_pod
 from dra_driver.allocator import Snapshot
+from dra_driver.allocator.snapshot import PoolKey
 
 __all__ = ["ClusterCache", "claim_key", "decode"]
 
 log = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=K8sObject)
+_R = TypeVar("_R")
 
 
 def decode(model: type[_M], raw: Mapping[str, Any]) -> _M:
@@ -144,6 +149,8 @@ class ClusterCache:
         self.rejected: dict[str, str] = {}
         #: Snapshot rebuilds so far (observability; tests check incremental updates).
         self.rebuilds = 0
+        #: Slice changes applied to the snapshot pool by pool, without a rebuild.
+        self.pool_updates = 0
 
     # -- Sink ------------------------------------------------------------------------------
 
@@ -328,8 +335,9 @@ class ClusterCache:
 
     def _delete(self, resource: Resource, key: str) -> None:
         if resource == "resourceslices":
-            if self._slices.pop(key, None) is not None:
-                self._invalidate()
+            gone = self._slices.pop(key, None)
+            if gone is not None:
+                self._slices_changed({_pool_key(gone)})
         elif resource == "deviceclasses":
             if self._classes.pop(key, None) is not None:
                 self._invalidate()
@@ -362,7 +370,18 @@ class ClusterCache:
         old = self._slices.get(name)
         self._slices[name] = slice_
         if old is None or _content(old.spec) != _content(slice_.spec):
-            self._invalidate()
+            # A slice may move to another pool: both pools change.
+            self._slices_changed({_pool_key(slice_)} | ({_pool_key(old)} if old else set()))
+
+    def _slices_changed(self, pools: set[PoolKey]) -> None:
+        """Bring the snapshot's ``pools`` in line with the slices now held."""
+        snapshot = self._snapshot
+        if snapshot is not None:
+            # In the order of _slices, as a full rebuild would see them.
+            current = {name: s for name, s in self._slices.items() if _pool_key(s) in pools}
+            self._readable(lambda kept: snapshot.replace_pools(pools, kept), current)
+            self.pool_updates += 1
+        self._capacity_changed()
 
     def _upsert_class(self, device_class: DeviceClass) -> None:
         name = device_class.metadata.name or ""
@@ -473,15 +492,24 @@ class ClusterCache:
             claim = self.claim(key)
             if claim is not None and claim.status is not None and claim.status.allocation:
                 allocated.append(claim)
-        slices = dict(self._slices)
+        return self._readable(
+            lambda kept: Snapshot.build(
+                slices=kept,
+                classes=list(self._classes.values()),
+                claims=allocated,
+                nodes=list(self._nodes.values()),
+            ),
+            dict(self._slices),
+        )
+
+    def _readable(
+        self, use: Callable[[list[ResourceSlice]], _R], slices: dict[str, ResourceSlice]
+    ) -> _R:
+        """``use(slices)``, leaving out each slice the allocator cannot read (it raises
+        InvalidInputError naming the slice, and changes nothing) until it goes through."""
         while True:
             try:
-                return Snapshot.build(
-                    slices=list(slices.values()),
-                    classes=list(self._classes.values()),
-                    claims=allocated,
-                    nodes=list(self._nodes.values()),
-                )
+                return use(list(slices.values()))
             except InvalidInputError as err:
                 # One slice the allocator cannot read must not stop every placement.
                 name = err.obj.removeprefix("slice ") if err.obj.startswith("slice ") else None
@@ -490,6 +518,10 @@ class ClusterCache:
                 log.warning("leaving out a ResourceSlice", extra={"error": str(err)})
                 self.rejected[err.obj] = str(err)
                 del slices[name]
+
+
+def _pool_key(slice_: ResourceSlice) -> PoolKey:
+    return (slice_.spec.driver, slice_.spec.pool.name)
 
 
 def _allocatable_only(node: Node) -> Any:

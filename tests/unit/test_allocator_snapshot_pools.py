@@ -64,7 +64,7 @@ def _devices(rng: random.Random, with_migs: bool) -> list[dict[str, Any]]:
     return found
 
 
-def _random_slice(rng: random.Random, name: str) -> ResourceSlice:
+def random_slice(rng: random.Random, name: str) -> ResourceSlice:
     """A slice of a random pool: node-local (its pool spread over up to two slices,
     counters in either), or one of the shared pools."""
     generation = rng.randint(1, 2)
@@ -111,7 +111,7 @@ def _random_slice(rng: random.Random, name: str) -> ResourceSlice:
     )
 
 
-def _state(snap: Snapshot) -> dict[str, Any]:
+def snapshot_state(snap: Snapshot) -> dict[str, Any]:
     """Everything an allocation reads from the slices and the in-use state."""
     views: dict[str | None, Any] = {}
     for name in [*snap.node_names, None]:
@@ -138,7 +138,7 @@ def _state(snap: Snapshot) -> dict[str, Any]:
     return {"nodes": list(snap.node_names), "views": views}
 
 
-def _answers(snap: Snapshot) -> list[Any]:
+def allocation_answers(snap: Snapshot) -> list[Any]:
     """The allocation of every claim shape under every policy (or that there is none)."""
     answers: list[Any] = []
     for index, requests in enumerate(SHAPES):
@@ -172,7 +172,7 @@ def test_pool_updates_match_a_snapshot_built_from_scratch(seed: int) -> None:
     rng = random.Random(seed)
     slices: dict[str, ResourceSlice] = {}
     for i in range(10):
-        created = _random_slice(rng, f"s{i}")
+        created = random_slice(rng, f"s{i}")
         slices[created.metadata.name or ""] = created
     held: list[ResourceClaim] = []
     live = _rebuild(slices, held, NODES)
@@ -195,11 +195,11 @@ def test_pool_updates_match_a_snapshot_built_from_scratch(seed: int) -> None:
             if roll < 0.55 or not slices:
                 serial += 1
                 name = f"s{serial}"
-                after: ResourceSlice | None = _random_slice(rng, name)
+                after: ResourceSlice | None = random_slice(rng, name)
             elif roll < 0.8:
                 name = rng.choice(list(slices))
                 before = _key(slices[name])
-                after = _random_slice(rng, name)
+                after = random_slice(rng, name)
             else:
                 name = rng.choice(list(slices))
                 before = _key(slices[name])
@@ -211,8 +211,8 @@ def test_pool_updates_match_a_snapshot_built_from_scratch(seed: int) -> None:
             affected = {k for k in (before, _key(after) if after else None) if k is not None}
             live.replace_pools(affected, [s for s in slices.values() if _key(s) in affected])
         fresh = _rebuild(slices, held, NODES)
-        assert _state(live) == _state(fresh), step
-        assert _answers(live) == _answers(fresh), step
+        assert snapshot_state(live) == snapshot_state(fresh), step
+        assert allocation_answers(live) == allocation_answers(fresh), step
 
 
 def test_a_pool_whose_last_slice_is_gone_takes_its_node_along() -> None:
@@ -248,7 +248,7 @@ def test_a_node_remembered_as_full_fits_again_once_its_pool_grows() -> None:
 def test_a_slice_that_does_not_compile_leaves_the_snapshot_unchanged() -> None:
     good = resource_slice("good", [device("gpu-0", attributes={"type": "gpu"})], node="node-a")
     snap = Snapshot.build(slices=[good], classes=CLASSES, nodes=NODES)
-    before = _state(snap)
+    before = snapshot_state(snap)
     bad = resource_slice(
         "bad",
         [device("gpu-0", attributes={"type": "gpu"})],
@@ -263,7 +263,7 @@ def test_a_slice_that_does_not_compile_leaves_the_snapshot_unchanged() -> None:
     with pytest.raises(InvalidInputError) as info:
         snap.replace_pools([], [bad])
     assert info.value.obj == "slice bad"
-    assert _state(snap) == before
+    assert snapshot_state(snap) == before
 
 
 def test_first_fit_finds_a_node_after_one_before_it_left_the_node_list() -> None:
