@@ -1,4 +1,9 @@
-"""`dra-driver allocate`, `explain` and `demo`: the DESIGN.md contract, on the examples."""
+"""`dra-driver allocate`, `explain` and `demo`: the DESIGN.md contract, on the examples.
+
+Every feature folder of deploy/examples is allocated offline against the mock
+inventory of deploy/examples/inventory, with the outcome its README promises
+(the cluster tests apply the same folders to a real cluster).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from dra_driver.cli.main import EXIT_INVALID, EXIT_OK, EXIT_UNSATISFIABLE, main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 INVENTORY = str(EXAMPLES / "inventory")
+#: Folders of deploy/examples that are not a feature.
+NOT_FEATURES = ("inventory", "demo")
+FEATURES = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir() and p.name not in NOT_FEATURES)
 
 
 def run(argv: list[str], stdin: str = "") -> tuple[int, str]:
@@ -32,9 +40,18 @@ def allocated(argv: list[str]) -> list[dict[str, Any]]:
     return items
 
 
+def example(folder: str, *extra: str) -> list[str]:
+    """``allocate`` argv for one feature folder with the shared inventory."""
+    return ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / folder), *extra]
+
+
 def devices_of(claim: dict[str, Any]) -> list[tuple[str, str, str]]:
     results = claim["status"]["allocation"]["devices"]["results"]
     return [(r["request"], r["pool"], r["device"]) for r in results]
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {claim["metadata"]["name"]: claim for claim in items}
 
 
 def node_of(claim: dict[str, Any]) -> list[str]:
@@ -47,69 +64,154 @@ def node_of(claim: dict[str, Any]) -> list[str]:
     return values
 
 
-def test_first_fit_takes_the_first_node_by_name() -> None:
-    (claim,) = allocated(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "one-gpu")])
-    assert claim["metadata"]["name"] == "one-gpu"
-    assert devices_of(claim) == [("gpu", "gpu-node-a100", "gpu-0")]
-    assert node_of(claim) == ["gpu-node-a100"]
+@pytest.mark.parametrize("folder", FEATURES)
+def test_every_feature_folder_has_a_readme_and_no_namespace(folder: str) -> None:
+    assert (EXAMPLES / folder / "README.md").is_file()
+    files = sorted((EXAMPLES / folder).glob("*.yaml"))
+    assert files
+    for path in files:
+        assert path.read_text().startswith("# "), f"{path}: no leading comment"
+        for doc in yaml.safe_load_all(path.read_text()):
+            # Applied into the user's namespace of choice (kubectl apply -n NS).
+            assert "namespace" not in doc["metadata"], f"{path}: {doc['metadata']['name']}"
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        # An A100 by product name with at least 40Gi: the A100 node's first GPU.
+        ("selectors", {"a100-40gi": [("gpu", "gpu-node-a100", "gpu-0")]}),
+        # Two GPUs on one NUMA node: the first two, both on NUMA node 0.
+        (
+            "constraints",
+            {"numa-pair": [("gpus", "gpu-node-a100", "gpu-0"), ("gpus", "gpu-node-a100", "gpu-1")]},
+        ),
+        # The node where the first choice fits wins over the first node by name.
+        ("first-available", {"h100-or-two-a100": [("gpu/h100", "gpu-node-h100", "gpu-0")]}),
+        # The shared claim needs 80Gi (an H100); the time-sliced one takes the next GPU there.
+        (
+            "sharing",
+            {
+                "shared-gpu": [("gpu", "gpu-node-h100", "gpu-0")],
+                "time-sliced-gpu": [("gpu", "gpu-node-h100", "gpu-1")],
+            },
+        ),
+        # Two halves of one shared L4.
+        (
+            "shared-capacity",
+            {
+                "half-a": [("gpu", "gpu-node-l4", "gpu-0")],
+                "half-b": [("gpu", "gpu-node-l4", "gpu-0")],
+            },
+        ),
+        # A 1g.10gb MIG placement of the partitionable H100.
+        ("mig", {"mig-1g10gb": [("mig", "gpu-node-mig", "gpu-0-mig-1g10gb-19-0")]}),
+        # Under first fit, both claims on the first node by name, in file order (binpack.yaml
+        # first); the policies' choices are below.
+        (
+            "placement",
+            {
+                "capable-gpu": [("gpu", "gpu-node-a100", "gpu-1")],
+                "packed-gpu": [("gpu", "gpu-node-a100", "gpu-0")],
+            },
+        ),
+    ],
+)
+def test_feature_folder_allocates_as_its_readme_says(
+    folder: str, expected: dict[str, list[tuple[str, str, str]]]
+) -> None:
+    claims = by_name(allocated(example(folder)))
+    assert {name: devices_of(claim) for name, claim in claims.items()} == expected
+    nodes = {expected_devices[0][1] for expected_devices in expected.values()}
+    for claim in claims.values():
+        assert node_of(claim) == sorted(nodes)
+
+
+def test_the_selectors_claim_comes_back_untouched() -> None:
+    (claim,) = allocated(example("selectors"))
     assert claim["status"]["allocation"]["devices"]["results"][0]["driver"] == "gpu.dra-driver.io"
-    # The spec the user wrote comes back untouched.
-    written = yaml.safe_load((EXAMPLES / "one-gpu" / "claim.yaml").read_text())
+    written = next(
+        doc
+        for doc in yaml.safe_load_all((EXAMPLES / "selectors" / "a100-40gi.yaml").read_text())
+        if doc["kind"] == "ResourceClaim"
+    )
     assert claim["spec"] == written["spec"]
 
 
-def test_most_capable_prefers_the_h100() -> None:
-    argv = [
-        "allocate",
-        "-f",
-        INVENTORY,
-        "-f",
-        str(EXAMPLES / "one-gpu"),
-        "--policy",
-        "most-capable",
-    ]
-    (claim,) = allocated(argv)
-    assert devices_of(claim) == [("gpu", "gpu-node-h100", "gpu-0")]
+def test_shared_capacity_gives_each_half_its_share() -> None:
+    claims = by_name(allocated(example("shared-capacity")))
+    results = [claims[name]["status"]["allocation"]["devices"]["results"][0] for name in claims]
+    assert results[0]["shareID"] != results[1]["shareID"]
+    for result in results:
+        assert result["consumedCapacity"] == {"compute": "50", "memory": "10Gi"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "node"),
+    [
+        ("first-fit", "gpu-node-a100"),
+        # The strongest GPUs: compute capability 9.0 beats the L4's 8.9 and the A100's 8.0.
+        ("most-capable", "gpu-node-h100"),
+        # Nothing is in use: the node with the fewest free devices, keeping the big ones whole.
+        ("binpack", "gpu-node-l4"),
+    ],
+)
+def test_placement_policies_choose_different_nodes(policy: str, node: str) -> None:
+    for claim in allocated(example("placement", "--policy", policy)):
+        assert node_of(claim) == [node]
 
 
 def test_policy_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRA_DRIVER_POLICY", "most-capable")
-    (claim,) = allocated(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "one-gpu")])
-    assert devices_of(claim)[0][1] == "gpu-node-h100"
+    for claim in allocated(example("placement")):
+        assert node_of(claim) == ["gpu-node-h100"]
 
 
-def test_match_attribute_backtracks_past_a_lone_free_gpu() -> None:
-    (claim,) = allocated(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "numa-pair")])
+IN_USE = """
+# A training job holds gpu-0..gpu-2 of the A100 node (NUMA node 0).
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: training-job, namespace: default}
+spec:
+  devices:
+    requests:
+    - name: gpus
+      exactly: {deviceClassName: gpu.dra-driver.io, count: 3}
+status:
+  allocation:
+    devices:
+      results:
+      - {request: gpus, driver: gpu.dra-driver.io, pool: gpu-node-a100, device: gpu-0}
+      - {request: gpus, driver: gpu.dra-driver.io, pool: gpu-node-a100, device: gpu-1}
+      - {request: gpus, driver: gpu.dra-driver.io, pool: gpu-node-a100, device: gpu-2}
+    nodeSelector:
+      nodeSelectorTerms:
+      - matchFields:
+        - {key: metadata.name, operator: In, values: [gpu-node-a100]}
+"""
+
+
+def test_match_attribute_backtracks_past_a_lone_free_gpu(tmp_path: Path) -> None:
+    # Only gpu-3 is left on NUMA node 0, so the pair comes from NUMA node 1.
+    in_use = tmp_path / "in-use.yaml"
+    in_use.write_text(IN_USE)
+    (claim,) = allocated(example("constraints", "-f", str(in_use)))
     assert devices_of(claim) == [
         ("gpus", "gpu-node-a100", "gpu-4"),
         ("gpus", "gpu-node-a100", "gpu-5"),
     ]
 
 
-def test_first_available_falls_back_on_a_node_without_hoppers() -> None:
-    argv = ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "first-available")]
-    (claim,) = allocated([*argv, "--node", "gpu-node-a100"])
-    assert devices_of(claim) == [("gpu/any", "gpu-node-a100", "gpu-0")]
-    (claim,) = allocated([*argv, "--node", "gpu-node-h100"])
+def test_first_available_falls_back_on_a_node_without_h100s() -> None:
+    (claim,) = allocated(example("first-available", "--node", "gpu-node-a100"))
     assert devices_of(claim) == [
-        ("gpu/hopper-pair", "gpu-node-h100", "gpu-0"),
-        ("gpu/hopper-pair", "gpu-node-h100", "gpu-1"),
-    ]
-
-
-def test_first_fit_prefers_the_node_where_the_first_choice_fits() -> None:
-    # The scheduler scores feasible nodes by the prioritized list: the H100 node,
-    # where "hopper-pair" fits, beats the A100 node that comes first by name.
-    argv = ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "first-available")]
-    (claim,) = allocated(argv)
-    assert devices_of(claim) == [
-        ("gpu/hopper-pair", "gpu-node-h100", "gpu-0"),
-        ("gpu/hopper-pair", "gpu-node-h100", "gpu-1"),
+        ("gpu/two-a100", "gpu-node-a100", "gpu-0"),
+        ("gpu/two-a100", "gpu-node-a100", "gpu-1"),
     ]
 
 
 def test_opaque_config_travels_with_the_allocation() -> None:
-    (claim,) = allocated(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "time-slicing")])
+    claim = by_name(allocated(example("sharing")))["time-sliced-gpu"]
     (config,) = claim["status"]["allocation"]["devices"]["config"]
     assert config["source"] == "FromClaim"
     assert config["requests"] == ["gpu"]
@@ -117,28 +219,29 @@ def test_opaque_config_travels_with_the_allocation() -> None:
 
 
 def test_yaml_output_is_the_same_list() -> None:
-    argv = ["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "one-gpu")]
+    argv = example("selectors")
     code, out = run([*argv, "-o", "yaml"])
     assert code == EXIT_OK
     assert yaml.safe_load(out) == json.loads(run(argv)[1])
 
 
 def test_unsatisfiable_exits_1_with_nothing_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run(["allocate", "-f", INVENTORY, "-f", str(EXAMPLES / "unsatisfiable")])
+    code, out = run(example("explain"))
     assert code == EXIT_UNSATISFIABLE
     assert out == ""
-    assert "claim default/nine-gpus" in capsys.readouterr().err
+    assert "claim nine-gpus" in capsys.readouterr().err
 
 
 def test_explain_names_every_node_and_the_shortfall() -> None:
-    code, out = run(
-        ["explain", "-f", INVENTORY, "-f", str(EXAMPLES / "unsatisfiable"), "-o", "json"]
-    )
+    argv = ["explain", "-f", INVENTORY, "-f", str(EXAMPLES / "explain")]
+    code, out = run([*argv, "-o", "json"])
     assert code == EXIT_OK
-    text = json.dumps(json.loads(out))
-    assert "gpu-node-a100" in text
-    assert "gpu-node-h100" in text
-    code, table = run(["explain", "-f", INVENTORY, "-f", str(EXAMPLES / "unsatisfiable")])
+    report = json.loads(out)
+    nodes = {row["node"] for row in report["nodes"]}
+    assert nodes == {"gpu-node-a100", "gpu-node-h100", "gpu-node-l4", "gpu-node-mig"}
+    for row in report["nodes"]:
+        assert row["claims"][0]["requests"][0]["eligible"] < 9
+    code, table = run(argv)
     assert code == EXIT_OK
     assert "gpu-node-h100" in table
     assert "nine-gpus" in table
@@ -146,23 +249,34 @@ def test_explain_names_every_node_and_the_shortfall() -> None:
 
 def test_stdin_and_kind_list_are_accepted() -> None:
     docs = [
-        yaml.safe_load(p.read_text()) for p in sorted((EXAMPLES / "inventory").glob("slice-*.yaml"))
+        yaml.safe_load(p.read_text())
+        for p in sorted((EXAMPLES / "inventory").glob("slice-*00.yaml"))
     ]
     docs += list(yaml.safe_load_all((EXAMPLES / "inventory" / "deviceclasses.yaml").read_text()))
-    docs.append(yaml.safe_load((EXAMPLES / "one-gpu" / "claim.yaml").read_text()))
+    docs += [
+        doc
+        for doc in yaml.safe_load_all((EXAMPLES / "selectors" / "a100-40gi.yaml").read_text())
+        if doc["kind"] == "ResourceClaim"
+    ]
     listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-    code, out = run(["allocate", "-f", "-", "--node", "gpu-node-h100"], stdin=listing)
+    code, out = run(["allocate", "-f", "-", "--node", "gpu-node-a100"], stdin=listing)
     assert code == EXIT_OK
     (claim,) = json.loads(out)["items"]
-    assert devices_of(claim) == [("gpu", "gpu-node-h100", "gpu-0")]
+    assert devices_of(claim) == [("gpu", "gpu-node-a100", "gpu-0")]
 
 
 def test_demo_shows_every_scenario() -> None:
     code, out = run(["demo", "--examples", str(EXAMPLES)])
     assert code == EXIT_OK
-    for scenario in ("one-gpu", "numa-pair", "first-available", "time-slicing", "unsatisfiable"):
+    for scenario in FEATURES:
         assert scenario in out
-    assert "gpu-node-h100" in out  # most-capable's choice for one-gpu
+    rows = [line.split() for line in out.splitlines()]
+    placement = {row[1]: row[2] for row in rows if row[0] == "placement"}
+    assert placement == {
+        "first-fit": "gpu-node-a100",
+        "binpack": "gpu-node-l4",
+        "most-capable": "gpu-node-h100",
+    }
 
 
 # -- bad input: exit 2 (or 1 where upstream treats it as unsatisfiable), never a traceback --
