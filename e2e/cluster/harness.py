@@ -581,31 +581,46 @@ class LocalCluster:
         back (the message ends with its log).
         """
         state = self._require()
-        old = self._daemon("kube-apiserver")
+        return self._restart(
+            "kube-apiserver",
+            lambda: probe(f"{state.apiserver_url}/readyz", context=self._ssl_context()),
+            what="kube-apiserver /readyz",
+            timeout_s=timeout_s,
+            needs=("etcd",),
+        )
+
+    def _restart(
+        self,
+        name: str,
+        ready: Callable[[], bool],
+        *,
+        what: str,
+        timeout_s: float,
+        needs: tuple[str, ...] = (),
+    ) -> float:
+        """Stop daemon ``name``, start its command line again and wait for ``ready()``
+        (failing at once if it or one of the ``needs`` daemons exits); the state file
+        names the new process before the wait. Returns the seconds it took."""
+        state = self._require()
+        old = self._daemon(name)
         if old is None:
             raise ClusterError(
-                f"cluster {state.cluster_id}: no kube-apiserver recorded in {self.state_file}"
+                f"cluster {state.cluster_id}: no {name} recorded in {self.state_file}"
             )
-        argv = self._argv("kube-apiserver", old)
+        argv = self._argv(name, old)
         t0 = time.monotonic()
-        self._say(f"restarting kube-apiserver (pid {old.pid})")
+        self._say(f"restarting {name} (pid {old.pid})")
         stop_group(old)
-        new = start_daemon("kube-apiserver", argv, log=old.log)
+        new = start_daemon(name, argv, log=old.log)
         state.daemons = [
-            _daemon_record(new, argv) if d["name"] == "kube-apiserver" else d for d in state.daemons
+            _daemon_record(new, argv) if d["name"] == name else d for d in state.daemons
         ]
         self._save()
-        etcd = self._daemon("etcd")
-        self._wait(
-            "kube-apiserver /readyz after a restart",
-            lambda: probe(f"{state.apiserver_url}/readyz", context=self._ssl_context()),
-            timeout_s,
-            new,
-            *([etcd] if etcd is not None else []),
-        )
-        down_s = round(time.monotonic() - t0, 2)
-        self._say(f"kube-apiserver back (pid {new.pid}) after {down_s:.1f} s")
-        return down_s
+        watched = [d for d in (self._daemon(n) for n in needs) if d is not None]
+        self._wait(f"{what} after a restart", ready, timeout_s, new, *watched)
+        took = round(time.monotonic() - t0, 2)
+        self._say(f"{name} back (pid {new.pid}) after {took:.1f} s")
+        return took
 
     def _argv(self, name: str, daemon: Daemon) -> list[str]:
         """The command line ``name`` was started with: from the state file, or (a state
@@ -616,7 +631,10 @@ class LocalCluster:
         if not daemon.alive():
             raise ClusterError(f"{name}: its command line is unknown and it does not run")
         raw = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
-        return [arg.decode() for arg in raw.split(b"\0") if arg]
+        argv = [arg.decode() for arg in raw.split(b"\0") if arg]
+        if not argv:
+            raise ClusterError(f"{name} (pid {daemon.pid}): its command line cannot be read")
+        return argv
 
     # --- API reads without the kubernetes client ------------------------------------------
 
