@@ -23,6 +23,12 @@ and the exit status is 1 (2 for invalid flags). A thread that dies of an
 unexpected error stops the plugin with status 1, so the kubelet restarts it
 instead of leaving a half-working agent.
 
+With ``--pod-uid`` (rolling updates with max surge) the instance names its
+sockets after its pod, serialises prepares with the other instance of the node
+through ``<plugin dir>/serialize.lock`` and publishes slices only once it holds
+``<plugin dir>/publisher.lock``, which the instance it replaces lets go of when
+it stops (:mod:`kubelet_plugin.node_lock`).
+
 Logs go to stderr as text or JSON lines (``--log-format``).
 """
 
@@ -55,6 +61,7 @@ from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health import FaultSpool, HealthEventSource, HealthMonitor
 from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
+from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
 from kubelet_plugin.resource_health import HealthBroadcaster
 from kubelet_plugin.server import PluginServer
@@ -218,6 +225,8 @@ class NodeAgent:
     server: PluginServer | None = None
     publisher: SlicePublisher | None = None
     monitor: HealthMonitor | None = None
+    serialize_lock: NodeFileLock | None = None
+    publisher_lock: NodeFileLock | None = None
     crashed: bool = False
     _slice_api: InterruptibleResourceApi | None = None
     _stop_threads: threading.Event = field(default_factory=threading.Event)
@@ -256,6 +265,15 @@ class NodeAgent:
             self._owns_api_client = True
         node_uid = read_node_uid(self.api_client, settings.node_name)
 
+        if settings.pod_uid is not None:
+            # A rolling update may run this instance beside the one it replaces.
+            self.serialize_lock = NodeFileLock(settings.serialize_lock)
+            self.publisher_lock = NodeFileLock(settings.publisher_lock)
+            log.info(
+                "plugin instance %s: sockets named after it, calls serialised through %s",
+                settings.pod_uid,
+                settings.serialize_lock,
+            )
         driver = self.driver = GpuDriver(
             driver_name=settings.driver_name,
             inventory=inventory,
@@ -265,6 +283,7 @@ class NodeAgent:
             host=host,
             boot_id=read_boot_id(),
             mig_manager=mig_manager,
+            node_lock=self.serialize_lock,
         )
         driver.start()
 
@@ -284,6 +303,7 @@ class NodeAgent:
             plugins_dir=settings.plugins_dir,
             health_source=broadcaster,
             liveness_address=settings.liveness_address,
+            instance=settings.pod_uid,
         )
         self.server.start()
 
@@ -301,8 +321,21 @@ class NodeAgent:
         )
         publisher.set_inventory(inventory)
 
+        publisher_lock = self.publisher_lock
+
         def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
-            publisher.publish(inventory, taints)
+            if publisher_lock is None or publisher_lock.is_held:
+                publisher.publish(inventory, taints)
+            else:
+                # The instance being replaced still publishes; ours starts with these.
+                publisher.set_inventory(inventory, taints)
+
+        def publish() -> None:
+            if publisher_lock is not None and not publisher_lock.acquire_when_free(
+                self._stop_threads, what="publishing the node's ResourceSlices"
+            ):
+                return
+            publisher.run(self._stop_threads)
 
         monitor = self.monitor = HealthMonitor(
             driver_name=settings.driver_name,
@@ -317,7 +350,7 @@ class NodeAgent:
             on_event=metrics.count_health_event,
         )
         metrics.track_tainted(monitor.tainted_device_count)
-        self._spawn("slice-publisher", lambda: publisher.run(self._stop_threads))
+        self._spawn("slice-publisher", publish)
         self._spawn("health-monitor", lambda: monitor.run(self._stop_threads))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -350,6 +383,9 @@ class NodeAgent:
             steps.append(("GPU backend", close))
         if self._owns_api_client and self.api_client is not None:
             steps.append(("API client", self.api_client.close))
+        for lock in (self.publisher_lock, self.serialize_lock):
+            if lock is not None:
+                steps.append((f"lock {lock.path}", lock.close))
         for what, step in steps:
             try:
                 step()

@@ -50,6 +50,27 @@ class CheckpointStore:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
+        self._seen: tuple[int, int, int] | None = None
+
+    def _fingerprint(self) -> tuple[int, int, int] | None:
+        """Inode, size and modification time of the file; None when there is none.
+
+        Every save replaces the file by a rename, so a save by another process
+        shows as another inode even within one clock tick.
+        """
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
+
+    def changed_elsewhere(self) -> bool:
+        """Whether the file differs from what this store last loaded or saved.
+
+        Only meaningful while the writers of the file take turns (the plugin
+        instances of a node hold their shared lock around each call).
+        """
+        return self._fingerprint() != self._seen
 
     def load(self) -> Checkpoint:
         """The checkpoint on disk; an empty one when there is no file yet.
@@ -61,9 +82,11 @@ class CheckpointStore:
         Temp files of an interrupted save are removed.
         """
         remove_stale_temp_files(self.path.parent, prefix=self.path.name)
+        self._seen = self._fingerprint()
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
+            self._seen = None
             return Checkpoint()
         try:
             return decode_checkpoint(data)
@@ -103,6 +126,7 @@ class CheckpointStore:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.path, data, mode=0o600, sync_directory=durable)
+        self._seen = self._fingerprint()
 
     def sync(self) -> None:
         """Make the last save durable (fsync of the checkpoint's directory)."""

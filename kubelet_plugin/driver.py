@@ -32,7 +32,10 @@ rewritten identically by the retried prepare); the ``PrepareCompleted`` save
 and the unprepare save are fully durable before the kubelet hears of success.
 
 Concurrency: calls for different claims run in parallel; calls for the same
-claim UID are serialised by a per-claim lock. Checkpoint saves are group-committed:
+claim UID are serialised by a per-claim lock. With a ``node_lock`` (two plugin
+instances on the node during a rolling update) every call, and the start-up
+recovery, runs holding that lock instead, and first adopts the checkpoint as
+the other instance left it. Checkpoint saves are group-committed:
 a save writes every change made so far, so concurrent prepares share fsyncs, and
 each entry is encoded once, when it changes, not at every save.
 """
@@ -70,6 +73,7 @@ from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.checkpoint_store import CheckpointCorruptError, CheckpointStore
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.node_driver import ClaimRef, PreparedDevice, PrepareResult
+from kubelet_plugin.node_lock import NodeFileLock
 
 __all__ = ["FaultPoint", "GpuDriver", "RecoveryReport"]
 
@@ -111,7 +115,8 @@ class GpuDriver:
     kills the process, production passes none. ``mig_manager`` creates and
     destroys dynamic MIG devices; without one, a claim for a MIG placement of a
     partitionable GPU fails with an error saying so (static MIG devices and
-    full GPUs need none).
+    full GPUs need none). ``node_lock`` is shared with another plugin instance
+    on the node (rolling update): see the module docstring.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class GpuDriver:
         pool_name: str | None = None,
         fault_hook: Callable[[FaultPoint], None] | None = None,
         mig_manager: MigManager | None = None,
+        node_lock: NodeFileLock | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.pool_name = pool_name or inventory.node_name
@@ -138,6 +144,7 @@ class GpuDriver:
         self._boot_id = boot_id
         self._fault_hook = fault_hook
         self._migs = mig_manager
+        self._node_lock = node_lock
         self._entries: dict[str, ClaimEntry] = {}
         # Each entry's JSON, kept next to it, so a save encodes nothing but the change.
         self._encoded: dict[str, str] = {}
@@ -171,6 +178,10 @@ class GpuDriver:
         starts empty; a checkpoint of a newer version raises CheckpointError
         (refuse to run rather than rewrite state this version does not know).
         """
+        with self._serialised(adopt=False):
+            return self._recover()
+
+    def _recover(self) -> RecoveryReport:
         report = RecoveryReport()
         self._cdi.ensure_root()
         self._cdi.remove_stale_temp_files()
@@ -251,16 +262,25 @@ class GpuDriver:
 
     def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
         """Prepare each claim; see the module docstring. Never raises."""
-        return {claim.uid: self._prepare_one(claim) for claim in claims}
+        try:
+            with self._serialised():
+                return {claim.uid: self._prepare_one(claim) for claim in claims}
+        except CheckpointError as err:
+            return {
+                claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
+                for claim in claims
+            }
 
     def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
         """Remove each claim's spec and entry; an unknown claim succeeds. Never raises.
 
         One durable checkpoint save covers all claims of the call.
         """
-        answers = {claim.uid: self._unprepare_one(claim) for claim in claims}
+        answers: dict[str, str | None] = {claim.uid: None for claim in claims}
         try:
-            self._commit()
+            with self._serialised():
+                answers.update((claim.uid, self._unprepare_one(claim)) for claim in claims)
+                self._commit()
         except CheckpointError as err:
             log.error("unprepare: %s", err)
             return {
@@ -397,6 +417,43 @@ class GpuDriver:
         return None
 
     # --- helpers -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _serialised(self, *, adopt: bool = True) -> Iterator[None]:
+        """Hold the node lock (if any) inside; first adopt the other instance's changes."""
+        if self._node_lock is None:
+            yield
+            return
+        with self._node_lock.held():
+            if adopt:
+                self._adopt_checkpoint()
+            yield
+
+    def _adopt_checkpoint(self) -> None:
+        """Take the checkpoint on disk as the state, when another instance changed it.
+
+        Caller holds the node lock, so no save of ours is pending and the other
+        instance is between calls. Raises CheckpointError (a newer version).
+        """
+        if not self._store.changed_elsewhere():
+            return
+        try:
+            checkpoint = self._store.load()
+        except CheckpointCorruptError:
+            checkpoint = Checkpoint()
+        entries = dict(checkpoint.claims)
+        encoded = {uid: encode_claim_entry(entry) for uid, entry in entries.items()}
+        with self._state_lock:
+            self._entries = entries
+            self._encoded = encoded
+            # What is on disk is the state: nothing of ours waits to be saved.
+            self._saved = self._synced = self._changes
+        log.info(
+            "checkpoint %s was changed by the other plugin instance of this node: %d claim(s) "
+            "prepared",
+            self._store.path,
+            len(entries),
+        )
 
     def _check_devices_free(self, ref: ClaimRef, plan: PreparationPlan) -> None:
         """The last line of defence: a device is prepared for one claim at a time.

@@ -52,6 +52,7 @@ from kubelet_plugin.registration import (
     RegistrationStatus,
 )
 from kubelet_plugin.resource_health import HealthSource, ResourceHealthServicer
+from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 _log = logging.getLogger(__name__)
 
@@ -62,16 +63,6 @@ MAX_UNIX_SOCKET_PATH = 107
 """Bytes in a unix socket path (``sun_path`` is 108 bytes with the terminating NUL)."""
 
 UNIX_PREFIX = "unix://"
-
-
-def registration_socket_path(registry_dir: Path, driver_name: str) -> Path:
-    """``<registry dir>/<driver>-reg.sock``, the file the kubelet's plugin watcher finds."""
-    return registry_dir / f"{driver_name}-reg.sock"
-
-
-def dra_socket_path(plugins_dir: Path, driver_name: str) -> Path:
-    """``<plugins dir>/<driver>/dra.sock``, the endpoint the kubelet dials."""
-    return plugins_dir / driver_name / "dra.sock"
 
 
 def _check_socket_path(path: Path, field: str) -> FieldError | None:
@@ -203,6 +194,7 @@ class PluginServer:
         health_source: HealthSource | None = None,
         liveness_address: str | None = None,
         liveness_timeout: float = DEFAULT_CHECK_TIMEOUT,
+        instance: str | None = None,
         max_driver_calls: int = 8,
         max_rpc_workers: int = 16,
         stop_grace: float = 5.0,
@@ -211,9 +203,11 @@ class PluginServer:
 
         ``liveness_address``: ``host:port`` (port 0 picks a free one, see
         :attr:`liveness_address`) or ``unix:///absolute/path``; None serves no
-        liveness service. ``max_driver_calls`` bounds concurrent NodeDriver
-        calls, ``max_rpc_workers`` concurrent RPCs on the DRA socket (each open
-        health stream holds one). Raises InvalidInputError naming the field.
+        liveness service. ``instance`` (the pod UID) names the sockets of one of
+        two plugin instances on a node during a rolling update.
+        ``max_driver_calls`` bounds concurrent NodeDriver calls,
+        ``max_rpc_workers`` concurrent RPCs on the DRA socket (each open health
+        stream holds one). Raises InvalidInputError naming the field.
         """
         registry = Path(registry_dir).absolute()
         plugins = Path(plugins_dir).absolute()
@@ -230,8 +224,8 @@ class PluginServer:
                     "gpu.dra-driver.io",
                 )
             )
-        self.registration_socket = registration_socket_path(registry, driver_name)
-        self.dra_socket = dra_socket_path(plugins, driver_name)
+        self.registration_socket = registration_socket_path(registry, driver_name, instance)
+        self.dra_socket = dra_socket_path(plugins, driver_name, instance)
         for path, field in (
             (self.registration_socket, "registryDir"),
             (self.dra_socket, "pluginsDir"),

@@ -24,6 +24,8 @@ flag                       environment twin                default
 --partitionable            DRA_DRIVER_PARTITIONABLE        true
 --shared-gpus              DRA_DRIVER_SHARED_GPUS          false
 --checkpoint-path          DRA_DRIVER_CHECKPOINT_PATH      <plugins dir>/<driver>/checkpoint.json
+--pod-uid                  POD_UID, DRA_DRIVER_POD_UID     empty: the only plugin instance of
+                                                           the node (no rolling update)
 --liveness-address         DRA_DRIVER_LIVENESS_ADDRESS     empty: no liveness service
 --metrics-address          DRA_DRIVER_METRICS_ADDRESS      empty: no metrics endpoint
 --health-policy            DRA_DRIVER_HEALTH_POLICY        xid=NoSchedule,ecc-double-bit=NoExecute,
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +60,7 @@ from dra_driver.discovery.mock import DEFAULT_PROFILE, parse_mock_profile
 from dra_driver.discovery.model import HealthEventKind
 from dra_driver.flags import Flag, define_flag
 from dra_driver.slices import DEFAULT_DRIVER_NAME, DEVICE_ORDERS, DeviceOrder
+from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 __all__ = [
     "DEFAULT_CDI_ROOT",
@@ -103,6 +107,8 @@ DEFAULT_RECOVERY_SECONDS: Final = 300.0
 _MAX_UNIX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with the terminating NUL
 _UNIX_PREFIX: Final = "unix://"
 _OBJ: Final = "kubelet-plugin settings"
+# A Kubernetes UID is a UUID; anything of that alphabet is safe in a file name.
+_POD_UID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 def _default_node_name() -> str:
@@ -200,6 +206,10 @@ class Settings(BaseModel):
     shared_gpus: bool = False
     checkpoint_path: Path | None = None
     """None: :attr:`checkpoint_file`'s default under the plugin directory."""
+    pod_uid: str | None = None
+    """The plugin pod's UID: set, the plugin can run beside the pod it replaces
+    (rolling update with max surge): instance-named sockets, calls serialised
+    with the other instance through a file lock, one publisher at a time."""
     liveness_address: str | None = None
     metrics_address: str | None = None
     health_policy: dict[HealthEventKind, str] = Field(
@@ -254,6 +264,21 @@ class Settings(BaseModel):
             return None
         if isinstance(value, str | Path):
             return Path(value).absolute()
+        return value
+
+    @field_validator("pod_uid", mode="before")
+    @classmethod
+    def _check_pod_uid(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if not _POD_UID_RE.fullmatch(value):
+            raise ValueError(
+                f"invalid pod UID {value!r}: letters, digits and '-' only (a Kubernetes UID); "
+                "set it from metadata.uid through the downward API"
+            )
         return value
 
     @field_validator("mock_profile")
@@ -325,11 +350,21 @@ class Settings(BaseModel):
 
     @property
     def registration_socket(self) -> Path:
-        return self.registry_dir / f"{self.driver_name}-reg.sock"
+        return registration_socket_path(self.registry_dir, self.driver_name, self.pod_uid)
 
     @property
     def dra_socket(self) -> Path:
-        return self.plugin_dir / "dra.sock"
+        return dra_socket_path(self.plugins_dir, self.driver_name, self.pod_uid)
+
+    @property
+    def serialize_lock(self) -> Path:
+        """The file lock the plugin instances of this node serialise prepares with."""
+        return self.plugin_dir / "serialize.lock"
+
+    @property
+    def publisher_lock(self) -> Path:
+        """The file lock held by the one instance that publishes the node's slices."""
+        return self.plugin_dir / "publisher.lock"
 
     @property
     def mock_faults_dir(self) -> Path:
@@ -443,6 +478,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "<plugins dir>/<driver>/checkpoint.json",
         "file recording the prepared claims",
         metavar="FILE",
+    ),
+    define_flag(
+        "pod_uid",
+        "empty: the only instance",
+        "UID of the plugin's pod (downward API metadata.uid): lets a new plugin pod run "
+        "beside the one it replaces during a rolling update (sockets named after it)",
+        env=("POD_UID", "DRA_DRIVER_POD_UID"),
+        metavar="UID",
     ),
     define_flag(
         "liveness_address",

@@ -233,3 +233,26 @@ def test_summary_is_text_for_the_start_up_log() -> None:
     assert summary["health_policy"] == "xid=NoSchedule,ecc-double-bit=NoExecute,gpu-lost=NoExecute"
     assert summary["checkpoint_path"].endswith("/gpu.dra-driver.io/checkpoint.json")
     assert summary["kubeconfig"] == ""
+
+
+def test_a_pod_uid_names_the_sockets_of_one_instance_of_a_rolling_update() -> None:
+    alone = settings()
+    assert alone.pod_uid is None
+    assert alone.registration_socket.name == "gpu.dra-driver.io-reg.sock"
+    assert alone.dra_socket == Path("/var/lib/kubelet/plugins/gpu.dra-driver.io/dra.sock")
+
+    uid = "6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
+    pod = settings(POD_UID=uid)
+    assert pod.pod_uid == uid
+    assert pod.registration_socket == Path(
+        f"/var/lib/kubelet/plugins_registry/gpu.dra-driver.io-{uid}-reg.sock"
+    )
+    assert pod.dra_socket.name == f"dra-{uid}.sock"
+    assert pod.dra_socket.parent == pod.serialize_lock.parent == pod.publisher_lock.parent
+    assert settings("--pod-uid", "", POD_UID=uid).pod_uid is None  # an empty flag turns it off
+
+
+def test_a_pod_uid_that_is_not_a_uid_is_refused_with_the_fix() -> None:
+    message = error("--pod-uid", "../../etc")
+    assert "--pod-uid" in message
+    assert "metadata.uid" in message
