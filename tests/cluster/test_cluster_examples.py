@@ -51,6 +51,7 @@ DRA_DRIVER = str(Path(sys.executable).parent / "dra-driver")
 #: Folders whose pods the kube-scheduler places, then those `dra-driver controller` places.
 SCHEDULER_FOLDERS = (
     "selectors",
+    "admin-access",
     "constraints",
     "first-available",
     "sharing",
@@ -60,14 +61,29 @@ SCHEDULER_FOLDERS = (
 CONTROLLER_FOLDERS = ("placement", "explain")
 #: Folders that are not a feature: the offline inventory and the `make demo` set.
 NOT_FEATURES = ("inventory", "demo")
-#: The fleet: node suffix -> (mock profile, shared GPUs). Name order matters to first fit.
-FLEET = {
-    "a100": ("8xA100-40GB", False),
-    "h100": ("8xH100-80GB", False),
-    "l4": ("2xL4", True),
-}
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    """A fake GPU node of the fleet: its mock GPUs and how its plugin would publish them."""
+
+    suffix: str
+    profile: str
+    shared: bool = False
+    partitionable: bool = True
+
+
+#: The fleet; name order matters to first fit. The A100s are whole GPUs only, so that
+#: admin access to all of them does not meet counters drawn by other claims' MIG slices.
+FLEET = (
+    FakeNode("a100", "8xA100-40GB", partitionable=False),
+    FakeNode("h100", "8xH100-80GB"),
+    FakeNode("l4", "2xL4", shared=True),
+)
 #: Published once the scheduler's folders are placed; first by name, so first fit would take it.
-SPARE = ("0-spare", "8xA100-40GB")
+SPARE = FakeNode("0-spare", "8xA100-40GB", partitionable=False)
+#: Namespaces where claims may ask for admin access carry this label.
+ADMIN_ACCESS_LABEL = {"resource.kubernetes.io/admin-access": "true"}
 #: Nodes without a kubelet are tainted; pods bound for them tolerate it.
 TOLERATE_ALL = [{"operator": "Exists"}]
 FIELD_MANAGER = "dra-driver-examples-test"
@@ -159,19 +175,23 @@ def _apply(api_client: Any, folder: str, namespace: str) -> None:
         resource.server_side_apply(body=body, namespace=namespace, field_manager=FIELD_MANAGER)
 
 
-def _add_node(examples: Examples, suffix: str, profile: str, shared: bool) -> str:
+def _add_node(examples: Examples, fake: FakeNode) -> str:
     """A Node without a kubelet and its pool, as the kubelet plugin would publish it."""
     core = core_api(examples.api)
-    name = f"ex-{examples.run}-{suffix}"
+    name = f"ex-{examples.run}-{fake.suffix}"
     core.create_node({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}})
     examples.nodes.append(name)
     resources = {"cpu": "64", "memory": "256Gi", "pods": "110"}
     core.patch_node_status(name, {"status": {"capacity": resources, "allocatable": resources}})
     uid = core.read_node(name).metadata.uid
     publisher = SlicePublisher(
-        KubernetesSliceClient(examples.api), node_name=name, node_uid=uid, shared_gpus=shared
+        KubernetesSliceClient(examples.api),
+        node_name=name,
+        node_uid=uid,
+        shared_gpus=fake.shared,
+        partitionable=fake.partitionable,
     )
-    publisher.publish(MockBackend(name, profile).discover())
+    publisher.publish(MockBackend(name, fake.profile).discover())
     examples.publishers.append(publisher)
     return name
 
@@ -266,18 +286,19 @@ def examples(local_cluster: ClusterUnderTest, device_classes: list[str]) -> Iter
     core = core_api(local_cluster.api_client)
     controller: Controller | None = None
     try:
-        for suffix, (profile, shared) in FLEET.items():
-            _add_node(found, suffix, profile, shared)
+        for fake in FLEET:
+            _add_node(found, fake)
         for folder in (*SCHEDULER_FOLDERS, *CONTROLLER_FOLDERS):
             namespace = f"ex-{found.run}-{folder}"
-            core.create_namespace({"metadata": {"name": namespace}})
+            labels = ADMIN_ACCESS_LABEL if folder == "admin-access" else {}
+            core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
             found.namespaces[folder] = namespace
         for folder in SCHEDULER_FOLDERS:
             _apply(found.api, folder, found.namespaces[folder])
         for folder in SCHEDULER_FOLDERS:
             _wait_placed(found, folder)
         found.used_before_placement = _used_nodes(found)
-        found.spare = _add_node(found, *SPARE, False)
+        found.spare = _add_node(found, SPARE)
         controller = _start_controller(found, found.namespaces["placement"])
         for folder in CONTROLLER_FOLDERS:
             _apply(found.api, folder, found.namespaces[folder])
@@ -365,6 +386,21 @@ def test_mig_claim_gets_a_mig_device(examples: Examples) -> None:
     assert attribute(device, "profile") == "1g.10gb"
     # A MIG placement draws on its GPU's counter set, which is how it excludes the others.
     assert device["consumesCounters"]
+
+
+def test_admin_access_gets_every_a100_of_the_node_also_those_in_use(examples: Examples) -> None:
+    found = results(examples.claim("admin-access", "all-a100s"))
+    a100 = f"ex-{examples.run}-a100"
+    assert {r["pool"] for r in found} == {a100}
+    assert sorted(r["device"] for r in found) == [f"gpu-{i}" for i in range(8)]
+    assert all(r.get("adminAccess") is True for r in found)
+    # The selectors example holds one of these A100s too: in use by a workload did not keep
+    # it from the admin claim, nor the admin claim from the workload, whichever came first.
+    (held,) = results(examples.claim("selectors", "a100-40gi"))
+    assert held["pool"] == a100
+    assert "adminAccess" not in held
+    pod = examples.pod("admin-access", "gpu-monitor")
+    assert pod["spec"]["nodeName"] == a100
 
 
 def test_most_capable_is_placed_by_the_controller_on_an_h100(examples: Examples) -> None:

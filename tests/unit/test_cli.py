@@ -104,6 +104,8 @@ def test_every_feature_folder_has_a_readme_and_no_namespace(folder: str) -> None
                 "half-b": [("gpu", "gpu-node-l4", "gpu-0")],
             },
         ),
+        # Admin access to every A100 of the node, whether in use or not.
+        ("admin-access", {"all-a100s": [("gpus", "gpu-node-a100", f"gpu-{i}") for i in range(8)]}),
         # A 1g.10gb MIG placement of the partitionable H100.
         ("mig", {"mig-1g10gb": [("mig", "gpu-node-mig", "gpu-0-mig-1g10gb-19-0")]}),
         # Under first fit, both claims on the first node by name, in file order (binpack.yaml
@@ -136,6 +138,22 @@ def test_the_selectors_claim_comes_back_untouched() -> None:
         if doc["kind"] == "ResourceClaim"
     )
     assert claim["spec"] == written["spec"]
+
+
+def test_admin_access_is_marked_and_ignores_devices_in_use(tmp_path: Path) -> None:
+    in_use = tmp_path / "in-use.yaml"
+    in_use.write_text(IN_USE)
+    (claim,) = allocated(example("admin-access", "-f", str(in_use)))
+    results = claim["status"]["allocation"]["devices"]["results"]
+    assert [r["device"] for r in results] == [f"gpu-{i}" for i in range(8)]
+    assert all(r["adminAccess"] is True for r in results)
+    # Without admin access, "All" fails on the devices the training job holds.
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(
+        (EXAMPLES / "admin-access" / "all-a100s.yaml").read_text().replace("adminAccess: true", "")
+    )
+    code, out = run(["allocate", "-f", INVENTORY, "-f", str(plain), "-f", str(in_use)])
+    assert (code, out) == (EXIT_UNSATISFIABLE, "")
 
 
 def test_shared_capacity_gives_each_half_its_share() -> None:
