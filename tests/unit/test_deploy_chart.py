@@ -441,3 +441,27 @@ def test_a_runtime_class_for_nvml_reaches_the_plugin_pod_only_when_set(helm: str
     objects = _documents(_template(helm, "--set", "kubeletPlugin.runtimeClassName=nvidia"))
     pod = _one(objects, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
     assert pod["runtimeClassName"] == "nvidia"
+
+
+def test_host_network_and_extra_env_reach_the_plugin_pod_only_when_set(helm: str) -> None:
+    default = _one(_documents(_template(helm)), "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
+    assert "hostNetwork" not in default and "dnsPolicy" not in default
+    objects = _documents(
+        _template(
+            helm,
+            "--set",
+            "kubeletPlugin.hostNetwork=true",
+            "--set",
+            "kubeletPlugin.env[0].name=KUBERNETES_SERVICE_HOST",
+            "--set-string",
+            "kubeletPlugin.env[0].value=127.0.0.1",
+        )
+    )
+    pod = _one(objects, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    # Without it a host-network pod resolves names with the node's resolver, not the cluster's.
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    env = _container(_one(objects, "DaemonSet", PLUGIN))["env"]
+    # After the chart's own variables, so that a user's entry is the one that counts.
+    assert env[-1] == {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}
+    assert _env(_container(_one(objects, "DaemonSet", PLUGIN)))["DRA_DRIVER_GPU_BACKEND"] == "nvml"
