@@ -93,7 +93,7 @@ def open_backend(settings: Settings) -> DiscoveryBackend:
     from kubelet_plugin.nvml import NvmlBackend  # pynvml only where NVML is wanted
 
     try:
-        return NvmlBackend(settings.node_name)
+        return NvmlBackend(settings.node_name, driver_root=settings.driver_root)
     except DiscoveryError as err:
         if settings.gpu_backend == "auto":
             raise DiscoveryError(
@@ -258,7 +258,12 @@ class NodeAgent:
             len(inventory.gpus),
             type(backend).__name__,
         )
-        host = scan_host_files(settings.dev_root, settings.driver_root, _text(settings.hook_path))
+        host = scan_host_files(
+            settings.dev_root,
+            settings.driver_root,
+            _text(settings.hook_path),
+            host_driver_root=settings.host_driver_root,
+        )
 
         if self.api_client is None:
             self.api_client = kube_api_client(settings)

@@ -175,8 +175,19 @@ def _under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
-def scan_host_files(dev_root: Path, driver_root: Path, hook_path: str | None) -> HostFiles:
+def scan_host_files(
+    dev_root: Path,
+    driver_root: Path,
+    hook_path: str | None,
+    *,
+    host_driver_root: Path | None = None,
+) -> HostFiles:
     """Find the control device nodes and driver files that exist on this host.
+
+    ``driver_root`` is where this process sees the driver's files;
+    ``host_driver_root`` (default: the same) is that directory's path on the
+    host, which the CDI specs name: a plugin container sees a driver installed
+    in the host's ``/`` through a mount such as ``/driver-root``.
 
     Looks only where NVIDIA installs things (:mod:`dra_driver.cdi` lists the
     places), one directory level deep, so start-up stays fast on large roots.
@@ -209,16 +220,18 @@ def scan_host_files(dev_root: Path, driver_root: Path, hook_path: str | None) ->
         # The runtime runs the hook on the host, where this process may not see it;
         # an admin who configured it knows better, so keep it and say so.
         log.warning("CDI hook %s is not an executable file as seen from the plugin", hook_path)
+    on_host = host_driver_root or driver_root
     log.info(
-        "CDI host files: %d control device node(s) under %s, %d driver file(s) under %s",
+        "CDI host files: %d control device node(s) under %s, %d driver file(s) under %s%s",
         len(control),
         dev_root,
         len(files),
         driver_root,
+        "" if on_host == driver_root else f" ({on_host} on the host)",
     )
     return HostFiles(
         dev_root=str(dev_root),
-        driver_root=str(driver_root),
+        driver_root=str(on_host),
         control_devices=control,
         driver_files=files,
         hook_path=hook_path,

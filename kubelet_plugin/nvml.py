@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from api.errors import DiscoveryError, PrepareError
+from dra_driver.cdi import DRIVER_LIBRARY_DIRS
 from dra_driver.discovery import normalize
 from dra_driver.discovery.model import (
     Gpu,
@@ -72,6 +73,8 @@ _EVENT_DOUBLE_BIT_ECC: Final = 0x2  # nvmlEventTypeDoubleBitEccError
 _EVENT_XID: Final = 0x8  # nvmlEventTypeXidCriticalError
 _HEALTH_EVENTS: Final = _EVENT_XID | _EVENT_DOUBLE_BIT_ECC | _EVENT_SINGLE_BIT_ECC
 
+NVML_LIBRARY: Final = "libnvidia-ml.so.1"
+
 _INIT_HINT: Final = (
     "is the NVIDIA driver loaded and libnvidia-ml.so.1 on the library path "
     "(in a container: the driver root mounted)? Use --backend mock for fake GPUs"
@@ -89,6 +92,30 @@ def load_pynvml() -> Any:
     return pynvml
 
 
+def preload_library(driver_root: Path) -> Path | None:
+    """Load ``libnvidia-ml.so.1`` from the driver root, where one is there; its path.
+
+    The plugin's image holds no NVIDIA library: in a container, the host's
+    driver root is mounted instead. Loaded by its full path, the library is
+    the one pynvml gets when it asks the dynamic loader for
+    ``libnvidia-ml.so.1`` (a loaded object answers for its soname), so no
+    library path has to point into the host's directories. None when the
+    driver root is ``/`` (the loader's own search finds it) or holds none.
+    """
+    if driver_root == Path("/"):
+        return None
+    for directory in DRIVER_LIBRARY_DIRS:
+        candidate = driver_root / directory.lstrip("/") / NVML_LIBRARY
+        if candidate.exists():
+            try:
+                ctypes.CDLL(str(candidate), mode=ctypes.RTLD_GLOBAL)
+            except OSError as err:
+                raise DiscoveryError(f"loading {candidate} failed: {err}") from None
+            log.info("NVML library loaded from the driver root: %s", candidate)
+            return candidate
+    return None
+
+
 def _text(value: object) -> str:
     """pynvml returns ``str`` for most strings, but ``bytes`` in some versions/fields."""
     if isinstance(value, bytes):
@@ -102,6 +129,8 @@ class NvmlBackend:
     Construction initialises NVML (``nvmlInit``) and raises DiscoveryError,
     with a hint at the fix, when that fails. ``close()`` frees the event set
     and shuts NVML down; the backend is also a context manager.
+    ``driver_root``: where this process sees the driver's files; its
+    ``libnvidia-ml.so.1`` is loaded first (:func:`preload_library`).
     ``discover()`` is serialised by a lock; ``wait_health_event()`` may block
     in another thread at the same time (NVML is thread-safe; the lock only
     keeps one discovery's reads consistent).
@@ -114,8 +143,11 @@ class NvmlBackend:
         nvml: Any = None,
         sysfs_root: Path | str = "/sys",
         proc_root: Path | str = "/proc",
+        driver_root: Path | None = None,
     ) -> None:
         self.node_name = node_name
+        if nvml is None and driver_root is not None:
+            preload_library(driver_root)
         self._nvml: Any = nvml if nvml is not None else load_pynvml()
         self._sysfs = Path(sysfs_root)
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ flag                       environment twin                default
 --plugins-dir              DRA_DRIVER_PLUGINS_DIR          /var/lib/kubelet/plugins
 --cdi-root                 DRA_DRIVER_CDI_ROOT             /var/run/cdi
 --driver-root              DRA_DRIVER_DRIVER_ROOT          /
+--host-driver-root         DRA_DRIVER_HOST_DRIVER_ROOT     --driver-root
 --dev-root                 DRA_DRIVER_DEV_ROOT             /
 --hook-path                DRA_DRIVER_HOOK_PATH            none: no ldcache hook in CDI specs
 --gpu-backend              DRA_DRIVER_GPU_BACKEND          auto (NVML; an error if it does not load)
@@ -197,6 +198,8 @@ class Settings(BaseModel):
     plugins_dir: Path = DEFAULT_PLUGINS_DIR
     cdi_root: Path = DEFAULT_CDI_ROOT
     driver_root: Path = Path("/")
+    host_driver_root: Path | None = None
+    """The driver root's path on the host; None: :attr:`driver_root` itself."""
     dev_root: Path = Path("/")
     hook_path: Path | None = None
     gpu_backend: GpuBackend = "auto"
@@ -253,6 +256,7 @@ class Settings(BaseModel):
         "plugins_dir",
         "cdi_root",
         "driver_root",
+        "host_driver_root",
         "dev_root",
         "hook_path",
         "checkpoint_path",
@@ -424,6 +428,13 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "/",
         "where the NVIDIA driver's files are installed (/run/nvidia/driver for a "
         "containerised driver)",
+        metavar="DIR",
+    ),
+    define_flag(
+        "host_driver_root",
+        "the --driver-root",
+        "the driver root's path on the host, when this process sees it elsewhere (a "
+        "container mounting the host's / at /driver-root): the CDI specs name host paths",
         metavar="DIR",
     ),
     define_flag(

@@ -29,6 +29,11 @@ Checks:
   ``/dev/nvidia<minor>`` and whose mounts exist, and whose
   ``libnvidia-ml.so.1`` mount initialises NVML when loaded), unprepares it
   (spec gone) and stops on SIGTERM with exit code 0;
+- ``plugin-mounted-driver-root``: the same, with the plugin seeing the driver
+  root through another path (``--driver-root``, as the chart's container
+  mounts it) and ``--host-driver-root`` naming the real one, without
+  ``LD_LIBRARY_PATH``: the spec names host paths and NVML is loaded from the
+  mounted root;
 - ``prepare-latency``: GpuDriver prepare/unprepare of one real GPU, in
   process, with the checkpoint and CDI files on disk.
 """
@@ -215,11 +220,15 @@ def check_health(backend: NvmlBackend) -> dict[str, Any]:
 
 
 @contextmanager
-def plugin_process(root: Path, kubeconfig: Path, driver_root: Path) -> Iterator[Callable[[], str]]:
+def plugin_process(
+    root: Path, kubeconfig: Path, driver_root: Path, host_driver_root: Path | None
+) -> Iterator[Callable[[], str]]:
+    dropped: tuple[str, ...] = ("NODE_NAME", "KUBECONFIG")
+    if host_driver_root is not None:
+        # As in the chart's container: the loader is not told where the host's libraries are.
+        dropped += ("LD_LIBRARY_PATH",)
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DRA_DRIVER_") and k not in ("NODE_NAME", "KUBECONFIG")
+        k: v for k, v in os.environ.items() if not k.startswith("DRA_DRIVER_") and k not in dropped
     }
     log = root / "plugin.log"
     argv = [
@@ -243,6 +252,7 @@ def plugin_process(root: Path, kubeconfig: Path, driver_root: Path) -> Iterator[
         "/",
         "--driver-root",
         str(driver_root),
+        *(["--host-driver-root", str(host_driver_root)] if host_driver_root else []),
         "--metrics-address",
         "127.0.0.1:0",
         "--liveness-address",
@@ -289,14 +299,27 @@ def nvml_initialises(library: str) -> int:
     return count.value
 
 
-def check_plugin(inventory: NodeInventory, driver_root: Path, out: Path) -> dict[str, Any]:
+def check_plugin(
+    inventory: NodeInventory,
+    driver_root: Path,
+    out: Path,
+    *,
+    mounted_at: Path | None = None,
+) -> dict[str, Any]:
+    """The plugin process with a real GPU; with ``mounted_at``, the plugin sees the
+    driver root through that path (a link to it, as a container's mount would show
+    it) and must still name host paths in the spec and load NVML from there."""
     first: Gpu = inventory.gpus[0]
     root = Path(tempfile.mkdtemp(prefix="dra-gpu-"))
+    seen_root, host_root = driver_root, None
+    if mounted_at is not None:
+        seen_root, host_root = root / mounted_at.name, driver_root
+        seen_root.symlink_to(driver_root, target_is_directory=True)
     try:
         with FakeApiServer() as api:
             api.put_node(NODE, NODE_UID)
             kubeconfig = api.write_kubeconfig(root / "kubeconfig")
-            with plugin_process(root, kubeconfig, driver_root) as logs:
+            with plugin_process(root, kubeconfig, seen_root, host_root) as logs:
                 registration = root / "registry" / f"{DRIVER}-reg.sock"
                 wait(registration.exists, "the registration socket", logs)
                 with KubeletStandin().register(registration) as kubelet:
@@ -350,6 +373,17 @@ def check_plugin(inventory: NodeInventory, driver_root: Path, out: Path) -> dict
                     mounts = document.get("containerEdits", {}).get("mounts", [])
                     missing = [m["hostPath"] for m in mounts if not os.path.exists(m["hostPath"])]
                     expect(not missing, f"mounts missing on the host: {missing}")
+                    outside = [
+                        m["hostPath"]
+                        for m in mounts
+                        if not Path(m["hostPath"]).is_relative_to(driver_root)
+                    ]
+                    expect(not outside, f"mounts outside the host driver root: {outside}")
+                    if mounted_at is not None:
+                        expect(
+                            "NVML library loaded from the driver root" in logs(),
+                            "the plugin did not load NVML from the mounted driver root",
+                        )
                     nvml_libs = [
                         m["hostPath"]
                         for m in mounts
@@ -367,6 +401,7 @@ def check_plugin(inventory: NodeInventory, driver_root: Path, out: Path) -> dict
             "device_nodes": sorted(paths),
             "mounts": len(mounts),
             "nvml_library": nvml_libs[0],
+            "seen_driver_root": str(seen_root),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -444,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
             ("slices", lambda: check_slices(inventory, args.out)),
             ("health", lambda: check_health(backend)),
             ("plugin", lambda: check_plugin(inventory, driver_root, args.out)),
+            (
+                "plugin-mounted-driver-root",
+                lambda: check_plugin(
+                    inventory, driver_root, args.out, mounted_at=Path("driver-root")
+                ),
+            ),
             (
                 "prepare-latency",
                 lambda: check_prepare_latency(inventory, driver_root, args.iterations),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from driver_fixtures import DRIVER, files_in
 
+from dra_driver.cdi import SpecDevice, build_cdi_spec
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 
 pytestmark = pytest.mark.component
@@ -72,3 +73,32 @@ def test_writer_writes_replaces_lists_and_removes(tmp_path: Path) -> None:
     assert writer.remove(f"{DRIVER}-a.json") is True
     assert writer.remove(f"{DRIVER}-a.json") is False
     assert files_in(tmp_path / "cdi") == [f"{DRIVER}-b.json", "other-vendor.json"]
+
+
+def test_a_driver_seen_through_a_mount_is_named_by_its_host_path(tmp_path: Path) -> None:
+    # The plugin container sees the host's / at <tmp>/driver-root; the runtime reads the
+    # spec on the host, where the files are under /.
+    seen = tmp_path / "driver-root"
+    touch(seen / "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15")
+    touch(seen / "usr/bin/nvidia-smi")
+
+    host = scan_host_files(tmp_path / "none", seen, None, host_driver_root=Path("/"))
+
+    assert host.driver_root == "/"
+    assert host.driver_files == (
+        "/usr/bin/nvidia-smi",
+        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15",
+    )
+    spec = build_cdi_spec(
+        driver_name=DRIVER,
+        devices=[SpecDevice(name="claim-gpu-0", device_node="/dev/nvidia0", uuid="GPU-0")],
+        host=host,
+    )
+    mounts = spec.container_edits.mounts or []
+    assert {(m.host_path, m.container_path) for m in mounts} == {
+        ("/usr/bin/nvidia-smi", "/usr/bin/nvidia-smi"),
+        (
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15",
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15",
+        ),
+    }

@@ -25,7 +25,7 @@ from api.errors import DiscoveryError
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import DiscoveryBackend
 from dra_driver.slices import build_slices
-from kubelet_plugin.nvml import NvmlBackend, load_pynvml
+from kubelet_plugin.nvml import NvmlBackend, load_pynvml, preload_library
 
 H100_UUID = "GPU-11111111-2222-3333-4444-555555555555"
 L4_UUID = "GPU-66666666-7777-8888-9999-000000000000"
@@ -254,3 +254,16 @@ def test_real_pynvml_initialises_or_explains_why_not() -> None:
     for gpu in inventory.gpus:
         assert gpu.uuid.startswith("GPU-")
     build_slices(inventory)  # valid slices, or it raises
+
+
+def test_the_nvml_library_is_loaded_from_a_mounted_driver_root_only(tmp_path: Path) -> None:
+    # A driver in / is the loader's own business; a root without the library changes nothing.
+    assert preload_library(Path("/")) is None
+    assert preload_library(tmp_path / "empty") is None
+    # A file that is not a library fails with its path named (a real one loads:
+    # python -m e2e.gpu.check on a GPU machine).
+    fake = tmp_path / "driver-root" / "usr/lib64" / "libnvidia-ml.so.1"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not an ELF file")
+    with pytest.raises(DiscoveryError, match=str(fake)):
+        preload_library(tmp_path / "driver-root")
