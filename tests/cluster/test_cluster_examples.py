@@ -103,7 +103,7 @@ def folder_documents(folder: str) -> list[dict[str, Any]]:
 
 @dataclass
 class Examples:
-    """What the set-up applied and saw: namespaces by folder, the fleet, the controller."""
+    """What the set-up applied and saw: a namespace per folder, the fleet, what was in use."""
 
     cluster: ClusterUnderTest
     run: str
@@ -194,6 +194,16 @@ def _add_node(examples: Examples, fake: FakeNode) -> str:
     publisher.publish(MockBackend(name, fake.profile).discover())
     examples.publishers.append(publisher)
     return name
+
+
+def _foreign_pools(examples: Examples) -> list[str]:
+    """Pools of the driver that are not the fleet's (another module's, or a running plugin's)."""
+    slices = read_json(
+        resource_api(examples.api).list_resource_slice, field_selector=f"spec.driver={DRIVER}"
+    )["items"]
+    return sorted(
+        {s["spec"]["pool"]["name"] for s in slices} - set(examples.nodes),
+    )
 
 
 def _claims_of(examples: Examples, folder: str) -> list[dict[str, Any]]:
@@ -288,6 +298,11 @@ def examples(local_cluster: ClusterUnderTest, device_classes: list[str]) -> Iter
     try:
         for fake in FLEET:
             _add_node(found, fake)
+        others = _foreign_pools(found)
+        assert not others, (
+            f"pools of {DRIVER} outside the fake fleet ({', '.join(others)}): the examples "
+            "would land there too; this module expects the cluster's own nodes to publish none"
+        )
         for folder in (*SCHEDULER_FOLDERS, *CONTROLLER_FOLDERS):
             namespace = f"ex-{found.run}-{folder}"
             labels = ADMIN_ACCESS_LABEL if folder == "admin-access" else {}
