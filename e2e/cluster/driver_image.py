@@ -68,6 +68,7 @@ __all__ = [
     "check_image_config",
     "copied_sources",
     "dockerfile_config",
+    "dockerfile_instructions",
     "image_reference",
     "input_digest",
     "manylinux_platforms",
@@ -128,26 +129,27 @@ def cache_root() -> Path:
 # --- pure parts ---------------------------------------------------------------------------------
 
 
-def _instructions(dockerfile: str) -> Iterator[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+def dockerfile_instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction: continuation lines joined, comments dropped.
+
+    Raises ClusterError when the text ends inside a continued line (a build
+    would fail on it).
+    """
+    result: list[tuple[str, str]] = []
     pending = ""
     for raw in dockerfile.splitlines():
         line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
+        if not line or line.startswith("#"):
             continue
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        full = (pending + line).strip()
-        pending = ""
-        if full:
-            word, _, rest = full.partition(" ")
-            yield word.upper(), rest.strip()
-    if pending.strip():
-        word, _, rest = pending.strip().partition(" ")
-        yield word.upper(), rest.strip()
+        full, pending = (pending + line).strip(), ""
+        word, _, rest = full.partition(" ")
+        result.append((word.upper(), rest.strip()))
+    if pending:
+        raise ClusterError(f"Dockerfile ends inside a continued line: {pending.strip()!r}")
+    return result
 
 
 def copied_sources(dockerfile: str) -> tuple[str, ...]:
@@ -158,7 +160,7 @@ def copied_sources(dockerfile: str) -> tuple[str, ...]:
     with ``/`` as the Dockerfile writes it.
     """
     sources: list[str] = []
-    for word, rest in _instructions(dockerfile):
+    for word, rest in dockerfile_instructions(dockerfile):
         if word != "COPY":
             continue
         args = shlex.split(rest)
@@ -196,7 +198,7 @@ def dockerfile_config(dockerfile: str) -> ImageConfig:
     user = ""
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
-    for word, rest in _instructions(dockerfile):
+    for word, rest in dockerfile_instructions(dockerfile):
         if word == "FROM":
             env, labels, user, entrypoint, cmd = {}, {}, "", (), ()
         elif word == "ENV":

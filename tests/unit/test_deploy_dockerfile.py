@@ -1,4 +1,5 @@
-"""deploy/Dockerfile, checked without building it (no container engine here).
+"""deploy/Dockerfile, checked from its text (the cluster tests build it with podman, offline:
+e2e/cluster/driver_image.py; this tier needs no container engine).
 
 What a build would trip over or get wrong is checked from the text: every path a COPY takes
 from the build context exists and together they hold the whole distribution, the base image
@@ -19,6 +20,8 @@ import pytest
 
 from dra_driver import __version__
 from dra_driver.cli.main import REVISION_ENV, version_text
+from e2e.cluster import ClusterError
+from e2e.cluster.driver_image import copied_sources, dockerfile_instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -26,25 +29,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PINNED_BASE = re.compile(r"^python:3\.11-slim@sha256:[0-9a-f]{64}$")
 
 
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    result: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line, pending = pending + line, ""
-        keyword, _, rest = line.partition(" ")
-        result.append((keyword.upper(), rest.strip()))
-    assert not pending, "the Dockerfile ends inside a continued line"
-    return result
-
-
-INSTRUCTIONS = _instructions(DOCKERFILE.read_text())
+INSTRUCTIONS = dockerfile_instructions(DOCKERFILE.read_text())
 
 
 def _stages() -> list[list[tuple[str, str]]]:
@@ -86,28 +71,16 @@ def test_the_base_image_is_pinned_by_digest() -> None:
     assert len(_stages()) >= 2, "a build stage and a runtime stage"
 
 
-def _copy_sources(rest: str) -> list[str]:
-    words = [w for w in rest.split() if not w.startswith("--")]
-    return words[:-1]
-
-
 def test_every_path_copied_from_the_context_exists() -> None:
-    copied: list[str] = []
-    for keyword, rest in INSTRUCTIONS:
-        if keyword in ("COPY", "ADD") and "--from=" not in rest:
-            copied.extend(_copy_sources(rest))
+    assert not [k for k, _ in INSTRUCTIONS if k == "ADD"], "ADD: use COPY"
+    copied = copied_sources(DOCKERFILE.read_text())
     assert copied
     for source in copied:
         assert (ROOT / source).exists(), f"COPY {source}: no such path in the build context"
 
 
 def test_the_copied_paths_hold_the_whole_distribution() -> None:
-    copied = {
-        source.rstrip("/")
-        for keyword, rest in INSTRUCTIONS
-        if keyword == "COPY" and "--from=" not in rest
-        for source in _copy_sources(rest)
-    }
+    copied = {source.rstrip("/") for source in copied_sources(DOCKERFILE.read_text())}
     packages = {
         pattern.rstrip("*")
         for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -153,5 +126,5 @@ def test_the_version_label_is_the_distribution_version() -> None:
     ["FROM a\nRUN x \\\n", "FROM a\nCOPY b \\\n"],
 )
 def test_a_dockerfile_ending_in_a_continuation_is_refused(text: str) -> None:
-    with pytest.raises(AssertionError, match="continued line"):
-        _instructions(text)
+    with pytest.raises(ClusterError, match="continued line"):
+        dockerfile_instructions(text)
