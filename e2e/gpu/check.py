@@ -45,7 +45,6 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import statistics
@@ -71,6 +70,7 @@ for path in (ROOT, COMPONENT_TESTS):
 from driver_fixtures import DRIVER, claim, validate_cdi_file  # noqa: E402
 from fake_apiserver import FakeApiServer  # noqa: E402
 from kubelet_standin import KubeletStandin  # noqa: E402
+from test_plugin_process import PluginProcess, start_plugin, stop_plugin, wait_running  # noqa: E402
 
 from api.errors import DiscoveryError  # noqa: E402
 from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2  # noqa: E402
@@ -89,7 +89,6 @@ from kubelet_plugin.nvml import NvmlBackend  # noqa: E402
 NODE = "gpu-check-node"
 NODE_UID = "0b5e3c1f-8a4d-4e8e-9f3b-5d6c7a8b9c0d"
 NVIDIA_MAJOR = 195
-CLI = "import sys; from dra_driver.cli.main import main; sys.exit(main())"
 SMI_FIELDS = "index,uuid,name,memory.total,pci.bus_id,driver_version,compute_cap,mig.mode.current"
 
 
@@ -222,69 +221,22 @@ def check_health(backend: NvmlBackend) -> dict[str, Any]:
 @contextmanager
 def plugin_process(
     root: Path, kubeconfig: Path, driver_root: Path, host_driver_root: Path | None
-) -> Iterator[Callable[[], str]]:
-    dropped: tuple[str, ...] = ("NODE_NAME", "KUBECONFIG")
+) -> Iterator[PluginProcess]:
+    """The component tests' plugin process, on the real GPUs and driver; stopped with
+    SIGTERM at the end of the block, which it must answer with exit code 0."""
+    extra = ["--gpu-backend", "nvml", "--node-name", NODE, "--dev-root", "/"]
+    extra += ["--driver-root", str(driver_root)]
     if host_driver_root is not None:
-        # As in the chart's container: the loader is not told where the host's libraries are.
-        dropped += ("LD_LIBRARY_PATH",)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("DRA_DRIVER_") and k not in dropped
-    }
-    log = root / "plugin.log"
-    argv = [
-        sys.executable,
-        "-c",
-        CLI,
-        "kubelet-plugin",
-        "--gpu-backend",
-        "nvml",
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        str(kubeconfig),
-        "--registry-dir",
-        str(root / "registry"),
-        "--plugins-dir",
-        str(root / "plugins"),
-        "--cdi-root",
-        str(root / "cdi"),
-        "--dev-root",
-        "/",
-        "--driver-root",
-        str(driver_root),
-        *(["--host-driver-root", str(host_driver_root)] if host_driver_root else []),
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--liveness-address",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ]
-    with log.open("w") as stream:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stream, stderr=subprocess.STDOUT, env=env
-        )
-
-    def logs() -> str:
-        return log.read_text(errors="replace")
-
+        extra += ["--host-driver-root", str(host_driver_root)]
+    # As in the chart's container: the loader is not told where the host's libraries are.
+    unset = ("LD_LIBRARY_PATH",) if host_driver_root is not None else ()
+    plugin = start_plugin(root, kubeconfig, *extra, unset=unset)
     try:
-        yield logs
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        expect(code == 0, f"the plugin exited {code} on SIGTERM:\n{logs()[-4000:]}")
+        yield plugin
+        code = stop_plugin(plugin)
+        expect(code == 0, f"the plugin exited {code} on SIGTERM:\n{plugin.logs()}")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def wait(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        if time.monotonic() > deadline:
-            raise CheckFailedError(f"timed out waiting for {what}:\n{logs()[-4000:]}")
-        time.sleep(0.1)
+        plugin.close()
 
 
 def nvml_initialises(library: str) -> int:
@@ -319,10 +271,9 @@ def check_plugin(
         with FakeApiServer() as api:
             api.put_node(NODE, NODE_UID)
             kubeconfig = api.write_kubeconfig(root / "kubeconfig")
-            with plugin_process(root, kubeconfig, seen_root, host_root) as logs:
-                registration = root / "registry" / f"{DRIVER}-reg.sock"
-                wait(registration.exists, "the registration socket", logs)
-                with KubeletStandin().register(registration) as kubelet:
+            with plugin_process(root, kubeconfig, seen_root, host_root) as plugin:
+                wait_running(api, plugin)
+                with KubeletStandin().register(plugin.registration_socket) as kubelet:
 
                     def node_devices() -> dict[str, dict[str, Any]]:
                         return {
@@ -332,7 +283,11 @@ def check_plugin(
                             for d in s["spec"].get("devices") or []
                         }
 
-                    wait(lambda: first.device_name in node_devices(), "the slices", logs)
+                    api.wait_for(
+                        lambda: first.device_name in node_devices(),
+                        "the slices",
+                        on_timeout=plugin.logs,
+                    )
                     published = node_devices()
                     for gpu in inventory.gpus:
                         attributes = published[gpu.device_name]["attributes"]
@@ -381,7 +336,7 @@ def check_plugin(
                     expect(not outside, f"mounts outside the host driver root: {outside}")
                     if mounted_at is not None:
                         expect(
-                            "NVML library loaded from the driver root" in logs(),
+                            plugin.record("NVML library loaded from the driver root") is not None,
                             "the plugin did not load NVML from the mounted driver root",
                         )
                     nvml_libs = [

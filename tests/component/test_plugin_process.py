@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,12 +120,17 @@ def plugin_command(root: Path, kubeconfig: Path, *extra: str) -> list[str]:
     ]
 
 
-def start_plugin(root: Path, kubeconfig: Path, *extra: str) -> PluginProcess:
+def start_plugin(
+    root: Path, kubeconfig: Path, *extra: str, unset: Sequence[str] = ()
+) -> PluginProcess:
+    """Start the plugin; ``extra`` flags come last and win over the defaults above.
+
+    ``unset``: further environment variables the process must not inherit.
+    """
     # No inherited twins (NODE_NAME, KUBECONFIG, DRA_DRIVER_*) may change what the flags say.
+    dropped = ("NODE_NAME", "KUBECONFIG", *unset)
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DRA_DRIVER_") and k not in ("NODE_NAME", "KUBECONFIG")
+        k: v for k, v in os.environ.items() if not k.startswith("DRA_DRIVER_") and k not in dropped
     }
     process = subprocess.Popen(
         plugin_command(root, kubeconfig, *extra),
