@@ -151,17 +151,29 @@ class ClusterCache:
         self.rebuilds = 0
         #: Slice changes applied to the snapshot pool by pool, without a rebuild.
         self.pool_updates = 0
+        #: Pools changed by the slice list being replaced (None: no list under way).
+        self._changed_pools: set[PoolKey] | None = None
 
     # -- Sink ------------------------------------------------------------------------------
 
     def replace(self, resource: Resource, items: list[dict[str, Any]]) -> None:
-        """A complete list: everything not in it is gone."""
+        """A complete list: everything not in it is gone.
+
+        The slice changes of one list (a relist after a watch expired, when many
+        slices may have changed) reach the snapshot as one pool update."""
         with self.lock:
-            keys = {self._key(resource, item) for item in items}
-            for old in [k for k in self._keys(resource) if k not in keys]:
-                self._delete(resource, old)
-            for item in items:
-                self._upsert(resource, item)
+            if resource == "resourceslices":
+                self._changed_pools = set()
+            try:
+                keys = {self._key(resource, item) for item in items}
+                for old in [k for k in self._keys(resource) if k not in keys]:
+                    self._delete(resource, old)
+                for item in items:
+                    self._upsert(resource, item)
+            finally:
+                pools, self._changed_pools = self._changed_pools, None
+                if pools:
+                    self._slices_changed(pools)
             self._synced.add(resource)
 
     def apply(self, resource: Resource, event_type: str, obj: dict[str, Any]) -> None:
@@ -374,7 +386,11 @@ class ClusterCache:
             self._slices_changed({_pool_key(slice_)} | ({_pool_key(old)} if old else set()))
 
     def _slices_changed(self, pools: set[PoolKey]) -> None:
-        """Bring the snapshot's ``pools`` in line with the slices now held."""
+        """Bring the snapshot's ``pools`` in line with the slices now held (at the end
+        of the list being replaced, if one is)."""
+        if self._changed_pools is not None:
+            self._changed_pools |= pools
+            return
         snapshot = self._snapshot
         if snapshot is not None:
             # In the order of _slices, as a full rebuild would see them.

@@ -106,3 +106,21 @@ def test_an_unreadable_slice_is_set_aside_and_the_rest_of_its_change_applies() -
     assert cache.snapshot() is snapshot
     assert "node-4" in snapshot.node_names
     assert "unreadable" not in {p.generation.pool for p in snapshot.view("node-4").pools}
+
+
+def test_a_relist_of_changed_slices_is_one_pool_update() -> None:
+    rng = random.Random(7)
+    slices = {f"s{i}": _raw(random_slice(rng, f"s{i}")) for i in range(12)}
+    live = _fresh(slices, [])
+    live.snapshot()
+    for name in ["s0", "s3", "s5"]:
+        slices[name] = _raw(random_slice(rng, name))
+    del slices["s7"]
+    slices["s12"] = _raw(random_slice(rng, "s12"))
+    live.replace("resourceslices", list(slices.values()))
+    assert live.pool_updates == 1 and live.rebuilds == 1
+    fresh = _fresh(slices, [])
+    assert snapshot_state(live.snapshot()) == snapshot_state(fresh.snapshot())
+    assert allocation_answers(live.snapshot()) == allocation_answers(fresh.snapshot())
+    live.replace("resourceslices", list(slices.values()))
+    assert live.pool_updates == 1
