@@ -19,14 +19,17 @@ Phases:
    (first fit) and binds.
 2. ``controller``: the pods with the gate ``gpu.dra-driver.io/placement``;
    ``dra-driver controller`` (a subprocess, one replica, no leader election)
-   places the claims under ``--policy`` and removes the gates; the scheduler
-   then binds.
+   places the claims under ``--policy``, lets each pod's allocations settle
+   for its ``--settle-delay`` (default 2 s; other pods are placed meanwhile),
+   confirms them and removes the gates; the scheduler then binds. Pass
+   ``--controller-arg=--settle-delay=0`` to measure without the wait.
 
 Times come from one watch on the pods, on this side: when a pod was first
 seen, first seen without the gate, first seen bound. Per phase the program
 prints ``pods_per_s`` (pods over the time from the first pod created to the
 last one done) and ``p50_ms``/``p99_ms`` per pod, for "placed" (controller:
-gate seen to gate removed) and "bound" (created to bound, both phases).
+gate seen to gate removed, settle delay included) and "bound" (created to
+bound, both phases).
 
 Benchmarks print figures; they never pass or fail on time.
 """
