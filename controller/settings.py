@@ -123,11 +123,13 @@ class Settings(BaseModel):
     settle_delay: float = Field(default=DEFAULT_SETTLE_DELAY, ge=0, le=MAX_SETTLE_DELAY)
     """Seconds between writing a pod's allocations and confirming them (see
     :mod:`controller.placement`). The kube-scheduler may have chosen one of the
-    same devices for another claim just before its informer saw our write; its
-    write lands within its own binding cycle, normally well under a second
-    behind ours. 2 s covers that with margin and adds 2 s to each gated pod's
-    start, which a pod that waits for a GPU does not notice. 0 confirms right
-    after the write (the check still runs, the wait does not)."""
+    same devices for another claim just before its informer saw our write; it
+    writes that allocation in the pod's binding cycle, normally well under a
+    second after deciding. 2 s covers that with margin on a busy API server and
+    adds 2 s to each gated pod's start, which a pod about to load a model onto a
+    GPU hardly notices; it is a bound on a lag, not a guarantee, so a conflict
+    found later is still reported. 0 confirms right after the write (the check
+    still runs, the wait does not)."""
     event_interval_seconds: float = Field(default=60.0, ge=0)
     queue_size: int = Field(default=10_000, ge=1)
     workers: int = Field(default=8, ge=1, le=64)
