@@ -597,6 +597,9 @@ class Reflector:
             self.sink.replace(self.resource, listed.items)
             self.resource_version = listed.resource_version
             self.synced.set()
+            # The server answered: healthy again, even if no change follows for a while
+            # (after a restart, the first answer to a watch is a 410 and then this list).
+            self.failures = 0
         try:
             for event in self.client.watch(
                 self.resource,
