@@ -15,6 +15,7 @@ Two groups of checks:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -188,7 +189,7 @@ def test_the_plugin_environment_is_made_of_its_flags_twins() -> None:
         plugin_settings.DEFAULT_HEALTH_POLICY
     )
     assert settings.ignored_xids == plugin_settings.DEFAULT_IGNORED_XIDS
-    assert settings.liveness_address == ":51515" and settings.metrics_address == ":9400"
+    assert settings.liveness_address == "[::]:51515" and settings.metrics_address == ":9400"
     probe = container["livenessProbe"]["grpc"]["port"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert probe == ports["liveness"] == 51515 and ports["metrics"] == 9400
@@ -465,3 +466,17 @@ def test_host_network_and_extra_env_reach_the_plugin_pod_only_when_set(helm: str
     # After the chart's own variables, so that a user's entry is the one that counts.
     assert env[-1] == {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}
     assert _env(_container(_one(objects, "DaemonSet", PLUGIN)))["DRA_DRIVER_GPU_BACKEND"] == "nvml"
+
+
+def test_the_liveness_address_is_one_grpc_can_listen_on() -> None:
+    # gRPC refuses ":port" (an empty host), which the plugin's settings accept: with it the
+    # plugin exited 1 at start-up in the cluster tests' pod.
+    import grpc
+
+    address = _env(_container(_one(DEFAULT, "DaemonSet", PLUGIN)))["DRA_DRIVER_LIVENESS_ADDRESS"]
+    host, _, _ = address.rpartition(":")
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    try:
+        assert server.add_insecure_port(f"{host}:0") > 0
+    finally:
+        server.stop(None)
