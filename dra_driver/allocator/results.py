@@ -112,6 +112,15 @@ def _configs(claim: ClaimPlan, chosen: list[int]) -> list[DeviceAllocationConfig
                 opaque=config.opaque.model_copy(deep=True) if config.opaque else None,
             )
         )
+    # As the scheduler does: a config naming every request of the claim (or the
+    # subrequest chosen for it) applies to all, which an empty list says.
+    for entry in configs:
+        if entry.requests and all(
+            group.alternatives[index].name in entry.requests
+            or group.alternatives[index].full_name in entry.requests
+            for group, index in zip(claim.groups, chosen, strict=True)
+        ):
+            entry.requests = None
     return configs
 
 

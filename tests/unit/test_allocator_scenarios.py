@@ -284,12 +284,21 @@ def test_14_class_configs_first_then_claim_configs() -> None:
             {"requests": ["r3"], "opaque": {"driver": DRIVER, "parameters": {"from": "none"}}},
         ],
     )
-    snap = Snapshot.build(slices=[resource_slice("s", gpus(2))], classes=[gpu])
+    snap = Snapshot.build(slices=[resource_slice("s", gpus(3))], classes=[gpu])
     config = allocate(snap, [pending]).results[0].devices.config
+    # The class config names both requests, that is all of them: the v1.37 scheduler
+    # (allocator_stable.go) then clears the list, "empty means all"; the reference
+    # table still shows [r1, r2].
     assert [(c.source, c.requests, c.opaque.parameters["from"]) for c in config] == [
-        ("FromClass", ["r1", "r2"], "class"),
+        ("FromClass", None, "class"),
         ("FromClaim", ["r1"], "claim"),
     ]
+    # With a third request of another class, the list names the class's requests.
+    other = device_class("other")
+    three = claim("c", exact("r1"), exact("r2"), exact("r3", device_class_name="other"))
+    snap = Snapshot.build(slices=[resource_slice("s", gpus(3))], classes=[gpu, other])
+    config = allocate(snap, [three]).results[0].devices.config
+    assert [(c.source, c.requests) for c in config] == [("FromClass", ["r1", "r2"])]
 
 
 def test_version_attribute_is_usable_in_selectors() -> None:

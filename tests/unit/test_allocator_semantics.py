@@ -455,10 +455,12 @@ def test_config_of_a_chosen_subrequest() -> None:
     )
     snap = Snapshot.build(slices=[resource_slice("s", gpus(1))], classes=[device_class(), small])
     config = allocate(snap, [pending]).results[0].devices.config
+    # "r/big" was not chosen: its config is dropped. The others name the claim's only
+    # request (or its chosen subrequest), so their lists are cleared: empty means all.
     assert [(c.source, c.requests, c.opaque.parameters["from"]) for c in config] == [
-        ("FromClass", ["r/one"], "small-class"),
-        ("FromClaim", ["r"], "bare"),
-        ("FromClaim", ["r/one"], "one"),
+        ("FromClass", None, "small-class"),
+        ("FromClaim", None, "bare"),
+        ("FromClaim", None, "one"),
         ("FromClaim", None, "all"),
     ]
 
