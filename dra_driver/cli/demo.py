@@ -1,6 +1,7 @@
 """``dra-driver demo``: the example claims of ``deploy/examples`` through every placement policy.
 
-Each scenario folder (every folder but ``inventory/``) is allocated together
+Each feature folder (every folder but ``inventory/`` and ``demo/``, the
+manifests of the cluster demo) is allocated together
 with the shared inventory (nodes, ResourceSlices, DeviceClasses) under each
 policy, and the outcome printed as a table: the node and devices chosen, or
 why nothing fits. It runs offline, on mock GPUs, in about a second.
@@ -18,6 +19,8 @@ from dra_driver.allocator import Snapshot, allocate
 from dra_driver.manifests import load_inventory, read_documents
 
 INVENTORY = "inventory"
+#: Folders that are not scenarios: the shared inventory, and what ``make demo`` applies.
+NOT_SCENARIOS = frozenset({INVENTORY, "demo"})
 
 
 def scenario_outcome(inventory_dir: Path, scenario_dir: Path, policy: str) -> tuple[str, str]:
@@ -48,7 +51,7 @@ def run_demo(examples: Path, policies: Sequence[str], out: TextIO) -> int:
     if not inventory_dir.is_dir():
         print(f"dra-driver demo: {inventory_dir}: no such directory", file=sys.stderr)
         return 2
-    scenarios = sorted(p for p in examples.iterdir() if p.is_dir() and p.name != INVENTORY)
+    scenarios = sorted(p for p in examples.iterdir() if p.is_dir() and p.name not in NOT_SCENARIOS)
     rows = [("SCENARIO", "POLICY", "NODE", "DEVICES (request=device)")]
     try:
         for scenario in scenarios:

@@ -290,6 +290,7 @@ def test_demo_shows_every_scenario() -> None:
     for scenario in FEATURES:
         assert scenario in out
     rows = [line.split() for line in out.splitlines()]
+    assert {row[0] for row in rows if row} & set(NOT_FEATURES) == set()
     placement = {row[1]: row[2] for row in rows if row[0] == "placement"}
     assert placement == {
         "first-fit": "gpu-node-a100",
