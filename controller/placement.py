@@ -442,6 +442,11 @@ class Placer:
         if record is not None and record.uid == pod.uid:
             # We removed the gate already; the watch has not delivered that yet.
             return DONE
+        early = self._settling(pod)
+        if early > 0:
+            # Brought back before its time by the watch delivering our own writes:
+            # whatever changed meanwhile, the confirm looks at it when the time comes.
+            return Result(requeue_after=early)
         for _ in range(CONFLICT_ATTEMPTS):
             outcome = self._decide_and_write(pod, None)
             if isinstance(outcome, Result):
@@ -532,6 +537,14 @@ class Placer:
             if (claim.metadata.annotations or {}).get(self.placed_for_annotation) == pod.uid
             and _allocated(claim)
         ]
+
+    def _settling(self, pod: PodInfo) -> float:
+        """Seconds left of the settle delay of allocations this replica wrote (0: none)."""
+        with self._lock:
+            written = self._written.get(pod.key)
+            if written is None or written.uid != pod.uid:
+                return 0.0
+            return max(self.settle_s - (self._clock() - written.since), 0.0)
 
     def _settle(self, pod: PodInfo, wrote: bool) -> float:
         """Seconds the pod's allocations must still settle before the confirm (0: now).
