@@ -41,6 +41,9 @@ class ClusterUnderTest:
     """A ``kubernetes.client.ApiClient`` with admin rights."""
     local: LocalCluster | None = None
     """The local cluster, with its node's directories; None for an external cluster."""
+    driver_image: str = ""
+    """The image the node's kubelet plugin runs from, imported into the local node's
+    containerd (e2e/cluster/driver_image.py); empty: it runs from the source tree."""
 
     def diagnostics(self) -> str:
         """The tails of the local components' logs (nothing for an external cluster)."""
@@ -246,3 +249,64 @@ def generated_claim_name(api_client: Any, namespace: str, pod: str) -> str | Non
         if status.get("name") == "gpu" and status.get("resourceClaimName"):
             return str(status["resourceClaimName"])
     return None
+
+
+def render_chart(helm: str, values: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """deploy/helm/dra-driver rendered by ``helm template`` with ``values`` (release
+    dra-driver, namespace dra-driver); its objects. The values file goes to ``directory``.
+    """
+    import subprocess
+
+    values_file = directory / "chart-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    argv = [helm, "template", "dra-driver", str(DEPLOY / "helm" / "dra-driver")]
+    argv += ["--namespace", "dra-driver", "--values", str(values_file)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"helm template failed: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def helm_binary() -> str:
+    """The helm of e2e/tools/helm.sh (built from its Go module once, then cached)."""
+    import subprocess
+
+    script = DEPLOY.parent / "e2e" / "tools" / "helm.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{script} failed: {result.stderr[-2000:]}"
+    return result.stdout.strip()
+
+
+def create_objects(api_client: Any, objects: list[dict[str, Any]]) -> None:
+    """Create each object, in order, in its own namespace (``metadata.namespace``)."""
+    from kubernetes import dynamic
+
+    client = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+    for obj in objects:
+        resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+        resource.create(body=obj, namespace=namespace)
+
+
+def delete_objects(api_client: Any, objects: list[dict[str, Any]]) -> list[str]:
+    """Delete each object (in reverse order, in the foreground); those that failed, with why.
+
+    An object that is already gone counts as deleted.
+    """
+    from kubernetes import client as k8s
+    from kubernetes import dynamic
+
+    client = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+    failed = []
+    for obj in reversed(objects):
+        resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+        try:
+            resource.delete(
+                name=obj["metadata"]["name"],
+                namespace=namespace,
+                body={"propagationPolicy": "Foreground"},
+            )
+        except k8s.ApiException as err:
+            if err.status != 404:
+                failed.append(f"{obj['kind']}/{obj['metadata']['name']}: {err.status} {err.reason}")
+    return failed

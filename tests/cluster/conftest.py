@@ -11,8 +11,17 @@ directory) are then skipped. ``DRA_DRIVER_E2E_NODE`` picks its node (default:
 the first Ready one). ``DRA_DRIVER_E2E_KEEP=1`` keeps the local cluster's
 directory (logs, certificates, state) after the teardown, until the next run.
 
+The node's kubelet plugin runs from the driver's image when the kubelet tier
+runs: deploy/Dockerfile built offline by e2e/cluster/driver_image.py (cold: a
+few minutes; cached by a hash of its inputs), imported into the node's
+containerd, and run as the chart's DaemonSet. It runs from the source tree, as
+a process, against an external cluster (whose nodes cannot load this
+machine's images), where podman cannot build it, when no test of the session
+runs the plugin, or with ``DRA_DRIVER_E2E_DRIVER=source``.
+
 Every test in this directory is marked ``cluster``. The session's first lines
-say which tier runs (a real kubelet, or an external cluster) and why.
+say which tier runs (a real kubelet, or an external cluster) and why, and where
+the driver comes from ("driver: image <ref>" or "driver: source tree (<why>)").
 """
 
 from __future__ import annotations
@@ -49,11 +58,18 @@ from cluster_access import (  # noqa: E402
 
 from dra_driver.discovery.mock import MockBackend  # noqa: E402
 from e2e.cluster import ClusterError, LocalCluster  # noqa: E402
+from e2e.cluster.driver_image import (  # noqa: E402
+    DriverImage,
+    build_image,
+    import_image,
+    podman_unavailable,
+)
 from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher  # noqa: E402
 
 EXTERNAL_KUBECONFIG_ENV = "DRA_DRIVER_E2E_KUBECONFIG"
 EXTERNAL_NODE_ENV = "DRA_DRIVER_E2E_NODE"
 KEEP_ENV = "DRA_DRIVER_E2E_KEEP"
+DRIVER_ENV = "DRA_DRIVER_E2E_DRIVER"
 POOL_PROFILE = "1xH100-80GB,1xL4"
 
 
@@ -114,24 +130,50 @@ def _external_cluster(kubeconfig: Path, say: Callable[[str], None]) -> ClusterUn
     return ClusterUnderTest(kubeconfig=kubeconfig, node_name=node, api_client=api_client)
 
 
+def _driver_image(
+    session: pytest.Session, say: Callable[[str], None]
+) -> tuple[DriverImage | None, str]:
+    """The image the node's kubelet plugin will run from, built or reused; or None and why
+    the plugin runs from the source tree instead."""
+    choice = os.environ.get(DRIVER_ENV, "image")
+    if choice not in ("image", "source"):
+        raise pytest.UsageError(f"{DRIVER_ENV}={choice}: use image or source")
+    if choice == "source":
+        return None, f"{DRIVER_ENV}=source"
+    if not any(item.path.name == LAST_MODULE for item in session.items):
+        return None, f"no test of this session runs the node's kubelet plugin ({LAST_MODULE})"
+    if why := podman_unavailable():
+        return None, why
+    say("building or reusing the driver image from deploy/Dockerfile (cold: minutes)")
+    return build_image(progress=say), ""
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so the cluster is torn down.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")
-def local_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
+def local_cluster(
+    pytestconfig: pytest.Config, request: pytest.FixtureRequest
+) -> Iterator[ClusterUnderTest]:
     """The cluster under test, for the whole session (see the module docstring)."""
     say = _printer(pytestconfig)
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     if external:
-        yield _external_cluster(Path(external), say)
+        cluster_under_test = _external_cluster(Path(external), say)
+        say(
+            "driver: source tree (an external cluster's nodes cannot load this machine's "
+            "images; the tests that run the node's kubelet plugin are skipped)"
+        )
+        yield cluster_under_test
         return
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip(
             "the local cluster needs Linux and root (cgroups, mounts, a bridge); set "
             f"{EXTERNAL_KUBECONFIG_ENV} to run these tests against a cluster of your own"
         )
+    image, why_not = _driver_image(request.session, say)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     cluster = LocalCluster(progress=say)
     started = time.monotonic()
@@ -142,11 +184,26 @@ def local_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterUnderTest]:
             f"{cluster.node_name} Ready): the kubelet runs on this machine with cgroupfs, "
             f"cgroup v1 allowed and containerd 1.7 with CDI; no stand-in needed"
         )
+        if image is None:
+            say(f"driver: source tree ({why_not})")
+        else:
+            import_image(
+                image,
+                ctr=cluster.bin_dir / "ctr",
+                containerd_socket=cluster.node_paths.containerd_socket,
+            )
+            how = "reused from the cache" if image.cached else "built"
+            say(
+                f"driver: image {image.reference} (deploy/Dockerfile at {image.revision[:12]}, "
+                f"{how} in {image.seconds:.1f} s, {image.archive}; imported into the node's "
+                "containerd): the node's kubelet plugin runs from it as the chart's DaemonSet"
+            )
         yield ClusterUnderTest(
             kubeconfig=cluster.kubeconfig,
             node_name=cluster.node_name,
             api_client=new_api_client(str(cluster.kubeconfig)),
             local=cluster,
+            driver_image="" if image is None else image.reference,
         )
     finally:
         keep = os.environ.get(KEEP_ENV) == "1"

@@ -6,10 +6,18 @@ NodePrepareResources, the plugin writes a CDI spec into containerd's CDI
 directory, and containerd injects the device node and the environment into
 the container. Deleting the pod makes the kubelet call
 NodeUnprepareResources: the CDI spec goes, and the claim's allocation with it.
+
+Where the session built the driver's image (see conftest), the plugin is the
+chart's DaemonSet running that image, installed from ``helm template`` with
+values for this node (its kubelet's and containerd's directories, the API
+server on the host's loopback through host networking); a restart deletes its
+pod and the DaemonSet brings a new one. Otherwise it is ``dra-driver
+kubelet-plugin`` from the source tree as a process, restarted by SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +26,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -26,12 +35,16 @@ from cluster_access import (
     ClusterUnderTest,
     claim_template,
     core_api,
+    create_objects,
+    delete_objects,
     generated_claim_name,
+    helm_binary,
     is_gone,
     pod_phase,
     pod_report,
     pod_with_claim,
     read_json,
+    render_chart,
     resource_api,
     resource_claim,
     wait_for,
@@ -40,6 +53,7 @@ from cluster_access import (
 from api.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
+from e2e.cluster.processes import free_port
 
 DRIVER = "gpu.dra-driver.io"
 PROFILE = "1xH100-80GB,1xL4"
@@ -49,6 +63,25 @@ SHOW_DEVICES = [
     "-c",
     "echo '--- dev'; ls /dev; echo '--- env'; env; echo '--- end'; sleep 3600",
 ]
+
+
+REGISTERED = "kubelet registered DRA driver"
+NAMESPACE = "dra-driver"
+POD_LABEL = "app.kubernetes.io/name=dra-driver-kubelet-plugin"
+
+
+class Plugin(Protocol):
+    """The node's kubelet plugin, however it runs."""
+
+    gpus: tuple[Gpu, ...]
+
+    def log_tail(self, lines: int = 30) -> str: ...
+
+    def start(self, cluster: ClusterUnderTest) -> None:
+        """Until the kubelet has registered a plugin that was not registered before."""
+
+    def stop(self) -> int:
+        """Stop it the way the kubelet stops a pod (SIGTERM, grace period); its exit status."""
 
 
 class RunningPlugin:
@@ -67,7 +100,7 @@ class RunningPlugin:
         return "kubelet plugin log:\n" + "\n".join(f"    {line}" for line in text)
 
     def _registered(self) -> int:
-        return self.log.read_text(errors="replace").count("kubelet registered DRA driver")
+        return self.log.read_text(errors="replace").count(REGISTERED)
 
     def start(self, cluster: ClusterUnderTest) -> None:
         """Start it and wait until the kubelet has registered it."""
@@ -99,6 +132,107 @@ class RunningPlugin:
             return process.wait()
 
 
+class PluginPod:
+    """The chart's kubelet-plugin DaemonSet's pod on the node, running the driver's image.
+
+    ``stop`` deletes the pod (the kubelet sends SIGTERM and waits out the grace
+    period) and returns its container's exit status; ``start`` waits for the
+    pod the DaemonSet makes next to run and register. The container's log is
+    read from the kubelet's pod log directory on this machine, so that the log
+    of a pod that is gone can still be shown.
+    """
+
+    def __init__(self, api_client: Any, pod_logs: Path, gpus: tuple[Gpu, ...]) -> None:
+        self.api_client = api_client
+        self.pod_logs = pod_logs
+        self.gpus = gpus
+        self.pod: dict[str, Any] | None = None
+        self._last_log = ""
+        self._stopped: set[str] = set()
+
+    def _log_file(self) -> Path | None:
+        if self.pod is None:
+            return None
+        meta = self.pod["metadata"]
+        return self.pod_logs / f"{NAMESPACE}_{meta['name']}_{meta['uid']}" / "plugin" / "0.log"
+
+    def _log(self) -> str:
+        path = self._log_file()
+        if path is not None:
+            # Gone with its pod: the last text read stays.
+            with contextlib.suppress(OSError):
+                self._last_log = path.read_text(errors="replace")
+        return self._last_log
+
+    def log_tail(self, lines: int = 30) -> str:
+        name = "none yet" if self.pod is None else self.pod["metadata"]["name"]
+        text = self._log().splitlines()[-lines:]
+        return f"kubelet plugin pod {name} log:\n" + "\n".join(f"    {line}" for line in text)
+
+    def _current_pod(self) -> dict[str, Any] | None:
+        listing = read_json(
+            core_api(self.api_client).list_namespaced_pod, NAMESPACE, label_selector=POD_LABEL
+        )
+        fresh = [
+            pod
+            for pod in listing["items"]
+            if pod["metadata"]["uid"] not in self._stopped
+            and not pod["metadata"].get("deletionTimestamp")
+        ]
+        return fresh[0] if fresh else None
+
+    def start(self, cluster: ClusterUnderTest) -> None:
+        def registered() -> bool:
+            self.pod = self._current_pod() or self.pod
+            if self.pod is None or self.pod["metadata"]["uid"] in self._stopped:
+                return False
+            return REGISTERED in self._log()
+
+        def report() -> str:
+            name = "" if self.pod is None else self.pod["metadata"]["name"]
+            pod = pod_report(self.api_client, NAMESPACE, name) if name else "no pod yet"
+            return pod + "\n" + self.log_tail()
+
+        wait_for(
+            "the DaemonSet's plugin pod to run and the kubelet to register it",
+            registered,
+            cluster=cluster,
+            timeout_s=180,
+            context=report,
+        )
+
+    def stop(self) -> int:
+        from kubernetes import watch
+
+        # The pod that runs now: after a stop without a start, the DaemonSet's next one.
+        current = self._current_pod()
+        if current is None:
+            return 0
+        self.pod = current
+        core = core_api(self.api_client)
+        meta = current["metadata"]
+        self._stopped.add(meta["uid"])
+        exit_code = -1
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            core.list_namespaced_pod,
+            NAMESPACE,
+            field_selector=f"metadata.name={meta['name']}",
+            resource_version=current["metadata"]["resourceVersion"],
+            timeout_seconds=90,
+        )
+        core.delete_namespaced_pod(meta["name"], NAMESPACE)
+        # The kubelet reports the container's end before the pod is removed.
+        for event in stream:
+            self._log()
+            status_now = event["object"].status
+            for status in (status_now and status_now.container_statuses) or []:
+                if status.state.terminated is not None:
+                    exit_code = status.state.terminated.exit_code
+            if event["type"] == "DELETED":
+                break
+        return exit_code
+
+
 def _plugin_command() -> list[str]:
     script = Path(sys.executable).with_name("dra-driver")
     if script.exists():
@@ -110,14 +244,48 @@ def _plugin_command() -> list[str]:
     ]
 
 
+def _chart_values(cluster: ClusterUnderTest) -> dict[str, Any]:
+    """The chart's values for the local node: its image, its directories, its API server."""
+    local = cluster.local
+    assert local is not None and cluster.driver_image
+    repository, _, tag = cluster.driver_image.rpartition(":")
+    api_server = urlsplit(local.apiserver_url)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "logFormat": "text",
+        "controller": {"enabled": False},
+        # The session applies deploy/'s classes itself (the device_classes fixture).
+        "deviceClasses": {"create": False},
+        "kubeletPlugin": {
+            "gpuBackend": "mock",
+            "mockProfile": PROFILE,
+            "mockDevRoot": str(local.directory / "mock-dev"),
+            "driverRoot": str(local.directory / "driver-root"),
+            "kubeletDir": str(local.node_paths.kubelet_root),
+            "cdiRoot": str(local.cdi_dir),
+            # The API server listens on the host's loopback only.
+            "hostNetwork": True,
+            "env": [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": api_server.hostname},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": str(api_server.port)},
+            ],
+            # On the host's network: ports no other cluster on this machine uses.
+            "livenessPort": free_port(),
+        },
+        "metrics": {"enabled": True, "kubeletPluginPort": free_port()},
+    }
+
+
 @pytest.fixture(scope="module")
-def kubelet_plugin(
-    local_cluster: ClusterUnderTest, device_classes: list[str]
-) -> Iterator[RunningPlugin]:
-    """``dra-driver kubelet-plugin`` for the node, until the end of the module."""
+def kubelet_plugin(local_cluster: ClusterUnderTest, device_classes: list[str]) -> Iterator[Plugin]:
+    """The node's kubelet plugin, until the end of the module: the chart's DaemonSet from
+    the session's image, or ``dra-driver kubelet-plugin`` from the source tree."""
     cluster = local_cluster.local
     if cluster is None:
         pytest.skip("runs the kubelet plugin next to the local cluster's kubelet")
+    if local_cluster.driver_image:
+        yield from _plugin_pod(local_cluster)
+        return
     dev_root = cluster.directory / "mock-dev"
     argv = [
         *_plugin_command(),
@@ -148,6 +316,58 @@ def kubelet_plugin(
         )
         shutil.rmtree(dev_root, ignore_errors=True)
     assert code == 0, f"the plugin exited {code} on SIGTERM\n{plugin.log_tail()}"
+    assert not registration.exists(), "the plugin left its registration socket behind"
+
+
+def apps_api(api_client: Any) -> Any:
+    """``AppsV1Api``, typed Any (see cluster_access.core_api)."""
+    from kubernetes import client
+
+    return client.AppsV1Api(api_client)
+
+
+def _plugin_pod(local_cluster: ClusterUnderTest) -> Iterator[Plugin]:
+    cluster = local_cluster.local
+    assert cluster is not None
+    api_client = local_cluster.api_client
+    core = core_api(api_client)
+    objects = render_chart(helm_binary(), _chart_values(local_cluster), cluster.directory)
+    assert {o["kind"] for o in objects} >= {"DaemonSet", "ServiceAccount", "ClusterRole"}
+    plugin = PluginPod(
+        api_client,
+        cluster.node_paths.pod_logs,
+        MockBackend(cluster.node_name, PROFILE).discover().gpus,
+    )
+    registration = cluster.plugins_registry_dir / f"{DRIVER}-reg.sock"
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    code = 0
+    try:
+        create_objects(api_client, objects)
+        plugin.start(local_cluster)
+        yield plugin
+    finally:
+        # The DaemonSet goes first, leaving its pod (so that it makes no new one), then
+        # the pod is stopped as the kubelet stops it, with its exit status.
+        daemon_set = next(o for o in objects if o["kind"] == "DaemonSet")
+        apps_api(api_client).delete_namespaced_daemon_set(
+            daemon_set["metadata"]["name"], NAMESPACE, propagation_policy="Orphan"
+        )
+        code = plugin.stop()
+        not_deleted = delete_objects(api_client, objects)
+        resources = resource_api(api_client)
+        resources.delete_collection_resource_slice(
+            field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
+        )
+        core.delete_namespace(NAMESPACE)
+        wait_for(
+            f"namespace {NAMESPACE} and the plugin's pods to be gone",
+            lambda: is_gone(lambda: core.read_namespace(NAMESPACE)),
+            cluster=local_cluster,
+            timeout_s=120,
+        )
+        shutil.rmtree(cluster.directory / "mock-dev", ignore_errors=True)
+    assert not not_deleted, f"chart objects not deleted: {not_deleted}"
+    assert code == 0, f"the plugin pod's container exited {code} on deletion\n{plugin.log_tail()}"
     assert not registration.exists(), "the plugin left its registration socket behind"
 
 
@@ -191,12 +411,12 @@ def _check_container_sees_the_gpu(log: str, specs: list[dict[str, Any]], gpu: Gp
     assert any(gpu.uuid in entry for entry in wanted_env)
 
 
-def _l4(plugin: RunningPlugin) -> Gpu:
+def _l4(plugin: Plugin) -> Gpu:
     return next(g for g in plugin.gpus if "L4" in g.product_name)
 
 
 def _run_until_running(
-    api_client: Any, cluster: ClusterUnderTest, plugin: RunningPlugin, namespace: str, pod: str
+    api_client: Any, cluster: ClusterUnderTest, plugin: Plugin, namespace: str, pod: str
 ) -> str:
     def report() -> str:
         return pod_report(api_client, namespace, pod) + "\n" + plugin.log_tail()
@@ -222,7 +442,7 @@ def _run_until_running(
 
 
 def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
-    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
     assert local_cluster.local is not None
     cdi_dir = local_cluster.local.cdi_dir
@@ -262,7 +482,7 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
 
 
 def test_standalone_claim_is_deallocated_after_its_pod_is_deleted(
-    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
     assert local_cluster.local is not None
     cdi_dir = local_cluster.local.cdi_dir
@@ -295,7 +515,7 @@ def _claim_uid(api_client: Any, namespace: str, name: str) -> str:
 
 
 def _wait_released(
-    api_client: Any, cluster: ClusterUnderTest, plugin: RunningPlugin, namespace: str, claim: str
+    api_client: Any, cluster: ClusterUnderTest, plugin: Plugin, namespace: str, claim: str
 ) -> None:
     """Until the claim is unreserved, deallocated and its CDI spec gone."""
     assert cluster.local is not None
@@ -322,7 +542,7 @@ def _wait_released(
 
 
 def test_two_pods_share_one_claim_until_the_last_one_goes(
-    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
     assert local_cluster.local is not None
     cdi_dir = local_cluster.local.cdi_dir
@@ -370,7 +590,7 @@ def test_two_pods_share_one_claim_until_the_last_one_goes(
 
 
 def test_unsatisfiable_claim_stays_pending_without_harming_others(
-    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
     gpu = _l4(kubelet_plugin)
     resources = resource_api(api_client)
@@ -434,7 +654,7 @@ def _prepare_again(socket: Path, namespace: str, name: str, uid: str) -> list[st
 
 
 def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again(
-    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: RunningPlugin, namespace: str
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
     cluster = local_cluster.local
     assert cluster is not None
