@@ -792,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     how = "cached" if image.cached else "built"
     print(f"{image.reference}\t{image.archive}")
-    print(f"driver image: {how} in {image.seconds:.1f} s", file=sys.stderr)
+    print(f"driver image: {how} in {image.seconds:.2f} s", file=sys.stderr)
     return 0
 
 

@@ -187,6 +187,7 @@ def local_cluster(
         if image is None:
             say(f"driver: source tree ({why_not})")
         else:
+            importing = time.monotonic()
             import_image(
                 image,
                 ctr=cluster.bin_dir / "ctr",
@@ -195,8 +196,9 @@ def local_cluster(
             how = "reused from the cache" if image.cached else "built"
             say(
                 f"driver: image {image.reference} (deploy/Dockerfile at {image.revision[:12]}, "
-                f"{how} in {image.seconds:.1f} s, {image.archive}; imported into the node's "
-                "containerd): the node's kubelet plugin runs from it as the chart's DaemonSet"
+                f"{how} in {image.seconds:.2f} s, {image.archive}; imported into the node's "
+                f"containerd in {time.monotonic() - importing:.1f} s): the node's kubelet "
+                "plugin runs from it as the chart's DaemonSet"
             )
         yield ClusterUnderTest(
             kubeconfig=cluster.kubeconfig,
