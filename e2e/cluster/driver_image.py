@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Final
 
 from e2e.cluster.errors import ClusterError
+from e2e.cluster.images import import_archive
 from e2e.cluster.node import remove_cgroup_root, unmount_under
 
 __all__ = [
@@ -762,19 +763,13 @@ def build_image(
     )
 
 
-def import_image(image: DriverImage, *, ctr: Path, containerd_socket: Path) -> None:
-    """Load the archive into containerd's ``k8s.io`` namespace (the kubelet's images).
+def import_image(image: DriverImage, *, bin_dir: Path, containerd_socket: Path) -> None:
+    """Load the archive into a node's containerd (``ctr`` from ``bin_dir``), where the
+    kubelet finds it; the archive names the image by its full reference.
 
-    The archive names the image by its full reference, so ``ctr`` keeps that
-    name. Raises ClusterError when the import fails or the image is not listed.
+    Raises ClusterError when the import fails or the image is not listed after it.
     """
-    argv = [str(ctr), "--address", str(containerd_socket), "--namespace", "k8s.io", "images"]
-    _run([*argv, "import", str(image.archive)], f"import {image.reference}")
-    listed = _run([*argv, "ls", "-q"], "list images").split()
-    if image.reference not in listed:
-        raise ClusterError(
-            f"driver image: ctr imported {image.archive} but lists {listed}, not {image.reference}"
-        )
+    import_archive(bin_dir, image.archive, image.reference, containerd_socket=containerd_socket)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from e2e.cluster.errors import ClusterError
 from e2e.cluster.node import BUSYBOX_IMAGE, PAUSE_IMAGE
 
-__all__ = ["build_and_import_images"]
+__all__ = ["build_and_import_images", "import_archive"]
 
 TAG = "dra-e2e"
 
@@ -79,6 +79,28 @@ def _oci_archive(
     return archive
 
 
+def import_archive(
+    bin_dir: Path,
+    archive: Path,
+    reference: str,
+    *,
+    containerd_socket: Path,
+    base_name: str | None = None,
+) -> None:
+    """Load an OCI archive into containerd's ``k8s.io`` namespace (the kubelet's images).
+
+    ``base_name``: the repository its tag-only ``ref.name`` annotations are
+    prefixed with; without it, the annotations must hold full references.
+    Raises ClusterError when ``ctr`` fails or does not list ``reference`` after.
+    """
+    ctr = [str(bin_dir / "ctr"), "--address", str(containerd_socket), "--namespace", "k8s.io"]
+    naming = ["--base-name", base_name] if base_name else []
+    _run([*ctr, "images", "import", *naming, str(archive)], f"import {reference}")
+    listed = _run([*ctr, "images", "ls", "-q"], "list images").split()
+    if reference not in listed:
+        raise ClusterError(f"images: ctr imported {archive} but lists {listed}, not {reference}")
+
+
 def build_and_import_images(
     bin_dir: Path, directory: Path, *, containerd_socket: Path
 ) -> tuple[str, str]:
@@ -89,7 +111,6 @@ def build_and_import_images(
     directory.mkdir(parents=True, exist_ok=True)
     rootfs = _rootfs(directory, bin_dir / "busybox")
     umoci = bin_dir / "umoci"
-    ctr = [str(bin_dir / "ctr"), "--address", str(containerd_socket), "--namespace", "k8s.io"]
     for reference, command in (
         (BUSYBOX_IMAGE, ["/bin/sh"]),
         (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
@@ -97,10 +118,7 @@ def build_and_import_images(
         base = reference.rsplit(":", 1)[0]
         name = base.rsplit("/", 1)[1]
         archive = _oci_archive(umoci, directory, rootfs, name, command)
-        _run([*ctr, "images", "import", "--base-name", base, str(archive)], f"import {reference}")
-        listed = _run([*ctr, "images", "ls", "-q"], "list images").split()
-        if reference not in listed:
-            raise ClusterError(
-                f"images: ctr imported {archive} but lists {listed}, not {reference}"
-            )
+        import_archive(
+            bin_dir, archive, reference, containerd_socket=containerd_socket, base_name=base
+        )
     return BUSYBOX_IMAGE, PAUSE_IMAGE

@@ -190,7 +190,7 @@ def local_cluster(
             importing = time.monotonic()
             import_image(
                 image,
-                ctr=cluster.bin_dir / "ctr",
+                bin_dir=cluster.bin_dir,
                 containerd_socket=cluster.node_paths.containerd_socket,
             )
             how = "reused from the cache" if image.cached else "built"
