@@ -311,7 +311,10 @@ class Settings(BaseModel):
                     f"{_MAX_UNIX_SOCKET_PATH} bytes; use a shorter one"
                 )
             return value
-        split_host_port(value)
+        host, port = split_host_port(value)
+        if not host:
+            # ":port" means every interface, which gRPC spells [::] (IPv4 included).
+            return f"[::]:{port}"
         return value
 
     @field_validator("metrics_address", mode="before")

@@ -149,9 +149,10 @@ def test_the_plugin_mounts_every_host_path_it_uses_at_that_path() -> None:
     pod = daemonset["spec"]["template"]["spec"]
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in _container(daemonset)["volumeMounts"]}
-    for mount_path, volume in mounts.items():
-        assert host_paths[volume] == mount_path, f"{volume} is mounted away from its host path"
     settings = _plugin_settings(DEFAULT)
+    for mount_path, volume in mounts.items():
+        if volume != "driver-root":
+            assert host_paths[volume] == mount_path, f"{volume} is mounted away from its host path"
     assert settings.gpu_backend == "nvml"
     assert settings.registry_dir == plugin_settings.DEFAULT_REGISTRY_DIR
     assert settings.plugins_dir == plugin_settings.DEFAULT_PLUGINS_DIR
@@ -164,14 +165,43 @@ def test_the_plugin_mounts_every_host_path_it_uses_at_that_path() -> None:
         settings.driver_root,
     ):
         assert str(path) in mounts, f"{path} is not mounted"
-    assert next(m for m in _container(daemonset)["volumeMounts"] if m["name"] == "driver-root")[
-        "readOnly"
-    ]
+    # The driver root is seen at /driver-root; the specs name its files on the host.
+    driver_root = next(
+        m for m in _container(daemonset)["volumeMounts"] if m["name"] == "driver-root"
+    )
+    assert driver_root["readOnly"] and driver_root["mountPropagation"] == "HostToContainer"
+    assert settings.driver_root == Path("/driver-root")
+    assert (
+        settings.host_driver_root == Path(host_paths["driver-root"]) == Path("/run/nvidia/driver")
+    )
 
 
-def test_the_plugin_is_replaced_in_place_never_surged() -> None:
-    # Its sockets are not named after its pod: a surged second pod would remove the first's.
-    strategy = _one(DEFAULT, "DaemonSet", PLUGIN)["spec"]["updateStrategy"]
+def test_a_driver_installed_in_the_hosts_root_is_mounted_at_driver_root(helm: str) -> None:
+    result = _helm(helm, "template", RELEASE, str(CHART), "--set", "kubeletPlugin.driverRoot=/")
+    assert result.returncode == 0, result.stderr
+    objects = _documents(result.stdout)
+    pod = _one(objects, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
+    assert {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}["driver-root"] == "/"
+    settings = _plugin_settings(objects)
+    assert (settings.driver_root, settings.host_driver_root) == (Path("/driver-root"), Path("/"))
+
+
+def test_a_new_plugin_pod_surges_beside_the_old_one_named_by_its_uid() -> None:
+    daemonset = _one(DEFAULT, "DaemonSet", PLUGIN)
+    assert daemonset["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod_uid = next(v for v in _container(daemonset)["env"] if v["name"] == "POD_UID")
+    assert pod_uid["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    assert _plugin_settings(DEFAULT).pod_uid == "from-pod-uid"
+
+
+def test_on_the_host_network_the_plugin_is_replaced_in_place(helm: str) -> None:
+    # Two pods on the node's network could not both bind the liveness and metrics ports.
+    result = _helm(helm, "template", RELEASE, str(CHART), "--set", "kubeletPlugin.hostNetwork=true")
+    assert result.returncode == 0, result.stderr
+    strategy = _one(_documents(result.stdout), "DaemonSet", PLUGIN)["spec"]["updateStrategy"]
     assert strategy == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
@@ -424,7 +454,6 @@ def test_another_driver_name_reaches_every_component_and_class(helm: str) -> Non
     ("values", "message"),
     [
         (["--set", "kubeletPlugin.gpuBackend=cuda"], 'gpuBackend "cuda": use nvml, mock or auto'),
-        (["--set", "kubeletPlugin.driverRoot=/"], 'driverRoot "/"'),
         (["--set", "controller.placementPolicy=random"], 'placementPolicy "random"'),
     ],
 )

@@ -256,3 +256,8 @@ def test_a_pod_uid_that_is_not_a_uid_is_refused_with_the_fix() -> None:
     message = error("--pod-uid", "../../etc")
     assert "--pod-uid" in message
     assert "metadata.uid" in message
+
+
+def test_a_liveness_address_without_host_listens_on_every_interface() -> None:
+    assert settings("--liveness-address", ":51515").liveness_address == "[::]:51515"
+    assert settings("--liveness-address", "127.0.0.1:0").liveness_address == "127.0.0.1:0"
