@@ -73,13 +73,15 @@ ones after ``grace_s``). The pod has no gate any more, so the scheduler may
 allocate the released claims itself meanwhile; whichever write lands first
 wins, the other gets a conflict.
 
-**A conflict found after the gate was removed** (a placed pod, bound or not,
-whose device another claim holds too, and that other claim will not yield):
-nothing is undone, as the pod may be bound and its claim reserved; the
-kubelet plugin refuses to prepare the second claim of the device. Each such
-conflict is counted (``dra_driver_device_conflicts_total{outcome="after-gate"}``)
-and reported once as a Warning Event ``DeviceConflict`` on the pod and both
-claims, naming the device, for an admin to act on.
+**A conflict found after the gate was removed** (a device of a claim of ours
+that another claim holds too, looked at whenever an ungated pod with claims
+comes by: ours, or the other claim's pod that the watch brings back when the
+late write lands): nothing is undone, as the pod may be bound and its claim
+reserved; the kubelet plugin refuses to prepare the second claim of the
+device. Each such conflict is counted
+(``dra_driver_device_conflicts_total{outcome="after-gate"}``) and reported
+once as a Warning Event ``DeviceConflict`` on the pods and claims involved,
+naming the device, for an admin to act on.
 
 **A pending pod without the gate that the scheduler reports failing on
 claims**: an Event with the explanation, on the pod and its pending claims.
@@ -92,6 +94,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,6 +143,8 @@ log = logging.getLogger(__name__)
 CONFLICT_ATTEMPTS: Final = 3
 #: How the API server words a field the caller may not write (RBAC checked in validation).
 _FORBIDDEN_FIELD: Final = "cannot update resource"
+#: Conflicts found after the gate that are remembered as reported (oldest forgotten first).
+_REPORTED_MAX: Final = 4096
 #: Messages of the scheduler that mean "failing on claims".
 _CLAIM_FAILURE_WORDS: Final = ("claim",)
 
@@ -184,8 +189,6 @@ class _Placed:
     released_at: float
     excluded: set[str] = field(default_factory=set)
     abandoned: bool = False
-    #: Conflicts found after the gate was removed and already reported.
-    reported: set[DeviceConflict] = field(default_factory=set)
 
 
 @dataclass
@@ -389,6 +392,8 @@ class Placer:
         self._lock = threading.Lock()
         self._placed: dict[str, _Placed] = {}
         self._written: dict[str, _Written] = {}
+        #: Conflicts reported after the gate: (device, claim keys), oldest first.
+        self._reported: OrderedDict[tuple[str, tuple[str, ...]], None] = OrderedDict()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -413,8 +418,8 @@ class Placer:
                 if record is not None and record.uid != pod.uid:
                     del self._placed[key]
                     record = None
+            self._report_after_gate(pod)
             if record is not None:
-                self._report_after_gate(pod, record)
                 if pod.bound:
                     with self._lock:
                         self._placed.pop(key, None)
@@ -643,57 +648,71 @@ class Placer:
         pods = [self.cache.pod(k) for k in self.cache.pods_of_claim(key)]
         return any(p is not None and p.uid == owner and p.has_gate(self.gate) for p in pods)
 
-    def _report_after_gate(self, pod: PodInfo, record: _Placed) -> None:
-        """Report devices of a released pod that another claim holds too.
+    def _report_after_gate(self, pod: PodInfo) -> None:
+        """Report devices of an ungated pod's claims that another claim holds too,
+        where one of the claims is this controller's.
 
         Nothing can be undone now: the pod may be bound, its claim reserved. The
         kubelet plugin refuses to prepare the second claim of a device, so one pod
-        will not start; an admin must delete one of them. Each conflict is reported
-        once, as a Warning Event on the pod and both claims. A conflict with a claim
-        of ours whose pod is still gated is left out: that claim yields at its confirm.
+        will not start; an admin must delete one of them. Looked at from either
+        side: from our placed pod, and from the pod of the other claim, whose key
+        the watch brings back when the late write lands (our pod may be bound by
+        then). Each conflict (device and claims) is reported once, as a Warning
+        Event on the pods and the claims involved. Left out: conflicts where a
+        claim of ours waits for its confirm (it will yield then), and conflicts
+        between claims none of which is ours (not ours to judge).
         """
         names, _ = pod.claim_names()
-        fresh: list[DeviceConflict] = []
+        fresh: list[tuple[DeviceConflict, list[str]]] = []
         with self.cache.lock:
             snapshot = self.cache.snapshot()
             for name in names:
                 claim = self.cache.claim(f"{pod.namespace}/{name}")
                 if claim is None or not _allocated(claim):
                     continue
-                if (claim.metadata.annotations or {}).get(self.placed_for_annotation) != pod.uid:
-                    continue
                 for conflict in device_conflicts(snapshot, claim):
-                    if conflict not in record.reported and not self._other_yields(conflict):
-                        fresh.append(conflict)
-        for conflict in fresh:
-            record.reported.add(conflict)
+                    identity = (conflict.device, tuple(sorted((conflict.claim, *conflict.others))))
+                    if identity in self._reported or not self._after_gate(identity[1]):
+                        continue
+                    pods = sorted({p for k in identity[1] for p in self.cache.pods_of_claim(k)})
+                    fresh.append((conflict, pods))
+                    self._reported[identity] = None
+                    while len(self._reported) > _REPORTED_MAX:
+                        self._reported.popitem(last=False)
+        for conflict, pods in fresh:
             self.metrics.device_conflicts.labels(conflict.kind, "after-gate").inc()
-            others = ", ".join(conflict.others)
             message = (
                 f"device {conflict.device} is allocated to claim {conflict.claim} and to "
-                f"claim {others} ({conflict.kind}), found after the scheduling gate was "
-                f"removed; the kubelet plugin prepares it for one of them only: delete the "
-                f"pod of the other claim, or this pod, to place it again"
+                f"claim {', '.join(conflict.others)} ({conflict.kind}), found after the "
+                f"scheduling gate was removed; the kubelet plugin prepares it for one of them "
+                f"only: delete one of the pods ({', '.join(pods) or 'none yet'}) to place it "
+                f"again"
             )
-            log.warning("devices allocated twice after the gate", extra={"pod": pod.key})
-            self._event(_pod_ref(pod), "Warning", "DeviceConflict", message)
-            namespace = pod.namespace
-            for key in (conflict.claim, *conflict.others):
-                claim_namespace, _, claim_name = key.partition("/")
-                ref = ObjectRef(
-                    "ResourceClaim", limits.API_VERSION, claim_namespace or namespace, claim_name
-                )
+            log.warning(
+                "devices allocated twice after the gate",
+                extra={"pod": pod.key, "device": conflict.device},
+            )
+            refs = [ObjectRef("Pod", "v1", *key.split("/", 1)) for key in pods]
+            refs += [
+                ObjectRef("ResourceClaim", limits.API_VERSION, *key.split("/", 1))
+                for key in (conflict.claim, *conflict.others)
+            ]
+            for ref in refs:
                 self._event(ref, "Warning", "DeviceConflict", message)
 
-    def _other_yields(self, conflict: DeviceConflict) -> bool:
-        """Whether every other claim is ours, unreserved, for a pod still gated."""
-        for key in conflict.others:
-            other = self.cache.claim(key)
-            if other is None or not _allocated(other):
-                continue
-            if not self._awaits_confirm(key, other):
-                return False
-        return True
+    def _after_gate(self, keys: Sequence[str]) -> bool:
+        """Whether a conflict among claims ``keys`` is ours to report (hold the cache lock):
+        one of them is this controller's, and none of ours waits for its confirm."""
+        ours = False
+        for key in keys:
+            claim = self.cache.claim(key)
+            if claim is None or not _allocated(claim):
+                return False  # released or gone meanwhile: no conflict any more
+            if self.placed_for_annotation in (claim.metadata.annotations or {}):
+                ours = True
+                if self._awaits_confirm(key, claim):
+                    return False
+        return ours
 
     def _decide(
         self, pod: PodInfo, names: Sequence[str], record: _Placed | None

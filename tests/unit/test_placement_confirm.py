@@ -327,6 +327,37 @@ def test_a_conflict_found_after_the_gate_is_reported_once_on_the_pod_and_both_cl
     assert h.devices("c") == [("node_a", "gpu-0")]
 
 
+def test_a_late_write_after_our_pod_is_bound_is_reported_through_the_other_pod() -> None:
+    h = _harness({"node_a": 2}, settle_s=0.0)
+    h.add("resourceclaims", claim("c"), claim("theirs"))
+    h.add("pods", pod("p", "c"), pod("q", "theirs", gated=False))
+    h.reconcile("default/p")
+    bound = h.pod("p")
+    bound["spec"]["nodeName"] = "node_a"
+    h.cluster.put("pods", bound)
+    h.reconcile("default/p")
+    assert h.placer.placed_pods() == {}
+    # The scheduler's write lands now; the watch brings back q, the pod of that claim.
+    _scheduler_allocates(h, "theirs", "gpu-0", for_pod="q")
+    h.reconcile("default/q")
+    h.reconcile("default/q")
+    for kind, name in (("Pod", "p"), ("Pod", "q"), ("ResourceClaim", "c")):
+        (event,) = [e for e in h.events_for(kind, name) if e["reason"] == "DeviceConflict"]
+        assert "default/p" in event["message"] and "default/q" in event["message"]
+    assert _conflicts(h, "exclusive", "after-gate") == 1
+
+
+def test_two_claims_the_scheduler_wrote_are_not_ours_to_report() -> None:
+    h = _harness({"node_a": 2}, settle_s=0.0)
+    h.add("resourceclaims", claim("x"), claim("y"))
+    h.add("pods", pod("q", "x", gated=False), pod("r", "y", gated=False))
+    _scheduler_allocates(h, "x", "gpu-0", for_pod="q")
+    _scheduler_allocates(h, "y", "gpu-0", for_pod="r")
+    h.reconcile("default/q")
+    assert "DeviceConflict" not in _reasons(h, "Pod", "q")
+    assert _conflicts(h, "exclusive", "after-gate") == 0
+
+
 def test_a_placed_pod_bound_without_conflict_reports_nothing() -> None:
     h = _harness({"node_a": 2}, settle_s=0.0)
     h.add("resourceclaims", claim("c"))
