@@ -57,7 +57,8 @@ from typing import Final
 
 from e2e.cluster.errors import ClusterError
 from e2e.cluster.images import import_archive
-from e2e.cluster.node import remove_cgroup_root, unmount_under
+from e2e.cluster.node import remove_cgroup_root, running_programs, unmount_under
+from e2e.runtime.podman_state import podman_argv, podman_environment, write_podman_config
 
 __all__ = [
     "BASE_PACKAGES",
@@ -551,49 +552,13 @@ class _Podman:
     def __init__(self, state: Path, cgroup_parent: str) -> None:
         self.state = state
         self.cgroup_parent = cgroup_parent
-        self.env = {
-            **os.environ,
-            "CONTAINERS_CONF": str(state / "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": str(state / "storage.conf"),
-        }
-        (state / "tmp").mkdir(parents=True)
-        runc = shutil.which("runc") or "/usr/sbin/runc"
-        # conmon's cleanup process does not get --runtime-flag: a wrapper names runc's root.
-        wrapper = state / "runc"
-        wrapper.write_text(f'#!/bin/sh\nexec {runc} --root {state}/runc-state "$@"\n')
-        wrapper.chmod(0o755)
-        (state / "containers.conf").write_text(
-            "[containers]\n"
-            # Raising RLIMIT_NOFILE/NPROC needs CAP_SYS_RESOURCE, which this VM lacks.
-            'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-            "[engine]\n"
-            # No systemd; crun 1.8 refuses hybrid cgroups.
-            'cgroup_manager = "cgroupfs"\n'
-            'runtime = "runc"\n'
-            'events_logger = "file"\n'
-            f'events_logfile_path = "{state}/events.log"\n'
-            f'tmp_dir = "{state}/tmp"\n'
-            f'volume_path = "{state}/volumes"\n'
-            "[engine.runtimes]\n"
-            f'runc = ["{wrapper}"]\n'
-        )
-        (state / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{state}/root"\nrunroot = "{state}/run"\n'
-        )
+        self.env = podman_environment(state)
+        state.mkdir(parents=True, exist_ok=True)
+        write_podman_config(state, shutil.which("runc") or "/usr/sbin/runc")
 
     def __call__(self, *args: str, what: str) -> str:
-        base = ["podman", "--root", f"{self.state}/root", "--runroot", f"{self.state}/run"]
-        base += ["--tmpdir", f"{self.state}/tmp", "--cgroup-manager", "cgroupfs"]
-        return _run([*base, *args], f"podman {what}", env=self.env)
-
-
-def _running_programs() -> set[str]:
-    names = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                names.add(Path(os.readlink(entry / "exe")).name)
-    return names
+        argv = podman_argv(self.state, "--cgroup-manager", "cgroupfs", *args)
+        return _run(argv, f"podman {what}", env=self.env)
 
 
 def _stage_context(root: Path, sources: Sequence[str], context: Path) -> None:
@@ -695,7 +660,7 @@ def _podman_build(
         shutil.rmtree(state, ignore_errors=True)
         with contextlib.suppress(ClusterError):
             remove_cgroup_root(cgroup)
-        if not PODMAN_PROGRAMS & _running_programs():
+        if not PODMAN_PROGRAMS & running_programs():
             for path in created:
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -79,6 +79,7 @@ __all__ = [
     "remove_created_host_paths",
     "restore_host_state",
     "restore_sysctls",
+    "running_programs",
     "unmount_under",
 ]
 
@@ -512,7 +513,7 @@ def restore_host_state() -> HostRestore | None:
     to stop restores the host.
     """
     with _host_record_lock():
-        if "kubelet" in _running_programs():
+        if "kubelet" in running_programs():
             return None
         try:
             record = json.loads(HOST_RECORD.read_text())
@@ -549,7 +550,7 @@ def remove_cni_cache(network: str) -> int:
     return removed
 
 
-def _running_programs() -> set[str]:
+def running_programs() -> set[str]:
     """The executable names of every process on this host."""
     names = set()
     for entry in Path("/proc").iterdir():
@@ -567,7 +568,7 @@ def remove_created_host_paths(created: Mapping[str, Iterable[str]]) -> list[str]
     test's), or when it holds anything but directories, sockets and the
     device-plugin checkpoint: that is someone else's.
     """
-    running = _running_programs() if created else set()
+    running = running_programs() if created else set()
     kept = []
     for name, users in created.items():
         top = Path(name)

@@ -49,6 +49,8 @@ import grpc
 import pytest
 from cri_client import CONTAINER_EXITED, NAMESPACE_NODE, CriClient, new
 
+from e2e.runtime.podman_state import podman_argv, podman_environment, write_podman_config
+
 __all__ = [
     "PODMAN_CDI_ROOT",
     "ContainerOutput",
@@ -284,55 +286,15 @@ class Podman:
     def __init__(self, state_dir: Path, cgroup_parent: str) -> None:
         self.state_dir = state_dir
         self.cgroup_parent = cgroup_parent
-        self.env = {
-            **os.environ,
-            "CONTAINERS_CONF": str(state_dir / "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": str(state_dir / "storage.conf"),
-        }
+        self.env = podman_environment(state_dir)
 
     def write_config(self) -> None:
-        state = self.state_dir
-        (state / "tmp").mkdir(parents=True, exist_ok=True)
-        # runc keeps container state in /run/runc unless told otherwise. podman's
-        # --runtime-flag does not reach the "container cleanup" process conmon starts,
-        # so every runc call goes through a wrapper that names the private state root.
         runc = shutil.which("runc")
         assert runc is not None, "ensure_podman.sh installs runc"
-        wrapper = state / "runc"
-        wrapper.write_text(f'#!/bin/sh\nexec {runc} --root {state}/runc-state "$@"\n')
-        wrapper.chmod(0o755)
-        (state / "containers.conf").write_text(
-            "[containers]\n"
-            # Rootful podman raises RLIMIT_NOFILE/NPROC to its defaults, which needs
-            # CAP_SYS_RESOURCE; without it "error setting rlimit type 7". 1024 is allowed.
-            'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-            "[engine]\n"
-            # No systemd here; and crun 1.8 refuses hosts with hybrid cgroups.
-            'cgroup_manager = "cgroupfs"\n'
-            'runtime = "runc"\n'
-            'events_logger = "file"\n'
-            f'events_logfile_path = "{state}/events.log"\n'
-            f'tmp_dir = "{state}/tmp"\n'
-            f'volume_path = "{state}/volumes"\n'
-            "[engine.runtimes]\n"
-            f'runc = ["{wrapper}"]\n'
-        )
-        (state / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{state}/root"\nrunroot = "{state}/run"\n'
-        )
+        write_podman_config(self.state_dir, runc)
 
     def command(self, *args: str) -> list[str]:
-        state = self.state_dir
-        return [
-            "podman",
-            "--root",
-            f"{state}/root",
-            "--runroot",
-            f"{state}/run",
-            "--tmpdir",
-            f"{state}/tmp",
-            *args,
-        ]
+        return podman_argv(self.state_dir, *args)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a podman subcommand; raises with podman's stderr when ``check`` and it fails."""
