@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.cache import ClusterCache
 from controller.events import EventRecorder
-from controller.fake_cluster import FakeCluster
+from controller.fake_cluster import Call, FakeCluster
 from controller.kube import Resource
 from controller.metrics import ControllerMetrics
 from controller.placement import Fence, Placer, Result
@@ -325,3 +325,26 @@ def unschedulable(message: str = "0/2 nodes are available: 2 Insufficient cpu.")
             }
         ]
     }
+
+
+def add_gpu_nodes(h: Harness, nodes: Mapping[str, int]) -> None:
+    """The GPU DeviceClass, and per entry a Node with a slice of that many GPUs."""
+    h.add("deviceclasses", device_class())
+    for name, gpus in nodes.items():
+        h.add("nodes", node(name))
+        h.add("resourceslices", node_slice(name, gpus))
+
+
+def scheduling_gates(h: Harness, name: str) -> list[str]:
+    """The names of pod ``name``'s scheduling gates."""
+    return [g["name"] for g in h.pod(name)["spec"].get("schedulingGates") or []]
+
+
+def object_writes(calls: list[Call]) -> list[tuple[str, str, str]]:
+    """(verb, resource, name) of every write among ``calls``, Events left out."""
+    return [
+        (c.verb, c.resource, c.name)
+        for c in calls
+        if c.verb in ("create", "replace", "replace_status", "patch", "delete")
+        and c.resource != "events"
+    ]

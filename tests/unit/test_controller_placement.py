@@ -10,37 +10,23 @@ from controller_fixtures import (
     NS,
     Harness,
     SwitchFence,
+    add_gpu_nodes,
     allocation,
     claim,
     device_class,
     node,
     node_slice,
+    object_writes,
     pod,
+    scheduling_gates,
     unschedulable,
 )
 
-from controller.fake_cluster import Call
 from controller.kube import ApiError
 
 
 def _cluster(h: Harness, **nodes: int) -> None:
-    h.add("deviceclasses", device_class())
-    for name, gpus in nodes.items():
-        h.add("nodes", node(name))
-        h.add("resourceslices", node_slice(name, gpus))
-
-
-def _gates(h: Harness, name: str) -> list[str]:
-    return [g["name"] for g in h.pod(name)["spec"].get("schedulingGates") or []]
-
-
-def _writes(calls: list[Call]) -> list[tuple[str, str, str]]:
-    return [
-        (c.verb, c.resource, c.name)
-        for c in calls
-        if c.verb in ("create", "replace", "replace_status", "patch", "delete")
-        and c.resource != "events"
-    ]
+    add_gpu_nodes(h, nodes)
 
 
 # -- the happy path and the order of writes -----------------------------------------------
@@ -63,9 +49,9 @@ def test_gated_pod_gets_its_claim_placed_then_its_gate_removed() -> None:
     assert stored["status"]["allocation"]["allocationTimestamp"].endswith("Z")
     selector = stored["status"]["allocation"]["nodeSelector"]["nodeSelectorTerms"][0]
     assert selector["matchFields"][0]["values"] == ["node_a"]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     # Finalizer, then allocation, then (only then) the gate.
-    assert _writes(h.cluster.calls)[-3:] == [
+    assert object_writes(h.cluster.calls)[-3:] == [
         ("patch", "resourceclaims", "c"),
         ("replace_status", "resourceclaims", "c"),
         ("patch", "pods", "p"),
@@ -84,7 +70,7 @@ def test_other_gates_stay_and_ungated_pods_are_left_alone() -> None:
     h.add("pods", gated, pod("q", "d", gated=False))
     h.reconcile("default/p")
     h.reconcile("default/q")
-    assert _gates(h, "p") == ["example.com/other"]
+    assert scheduling_gates(h, "p") == ["example.com/other"]
     assert h.devices("d") == []  # the scheduler's business
 
 
@@ -193,7 +179,7 @@ def test_an_allocated_claim_of_the_pod_pins_the_others_to_its_node() -> None:
     h.reconcile("default/p")
     assert h.devices("c") == [("node_a", "gpu-0")]
     assert h.devices("shared") == [("node_a", "gpu-1")]  # untouched
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 # -- conflicts and all-or-nothing --------------------------------------------------------------
@@ -214,7 +200,7 @@ def test_a_conflict_rereads_and_decides_again() -> None:
     h.reconcile("default/p")
     assert h.devices("c") == [("node_a", "gpu-0")]
     assert h.metrics.conflicts.labels("resourceclaims")._value.get() == 1
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_when_the_scheduler_wins_the_race_its_devices_are_respected() -> None:
@@ -234,7 +220,7 @@ def test_when_the_scheduler_wins_the_race_its_devices_are_respected() -> None:
     # x was rolled back from wherever it went first and placed next to y.
     assert h.devices("y") == [("node_b", "gpu-0")]
     assert h.devices("x") == [("node_b", "gpu-1")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_a_failed_write_leaves_nothing_allocated_and_the_gate_on() -> None:
@@ -246,13 +232,13 @@ def test_a_failed_write_leaves_nothing_allocated_and_the_gate_on() -> None:
     result = h.reconcile("default/p")
     assert result.backoff is True
     assert h.devices("x") == [] and h.devices("y") == []
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     assert h.cache.claim("default/x") is not None
     assert h.cache.snapshot().users("gpu.dra-driver.io/node_a/gpu-0") == []
     # The next attempt goes through.
     h.reconcile("default/p")
     assert len(h.devices("x") + h.devices("y")) == 2
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_a_gate_removal_conflict_rereads_the_pod() -> None:
@@ -268,7 +254,7 @@ def test_a_gate_removal_conflict_rereads_the_pod() -> None:
 
     h.cluster.before("patch", "pods", kubelet_touches_the_pod)
     h.reconcile("default/p")
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     assert h.pod("p")["metadata"]["labels"] == {"touched": "yes"}
     assert h.metrics.conflicts.labels("pods")._value.get() == 1
 
@@ -298,11 +284,11 @@ def test_losing_the_leadership_mid_placement_stops_every_write() -> None:
 
     h.cluster.before("replace_status", "resourceclaims", lose, name="x")
     h.reconcile("default/p")
-    writes = _writes(h.cluster.calls)
+    writes = object_writes(h.cluster.calls)
     # The x status write was already on its way; nothing after it was sent.
     assert writes[-1] == ("replace_status", "resourceclaims", "x")
     assert ("patch", "pods", "p") not in writes
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     assert h.metrics.failures.labels("not-leader")._value.get() == 1
 
 
@@ -315,7 +301,7 @@ def test_a_standby_does_nothing() -> None:
     h.add("pods", pod("p", "c"))
     before = len(h.cluster.calls)
     h.reconcile("default/p")
-    assert _writes(h.cluster.calls[before:]) == []
+    assert object_writes(h.cluster.calls[before:]) == []
 
 
 def test_a_new_leader_releases_a_partial_placement_that_no_longer_fits() -> None:
@@ -412,7 +398,7 @@ def test_an_unplaceable_pod_gets_an_event_and_is_placed_once_devices_appear() ->
     h.add("resourceclaims", claim("c", count=2))
     h.add("pods", pod("p", "c"))
     assert h.reconcile("default/p").backoff is True
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     (pod_event,) = h.events_for("Pod", "p")
     assert pod_event["reason"] == "Unplaceable" and pod_event["type"] == "Warning"
     assert "needs 2, 1 eligible" in pod_event["message"]
@@ -427,7 +413,7 @@ def test_an_unplaceable_pod_gets_an_event_and_is_placed_once_devices_appear() ->
     h.add("resourceslices", node_slice("node_b", 2))
     h.drain()
     assert h.devices("c") == [("node_b", "gpu-0"), ("node_b", "gpu-1")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_the_event_names_the_node_filters_when_no_node_can_run_the_pod() -> None:
@@ -456,7 +442,7 @@ def test_a_pod_waits_for_its_template_claims() -> None:
     _cluster(h, node_a=1)
     h.add("pods", pod("p", templates={"gpu": "one-gpu"}))
     h.reconcile("default/p")
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     # The claim controller creates the claim and records it in the pod's status.
     h.add("resourceclaims", claim("p-gpu-abcde", owner="p"))
     h.set_status(
@@ -464,7 +450,7 @@ def test_a_pod_waits_for_its_template_claims() -> None:
     )
     h.drain()
     assert h.devices("p-gpu-abcde") == [("node_a", "gpu-0")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 # -- after the gate: pods the scheduler cannot bind ----------------------------------------------
@@ -568,7 +554,7 @@ def test_a_device_the_scheduler_allocates_meanwhile_is_given_up_before_the_gate(
     h.placer.reconcile("default/p")
     assert h.devices("theirs") == [("node_a", "gpu-0")]
     assert h.devices("c") == [("node_a", "gpu-1")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     assert h.metrics.conflicts.labels("devices")._value.get() == 1
 
 

@@ -19,18 +19,17 @@ from controller_fixtures import (
     RESOURCES,
     Harness,
     SwitchFence,
+    add_gpu_nodes,
     allocation,
     claim,
-    device_class,
-    node,
-    node_slice,
+    object_writes,
     pod,
+    scheduling_gates,
 )
 
 from api.resource_v1 import ResourceClaim
 from controller.cache import ClusterCache
 from controller.events import EventRecorder
-from controller.fake_cluster import Call
 from controller.metrics import ControllerMetrics
 from controller.placement import DeviceConflict, Placer, Result, device_conflicts
 from dra_driver.allocator import Snapshot
@@ -42,24 +41,8 @@ PLACED_FOR = f"{DRIVER}/placed-for"
 def _harness(nodes: dict[str, int], *, settle_s: float = SETTLE, **options: Any) -> Harness:
     h = Harness(**options)
     h.placer.settle_s = settle_s
-    h.add("deviceclasses", device_class())
-    for name, gpus in nodes.items():
-        h.add("nodes", node(name))
-        h.add("resourceslices", node_slice(name, gpus))
+    add_gpu_nodes(h, nodes)
     return h
-
-
-def _gates(h: Harness, name: str) -> list[str]:
-    return [g["name"] for g in h.pod(name)["spec"].get("schedulingGates") or []]
-
-
-def _writes(calls: list[Call]) -> list[tuple[str, str, str]]:
-    return [
-        (c.verb, c.resource, c.name)
-        for c in calls
-        if c.verb in ("create", "replace", "replace_status", "patch", "delete")
-        and c.resource != "events"
-    ]
 
 
 def _reasons(h: Harness, kind: str, name: str) -> list[str]:
@@ -96,20 +79,20 @@ def test_the_gate_stays_on_until_the_allocation_has_settled() -> None:
     h.add("pods", pod("p", "c"))
     assert h.reconcile("default/p") == Result(requeue_after=SETTLE)
     assert h.devices("c") == [("node_a", "gpu-0")]
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     # The watch delivers our own write and brings the pod back early: it keeps waiting,
     # for what is left of the delay, and writes nothing.
     h.clock.advance(0.5)
     before = len(h.cluster.calls)
     result = h.reconcile("default/p")
     assert result.requeue_after == pytest.approx(SETTLE - 0.5)
-    assert _writes(h.cluster.calls[before:]) == []
-    assert _gates(h, "p") == [GATE]
+    assert object_writes(h.cluster.calls[before:]) == []
+    assert scheduling_gates(h, "p") == [GATE]
     h.clock.advance(SETTLE - 0.5)
     assert h.reconcile("default/p") == Result()
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     assert h.devices("c") == [("node_a", "gpu-0")]
-    assert _writes(h.cluster.calls[before:]) == [("patch", "pods", "p")]
+    assert object_writes(h.cluster.calls[before:]) == [("patch", "pods", "p")]
     assert "Placed" in _reasons(h, "Pod", "p")
     # The latency from gate seen to gate removed includes the delay.
     assert h.metrics.latency._sum.get() == pytest.approx(SETTLE)
@@ -137,7 +120,7 @@ def test_a_zero_delay_confirms_right_after_the_write() -> None:
     h.add("resourceclaims", claim("c"))
     h.add("pods", pod("p", "c"))
     assert h.reconcile("default/p") == Result()
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 # -- the race: the scheduler's write lands after ours -----------------------------------------
@@ -157,7 +140,7 @@ def test_a_device_the_scheduler_took_meanwhile_is_given_up_and_the_pod_placed_ag
     assert h.devices("c") == [("node_a", "gpu-1")]
     # The new allocation settles in its turn before the gate goes.
     assert result == Result(requeue_after=SETTLE)
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     (event,) = [e for e in h.events_for("Pod", "p") if e["reason"] == "PlacementConflict"]
     assert f"device {DRIVER}/node_a/gpu-0 of claim default/c" in event["message"]
     assert "default/theirs" in event["message"]
@@ -166,7 +149,7 @@ def test_a_device_the_scheduler_took_meanwhile_is_given_up_and_the_pod_placed_ag
     assert h.metrics.conflicts.labels("devices")._value.get() == 1
     h.clock.advance(SETTLE)
     h.reconcile("default/p")
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     assert h.devices("c") == [("node_a", "gpu-1")]
 
 
@@ -185,13 +168,13 @@ def test_a_pod_that_keeps_losing_its_devices_backs_off() -> None:
     # No retry allowed: the first yield ends the round, released, gate on, with a backoff.
     assert h.placer.reconcile("default/p") == Result(backoff=True)
     assert h.devices("c") == []
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     (event,) = [e for e in h.events_for("Pod", "p") if e["reason"] == "PlacementConflict"]
     assert "after a backoff" in event["message"]
     # The next round starts afresh and goes through.
     h.reconcile("default/p")
     assert h.devices("c") == [("node_a", "gpu-1")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_no_release_of_a_claim_a_pod_has_reserved_meanwhile() -> None:
@@ -207,9 +190,9 @@ def test_no_release_of_a_claim_a_pod_has_reserved_meanwhile() -> None:
     h.clock.advance(SETTLE)
     before = len(h.cluster.calls)
     assert h.reconcile("default/p") == Result(backoff=True)
-    assert _writes(h.cluster.calls[before:]) == []
+    assert object_writes(h.cluster.calls[before:]) == []
     assert h.devices("c") == [("node_a", "gpu-0")]
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
 
 
 # -- both claims ours ------------------------------------------------------------------------
@@ -231,7 +214,7 @@ def test_two_claims_of_ours_on_one_device_resolve_the_same_way_in_any_order(firs
     # The claim whose key sorts first keeps the device; the other one moves.
     assert h.devices("ca") == [("node_a", "gpu-0")]
     assert h.devices("cb") == [("node_a", "gpu-1")]
-    assert _gates(h, "pa") == [] and _gates(h, "pb") == []
+    assert scheduling_gates(h, "pa") == [] and scheduling_gates(h, "pb") == []
     assert _conflicts(h, "exclusive", "yielded") == 1
 
 
@@ -268,18 +251,18 @@ def test_a_new_leader_confirms_written_allocations_instead_of_placing_again() ->
     h.clock.advance(SETTLE)
     before = len(h.cluster.calls)
     h.reconcile("default/p")
-    assert _writes(h.cluster.calls[before:]) == []
+    assert object_writes(h.cluster.calls[before:]) == []
     new_leader, cache = _replica(h)
     _sync(h, cache)
     # It cannot know when the allocation was written: it waits a whole delay, writing nothing.
     assert new_leader.reconcile("default/p") == Result(requeue_after=SETTLE)
-    assert _writes(h.cluster.calls[before:]) == []
+    assert object_writes(h.cluster.calls[before:]) == []
     h.clock.advance(SETTLE)
     _sync(h, cache)
     assert new_leader.reconcile("default/p") == Result()
-    assert _writes(h.cluster.calls[before:]) == [("patch", "pods", "p")]
+    assert object_writes(h.cluster.calls[before:]) == [("patch", "pods", "p")]
     assert h.devices("c") == [("node_a", "gpu-0")]
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 def test_a_new_leader_finds_the_race_its_predecessor_did_not_live_to_see() -> None:
@@ -297,11 +280,11 @@ def test_a_new_leader_finds_the_race_its_predecessor_did_not_live_to_see() -> No
     _sync(h, cache)
     assert new_leader.reconcile("default/p") == Result(requeue_after=SETTLE)
     assert h.devices("c") == [("node_a", "gpu-1")]
-    assert _gates(h, "p") == [GATE]
+    assert scheduling_gates(h, "p") == [GATE]
     h.clock.advance(SETTLE)
     _sync(h, cache)
     new_leader.reconcile("default/p")
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
 
 
 # -- after the gate: too late to undo, so tell an admin ----------------------------------------
@@ -312,7 +295,7 @@ def test_a_conflict_found_after_the_gate_is_reported_once_on_the_pod_and_both_cl
     h.add("resourceclaims", claim("c"), claim("theirs"))
     h.add("pods", pod("p", "c"), pod("q", "theirs", gated=False))
     h.reconcile("default/p")
-    assert _gates(h, "p") == []
+    assert scheduling_gates(h, "p") == []
     _scheduler_allocates(h, "theirs", "gpu-0", for_pod="q")
     h.reconcile("default/p")
     h.reconcile("default/p")
