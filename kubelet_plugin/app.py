@@ -308,7 +308,7 @@ class NodeAgent:
             plugins_dir=settings.plugins_dir,
             health_source=broadcaster,
             liveness_address=settings.liveness_address,
-            instance=settings.pod_uid,
+            pod_uid=settings.pod_uid,
         )
         self.server.start()
 

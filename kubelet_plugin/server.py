@@ -194,7 +194,7 @@ class PluginServer:
         health_source: HealthSource | None = None,
         liveness_address: str | None = None,
         liveness_timeout: float = DEFAULT_CHECK_TIMEOUT,
-        instance: str | None = None,
+        pod_uid: str | None = None,
         max_driver_calls: int = 8,
         max_rpc_workers: int = 16,
         stop_grace: float = 5.0,
@@ -203,8 +203,8 @@ class PluginServer:
 
         ``liveness_address``: ``host:port`` (port 0 picks a free one, see
         :attr:`liveness_address`) or ``unix:///absolute/path``; None serves no
-        liveness service. ``instance`` (the pod UID) names the sockets of one of
-        two plugin instances on a node during a rolling update.
+        liveness service. ``pod_uid`` names the sockets of one of two plugin
+        instances on a node during a rolling update.
         ``max_driver_calls`` bounds concurrent NodeDriver calls,
         ``max_rpc_workers`` concurrent RPCs on the DRA socket (each open health
         stream holds one). Raises InvalidInputError naming the field.
@@ -224,8 +224,8 @@ class PluginServer:
                     "gpu.dra-driver.io",
                 )
             )
-        self.registration_socket = registration_socket_path(registry, driver_name, instance)
-        self.dra_socket = dra_socket_path(plugins, driver_name, instance)
+        self.registration_socket = registration_socket_path(registry, driver_name, pod_uid)
+        self.dra_socket = dra_socket_path(plugins, driver_name, pod_uid)
         for path, field in (
             (self.registration_socket, "registryDir"),
             (self.dra_socket, "pluginsDir"),

@@ -2,30 +2,44 @@
 
 Light on purpose: the settings (imported at every CLI start) and the gRPC
 server share these names, and the settings must not pull gRPC in.
+
+With a pod UID (rolling updates with surge) the names carry the UID's first
+:data:`INSTANCE_LENGTH` hexadecimal digits rather than all 32: enough to tell
+the two pods of a node apart (a random UUID's 48 bits), and short enough for a
+socket path within the unix limit of 107 bytes under a long kubelet directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
-__all__ = ["dra_socket_path", "registration_socket_path"]
+__all__ = ["INSTANCE_LENGTH", "dra_socket_path", "instance_token", "registration_socket_path"]
+
+INSTANCE_LENGTH: Final = 12
+
+
+def instance_token(pod_uid: str) -> str:
+    """The part of ``pod_uid`` that names a plugin instance's sockets."""
+    return pod_uid.replace("-", "")[:INSTANCE_LENGTH].lower()
 
 
 def registration_socket_path(
-    registry_dir: Path, driver_name: str, instance: str | None = None
+    registry_dir: Path, driver_name: str, pod_uid: str | None = None
 ) -> Path:
     """The file the kubelet's plugin watcher finds: ``<registry dir>/<driver>-reg.sock``.
 
-    With ``instance`` (the pod UID, for rolling updates: spec/kubelet-plugin.md §1)
-    ``<driver>-<instance>-reg.sock``, so that the old and the new plugin pod of a
-    node register side by side.
+    With the plugin pod's UID (rolling updates) ``<driver>-<instance>-reg.sock``
+    (:func:`instance_token`), so that the old and the new pod of a node register
+    side by side.
     """
-    name = f"{driver_name}-{instance}-reg.sock" if instance else f"{driver_name}-reg.sock"
-    return registry_dir / name
+    if pod_uid:
+        return registry_dir / f"{driver_name}-{instance_token(pod_uid)}-reg.sock"
+    return registry_dir / f"{driver_name}-reg.sock"
 
 
-def dra_socket_path(plugins_dir: Path, driver_name: str, instance: str | None = None) -> Path:
+def dra_socket_path(plugins_dir: Path, driver_name: str, pod_uid: str | None = None) -> Path:
     """The endpoint the kubelet dials: ``<plugins dir>/<driver>/dra.sock``, or
-    ``dra-<instance>.sock`` with an instance (the pod UID, for rolling updates)."""
-    name = f"dra-{instance}.sock" if instance else "dra.sock"
+    ``dra-<instance>.sock`` with the plugin pod's UID (rolling updates)."""
+    name = f"dra-{instance_token(pod_uid)}.sock" if pod_uid else "dra.sock"
     return plugins_dir / driver_name / name

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.component
 
 OLD_UID = "0c8a1d5e-1111-4f3a-9d7e-6b2c4a8e0f01"
 NEW_UID = "7f3b2e9a-2222-4c1d-8e6f-9a0b1c2d3e4f"
+# Sockets carry the UID's first 12 hex digits.
+OLD, NEW = "0c8a1d5e1111", "7f3b2e9a2222"
 WAITING = "another plugin instance on this node holds"
 TOOK_OVER = "took over publishing the node's ResourceSlices"
 
@@ -59,14 +61,14 @@ def test_the_new_instance_serves_beside_the_old_one_and_takes_over_publishing(
                 "the new instance to wait for the publisher lock",
                 on_timeout=new.logs,
             )
-            old_reg = registry / f"{DRIVER}-{OLD_UID}-reg.sock"
-            new_reg = registry / f"{DRIVER}-{NEW_UID}-reg.sock"
+            old_reg = registry / f"{DRIVER}-{OLD}-reg.sock"
+            new_reg = registry / f"{DRIVER}-{NEW}-reg.sock"
             with (
                 KubeletStandin().register(old_reg) as to_old,
                 KubeletStandin().register(new_reg) as to_new,
             ):
-                assert to_old.endpoint == str(plugin_dir / f"dra-{OLD_UID}.sock")
-                assert to_new.endpoint == str(plugin_dir / f"dra-{NEW_UID}.sock")
+                assert to_old.endpoint == str(plugin_dir / f"dra-{OLD}.sock")
+                assert to_new.endpoint == str(plugin_dir / f"dra-{NEW}.sock")
 
                 # Prepared through the new instance...
                 api.put_claim(claim(0, ["gpu-0"]))
@@ -95,7 +97,7 @@ def test_the_new_instance_serves_beside_the_old_one_and_takes_over_publishing(
             assert new.record(TOOK_OVER) is None
             assert stop_plugin(old) == 0, old.logs()
             assert not old_reg.exists()
-            assert not (plugin_dir / f"dra-{OLD_UID}.sock").exists()
+            assert not (plugin_dir / f"dra-{OLD}.sock").exists()
             assert new_reg.is_socket()
             api.wait_for(
                 lambda: new.record(TOOK_OVER) is not None,

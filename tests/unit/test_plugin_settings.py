@@ -244,10 +244,11 @@ def test_a_pod_uid_names_the_sockets_of_one_instance_of_a_rolling_update() -> No
     uid = "6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
     pod = settings(POD_UID=uid)
     assert pod.pod_uid == uid
+    # The UID's first 12 hex digits: unique enough, and short for the unix socket limit.
     assert pod.registration_socket == Path(
-        f"/var/lib/kubelet/plugins_registry/gpu.dra-driver.io-{uid}-reg.sock"
+        "/var/lib/kubelet/plugins_registry/gpu.dra-driver.io-6f1c2d3e4a5b-reg.sock"
     )
-    assert pod.dra_socket.name == f"dra-{uid}.sock"
+    assert pod.dra_socket.name == "dra-6f1c2d3e4a5b.sock"
     assert pod.dra_socket.parent == pod.serialize_lock.parent == pod.publisher_lock.parent
     assert settings("--pod-uid", "", POD_UID=uid).pod_uid is None  # an empty flag turns it off
 
