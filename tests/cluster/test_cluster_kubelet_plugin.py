@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ from api.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
 from e2e.cluster.processes import free_port
+from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 DRIVER = "gpu.dra-driver.io"
 PROFILE = "1xH100-80GB,1xL4"
@@ -68,12 +70,20 @@ SHOW_DEVICES = [
 REGISTERED = "kubelet registered DRA driver"
 NAMESPACE = "dra-driver"
 POD_LABEL = "app.kubernetes.io/name=dra-driver-kubelet-plugin"
+DAEMON_SET = "dra-driver-kubelet-plugin"
+SUSPENDED = "dra-driver.test/suspended"
+WAITING = "another plugin instance on this node holds"
+TOOK_OVER = "took over publishing the node's ResourceSlices"
 
 
 class Plugin(Protocol):
     """The node's kubelet plugin, however it runs."""
 
     gpus: tuple[Gpu, ...]
+
+    @property
+    def instance(self) -> str:
+        """The pod UID it runs as (``--pod-uid``), which names its sockets."""
 
     def log_tail(self, lines: int = 30) -> str: ...
 
@@ -83,13 +93,22 @@ class Plugin(Protocol):
     def stop(self) -> int:
         """Stop it the way the kubelet stops a pod (SIGTERM, grace period); its exit status."""
 
+    def suspend(self) -> int:
+        """Stop it with nothing to take its place (a DaemonSet makes no new pod) until
+        :meth:`resume`; its exit status."""
+
+    def resume(self, cluster: ClusterUnderTest) -> None:
+        """Bring it back after :meth:`suspend`, until the kubelet has registered it."""
+
 
 class RunningPlugin:
     """``dra-driver kubelet-plugin`` as a process; stopped with SIGTERM, as the kubelet's
     pod would be."""
 
     def __init__(self, argv: list[str], log: Path, gpus: tuple[Gpu, ...]) -> None:
-        self.argv = argv
+        # A pod UID of its own, as the chart's pod gets from the downward API.
+        self.instance = str(uuid.uuid4())
+        self.argv = [*argv, f"--pod-uid={self.instance}"]
         self.log = log
         self.gpus = gpus
         self.process: subprocess.Popen[bytes] | None = None
@@ -131,6 +150,15 @@ class RunningPlugin:
             os.killpg(process.pid, signal.SIGKILL)
             return process.wait()
 
+    def suspend(self) -> int:
+        return self.stop()
+
+    def resume(self, cluster: ClusterUnderTest) -> None:
+        self.start(cluster)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
 
 class PluginPod:
     """The chart's kubelet-plugin DaemonSet's pod on the node, running the driver's image.
@@ -148,7 +176,13 @@ class PluginPod:
         self.gpus = gpus
         self.pod: dict[str, Any] | None = None
         self._last_log = ""
+        self._log_uid: str | None = None
         self._stopped: set[str] = set()
+
+    @property
+    def instance(self) -> str:
+        assert self.pod is not None, "no plugin pod yet"
+        return str(self.pod["metadata"]["uid"])
 
     def _log_file(self) -> Path | None:
         if self.pod is None:
@@ -158,6 +192,10 @@ class PluginPod:
 
     def _log(self) -> str:
         path = self._log_file()
+        uid = None if self.pod is None else self.pod["metadata"]["uid"]
+        if uid != self._log_uid:
+            # Another pod: the text kept from the last one is not its log.
+            self._log_uid, self._last_log = uid, ""
         if path is not None:
             # Gone with its pod: the last text read stays.
             with contextlib.suppress(OSError):
@@ -202,12 +240,16 @@ class PluginPod:
         )
 
     def stop(self) -> int:
-        from kubernetes import watch
 
         # The pod that runs now: after a stop without a start, the DaemonSet's next one.
         current = self._current_pod()
         if current is None:
             return 0
+        return self._stop_pod(current)
+
+    def _stop_pod(self, current: dict[str, Any]) -> int:
+        from kubernetes import watch
+
         self.pod = current
         core = core_api(self.api_client)
         meta = current["metadata"]
@@ -232,6 +274,27 @@ class PluginPod:
                 break
         return exit_code
 
+    def suspend(self) -> int:
+        current = self._current_pod()
+        apps_api(self.api_client).patch_namespaced_daemon_set(
+            DAEMON_SET, NAMESPACE, _suspend_patch(True)
+        )
+        if current is None:
+            return 0
+        # The DaemonSet deletes the pod too; deleting a terminating pod again is harmless.
+        return self._stop_pod(current)
+
+    def resume(self, cluster: ClusterUnderTest) -> None:
+        apps_api(self.api_client).patch_namespaced_daemon_set(
+            DAEMON_SET, NAMESPACE, _suspend_patch(False)
+        )
+        self.start(cluster)
+
+
+def _suspend_patch(on: bool) -> dict[str, Any]:
+    # A node selector no node matches: the DaemonSet removes its pod and makes none.
+    return {"spec": {"template": {"spec": {"nodeSelector": {SUSPENDED: "true" if on else None}}}}}
+
 
 def _plugin_command() -> list[str]:
     script = Path(sys.executable).with_name("dra-driver")
@@ -241,6 +304,26 @@ def _plugin_command() -> list[str]:
         sys.executable,
         "-c",
         "import sys; from dra_driver.cli.main import main; sys.exit(main())",
+    ]
+
+
+def _source_argv(cluster: ClusterUnderTest) -> list[str]:
+    """``dra-driver kubelet-plugin`` from the source tree, on the node's directories and the
+    chart's (see _chart_values), with the mock GPUs of this module."""
+    local = cluster.local
+    assert local is not None
+    return [
+        *_plugin_command(),
+        "kubelet-plugin",
+        f"--node-name={local.node_name}",
+        f"--kubeconfig={local.kubeconfig}",
+        f"--registry-dir={local.plugins_registry_dir}",
+        f"--plugins-dir={local.plugins_dir}",
+        f"--cdi-root={local.cdi_dir}",
+        f"--dev-root={local.directory / 'mock-dev'}",
+        f"--driver-root={local.directory / 'driver-root'}",
+        "--gpu-backend=mock",
+        f"--mock-profile={PROFILE}",
     ]
 
 
@@ -287,24 +370,11 @@ def kubelet_plugin(local_cluster: ClusterUnderTest, device_classes: list[str]) -
         yield from _plugin_pod(local_cluster)
         return
     dev_root = cluster.directory / "mock-dev"
-    argv = [
-        *_plugin_command(),
-        "kubelet-plugin",
-        f"--node-name={cluster.node_name}",
-        f"--kubeconfig={cluster.kubeconfig}",
-        f"--registry-dir={cluster.plugins_registry_dir}",
-        f"--plugins-dir={cluster.plugins_dir}",
-        f"--cdi-root={cluster.cdi_dir}",
-        f"--dev-root={dev_root}",
-        "--gpu-backend=mock",
-        f"--mock-profile={PROFILE}",
-    ]
     plugin = RunningPlugin(
-        argv,
+        _source_argv(local_cluster),
         cluster.logs_dir / "kubelet-plugin.log",
         MockBackend(cluster.node_name, PROFILE).discover().gpus,
     )
-    registration = cluster.plugins_registry_dir / f"{DRIVER}-reg.sock"
     try:
         plugin.start(local_cluster)
         yield plugin
@@ -316,7 +386,8 @@ def kubelet_plugin(local_cluster: ClusterUnderTest, device_classes: list[str]) -
         )
         shutil.rmtree(dev_root, ignore_errors=True)
     assert code == 0, f"the plugin exited {code} on SIGTERM\n{plugin.log_tail()}"
-    assert not registration.exists(), "the plugin left its registration socket behind"
+    left = sorted(cluster.plugins_registry_dir.glob(f"{DRIVER}*-reg.sock"))
+    assert not left, f"the plugin left registration sockets behind: {left}"
 
 
 def apps_api(api_client: Any) -> Any:
@@ -338,7 +409,6 @@ def _plugin_pod(local_cluster: ClusterUnderTest) -> Iterator[Plugin]:
         cluster.node_paths.pod_logs,
         MockBackend(cluster.node_name, PROFILE).discover().gpus,
     )
-    registration = cluster.plugins_registry_dir / f"{DRIVER}-reg.sock"
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     code = 0
     try:
@@ -368,7 +438,8 @@ def _plugin_pod(local_cluster: ClusterUnderTest) -> Iterator[Plugin]:
         shutil.rmtree(cluster.directory / "mock-dev", ignore_errors=True)
     assert not not_deleted, f"chart objects not deleted: {not_deleted}"
     assert code == 0, f"the plugin pod's container exited {code} on deletion\n{plugin.log_tail()}"
-    assert not registration.exists(), "the plugin left its registration socket behind"
+    left = sorted(cluster.plugins_registry_dir.glob(f"{DRIVER}*-reg.sock"))
+    assert not left, f"the plugin left registration sockets behind: {left}"
 
 
 def _cdi_specs(cdi_dir: Path, claim_uid: str) -> list[dict[str, Any]]:
@@ -677,7 +748,7 @@ def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again
     container = read_json(core.read_namespaced_pod, "survivor", namespace)["status"][
         "containerStatuses"
     ][0]
-    socket = cluster.plugins_dir / DRIVER / "dra.sock"
+    socket = dra_socket_path(cluster.plugins_dir, DRIVER, kubelet_plugin.instance)
     # The kubelet's retry: the same NodePrepareResources again returns the same IDs.
     ids = _prepare_again(socket, namespace, claim, uid)
     spec_devices = {
@@ -690,6 +761,7 @@ def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again
     assert kubelet_plugin.stop() == 0, kubelet_plugin.log_tail()
     kubelet_plugin.start(local_cluster)
     # ... and the restarted plugin answers it identically, from its checkpoint.
+    socket = dra_socket_path(cluster.plugins_dir, DRIVER, kubelet_plugin.instance)
     assert _prepare_again(socket, namespace, claim, uid) == ids
 
     # The new process recovered the claim from its checkpoint: the spec the running
@@ -715,3 +787,100 @@ def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again
         context=kubelet_plugin.log_tail,
     )
     assert uid not in checkpoint.read_text()
+
+
+def test_a_surge_instance_serves_beside_the_plugin_and_takes_over_when_it_stops(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """A rolling update with max surge: the new instance (its own pod UID) registers beside
+    the running one, the kubelet calls the newest, and once the old one is gone the new one
+    publishes the node's slices and unprepares what was prepared."""
+    cluster = local_cluster.local
+    assert cluster is not None
+    (cluster.directory / "driver-root").mkdir(exist_ok=True)
+    surge = RunningPlugin(
+        _source_argv(local_cluster),
+        cluster.logs_dir / "kubelet-plugin-surge.log",
+        kubelet_plugin.gpus,
+    )
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    suspended = False
+    try:
+        surge.start(local_cluster)
+        wait_for(
+            "the surge instance to leave publishing to the running one",
+            lambda: WAITING in surge.log_text(),
+            cluster=local_cluster,
+            context=surge.log_tail,
+        )
+        assert registration_socket_path(
+            cluster.plugins_registry_dir, DRIVER, surge.instance
+        ).is_socket()
+        assert dra_socket_path(cluster.plugins_dir, DRIVER, kubelet_plugin.instance).is_socket()
+
+        gpu = _l4(kubelet_plugin)
+        resources.create_namespaced_resource_claim_template(
+            namespace,
+            claim_template("surge-l4", f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'),
+        )
+        core.create_namespaced_pod(
+            namespace, pod_with_claim("surged", SHOW_DEVICES, template="surge-l4")
+        )
+        _run_until_running(api_client, local_cluster, surge, namespace, "surged")
+        claim = generated_claim_name(api_client, namespace, "surged")
+        assert claim
+        uid = _claim_uid(api_client, namespace, claim)
+        # The kubelet called the newest registration.
+        assert f"prepared claim {namespace}/{claim} (UID {uid})" in surge.log_text()
+
+        # The old instance goes; the new one takes over publishing the node's slices.
+        assert kubelet_plugin.suspend() == 0, kubelet_plugin.log_tail()
+        suspended = True
+        wait_for(
+            "the surge instance to take over publishing",
+            lambda: TOOK_OVER in surge.log_text(),
+            cluster=local_cluster,
+            context=surge.log_tail,
+        )
+        slices = resources.list_resource_slice(
+            field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
+        ).items
+        assert slices
+        wiped = slices[0].metadata.name
+        resources.delete_resource_slice(wiped)
+        wait_for(
+            "the surge instance to publish the deleted slice again",
+            lambda: any(
+                s.metadata.name == wiped
+                for s in resources.list_resource_slice(
+                    field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
+                ).items
+            ),
+            cluster=local_cluster,
+            context=surge.log_tail,
+        )
+
+        # It unprepares the claim the pod held, from the checkpoint both instances share.
+        core.delete_namespaced_pod("surged", namespace, grace_period_seconds=0)
+        wait_for(
+            "the claim and its CDI spec to be gone",
+            lambda: (
+                is_gone(lambda: resources.read_namespaced_resource_claim(claim, namespace))
+                and not _cdi_specs(cluster.cdi_dir, uid)
+            ),
+            cluster=local_cluster,
+            timeout_s=90,
+            context=surge.log_tail,
+        )
+        assert f"unprepared claim {namespace}/{claim} (UID {uid})" in surge.log_text()
+        checkpoint = cluster.plugins_dir / DRIVER / "checkpoint.json"
+        assert uid not in checkpoint.read_text()
+    finally:
+        code = surge.stop()
+        if suspended:
+            kubelet_plugin.resume(local_cluster)
+    assert code == 0, surge.log_tail()
+    assert not registration_socket_path(
+        cluster.plugins_registry_dir, DRIVER, surge.instance
+    ).exists()

@@ -1,0 +1,52 @@
+"""``make demo`` (``python -m e2e.demo``), the README's first command, run by the suite.
+
+The demo starts a local cluster of its own beside the session's (each has its
+own directory and ports), applies deploy/examples/demo with the kubelet plugin
+and the controller running, prints one row per pod and tears everything down.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cluster_access import ClusterUnderTest
+
+REPO = Path(__file__).resolve().parents[2]
+PODS = ("controller-placed", "scheduler-placed", "shared-a", "shared-b", "time-sliced")
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    """The table's first line per pod, split on runs of blanks (cells hold no blanks)."""
+    rows: dict[str, list[str]] = {}
+    for line in table.splitlines():
+        cells = line.split()
+        if cells and cells[0] in PODS and cells[0] not in rows:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_the_demo_places_every_pod_and_leaves_nothing_running(
+    local_cluster: ClusterUnderTest,
+) -> None:
+    if local_cluster.local is None:
+        pytest.skip("the demo starts a local cluster of its own, which needs the local tier")
+    result = subprocess.run(
+        [sys.executable, "-m", "e2e.demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    report = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, report
+    rows = _rows(result.stdout)
+    assert sorted(rows) == sorted(PODS), report
+    # POD CLAIM PLACED-BY NODE DEVICES ...: the gated pod by the controller, the rest by
+    # the scheduler, all on the demo's node.
+    assert rows["controller-placed"][2] == "controller", report
+    assert {rows[p][2] for p in PODS if p != "controller-placed"} == {"scheduler"}, report
+    assert "pods deleted, their claims unprepared (CDI specs gone)" in result.stderr, report
