@@ -265,7 +265,7 @@ class GpuDriver:
         try:
             with self._serialised():
                 return {claim.uid: self._prepare_one(claim) for claim in claims}
-        except CheckpointError as err:
+        except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
             return {
                 claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
                 for claim in claims
@@ -281,7 +281,7 @@ class GpuDriver:
             with self._serialised():
                 answers.update((claim.uid, self._unprepare_one(claim)) for claim in claims)
                 self._commit()
-        except CheckpointError as err:
+        except (CheckpointError, OSError) as err:
             log.error("unprepare: %s", err)
             return {
                 uid: answer or f"claim UID {uid}: unpreparing failed: {err}; the kubelet retries"

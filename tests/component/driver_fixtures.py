@@ -28,6 +28,7 @@ from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.driver import FaultPoint, GpuDriver
+from kubelet_plugin.node_lock import NodeFileLock
 
 DRIVER = "gpu.dra-driver.io"
 NODE = "node-a"
@@ -135,6 +136,7 @@ def make_driver(
     gpus: int = 8,
     boot_id: str = BOOT_ID,
     fault_hook: Callable[[FaultPoint], None] | None = None,
+    node_lock: NodeFileLock | None = None,
 ) -> GpuDriver:
     """A driver on real files under ``root``; not started."""
     make_host(root, gpus)
@@ -147,6 +149,7 @@ def make_driver(
         host=scan_host_files(root / "host", root / "driver", None),
         boot_id=boot_id,
         fault_hook=fault_hook,
+        node_lock=node_lock,
     )
 
 

@@ -8,7 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from driver_fixtures import claim, claim_uid, expected_id, make_driver, spec_path
 
+from kubelet_plugin.claim_source import FakeClaimSource
+from kubelet_plugin.node_driver import ClaimRef
 from kubelet_plugin.node_lock import NodeFileLock
 
 pytestmark = pytest.mark.component
@@ -98,3 +101,41 @@ def test_a_held_lock_is_taken_over_once_released(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_two_drivers_of_one_node_take_turns_and_see_each_others_claims(tmp_path: Path) -> None:
+    claims = FakeClaimSource()
+    lock_path = tmp_path / "plugin" / "serialize.lock"
+    old = make_driver(tmp_path, claims, node_lock=NodeFileLock(lock_path))
+    new = make_driver(tmp_path, claims, node_lock=NodeFileLock(lock_path))
+    old.start()
+    new.start()
+    claims.put(claim(0, ["gpu-0"]))
+    claims.put(claim(1, ["gpu-0"]))
+    first = ClaimRef(namespace="default", name="claim-0", uid=claim_uid(0))
+    second = ClaimRef(namespace="default", name="claim-1", uid=claim_uid(1))
+
+    assert new.prepare([first])[claim_uid(0)].error is None
+    refused = old.prepare([second])[claim_uid(1)].error
+    assert refused is not None and "already prepared for claim default/claim-0" in refused
+    assert old.unprepare([first]) == {claim_uid(0): None}
+    assert not spec_path(tmp_path, 0).exists()
+    assert new.prepare([second])[claim_uid(1)].error is None
+    assert sorted(old.prepare([second])[claim_uid(1)].devices[0].cdi_device_ids) == [
+        expected_id(1, "gpu-0")
+    ]
+
+
+def test_a_node_lock_that_cannot_be_taken_is_an_answer_not_a_crash(tmp_path: Path) -> None:
+    claims = FakeClaimSource()
+    (tmp_path / "not-a-directory").write_text("")
+    broken = NodeFileLock(tmp_path / "not-a-directory" / "serialize.lock")
+    driver = make_driver(tmp_path, claims, node_lock=broken)
+    with pytest.raises(OSError):
+        driver.start()  # start-up fails loudly: the plugin exits and says why
+    claims.put(claim(0, ["gpu-0"]))
+    ref = ClaimRef(namespace="default", name="claim-0", uid=claim_uid(0))
+    error = driver.prepare([ref])[claim_uid(0)].error
+    assert error is not None and "not-a-directory" in error and "retries" in error
+    answer = driver.unprepare([ref])[claim_uid(0)]
+    assert answer is not None and "not-a-directory" in answer
