@@ -22,6 +22,9 @@ Scenarios, each printed as one JSON object:
 - ``concurrent``: 100 claims of 1 GPU each submitted at once from 100 threads;
   latency per claim and wall time per round.
 
+``--node-lock`` runs every call holding the node's file lock, as the plugin does
+with ``--pod-uid`` (rolling updates; the chart's default).
+
 Benchmarks print figures; they never pass or fail on time.
 """
 
@@ -52,6 +55,7 @@ from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.node_lock import NodeFileLock
 
 DRIVER = "gpu.dra-driver.io"
 NODE = "bench-node"
@@ -93,7 +97,7 @@ def filesystem_of(path: Path) -> str:
 class Node:
     """A GpuDriver with ``gpus`` mock GPUs on fake host roots under ``root``."""
 
-    def __init__(self, root: Path, cdi_root: Path, gpus: int) -> None:
+    def __init__(self, root: Path, cdi_root: Path, gpus: int, *, node_lock: bool = False) -> None:
         dev = root / "host" / "dev"
         dev.mkdir(parents=True)
         for name in [f"nvidia{i}" for i in range(gpus)] + ["nvidiactl", "nvidia-uvm"]:
@@ -133,6 +137,8 @@ class Node:
             cdi=CdiWriter(cdi_root, DRIVER),
             host=scan_host_files(root / "host", root / "driver", "/usr/bin/nvidia-cdi-hook"),
             boot_id="bench-boot",
+            # As the chart runs it (--pod-uid): every call holds the node's file lock.
+            node_lock=NodeFileLock(root / "state" / "serialize.lock") if node_lock else None,
         )
         self.driver.start()
         self._counter = 0
@@ -249,6 +255,12 @@ def main() -> None:
         default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
         help="parent of the CDI root (default /dev/shm, a tmpfs)",
     )
+    parser.add_argument(
+        "--node-lock",
+        action="store_true",
+        help="serialise every call through the node's file lock, as a plugin run with "
+        "--pod-uid (the chart's default) does",
+    )
     args = parser.parse_args()
     runs: dict[str, tuple[int, Callable[[Node], dict[str, Any]]]] = {
         "single": (8, lambda node: sequential(node, args.iterations, 1)),
@@ -261,9 +273,10 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="prepare-bench-", dir=args.dir))
         cdi_parent = Path(tempfile.mkdtemp(prefix="prepare-bench-cdi-", dir=args.cdi_dir))
         try:
-            figures = run(Node(root, cdi_parent / "cdi", gpus))
+            figures = run(Node(root, cdi_parent / "cdi", gpus, node_lock=args.node_lock))
             figures = {
                 "scenario": name,
+                "node_lock": args.node_lock,
                 **figures,
                 "checkpoint_fs": filesystem_of(root),
                 "cdi_root_fs": filesystem_of(cdi_parent),
