@@ -34,8 +34,9 @@ of these (every write goes through the leader fence first):
    it is nominated from the write on). When the key comes back, the cache
    (kept current by the watches) is checked for another claim holding one of
    our devices, by the allocator's own in-use state
-   (:func:`device_conflicts`: exclusive devices, consumed capacity of shared
-   ones, counters of partitions; ``adminAccess`` never counts). Our claim
+   (:func:`~dra_driver.allocator.conflicts.device_conflicts`: exclusive
+   devices, consumed capacity of shared ones, counters of partitions;
+   ``adminAccess`` never counts). Our claim
    yields to a claim a pod has reserved, to one someone else allocated, and
    to one of ours whose pod has no gate any more; between two claims of ours
    whose pods both wait (the assume-cache rules it out) the later key yields.
@@ -98,7 +99,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 from api import limits
 from api.errors import (
@@ -111,7 +112,6 @@ from api.resource_v1 import (
     AllocationResult,
     ResourceClaim,
     ResourceClaimStatus,
-    describe,
     dump,
 )
 from controller.cache import ClusterCache, claim_key, decode
@@ -120,20 +120,18 @@ from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClie
 from controller.metrics import ControllerMetrics
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
 from controller.workqueue import WorkQueue
-from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
+from dra_driver.allocator import POLICIES, allocate, explain
+from dra_driver.allocator.conflicts import DeviceConflict, device_conflicts
 from dra_driver.allocator.explanation import FILTER_TIMEOUT
-from dra_driver.allocator.inventory import DeviceRecord, PoolGeneration, device_id
 from dra_driver.allocator.nodes import compile_node_selector
 
 __all__ = [
     "CONFLICT_ATTEMPTS",
     "AlwaysLeader",
-    "DeviceConflict",
     "Fence",
     "NotLeaderError",
     "Placer",
     "Result",
-    "device_conflicts",
     "run_worker",
 ]
 
@@ -262,95 +260,6 @@ def _claim_ref(claim: ResourceClaim) -> ObjectRef:
 
 def _label(claim: ResourceClaim) -> str:
     return f"{claim.metadata.namespace}/{claim.metadata.name}"
-
-
-ConflictKind = Literal["exclusive", "capacity", "counters"]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceConflict:
-    """One device of claim ``claim`` that other claims hold too.
-
-    ``kind`` says how: ``exclusive`` (the device is held by another claim, one of
-    the two holding it whole), ``capacity`` (shares whose consumed capacity sums
-    to more than the device has), ``counters`` (partitions of one physical device
-    that together consume more counters than the pool publishes).
-    """
-
-    #: ``namespace/name`` of the claim examined.
-    claim: str
-    #: ``driver/pool/device``.
-    device: str
-    kind: ConflictKind
-    #: ``namespace/name`` of the other claims, sorted.
-    others: tuple[str, ...]
-
-
-def _claim_keys(labels: Sequence[str], own: str) -> tuple[str, ...]:
-    """Snapshot holder labels (``claim ns/name``) other than ``own``, as claim keys."""
-    return tuple(sorted({label.partition(" ")[2] for label in labels if label != own}))
-
-
-def _device_record(
-    snapshot: Snapshot, driver: str, pool: str, name: str
-) -> tuple[DeviceRecord | None, PoolGeneration | None]:
-    """The device as the allocator sees it (its pool's newest generation), if published."""
-    view = snapshot.view(snapshot.pool_node(driver, pool))
-    for pool_view in view.pools:
-        generation = pool_view.generation
-        if generation.driver == driver and generation.pool == pool:
-            return generation.devices_by_name.get(name), generation
-    return None, None
-
-
-def device_conflicts(snapshot: Snapshot, claim: ResourceClaim) -> list[DeviceConflict]:
-    """Devices of ``claim`` (allocated, and registered in ``snapshot``) that are
-    allocated beyond what they allow, with the other claims involved.
-
-    The snapshot's in-use state is the allocator's own (spec/allocator.md §2, §5.5,
-    §6), so this finds exactly what the allocator would have refused had it seen
-    both claims: a result with ``adminAccess`` never conflicts; an exclusive
-    result conflicts with any other holder; a shared result (``shareID``)
-    conflicts with an exclusive holder, or when the shares' consumed capacity
-    exceeds the device's; any result conflicts when its pool's counters are
-    over-committed by devices that consume the same counters.
-    """
-    label = describe(claim)
-    key = _label(claim)
-    allocation = claim.status.allocation if claim.status is not None else None
-    devices = allocation.devices if allocation is not None else None
-    found: list[DeviceConflict] = []
-    for result in (devices.results if devices is not None else None) or []:
-        if result.admin_access:
-            continue
-        dev = device_id(result.driver, result.pool, result.device)
-        exclusive = _claim_keys(snapshot.users(dev), label)
-        shares = _claim_keys(snapshot.share_holders(dev), label)
-        record, generation = _device_record(snapshot, result.driver, result.pool, result.device)
-        if result.share_id is None:
-            if exclusive or shares:
-                others = tuple(sorted({*exclusive, *shares}))
-                found.append(DeviceConflict(key, dev, "exclusive", others))
-        elif exclusive:
-            found.append(DeviceConflict(key, dev, "exclusive", exclusive))
-        elif shares and record is not None:
-            consumed = snapshot.aggregated(dev)
-            if any(consumed.get(name, 0) > entry.total for name, entry in record.capacity.items()):
-                found.append(DeviceConflict(key, dev, "capacity", shares))
-        if record is None or generation is None or not record.consumes:
-            continue
-        available = snapshot.counters_available(generation)
-        short = {counter for counter, _ in record.consumes if available.get(counter, 0) < 0}
-        if not short:
-            continue
-        holders: list[str] = []
-        for other in generation.devices_by_name.values():
-            if other.id != dev and any(counter in short for counter, _ in other.consumes):
-                holders += snapshot.users(other.id) + snapshot.share_holders(other.id)
-        others = _claim_keys(holders, label)
-        if others:
-            found.append(DeviceConflict(key, dev, "counters", others))
-    return found
 
 
 class Placer:

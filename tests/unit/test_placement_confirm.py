@@ -31,8 +31,9 @@ from api.resource_v1 import ResourceClaim
 from controller.cache import ClusterCache
 from controller.events import EventRecorder
 from controller.metrics import ControllerMetrics
-from controller.placement import DeviceConflict, Placer, Result, device_conflicts
+from controller.placement import Placer, Result
 from dra_driver.allocator import Snapshot
+from dra_driver.allocator.conflicts import DeviceConflict, device_conflicts
 
 SETTLE = 2.0
 PLACED_FOR = f"{DRIVER}/placed-for"
