@@ -176,11 +176,7 @@ class Settings(BaseModel):
     @field_validator("kubeconfig", "config", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        if isinstance(value, str | Path):
-            return Path(value).absolute()
-        return value
+        return flags.optional_absolute_path(value)
 
     @field_validator("config_map", mode="before")
     @classmethod

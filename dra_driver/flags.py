@@ -28,6 +28,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -41,6 +42,7 @@ __all__ = [
     "FlagSet",
     "define_flag",
     "env_twin",
+    "optional_absolute_path",
     "split_host_port",
 ]
 
@@ -209,6 +211,17 @@ class FlagSet(Generic[SettingsT]):
         An unknown flag exits through argparse (status 2) like any CLI error.
         """
         return self.settings_from_args(self.build_parser().parse_args(argv), environ)
+
+
+def optional_absolute_path(value: Any) -> Any:
+    """A path setting's raw value, before validation: None for a missing or blank one
+    (an empty twin turns the setting off), an absolute Path for text or a Path (relative
+    ones taken from the working directory); anything else is left to the model to refuse."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str | Path):
+        return Path(value).absolute()
+    return value
 
 
 def split_host_port(address: str, *, example_port: int = 8080) -> tuple[str, int]:

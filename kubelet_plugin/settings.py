@@ -264,11 +264,7 @@ class Settings(BaseModel):
     )
     @classmethod
     def _absolute_path(cls, value: Any) -> Any:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        if isinstance(value, str | Path):
-            return Path(value).absolute()
-        return value
+        return flags.optional_absolute_path(value)
 
     @field_validator("pod_uid", mode="before")
     @classmethod
