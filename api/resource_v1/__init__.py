@@ -1,0 +1,165 @@
+"""Pydantic models of the ``resource.k8s.io/v1`` objects and the v1 Node that the driver uses.
+
+Contracts every caller may rely on:
+
+- Python attributes are the snake_case of the JSON names; models accept either
+  form on input and :func:`dump` writes the JSON (camelCase) names. Irregular JSON
+  names carry explicit aliases: ``shareID`` (``share_id``) and the attribute value
+  keys ``int``/``bool`` (``int_``/``bool_``).
+- Decoding is strict like the API server's JSON decoder: ``"5"`` is not an
+  integer, ``1`` is not a boolean. Structural problems (wrong types, missing
+  required fields, a ``version`` attribute that is not a semantic version, a
+  malformed quantity) fail in :func:`parse_object`; everything the API server
+  checks beyond structure is in :mod:`api.validation`.
+- Optional fields default to ``None``, lists and maps too, so "unset" and "empty"
+  stay apart. Unknown fields are kept (``extra="allow"``) and written back by
+  :func:`dump`, so an object from a newer API server round-trips without loss.
+- Quantities are :class:`api.quantity.Quantity` and are written back in the API
+  server's canonical form.
+
+Hot path: a benchmark decodes thousands of slices. The only Python code run per
+field is quantity parsing (memoised per distinct string) and the semver check of
+``version`` attributes (memoised too); everything else is pydantic-core.
+
+Layout: the base model and self-parsing field types in :mod:`.base`, metadata in
+:mod:`.meta`, one module per kind (:mod:`.node`, :mod:`.resource_slice`,
+:mod:`.device_class`, :mod:`.resource_claim`) and decoding/encoding in
+:mod:`.codec`. Import from this package: its names are the contract.
+"""
+
+from __future__ import annotations
+
+from api.resource_v1.base import (
+    K8sModel,
+    QuantityField,
+    parse_quantity,
+    parse_version,
+)
+from api.resource_v1.codec import (
+    ParsedObject,
+    UnknownKindError,
+    describe,
+    dump,
+    field_errors,
+    field_path,
+    parse_object,
+)
+from api.resource_v1.device_class import (
+    CELDeviceSelector,
+    DeviceClass,
+    DeviceClassConfiguration,
+    DeviceClassSpec,
+    DeviceSelector,
+    OpaqueDeviceConfiguration,
+)
+from api.resource_v1.meta import Condition, K8sObject, ObjectMeta, OwnerReference
+from api.resource_v1.node import (
+    Node,
+    NodeSelector,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
+    NodeSpec,
+    NodeStatus,
+    Taint,
+)
+from api.resource_v1.resource_claim import (
+    AllocatedDeviceStatus,
+    AllocationResult,
+    CapacityRequirements,
+    DeviceAllocationConfiguration,
+    DeviceAllocationResult,
+    DeviceClaim,
+    DeviceClaimConfiguration,
+    DeviceConstraint,
+    DeviceRequest,
+    DeviceRequestAllocationResult,
+    DeviceSubRequest,
+    DeviceToleration,
+    ExactDeviceRequest,
+    NetworkDeviceData,
+    ResourceClaim,
+    ResourceClaimConsumerReference,
+    ResourceClaimSpec,
+    ResourceClaimStatus,
+    ResourceClaimTemplate,
+    ResourceClaimTemplateSpec,
+)
+from api.resource_v1.resource_slice import (
+    AttributeValue,
+    CapacityRequestPolicy,
+    CapacityRequestPolicyRange,
+    Counter,
+    CounterSet,
+    Device,
+    DeviceAttribute,
+    DeviceCapacity,
+    DeviceCounterConsumption,
+    DeviceTaint,
+    ResourcePool,
+    ResourceSlice,
+    ResourceSliceSpec,
+)
+
+__all__ = [
+    "AllocatedDeviceStatus",
+    "AllocationResult",
+    "AttributeValue",
+    "CELDeviceSelector",
+    "CapacityRequestPolicy",
+    "CapacityRequestPolicyRange",
+    "CapacityRequirements",
+    "Condition",
+    "Counter",
+    "CounterSet",
+    "Device",
+    "DeviceAllocationConfiguration",
+    "DeviceAllocationResult",
+    "DeviceAttribute",
+    "DeviceCapacity",
+    "DeviceClaim",
+    "DeviceClaimConfiguration",
+    "DeviceClass",
+    "DeviceClassConfiguration",
+    "DeviceClassSpec",
+    "DeviceConstraint",
+    "DeviceCounterConsumption",
+    "DeviceRequest",
+    "DeviceRequestAllocationResult",
+    "DeviceSelector",
+    "DeviceSubRequest",
+    "DeviceTaint",
+    "DeviceToleration",
+    "ExactDeviceRequest",
+    "K8sModel",
+    "K8sObject",
+    "NetworkDeviceData",
+    "Node",
+    "NodeSelector",
+    "NodeSelectorRequirement",
+    "NodeSelectorTerm",
+    "NodeSpec",
+    "NodeStatus",
+    "ObjectMeta",
+    "OpaqueDeviceConfiguration",
+    "OwnerReference",
+    "ParsedObject",
+    "QuantityField",
+    "ResourceClaim",
+    "ResourceClaimConsumerReference",
+    "ResourceClaimSpec",
+    "ResourceClaimStatus",
+    "ResourceClaimTemplate",
+    "ResourceClaimTemplateSpec",
+    "ResourcePool",
+    "ResourceSlice",
+    "ResourceSliceSpec",
+    "Taint",
+    "UnknownKindError",
+    "describe",
+    "dump",
+    "field_errors",
+    "field_path",
+    "parse_object",
+    "parse_quantity",
+    "parse_version",
+]
