@@ -19,7 +19,8 @@ UnsatisfiableError          valid input, no allocation fits    1           yes, 
 ==========================  =================================  ==========  ===========
 
 The kubelet plugin maps them to per-claim errors in its gRPC responses, the
-controller to Kubernetes Events.
+controller to Kubernetes Events. :class:`ExitCode` holds the exit codes of every
+``dra-driver`` subcommand, the offline tools and both agents.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``dra-driver`` subcommand (offline tools and agents)."""
+
+    OK = 0
+    #: Valid input without a result now: no allocation fits, discovery failed, an agent
+    #: stopped on an error. A retry may help.
+    FAILED = 1
+    #: Invalid input or flags: the message names the file, object or flag and the fix.
+    INVALID = 2
 
 
 class DraDriverError(Exception):

@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from controller.kube import ApiError, KubernetesClient, load_api_client  # noqa: E402
+from agent_kit.kube import ApiError, KubernetesClient, load_api_client  # noqa: E402
 
 GATE = "gpu.dra-driver.io/placement"
 

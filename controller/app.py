@@ -1,6 +1,6 @@
 """``dra-driver controller``: the parts put together, and ``dra-driver explain claim`` live.
 
-:class:`Controller` wires the watches (one :class:`~controller.kube.Reflector`
+:class:`Controller` wires the watches (one :class:`~agent_kit.kube.Reflector`
 per resource into the :class:`~controller.cache.ClusterCache`), the work queue,
 the placement workers, the leader elector, the cluster pool and DeviceClass
 sync, metrics and the probe endpoints. Threads:
@@ -41,11 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
-from api.errors import DraDriverError, InvalidInputError
-from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
-from controller.cache import ClusterCache, decode
-from controller.events import EventRecorder
-from controller.kube import (
+from agent_kit.kube import (
     ApiError,
     ClusterClient,
     KubernetesClient,
@@ -55,6 +51,11 @@ from controller.kube import (
     call_with_retries,
     load_api_client,
 )
+from agent_kit.logs import configure_logging
+from api.errors import DraDriverError, ExitCode, InvalidInputError
+from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
+from controller.cache import ClusterCache, decode
+from controller.events import EventRecorder
 from controller.leader import LeaderElector
 from controller.metrics import ControllerMetrics, EndpointServer
 from controller.placement import AlwaysLeader, Fence, Placer, run_worker
@@ -67,7 +68,6 @@ from controller.pools import (
 from controller.settings import Settings, settings_from_args
 from controller.workqueue import WorkQueue
 from dra_driver.allocator import Explanation, Snapshot, explain
-from dra_driver.logs import configure_logging
 
 __all__ = [
     "Controller",
@@ -91,10 +91,6 @@ WATCHED: Final[tuple[Resource, ...]] = (
 POD_SELECTOR: Final = "status.phase!=Succeeded,status.phase!=Failed"
 CONFIG_SYNC_S: Final = 30.0
 LIVENESS_FAILURES: Final = 10
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_INVALID: Final = 2
 
 
 # --- The controller -----------------------------------------------------------------------
@@ -317,7 +313,7 @@ def run(settings: Settings, *, client: ClusterClient | None = None) -> int:
             api_client = load_api_client(str(settings.kubeconfig) if settings.kubeconfig else None)
         except Exception as err:  # the client raises its own ConfigException and OSErrors
             log.error("cannot load the cluster configuration", extra={"error": str(err)})
-            return EXIT_FAILED
+            return ExitCode.FAILED
         client = KubernetesClient(api_client, timeout_s=settings.api_timeout_seconds)
     controller = Controller(settings, client)
 
@@ -333,7 +329,7 @@ def run(settings: Settings, *, client: ClusterClient | None = None) -> int:
     controller.stop.wait()
     controller.shutdown()
     log.info("stopped")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def main(args: argparse.Namespace, *, prog: str = "dra-driver") -> int:
@@ -342,7 +338,7 @@ def main(args: argparse.Namespace, *, prog: str = "dra-driver") -> int:
         settings = settings_from_args(args)
     except InvalidInputError as err:
         print(f"{prog} controller: error: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     return run(settings)
 
 
@@ -409,7 +405,7 @@ def run_explain_claim(
             f"{prog}: error: use 'explain claim NAMESPACE/NAME' (or 'explain -f FILE')",
             file=sys.stderr,
         )
-        return EXIT_INVALID
+        return ExitCode.INVALID
     namespace, name = target[1].split("/")
     try:
         if client is None:
@@ -417,16 +413,16 @@ def run_explain_claim(
         explanation = explain_claim(client, namespace, name, node=node)
     except ApiError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     except DraDriverError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     except Exception as err:  # the client's ConfigException: no kubeconfig, no cluster
         print(f"{prog}: error: cannot reach the cluster: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     if output == "json":
         json.dump(explanation.to_json(), out, indent=2)
         out.write("\n")
     else:
         out.write(explanation.render_table())
-    return EXIT_OK
+    return ExitCode.OK

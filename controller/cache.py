@@ -1,7 +1,7 @@
 """The controller's picture of the cluster, kept up to date by the watches.
 
-:class:`ClusterCache` is the :class:`~controller.kube.Sink` of every
-:class:`~controller.kube.Reflector`. It decodes each object once and keeps:
+:class:`ClusterCache` is the :class:`~agent_kit.kube.Sink` of every
+:class:`~agent_kit.kube.Reflector`. It decodes each object once and keeps:
 
 - ResourceSlices, DeviceClasses and Nodes, and from them (plus the allocated
   claims) one allocator :class:`~dra_driver.allocator.Snapshot`. A slice
@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agent_kit.kube import Resource
 from api.errors import InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
@@ -57,7 +58,6 @@ from api.resource_v1 import (
     describe,
     field_errors,
 )
-from controller.kube import Resource
 from controller.scheduling import NodeFacts, NodeUsage, PodInfo, Requests, node_facts, parse_pod
 from dra_driver.allocator import Snapshot
 from dra_driver.allocator.snapshot import PoolKey

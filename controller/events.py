@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from controller.kube import ApiError, ClusterClient
+from agent_kit.kube import ApiError, ClusterClient
 
 __all__ = ["EventRecorder", "ObjectRef"]
 

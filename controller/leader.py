@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClient
+from agent_kit.kube import ApiError, ClusterClient, ConflictError, NotFoundError
 
 __all__ = ["LeaderElector", "micro_time"]
 
@@ -138,9 +138,7 @@ class LeaderElector:
     def _try(self, now: float) -> bool:
         try:
             lease = self.client.get("leases", self.name, namespace=self.namespace)
-        except ApiError as err:
-            if err.status != HTTP_NOT_FOUND:
-                raise
+        except NotFoundError:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -149,10 +147,8 @@ class LeaderElector:
             }
             try:
                 self.client.create("leases", body)
-            except ApiError as create_err:
-                if create_err.status == HTTP_CONFLICT:
-                    return False
-                raise
+            except ConflictError:
+                return False
             self.holder = self.identity
             return True
         spec = lease.get("spec") or {}
@@ -175,10 +171,8 @@ class LeaderElector:
         )
         try:
             stored = self.client.replace("leases", updated)
-        except ApiError as err:
-            if err.status == HTTP_CONFLICT:
-                return False
-            raise
+        except ConflictError:
+            return False
         stored_spec = stored.get("spec") or {}
         self._observed = (
             stored_spec.get("holderIdentity"),

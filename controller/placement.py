@@ -101,6 +101,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+from agent_kit.kube import ApiError, ClusterClient, ConflictError, InvalidError, NotFoundError
 from api import limits
 from api.errors import (
     CelEvaluationError,
@@ -116,7 +117,6 @@ from api.resource_v1 import (
 )
 from controller.cache import ClusterCache, claim_key, decode
 from controller.events import EventRecorder, EventType, ObjectRef
-from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClient
 from controller.metrics import ControllerMetrics
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
 from controller.workqueue import WorkQueue
@@ -803,15 +803,13 @@ class Placer:
             body["metadata"]["resourceVersion"] = version
             self._check_fence()
             stored = self.client.replace_status("resourceclaims", body)
-        except ApiError as err:
-            if err.status == 422 and _FORBIDDEN_FIELD in str(err):
+        except (ConflictError, NotFoundError, InvalidError) as err:
+            if isinstance(err, InvalidError) and _FORBIDDEN_FIELD in str(err):
                 # The API server authorizes status.allocation in validation: a role
                 # without resourceclaims/binding gets 422, not 403. Not a conflict.
                 raise
-            if err.status in (HTTP_CONFLICT, HTTP_NOT_FOUND, 422):
-                # Changed (or allocated: 422 "immutable"), or gone meanwhile.
-                raise _ConflictError("resourceclaims", f"{what}: {err}") from None
-            raise
+            # Changed (or allocated: 422 "immutable"), or gone meanwhile.
+            raise _ConflictError("resourceclaims", f"{what}: {err}") from None
         return decode(ResourceClaim, stored)
 
     def _rollback(self, claims: Sequence[ResourceClaim]) -> None:
@@ -837,11 +835,9 @@ class Placer:
             self._check_fence()
             try:
                 stored = decode(ResourceClaim, self.client.replace_status("resourceclaims", body))
-            except ApiError as err:
-                if err.status == HTTP_NOT_FOUND:
-                    return False
-                if err.status != HTTP_CONFLICT:
-                    raise
+            except NotFoundError:
+                return False
+            except ConflictError:
                 self.metrics.conflicts.labels("resourceclaims").inc()
                 raw = self.client.get("resourceclaims", name, namespace=namespace)
                 self.cache.apply("resourceclaims", "MODIFIED", raw)
@@ -856,15 +852,13 @@ class Placer:
         for name in names:
             try:
                 raw = self.client.get("resourceclaims", name, namespace=pod.namespace)
-            except ApiError as err:
-                if err.status == HTTP_NOT_FOUND:
-                    self.cache.apply(
-                        "resourceclaims",
-                        "DELETED",
-                        {"metadata": {"name": name, "namespace": pod.namespace}},
-                    )
-                    continue
-                raise
+            except NotFoundError:
+                self.cache.apply(
+                    "resourceclaims",
+                    "DELETED",
+                    {"metadata": {"name": name, "namespace": pod.namespace}},
+                )
+                continue
             self.cache.apply("resourceclaims", "MODIFIED", raw)
 
     def _ungate(self, pod: PodInfo) -> bool | None:
@@ -883,20 +877,18 @@ class Placer:
                     namespace=pod.namespace,
                 )
                 return True
-            except ApiError as err:
-                if err.status == HTTP_NOT_FOUND:
-                    return None
-                if err.status != HTTP_CONFLICT:
-                    log.warning(
-                        "removing the gate failed", extra={"pod": pod.key, "error": str(err)}
-                    )
-                    return False
+            except NotFoundError:
+                return None
+            except ConflictError:
                 self.metrics.conflicts.labels("pods").inc()
+            except ApiError as err:
+                log.warning("removing the gate failed", extra={"pod": pod.key, "error": str(err)})
+                return False
             try:
                 raw = self.client.get("pods", pod.name, namespace=pod.namespace)
-            except ApiError as err:
-                if err.status == HTTP_NOT_FOUND:
-                    return None
+            except NotFoundError:
+                return None
+            except ApiError:
                 return False
             self.cache.apply("pods", "MODIFIED", raw)
             fresh = parse_pod(raw)

@@ -51,6 +51,7 @@ from typing import Any, Final
 import yaml
 from pydantic import Field, ValidationError
 
+from agent_kit.kube import ClusterClient, ConflictError, NotFoundError
 from api import gpu_config, limits
 from api.errors import InvalidInputError
 from api.resource_v1 import (
@@ -65,7 +66,6 @@ from api.resource_v1 import (
 )
 from api.validation import ensure_valid
 from controller.cache import decode
-from controller.kube import HTTP_CONFLICT, HTTP_NOT_FOUND, ApiError, ClusterClient
 
 __all__ = [
     "MANAGED_BY",
@@ -406,9 +406,8 @@ def sync_device_classes(client: ClusterClient, desired: Sequence[DeviceClass]) -
             try:
                 client.create("deviceclasses", dump(device_class))
                 result.created.append(name)
-            except ApiError as err:
-                if err.status != HTTP_CONFLICT:
-                    raise
+            except ConflictError:
+                pass
             continue
         if (current.metadata.labels or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
             log.debug("leaving an admin's DeviceClass alone", extra={"class": name})
@@ -425,7 +424,6 @@ def sync_device_classes(client: ClusterClient, desired: Sequence[DeviceClass]) -
         try:
             client.delete("deviceclasses", stale)
             result.deleted.append(stale)
-        except ApiError as err:
-            if err.status != HTTP_NOT_FOUND:
-                raise
+        except NotFoundError:
+            pass
     return result

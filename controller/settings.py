@@ -52,11 +52,11 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent_kit import flags
+from agent_kit.flags import Flag, define_flag
 from api import limits
 from api.validation import is_dns1123_subdomain
-from dra_driver import flags
 from dra_driver.allocator import POLICIES
-from dra_driver.flags import Flag, define_flag
 from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 __all__ = [
@@ -90,7 +90,7 @@ _OBJ: Final = "controller settings"
 def split_host_port(address: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface) to (host, port).
 
-    Raises ValueError saying what form is expected; see dra_driver.flags.split_host_port.
+    Raises ValueError saying what form is expected; see agent_kit.flags.split_host_port.
     """
     return flags.split_host_port(address, example_port=8080)
 

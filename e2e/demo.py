@@ -81,7 +81,7 @@ def _dra_driver() -> list[str]:
     return [
         sys.executable,
         "-c",
-        "import sys; from dra_driver.cli.main import main; sys.exit(main())",
+        "import sys; from dra_cli.main import main; sys.exit(main())",
     ]
 
 

@@ -48,11 +48,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from api.errors import DiscoveryError, DraDriverError, InvalidInputError
+from agent_kit.logs import configure_logging
+from api.errors import DiscoveryError, DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInventory
-from dra_driver.logs import configure_logging
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
@@ -67,13 +67,10 @@ from kubelet_plugin.resource_health import HealthBroadcaster
 from kubelet_plugin.server import PluginServer
 from kubelet_plugin.settings import Settings, build_parser, settings_from_args
 
-__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "NodeAgent", "main", "run", "run_command"]
+__all__ = ["NodeAgent", "main", "run", "run_command"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_INVALID: Final = 2
 
 #: How long a thread gets to finish once asked to stop before it is reported.
 THREAD_JOIN_TIMEOUT_S: Final = 10.0
@@ -464,7 +461,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None, api_client: 
         except Exception as err:
             log.error("kubelet plugin failed to start: %s", _describe(err))
             agent.stop()
-            return EXIT_FAILED
+            return ExitCode.FAILED
         server = agent.server
         log.info(
             "kubelet plugin %s running on node %s",
@@ -484,9 +481,9 @@ def run(settings: Settings, *, stop: threading.Event | None = None, api_client: 
         agent.stop()
     if agent.crashed:
         log.error("kubelet plugin stopped after a failure")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     log.info("kubelet plugin stopped")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def run_command(args: argparse.Namespace, *, prog: str = "dra-driver kubelet-plugin") -> int:
@@ -495,7 +492,7 @@ def run_command(args: argparse.Namespace, *, prog: str = "dra-driver kubelet-plu
         settings = settings_from_args(args)
     except InvalidInputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     configure_logging(settings.log_format, settings.log_level)
     return run(settings)
 

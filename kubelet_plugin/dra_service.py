@@ -29,11 +29,11 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from api.proto_gen.dra.v1 import api_pb2 as dra_v1
-from api.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
-from api.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
-from api.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
 from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PreparedDevice, PrepareResult
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
 
 _log = logging.getLogger(__name__)
 

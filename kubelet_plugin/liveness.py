@@ -21,11 +21,11 @@ import time
 
 import grpc
 
-from api.proto_gen.dra.v1 import api_pb2 as dra_v1
-from api.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
-from api.proto_gen.grpc_health.v1 import health_pb2, health_pb2_grpc
-from api.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
-from api.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from kubelet_plugin.registration import PLUGIN_TYPE
 
 _log = logging.getLogger(__name__)

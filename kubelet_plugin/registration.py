@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from api.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
-from api.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 
 _log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Protocol
 
 import grpc
 
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
-from api.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 
 _log = logging.getLogger(__name__)
 

@@ -35,15 +35,15 @@ import grpc
 
 from api import limits
 from api.errors import FieldError, InvalidInputError
-from api.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
-from api.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
-from api.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
-from api.proto_gen.grpc_health.v1 import health_pb2_grpc
-from api.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from api.validation import is_dns1123_subdomain
 from kubelet_plugin.dra_service import ClaimDispatcher, DraV1beta1Servicer, DraV1Servicer
 from kubelet_plugin.liveness import DEFAULT_CHECK_TIMEOUT, LivenessServicer
 from kubelet_plugin.node_driver import NodeDriver
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2_grpc
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from kubelet_plugin.registration import (
     DRA_V1,
     DRA_V1BETA1,

@@ -53,13 +53,13 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent_kit import flags
+from agent_kit.flags import Flag, define_flag
 from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.validation import is_dns1123_subdomain
-from dra_driver import flags
 from dra_driver.discovery.mock import DEFAULT_PROFILE, parse_mock_profile
 from dra_driver.discovery.model import HealthEventKind
-from dra_driver.flags import Flag, define_flag
 from dra_driver.slices import DEFAULT_DRIVER_NAME, DEVICE_ORDERS, DeviceOrder
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
@@ -171,7 +171,7 @@ def parse_xids(text: str) -> frozenset[int]:
 def split_host_port(address: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port`` or ``:port`` (every interface) to (host, port).
 
-    Raises ValueError saying what form is expected; see dra_driver.flags.split_host_port.
+    Raises ValueError saying what form is expected; see agent_kit.flags.split_host_port.
     """
     return flags.split_host_port(address, example_port=9400)
 

@@ -73,7 +73,6 @@ from kubelet_standin import KubeletStandin  # noqa: E402
 from test_plugin_process import PluginProcess, start_plugin, stop_plugin, wait_running  # noqa: E402
 
 from api.errors import DiscoveryError  # noqa: E402
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2  # noqa: E402
 from api.resource_v1 import dump  # noqa: E402
 from api.semver import Semver  # noqa: E402
 from api.validation import validate_resource_slice  # noqa: E402
@@ -85,6 +84,7 @@ from kubelet_plugin.claim_source import FakeClaimSource  # noqa: E402
 from kubelet_plugin.driver import GpuDriver  # noqa: E402
 from kubelet_plugin.node_driver import ClaimRef  # noqa: E402
 from kubelet_plugin.nvml import NvmlBackend  # noqa: E402
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2  # noqa: E402
 
 NODE = "gpu-check-node"
 NODE_UID = "0b5e3c1f-8a4d-4e8e-9f3b-5d6c7a8b9c0d"

@@ -33,8 +33,8 @@ import yaml
 from cluster_access import ClusterUnderTest, pod_report, read_json, wait_for
 from kubernetes import client
 
+from agent_kit.kube import ApiError, KubernetesClient, load_api_client
 from controller.app import Controller
-from controller.kube import ApiError, KubernetesClient, load_api_client
 from controller.settings import parse_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from cluster_access import ClusterUnderTest, core_api, pod_report, read_json, resource_api, wait_for
 
+from agent_kit.kube import KubernetesClient, load_api_client
 from controller.app import Controller
-from controller.kube import KubernetesClient, load_api_client
 from controller.settings import parse_settings
 
 GATE = "gpu.dra-driver.io/placement"

@@ -35,9 +35,9 @@ import pytest
 import yaml
 from cluster_access import ClusterUnderTest, core_api, pod_report, read_json, resource_api, wait_for
 
+from agent_kit.kube import KubernetesClient, load_api_client
 from api.quantity import Quantity
 from controller.app import Controller
-from controller.kube import KubernetesClient, load_api_client
 from controller.settings import parse_settings
 from dra_driver.discovery.mock import MockBackend
 from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher

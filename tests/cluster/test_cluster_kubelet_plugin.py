@@ -51,10 +51,10 @@ from cluster_access import (
     wait_for,
 )
 
-from api.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
 from e2e.cluster.processes import free_port
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 DRIVER = "gpu.dra-driver.io"
@@ -303,7 +303,7 @@ def _plugin_command() -> list[str]:
     return [
         sys.executable,
         "-c",
-        "import sys; from dra_driver.cli.main import main; sys.exit(main())",
+        "import sys; from dra_cli.main import main; sys.exit(main())",
     ]
 
 

@@ -18,17 +18,17 @@ from typing import Any
 
 import grpc
 
-from api.proto_gen.dra.v1 import api_pb2 as dra_v1
-from api.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
-from api.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
-from api.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
-from api.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
-from api.proto_gen.grpc_health.v1 import health_pb2 as liveness_pb2
-from api.proto_gen.grpc_health.v1 import health_pb2_grpc as liveness_grpc
-from api.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
-from api.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2 as liveness_pb2
+from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2_grpc as liveness_grpc
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 
 KUBELET_1_36_SERVICES = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
 KUBELET_1_33_SERVICES = ("v1beta1.DRAPlugin",)

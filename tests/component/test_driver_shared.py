@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from dra_driver.cli.main import EXIT_OK, main
+from api.errors import ExitCode
+from dra_cli.main import main
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
@@ -85,7 +86,7 @@ def _allocate(tmp_path: Path, backend: MockBackend, claims: list[dict[str, Any]]
         stdin=io.StringIO(),
         stdout=out,
     )
-    assert code == EXIT_OK, out.getvalue()
+    assert code == ExitCode.OK, out.getvalue()
     items: list[Any] = json.loads(out.getvalue())["items"]
     return items
 

@@ -13,8 +13,8 @@ from kubelet_standin import KubeletStandin
 from plugin_factory import PluginFactory
 
 from api.errors import InvalidInputError
-from api.proto_gen.dra.v1 import api_pb2 as dra_v1
-from api.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
 from kubelet_plugin.server import PluginServer
 
 pytestmark = pytest.mark.component

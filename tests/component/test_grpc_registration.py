@@ -15,8 +15,8 @@ from kubelet_standin import (
 )
 from plugin_factory import PluginFactory
 
-from api.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
-from api.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from kubelet_plugin.resource_health import HealthBroadcaster
 
 pytestmark = pytest.mark.component

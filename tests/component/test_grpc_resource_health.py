@@ -12,7 +12,7 @@ from fake_node_driver import POOL
 from kubelet_standin import KubeletStandin
 from plugin_factory import PluginFactory
 
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 from kubelet_plugin.resource_health import DeviceHealth, Health, HealthBroadcaster
 
 pytestmark = pytest.mark.component

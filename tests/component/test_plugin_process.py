@@ -28,17 +28,17 @@ from driver_fixtures import DRIVER, NODE, claim, claim_uid, validate_cdi_file
 from fake_apiserver import FakeApiServer
 from kubelet_standin import KubeletStandin
 
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 from dra_driver.discovery.mock import MockBackend
 from kubelet_plugin.health import write_fault
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 
 pytestmark = pytest.mark.component
 
 PROFILE = "2xH100-80GB"
 NODE_UID = "7d3c1a7e-5b0e-4b47-9a4e-2f6a0c1e9b11"
 #: Runs the CLI as the console script does, without depending on the script being installed.
-CLI = "import sys; from dra_driver.cli.main import main; sys.exit(main())"
+CLI = "import sys; from dra_cli.main import main; sys.exit(main())"
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Builders of raw cluster objects and a synchronous harness for the controller's unit tests.
 
 Objects are written in their JSON form, as the API server stores them, and
-go through :class:`~controller.fake_cluster.FakeCluster` (REST semantics) and
+go through :class:`~tests.fakes.cluster.FakeCluster` (REST semantics) and
 the real cache decoding. :class:`Harness` drives one :class:`Placer` without
 threads: :meth:`Harness.sync` plays the part of the watches (a fresh list of
 every resource into the cache), :meth:`Harness.drain` the worker.
@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent_kit.kube import Resource
 from controller.cache import ClusterCache
 from controller.events import EventRecorder
-from controller.fake_cluster import Call, FakeCluster
-from controller.kube import Resource
 from controller.metrics import ControllerMetrics
 from controller.placement import Fence, Placer, Result
 from controller.workqueue import WorkQueue
+from tests.fakes.cluster import Call, FakeCluster
 
 DRIVER = "gpu.dra-driver.io"
 GATE = f"{DRIVER}/placement"

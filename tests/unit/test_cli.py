@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dra_driver.cli.main import EXIT_INVALID, EXIT_OK, EXIT_UNSATISFIABLE, main
+from api.errors import ExitCode
+from dra_cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 INVENTORY = str(EXAMPLES / "inventory")
@@ -32,7 +33,7 @@ def run(argv: list[str], stdin: str = "") -> tuple[int, str]:
 
 def allocated(argv: list[str]) -> list[dict[str, Any]]:
     code, out = run(argv)
-    assert code == EXIT_OK, out
+    assert code == ExitCode.OK, out
     document = json.loads(out)
     assert document["apiVersion"] == "v1"
     assert document["kind"] == "List"
@@ -153,7 +154,7 @@ def test_admin_access_is_marked_and_ignores_devices_in_use(tmp_path: Path) -> No
         (EXAMPLES / "admin-access" / "all-a100s.yaml").read_text().replace("adminAccess: true", "")
     )
     code, out = run(["allocate", "-f", INVENTORY, "-f", str(plain), "-f", str(in_use)])
-    assert (code, out) == (EXIT_UNSATISFIABLE, "")
+    assert (code, out) == (ExitCode.FAILED, "")
 
 
 def test_shared_capacity_gives_each_half_its_share() -> None:
@@ -240,13 +241,13 @@ def test_opaque_config_travels_with_the_allocation() -> None:
 def test_yaml_output_is_the_same_list() -> None:
     argv = example("selectors")
     code, out = run([*argv, "-o", "yaml"])
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert yaml.safe_load(out) == json.loads(run(argv)[1])
 
 
 def test_unsatisfiable_exits_1_with_nothing_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(example("explain"))
-    assert code == EXIT_UNSATISFIABLE
+    assert code == ExitCode.FAILED
     assert out == ""
     assert "claim nine-gpus" in capsys.readouterr().err
 
@@ -254,14 +255,14 @@ def test_unsatisfiable_exits_1_with_nothing_on_stdout(capsys: pytest.CaptureFixt
 def test_explain_names_every_node_and_the_shortfall() -> None:
     argv = ["explain", "-f", INVENTORY, "-f", str(EXAMPLES / "explain")]
     code, out = run([*argv, "-o", "json"])
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     report = json.loads(out)
     nodes = {row["node"] for row in report["nodes"]}
     assert nodes == {"gpu-node-a100", "gpu-node-h100", "gpu-node-l4", "gpu-node-mig"}
     for row in report["nodes"]:
         assert row["claims"][0]["requests"][0]["eligible"] < 9
     code, table = run(argv)
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert "gpu-node-h100" in table
     assert "nine-gpus" in table
 
@@ -279,14 +280,14 @@ def test_stdin_and_kind_list_are_accepted() -> None:
     ]
     listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     code, out = run(["allocate", "-f", "-", "--node", "gpu-node-a100"], stdin=listing)
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     (claim,) = json.loads(out)["items"]
     assert devices_of(claim) == [("gpu", "gpu-node-a100", "gpu-0")]
 
 
 def test_demo_shows_every_scenario() -> None:
     code, out = run(["demo", "--examples", str(EXAMPLES)])
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     for scenario in FEATURES:
         assert scenario in out
     rows = [line.split() for line in out.splitlines()]
@@ -368,7 +369,7 @@ def stderr_of(capsys: pytest.CaptureFixture[str], tmp_path: Path, expected: int,
 def test_malformed_yaml_names_the_file_and_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    err = stderr_of(capsys, tmp_path, EXIT_INVALID, "kind: [unclosed\n")
+    err = stderr_of(capsys, tmp_path, ExitCode.INVALID, "kind: [unclosed\n")
     assert "input.yaml" in err
     assert "line" in err
 
@@ -380,7 +381,7 @@ def test_unknown_kind_is_ignored_with_a_warning(
     path = write(tmp_path, "input.yaml", CLASS, slice_yaml(), claim_yaml(), config_map)
     code, out = run(["allocate", "-f", path])
     err = capsys.readouterr().err
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert "ConfigMap" in err
     assert "warning" in err
     assert json.loads(out)["items"][0]["status"]["allocation"]
@@ -389,7 +390,7 @@ def test_unknown_kind_is_ignored_with_a_warning(
 def test_missing_device_class_is_invalid_input(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    err = stderr_of(capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(), claim_yaml("nope"))
+    err = stderr_of(capsys, tmp_path, ExitCode.INVALID, CLASS, slice_yaml(), claim_yaml("nope"))
     assert "claim default/claim-0" in err
     assert "deviceClassName" in err
     assert '"nope"' in err
@@ -400,7 +401,7 @@ def test_cel_that_does_not_compile_is_invalid_input(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     bad = claim_yaml(selector="device.driver ==")
-    err = stderr_of(capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(), bad)
+    err = stderr_of(capsys, tmp_path, ExitCode.INVALID, CLASS, slice_yaml(), bad)
     assert "claim default/claim-0" in err
     assert "selectors[0].cel.expression" in err
     assert "input.yaml" in err
@@ -415,7 +416,7 @@ def test_selector_on_a_missing_attribute_is_unsatisfiable(
     err = stderr_of(
         capsys,
         tmp_path,
-        EXIT_UNSATISFIABLE,
+        ExitCode.FAILED,
         CLASS,
         slice_yaml(with_model=False),
         claim_yaml(selector=selector),
@@ -428,7 +429,7 @@ def test_non_semver_version_attribute_is_invalid_input(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     err = stderr_of(
-        capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(version="550.54"), claim_yaml()
+        capsys, tmp_path, ExitCode.INVALID, CLASS, slice_yaml(version="550.54"), claim_yaml()
     )
     assert "slice node-a-gpus" in err
     assert "driverVersion" in err
@@ -437,7 +438,9 @@ def test_non_semver_version_attribute_is_invalid_input(
 def test_129_devices_in_a_slice_is_invalid_input(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    err = stderr_of(capsys, tmp_path, EXIT_INVALID, CLASS, slice_yaml(devices=129), claim_yaml())
+    err = stderr_of(
+        capsys, tmp_path, ExitCode.INVALID, CLASS, slice_yaml(devices=129), claim_yaml()
+    )
     assert "slice node-a-gpus" in err
     assert "spec.devices" in err
     assert "128" in err
@@ -448,6 +451,6 @@ def test_unreadable_file_is_invalid_input(
 ) -> None:
     code, out = run(["allocate", "-f", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
-    assert code == EXIT_INVALID
+    assert code == ExitCode.INVALID
     assert out == ""
     assert "missing.yaml" in err

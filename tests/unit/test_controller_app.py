@@ -15,9 +15,9 @@ import pytest
 from controller_fixtures import claim, device_class, node, node_slice, pod
 
 from controller.app import Controller, run_explain_claim
-from controller.fake_cluster import FakeCluster
 from controller.settings import parse_settings
-from dra_driver.cli.main import main
+from dra_cli.main import main
+from tests.fakes.cluster import FakeCluster
 
 
 def _wait(what: str, condition: Callable[[], Any], timeout_s: float = 10.0) -> Any:

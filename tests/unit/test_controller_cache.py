@@ -16,11 +16,11 @@ from controller_fixtures import (
     pod,
 )
 
+from agent_kit.kube import Resource
 from api.resource_v1 import ResourceClaim, ResourceClaimStatus
 from controller.cache import ClusterCache, decode
-from controller.fake_cluster import FakeCluster
-from controller.kube import Resource
 from dra_driver.allocator import allocate
+from tests.fakes.cluster import FakeCluster
 
 DEVICE = "gpu.dra-driver.io/node-a/gpu-0"
 

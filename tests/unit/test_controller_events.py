@@ -5,7 +5,7 @@ from __future__ import annotations
 from controller_fixtures import FakeClock
 
 from controller.events import EventRecorder, ObjectRef
-from controller.fake_cluster import FakeCluster
+from tests.fakes.cluster import FakeCluster
 
 POD = ObjectRef("Pod", "v1", "default", "p", "uid-1")
 

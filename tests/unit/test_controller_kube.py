@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 from controller_fixtures import claim, node, pod
 
-from controller.fake_cluster import FakeCluster, merge_patch
-from controller.kube import (
+from agent_kit.kube import (
     RESOURCES,
     ApiError,
     KubernetesClient,
     Reflector,
     Resource,
+    api_error,
     call_with_retries,
 )
+from tests.fakes.cluster import FakeCluster, merge_patch
 
 # -- the in-memory API server ------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ def test_call_with_retries_retries_only_what_a_retry_can_cure() -> None:
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) < 3:
-            raise ApiError("busy", status=503)
+            raise api_error("busy", status=503)
         return "ok"
 
     assert call_with_retries(flaky, initial_s=0.001, max_s=0.001) == "ok"
@@ -178,7 +179,7 @@ def test_call_with_retries_retries_only_what_a_retry_can_cure() -> None:
 
     def conflict() -> None:
         attempts.append(1)
-        raise ApiError("conflict", status=409)
+        raise api_error("conflict", status=409)
 
     attempts.clear()
     with pytest.raises(ApiError):

@@ -10,8 +10,8 @@ from typing import Any
 
 from controller_fixtures import node
 
-from controller.fake_cluster import FakeCluster
-from controller.kube import Reflector, Resource
+from agent_kit.kube import Reflector, Resource
+from tests.fakes.cluster import FakeCluster
 
 
 class _Lists:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from controller_fixtures import FakeClock
 
-from controller.fake_cluster import FakeCluster
 from controller.leader import LeaderElector
+from tests.fakes.cluster import FakeCluster
 
 
 def _elector(

@@ -22,7 +22,7 @@ from controller_fixtures import (
     unschedulable,
 )
 
-from controller.kube import ApiError
+from agent_kit.kube import api_error
 
 
 def _cluster(h: Harness, **nodes: int) -> None:
@@ -519,8 +519,8 @@ def test_an_api_error_reading_back_is_not_fatal() -> None:
 
 
 def test_api_error_statuses() -> None:
-    assert ApiError("x", status=503).retryable
-    assert not ApiError("x", status=409).retryable
+    assert api_error("x", status=503).retryable
+    assert not api_error("x", status=409).retryable
 
 
 def test_a_stale_gated_pod_is_not_placed_twice() -> None:

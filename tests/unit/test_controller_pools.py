@@ -8,7 +8,6 @@ import pytest
 
 from api.errors import InvalidInputError, UnsatisfiableError
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
-from controller.fake_cluster import FakeCluster
 from controller.pools import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -20,6 +19,7 @@ from controller.pools import (
     sync_device_classes,
 )
 from dra_driver.allocator import Snapshot, allocate
+from tests.fakes.cluster import FakeCluster
 
 DRIVER = "gpu.dra-driver.io"
 

@@ -16,8 +16,8 @@ import yaml
 from controller_fixtures import claim, device_class, node, node_slice, pod
 
 from controller.app import Controller
-from controller.fake_cluster import FakeCluster
 from controller.settings import parse_settings
+from tests.fakes.cluster import FakeCluster
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "controller" / "rbac.yaml"
 GROUPS = {

@@ -13,8 +13,8 @@ from discovery_nvml_fake import LIBRARY_NOT_FOUND, FakeNvml, fake_gpu
 
 from api.resource_v1 import ResourceSlice, parse_object
 from api.validation import validate
-from dra_driver.cli.discover import run_discover
-from dra_driver.cli.main import build_parser, main
+from dra_cli.discover import run_discover
+from dra_cli.main import build_parser, main
 from dra_driver.discovery.model import DiscoveryBackend
 from kubelet_plugin.nvml import NvmlBackend
 

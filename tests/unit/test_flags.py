@@ -1,4 +1,4 @@
-"""Flags and environment twins (dra_driver.flags), on a small Settings model of their own."""
+"""Flags and environment twins (agent_kit.flags), on a small Settings model of their own."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent_kit.flags import FlagSet, define_flag, env_twin, split_host_port
 from api.errors import FieldError, InvalidInputError
-from dra_driver.flags import FlagSet, define_flag, env_twin, split_host_port
 
 
 class _Settings(BaseModel):

@@ -6,8 +6,8 @@ import pytest
 
 from api.errors import InvalidInputError
 from controller.app import Controller
-from controller.fake_cluster import FakeCluster
 from controller.settings import DEFAULT_SETTLE_DELAY, build_parser, parse_settings
+from tests.fakes.cluster import FakeCluster
 
 
 def test_the_default_is_two_seconds_and_the_help_says_what_it_costs() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from api.errors import InvalidInputError
-from dra_driver.cli.main import build_parser, main
+from dra_cli.main import build_parser, main
 from kubelet_plugin.settings import (
     FLAGS,
     Settings,

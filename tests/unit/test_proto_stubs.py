@@ -1,4 +1,5 @@
-"""The committed gRPC stubs (api/proto_gen) match api/proto and the kubelet's wire contract."""
+"""The committed gRPC stubs (kubelet_plugin/proto_gen) match kubelet_plugin/proto and the
+kubelet's wire contract."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from types import ModuleType
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from api.proto_gen.dra.v1 import api_pb2 as dra_v1
-from api.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_v1alpha1
-from api.proto_gen.grpc_health.v1 import health_pb2
-from api.proto_gen.pluginregistration.v1 import api_pb2 as registration
+from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
+from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_v1alpha1
+from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2
+from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,14 +45,15 @@ def fresh_stubs(generator: ModuleType, tmp_path_factory: pytest.TempPathFactory)
 def test_committed_stubs_are_what_the_script_generates(
     generator: ModuleType, fresh_stubs: Path
 ) -> None:
-    stale = generator.stale_files(fresh_stubs, REPO / "api" / "proto_gen")
+    stale = generator.stale_files(fresh_stubs, REPO / "kubelet_plugin" / "proto_gen")
     if stale:
         import grpc_tools.grpc_version
 
-        committed = (REPO / "api/proto_gen/dra/v1/api_pb2_grpc.py").read_text()
+        committed = (REPO / "kubelet_plugin/proto_gen/dra/v1/api_pb2_grpc.py").read_text()
         match = re.search(r"GRPC_GENERATED_VERSION = '([^']+)'", committed)
         pytest.fail(
-            f"api/proto_gen is stale in {stale}; run .venv/bin/python scripts/generate_protos.py "
+            f"kubelet_plugin/proto_gen is stale in {stale}; "
+            "run .venv/bin/python scripts/generate_protos.py "
             f"(committed stubs come from grpcio-tools {match[1] if match else '?'}, "
             f"installed is {grpc_tools.grpc_version.VERSION})"
         )
@@ -207,9 +209,9 @@ def test_generated_file_names_are_distinct_in_the_descriptor_pool() -> None:
         m.DESCRIPTOR.name for m in (registration, dra_v1, dra_v1beta1, health_v1alpha1, health_pb2)
     }
     assert names == {
-        "api/proto_gen/pluginregistration/v1/api.proto",
-        "api/proto_gen/dra/v1/api.proto",
-        "api/proto_gen/dra/v1beta1/api.proto",
-        "api/proto_gen/dra_health/v1alpha1/api.proto",
-        "api/proto_gen/grpc_health/v1/health.proto",
+        "kubelet_plugin/proto_gen/pluginregistration/v1/api.proto",
+        "kubelet_plugin/proto_gen/dra/v1/api.proto",
+        "kubelet_plugin/proto_gen/dra/v1beta1/api.proto",
+        "kubelet_plugin/proto_gen/dra_health/v1alpha1/api.proto",
+        "kubelet_plugin/proto_gen/grpc_health/v1/health.proto",
     }

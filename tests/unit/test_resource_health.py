@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from api.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 from kubelet_plugin.resource_health import (
     DeviceHealth,
     Health,

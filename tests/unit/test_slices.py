@@ -24,7 +24,7 @@ from api.resource_v1 import (
     parse_object,
 )
 from api.validation import validate
-from dra_driver.cli.main import main
+from dra_cli.main import main
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import NodeInventory
 from dra_driver.slices import DEVICE_ORDERS, DeviceOrder, build_slices, slice_name

@@ -1,1 +1,0 @@
-"""The ``dra-driver`` and ``kubectl-dra`` command lines."""
