@@ -55,6 +55,7 @@ from api.resource_v1 import (
     Node,
     ResourceClaim,
     ResourceSlice,
+    claim_key,
     describe,
     field_errors,
 )
@@ -76,10 +77,6 @@ def decode(model: type[_M], raw: Mapping[str, Any]) -> _M:
         return model.model_validate(raw)
     except ValidationError as err:
         raise InvalidInputError(obj=describe(raw), errors=field_errors(err)) from None
-
-
-def claim_key(claim: ResourceClaim) -> str:
-    return f"{claim.metadata.namespace}/{claim.metadata.name}"
 
 
 def _resource_version(obj: K8sObject) -> int | None:

@@ -113,9 +113,10 @@ from api.resource_v1 import (
     AllocationResult,
     ResourceClaim,
     ResourceClaimStatus,
+    claim_key,
     dump,
 )
-from controller.cache import ClusterCache, claim_key, decode
+from controller.cache import ClusterCache, decode
 from controller.events import EventRecorder, EventType, ObjectRef
 from controller.metrics import ControllerMetrics
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes, parse_pod
@@ -258,10 +259,6 @@ def _claim_ref(claim: ResourceClaim) -> ObjectRef:
     )
 
 
-def _label(claim: ResourceClaim) -> str:
-    return f"{claim.metadata.namespace}/{claim.metadata.name}"
-
-
 class Placer:
     """The placement reconciler (see the module docstring). Several workers may share one."""
 
@@ -397,7 +394,7 @@ class Placer:
         self.metrics.placements.labels(decision.policy).inc()
         self.metrics.latency.observe(max(now - since, 0.0))
         where = f"node {decision.node}" if decision.node else "node-independent devices"
-        names = ", ".join(_label(c) for c in [*decision.allocated, *decision.claims])
+        names = ", ".join(claim_key(c) for c in [*decision.allocated, *decision.claims])
         self._event(
             _pod_ref(pod),
             "Normal",
@@ -708,7 +705,7 @@ class Placer:
             if selector is None:
                 continue
             compiled = compile_node_selector(
-                selector, obj=f"claim {_label(claim)}", path="status.allocation.nodeSelector"
+                selector, obj=f"claim {claim_key(claim)}", path="status.allocation.nodeSelector"
             )
             names = [n for n in names if compiled.matches(nodes[n].info)]
         if names != filtered.nodes:
@@ -722,7 +719,7 @@ class Placer:
             for claim in claims:
                 wanted = (claim.metadata.annotations or {}).get(self.policy_annotation)
                 if wanted is not None:
-                    source = f"claim {_label(claim)}"
+                    source = f"claim {claim_key(claim)}"
                     break
         if wanted is None:
             return self.policy
@@ -821,7 +818,7 @@ class Placer:
             except (ApiError, NotLeaderError) as err:
                 log.warning(
                     "could not release an allocation",
-                    extra={"claim": _label(claim), "error": str(err)},
+                    extra={"claim": claim_key(claim), "error": str(err)},
                 )
 
     def _release(self, claim: ResourceClaim) -> bool:
@@ -926,7 +923,7 @@ class Placer:
         for name in names:
             claim = self.cache.claim(f"{pod.namespace}/{name}")
             if claim is not None and self._release(claim):
-                released.append(_label(claim))
+                released.append(claim_key(claim))
         if record.node:
             record.excluded.add(record.node)
         record.attempts += 1
@@ -963,7 +960,7 @@ class Placer:
             nodes = f"{filtered.summary()}. "
         reasons = err.reasons
         details = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items()) or str(err)
-        names = ", ".join(_label(c) for c in pending)
+        names = ", ".join(claim_key(c) for c in pending)
         self._event(
             _pod_ref(pod),
             "Warning",
@@ -971,7 +968,7 @@ class Placer:
             f"cannot place claims {names} (policy {policy}): {nodes}{details}",
         )
         for claim in pending:
-            reason = reasons.get(f"claim {_label(claim)}", str(err))
+            reason = reasons.get(f"claim {claim_key(claim)}", str(err))
             self._event(
                 _claim_ref(claim),
                 "Warning",
@@ -998,7 +995,7 @@ class Placer:
                 )
                 reasons = explanation.reasons()
             except (InvalidInputError, CelEvaluationError) as err:
-                reasons = {f"claim {_label(c)}": str(err) for c in pending}
+                reasons = {f"claim {claim_key(c)}": str(err) for c in pending}
         summary = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items())
         self._event(
             _pod_ref(pod),
@@ -1007,7 +1004,7 @@ class Placer:
             f"the scheduler reports: {message}. Explanation: {summary}",
         )
         for claim in pending:
-            reason = reasons.get(f"claim {_label(claim)}", "")
+            reason = reasons.get(f"claim {claim_key(claim)}", "")
             self._event(_claim_ref(claim), "Warning", "UnallocatableClaims", reason)
         return DONE
 

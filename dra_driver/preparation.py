@@ -48,6 +48,7 @@ from api.resource_v1 import (
     DeviceRequestAllocationResult,
     NodeSelector,
     ResourceClaim,
+    claim_label,
 )
 from dra_driver.cdi import (
     CdiSpec,
@@ -74,11 +75,6 @@ __all__ = [
 
 _RESULTS = "status.allocation.devices.results"
 _CONFIG = "status.allocation.devices.config"
-
-
-def claim_label(namespace: str, name: str) -> str:
-    """How errors and logs name a claim: ``claim default/train-0``."""
-    return f"claim {namespace}/{name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from api.errors import InvalidInputError, PrepareError
-from api.resource_v1 import ResourceClaim, parse_object
+from api.resource_v1 import ResourceClaim, claim_label, parse_object
 
 __all__ = ["ClaimSource", "FakeClaimSource", "KubernetesClaimSource"]
 
@@ -31,23 +31,19 @@ class ClaimSource(Protocol):
         ...
 
 
-def _label(namespace: str, name: str) -> str:
-    return f"claim {namespace}/{name}"
-
-
 def _decode(data: Any, namespace: str, name: str) -> ResourceClaim:
     try:
         claim = parse_object(data)
     except InvalidInputError as err:
         raise PrepareError(
             f"the API server returned an object that does not decode: {err}",
-            claim=_label(namespace, name),
+            claim=claim_label(namespace, name),
             retryable=True,
         ) from None
     if not isinstance(claim, ResourceClaim):
         raise PrepareError(
             f"the API server returned a {claim.kind}, not a ResourceClaim",
-            claim=_label(namespace, name),
+            claim=claim_label(namespace, name),
             retryable=True,
         )
     return claim
@@ -85,7 +81,7 @@ class KubernetesClaimSource:
                 return None
             raise PrepareError(
                 f"reading it from the API server failed: HTTP {err.status} {err.reason}",
-                claim=_label(namespace, name),
+                claim=claim_label(namespace, name),
                 retryable=True,
             ) from None
         except Exception as err:
@@ -93,7 +89,7 @@ class KubernetesClaimSource:
             # that is not JSON: all mean "unknown", never "deleted".
             raise PrepareError(
                 f"reading it from the API server failed: {type(err).__name__}: {err}",
-                claim=_label(namespace, name),
+                claim=claim_label(namespace, name),
                 retryable=True,
             ) from None
         return _decode(data, namespace, name)
@@ -139,7 +135,7 @@ class FakeClaimSource:
             if self.fail:
                 raise PrepareError(
                     "reading it from the API server failed: connection refused",
-                    claim=_label(namespace, name),
+                    claim=claim_label(namespace, name),
                     retryable=True,
                 )
             document = self._claims.get((namespace, name))

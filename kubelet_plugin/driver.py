@@ -59,12 +59,12 @@ from api.checkpoint import (
     encode_claim_entry,
 )
 from api.errors import CheckpointError, PrepareError
+from api.resource_v1 import claim_label
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
 from dra_driver.discovery.model import Gpu, MigDevice, MigManager, MigProfile, NodeInventory
 from dra_driver.preparation import (
     PreparationPlan,
     checkpoint_devices,
-    claim_label,
     plan_from_checkpoint,
     plan_preparation,
     with_mig_devices,

@@ -57,6 +57,7 @@ from tenacity.wait import wait_base
 from urllib3.exceptions import HTTPError
 
 from agent_kit.kube.errors import ApiError, GoneError, InvalidError, NotFoundError, api_error
+from api.resource_v1 import object_key
 
 # Parts of the client without type annotations.
 k8s_config: Any = _k8s_config
@@ -334,7 +335,7 @@ class KubernetesClient:
     def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         method = self._method(resource, "read")
         return self._call(
-            f"get {resource} {_label(namespace, name)}",
+            f"get {resource} {object_key(namespace, name)}",
             method,
             name=name,
             **self._scope(resource, namespace),
@@ -343,7 +344,7 @@ class KubernetesClient:
     def create(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         name, namespace = self._meta(obj)
         return self._call(
-            f"create {resource} {_label(namespace, name)}",
+            f"create {resource} {object_key(namespace, name)}",
             self._method(resource, "create"),
             body=self._body(resource, obj),
             **self._scope(resource, namespace),
@@ -352,7 +353,7 @@ class KubernetesClient:
     def replace(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         name, namespace = self._meta(obj)
         return self._call(
-            f"update {resource} {_label(namespace, name)}",
+            f"update {resource} {object_key(namespace, name)}",
             self._method(resource, "replace"),
             name=name,
             body=self._body(resource, obj),
@@ -362,7 +363,7 @@ class KubernetesClient:
     def replace_status(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         name, namespace = self._meta(obj)
         return self._call(
-            f"update {resource}/status {_label(namespace, name)}",
+            f"update {resource}/status {object_key(namespace, name)}",
             self._method(resource, "replace_status"),
             name=name,
             body=self._body(resource, obj),
@@ -378,7 +379,7 @@ class KubernetesClient:
         namespace: str | None = None,
     ) -> dict[str, Any]:
         return self._call(
-            f"patch {resource} {_label(namespace, name)}",
+            f"patch {resource} {object_key(namespace, name)}",
             self._method(resource, "patch"),
             name=name,
             body=dict(patch),
@@ -389,15 +390,11 @@ class KubernetesClient:
     def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
         with contextlib.suppress(NotFoundError):
             self._call(
-                f"delete {resource} {_label(namespace, name)}",
+                f"delete {resource} {object_key(namespace, name)}",
                 self._method(resource, "delete"),
                 name=name,
                 **self._scope(resource, namespace),
             )
-
-
-def _label(namespace: str | None, name: str) -> str:
-    return f"{namespace}/{name}" if namespace else name
 
 
 def _api_message(what: str, err: Any) -> str:

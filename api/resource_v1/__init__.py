@@ -52,7 +52,14 @@ from api.resource_v1.device_class import (
     DeviceSelector,
     OpaqueDeviceConfiguration,
 )
-from api.resource_v1.meta import Condition, K8sObject, ObjectMeta, OwnerReference
+from api.resource_v1.meta import (
+    Condition,
+    K8sObject,
+    ObjectMeta,
+    OwnerReference,
+    claim_label,
+    object_key,
+)
 from api.resource_v1.node import (
     Node,
     NodeSelector,
@@ -83,6 +90,7 @@ from api.resource_v1.resource_claim import (
     ResourceClaimStatus,
     ResourceClaimTemplate,
     ResourceClaimTemplateSpec,
+    claim_key,
 )
 from api.resource_v1.resource_slice import (
     AttributeValue,
@@ -155,10 +163,13 @@ __all__ = [
     "ResourceSliceSpec",
     "Taint",
     "UnknownKindError",
+    "claim_key",
+    "claim_label",
     "describe",
     "dump",
     "field_errors",
     "field_path",
+    "object_key",
     "parse_object",
     "parse_quantity",
     "parse_version",

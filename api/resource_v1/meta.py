@@ -10,6 +10,17 @@ from api import limits
 from api.resource_v1.base import K8sModel, Timestamp
 
 
+def object_key(namespace: str | None, name: str | None) -> str:
+    """The one key of an object in maps, caches and logs: ``namespace/name``, or ``name``
+    for a cluster-scoped object."""
+    return f"{namespace}/{name}" if namespace else str(name or "")
+
+
+def claim_label(namespace: str | None, name: str | None) -> str:
+    """How errors a person reads name a claim: ``claim default/train-0``."""
+    return f"claim {object_key(namespace, name)}"
+
+
 class OwnerReference(K8sModel):
     api_version: str | None = None
     kind: str | None = None

@@ -12,7 +12,7 @@ from pydantic import Field
 from api import limits
 from api.resource_v1.base import K8sModel, QuantityField, Timestamp
 from api.resource_v1.device_class import DeviceSelector, OpaqueDeviceConfiguration
-from api.resource_v1.meta import Condition, K8sObject, ObjectMeta
+from api.resource_v1.meta import Condition, K8sObject, ObjectMeta, object_key
 from api.resource_v1.node import NodeSelector
 
 
@@ -145,6 +145,11 @@ class ResourceClaim(K8sObject):
     kind: str = limits.KIND_RESOURCE_CLAIM
     spec: ResourceClaimSpec
     status: ResourceClaimStatus | None = None
+
+
+def claim_key(claim: ResourceClaim) -> str:
+    """``namespace/name`` of a claim: see :func:`api.resource_v1.meta.object_key`."""
+    return object_key(claim.metadata.namespace, claim.metadata.name)
 
 
 class ResourceClaimTemplate(K8sObject):

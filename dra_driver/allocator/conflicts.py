@@ -13,15 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from api.resource_v1 import ResourceClaim, describe
+from api.resource_v1 import ResourceClaim, claim_key, describe
 from dra_driver.allocator.inventory import DeviceRecord, PoolGeneration, device_id
 from dra_driver.allocator.snapshot import Snapshot
 
 __all__ = ["ConflictKind", "DeviceConflict", "device_conflicts"]
-
-
-def _label(claim: ResourceClaim) -> str:
-    return f"{claim.metadata.namespace}/{claim.metadata.name}"
 
 
 ConflictKind = Literal["exclusive", "capacity", "counters"]
@@ -76,7 +72,7 @@ def device_conflicts(snapshot: Snapshot, claim: ResourceClaim) -> list[DeviceCon
     over-committed by devices that consume the same counters.
     """
     label = describe(claim)
-    key = _label(claim)
+    key = claim_key(claim)
     allocation = claim.status.allocation if claim.status is not None else None
     devices = allocation.devices if allocation is not None else None
     found: list[DeviceConflict] = []

@@ -63,6 +63,8 @@ def test_the_copied_sources_are_the_distributions_and_nothing_from_another_stage
         "README.md",
         "api/",
         "dra_driver/",
+        "agent_kit/",
+        "dra_cli/",
         "controller/",
         "kubelet_plugin/",
     )
