@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Final
 
 from e2e.cluster.errors import ClusterError
+from e2e.cluster.host import remove_cgroup_root, running_programs, unmount_under
 from e2e.cluster.images import import_archive
-from e2e.cluster.node import remove_cgroup_root, running_programs, unmount_under
 from e2e.runtime.podman_state import podman_argv, podman_environment, write_podman_config
 
 __all__ = [

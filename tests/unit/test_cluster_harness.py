@@ -19,7 +19,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from e2e.cluster import ClusterError, LocalCluster, controlplane, node, pki  # noqa: E402
+from e2e.cluster import ClusterError, LocalCluster, controlplane, host, node, pki  # noqa: E402
 from e2e.cluster import __main__ as cli  # noqa: E402
 from e2e.cluster.processes import Daemon, log_tail, start_daemon, stop_group  # noqa: E402
 
@@ -196,7 +196,7 @@ def test_created_host_paths_are_removed_only_when_unused_and_holding_no_files(
     this_program = Path(os.readlink("/proc/self/exe")).name
 
     nobody = ("no-such-program-dra",)
-    kept = node.remove_created_host_paths(
+    kept = host.remove_created_host_paths(
         {str(empty): nobody, str(foreign): nobody, str(in_use): (this_program,)}
     )
 
@@ -207,5 +207,5 @@ def test_created_host_paths_are_removed_only_when_unused_and_holding_no_files(
 
 
 def test_mounts_under_reads_escaped_mount_points() -> None:
-    assert node._unescape(r"/tmp/with\040space") == "/tmp/with space"
-    assert node.mounts_under(Path("/nonexistent-dra-path")) == []
+    assert host._unescape(r"/tmp/with\040space") == "/tmp/with space"
+    assert host.mounts_under(Path("/nonexistent-dra-path")) == []

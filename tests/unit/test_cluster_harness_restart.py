@@ -16,8 +16,8 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from e2e.cluster import ClusterError, LocalCluster  # noqa: E402
-from e2e.cluster.harness import STATE_VERSION  # noqa: E402
 from e2e.cluster.processes import Daemon, start_daemon, stop_group, wait_until  # noqa: E402
+from e2e.cluster.state import STATE_VERSION  # noqa: E402
 
 SLEEPER = ["sleep", "300"]
 
