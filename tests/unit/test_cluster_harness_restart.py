@@ -60,8 +60,17 @@ def test_a_restarted_daemon_runs_its_command_line_again_and_down_stops_it(
     wait_until("sleep to run", lambda: _cmdline(old.pid) == SLEEPER, timeout_s=10)
     cluster = _cluster(tmp_path, old, SLEEPER if recorded else None)
     try:
-        took = cluster._restart("kube-apiserver", lambda: True, what="ready", timeout_s=10)
-        assert took >= 0
+        import time
+
+        # Ready half a second after the call: the restart waits for it and says how long it took.
+        started = time.monotonic()
+        ready_at = started + 0.5
+        took = cluster._restart(
+            "kube-apiserver", lambda: time.monotonic() >= ready_at, what="ready", timeout_s=10
+        )
+        elapsed = time.monotonic() - started
+        assert time.monotonic() >= ready_at
+        assert 0.4 <= took <= elapsed + 0.01
         assert not old.alive()
         (record,) = json.loads((tmp_path / "state.json").read_text())["daemons"]
         assert record["pid"] != old.pid

@@ -133,11 +133,13 @@ def test_injected_faults_hit_the_named_calls_only() -> None:
     cluster.fail("get", "nodes", 503, name="a")
     cluster.create("nodes", node("a"))
     cluster.create("nodes", node("b"))
-    cluster.get("nodes", "b")
+    assert cluster.get("nodes", "b")["metadata"]["name"] == "b"
     with pytest.raises(ApiError) as info:
         cluster.get("nodes", "a")
+    assert info.value.status == 503
     assert info.value.retryable
-    cluster.get("nodes", "a")
+    # One call only (times=1): the next one is served.
+    assert cluster.get("nodes", "a")["metadata"]["name"] == "a"
 
 
 # -- the real client's mapping --------------------------------------------------------------------
@@ -145,14 +147,76 @@ def test_injected_faults_hit_the_named_calls_only() -> None:
 
 @pytest.mark.parametrize("resource", sorted(RESOURCES))
 def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) -> None:
-    client = KubernetesClient(api_client=None)
-    verbs = ["list", "read", "create", "replace", "patch", "delete"]
+    # Each verb goes out as the REST request the API server serves for it: the official
+    # client's HTTP layer is replaced by a recorder that answers 200 with an empty list.
+    from types import SimpleNamespace
+    from urllib.parse import urlsplit
+
+    from kubernetes import client as k8s_client
+
+    group, namespaced = {
+        "pods": ("/api/v1", True),
+        "nodes": ("/api/v1", False),
+        "events": ("/api/v1", True),
+        "configmaps": ("/api/v1", True),
+        "leases": ("/apis/coordination.k8s.io/v1", True),
+        "resourceslices": ("/apis/resource.k8s.io/v1", False),
+        "deviceclasses": ("/apis/resource.k8s.io/v1", False),
+        "resourceclaims": ("/apis/resource.k8s.io/v1", True),
+    }[resource]
+    assert RESOURCES[resource].namespaced is namespaced
+    sent: list[tuple[str, str, str | None, Any]] = []
+
+    def call_api(
+        method: str, url: str, header_params: Any = None, body: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        sent.append((method, urlsplit(url).path, (header_params or {}).get("Content-Type"), body))
+        answer = b'{"metadata": {"resourceVersion": "7"}, "items": []}'
+        return SimpleNamespace(status=200, response=SimpleNamespace(data=answer))
+
+    api_client = k8s_client.ApiClient(k8s_client.Configuration(host="http://api.test"))
+    api_client.call_api = call_api  # type: ignore[method-assign]
+    client = KubernetesClient(api_client)
+    namespace = "ns" if namespaced else None
+    obj: dict[str, Any] = {"metadata": {"name": "o", **({"namespace": "ns"} if namespaced else {})}}
+    # What the client's models require of a body.
+    obj |= {
+        "events": {"involvedObject": {}},
+        "resourceslices": {
+            "spec": {"driver": "d", "pool": {"name": "p", "generation": 0, "resourceSliceCount": 1}}
+        },
+    }.get(resource, {})
+    patch = {"metadata": {"labels": {"a": "b"}}}
+
+    listed = client.list(resource, namespace=namespace)
+    assert (listed.items, listed.resource_version) == ([], "7")
+    client.list(resource)
+    assert client.get(resource, "o", namespace=namespace)["metadata"] == {"resourceVersion": "7"}
+    client.create(resource, obj)
+    client.replace(resource, obj)
+    client.patch(resource, "o", patch, namespace=namespace)
+    client.delete(resource, "o", namespace=namespace)
     if resource == "resourceclaims":
-        verbs.append("replace_status")
-    for verb in verbs:
-        assert callable(client._method(resource, verb))
-    if RESOURCES[resource].namespaced:
-        assert callable(client._method(resource, "list", all_namespaces=True))
+        client.replace_status(resource, obj)
+
+    collection = f"{group}/namespaces/ns/{resource}" if namespaced else f"{group}/{resource}"
+    item = f"{collection}/o"
+    expected = [
+        ("GET", collection, None),
+        ("GET", f"{group}/{resource}", None),  # listed across all namespaces
+        ("GET", item, None),
+        ("POST", collection, None),
+        ("PUT", item, None),
+        ("PATCH", item, "application/merge-patch+json"),
+        ("DELETE", item, None),
+    ]
+    if resource == "resourceclaims":
+        expected.append(("PUT", f"{item}/status", None))
+    assert [(method, path, content_type) for method, path, content_type, _ in sent] == expected
+    bodies = {method: body for method, _, _, body in sent if body is not None}
+    assert bodies["POST"]["metadata"]["name"] == "o"
+    assert bodies["PUT"]["metadata"]["name"] == "o"
+    assert bodies["PATCH"] == patch
 
 
 def test_bodies_become_the_clients_models() -> None:

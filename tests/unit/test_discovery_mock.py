@@ -30,7 +30,15 @@ def test_default_profile_is_eight_h100_with_driver_550_and_cuda_12_4() -> None:
 
 def test_mock_is_a_discovery_backend() -> None:
     backend: DiscoveryBackend = MockBackend("node-a")
-    assert backend.discover() == backend.discover()
+    inventory = backend.discover()
+    # The node's GPUs, numbered from 0, each under its own UUID...
+    assert inventory.node_name == "node-a"
+    assert [g.index for g in inventory.gpus] == list(range(8))
+    assert len({g.uuid for g in inventory.gpus}) == 8
+    # ...the same for another backend of the same node (a restarted agent sees its GPUs again)...
+    assert MockBackend("node-a").discover() == inventory
+    # ...and no health event until one is injected: the wait ends with None.
+    assert backend.wait_health_event(0.01) is None
 
 
 def test_same_node_same_uuids_other_node_other_uuids() -> None:

@@ -99,9 +99,17 @@ def test_mps_defaults_to_empty_config() -> None:
 
 @pytest.mark.parametrize("interval", list(TIME_SLICE_INTERVALS))
 def test_every_interval_is_accepted(interval: str) -> None:
-    decode_gpu_config(
-        config({"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": interval}})
-    )
+    parameters = config({"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": interval}})
+    decoded = decode_gpu_config(parameters)
+    # Kept as written (not replaced by a default), also once the defaults are filled in...
+    assert decoded.sharing is not None and decoded.sharing.time_slicing_config is not None
+    assert decoded.sharing.time_slicing_config.interval == interval
+    normalized = decoded.normalized().sharing
+    assert normalized is not None and normalized.time_slicing_config is not None
+    assert normalized.time_slicing_config.interval == interval
+    assert not decoded.exclusive
+    # ...and written back exactly as the user gave it.
+    assert dump(decoded) == parameters
 
 
 @pytest.mark.parametrize(
