@@ -84,7 +84,7 @@ def test_each_device_is_counted_under_the_first_check_it_fails() -> None:
     }
     assert request["inUseBy"] == {"claim default/x": 1}
     assert report["closestNode"] == "node-a"
-    json.dumps(report)  # plain JSON types only
+    assert json.loads(json.dumps(report)) == report  # plain JSON types only (no tuples, sets)
 
 
 def test_unsatisfiable_reasons_name_the_closest_node_and_the_holders() -> None:

@@ -176,13 +176,17 @@ def test_shared_capacity_gives_each_half_its_share() -> None:
     ],
 )
 def test_placement_policies_choose_different_nodes(policy: str, node: str) -> None:
-    for claim in allocated(example("placement", "--policy", policy)):
+    claims = by_name(allocated(example("placement", "--policy", policy)))
+    assert sorted(claims) == ["capable-gpu", "packed-gpu"]
+    for claim in claims.values():
         assert node_of(claim) == [node]
 
 
 def test_policy_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRA_DRIVER_POLICY", "most-capable")
-    for claim in allocated(example("placement")):
+    claims = by_name(allocated(example("placement")))
+    assert sorted(claims) == ["capable-gpu", "packed-gpu"]
+    for claim in claims.values():
         assert node_of(claim) == ["gpu-node-h100"]
 
 
