@@ -1,5 +1,6 @@
-"""The pure parts of e2e/cluster/driver_image.py: what it reads from the Dockerfile, how it
-checks the built image against it, its cache key, and the apt and pip inputs of the base.
+"""The pure parts of the driver image build (e2e/cluster/dockerfile.py and image_base.py,
+driven by driver_image.py): what it reads from the Dockerfile, how it checks the built
+image against it, its cache key, and the apt and pip inputs of the base.
 
 The build itself (podman, apt, pip) runs in the cluster tests.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e.cluster import ClusterError
-from e2e.cluster.driver_image import (
+from e2e.cluster.dockerfile import (
     REPOSITORY,
     check_image_config,
     copied_sources,
@@ -20,10 +21,9 @@ from e2e.cluster.driver_image import (
     dockerfile_instructions,
     image_reference,
     input_digest,
-    manylinux_platforms,
-    parse_simulated_install,
     requirements,
 )
+from e2e.cluster.image_base import manylinux_platforms, parse_simulated_install
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
