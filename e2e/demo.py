@@ -18,6 +18,9 @@ Then it tears everything down, also after a failure, Ctrl-C or SIGTERM: pods
 deleted and their claims unprepared (CDI specs gone), both agents stopped with
 SIGTERM, the cluster down. On failure it prints the components' log tails and
 exits 1. Needs root (the cluster's kubelet). Timings go to stdout at the end.
+
+The agents, API calls and waits it drives are :mod:`e2e.demo_support`; the table
+is :mod:`e2e.demo_report`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -51,6 +51,7 @@ from e2e.demo_report import (
     format_table,
     placed_by,
 )
+from e2e.demo_support import Agent, Api, DemoError, Timings, dra_driver_argv, say, wait_for
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DEVICE_CLASSES: Final = REPO / "deploy" / "examples" / "inventory" / "deviceclasses.yaml"
@@ -61,181 +62,6 @@ MOCK_PROFILE: Final = "4xH100-80GB,4xA100-40GB"
 PODS_TIMEOUT_S: Final = 180.0
 #: Deleted pods have this long to be gone and their claims unprepared.
 UNPREPARE_TIMEOUT_S: Final = 90.0
-#: An agent has this long to exit after SIGTERM before it is killed.
-STOP_TIMEOUT_S: Final = 30.0
-
-
-class DemoError(Exception):
-    """A step of the demo failed; the message says which and what was seen."""
-
-
-def _say(message: str) -> None:
-    print(f"demo: {message}", file=sys.stderr, flush=True)
-
-
-def _dra_driver() -> list[str]:
-    """The ``dra-driver`` console script of this environment, or the module behind it."""
-    script = Path(sys.executable).with_name("dra-driver")
-    if script.exists():
-        return [str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from dra_cli.main import main; sys.exit(main())",
-    ]
-
-
-@dataclass
-class Agent:
-    """One of the driver's processes, in its own session, its output in ``log``."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, name: str, argv: list[str], log: Path) -> Agent:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        return cls(name, process, log)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> int:
-        """SIGTERM to its process group, SIGKILL after STOP_TIMEOUT_S; returns the exit status."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _say(f"{self.name} did not exit on SIGTERM within {STOP_TIMEOUT_S:.0f} s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
-
-
-@dataclass
-class Timings:
-    """Seconds since the demo started, per milestone."""
-
-    started: float = field(default_factory=time.monotonic)
-    marks: dict[str, float] = field(default_factory=dict)
-
-    def mark(self, what: str) -> None:
-        self.marks[what] = time.monotonic() - self.started
-
-    def report(self) -> str:
-        lines = ["timings:"]
-        previous = 0.0
-        for what, at in self.marks.items():
-            lines.append(f"  {what:<36} {at - previous:6.1f} s  (at {at:6.1f} s)")
-            previous = at
-        lines.append(f"  {'total':<36} {previous:6.1f} s")
-        return "\n".join(lines)
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, *watch: Agent) -> Any:
-    """Poll ``condition`` until it returns something truthy and return that.
-
-    Raises DemoError on timeout, or as soon as one of ``watch`` has exited.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        for agent in watch:
-            if not agent.alive():
-                raise DemoError(
-                    f"{agent.name} exited {agent.process.returncode} while waiting for {what}"
-                )
-        if time.monotonic() >= deadline:
-            raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
-class Api:
-    """The few API calls the demo makes, through the official client; objects as raw JSON."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        from kubernetes import client, config
-
-        api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-        self.core: Any = client.CoreV1Api(api_client)
-        self.resource: Any = client.ResourceV1Api(api_client)
-        self._api_exception: type[Exception] = client.ApiException
-
-    def _json(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(call(*args, _preload_content=False, **kwargs).data)
-        return data
-
-    def apply(self, doc: dict[str, Any]) -> str:
-        """Create ``doc`` (Namespace, DeviceClass, ResourceClaim(Template) or Pod); returns
-        ``kind namespace/name``. An existing DeviceClass or Namespace is left as it is."""
-        kind, meta = doc["kind"], doc["metadata"]
-        namespace, name = meta.get("namespace", "default"), meta["name"]
-        creates: dict[str, Callable[[], Any]] = {
-            "Namespace": lambda: self.core.create_namespace(doc),
-            "DeviceClass": lambda: self.resource.create_device_class(doc),
-            "ResourceClaimTemplate": lambda: (
-                self.resource.create_namespaced_resource_claim_template(namespace, doc)
-            ),
-            "ResourceClaim": lambda: self.resource.create_namespaced_resource_claim(namespace, doc),
-            "Pod": lambda: self.core.create_namespaced_pod(namespace, doc),
-        }
-        if kind not in creates:
-            raise DemoError(f"{kind} {name}: the demo applies only {', '.join(creates)}")
-        try:
-            creates[kind]()
-        except self._api_exception as err:
-            if getattr(err, "status", None) != 409 or kind not in ("Namespace", "DeviceClass"):
-                raise DemoError(f"creating {kind} {name}: {err}") from None
-        scope = "" if kind in ("Namespace", "DeviceClass") else f"{namespace}/"
-        return f"{kind} {scope}{name}"
-
-    def pods(self, namespace: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._json(self.core.list_namespaced_pod, namespace)["items"]
-        return items
-
-    def claim(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._json(self.resource.read_namespaced_resource_claim, name, namespace)
-
-    def log(self, namespace: str, pod: str) -> str:
-        text: str = self.core.read_namespaced_pod_log(pod, namespace)
-        return text
-
-    def events(self, namespace: str, name: str) -> list[str]:
-        listed = self.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name}"
-        )
-        return [f"{e.reason}: {e.message}" for e in listed.items]
-
-    def claims(self, namespace: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._json(
-            self.resource.list_namespaced_resource_claim, namespace
-        )["items"]
-        return items
-
-    def claim_uids(self, namespace: str) -> set[str]:
-        return {str(c["metadata"]["uid"]) for c in self.claims(namespace)}
-
-    def delete_pods(self, namespace: str) -> None:
-        self.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -267,7 +93,7 @@ class Demo:
     # --- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        cluster = LocalCluster(progress=lambda m: _say(f"cluster: {m}"))
+        cluster = LocalCluster(progress=lambda m: say(f"cluster: {m}"))
         self.cluster = cluster
         cluster.up()
         self.timings.mark("cluster up (build check included)")
@@ -275,7 +101,7 @@ class Demo:
         plugin = Agent.start(
             "kubelet-plugin",
             [
-                *_dra_driver(),
+                *dra_driver_argv(),
                 "kubelet-plugin",
                 f"--node-name={cluster.node_name}",
                 f"--kubeconfig={cluster.kubeconfig}",
@@ -292,7 +118,7 @@ class Demo:
         controller = Agent.start(
             "controller",
             [
-                *_dra_driver(),
+                *dra_driver_argv(),
                 "controller",
                 f"--kubeconfig={cluster.kubeconfig}",
                 "--no-leader-elect",
@@ -301,7 +127,7 @@ class Demo:
             cluster.logs_dir / "controller.log",
         )
         self.agents.append(controller)
-        _say(f"started {plugin.name} (mock GPUs {MOCK_PROFILE}) and {controller.name}")
+        say(f"started {plugin.name} (mock GPUs {MOCK_PROFILE}) and {controller.name}")
         wait_for(
             "the kubelet to register the plugin",
             lambda: "kubelet registered DRA driver" in plugin.text(),
@@ -322,7 +148,7 @@ class Demo:
         # allocate for an ungated pod a device the controller is writing for the gated one,
         # and the controller's confirm (its settle delay) makes its own claim give way.
         for doc in docs:
-            _say(f"applied {api.apply(doc)}")
+            say(f"applied {api.apply(doc)}")
         pods = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Pod")
 
         def all_running() -> bool:
@@ -399,10 +225,10 @@ class Demo:
                 problems.append(f"deleting the pods: {err}")
         for agent in reversed(self.agents):
             code = agent.stop()
-            _say(f"{agent.name} stopped (exit status {code})")
+            say(f"{agent.name} stopped (exit status {code})")
             if code == -signal.SIGTERM:
                 # Terminated before it installed its handler (still starting): stopped all the same.
-                _say(f"{agent.name} was still starting and died of the SIGTERM itself")
+                say(f"{agent.name} was still starting and died of the SIGTERM itself")
             elif code != 0:
                 problems.append(f"{agent.name} exited {code} on SIGTERM")
         self.agents.clear()
@@ -429,7 +255,7 @@ class Demo:
             ),
             UNPREPARE_TIMEOUT_S,
         )
-        _say("pods deleted, their claims unprepared (CDI specs gone)")
+        say("pods deleted, their claims unprepared (CDI specs gone)")
 
     def log_tails(self) -> str:
         parts = [f"--- {a.name} ({a.log}):\n{log_tail(a.log, 30)}" for a in self.agents]
@@ -458,7 +284,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _hold_on(signum: int, frame: FrameType | None) -> None:
     """During teardown a signal only says so: stopping it halfway would leave processes
     and mounts behind, and every step of the teardown has a time limit."""
-    _say(f"{signal.Signals(signum).name}: already tearing down, every step has a time limit")
+    say(f"{signal.Signals(signum).name}: already tearing down, every step has a time limit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,10 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                 table = demo.run()
                 print(table, flush=True)
             except KeyboardInterrupt:
-                _say("interrupted; tearing down")
+                say("interrupted; tearing down")
                 code = 130
             except Exception as err:  # whatever failed, report it and tear down
-                _say(f"failed: {type(err).__name__}: {err}")
+                say(f"failed: {type(err).__name__}: {err}")
                 print(demo.log_tails(), file=sys.stderr)
                 code = 1
         finally:
@@ -501,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             problems = demo.stop()
     demo.timings.mark("teardown")
     for problem in problems:
-        _say(f"teardown: {problem}")
+        say(f"teardown: {problem}")
     if problems and code == 0:
         code = 1
     print(demo.timings.report(), flush=True)
