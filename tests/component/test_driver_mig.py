@@ -205,7 +205,7 @@ def test_crash_during_prepare_is_undone_at_start_up(node: Node, point: FaultPoin
             raise _Crash(at)
 
     with pytest.raises(_Crash):
-        node.driver(fault_hook=crash)._prepare_locked(ref(1))
+        node.driver(fault_hook=crash).prepare([ref(1)])
     for name in ("state", "cdi"):
         shutil.rmtree(node.root / name, ignore_errors=True)
         if (node.root.parent / "frozen" / name).exists():

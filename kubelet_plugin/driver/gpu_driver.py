@@ -1,0 +1,151 @@
+"""GpuDriver: the :class:`~kubelet_plugin.node_driver.NodeDriver` of this project, wired.
+
+It builds the rooms of :mod:`kubelet_plugin.driver` (journal, MIG lifecycle,
+claim preparer, start-up recovery) and holds the node lock around each call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from api.checkpoint import ClaimEntry
+from api.errors import CheckpointError
+from dra_driver.cdi import HostFiles
+from dra_driver.discovery.model import MigManager, NodeInventory
+from kubelet_plugin.cdi_writer import CdiWriter
+from kubelet_plugin.checkpoint_store import CheckpointStore
+from kubelet_plugin.claim_source import ClaimSource
+from kubelet_plugin.driver.journal import ClaimJournal
+from kubelet_plugin.driver.mig_lifecycle import MigLifecycle
+from kubelet_plugin.driver.preparer import ClaimPreparer, FaultPoint
+from kubelet_plugin.driver.recovery import RecoveryReport, StartupRecovery
+from kubelet_plugin.node_driver import ClaimRef, PrepareResult
+from kubelet_plugin.node_lock import NodeFileLock
+
+__all__ = ["GpuDriver"]
+
+log = logging.getLogger(__name__)
+
+
+class GpuDriver:
+    """The :class:`~kubelet_plugin.node_driver.NodeDriver` of this project.
+
+    Call :meth:`start` once before serving. ``pool_name`` defaults to the node
+    name (the node-local pool the ResourceSlices publish). ``boot_id`` is the
+    kernel's boot ID (:func:`~kubelet_plugin.checkpoint_store.read_boot_id`).
+    ``fault_hook`` is called at each :data:`FaultPoint`; tests pass one that
+    kills the process, production passes none. ``mig_manager`` creates and
+    destroys dynamic MIG devices; without one, a claim for a MIG placement of a
+    partitionable GPU fails with an error saying so (static MIG devices and
+    full GPUs need none). ``node_lock`` is shared with another plugin instance
+    on the node (rolling update): see :mod:`kubelet_plugin.driver`.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        inventory: NodeInventory,
+        claim_source: ClaimSource,
+        checkpoints: CheckpointStore,
+        cdi: CdiWriter,
+        host: HostFiles,
+        boot_id: str,
+        pool_name: str | None = None,
+        fault_hook: Callable[[FaultPoint], None] | None = None,
+        mig_manager: MigManager | None = None,
+        node_lock: NodeFileLock | None = None,
+    ) -> None:
+        self.driver_name = driver_name
+        self.pool_name = pool_name or inventory.node_name
+        self._inventory = inventory
+        self._node_lock = node_lock
+        self._journal = ClaimJournal(checkpoints)
+        migs = MigLifecycle(
+            mig_manager, driver_name=driver_name, host=host, inventory=lambda: self._inventory
+        )
+        self._preparer = ClaimPreparer(
+            driver_name=driver_name,
+            pool_name=self.pool_name,
+            inventory=lambda: self._inventory,
+            claim_source=claim_source,
+            journal=self._journal,
+            cdi=cdi,
+            host=host,
+            boot_id=boot_id,
+            migs=migs,
+            fault_hook=fault_hook,
+        )
+        self._recovery = StartupRecovery(
+            driver_name=driver_name,
+            boot_id=boot_id,
+            journal=self._journal,
+            claim_source=claim_source,
+            cdi=cdi,
+            migs=migs,
+            rewrite_spec=self._preparer.rewrite_spec,
+        )
+
+    @property
+    def inventory(self) -> NodeInventory:
+        return self._inventory
+
+    def update_inventory(self, inventory: NodeInventory) -> None:
+        """Use a newer discovery result for claims prepared from now on."""
+        self._inventory = inventory
+
+    def prepared(self) -> Mapping[str, ClaimEntry]:
+        """A snapshot of the checkpoint entries, by claim UID."""
+        return self._journal.snapshot()
+
+    def start(self) -> RecoveryReport:
+        """Load the checkpoint and repair what a crash or a reboot left behind.
+
+        A corrupt checkpoint is moved aside (logged by the store) and the driver
+        starts empty; a checkpoint of a newer version raises CheckpointError
+        (refuse to run rather than rewrite state this version does not know).
+        """
+        with self._serialised(adopt=False):
+            return self._recovery.run()
+
+    def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
+        """Prepare each claim; see :mod:`kubelet_plugin.driver`. Never raises."""
+        try:
+            with self._serialised():
+                return {claim.uid: self._preparer.prepare(claim) for claim in claims}
+        except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
+            return {
+                claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
+                for claim in claims
+            }
+
+    def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
+        """Remove each claim's spec and entry; an unknown claim succeeds. Never raises.
+
+        One durable checkpoint save covers all claims of the call.
+        """
+        answers: dict[str, str | None] = {claim.uid: None for claim in claims}
+        try:
+            with self._serialised():
+                answers.update((claim.uid, self._preparer.unprepare(claim)) for claim in claims)
+                self._journal.commit()
+        except (CheckpointError, OSError) as err:
+            log.error("unprepare: %s", err)
+            return {
+                uid: answer or f"claim UID {uid}: unpreparing failed: {err}; the kubelet retries"
+                for uid, answer in answers.items()
+            }
+        return answers
+
+    @contextlib.contextmanager
+    def _serialised(self, *, adopt: bool = True) -> Iterator[None]:
+        """Hold the node lock (if any) inside; first adopt the other instance's changes."""
+        if self._node_lock is None:
+            yield
+            return
+        with self._node_lock.held():
+            if adopt:
+                self._journal.adopt()
+            yield

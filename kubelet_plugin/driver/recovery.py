@@ -1,0 +1,172 @@
+"""Start-up recovery: the checkpoint and the CDI files made consistent again before serving.
+
+A crash or a reboot can leave half-prepared claims, missing specs (the CDI
+root is a tmpfs), missing dynamic MIG devices and claims deleted meanwhile;
+:class:`StartupRecovery` repairs each, and :class:`RecoveryReport` says what it did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.checkpoint import ClaimEntry
+from api.errors import PrepareError
+from api.resource_v1 import claim_label
+from dra_driver.cdi import spec_file_name
+from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
+from kubelet_plugin.claim_source import ClaimSource
+from kubelet_plugin.driver.journal import ClaimJournal
+from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
+
+__all__ = ["RecoveryReport", "StartupRecovery"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    """What :meth:`GpuDriver.start <kubelet_plugin.driver.GpuDriver.start>` did, by claim UID."""
+
+    rolled_back: list[str] = field(default_factory=list)
+    """PrepareStarted entries undone (spec removed, entry dropped)."""
+    rewritten: list[str] = field(default_factory=list)
+    """PrepareCompleted claims whose spec was written again (missing, or a new boot)."""
+    removed: list[str] = field(default_factory=list)
+    """Claims gone from the API server (deleted, or replaced by one with another UID)."""
+    unverified: list[str] = field(default_factory=list)
+    """Claims kept because the API server could not be asked."""
+    orphan_specs: list[str] = field(default_factory=list)
+    """Spec files of this driver without a checkpoint entry (left in place)."""
+    checkpoint_corrupt: bool = False
+
+
+class StartupRecovery:
+    """Replays the checkpoint on disk into the journal, repairing as it goes.
+
+    For each entry, in UID order:
+
+    - ``PrepareStarted``: the spec removed, its dynamic MIG devices destroyed
+      (by placement), the entry dropped;
+    - a claim the API server no longer has (or has with another UID): the
+      same; when the API server cannot be asked, the claim is kept
+      (``unverified``) and the others are not asked either;
+    - ``PrepareCompleted``: its dynamic MIG devices made to exist, its spec
+      written again (``rewrite_spec``) when missing, of another boot, or
+      when a MIG device came back different.
+
+    Spec files of this driver without an entry are reported, never removed.
+    The journal then holds the result, saved durably.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        boot_id: str,
+        journal: ClaimJournal,
+        claim_source: ClaimSource,
+        cdi: CdiWriter,
+        migs: MigLifecycle,
+        rewrite_spec: Callable[[str, ClaimEntry], ClaimEntry],
+    ) -> None:
+        self._driver_name = driver_name
+        self._boot_id = boot_id
+        self._journal = journal
+        self._claims = claim_source
+        self._cdi = cdi
+        self._migs = migs
+        self._rewrite_spec = rewrite_spec
+
+    def run(self) -> RecoveryReport:
+        """Recover; raises CheckpointError for a checkpoint of a newer version or a failed save."""
+        report = RecoveryReport()
+        self._cdi.ensure_root()
+        self._cdi.remove_stale_temp_files()
+        entries, report.checkpoint_corrupt = self._journal.load()
+        api_error: PrepareError | None = None
+        for uid in sorted(entries):
+            entry = entries[uid]
+            label = claim_label(entry.namespace, entry.name)
+            if entry.state == "PrepareStarted":
+                self._discard(label, entry)
+                del entries[uid]
+                report.rolled_back.append(uid)
+                log.warning("%s (UID %s): rolled back an interrupted prepare", label, uid)
+                continue
+            try:
+                if api_error is not None:
+                    # One failure is enough: do not wait out a timeout per claim.
+                    raise api_error
+                claim = self._claims.get(entry.namespace, entry.name)
+            except PrepareError as err:
+                api_error = err
+                report.unverified.append(uid)
+                log.warning("%s (UID %s): kept, the API server cannot tell: %s", label, uid, err)
+            else:
+                if claim is None or claim.metadata.uid != uid:
+                    self._discard(label, entry)
+                    del entries[uid]
+                    report.removed.append(uid)
+                    log.info("%s (UID %s): gone from the API server, spec removed", label, uid)
+                    continue
+            if self._restore(uid, entry, entries):
+                report.rewritten.append(uid)
+        report.orphan_specs = self._orphan_specs(entries)
+        self._journal.replace(entries)
+        self._journal.commit()
+        log.info(
+            "checkpoint recovered: %d claim(s) prepared, %d rolled back, %d spec(s) rewritten, "
+            "%d removed, %d unverified",
+            len(entries),
+            len(report.rolled_back),
+            len(report.rewritten),
+            len(report.removed),
+            len(report.unverified),
+        )
+        return report
+
+    def _discard(self, label: str, entry: ClaimEntry) -> None:
+        """Remove a claim's spec and destroy its dynamic MIG devices (failures logged)."""
+        remove_durably(Path(entry.cdi_spec_path))
+        self._migs.destroy(label, dynamic_migs(entry))
+
+    def _restore(self, uid: str, entry: ClaimEntry, entries: dict[str, ClaimEntry]) -> bool:
+        """A kept claim's MIG devices and spec back in place; True when the spec was rewritten.
+
+        ``entries[uid]`` gets the updated entry. A failure is logged and the
+        claim kept: unprepare destroys what exists, and a later prepare
+        rewrites the spec.
+        """
+        label = claim_label(entry.namespace, entry.name)
+        recreated = False
+        if dynamic_migs(entry):
+            try:
+                entry, recreated = self._migs.ensure(entry)
+            except PrepareError as err:
+                # Kept: unprepare destroys what exists; a container started now fails.
+                log.error("%s (UID %s): its MIG devices cannot be made: %s", label, uid, err)
+            entries[uid] = entry
+        file_name = spec_file_name(self._driver_name, uid)
+        if not (recreated or entry.boot_id != self._boot_id or not self._cdi.exists(file_name)):
+            return False
+        try:
+            entries[uid] = self._rewrite_spec(uid, entry)
+        except OSError as err:
+            # Kept: the next prepare of this claim tries again.
+            log.error("%s (UID %s): writing its CDI spec failed: %s", label, uid, err)
+            return False
+        return True
+
+    def _orphan_specs(self, entries: dict[str, ClaimEntry]) -> list[str]:
+        """Spec files of this driver that no entry owns; logged, left in place."""
+        known = {spec_file_name(self._driver_name, uid) for uid in entries}
+        orphans = [f for f in self._cdi.spec_files() if f not in known]
+        for orphan in orphans:
+            log.warning(
+                "CDI spec %s has no checkpoint entry; left in place (unprepare removes it)",
+                self._cdi.path(orphan),
+            )
+        return orphans
