@@ -1,6 +1,7 @@
 """The kube-scheduler's structured allocator, with placement policies and explanations.
 
-Public surface::
+Which devices of which node a pending claim gets, decided against a :class:`Snapshot`
+of slices, classes, nodes and the devices in use. Public surface::
 
     snap = Snapshot.build(slices=..., classes=..., claims=[allocated claims], nodes=[...])
     alloc = allocate(snap, pending_claims, node=None, policy="first-fit")

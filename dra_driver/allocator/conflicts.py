@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from api.resource_v1 import ResourceClaim, claim_key, describe
-from dra_driver.allocator.inventory import DeviceRecord, PoolGeneration, device_id
+from dra_driver.allocator.inventory import InventoryDevice, PoolGeneration, device_id
 from dra_driver.allocator.snapshot import Snapshot
 
 __all__ = ["ConflictKind", "DeviceConflict", "device_conflicts"]
@@ -49,7 +49,7 @@ def _claim_keys(labels: Sequence[str], own: str) -> tuple[str, ...]:
 
 def _device_record(
     snapshot: Snapshot, driver: str, pool: str, name: str
-) -> tuple[DeviceRecord | None, PoolGeneration | None]:
+) -> tuple[InventoryDevice | None, PoolGeneration | None]:
     """The device as the allocator sees it (its pool's newest generation), if published."""
     view = snapshot.view(snapshot.pool_node(driver, pool))
     for pool_view in view.pools:

@@ -13,7 +13,7 @@ attributes (alpha) never satisfy a constraint.
 from __future__ import annotations
 
 from api.resource_v1 import DeviceAttribute, parse_version
-from dra_driver.allocator.inventory import DeviceRecord
+from dra_driver.allocator.inventory import InventoryDevice
 from dra_driver.allocator.requests import ConstraintPlan, RequestPlan
 
 #: (type, value) of an attribute; type "list" marks values that never compare equal.
@@ -44,7 +44,7 @@ class ConstraintState:
         self.plan = plan
         self._values: list[TypedValue] = []
 
-    def add(self, request: RequestPlan, device: DeviceRecord) -> bool:
+    def add(self, request: RequestPlan, device: InventoryDevice) -> bool:
         """Try to add ``device``; False (and nothing recorded) when it breaks the constraint."""
         if not self.plan.applies_to(request):
             return True
@@ -81,7 +81,7 @@ class ConstraintState:
         if self.plan.applies_to(request):
             self._values.pop()
 
-    def would_reject(self, request: RequestPlan, device: DeviceRecord) -> bool:
+    def would_reject(self, request: RequestPlan, device: InventoryDevice) -> bool:
         """Whether the device lacks the attribute altogether (for explanations)."""
         if not self.plan.applies_to(request):
             return False

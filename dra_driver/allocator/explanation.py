@@ -35,7 +35,7 @@ from typing import Any
 from api.errors import CelEvaluationError
 from api.resource_v1 import ResourceClaim
 from dra_driver.allocator.constraints import ConstraintState
-from dra_driver.allocator.inventory import DeviceRecord
+from dra_driver.allocator.inventory import InventoryDevice
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, plan_claims
 from dra_driver.allocator.search import NodeSearch, SearchAbortedError, evaluate, selector_error
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
@@ -366,7 +366,9 @@ def _classify(
             counts["eligible"] += 1
 
 
-def _selector_outcome(plan: RequestPlan, device: DeviceRecord, report: RequestReport) -> str | None:
+def _selector_outcome(
+    plan: RequestPlan, device: InventoryDevice, report: RequestReport
+) -> str | None:
     for selectors, key, of_class in (
         (plan.device_class.selectors, "classSelectorsFalse", True),
         (plan.selectors, "requestSelectorsFalse", False),

@@ -3,7 +3,7 @@
 Built once per :class:`~dra_driver.allocator.snapshot.Snapshot` from the
 ResourceSlice models and never changed afterwards (the in-use state lives in the
 snapshot). Work per device is deferred: a slice turns its devices into
-:class:`DeviceRecord` objects the first time an allocation looks at it, so a
+:class:`InventoryDevice` objects the first time an allocation looks at it, so a
 cluster of thousands of nodes costs little until a node is actually searched.
 
 Identity: a device is ``<driver>/<pool>/<device>`` (:func:`device_id`), whatever
@@ -52,7 +52,7 @@ def device_id(driver: str, pool: str, device: str) -> str:
     return f"{driver}/{pool}/{device}"
 
 
-class DeviceRecord:
+class InventoryDevice:
     """One device of one slice, with what matching needs precomputed.
 
     ``matches`` caches selector results per CEL expression for this device (this
@@ -169,7 +169,7 @@ class DeviceRecord:
         return None
 
     def __repr__(self) -> str:
-        return f"DeviceRecord({self.id})"
+        return f"InventoryDevice({self.id})"
 
 
 class SliceRecord:
@@ -208,7 +208,7 @@ class SliceRecord:
             if spec.node_selector is not None
             else None
         )
-        self._devices: list[DeviceRecord] | None = None
+        self._devices: list[InventoryDevice] | None = None
         #: The cluster-wide generation this slice belongs to (set by PoolRecord.add).
         self.pool_generation: PoolGeneration | None = None
         if self.per_device:
@@ -225,10 +225,10 @@ class SliceRecord:
         return self.model.spec.shared_counters or []
 
     @property
-    def devices(self) -> list[DeviceRecord]:
+    def devices(self) -> list[InventoryDevice]:
         if self._devices is None:
             self._devices = [
-                DeviceRecord(self, device, i)
+                InventoryDevice(self, device, i)
                 for i, device in enumerate(self.model.spec.devices or [])
             ]
         return self._devices
@@ -266,7 +266,7 @@ class PoolGeneration:
     _invalid: str | None = None
     _checked: bool = False
     _totals: dict[CounterKey, Fraction] | None = None
-    _devices_by_name: dict[str, DeviceRecord] | None = None
+    _devices_by_name: dict[str, InventoryDevice] | None = None
 
     @property
     def label(self) -> str:
@@ -327,7 +327,7 @@ class PoolGeneration:
         return self._totals
 
     @property
-    def devices_by_name(self) -> dict[str, DeviceRecord]:
+    def devices_by_name(self) -> dict[str, InventoryDevice]:
         """Every device of the generation (all slices, all nodes) by name."""
         if self._devices_by_name is None:
             self._devices_by_name = {}

@@ -45,7 +45,7 @@ from typing import Any, Final, Protocol
 from api import limits
 from api.semver import Semver
 from dra_driver.allocator.capacity import qualify
-from dra_driver.allocator.inventory import DeviceRecord
+from dra_driver.allocator.inventory import InventoryDevice
 from dra_driver.allocator.requests import RequestPlan
 from dra_driver.allocator.search import CandidateOrder, Solution
 from dra_driver.allocator.snapshot import NodeView, Snapshot
@@ -105,7 +105,7 @@ class Policy(Protocol):
 # -- unit usage ---------------------------------------------------------------------
 
 
-def units(device: DeviceRecord) -> tuple[object, ...]:
+def units(device: InventoryDevice) -> tuple[object, ...]:
     """The physical units a device occupies (counter sets, or the device itself)."""
     if device.consumes:
         generation = device.slice.pool_generation
@@ -113,7 +113,7 @@ def units(device: DeviceRecord) -> tuple[object, ...]:
     return (device.id,)
 
 
-def unit_usage(snapshot: Snapshot, device: DeviceRecord) -> float:
+def unit_usage(snapshot: Snapshot, device: InventoryDevice) -> float:
     """Usage in [0, 1] of the most used unit the device occupies."""
     if device.consumes:
         generation = device.slice.pool_generation
@@ -139,7 +139,7 @@ def unit_usage(snapshot: Snapshot, device: DeviceRecord) -> float:
     return 0.0
 
 
-def partition_size(device: DeviceRecord) -> float:
+def partition_size(device: InventoryDevice) -> float:
     """Share of its counter sets a device consumes (0 for a device without counters)."""
     if not device.consumes:
         return 0.0
@@ -180,8 +180,8 @@ def _used_fraction(snapshot: Snapshot, name: str | None) -> Fraction:
 
 
 def _reorder(
-    candidates: Sequence[DeviceRecord], key: Mapping[str, tuple[object, ...]]
-) -> list[DeviceRecord]:
+    candidates: Sequence[InventoryDevice], key: Mapping[str, tuple[object, ...]]
+) -> list[InventoryDevice]:
     indexed = sorted(range(len(candidates)), key=lambda i: (key[candidates[i].id], i))
     return [candidates[i] for i in indexed]
 
@@ -208,15 +208,17 @@ class Binpack:
             return (1, _free_devices(snapshot, name), 0.0)
         return (0, _free_devices(snapshot, name), -math.inf)
 
-    def device_key(self, snapshot: Snapshot, device: DeviceRecord) -> tuple[object, ...]:
+    def device_key(self, snapshot: Snapshot, device: InventoryDevice) -> tuple[object, ...]:
         usage = unit_usage(snapshot, device)
         return (0 if usage > 0 else 1, -usage, partition_size(device))
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         keys: dict[str, tuple[object, ...]] = {}
-        ordered: list[DeviceRecord] | None = None
+        ordered: list[InventoryDevice] | None = None
 
-        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+        def order(
+            plan: RequestPlan, candidates: Sequence[InventoryDevice]
+        ) -> Sequence[InventoryDevice]:
             nonlocal ordered
             del plan
             if ordered is None:
@@ -252,9 +254,11 @@ class Spread:
         return (_used_fraction(snapshot, name), 0.0)
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
-        ordered: list[DeviceRecord] | None = None
+        ordered: list[InventoryDevice] | None = None
 
-        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+        def order(
+            plan: RequestPlan, candidates: Sequence[InventoryDevice]
+        ) -> Sequence[InventoryDevice]:
             nonlocal ordered
             del plan
             if ordered is None:
@@ -277,7 +281,7 @@ class Spread:
 # -- most-capable ---------------------------------------------------------------------
 
 
-def capability(device: DeviceRecord) -> tuple[object, ...]:
+def capability(device: InventoryDevice) -> tuple[object, ...]:
     """Sort key, strongest first: compute capability (missing last), then memory."""
     cached = device.policy_keys.get("most-capable")
     if isinstance(cached, tuple):
@@ -330,9 +334,11 @@ class MostCapable:
             keys = {d.id: capability(d) for d in view.candidates}
             ordered = _reorder(view.candidates, keys)
             view.policy_cache["most-capable-order"] = ordered
-        fixed: list[DeviceRecord] = ordered
+        fixed: list[InventoryDevice] = ordered
 
-        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+        def order(
+            plan: RequestPlan, candidates: Sequence[InventoryDevice]
+        ) -> Sequence[InventoryDevice]:
             del plan, candidates
             return fixed
 
@@ -346,7 +352,7 @@ class MostCapable:
 # -- topology -------------------------------------------------------------------------
 
 
-def topology(device: DeviceRecord) -> tuple[tuple[object, ...], ...]:
+def topology(device: InventoryDevice) -> tuple[tuple[object, ...], ...]:
     """The device's (island, PCIe root, NUMA node); a missing one is unique to the device."""
     cached = device.policy_keys.get("topology")
     if isinstance(cached, tuple):
@@ -379,9 +385,11 @@ class Topology:
         return None
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
-        ordered: list[DeviceRecord] | None = None
+        ordered: list[InventoryDevice] | None = None
 
-        def order(plan: RequestPlan, candidates: Sequence[DeviceRecord]) -> Sequence[DeviceRecord]:
+        def order(
+            plan: RequestPlan, candidates: Sequence[InventoryDevice]
+        ) -> Sequence[InventoryDevice]:
             nonlocal ordered
             del plan
             if ordered is None:

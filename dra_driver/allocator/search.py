@@ -43,7 +43,7 @@ from api.quantity import Quantity
 from api.resource_v1 import DeviceTaint, DeviceToleration
 from dra_driver.allocator.capacity import consumed_amount, resolve_requests, violates_policy
 from dra_driver.allocator.constraints import ConstraintState
-from dra_driver.allocator.inventory import CounterKey, DeviceRecord, PoolGeneration
+from dra_driver.allocator.inventory import CounterKey, InventoryDevice, PoolGeneration
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, Selector
 from dra_driver.allocator.snapshot import NodeView, Snapshot
 
@@ -56,7 +56,7 @@ _ZERO: Final = Fraction(0)
 _CLOCK_EVERY: Final = 1023
 
 #: A candidate order for one request: the node's candidates, rearranged.
-CandidateOrder = Callable[[RequestPlan, Sequence[DeviceRecord]], Sequence[DeviceRecord]]
+CandidateOrder = Callable[[RequestPlan, Sequence[InventoryDevice]], Sequence[InventoryDevice]]
 
 
 class SearchAbortedError(Exception):
@@ -78,7 +78,7 @@ class Pick:
     """One device chosen for one request (or subrequest)."""
 
     request: RequestPlan
-    device: DeviceRecord
+    device: InventoryDevice
     #: Consumed capacity (every capacity) for multi-allocatable devices, else None.
     consumed: dict[str, Quantity] | None
     #: Whether this pick added the device's counter consumption.
@@ -112,7 +112,12 @@ def tolerates(toleration: DeviceToleration, taint: DeviceTaint) -> bool:
 
 
 def selector_error(
-    err: Exception, plan: RequestPlan, selector: Selector, device: DeviceRecord, *, of_class: bool
+    err: Exception,
+    plan: RequestPlan,
+    selector: Selector,
+    device: InventoryDevice,
+    *,
+    of_class: bool,
 ) -> CelEvaluationError:
     """The error a failed selector evaluation aborts the allocation with.
 
@@ -128,7 +133,7 @@ def selector_error(
     return error
 
 
-def evaluate(selector: Selector, device: DeviceRecord) -> bool | Exception:
+def evaluate(selector: Selector, device: InventoryDevice) -> bool | Exception:
     """The selector's result on the device, cached on the device per expression."""
     cached = device.matches.get(selector.expression)
     if cached is None:
@@ -176,8 +181,8 @@ class NodeSearch:
             [ConstraintState(c) for c in claim.constraints] for claim in claims
         ]
         self._num: dict[int, int] = {}
-        self._all: dict[int, list[DeviceRecord]] = {}
-        self._candidates: dict[int, Sequence[DeviceRecord]] = {}
+        self._all: dict[int, list[InventoryDevice]] = {}
+        self._candidates: dict[int, Sequence[InventoryDevice]] = {}
 
     # -- entry point ------------------------------------------------------------------
 
@@ -214,9 +219,9 @@ class NodeSearch:
                     f"claim limit of {limits.ALLOCATION_RESULTS_MAX}",
                 )
 
-    def all_devices(self, claim: ClaimPlan, plan: RequestPlan) -> list[DeviceRecord]:
+    def all_devices(self, claim: ClaimPlan, plan: RequestPlan) -> list[InventoryDevice]:
         """Every device of the node an ``All`` request must get (selectors and capacity)."""
-        devices: list[DeviceRecord] = []
+        devices: list[InventoryDevice] = []
         for pool in self.view.pools:
             if pool.incomplete:
                 raise SearchAbortedError(
@@ -336,7 +341,7 @@ class NodeSearch:
         )
         return _SUCCESS if len(self.solutions) >= self.max_solutions else _FAIL
 
-    def candidates(self, plan: RequestPlan) -> Sequence[DeviceRecord]:
+    def candidates(self, plan: RequestPlan) -> Sequence[InventoryDevice]:
         """Candidate devices of the node for an ExactCount request, in search order."""
         if self.order is None:
             return self.view.candidates
@@ -344,14 +349,14 @@ class NodeSearch:
 
     # -- per-device checks (also used by the explainer) --------------------------------
 
-    def in_use(self, ci: int, plan: RequestPlan, device: DeviceRecord) -> bool:
+    def in_use(self, ci: int, plan: RequestPlan, device: InventoryDevice) -> bool:
         """§5.1: allocated, or picked earlier in this search (admin: only by this claim)."""
         flight = self._allocating.get(device.id)
         if plan.admin_access:
             return flight is not None and ci in flight
         return bool(flight) or self.snapshot.in_use(device.id)
 
-    def selectable(self, plan: RequestPlan, device: DeviceRecord) -> bool:
+    def selectable(self, plan: RequestPlan, device: InventoryDevice) -> bool:
         """§5.3-§5.4: class and request selectors, then per-device node selection."""
         for selector in plan.device_class.selectors:
             result = evaluate(selector, device)
@@ -369,7 +374,7 @@ class NodeSearch:
             raise selector_error(result, plan, selector, device, of_class=False)
         return not (device.slice.per_device and device.id in self.view.off_node)
 
-    def capacity(self, plan: RequestPlan, device: DeviceRecord) -> dict[str, Quantity] | None:
+    def capacity(self, plan: RequestPlan, device: InventoryDevice) -> dict[str, Quantity] | None:
         """§5.5: what the request consumes of each capacity, or None when it does not fit.
 
         An empty dict means "fits, nothing to record" (an exclusive device and
@@ -396,7 +401,7 @@ class NodeSearch:
             consumed[name] = amount
         return consumed
 
-    def counters_fit(self, device: DeviceRecord) -> bool:
+    def counters_fit(self, device: InventoryDevice) -> bool:
         """§5.6 without side effects: would the device's counters stay >= 0?"""
         if not device.consumes or self._counters_skipped(device):
             return True
@@ -412,7 +417,7 @@ class NodeSearch:
                 return False
         return True
 
-    def _counters_skipped(self, device: DeviceRecord) -> bool:
+    def _counters_skipped(self, device: InventoryDevice) -> bool:
         # A multi-allocatable device pays its counters once, with its first share.
         return device.multi and bool(
             self.snapshot.share_count(device.id) or self._flight_shares.get(device.id)
@@ -427,7 +432,7 @@ class NodeSearch:
             self._overcommitted[generation] = known
         return known
 
-    def tainted(self, plan: RequestPlan, device: DeviceRecord) -> bool:
+    def tainted(self, plan: RequestPlan, device: InventoryDevice) -> bool:
         """§5.7: a NoSchedule/NoExecute taint that no toleration of the request tolerates."""
         for taint in device.blocking_taints:
             if not any(tolerates(t, taint) for t in plan.tolerations or ()):
@@ -437,7 +442,7 @@ class NodeSearch:
     # -- picking and undoing ------------------------------------------------------------
 
     def _reserve(
-        self, ci: int, plan: RequestPlan, device: DeviceRecord, *, must: bool
+        self, ci: int, plan: RequestPlan, device: InventoryDevice, *, must: bool
     ) -> Pick | None:
         consumed = self.capacity(plan, device)
         if consumed is None or not self.counters_fit(device) or self.tainted(plan, device):

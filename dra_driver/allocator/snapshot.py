@@ -45,7 +45,7 @@ from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice, des
 from dra_driver.allocator.capacity import qualify
 from dra_driver.allocator.inventory import (
     CounterKey,
-    DeviceRecord,
+    InventoryDevice,
     PoolGeneration,
     PoolRecord,
     SliceRecord,
@@ -86,7 +86,7 @@ class NodeView:
     pools: list[PoolView]
     #: Devices of the complete, valid pools: pools by (binding conditions last,
     #: driver, pool), slices by name, devices in slice order.
-    candidates: list[DeviceRecord]
+    candidates: list[InventoryDevice]
     #: Devices of perDeviceNodeSelection slices that are not available on the node.
     off_node: frozenset[str]
     #: Static per-policy data about the node (for example its strongest device).
@@ -378,7 +378,7 @@ class Snapshot:
                 p.generation.pool,
             )
         )
-        candidates: list[DeviceRecord] = []
+        candidates: list[InventoryDevice] = []
         off_node: set[str] = set()
         for pool_view in pools:
             for record in pool_view.slices:

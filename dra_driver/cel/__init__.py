@@ -1,6 +1,7 @@
 """Kubernetes' CEL environment for DRA device selectors, compiled to Python closures.
 
-The public surface::
+A selector goes lexer -> parser -> checker -> compiler; the closures run on the
+value model of :mod:`.runtime` with the functions of :mod:`.library`. The public surface::
 
     compile_selector(expression) -> CompiledSelector   # memoised; CelCompileError
     CompiledSelector.evaluate(device) -> bool           # CelEvaluationError
