@@ -1,18 +1,7 @@
-"""A recursive-descent parser for the CEL expression grammar, with macros.
+"""The grammar: one method per precedence level, from ``?:`` down to literals.
 
-Precedence, lowest first: ``?:`` (right-associative), ``||``, ``&&``, the
-relations ``< <= >= > == != in``, ``+ -``, ``* / %``, the prefix operators
-``!`` and ``-``, then member access, indexing and calls. As upstream does, runs of
-``&&`` or ``||`` become balanced trees, an even run of ``!`` or ``-`` cancels
-out, and ``-`` directly before a number literal makes a negative literal (so
-``-9223372036854775808`` is a valid int).
-
-Macros are recognised here, by name and argument count, as upstream's parser
-does: ``has(a.b)``, ``r.all(x, p)``, ``r.exists(x, p)``, ``r.exists_one(x, p)``,
-``r.map(x, t)``, ``r.map(x, p, t)``, ``r.filter(x, p)``, the two-variable
-``all/exists/existsOne(k, v, p)``, ``transformList(i, v, [p,] t)``,
-``transformMap(k, v, [p,] t)``, ``cel.bind(x, init, body)`` and
-``o.optMap(x, t)``/``o.optFlatMap(x, t)``.
+Nesting of parentheses, brackets and arguments is bounded (:data:`MAX_NESTING`) so
+that deep input is a syntax error rather than a Python stack overflow.
 """
 
 from __future__ import annotations
@@ -20,7 +9,9 @@ from __future__ import annotations
 from typing import Final
 
 from dra_driver.cel import ast
-from dra_driver.cel.lexer import RESERVED, SyntaxProblem, Token, tokenize
+from dra_driver.cel.lexer import RESERVED, SyntaxProblem, Token
+from dra_driver.cel.parser import macros
+from dra_driver.cel.parser.cursor import TokenCursor
 from dra_driver.cel.runtime import INT64_MAX
 
 MAX_NESTING: Final = 100
@@ -39,70 +30,20 @@ _RELATIONS: Final = {
 _ADDITIVE: Final = {"+": "_+_", "-": "_-_"}
 _MULTIPLICATIVE: Final = {"*": "_*_", "/": "_/_", "%": "_%_"}
 
-# Member macros: name -> accepted argument counts (one- and two-variable forms).
-_MEMBER_MACROS: Final = {
-    "all": (2, 3),
-    "exists": (2, 3),
-    "exists_one": (2, 3),
-    "existsOne": (2, 3),
-    "map": (2, 3),
-    "filter": (2,),
-    "transformList": (3, 4),
-    "transformMap": (3, 4),
-    "optMap": (2,),
-    "optFlatMap": (2,),
-}
-
 
 def parse(text: str) -> ast.Expr:
     """The syntax tree of ``text``; raise SyntaxProblem on the first syntax error."""
     return _Parser(text).parse()
 
 
-class _Parser:
+class _Parser(TokenCursor):
+    """The grammar, one method per precedence level; ids and tokens from the cursor."""
+
     def __init__(self, text: str) -> None:
-        self.tokens = tokenize(text)
-        self.pos = 0
+        super().__init__(text)
         self.nesting = 0
-        self.next_id = 0
         # Set right before parsing a number literal preceded by unary minus signs.
         self.minus_before = False
-
-    # -- token helpers ----------------------------------------------------------------
-
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.pos]
-
-    def peek(self, ahead: int = 1) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
-
-    def advance(self) -> Token:
-        token = self.tokens[self.pos]
-        if token.kind != "eof":
-            self.pos += 1
-        return token
-
-    def accept(self, kind: str) -> bool:
-        if self.tok.kind == kind:
-            self.advance()
-            return True
-        return False
-
-    def expect(self, kind: str, what: str | None = None) -> Token:
-        if self.tok.kind != kind:
-            raise self.error(f"expecting {what or repr(kind)}")
-        return self.advance()
-
-    def error(self, expecting: str) -> SyntaxProblem:
-        token = self.tok
-        return SyntaxProblem(
-            f"Syntax error: mismatched input '{token.text}' {expecting}", token.offset
-        )
-
-    def new_id(self) -> int:
-        self.next_id += 1
-        return self.next_id
 
     # -- grammar ------------------------------------------------------------------------
 
@@ -255,7 +196,7 @@ class _Parser:
                 if self.tok.kind == "(" and not optional and name_token.kind == "ident":
                     call_offset = self.advance().offset
                     args = self.arguments(")")
-                    expr = self.member_call(expr, name, args, call_offset)
+                    expr = macros.member_call(expr, name, args, call_offset, self.new_id)
                 else:
                     expr = ast.Select(
                         offset=offset,
@@ -316,10 +257,9 @@ class _Parser:
             name = str(name_token.value)
             if name in RESERVED:
                 raise SyntaxProblem(f"reserved identifier: {name}", name_token.offset)
-            if self.tok.kind == "(":
-                call_offset = self.advance().offset
+            if self.accept("("):
                 args = self.arguments(")")
-                return self.global_call(name, args, call_offset, name_token.offset)
+                return macros.global_call(name, args, name_token.offset, self.new_id)
             return ast.Ident(offset=name_token.offset, id=self.new_id(), name=name)
         if kind == "(":
             self.advance()
@@ -363,68 +303,3 @@ class _Parser:
                 break
             self.expect(",", "',' or '}'")
         return ast.MapExpr(offset=offset, id=self.new_id(), entries=entries)
-
-    # -- calls and macros -----------------------------------------------------------------
-
-    def global_call(
-        self, name: str, args: list[ast.Expr], offset: int, name_offset: int
-    ) -> ast.Expr:
-        if name == "has" and len(args) == 1:
-            arg = args[0]
-            if not isinstance(arg, ast.Select) or arg.optional or arg.test_only:
-                raise SyntaxProblem("invalid argument to has() macro", arg.offset)
-            arg.test_only = True
-            return arg
-        return ast.Call(offset=name_offset, id=self.new_id(), function=name, args=args)
-
-    def member_call(
-        self, target: ast.Expr, name: str, args: list[ast.Expr], offset: int
-    ) -> ast.Expr:
-        if (
-            name == "bind"
-            and len(args) == 3
-            and isinstance(target, ast.Ident)
-            and target.name == "cel"
-        ):
-            var = self.variable(args[0])
-            return ast.Comprehension(
-                offset=target.offset,
-                id=self.new_id(),
-                macro="bind",
-                target=args[1],
-                var=var,
-                var2=None,
-                args=[args[2]],
-            )
-        counts = _MEMBER_MACROS.get(name)
-        if counts is None or len(args) not in counts:
-            return ast.Call(
-                offset=offset, id=self.new_id(), function=name, args=args, target=target
-            )
-        macro = "exists_one" if name == "existsOne" else name
-        two_vars = (macro in ("all", "exists", "exists_one") and len(args) == 3) or macro in (
-            "transformList",
-            "transformMap",
-        )
-        var = self.variable(args[0])
-        var2: str | None = None
-        rest = args[1:]
-        if two_vars:
-            var2 = self.variable(args[1])
-            if var2 == var:
-                raise SyntaxProblem(f"duplicate variable name: {var}", args[1].offset)
-            rest = args[2:]
-        return ast.Comprehension(
-            offset=offset,
-            id=self.new_id(),
-            macro=macro,
-            target=target,
-            var=var,
-            var2=var2,
-            args=rest,
-        )
-
-    def variable(self, arg: ast.Expr) -> str:
-        if not isinstance(arg, ast.Ident):
-            raise SyntaxProblem("argument must be a simple name", arg.offset)
-        return arg.name
