@@ -59,11 +59,12 @@ from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
-from kubelet_plugin.health import FaultSpool, HealthEventSource, HealthMonitor
+from kubelet_plugin.health.faults import FaultSpool
+from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
+from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
 from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
-from kubelet_plugin.resource_health import HealthBroadcaster
 from kubelet_plugin.server import PluginServer
 from kubelet_plugin.settings import Settings, build_parser, settings_from_args
 

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import start_http_server
 
 from dra_driver.discovery.model import HealthEventKind
-from kubelet_plugin.health import TaintAction
+from kubelet_plugin.health.monitor import TaintAction
 from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PrepareResult
 from kubelet_plugin.settings import split_host_port
 

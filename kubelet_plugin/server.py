@@ -3,7 +3,7 @@
 :class:`PluginServer` serves
 
 - the DRA services on ``<plugins dir>/<driver>/dra.sock``: DRAPlugin v1 and
-  v1beta1 and, when a :class:`~kubelet_plugin.resource_health.HealthSource`
+  v1beta1 and, when a :class:`~kubelet_plugin.health.service.HealthSource`
   is given, ``v1alpha1.DRAResourceHealth``;
 - ``pluginregistration.Registration`` on ``<registry dir>/<driver>-reg.sock``,
   advertising ``v1.DRAPlugin``, then ``v1beta1.DRAPlugin`` (the kubelet takes
@@ -37,6 +37,7 @@ from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.validation import is_dns1123_subdomain
 from kubelet_plugin.dra_service import ClaimDispatcher, DraV1beta1Servicer, DraV1Servicer
+from kubelet_plugin.health.service import HealthSource, ResourceHealthServicer
 from kubelet_plugin.liveness import DEFAULT_CHECK_TIMEOUT, LivenessServicer
 from kubelet_plugin.node_driver import NodeDriver
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
@@ -51,7 +52,6 @@ from kubelet_plugin.registration import (
     RegistrationServicer,
     RegistrationStatus,
 )
-from kubelet_plugin.resource_health import HealthSource, ResourceHealthServicer
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 _log = logging.getLogger(__name__)

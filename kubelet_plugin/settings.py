@@ -49,7 +49,7 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -61,6 +61,14 @@ from api.validation import is_dns1123_subdomain
 from dra_driver.discovery.mock import DEFAULT_PROFILE, parse_mock_profile
 from dra_driver.discovery.model import HealthEventKind
 from dra_driver.slices import DEFAULT_DRIVER_NAME, DEVICE_ORDERS, DeviceOrder
+from kubelet_plugin.health.taints import (
+    DEFAULT_HEALTH_POLICY,
+    DEFAULT_IGNORED_XIDS,
+    DEFAULT_RECOVERY_SECONDS,
+    HEALTH_EVENT_KINDS,
+    parse_health_policy,
+    parse_xids,
+)
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 __all__ = [
@@ -89,21 +97,11 @@ GpuBackend = Literal["auto", "nvml", "mock"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
-HEALTH_EVENT_KINDS: Final[tuple[str, ...]] = get_args(HealthEventKind)
-
 # The kubelet's paths (spec/kubelet-plugin.md §1). Repeated from kubelet_plugin.server
 # on purpose: importing that module would pull gRPC into every CLI start.
 DEFAULT_REGISTRY_DIR: Final = Path("/var/lib/kubelet/plugins_registry")
 DEFAULT_PLUGINS_DIR: Final = Path("/var/lib/kubelet/plugins")
 DEFAULT_CDI_ROOT: Final = Path("/var/run/cdi")
-
-#: NVIDIA's defaults: XID errors cordon the GPU, an uncorrectable ECC error or a
-#: lost GPU also evicts what runs on it (its memory or the whole GPU is gone).
-DEFAULT_HEALTH_POLICY: Final = "xid=NoSchedule,ecc-double-bit=NoExecute,gpu-lost=NoExecute"
-#: XIDs an application causes (illegal memory access, a killed context, a page
-#: fault...); NVIDIA's device plugin ignores them because the GPU is fine.
-DEFAULT_IGNORED_XIDS: Final = frozenset({13, 31, 43, 45, 68, 109})
-DEFAULT_RECOVERY_SECONDS: Final = 300.0
 
 _MAX_UNIX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with the terminating NUL
 _UNIX_PREFIX: Final = "unix://"
@@ -118,54 +116,6 @@ def _default_node_name() -> str:
 
 
 # --- Value parsers (also used for environment values) ------------------------------------
-
-
-def parse_health_policy(text: str) -> dict[HealthEventKind, str]:
-    """``kind=Effect,...`` to a map; kinds left out raise no taint.
-
-    Kinds: ``xid``, ``ecc-double-bit``, ``ecc-single-bit``, ``gpu-lost``.
-    Effects: ``NoSchedule``, ``NoExecute``, ``None`` (the taint is published for
-    people and tools, the scheduler ignores it). Raises ValueError naming the
-    offending entry and the choices.
-    """
-    policy: dict[HealthEventKind, str] = {}
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        kind, eq, effect = (part.strip() for part in entry.partition("="))
-        if not eq:
-            raise ValueError(f"entry {entry!r} is not KIND=EFFECT, e.g. xid=NoSchedule")
-        if kind not in HEALTH_EVENT_KINDS:
-            raise ValueError(
-                f"unknown event kind {kind!r} in {entry!r}: use {', '.join(HEALTH_EVENT_KINDS)}"
-            )
-        if effect not in limits.TAINT_EFFECTS:
-            raise ValueError(
-                f"unknown taint effect {effect!r} in {entry!r}: use "
-                f"{', '.join(limits.TAINT_EFFECTS)}"
-            )
-        if kind in policy:
-            raise ValueError(f"event kind {kind!r} appears twice")
-        policy[kind] = effect  # type: ignore[index]  # checked against HEALTH_EVENT_KINDS
-    return policy
-
-
-def parse_xids(text: str) -> frozenset[int]:
-    """``13,31,43`` to a set of positive XIDs; an empty text is the empty set."""
-    xids: set[int] = set()
-    for raw in text.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        try:
-            xid = int(entry)
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an XID number; use e.g. 13,31,43") from None
-        if xid <= 0:
-            raise ValueError(f"XID {xid} must be a positive number")
-        xids.add(xid)
-    return frozenset(xids)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -371,7 +321,7 @@ class Settings(BaseModel):
 
     @property
     def mock_faults_dir(self) -> Path:
-        """Where the mock backend picks up injected faults (see kubelet_plugin.health)."""
+        """Where the mock backend picks up injected faults (see kubelet_plugin.health.faults)."""
         return self.dev_root / "run" / "dra-driver" / "faults"
 
     def summary(self) -> dict[str, str]:

@@ -15,9 +15,9 @@ from kubelet_standin import (
 )
 from plugin_factory import PluginFactory
 
+from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
-from kubelet_plugin.resource_health import HealthBroadcaster
 
 pytestmark = pytest.mark.component
 

@@ -12,8 +12,8 @@ from fake_node_driver import POOL
 from kubelet_standin import KubeletStandin
 from plugin_factory import PluginFactory
 
+from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
-from kubelet_plugin.resource_health import DeviceHealth, Health, HealthBroadcaster
 
 pytestmark = pytest.mark.component
 

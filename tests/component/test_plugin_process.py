@@ -29,7 +29,7 @@ from fake_apiserver import FakeApiServer
 from kubelet_standin import KubeletStandin
 
 from dra_driver.discovery.mock import MockBackend
-from kubelet_plugin.health import write_fault
+from kubelet_plugin.health.faults import write_fault
 from kubelet_plugin.node_driver import ClaimRef
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 

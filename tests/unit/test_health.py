@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from agent_kit.kube import UnavailableError
 from api.errors import DiscoveryError, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import HealthEvent, HealthEventKind
 from dra_driver.slices import build_slices
-from kubelet_plugin.health import FaultSpool, HealthMonitor, TaintAction, write_fault
-from kubelet_plugin.publisher import SliceApiError
-from kubelet_plugin.resource_health import Health, HealthBroadcaster
+from kubelet_plugin.health.faults import FaultSpool, write_fault
+from kubelet_plugin.health.monitor import HealthMonitor, TaintAction
+from kubelet_plugin.health.service import Health, HealthBroadcaster
 
 DRIVER = "gpu.dra-driver.io"
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
@@ -308,7 +309,7 @@ def test_run_retries_a_failed_publish_and_survives_a_failing_source(
     def publish(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
         attempts.append(len(taints))
         if len(attempts) == 1:
-            raise SliceApiError("create resourceslice: 503 Service Unavailable", status=503)
+            raise UnavailableError("create resourceslice: 503 Service Unavailable", status=503)
 
     health = monitor(
         mock,

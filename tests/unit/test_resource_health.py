@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
-from kubelet_plugin.resource_health import (
+from kubelet_plugin.health.service import (
     DeviceHealth,
     Health,
     HealthBroadcaster,
     to_wire,
 )
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

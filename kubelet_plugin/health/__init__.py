@@ -1,0 +1,14 @@
+"""GPU health on this node, from events to taints to the kubelet.
+
+- :mod:`~kubelet_plugin.health.taints`: the health policy, which event raises
+  which device taint with which effect (light: the settings parse it);
+- :mod:`~kubelet_plugin.health.monitor`: :class:`HealthMonitor`, events to
+  the taints of each GPU, published on the ResourceSlices and as health;
+- :mod:`~kubelet_plugin.health.service`: the kubelet's ``DRAResourceHealth``
+  gRPC stream and the broadcaster the monitor feeds it through;
+- :mod:`~kubelet_plugin.health.faults`: faults injected into the mock backend
+  from files (tests, demos).
+
+Nothing is imported here, so that the settings can read the policy without
+pulling gRPC in.
+"""

@@ -1,0 +1,331 @@
+"""Health events to device taints: :class:`HealthMonitor`, one set of taints per GPU.
+
+:class:`HealthMonitor` reads the backend's health events (NVML's XID critical
+errors, ECC errors, a lost GPU; or faults injected into the mock backend,
+:mod:`~kubelet_plugin.health.faults`) and keeps one set of taints per GPU,
+raised as :mod:`~kubelet_plugin.health.taints` says:
+
+========================= ========================== ===========================
+event                     taint key                  taint value
+========================= ========================== ===========================
+XID critical error        ``<driver>/xid``           the XID number (the latest)
+ECC error                 ``<driver>/ecc``           ``double-bit``/``single-bit``
+GPU lost                  ``<driver>/gpu-lost``      none
+========================= ========================== ===========================
+
+- The effect of each kind comes from the health policy
+  (``--health-policy``, e.g. ``xid=NoSchedule,gpu-lost=NoExecute``); a kind
+  the policy leaves out, and an XID on the ignore list (application errors
+  such as 13 or 43, NVIDIA's defaults), taints nothing.
+- A taint carries ``timeAdded``: when this plugin first saw the fault. A
+  repeated event keeps the taint as it is (an ECC taint is never weakened by a
+  later event with a milder effect); an XID with another number replaces the
+  value and the time.
+- A GPU's taints apply to its MIG devices too (see
+  :func:`dra_driver.slices.build_slices`).
+- Recovery: a GPU without a new event for the recovery window
+  (``--health-recovery-seconds``) loses its taints. A lost GPU does not: it
+  sends no events once lost, so silence says nothing about its health; the
+  taint stays until the plugin restarts (a driver reload or a reboot does
+  that).
+- Every change republishes the slices (through ``on_taints``, normally
+  :meth:`SlicePublisher.publish`; retried while it fails) and the device
+  health stream (:class:`~kubelet_plugin.health.service.HealthBroadcaster`):
+  devices with a NoSchedule or NoExecute taint are ``Unhealthy``, others
+  ``Healthy``; the complete list is sent again every ``refresh_s`` seconds,
+  well inside the kubelet's 30 s health timeout.
+
+Taints live in memory: after a restart the plugin publishes its devices
+untainted until a new event arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol, get_args
+
+from api import limits
+from api.errors import DraDriverError, InvalidInputError
+from api.resource_v1 import DeviceTaint
+from dra_driver.discovery.model import Gpu, HealthEvent, HealthEventKind, NodeInventory
+from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
+from kubelet_plugin.health.taints import EFFECT_STRENGTH, UNHEALTHY_EFFECTS, taint_for
+
+__all__ = ["HealthEventSource", "HealthMonitor", "TaintAction"]
+
+log = logging.getLogger(__name__)
+
+#: What one event did, for metrics: taints changed, an existing taint's window
+#: renewed, nothing (policy or ignore list), or the event named no GPU of this node.
+TaintAction = Literal["tainted", "renewed", "ignored", "unknown-gpu"]
+
+
+class HealthEventSource(Protocol):
+    """Where events come from: a DiscoveryBackend, a FaultSpool, a test script."""
+
+    def wait_health_event(self, timeout_s: float) -> HealthEvent | None:
+        """The next event, or None when none came within ``timeout_s`` (or earlier).
+
+        Raises DraDriverError (DiscoveryError) when the source failed.
+        """
+        ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _GpuHealth:
+    taints: dict[str, DeviceTaint] = field(default_factory=dict)
+    last_event: datetime | None = None
+    lost: bool = False
+
+
+class HealthMonitor:
+    """Health events to device taints and device health (see the module docstring).
+
+    ``device_names`` are the names of every published device (GPUs and MIG
+    devices); a device belongs to the GPU whose ``gpu-<minor>`` it is or starts
+    with. ``effects`` maps event kinds to taint effects. ``clock`` returns the
+    current time, timezone-aware (tests pass a fake). ``on_taints`` receives
+    the complete taint map (GPU device name to taints) after every change and
+    may raise DraDriverError or OSError, which is retried later. ``on_event``
+    (metrics) hears every event's kind and :data:`TaintAction`.
+
+    :meth:`handle` and :meth:`expire` are safe to call from any thread; the
+    published state is always the state after the last call.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        inventory: NodeInventory,
+        device_names: Iterable[str],
+        events: HealthEventSource,
+        effects: Mapping[HealthEventKind, str],
+        ignored_xids: Iterable[int] = (),
+        recovery: timedelta,
+        on_taints: Callable[[Mapping[str, Sequence[DeviceTaint]]], object] | None = None,
+        broadcaster: HealthBroadcaster | None = None,
+        on_event: Callable[[HealthEventKind, TaintAction], None] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        unknown = [kind for kind in effects if kind not in get_args(HealthEventKind)]
+        bad_effects = [e for e in effects.values() if e not in limits.TAINT_EFFECTS]
+        if unknown or bad_effects or recovery <= timedelta(0):
+            raise InvalidInputError(
+                f"unknown event kinds {unknown}, unknown effects {bad_effects} or a recovery "
+                f"window of {recovery} (must be positive)",
+                obj="health policy",
+            )
+        self.driver_name = driver_name
+        self._inventory = inventory
+        self._events = events
+        self._effects = dict(effects)
+        self._ignored = frozenset(ignored_xids)
+        self._recovery = recovery
+        self._on_taints = on_taints
+        self._broadcaster = broadcaster
+        self._on_event = on_event
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._gpus: dict[str, _GpuHealth] = {gpu.device_name: _GpuHealth() for gpu in inventory}
+        self._by_uuid: dict[str, Gpu] = {}
+        for gpu in inventory:
+            self._by_uuid[gpu.uuid] = gpu
+            for mig in gpu.mig_devices:
+                self._by_uuid[mig.uuid] = gpu
+        # Published device -> its GPU's device name (None: no GPU, always healthy).
+        self._devices: dict[str, str | None] = {name: self._owner(name) for name in device_names}
+
+    def _owner(self, device_name: str) -> str | None:
+        for gpu in self._inventory:
+            if device_name == gpu.device_name or device_name.startswith(gpu.device_name + "-"):
+                return gpu.device_name
+        return None
+
+    # --- state ------------------------------------------------------------------------
+
+    def taints(self) -> dict[str, list[DeviceTaint]]:
+        """GPU device name to its taints (sorted by key); GPUs without taints left out."""
+        with self._lock:
+            return {
+                name: [state.taints[key].model_copy() for key in sorted(state.taints)]
+                for name, state in self._gpus.items()
+                if state.taints
+            }
+
+    def tainted_device_count(self) -> int:
+        """Published devices (MIG devices included) that carry at least one taint."""
+        with self._lock:
+            return sum(
+                1
+                for owner in self._devices.values()
+                if owner is not None and self._gpus[owner].taints
+            )
+
+    def snapshot(self) -> list[DeviceHealth]:
+        """The health of every published device now, for the kubelet's health stream."""
+        now = self._clock()
+        pool = self._inventory.node_name
+        with self._lock:
+            out: list[DeviceHealth] = []
+            for name, owner in self._devices.items():
+                taints = (
+                    sorted(self._gpus[owner].taints.values(), key=lambda t: t.key) if owner else []
+                )
+                unhealthy = any(t.effect in UNHEALTHY_EFFECTS for t in taints)
+                message = ", ".join(
+                    f"{t.key}{'=' + t.value if t.value else ''}:{t.effect} since {t.time_added}"
+                    for t in taints
+                )
+                out.append(
+                    DeviceHealth(
+                        pool=pool,
+                        device=name,
+                        health=Health.UNHEALTHY if unhealthy else Health.HEALTHY,
+                        last_updated=now,
+                        message=message,
+                    )
+                )
+            return out
+
+    # --- events -----------------------------------------------------------------------
+
+    def _targets(self, event: HealthEvent) -> list[Gpu] | None:
+        if event.gpu_uuid is None:
+            return list(self._inventory.gpus)
+        gpu = self._by_uuid.get(event.gpu_uuid)
+        return [gpu] if gpu is not None else None
+
+    def handle(self, event: HealthEvent) -> bool:
+        """Apply one event; True when the taints changed (then republish)."""
+        action = self._apply(event)
+        if self._on_event is not None:
+            self._on_event(event.kind, action)
+        return action == "tainted"
+
+    def _apply(self, event: HealthEvent) -> TaintAction:
+        effect = self._effects.get(event.kind)
+        what = f"XID {event.xid}" if event.kind == "xid" else event.kind
+        if effect is None:
+            log.info("%s on %s: no taint (not in the health policy)", what, event.gpu_uuid)
+            return "ignored"
+        if event.kind == "xid" and event.xid in self._ignored:
+            log.info("%s on %s: ignored (an application error)", what, event.gpu_uuid)
+            return "ignored"
+        targets = self._targets(event)
+        if targets is None:
+            log.warning("%s on unknown GPU %s: not a GPU of this node", what, event.gpu_uuid)
+            return "unknown-gpu"
+        now = self._clock()
+        taint = taint_for(event, effect, now, domain=self.driver_name)
+        changed: list[str] = []
+        with self._lock:
+            for gpu in targets:
+                state = self._gpus[gpu.device_name]
+                state.last_event = now
+                state.lost = state.lost or event.kind == "gpu-lost"
+                current = state.taints.get(taint.key)
+                if current is not None and (
+                    (current.value, current.effect) == (taint.value, taint.effect)
+                    or EFFECT_STRENGTH[current.effect] > EFFECT_STRENGTH[taint.effect]
+                ):
+                    continue  # same fault again, or a milder one: the window restarts
+                state.taints[taint.key] = taint.model_copy()
+                changed.append(f"{gpu.device_name} ({gpu.uuid})")
+        if not changed:
+            log.debug("%s on %s: already tainted, recovery window restarted", what, event.gpu_uuid)
+            return "renewed"
+        log.warning(
+            "%s on %s: taint %s%s:%s",
+            what,
+            ", ".join(changed),
+            taint.key,
+            f"={taint.value}" if taint.value else "",
+            taint.effect,
+        )
+        return "tainted"
+
+    def expire(self) -> bool:
+        """Remove the taints of GPUs quiet for the recovery window; True when any went."""
+        now = self._clock()
+        recovered: list[str] = []
+        with self._lock:
+            for name, state in self._gpus.items():
+                if not state.taints or state.lost or state.last_event is None:
+                    continue
+                if now - state.last_event >= self._recovery:
+                    state.taints.clear()
+                    recovered.append(name)
+        for name in recovered:
+            log.info(
+                "%s: no health event for %s: taints removed",
+                name,
+                self._recovery,
+            )
+        return bool(recovered)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def broadcast(self) -> None:
+        """Send the current health of every device to the kubelet's streams."""
+        if self._broadcaster is not None:
+            self._broadcaster.publish(self.snapshot())
+
+    def publish_taints(self) -> bool:
+        """Hand the taints to ``on_taints``; False (logged) when that failed."""
+        if self._on_taints is None:
+            return True
+        try:
+            self._on_taints(self.taints())
+        except (DraDriverError, OSError) as err:
+            log.warning("publishing device taints failed: %s; retrying", err)
+            return False
+        return True
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_s: float = 1.0,
+        refresh_s: float = 10.0,
+        retry_s: float = 5.0,
+    ) -> None:
+        """Wait for events, taint, expire, republish, until ``stop`` is set.
+
+        Never raises for source or publishing errors (logged, retried after
+        ``retry_s``); returns within about ``poll_s`` of ``stop``.
+        """
+        self.broadcast()
+        publish_due: float | None = None  # monotonic time of the next publish attempt
+        next_refresh = time.monotonic() + refresh_s
+        while not stop.is_set():
+            event: HealthEvent | None = None
+            try:
+                event = self._events.wait_health_event(poll_s)
+            except DraDriverError as err:
+                log.warning("reading GPU health events failed: %s; retrying", err)
+                stop.wait(retry_s)
+            changed = self.handle(event) if event is not None else False
+            if event is not None and event.kind == "gpu-lost" and not changed:
+                # NVML answers every wait on a lost GPU at once: do not spin.
+                stop.wait(poll_s)
+            changed = self.expire() or changed
+            now = time.monotonic()
+            if changed:
+                publish_due = now
+                self.broadcast()
+                next_refresh = now + refresh_s
+            if publish_due is not None and now >= publish_due:
+                publish_due = None if self.publish_taints() else now + retry_s
+            if now >= next_refresh:
+                self.broadcast()
+                next_refresh = now + refresh_s
