@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from api.quantity import Quantity
-from dra_driver.cel import cost, runtime
+from dra_driver.cel import arithmetic, cost, runtime
 from dra_driver.cel.cost import SCALAR, Shape
 from dra_driver.cel.library import LIST_RECEIVERS, MAP_RECEIVERS
 from dra_driver.cel.library.regex import estimate_regex, matches
@@ -349,22 +349,22 @@ def _register_operators(registry: Registry) -> None:
             ((BYTES, BYTES), BYTES),
             ((list_of(A), list_of(A)), list_of(A)),
         ],
-        impl=runtime.add,
+        impl=arithmetic.add,
         costed=True,
         estimate=_estimate_concat,
     )
-    arithmetic = [((t, t), t) for t in _NUMERIC]
-    registry.define("_-_", arithmetic, impl=runtime.sub, estimate=_estimate_scalar)
-    registry.define("_*_", arithmetic, impl=runtime.mul, estimate=_estimate_scalar)
-    registry.define("_/_", arithmetic, impl=runtime.div, estimate=_estimate_scalar)
+    numeric = [((t, t), t) for t in _NUMERIC]
+    registry.define("_-_", numeric, impl=arithmetic.sub, estimate=_estimate_scalar)
+    registry.define("_*_", numeric, impl=arithmetic.mul, estimate=_estimate_scalar)
+    registry.define("_/_", numeric, impl=arithmetic.div, estimate=_estimate_scalar)
     registry.define(
         "_%_",
         [((INT, INT), INT), ((UINT, UINT), UINT)],
-        impl=runtime.mod,
+        impl=arithmetic.mod,
         estimate=_estimate_scalar,
     )
     registry.define(
-        "-_", [((INT,), INT), ((DOUBLE,), DOUBLE)], impl=runtime.neg, estimate=_estimate_scalar
+        "-_", [((INT,), INT), ((DOUBLE,), DOUBLE)], impl=arithmetic.neg, estimate=_estimate_scalar
     )
     registry.define("!_", [((BOOL,), BOOL)], impl=runtime.logical_not, estimate=_estimate_scalar)
     registry.define(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from dra_driver.cel import cost, runtime
+from dra_driver.cel import arithmetic, cost, runtime
 from dra_driver.cel.cost import SCALAR, Shape
 from dra_driver.cel.library import LIST_RECEIVERS
 from dra_driver.cel.runtime import EvalError, Frame, charge, no_such_overload
@@ -38,7 +38,7 @@ def sum_of(frame: Frame, items: Any) -> Any:
     if type(total) not in runtime.NUMBER_TYPES:
         raise no_such_overload("sum", items)
     for item in items[1:]:
-        total = runtime.add(frame, total, item)
+        total = arithmetic.add(frame, total, item)
     return total
 
 
