@@ -3,6 +3,7 @@ node usage and which pods a change concerns."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from controller_fixtures import (
@@ -201,3 +202,54 @@ def test_objects_that_do_not_decode_are_set_aside() -> None:
     cache.apply("resourceslices", "ADDED", bad)
     assert cache.counts()["resourceslices"] == 0
     assert "pool.generation" in " ".join(cache.rejected.values())
+
+
+def test_a_placement_view_holds_the_lock_and_the_pods_claims_in_its_order() -> None:
+    cluster = FakeCluster()
+    cache, _ = _cache()
+    _base(cache, cluster)
+    for name in ("b", "a"):
+        cache.apply("resourceclaims", "ADDED", _stored(cluster, "resourceclaims", claim(name)))
+    cache.apply("pods", "ADDED", pod("p", "a", "missing", "b", cpu="1"))
+    p = cache.pod("default/p")
+    assert p is not None
+    cache.nominate(p, "node-a")
+    names, _ = p.claim_names()
+    taken: list[bool] = []
+    with cache.placement_view(p, names) as view:
+        # Another worker cannot change what this decision reads until it is done.
+        other = threading.Thread(target=lambda: taken.append(cache.lock.acquire(blocking=False)))
+        other.start()
+        other.join()
+        assert [c.metadata.name if c else None for c in view.claims] == ["a", None, "b"]
+        assert view.nominated == "node-a"
+        assert view.usage["node-a"].requests.cpu == 1000
+        assert list(view.nodes) == ["node-a"]
+        assert view.snapshot() is cache.snapshot()
+    assert taken == [False]
+
+
+def test_a_device_held_twice_comes_with_every_claim_and_its_pods() -> None:
+    cluster = FakeCluster()
+    cache, _ = _cache()
+    _base(cache, cluster)
+    for name in ("ours", "theirs"):
+        raw = _stored(cluster, "resourceclaims", claim(name))
+        raw["status"] = {"allocation": allocation("node-a", "gpu-0")}
+        cache.apply("resourceclaims", "MODIFIED", raw)
+    cache.replace("pods", [pod("p", "ours"), pod("q", "theirs", gated=False)])
+    ours = cache.claim("default/ours")
+    assert ours is not None
+    [held] = cache.conflicts([ours])
+    assert held.conflict.device == DEVICE and held.conflict.others == ("default/theirs",)
+    assert held.keys == ("default/ours", "default/theirs")
+    assert [p.key for p in held.claims["default/theirs"].pods] == ["default/q"]
+    assert held.claims["default/theirs"].claim == cache.claim("default/theirs")
+    # The same, asked from the pod: its allocated claims as decisions see them.
+    p = cache.pod("default/p")
+    assert p is not None
+    assert cache.pod_conflicts(p) == [held]
+    # A claim released meanwhile leaves nothing held twice.
+    released = cluster.get("resourceclaims", "theirs", namespace="default")
+    cache.apply("resourceclaims", "MODIFIED", {**released, "status": {}})
+    assert cache.conflicts([ours]) == []
