@@ -44,6 +44,7 @@ from typing import Final, TextIO
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
+    KubeConfigError,
     KubernetesClient,
     ObjectList,
     Reflector,
@@ -311,7 +312,7 @@ def run(settings: Settings, *, client: ClusterClient | None = None) -> int:
     if client is None:
         try:
             api_client = load_api_client(str(settings.kubeconfig) if settings.kubeconfig else None)
-        except Exception as err:  # the client raises its own ConfigException and OSErrors
+        except KubeConfigError as err:
             log.error("cannot load the cluster configuration", extra={"error": str(err)})
             return ExitCode.FAILED
         client = KubernetesClient(api_client, timeout_s=settings.api_timeout_seconds)

@@ -1,9 +1,11 @@
 """The one Kubernetes API client of both agents, and its error tree.
 
-:mod:`agent_kit.kube.errors` is the error tree (every call raises one of its
-classes); :mod:`agent_kit.kube.client` the port (:class:`ClusterClient`), its
-adapter over the official ``kubernetes`` client, the retry policy and the
-:class:`Reflector` that mirrors one resource.
+- :mod:`agent_kit.kube.errors`: the error tree (every call raises one of its classes);
+- :mod:`agent_kit.kube.client`: the port (:class:`ClusterClient`) and its adapter over
+  the official ``kubernetes`` client (:class:`KubernetesClient`, :func:`load_api_client`,
+  :func:`api_errors`);
+- :mod:`agent_kit.kube.retry`: the retry policy (tenacity);
+- :mod:`agent_kit.kube.reflector`: :class:`Reflector`, which mirrors one resource.
 """
 
 from agent_kit.kube.client import (
@@ -11,12 +13,10 @@ from agent_kit.kube.client import (
     ClusterClient,
     KubernetesClient,
     ObjectList,
-    Reflector,
     Resource,
-    Sink,
     WatchEvent,
     WatchEventType,
-    call_with_retries,
+    api_errors,
     load_api_client,
 )
 from agent_kit.kube.errors import (
@@ -25,10 +25,13 @@ from agent_kit.kube.errors import (
     ForbiddenError,
     GoneError,
     InvalidError,
+    KubeConfigError,
     NotFoundError,
     UnavailableError,
     api_error,
 )
+from agent_kit.kube.reflector import Reflector, Sink
+from agent_kit.kube.retry import call_with_retries, retry_on_conflict, retry_until_stopped
 
 __all__ = [
     "RESOURCES",
@@ -38,6 +41,7 @@ __all__ = [
     "ForbiddenError",
     "GoneError",
     "InvalidError",
+    "KubeConfigError",
     "KubernetesClient",
     "NotFoundError",
     "ObjectList",
@@ -48,6 +52,9 @@ __all__ = [
     "WatchEvent",
     "WatchEventType",
     "api_error",
+    "api_errors",
     "call_with_retries",
     "load_api_client",
+    "retry_on_conflict",
+    "retry_until_stopped",
 ]

@@ -1,17 +1,19 @@
-"""The API server, as the controller sees it: a small port, its real adapter, and watches.
+"""The API server, as both agents see it: a small port and its real adapter.
 
 :class:`ClusterClient` is the port: a handful of REST verbs over raw JSON
 objects (``dict``), addressed by resource (``pods``, ``resourceclaims``...).
-Objects stay raw here on purpose: the cache decodes them once into this
-project's models, and writes send back exactly what the caller built.
+Objects stay raw here on purpose: each caller decodes them once into this
+project's models (the controller's cache, the kubelet plugin's slice client and
+claim source), and writes send back exactly what the caller built.
 
 - :class:`KubernetesClient` implements it with the official ``kubernetes``
   client (``CoreV1Api``, ``ResourceV1Api``, ``CoordinationV1Api``; watches
-  through ``kubernetes.watch.Watch``). It is the only module of the
-  controller that imports the client.
+  through ``kubernetes.watch.Watch``). With :func:`load_api_client` and
+  :func:`api_errors` it is the only code of either agent that touches the
+  official client.
 - :class:`tests.fakes.cluster.FakeCluster` implements it in memory with
   the API server's REST semantics (resourceVersion, conflicts, 410 Gone,
-  status subresource, merge patches) for unit tests.
+  status subresource, merge patches) for tests.
 
 Contracts every implementation keeps (every method raises :class:`ApiError`):
 
@@ -24,39 +26,32 @@ Contracts every implementation keeps (every method raises :class:`ApiError`):
   ``timeout_s`` passes, then returns; a version the server no longer keeps
   raises GoneError (the caller lists again).
 
-:class:`Reflector` keeps one resource in sync: list, then watch from the
-list's resourceVersion, relist on 410 Gone, retry everything else with
-exponential backoff (tenacity).
+The retry policy is :mod:`agent_kit.kube.retry`; watch mirroring
+:mod:`agent_kit.kube.reflector`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol
 
 from kubernetes import client as k8s_client
 from kubernetes import config as _k8s_config
 from kubernetes import watch as _k8s_watch
 from kubernetes.client.exceptions import ApiException
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_any,
-    stop_when_event_set,
-    wait_exponential,
-    wait_random,
-)
-from tenacity.wait import wait_base
 from urllib3.exceptions import HTTPError
 
-from agent_kit.kube.errors import ApiError, GoneError, InvalidError, NotFoundError, api_error
+from agent_kit.kube.errors import (
+    InvalidError,
+    KubeConfigError,
+    NotFoundError,
+    UnavailableError,
+    api_error,
+)
 from api.resource_v1 import object_key
 
 # Parts of the client without type annotations.
@@ -68,16 +63,12 @@ __all__ = [
     "ClusterClient",
     "KubernetesClient",
     "ObjectList",
-    "Reflector",
     "Resource",
-    "Sink",
     "WatchEvent",
     "WatchEventType",
-    "call_with_retries",
+    "api_errors",
     "load_api_client",
 ]
-
-log = logging.getLogger(__name__)
 
 Resource = Literal[
     "pods",
@@ -90,8 +81,6 @@ Resource = Literal[
     "resourceclaims",
 ]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +100,7 @@ class WatchEvent:
 
 
 class ClusterClient(Protocol):
-    """The REST calls the controller makes (see the module docstring for the contracts)."""
+    """The REST calls the agents make (see the module docstring for the contracts)."""
 
     def list(
         self,
@@ -192,21 +181,51 @@ CONNECTION_POOL_SIZE: Final = 64
 
 
 def load_api_client(kubeconfig: str | None, *, pool_size: int = CONNECTION_POOL_SIZE) -> Any:
-    """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig``, or in-cluster."""
+    """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig`` (its current
+    context), or, when None or empty, from the in-cluster service account.
+
+    Raises KubeConfigError when neither works (a missing or unusable file, not in a pod);
+    the caller says where it looked.
+    """
     configuration = k8s_client.Configuration()
-    if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+    try:
+        if kubeconfig:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except Exception as err:
+        # The client raises its ConfigException, OSErrors, YAML and value errors alike.
+        raise KubeConfigError(str(err) or type(err).__name__) from None
     configuration.connection_pool_maxsize = pool_size
     return k8s_client.ApiClient(configuration)
+
+
+@contextlib.contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Inside, the official client's failures become this project's error tree.
+
+    An ``ApiException`` becomes the ApiError subclass of its status (through
+    :func:`~agent_kit.kube.errors.api_error`, the one place a status is mapped); no
+    answer at all (refused, reset, timed out: urllib3's errors, OSError) an
+    UnavailableError; a body that is not JSON too. ``what`` starts the message
+    (``get pods default/p``). For code that calls the official client itself (the
+    cluster tests); :class:`KubernetesClient` raises the tree already.
+    """
+    try:
+        yield
+    except ApiException as err:
+        raise api_error(_api_message(what, err), status=err.status or 0) from None
+    except (OSError, HTTPError, ValueError) as err:
+        raise api_error(f"{what}: {err}") from None
 
 
 class KubernetesClient:
     """:class:`ClusterClient` over the official client (see the module docstring).
 
     Responses are read raw (``_preload_content=False``) and decoded as JSON, so
-    objects reach the caller exactly as the server sent them.
+    objects reach the caller exactly as the server sent them. ``timeout_s`` bounds
+    every request (a watch: its own timeout plus this). :meth:`interrupt_watches`
+    ends the watches in progress from another thread, for a prompt shutdown.
     """
 
     def __init__(self, api_client: Any, *, timeout_s: float = 30.0) -> None:
@@ -217,6 +236,9 @@ class KubernetesClient:
             "coordination": k8s_client.CoordinationV1Api(api_client),
         }
         self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._streams: set[Any] = set()
+        self._interrupted = False
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -244,16 +266,11 @@ class KubernetesClient:
         return model.from_dict(dict(obj))
 
     def _call(self, what: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-        try:
+        with api_errors(what):
             response = call(_preload_content=False, _request_timeout=self._timeout_s, **kwargs)
             data = response.data
             decoded: dict[str, Any] = json.loads(data) if data else {}
             return decoded
-        except ApiException as err:
-            raise api_error(_api_message(what, err), status=err.status or 0) from None
-        except (OSError, HTTPError, ValueError) as err:
-            # urllib3 errors (refused, reset, timed out) and bodies that are not JSON.
-            raise api_error(f"{what}: {err}") from None
 
     @staticmethod
     def _meta(obj: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -313,24 +330,50 @@ class KubernetesClient:
             kwargs["field_selector"] = field_selector
         if label_selector:
             kwargs["label_selector"] = label_selector
+        what = f"watch {resource}"
+        with self._lock:
+            if self._interrupted:
+                raise UnavailableError(f"{what}: the client's watches were interrupted")
+        opened: list[Any] = []
+
+        def open_stream(*args: Any, **call_kwargs: Any) -> Any:
+            response = method(*args, **call_kwargs)
+            opened.append(response)
+            with self._lock:
+                self._streams.add(response)
+                interrupted = self._interrupted
+            if interrupted:  # interrupt_watches() ran while this one was opening
+                _shut_down(response)
+            return response
+
         watcher: Any = _RawWatch()
         try:
-            for raw in watcher.stream(method, **kwargs):
-                if not isinstance(raw, dict):
-                    continue
-                kind = raw.get("type")
-                obj = raw.get("raw_object") or raw.get("object") or {}
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
-                    yield WatchEvent(kind, obj, str(rv) if rv is not None else None)
-        except ApiException as err:
-            raise api_error(
-                _api_message(f"watch {resource}", err), status=err.status or 0
-            ) from None
-        except (OSError, HTTPError, ValueError) as err:
-            raise api_error(f"watch {resource}: {err}") from None
+            with api_errors(what):
+                for raw in watcher.stream(open_stream, **kwargs):
+                    if not isinstance(raw, dict):
+                        continue
+                    kind = raw.get("type")
+                    obj = raw.get("raw_object") or raw.get("object") or {}
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                        yield WatchEvent(kind, obj, str(rv) if rv is not None else None)
         finally:
             watcher.stop()
+            with self._lock:
+                self._streams.difference_update(opened)
+
+    def interrupt_watches(self) -> None:
+        """End every watch in progress now, and refuse new ones (UnavailableError).
+
+        For shutdown: a watch blocks in a read for up to its timeout (minutes); this
+        shuts its socket down from another thread, so the watching thread returns at
+        once (with an UnavailableError, or the watch simply ends).
+        """
+        with self._lock:
+            self._interrupted = True
+            streams = list(self._streams)
+        for response in streams:
+            _shut_down(response)
 
     def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         method = self._method(resource, "read")
@@ -410,6 +453,12 @@ def _api_message(what: str, err: Any) -> str:
     return f"{text}: {detail}" if detail else text
 
 
+def _shut_down(response: Any) -> None:
+    """Shut the socket of a streamed response down, unblocking a read in another thread."""
+    with contextlib.suppress(Exception):  # already closed or released: nothing to cut
+        response.shutdown()
+
+
 class _RawWatch(k8s_watch.Watch):  # type: ignore[misc]  # an untyped base class
     """``Watch`` that hands back raw JSON events (``raw_object``): the cache decodes
     them with this project's models, and the client's own decoding is skipped."""
@@ -417,177 +466,3 @@ class _RawWatch(k8s_watch.Watch):  # type: ignore[misc]  # an untyped base class
     def get_return_type(self, func: Any) -> Any:
         del func
         return None
-
-
-# --- Retries ------------------------------------------------------------------------------
-
-
-def _backoff(initial_s: float, max_s: float) -> wait_base:
-    """Exponential backoff from ``initial_s`` up to ``max_s``, plus up to ``initial_s`` of
-    jitter so that many clients do not retry in step."""
-    return wait_exponential(multiplier=initial_s, max=max_s) + wait_random(0, initial_s)
-
-
-def _sleep_until(event: threading.Event) -> Callable[[float], None]:
-    """A sleep for tenacity that ends early when ``event`` is set."""
-
-    def sleep(seconds: float) -> None:
-        event.wait(seconds)
-
-    return sleep
-
-
-def _is_retryable(err: BaseException) -> bool:
-    return isinstance(err, ApiError) and err.retryable
-
-
-def call_with_retries(
-    call: Callable[[], _T],
-    *,
-    attempts: int = 5,
-    initial_s: float = 0.2,
-    max_s: float = 5.0,
-    stop: threading.Event | None = None,
-) -> _T:
-    """``call()``, retried with exponential backoff and jitter while it raises a
-    retryable ApiError (no answer, 429, 5xx), at most ``attempts`` times or until
-    ``stop`` is set; the last error is raised."""
-    event = stop or threading.Event()
-    retrying = Retrying(
-        retry=retry_if_exception(_is_retryable),
-        wait=_backoff(initial_s, max_s),
-        stop=stop_any(stop_after_attempt(attempts), stop_when_event_set(event)),
-        sleep=_sleep_until(event),
-        reraise=True,
-        before_sleep=_log_retry,
-    )
-    return retrying(call)
-
-
-def _log_retry(state: RetryCallState) -> None:
-    outcome = state.outcome
-    err = outcome.exception() if outcome is not None else None
-    log.warning(
-        "retrying after an API error",
-        extra={"attempt": state.attempt_number, "error": str(err)},
-    )
-
-
-# --- Watches ------------------------------------------------------------------------------
-
-
-class Sink(Protocol):
-    """Where a :class:`Reflector` delivers what it sees (the cache)."""
-
-    def replace(self, resource: Resource, items: list[dict[str, Any]]) -> None:
-        """The complete current list (after a list or a relist)."""
-        ...
-
-    def apply(self, resource: Resource, event_type: str, obj: dict[str, Any]) -> None:
-        """One ADDED / MODIFIED / DELETED change."""
-        ...
-
-
-class Reflector:
-    """Keeps one resource of the cluster mirrored into a :class:`Sink`.
-
-    ``run()`` lists, delivers the list, then watches from the list's
-    resourceVersion, delivering each change, and resumes the watch from the
-    last version seen (BOOKMARK events move it too) whenever the server ends
-    it. A 410 Gone (the version is too old) means: list again. Any other error
-    is retried after an exponential backoff with jitter (``initial_s`` up to
-    ``max_s``), forever, until ``stop`` is set. ``synced`` is set after the
-    first complete list was delivered.
-    """
-
-    def __init__(
-        self,
-        client: ClusterClient,
-        resource: Resource,
-        sink: Sink,
-        *,
-        stop: threading.Event,
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-        watch_timeout_s: float = 300.0,
-        initial_s: float = 0.5,
-        max_s: float = 30.0,
-        on_relist: Callable[[Resource], None] | None = None,
-    ) -> None:
-        self.client = client
-        self.resource = resource
-        self.sink = sink
-        self.stop = stop
-        self.field_selector = field_selector
-        self.label_selector = label_selector
-        self.watch_timeout_s = watch_timeout_s
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.on_relist = on_relist
-        self.synced = threading.Event()
-        self.resource_version: str | None = None
-        #: Consecutive failures (0 while healthy); liveness looks at it.
-        self.failures = 0
-
-    def run(self) -> None:
-        """Mirror until ``stop`` is set (see the class docstring). Never raises ApiError."""
-        retrying = Retrying(
-            retry=retry_if_exception(lambda err: isinstance(err, ApiError)),
-            wait=_backoff(self.initial_s, self.max_s),
-            stop=stop_when_event_set(self.stop),
-            sleep=_sleep_until(self.stop),
-            reraise=True,
-            before_sleep=self._before_sleep,
-        )
-        while not self.stop.is_set():
-            try:
-                retrying(self._cycle)
-            except ApiError:
-                # Only reached when stop was set while failing.
-                return
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        self.failures += 1
-        outcome = state.outcome
-        err = outcome.exception() if outcome is not None else None
-        log.warning(
-            "watch failed; retrying",
-            extra={"resource": self.resource, "attempt": state.attempt_number, "error": str(err)},
-        )
-
-    def _cycle(self) -> None:
-        """One list (when needed) and one watch until the server ends it."""
-        if self.resource_version is None:
-            listed = self.client.list(
-                self.resource,
-                field_selector=self.field_selector,
-                label_selector=self.label_selector,
-            )
-            self.sink.replace(self.resource, listed.items)
-            self.resource_version = listed.resource_version
-            self.synced.set()
-            # The server answered: healthy again, even if no change follows for a while
-            # (after a restart, the first answer to a watch is a 410 and then this list).
-            self.failures = 0
-        try:
-            for event in self.client.watch(
-                self.resource,
-                resource_version=self.resource_version,
-                timeout_s=self.watch_timeout_s,
-                field_selector=self.field_selector,
-                label_selector=self.label_selector,
-            ):
-                if event.type != "BOOKMARK":
-                    self.sink.apply(self.resource, event.type, event.object)
-                if event.resource_version:
-                    self.resource_version = event.resource_version
-                self.failures = 0
-                if self.stop.is_set():
-                    return
-        except GoneError:
-            log.info("watch expired; listing again", extra={"resource": self.resource})
-            self.resource_version = None
-            if self.on_relist is not None:
-                self.on_relist(self.resource)
-            return
-        self.failures = 0

@@ -15,8 +15,13 @@ GoneError             410                 a watch or list position expired     n
 ForbiddenError        401, 403            RBAC or credentials                  no
 InvalidError          400, 422            the API server's validation          no
 UnavailableError      0, 429, 5xx         no answer, throttled, server error   yes
-ApiError (itself)     any other           an unexpected refusal                no
+ApiError (itself)     any other           an unexpected refusal, or an answer  no
+                                          that does not decode
 ====================  ==================  ===================================  ===========
+
+:class:`KubeConfigError` is not an answer of the server: the client could not be
+configured at all (no usable kubeconfig, not in a pod). An agent reports it at start-up
+and exits; retrying does not help.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "ForbiddenError",
     "GoneError",
     "InvalidError",
+    "KubeConfigError",
     "NotFoundError",
     "UnavailableError",
     "api_error",
@@ -41,7 +47,8 @@ class ApiError(DraDriverError):
     """A call to the API server failed; ``status`` is the HTTP status (0: no answer).
 
     ``status`` is for messages and metrics: callers branch on the subclass. Raised as
-    itself only for a status none of the subclasses covers (e.g. 405).
+    itself only for a status none of the subclasses covers (e.g. 405), or for an answer
+    that does not decode into this project's models.
     """
 
     #: The status of an error raised without one (by the fakes, or by a check on our side).
@@ -88,6 +95,11 @@ class UnavailableError(ApiError):
     error (5xx): the same call may succeed later."""
 
     retryable = True
+
+
+class KubeConfigError(DraDriverError):
+    """The API client cannot be configured: the kubeconfig is missing or unusable, or
+    (without one) the process does not run in a pod with a service account."""
 
 
 _BY_STATUS: Final[dict[int, type[ApiError]]] = {

@@ -13,11 +13,20 @@ from controller_fixtures import claim, node, pod
 from agent_kit.kube import (
     RESOURCES,
     ApiError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    InvalidError,
     KubernetesClient,
+    NotFoundError,
     Reflector,
     Resource,
+    UnavailableError,
     api_error,
+    api_errors,
     call_with_retries,
+    retry_on_conflict,
+    retry_until_stopped,
 )
 from tests.fakes.cluster import FakeCluster, merge_patch
 
@@ -30,18 +39,14 @@ def test_writes_are_guarded_by_the_resource_version() -> None:
     stale = dict(stored)
     fresh = cluster.replace("nodes", {**stored, "spec": {"unschedulable": True}})
     assert int(fresh["metadata"]["resourceVersion"]) > int(stored["metadata"]["resourceVersion"])
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ConflictError):
         cluster.replace("nodes", stale)
-    assert info.value.status == 409
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ConflictError):
         cluster.patch("nodes", "n", {"metadata": {"resourceVersion": "1"}, "spec": {}})
-    assert info.value.status == 409
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ConflictError):
         cluster.create("nodes", node("n"))
-    assert info.value.status == 409
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(NotFoundError):
         cluster.get("nodes", "missing")
-    assert info.value.status == 404
 
 
 def test_claim_status_is_a_subresource_and_an_allocation_is_immutable() -> None:
@@ -61,12 +66,10 @@ def test_claim_status_is_a_subresource_and_an_allocation_is_immutable() -> None:
     other = {
         "devices": {"results": [{"request": "gpu", "driver": "d", "pool": "p", "device": "x"}]}
     }
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(InvalidError):
         cluster.replace_status("resourceclaims", {**written, "status": {"allocation": other}})
-    assert info.value.status == 422
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(InvalidError):
         cluster.replace("resourceclaims", {**written, "spec": {}})
-    assert info.value.status == 422
     released = cluster.replace_status("resourceclaims", {**written, "status": {}})
     assert "status" not in released
 
@@ -74,11 +77,10 @@ def test_claim_status_is_a_subresource_and_an_allocation_is_immutable() -> None:
 def test_scheduling_gates_can_only_be_removed() -> None:
     cluster = FakeCluster()
     cluster.create("pods", pod("p", gated=False))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(InvalidError):
         cluster.patch(
             "pods", "p", {"spec": {"schedulingGates": [{"name": "x"}]}}, namespace="default"
         )
-    assert info.value.status == 422
 
 
 def test_deleting_an_object_with_finalizers_marks_it_first() -> None:
@@ -123,9 +125,8 @@ def test_a_watch_from_a_compacted_version_is_gone() -> None:
     start = cluster.list("nodes").resource_version
     cluster.create("nodes", node("n"))
     cluster.compact()
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(GoneError):
         list(cluster.watch("nodes", resource_version=start, timeout_s=0.01))
-    assert info.value.status == 410
 
 
 def test_injected_faults_hit_the_named_calls_only() -> None:
@@ -134,9 +135,8 @@ def test_injected_faults_hit_the_named_calls_only() -> None:
     cluster.create("nodes", node("a"))
     cluster.create("nodes", node("b"))
     assert cluster.get("nodes", "b")["metadata"]["name"] == "b"
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnavailableError) as info:
         cluster.get("nodes", "a")
-    assert info.value.status == 503
     assert info.value.retryable
     # One call only (times=1): the next one is served.
     assert cluster.get("nodes", "a")["metadata"]["name"] == "a"
@@ -249,6 +249,114 @@ def test_call_with_retries_retries_only_what_a_retry_can_cure() -> None:
     with pytest.raises(ApiError):
         call_with_retries(conflict, initial_s=0.001)
     assert len(attempts) == 1
+
+
+def test_retry_on_conflict_runs_the_step_again_and_gives_up_with_the_last_error() -> None:
+    seen: list[str] = []
+    answers: list[ApiError | None] = [ConflictError("stale"), NotFoundError("gone"), None]
+
+    def step() -> str:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return "written"
+
+    assert (
+        retry_on_conflict(
+            step,
+            errors=(ConflictError, NotFoundError),
+            initial_s=0.001,
+            on_retry=lambda err: seen.append(str(err)),
+        )
+        == "written"
+    )
+    assert seen == ["stale", "gone"]
+
+    attempts: list[int] = []
+
+    def always_stale() -> None:
+        attempts.append(1)
+        raise ConflictError(f"stale {len(attempts)}")
+
+    with pytest.raises(ConflictError, match="stale 3"):
+        retry_on_conflict(always_stale, attempts=3, initial_s=0.001)
+    # Only conflicts by default: anything else at once.
+    attempts.clear()
+
+    def vanished() -> None:
+        attempts.append(1)
+        raise NotFoundError("gone")
+
+    with pytest.raises(NotFoundError):
+        retry_on_conflict(vanished, initial_s=0.001)
+    assert len(attempts) == 1
+
+
+def test_retry_until_stopped_retries_until_the_event_is_set() -> None:
+    stop = threading.Event()
+    failures: list[int] = []
+
+    def on_retry(err: BaseException, attempt: int) -> None:
+        failures.append(attempt)
+        if attempt == 4:
+            stop.set()
+
+    def failing() -> None:
+        raise UnavailableError("no answer")
+
+    retrying = retry_until_stopped(stop, initial_s=0.001, max_s=0.001, on_retry=on_retry)
+    with pytest.raises(UnavailableError):
+        retrying(failing)
+    assert failures == [1, 2, 3, 4]
+    # Errors outside ``errors`` are not retried.
+    failures.clear()
+
+    def buggy() -> None:
+        raise ValueError("bug")
+
+    with pytest.raises(ValueError, match="bug"):
+        retry_until_stopped(threading.Event(), initial_s=0.001, max_s=0.001, on_retry=on_retry)(
+            buggy
+        )
+    assert failures == []
+
+
+# -- the error tree -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (0, UnavailableError),
+        (400, InvalidError),
+        (401, ForbiddenError),
+        (403, ForbiddenError),
+        (404, NotFoundError),
+        (405, ApiError),
+        (409, ConflictError),
+        (410, GoneError),
+        (422, InvalidError),
+        (429, UnavailableError),
+        (500, UnavailableError),
+        (503, UnavailableError),
+    ],
+)
+def test_each_status_is_one_class_of_the_tree(status: int, kind: type[ApiError]) -> None:
+    err = api_error("call", status=status)
+    assert type(err) is kind
+    assert err.retryable is (kind is UnavailableError)
+
+
+def test_the_official_clients_errors_become_the_tree() -> None:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import MaxRetryError
+
+    body = '{"kind": "Status", "message": "nodes \\"n\\" not found", "code": 404}'
+    with pytest.raises(NotFoundError) as info, api_errors("get nodes n"):
+        raise ApiException(status=404, reason="Not Found", body=body)
+    assert str(info.value) == 'get nodes n: 404 Not Found: nodes "n" not found'
+    with pytest.raises(UnavailableError, match="get nodes n: "), api_errors("get nodes n"):
+        raise MaxRetryError(None, "/api/v1/nodes/n", "connection refused")  # type: ignore[arg-type]
 
 
 # -- the reflector ----------------------------------------------------------------------------
