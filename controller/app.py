@@ -53,12 +53,13 @@ from agent_kit.kube import (
     load_api_client,
 )
 from agent_kit.logs import configure_logging
+from agent_kit.metrics_server import EndpointServer
 from api.errors import DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
 from controller.cache import ClusterCache, decode
 from controller.events import EventRecorder
 from controller.leader import LeaderElector
-from controller.metrics import ControllerMetrics, EndpointServer
+from controller.metrics import ControllerMetrics
 from controller.placement import AlwaysLeader, Fence, Placer, run_worker
 from controller.pools import (
     PoolPublisher,

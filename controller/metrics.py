@@ -1,4 +1,4 @@
-"""Prometheus metrics of the controller, and the HTTP endpoint for metrics and probes.
+"""Prometheus metrics of the controller.
 
 ============================================== ========= ===================================
 metric                                         type      labels / meaning
@@ -33,34 +33,17 @@ metric                                         type      labels / meaning
 Each :class:`ControllerMetrics` has its own registry, so tests (and several
 controllers in one process) do not collide.
 
-:class:`EndpointServer` serves ``/metrics`` (when given metrics), ``/healthz``
-(liveness) and ``/readyz`` (readiness) on one address; the probes call the
-functions they are given, so what "live" and "ready" mean is decided in
-:mod:`controller.app`.
+They are served, with the probes, by :class:`agent_kit.metrics_server.EndpointServer`;
+what "live" and "ready" mean is decided in :mod:`controller.app`.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller.settings import split_host_port
-
-__all__ = ["ControllerMetrics", "EndpointServer"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ControllerMetrics"]
 
 #: From a few milliseconds (decided and written at once) to minutes (waiting for devices).
 LATENCY_BUCKETS: Final = (
@@ -142,72 +125,3 @@ class ControllerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class EndpointServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP (see the module docstring).
-
-    A probe answers 200 ``ok`` when its function returns None, else 503 with the
-    returned text (why it is not live or ready).
-    """
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        metrics: ControllerMetrics | None = None,
-        liveness: Callable[[], str | None] | None = None,
-        readiness: Callable[[], str | None] | None = None,
-    ) -> None:
-        host, port = split_host_port(address)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # the stdlib's name
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics" and server.metrics is not None:
-                    self._answer(200, server.metrics.render(), CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/livez"):
-                    self._probe(server.liveness)
-                elif path == "/readyz":
-                    self._probe(server.readiness)
-                else:
-                    self._answer(404, b"not found\n", "text/plain")
-
-            def _probe(self, check: Callable[[], str | None] | None) -> None:
-                problem = check() if check is not None else None
-                if problem is None:
-                    self._answer(200, b"ok\n", "text/plain")
-                else:
-                    self._answer(503, (problem + "\n").encode(), "text/plain")
-
-            def _answer(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                del format, args  # probes every few seconds would flood the log
-
-        self.metrics = metrics
-        self.liveness = liveness
-        self.readiness = readiness
-        self._server = ThreadingHTTPServer((host or "0.0.0.0", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="endpoints", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-        log.info("serving endpoints", extra={"port": self.port})
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -49,6 +49,7 @@ from types import FrameType
 from typing import Any, Final
 
 from agent_kit.logs import configure_logging
+from agent_kit.metrics_server import EndpointServer
 from api.errors import DiscoveryError, DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
@@ -62,7 +63,7 @@ from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health.faults import FaultSpool
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
 from kubelet_plugin.health.service import HealthBroadcaster
-from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
+from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
 from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
 from kubelet_plugin.server import PluginServer
@@ -219,7 +220,7 @@ class NodeAgent:
     inventory: NodeInventory | None = None
     driver: GpuDriver | None = None
     metrics: PluginMetrics = field(default_factory=PluginMetrics)
-    metrics_server: MetricsServer | None = None
+    metrics_server: EndpointServer | None = None
     server: PluginServer | None = None
     publisher: SlicePublisher | None = None
     monitor: HealthMonitor | None = None
@@ -295,7 +296,7 @@ class NodeAgent:
         device_names = published_device_names(settings, inventory)
         metrics.published_devices.set(len(device_names))
         if settings.metrics_address is not None:
-            self.metrics_server = MetricsServer(metrics, settings.metrics_address)
+            self.metrics_server = EndpointServer(settings.metrics_address, metrics=metrics)
             self.metrics_server.start()
 
         broadcaster = HealthBroadcaster()

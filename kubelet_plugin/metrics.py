@@ -1,4 +1,4 @@
-"""Prometheus metrics of the kubelet plugin, and the HTTP endpoint that serves them.
+"""Prometheus metrics of the kubelet plugin.
 
 =========================================== ========= =====================================
 metric                                      type      labels / meaning
@@ -23,29 +23,23 @@ Counting happens in :class:`MeteredNodeDriver`, a decorator around any
 :class:`~kubelet_plugin.node_driver.NodeDriver`, so the driver itself knows
 nothing of metrics. Each :class:`PluginMetrics` has its own registry (no
 process-global state), so tests and several plugins in one process do not
-collide.
+collide. :class:`agent_kit.metrics_server.EndpointServer` serves them on
+``--metrics-address`` at ``/metrics``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
 
 from dra_driver.discovery.model import HealthEventKind
 from kubelet_plugin.health.monitor import TaintAction
 from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PrepareResult
-from kubelet_plugin.settings import split_host_port
 
-__all__ = ["MeteredNodeDriver", "MetricsServer", "PluginMetrics"]
-
-log = logging.getLogger(__name__)
+__all__ = ["MeteredNodeDriver", "PluginMetrics"]
 
 Operation = Literal["prepare", "unprepare"]
 
@@ -196,43 +190,3 @@ class MeteredNodeDriver:
         if outcome is None:
             outcome = "error" if failed else "success"
         metrics.requests.labels(operation, outcome).inc()
-
-
-class MetricsServer:
-    """The ``/metrics`` HTTP endpoint on ``host:port`` (port 0: a free one)."""
-
-    def __init__(self, metrics: PluginMetrics, address: str) -> None:
-        """Raises ValueError for an address that is not HOST:PORT."""
-        self._metrics = metrics
-        self.address = address
-        host, self._port = split_host_port(address)
-        # ":9400" asks for every interface.
-        self._host = host or "0.0.0.0"
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def bound_address(self) -> str:
-        """``host:port`` with the real port once started."""
-        if self._server is None:
-            return self.address
-        port = self._server.server_address[1]
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{port}"
-
-    def start(self) -> None:
-        """Listen and serve in a thread; raises OSError when the address cannot be bound."""
-        self._server, self._thread = start_http_server(
-            self._port, self._host, registry=self._metrics.registry
-        )
-        log.info("metrics endpoint listening on http://%s/metrics", self.bound_address)
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; idempotent."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()

@@ -1,14 +1,17 @@
-"""Prometheus metrics: the metered NodeDriver decorator, the gauges, the endpoint."""
+"""Prometheus metrics: the metered NodeDriver decorator, the gauges, and the endpoint
+both agents serve them and their probes on (agent_kit.metrics_server)."""
 
 from __future__ import annotations
 
+import gzip
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
-from kubelet_plugin.metrics import MeteredNodeDriver, MetricsServer, PluginMetrics
+from agent_kit.metrics_server import EndpointServer
+from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
 from kubelet_plugin.node_driver import ClaimRef, PreparedDevice, PrepareResult
 
 OK = ClaimRef("default", "ok", "uid-ok")
@@ -143,8 +146,8 @@ def test_each_instance_has_its_own_registry() -> None:
 
 
 @pytest.fixture
-def server(metrics: PluginMetrics) -> Iterator[MetricsServer]:
-    served = MetricsServer(metrics, "127.0.0.1:0")
+def server(metrics: PluginMetrics) -> Iterator[EndpointServer]:
+    served = EndpointServer("127.0.0.1:0", metrics=metrics)
     served.start()
     try:
         yield served
@@ -152,7 +155,9 @@ def server(metrics: PluginMetrics) -> Iterator[MetricsServer]:
         served.stop()
 
 
-def test_the_endpoint_serves_the_text_format(metrics: PluginMetrics, server: MetricsServer) -> None:
+def test_the_endpoint_serves_the_text_format(
+    metrics: PluginMetrics, server: EndpointServer
+) -> None:
     MeteredNodeDriver(StubDriver(), metrics).prepare([OK])
     host, port = server.bound_address.rsplit(":", 1)
     assert host == "127.0.0.1"
@@ -167,7 +172,7 @@ def test_the_endpoint_serves_the_text_format(metrics: PluginMetrics, server: Met
 
 
 def test_a_stopped_endpoint_no_longer_answers(metrics: PluginMetrics) -> None:
-    served = MetricsServer(metrics, "127.0.0.1:0")
+    served = EndpointServer("127.0.0.1:0", metrics=metrics)
     served.start()
     address = served.bound_address
     served.stop()
@@ -179,4 +184,48 @@ def test_a_stopped_endpoint_no_longer_answers(metrics: PluginMetrics) -> None:
 
 def test_an_address_without_a_port_is_refused(metrics: PluginMetrics) -> None:
     with pytest.raises(ValueError, match="has no port"):
-        MetricsServer(metrics, "localhost")
+        EndpointServer("localhost", metrics=metrics)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_probes_answer_what_their_checks_say_and_unknown_paths_are_404() -> None:
+    problem: list[str] = []
+    served = EndpointServer(
+        "127.0.0.1:0",
+        liveness=lambda: None,
+        readiness=lambda: problem[0] if problem else None,
+    )
+    served.start()
+    base = f"http://127.0.0.1:{served.port}"
+    try:
+        assert _get(f"{base}/healthz") == (200, "ok\n")
+        assert _get(f"{base}/livez") == (200, "ok\n")
+        assert _get(f"{base}/readyz") == (200, "ok\n")
+        problem.append("waiting for the first list of pods")
+        assert _get(f"{base}/readyz") == (503, "waiting for the first list of pods\n")
+        # Without metrics there is no /metrics; other paths are not found either.
+        assert _get(f"{base}/metrics")[0] == 404
+        assert _get(f"{base}/")[0] == 404
+    finally:
+        served.stop()
+
+
+def test_the_endpoint_speaks_openmetrics_and_gzip_when_asked(
+    metrics: PluginMetrics, server: EndpointServer
+) -> None:
+    request = urllib.request.Request(
+        f"http://{server.bound_address}/metrics",
+        headers={"Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert reply.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(reply.read()).decode()
+    assert body.endswith("# EOF\n")
