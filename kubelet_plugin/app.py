@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -48,6 +47,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from agent_kit.kube import (
+    ApiError,
+    ClusterClient,
+    KubeConfigError,
+    KubernetesClient,
+    load_api_client,
+)
 from agent_kit.logs import configure_logging
 from agent_kit.metrics_server import EndpointServer
 from api.errors import DiscoveryError, DraDriverError, ExitCode, InvalidInputError
@@ -65,9 +71,10 @@ from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
 from kubelet_plugin.node_lock import NodeFileLock
-from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
+from kubelet_plugin.publisher import SlicePublisher
 from kubelet_plugin.server import PluginServer
 from kubelet_plugin.settings import Settings, build_parser, settings_from_args
+from kubelet_plugin.slice_client import SliceClient
 
 __all__ = ["NodeAgent", "main", "run", "run_command"]
 
@@ -76,6 +83,10 @@ log = logging.getLogger(__name__)
 
 #: How long a thread gets to finish once asked to stop before it is reported.
 THREAD_JOIN_TIMEOUT_S: Final = 10.0
+
+#: Bound of each API call (a watch: on top of its own timeout). A claim read in a
+#: prepare must leave the kubelet's 45 s deadline room for a retry.
+API_TIMEOUT_S: Final = 10.0
 
 
 # --- Pieces ----------------------------------------------------------------------------------
@@ -104,19 +115,9 @@ def open_backend(settings: Settings) -> DiscoveryBackend:
 
 def kube_api_client(settings: Settings) -> Any:
     """A ``kubernetes.client.ApiClient`` from ``--kubeconfig`` or the in-cluster account."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    # Untyped in the client library.
-    new_client_from_config: Any = config.new_client_from_config
-    load_incluster_config: Any = config.load_incluster_config
     try:
-        if settings.kubeconfig is not None:
-            return new_client_from_config(config_file=str(settings.kubeconfig))
-        configuration = client.Configuration()
-        load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except (ConfigException, OSError) as err:
+        return load_api_client(str(settings.kubeconfig) if settings.kubeconfig else None)
+    except KubeConfigError as err:
         where = (
             f"--kubeconfig {settings.kubeconfig}"
             if settings.kubeconfig is not None
@@ -128,69 +129,23 @@ def kube_api_client(settings: Settings) -> Any:
         ) from None
 
 
-def read_node_uid(api_client: Any, node_name: str) -> str | None:
+def read_node_uid(client: ClusterClient, node_name: str) -> str | None:
     """The Node's UID, to make it the owner of the node's slices; None (logged) when unknown."""
-    from kubernetes import client
-
     try:
-        # Raw JSON (no preloading): the client's typed models are not used here.
-        response: Any = client.CoreV1Api(api_client).read_node(
-            node_name, _preload_content=False, _request_timeout=10
-        )
-        try:
-            uid = json.loads(response.data)["metadata"]["uid"]
-        finally:
-            response.release_conn()
-    except Exception as err:  # any failure only costs the owner reference
+        uid = (client.get("nodes", node_name).get("metadata") or {}).get("uid")
+    except ApiError as err:  # any failure only costs the owner reference
+        uid, reason = None, str(err)
+    else:
+        reason = "it has no uid"
+    if not uid:
         log.warning(
             "cannot read Node %s (%s): its ResourceSlices are published without an owner "
             "reference and are not garbage-collected with the Node",
             node_name,
-            getattr(err, "reason", None) or err,
+            reason,
         )
         return None
     return str(uid)
-
-
-class InterruptibleResourceApi:
-    """``ResourceV1Api`` whose open watch can be cut from another thread.
-
-    The publisher's watch blocks reading the API server's stream for up to
-    its timeout (minutes); at shutdown :meth:`interrupt` shuts the socket of
-    the watch in progress down, and of any watch opened afterwards, so the
-    publisher thread ends at once.
-    """
-
-    def __init__(self, api: Any) -> None:
-        self._api = api
-        self._lock = threading.Lock()
-        self._watch: Any = None
-        self._interrupted = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._api, name)
-
-    def list_resource_slice(self, *args: Any, **kwargs: Any) -> Any:
-        response = self._api.list_resource_slice(*args, **kwargs)
-        if kwargs.get("watch"):
-            with self._lock:
-                self._watch = response
-                interrupted = self._interrupted
-            if interrupted:
-                _shut_down(response)
-        return response
-
-    def interrupt(self) -> None:
-        with self._lock:
-            self._interrupted = True
-            watch, self._watch = self._watch, None
-        if watch is not None:
-            _shut_down(watch)
-
-
-def _shut_down(response: Any) -> None:
-    with contextlib.suppress(Exception):  # already closed, or a stand-in without a socket
-        response.shutdown()
 
 
 def published_device_names(settings: Settings, inventory: NodeInventory) -> list[str]:
@@ -227,7 +182,7 @@ class NodeAgent:
     serialize_lock: NodeFileLock | None = None
     publisher_lock: NodeFileLock | None = None
     crashed: bool = False
-    _slice_api: InterruptibleResourceApi | None = None
+    _kube: KubernetesClient | None = None
     _stop_threads: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _owns_api_client: bool = False
@@ -267,7 +222,10 @@ class NodeAgent:
         if self.api_client is None:
             self.api_client = kube_api_client(settings)
             self._owns_api_client = True
-        node_uid = read_node_uid(self.api_client, settings.node_name)
+        # One client for claims, the Node and the slices. Its timeout bounds a claim read
+        # well within the kubelet's 45 s; the publisher's watch adds its own on top.
+        kube = self._kube = KubernetesClient(self.api_client, timeout_s=API_TIMEOUT_S)
+        node_uid = read_node_uid(kube, settings.node_name)
 
         if settings.pod_uid is not None:
             # A rolling update may run this instance beside the one it replaces.
@@ -281,7 +239,7 @@ class NodeAgent:
         driver = self.driver = GpuDriver(
             driver_name=settings.driver_name,
             inventory=inventory,
-            claim_source=KubernetesClaimSource(self.api_client),
+            claim_source=KubernetesClaimSource(kube),
             checkpoints=CheckpointStore(settings.checkpoint_file),
             cdi=CdiWriter(settings.cdi_root, settings.driver_name),
             host=host,
@@ -311,11 +269,8 @@ class NodeAgent:
         )
         self.server.start()
 
-        from kubernetes import client
-
-        self._slice_api = InterruptibleResourceApi(client.ResourceV1Api(self.api_client))
         publisher = self.publisher = SlicePublisher(
-            KubernetesSliceClient(api=self._slice_api),
+            SliceClient(kube),
             node_name=settings.node_name,
             driver_name=settings.driver_name,
             device_order=settings.device_order,
@@ -398,8 +353,9 @@ class NodeAgent:
 
     def _join_threads(self) -> None:
         self._stop_threads.set()
-        if self._slice_api is not None:
-            self._slice_api.interrupt()
+        if self._kube is not None:
+            # The publisher's watch would block for minutes: cut it.
+            self._kube.interrupt_watches()
         for thread in self._threads:
             thread.join(THREAD_JOIN_TIMEOUT_S)
             if thread.is_alive():

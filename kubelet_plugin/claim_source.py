@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from agent_kit.kube import ApiError, ClusterClient, NotFoundError
 from api.errors import InvalidInputError, PrepareError
 from api.resource_v1 import ResourceClaim, claim_label, parse_object
 
@@ -50,45 +51,27 @@ def _decode(data: Any, namespace: str, name: str) -> ResourceClaim:
 
 
 class KubernetesClaimSource:
-    """Claims from the API server through ``ResourceV1Api.read_namespaced_resource_claim``.
+    """Claims from the API server, through the agents' one API client.
 
-    The raw JSON is decoded with this project's models (not the client's), so
-    fields a newer server adds are kept and validation is the same everywhere.
+    The raw JSON is decoded with this project's models (not the official client's), so
+    fields a newer server adds are kept and validation is the same everywhere. A
+    NotFoundError is "deleted" (None); every other ApiError is "unknown", a retryable
+    PrepareError (the kubelet calls again).
     """
 
-    def __init__(self, api_client: Any, *, timeout_s: float = 10.0) -> None:
-        # Imported here: the client takes about a second to import, and only this
-        # class needs it (tests and tools that use FakeClaimSource stay fast).
-        from kubernetes import client
-
-        self._api = client.ResourceV1Api(api_client)
-        self._timeout_s = timeout_s
+    def __init__(self, client: ClusterClient) -> None:
+        """``client``: a :class:`~agent_kit.kube.KubernetesClient` whose timeout leaves
+        the kubelet's deadline (45 s) room for a retry."""
+        self._client = client
 
     def get(self, namespace: str, name: str) -> ResourceClaim | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            # Without preloading, the client hands back the raw HTTP response.
-            response: Any = self._api.read_namespaced_resource_claim(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout_s
-            )
-            try:
-                data = json.loads(response.data)
-            finally:
-                response.release_conn()
-        except ApiException as err:
-            if err.status == 404:
-                return None
+            data = self._client.get("resourceclaims", name, namespace=namespace)
+        except NotFoundError:
+            return None
+        except ApiError as err:
             raise PrepareError(
-                f"reading it from the API server failed: HTTP {err.status} {err.reason}",
-                claim=claim_label(namespace, name),
-                retryable=True,
-            ) from None
-        except Exception as err:
-            # Connection refused, timeouts (urllib3 errors are not OSErrors), a body
-            # that is not JSON: all mean "unknown", never "deleted".
-            raise PrepareError(
-                f"reading it from the API server failed: {type(err).__name__}: {err}",
+                f"reading it from the API server failed: {err}",
                 claim=claim_label(namespace, name),
                 retryable=True,
             ) from None

@@ -56,6 +56,7 @@ from cluster_access import (  # noqa: E402
     wait_for,
 )
 
+from agent_kit.kube import KubernetesClient  # noqa: E402
 from dra_driver.discovery.mock import MockBackend  # noqa: E402
 from e2e.cluster import ClusterError, LocalCluster  # noqa: E402
 from e2e.cluster.driver_image import (  # noqa: E402
@@ -64,7 +65,8 @@ from e2e.cluster.driver_image import (  # noqa: E402
     import_image,
     podman_unavailable,
 )
-from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher  # noqa: E402
+from kubelet_plugin.publisher import SlicePublisher  # noqa: E402
+from kubelet_plugin.slice_client import SliceClient  # noqa: E402
 
 EXTERNAL_KUBECONFIG_ENV = "DRA_DRIVER_E2E_KUBECONFIG"
 EXTERNAL_NODE_ENV = "DRA_DRIVER_E2E_NODE"
@@ -228,14 +230,14 @@ def api_client(local_cluster: ClusterUnderTest) -> Any:
 def published_pool(local_cluster: ClusterUnderTest) -> Iterator[PublishedPool]:
     """One H100 (partitionable: MIG devices on shared counters) and one L4 on the node.
 
-    Published once per module with ``SlicePublisher`` and ``KubernetesSliceClient``;
+    Published once per module with ``SlicePublisher`` and ``SliceClient``;
     the slices are deleted again at the end of the module, so that a kubelet
     plugin started by a later module owns the pool alone.
     """
 
     node = core_api(local_cluster.api_client).read_node(local_cluster.node_name)
     inventory = MockBackend(local_cluster.node_name, POOL_PROFILE).discover()
-    slice_client = KubernetesSliceClient(local_cluster.api_client)
+    slice_client = SliceClient(KubernetesClient(local_cluster.api_client))
     publisher = SlicePublisher(
         slice_client, node_name=local_cluster.node_name, node_uid=node.metadata.uid
     )

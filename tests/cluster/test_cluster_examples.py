@@ -40,7 +40,8 @@ from api.quantity import Quantity
 from controller.app import Controller
 from controller.settings import parse_settings
 from dra_driver.discovery.mock import MockBackend
-from kubelet_plugin.publisher import KubernetesSliceClient, SlicePublisher
+from kubelet_plugin.publisher import SlicePublisher
+from kubelet_plugin.slice_client import SliceClient
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
@@ -185,7 +186,7 @@ def _add_node(examples: Examples, fake: FakeNode) -> str:
     core.patch_node_status(name, {"status": {"capacity": resources, "allocatable": resources}})
     uid = core.read_node(name).metadata.uid
     publisher = SlicePublisher(
-        KubernetesSliceClient(examples.api),
+        SliceClient(KubernetesClient(examples.api)),
         node_name=name,
         node_uid=uid,
         shared_gpus=fake.shared,
@@ -274,7 +275,7 @@ def _teardown(examples: Examples) -> None:
         # No kubelet confirms the deletion of a pod on a fake node: force it.
         core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
         core.delete_namespace(namespace)
-    slices = KubernetesSliceClient(examples.api)
+    slices = SliceClient(KubernetesClient(examples.api))
     for publisher in examples.publishers:
         listing = slices.list_slices(node_name=publisher.node_name, driver_name=DRIVER)
         for slice_ in listing.items:

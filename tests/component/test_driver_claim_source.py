@@ -1,4 +1,5 @@
-"""KubernetesClaimSource with the official client against a local HTTP server.
+"""KubernetesClaimSource through the agents' API client (the official client underneath)
+against a local HTTP server.
 
 The server answers the one path the client asks for
 (``/apis/resource.k8s.io/v1/namespaces/<ns>/resourceclaims/<name>``) the way
@@ -17,6 +18,7 @@ import pytest
 from driver_fixtures import claim, claim_uid
 from kubernetes import client
 
+from agent_kit.kube import KubernetesClient
 from api.errors import PrepareError
 from kubelet_plugin.claim_source import KubernetesClaimSource
 
@@ -67,7 +69,7 @@ def api_server() -> Iterator[tuple[str, type[_Handler]]]:
 def source(url: str) -> KubernetesClaimSource:
     configuration = client.Configuration()
     configuration.host = url
-    return KubernetesClaimSource(client.ApiClient(configuration))
+    return KubernetesClaimSource(KubernetesClient(client.ApiClient(configuration)))
 
 
 def test_reads_a_claim(api_server: tuple[str, type[_Handler]]) -> None:
@@ -100,8 +102,9 @@ def test_server_error_is_a_retryable_error_not_none(
     with pytest.raises(PrepareError) as caught:
         source(url).get("default", "broken")
     assert caught.value.retryable
-    assert str(caught.value).startswith(
-        "claim default/broken: reading it from the API server failed: HTTP 500"
+    assert str(caught.value) == (
+        "claim default/broken: reading it from the API server failed: "
+        "get resourceclaims default/broken: 500 Internal Server Error: etcd timeout"
     )
 
 
@@ -110,5 +113,7 @@ def test_unreachable_server_is_a_retryable_error() -> None:
     configuration.host = "http://127.0.0.1:9"  # discard port: nothing listens
     configuration.retries = 0
     with pytest.raises(PrepareError) as caught:
-        KubernetesClaimSource(client.ApiClient(configuration), timeout_s=2).get("default", "c")
+        KubernetesClaimSource(KubernetesClient(client.ApiClient(configuration), timeout_s=2)).get(
+            "default", "c"
+        )
     assert caught.value.retryable

@@ -15,6 +15,8 @@ the same code paths a real API server drives:
   ``spec`` is immutable and ``status.allocation``, once set, may only be
   removed (422 Invalid otherwise), as the real validation says;
 - pods' scheduling gates can only be removed (422 when a patch adds one);
+- device taints of ResourceSlices written without ``timeAdded`` get one, as the
+  real server stamps them;
 - deletion of an object with finalizers only sets ``deletionTimestamp``;
 - watches replay the changes after a version from a bounded history; a
   version older than the history answers 410 Gone (:meth:`compact` drops the
@@ -23,8 +25,10 @@ the same code paths a real API server drives:
 
 Test controls: :meth:`fail` injects HTTP errors into the next matching calls,
 :meth:`before` runs a callback before a write (e.g. a competing writer, to
-provoke a conflict), :attr:`calls` records every call in order, :meth:`put`
-and :meth:`remove` change objects as another client would.
+provoke a conflict), :meth:`drop_fields` makes it a server that does not know
+some fields (a feature gate off: they are not stored), :attr:`calls` records
+every call in order, :meth:`put` and :meth:`remove` change objects as another
+client would.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import copy
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -163,6 +167,21 @@ def _label_matches(obj: Mapping[str, Any], selector: str | None) -> bool:
     return True
 
 
+def _prune(value: Any, path: Sequence[str]) -> None:
+    """Remove the field at ``path`` (``name[]`` steps into each element of a list)."""
+    if not path or not isinstance(value, dict):
+        return
+    step, rest = path[0], path[1:]
+    if step.endswith("[]"):
+        items = value.get(step[:-2])
+        for item in items if isinstance(items, list) else []:
+            _prune(item, rest)
+    elif not rest:
+        value.pop(step, None)
+    else:
+        _prune(value.get(step), rest)
+
+
 def _gates(pod: Mapping[str, Any]) -> set[str]:
     return {str(g.get("name")) for g in (pod.get("spec") or {}).get("schedulingGates") or []}
 
@@ -184,6 +203,7 @@ class FakeCluster:
         self._compacted = 0
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
+        self._unknown: dict[str, list[list[str]]] = {}
         self._closed = False
         self.calls: list[Call] = []
 
@@ -223,6 +243,16 @@ class FakeCluster:
         """
         with self._cond:
             self._hooks.append(_Hook(verb, resource, callback, times, name))
+
+    def drop_fields(self, resource: Resource, *paths: str) -> None:
+        """From now on, writes of ``resource`` do not store the fields at ``paths``, as a
+        server that does not serve them (a feature gate off) drops them silently.
+
+        A path is dotted; ``name[]`` means each element of the list ``name``:
+        ``spec.devices[].taints``.
+        """
+        with self._cond:
+            self._unknown.setdefault(resource, []).extend(p.split(".") for p in paths)
 
     def compact(self) -> None:
         """Forget the change history: watches from any earlier version get 410 Gone."""
@@ -340,9 +370,20 @@ class FakeCluster:
         meta.setdefault("generation", 1)
         if key[1] is not None:
             meta["namespace"] = key[1]
+        self._defaults(resource, obj)
         self._objects[key] = obj
         self._record(resource, "ADDED" if previous is None else "MODIFIED", obj, previous)
         return copy.deepcopy(obj)
+
+    def _defaults(self, resource: Resource, obj: dict[str, Any]) -> None:
+        """What the server does to every written object of ``resource`` before storing it."""
+        for path in self._unknown.get(resource, ()):
+            _prune(obj, path)
+        if resource == "resourceslices":
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for device in (obj.get("spec") or {}).get("devices") or []:
+                for taint in device.get("taints") or []:
+                    taint.setdefault("timeAdded", now)
 
     def _record(
         self, resource: str, kind: str, obj: dict[str, Any], previous: dict[str, Any] | None
