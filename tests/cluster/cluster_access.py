@@ -2,6 +2,8 @@
 
 Objects are read back as raw JSON (``_preload_content=False``), so a test
 compares what the API server stored, not what the client's models make of it.
+The official client's errors are read through :func:`agent_kit.kube.api_errors`,
+as the agents read them: by class (NotFoundError, ConflictError), never by status.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from agent_kit.kube import ApiError, ConflictError, NotFoundError, api_errors
 from dra_driver.discovery.model import NodeInventory
 from e2e.cluster import BUSYBOX_IMAGE, LocalCluster
 from kubelet_plugin.publisher import SlicePublisher
@@ -110,13 +113,12 @@ def read_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, 
 
 def pod_report(api_client: Any, namespace: str, name: str) -> str:
     """A pod's phase, conditions, container states and events, for failure messages."""
-    from kubernetes import client
-
     core = core_api(api_client)
     try:
-        pod = read_json(core.read_namespaced_pod, name, namespace)
-    except client.ApiException as err:
-        return f"pod {namespace}/{name}: {err.status} {err.reason}"
+        with api_errors(f"get pod {namespace}/{name}"):
+            pod = read_json(core.read_namespaced_pod, name, namespace)
+    except ApiError as err:
+        return str(err)
     status = pod.get("status", {})
     lines = [
         f"pod {namespace}/{name}: phase {status.get('phase')}, node "
@@ -136,15 +138,12 @@ def pod_phase(api_client: Any, namespace: str, name: str) -> str:
 
 
 def is_gone(read: Callable[[], Any]) -> bool:
-    """Whether ``read()`` answers 404."""
-    from kubernetes import client
-
+    """Whether ``read()`` (a call of the official client) finds nothing; other errors raise."""
     try:
-        read()
-    except client.ApiException as err:
-        if err.status == 404:
-            return True
-        raise
+        with api_errors("read"):
+            read()
+    except NotFoundError:
+        return True
     return False
 
 
@@ -169,14 +168,11 @@ def apply_device_class(api: Any, doc: dict[str, Any]) -> dict[str, Any]:
 
     ``api`` is a ``kubernetes.client.ResourceV1Api``.
     """
-    from kubernetes import client
-
     name = doc["metadata"]["name"]
     try:
-        api.create_device_class(doc)
-    except client.ApiException as err:
-        if err.status != 409:
-            raise
+        with api_errors(f"create deviceclass {name}"):
+            api.create_device_class(doc)
+    except ConflictError:
         current = read_json(api.read_device_class, name)
         version = current["metadata"]["resourceVersion"]
         api.replace_device_class(
@@ -292,7 +288,6 @@ def delete_objects(api_client: Any, objects: list[dict[str, Any]]) -> list[str]:
 
     An object that is already gone counts as deleted.
     """
-    from kubernetes import client as k8s
     from kubernetes import dynamic
 
     client = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
@@ -300,13 +295,16 @@ def delete_objects(api_client: Any, objects: list[dict[str, Any]]) -> list[str]:
     for obj in reversed(objects):
         resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+        what = f"delete {obj['kind']}/{obj['metadata']['name']}"
         try:
-            resource.delete(
-                name=obj["metadata"]["name"],
-                namespace=namespace,
-                body={"propagationPolicy": "Foreground"},
-            )
-        except k8s.ApiException as err:
-            if err.status != 404:
-                failed.append(f"{obj['kind']}/{obj['metadata']['name']}: {err.status} {err.reason}")
+            with api_errors(what):
+                resource.delete(
+                    name=obj["metadata"]["name"],
+                    namespace=namespace,
+                    body={"propagationPolicy": "Foreground"},
+                )
+        except NotFoundError:
+            continue  # already gone: deleted
+        except ApiError as err:
+            failed.append(str(err))
     return failed

@@ -13,6 +13,7 @@ never start; "placed" means ungated, allocated, and bound by the real scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from test_cluster_controller import (  # noqa: F401  (fixtures are found by name
     start_controller,
 )
 
+from agent_kit.kube import NotFoundError, api_errors
 from controller.app import Controller
 from e2e.cluster import BUSYBOX_IMAGE
 
@@ -51,11 +53,9 @@ def late_class(local_cluster: ClusterUnderTest, fleet: Fleet) -> Iterator[str]:
         yield name
     finally:
         resources: Any = _resources(local_cluster.api_client)
-        try:
+        # The test may have failed before creating it.
+        with contextlib.suppress(NotFoundError), api_errors(f"delete deviceclass {name}"):
             resources.delete_device_class(name)
-        except client.ApiException as err:  # the test may have failed before creating it
-            if err.status != 404:
-                raise
 
 
 def _node_ready(api_client: Any, name: str) -> bool:
