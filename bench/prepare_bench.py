@@ -52,10 +52,10 @@ from api.semver import Semver
 from dra_driver.discovery.model import Gpu, NodeInventory
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.node_driver import ClaimRef
 from kubelet_plugin.node_lock import NodeFileLock
+from tests.fakes.claim_source import FakeClaimSource
 
 DRIVER = "gpu.dra-driver.io"
 NODE = "bench-node"

@@ -1,4 +1,5 @@
-"""Where the driver reads ResourceClaims: the API server, or a fake for tests.
+"""Where the driver reads ResourceClaims: the API server (tests inject
+:class:`tests.fakes.claim_source.FakeClaimSource` through the same port).
 
 The kubelet's prepare request carries only namespace, name and UID; the
 allocation and the configuration are in the claim object, read on every
@@ -7,16 +8,13 @@ prepare that is not already done.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 from agent_kit.kube import ApiError, ClusterClient, NotFoundError
 from api.errors import InvalidInputError, PrepareError
 from api.resource_v1 import ResourceClaim, claim_label, parse_object
 
-__all__ = ["ClaimSource", "FakeClaimSource", "KubernetesClaimSource"]
+__all__ = ["ClaimSource", "KubernetesClaimSource", "decode_claim"]
 
 
 class ClaimSource(Protocol):
@@ -32,7 +30,8 @@ class ClaimSource(Protocol):
         ...
 
 
-def _decode(data: Any, namespace: str, name: str) -> ResourceClaim:
+def decode_claim(data: Any, namespace: str, name: str) -> ResourceClaim:
+    """The claim in ``data``; a retryable PrepareError when it is not a ResourceClaim."""
     try:
         claim = parse_object(data)
     except InvalidInputError as err:
@@ -75,53 +74,4 @@ class KubernetesClaimSource:
                 claim=claim_label(namespace, name),
                 retryable=True,
             ) from None
-        return _decode(data, namespace, name)
-
-
-class FakeClaimSource:
-    """An in-memory claim source for tests and the offline demo; thread-safe.
-
-    Claims are stored as JSON documents and decoded on every :meth:`get`, like
-    the real source, so a test that edits a claim sees its effect. ``fail``
-    makes reads raise the retryable error the real source raises when the API
-    server is unreachable.
-    """
-
-    def __init__(self, claims: Iterable[ResourceClaim | dict[str, Any]] = ()) -> None:
-        self._lock = threading.Lock()
-        self._claims: dict[tuple[str, str], dict[str, Any]] = {}
-        self.reads = 0
-        """How many times :meth:`get` was called (tests check that done work is not redone)."""
-        self.fail = False
-        for claim in claims:
-            self.put(claim)
-
-    def put(self, claim: ResourceClaim | dict[str, Any]) -> None:
-        """Create or replace a claim (keyed by namespace and name)."""
-        document = (
-            claim
-            if isinstance(claim, dict)
-            else claim.model_dump(mode="json", by_alias=True, exclude_none=True)
-        )
-        metadata = document.get("metadata") or {}
-        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        with self._lock:
-            self._claims[key] = json.loads(json.dumps(document))
-
-    def delete(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._claims.pop((namespace, name), None)
-
-    def get(self, namespace: str, name: str) -> ResourceClaim | None:
-        with self._lock:
-            self.reads += 1
-            if self.fail:
-                raise PrepareError(
-                    "reading it from the API server failed: connection refused",
-                    claim=claim_label(namespace, name),
-                    retryable=True,
-                )
-            document = self._claims.get((namespace, name))
-        if document is None:
-            return None
-        return _decode(document, namespace, name)
+        return decode_claim(data, namespace, name)

@@ -80,11 +80,11 @@ from dra_driver.discovery.model import Gpu, NodeInventory  # noqa: E402
 from dra_driver.slices import build_slices  # noqa: E402
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files  # noqa: E402
 from kubelet_plugin.checkpoint_store import CheckpointStore  # noqa: E402
-from kubelet_plugin.claim_source import FakeClaimSource  # noqa: E402
 from kubelet_plugin.driver import GpuDriver  # noqa: E402
 from kubelet_plugin.node_driver import ClaimRef  # noqa: E402
 from kubelet_plugin.nvml import NvmlBackend  # noqa: E402
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2  # noqa: E402
+from tests.fakes.claim_source import FakeClaimSource  # noqa: E402
 
 NODE = "gpu-check-node"
 NODE_UID = "0b5e3c1f-8a4d-4e8e-9f3b-5d6c7a8b9c0d"

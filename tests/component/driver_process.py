@@ -18,11 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Run as a script: the repository root is not on the path for ``tests.fakes``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 import driver_fixtures as fx
 
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.driver import FaultPoint
 from kubelet_plugin.node_driver import ClaimRef
+from tests.fakes.claim_source import FakeClaimSource
 
 
 def main() -> None:

@@ -41,10 +41,10 @@ from dra_driver.cdi import MAX_CDI_VERSION, spec_file_name
 from dra_driver.discovery.mock import MockBackend
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.devnodes import create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.node_driver import ClaimRef
+from tests.fakes.claim_source import FakeClaimSource
 
 pytestmark = pytest.mark.component
 

@@ -16,9 +16,9 @@ from driver_fixtures import (
     validate_cdi_file,
 )
 
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.node_driver import ClaimRef, PrepareResult
+from tests.fakes.claim_source import FakeClaimSource
 
 pytestmark = pytest.mark.component
 

@@ -16,7 +16,6 @@ from dra_driver.discovery.mock import MockBackend, MockMigManager
 from dra_driver.discovery.model import Gpu, MigDevice, MigManager, MigProfile
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import FaultPoint, GpuDriver
 from kubelet_plugin.node_driver import ClaimRef
@@ -33,6 +32,7 @@ from tests.component.driver_fixtures import (
     spec_path,
     validate_cdi_file,
 )
+from tests.fakes.claim_source import FakeClaimSource
 
 # GPU 0 partitionable (MIG mode off), GPU 1 in MIG mode with a static layout.
 PROFILE = "A100-40GB,A100-40GB:mig=3g.20gb/2x2g.10gb"

@@ -21,8 +21,8 @@ from driver_fixtures import (
 
 from api.checkpoint import CheckpointVersionError
 from kubelet_plugin.checkpoint_store import CheckpointStore
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.node_driver import ClaimRef
+from tests.fakes.claim_source import FakeClaimSource
 
 pytestmark = pytest.mark.component
 

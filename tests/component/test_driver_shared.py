@@ -17,7 +17,6 @@ from dra_driver.discovery.mock import MockBackend
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.devnodes import create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.node_driver import ClaimRef
@@ -31,6 +30,7 @@ from tests.component.driver_fixtures import (
     spec_path,
     validate_cdi_file,
 )
+from tests.fakes.claim_source import FakeClaimSource
 
 CLASS = "shared-gpu"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from driver_fixtures import claim, claim_uid, expected_id, make_driver, spec_path
 
-from kubelet_plugin.claim_source import FakeClaimSource
 from kubelet_plugin.node_driver import ClaimRef
 from kubelet_plugin.node_lock import NodeFileLock
+from tests.fakes.claim_source import FakeClaimSource
 
 pytestmark = pytest.mark.component
 
