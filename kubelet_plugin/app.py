@@ -4,7 +4,7 @@
 
 1. GPU discovery with the chosen backend (the mock backend also creates fake
    device nodes under ``--dev-root`` and takes injected faults, see
-   :class:`~kubelet_plugin.health.FaultSpool`);
+   :class:`~kubelet_plugin.health.faults.FaultSpool`);
 2. the API client (``--kubeconfig`` or the in-cluster service account) and
    the Node's UID, so the node's ResourceSlices are owned by the Node;
 3. the driver, whose start-up recovery repairs what a crash or reboot left

@@ -204,7 +204,7 @@ def test_a_placed_pod_the_scheduler_refuses_is_placed_again_on_another_node(
     a PlacementRetry Event and places the claim on node b, and the scheduler binds
     the pod there.
 
-    Who releases is a race, by design (controller/placement.py): the scheduler's
+    Who releases is a race, by design (controller/placement/): the scheduler's
     PostFilter deallocates an allocated claim that no pod uses when the pod fits
     nowhere (spec/allocator.md), usually before the controller sees the pod
     Unschedulable; otherwise the controller releases it. Either way the allocation
