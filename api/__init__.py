@@ -1,4 +1,3 @@
-"""Types of the DRA GPU driver: resource.k8s.io/v1 models, quantities, versions, errors.
-
-This package does no I/O and imports no Kubernetes client, gRPC or NVML module.
-"""
+"""The bottom layer, types only: ``resource.k8s.io/v1`` models and the API server's validation,
+the driver's ``GpuConfig``, quantities, semver, the checkpoint schema, the error tree and the
+exit codes. No I/O; no Kubernetes client, gRPC or NVML (see docs/architecture.md)."""

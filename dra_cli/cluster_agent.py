@@ -1,9 +1,8 @@
 """``dra-driver controller`` and ``explain claim NS/NAME``: the cluster agent, from the CLI.
 
-The controller lives in the adapter layer (``controller``). The command line is
-the program's composition root, the one part of the core allowed to reach the
-adapters (declared in the import contracts of pyproject.toml); it imports them
-inside these functions so that the offline commands load no Kubernetes client.
+The controller is an agent (``controller``), one layer below the command line, the
+program's composition root. It is imported inside these functions so that the offline
+commands load no Kubernetes client.
 Flags, environment twins and defaults are defined once, in
 :mod:`controller.settings`.
 """

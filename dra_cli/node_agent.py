@@ -1,10 +1,8 @@
 """``dra-driver kubelet-plugin``: the node agent, reached from the one command line.
 
-The agent lives in the adapter layer (``kubelet_plugin``). The command line
-is the program's composition root, the one part of the core allowed to reach
-the adapters (declared in the import contracts of pyproject.toml); it imports
-them inside the functions so that the offline commands load no gRPC, Kubernetes
-client or NVML. Flags, environment twins and defaults are defined once, in
+The node agent (``kubelet_plugin``) is one layer below the command line, the
+program's composition root. It is imported inside these functions so that the offline
+commands load no gRPC, Kubernetes client or NVML. Flags, environment twins and defaults are defined once, in
 :mod:`kubelet_plugin.settings`.
 """
 
