@@ -46,9 +46,10 @@ from api import limits
 from api.semver import Semver
 from dra_driver.allocator.capacity import qualify
 from dra_driver.allocator.inventory import InventoryDevice
+from dra_driver.allocator.pools import NodeView
 from dra_driver.allocator.requests import RequestPlan
 from dra_driver.allocator.search import CandidateOrder, Solution
-from dra_driver.allocator.snapshot import NodeView, Snapshot
+from dra_driver.allocator.snapshot import Snapshot
 
 #: Feasible nodes a scoring policy compares before it picks (in its node order).
 NODE_BUDGET: Final = 8

@@ -44,8 +44,9 @@ from api.resource_v1 import DeviceTaint, DeviceToleration
 from dra_driver.allocator.capacity import consumed_amount, resolve_requests, violates_policy
 from dra_driver.allocator.constraints import ConstraintState
 from dra_driver.allocator.inventory import CounterKey, InventoryDevice, PoolGeneration
+from dra_driver.allocator.pools import NodeView
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, Selector
-from dra_driver.allocator.snapshot import NodeView, Snapshot
+from dra_driver.allocator.snapshot import Snapshot
 
 _SUCCESS: Final = 0
 _FAIL: Final = 1
