@@ -41,6 +41,7 @@ from api.limits import FIRST_AVAILABLE_DEVICE_REQUESTS_MAX
 from api.resource_v1 import AllocationResult, ResourceClaim
 from dra_driver.allocator.explanation import FILTER_TIMEOUT, explain
 from dra_driver.allocator.feasibility import FeasibilityMemo
+from dra_driver.allocator.matching import SearchAbortedError
 from dra_driver.allocator.policies import (
     FIRST_FIT,
     NODE_BUDGET,
@@ -51,7 +52,7 @@ from dra_driver.allocator.policies import (
 )
 from dra_driver.allocator.requests import ClaimPlan, claim_shape, plan_claims
 from dra_driver.allocator.results import build_result
-from dra_driver.allocator.search import CandidateOrder, NodeSearch, SearchAbortedError, Solution
+from dra_driver.allocator.search import CandidateOrder, NodeSearch, Solution
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
 
 

@@ -36,8 +36,14 @@ from api.errors import CelEvaluationError
 from api.resource_v1 import ResourceClaim
 from dra_driver.allocator.constraints import ConstraintState
 from dra_driver.allocator.inventory import InventoryDevice
+from dra_driver.allocator.matching import (
+    DeviceMatcher,
+    SearchAbortedError,
+    evaluate,
+    selector_error,
+)
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, plan_claims
-from dra_driver.allocator.search import NodeSearch, SearchAbortedError, evaluate, selector_error
+from dra_driver.allocator.search import NodeSearch
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
 
 #: Seconds one node's search may take (the scheduler's filter timeout default).
@@ -329,36 +335,36 @@ class Explanation:
 
 
 def _classify(
-    search: NodeSearch,
+    matcher: DeviceMatcher,
     claim: ClaimPlan,
     plan: RequestPlan,
     constraints: list[ConstraintState],
     report: RequestReport,
 ) -> None:
-    snapshot = search.snapshot
+    snapshot = matcher.snapshot
     counts = report.counts
-    for device in search.view.candidates:
+    for device in matcher.view.candidates:
         counts["considered"] += 1
         outcome = _selector_outcome(plan, device, report)
         if outcome is not None:
             counts[outcome] += 1
             continue
-        if device.slice.per_device and device.id in search.view.off_node:
+        if device.slice.per_device and device.id in matcher.view.off_node:
             counts["notOnNode"] += 1
             continue
-        fits = search.capacity(plan, device) is not None
+        fits = matcher.capacity(plan, device) is not None
         if fits:
             report.matching += 1
-        if search.in_use(claim.index, plan, device):
+        if matcher.in_use(claim.index, plan, device):
             counts["inUse"] += 1
             for holder in snapshot.users(device.id):
                 report.in_use_by[holder] += 1
             continue
         if not fits:
             counts["capacityInsufficient"] += 1
-        elif not search.counters_fit(device):
+        elif not matcher.counters_fit(device):
             counts["countersExhausted"] += 1
-        elif search.tainted(plan, device):
+        elif matcher.tainted(plan, device):
             counts["tainted"] += 1
         elif any(state.would_reject(plan, device) for state in constraints):
             counts["constraintUnmet"] += 1
@@ -392,7 +398,7 @@ def explain_node(
 ) -> NodeReport:
     """The report for one node (see the module docstring)."""
     view = snapshot.view(name)
-    search = NodeSearch(snapshot, view, plans, timeout=timeout)
+    matcher = DeviceMatcher(snapshot, view, plans)
     claims: list[ClaimReport] = []
     for claim in plans:
         constraints = [ConstraintState(c) for c in claim.constraints]
@@ -404,14 +410,14 @@ def explain_node(
                 report = RequestReport(
                     plan.full_name, plan.device_class.name, None if plan.all_devices else plan.count
                 )
-                _classify(search, claim, plan, constraints, report)
+                _classify(matcher, claim, plan, constraints, report)
                 alternatives.append(report)
             requests.extend(alternatives)
             groups.append(alternatives)
         claims.append(ClaimReport(claim.label, requests, groups))
     error: str | None = None
     try:
-        allocatable = bool(search.run())
+        allocatable = bool(NodeSearch(snapshot, view, plans, timeout=timeout).run())
     except (CelEvaluationError, SearchAbortedError) as err:
         allocatable = False
         error = str(err)

@@ -30,9 +30,9 @@ from api.resource_v1 import (
     NodeSelectorRequirement,
     NodeSelectorTerm,
 )
+from dra_driver.allocator.matching import Pick
 from dra_driver.allocator.nodes import FIELD_METADATA_NAME
 from dra_driver.allocator.requests import ClaimPlan
-from dra_driver.allocator.search import Pick
 
 
 def build_result(
