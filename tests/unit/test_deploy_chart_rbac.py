@@ -25,55 +25,61 @@ from chart_fixtures import (
     rules_of,
 )
 
+from agent_kit.kube import RESOURCES
 from controller import settings as controller_settings
 
-# The kubernetes client methods the plugin calls, and what each needs.
-PLUGIN_CALLS = {
-    "read_namespaced_resource_claim": ("resource.k8s.io", "resourceclaims", "get"),
-    "list_resource_slice": ("resource.k8s.io", "resourceslices", "list"),
-    "create_resource_slice": ("resource.k8s.io", "resourceslices", "create"),
-    "replace_resource_slice": ("resource.k8s.io", "resourceslices", "update"),
-    "delete_resource_slice": ("resource.k8s.io", "resourceslices", "delete"),
-    "read_node": ("", "nodes", "get"),
-}
-
-# A client method named after a Kubernetes resource, called or passed on (the publisher hands
-# methods to its error wrapper); the plugin's own ports (list_slices...) do not match.
+# The plugin reaches the API server only through agent_kit.kube.ClusterClient, whose verbs
+# take the resource first: client.get("nodes", name), self.client.list(\n "resourceslices", ...).
 _CLIENT_CALL = re.compile(
-    r"\.((?:read|list|create|replace|patch|delete)_(?:namespaced_)?"
-    r"(?:resource_claim|resource_slice|device_class|node|pod|event|lease|config_map|secret)"
-    r"(?:_status)?)\b"
+    r"\.(get|list|watch|create|replace|replace_status|patch|delete)\(\s*\"([a-z]+)\""
 )
+# The API group of each of the client's groups, and the RBAC verb of each client verb.
+_GROUPS = {"core": "", "resource": "resource.k8s.io", "coordination": "coordination.k8s.io"}
+_GROUP_OF = {resource: _GROUPS[binding.group] for resource, binding in RESOURCES.items()}
+_VERBS = {"replace": "update", "replace_status": "update"}
 
 
-def _plugin_calls() -> set[str]:
-    calls: set[str] = set()
-    for path in sorted((ROOT / "kubelet_plugin").glob("*.py")):
-        calls.update(_CLIENT_CALL.findall(path.read_text()))
-    return calls
+def _grants(text: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every ClusterClient call in ``text``; ``.get("spec")``
+    on a dict names no resource and is not a call to the API."""
+    needed: set[tuple[str, str, str]] = set()
+    for verb, resource in _CLIENT_CALL.findall(text):
+        if resource not in _GROUP_OF:
+            continue
+        suffix = "/status" if verb == "replace_status" else ""
+        needed.add((_GROUP_OF[resource], resource + suffix, _VERBS.get(verb, verb)))
+    return needed
+
+
+def _plugin_grants() -> set[tuple[str, str, str]]:
+    needed: set[tuple[str, str, str]] = set()
+    for path in sorted((ROOT / "kubelet_plugin").rglob("*.py")):
+        needed |= _grants(path.read_text())
+    return needed
 
 
 def test_the_call_scan_finds_client_methods_and_not_the_plugins_own() -> None:
-    text = "api.create_resource_slice, x.read_node(n) self.list_slices() y.replace_resource_slice("
-    assert set(_CLIENT_CALL.findall(text)) == {
-        "create_resource_slice",
-        "read_node",
-        "replace_resource_slice",
+    text = (
+        'self.client.create("resourceslices", body) client.get("nodes", n) '
+        'self.client.watch(\n    "resourceslices", resource_version=rv) '
+        'self.client.replace_status("resourceclaims", c) '
+        'data.get("spec") self.list_slices() self._client.list_slices("node-a")'
+    )
+    assert _grants(text) == {
+        ("resource.k8s.io", "resourceslices", "create"),
+        ("", "nodes", "get"),
+        ("resource.k8s.io", "resourceslices", "watch"),
+        ("resource.k8s.io", "resourceclaims/status", "update"),
     }
 
 
 def test_the_plugin_is_granted_exactly_what_it_calls() -> None:
-    calls = _plugin_calls()
-    unknown = calls - set(PLUGIN_CALLS)
-    assert not unknown, (
-        f"kubelet_plugin calls {sorted(unknown)}: add them to PLUGIN_CALLS and the chart"
+    needed = _plugin_grants()
+    # The publisher keeps its slices published by watching them.
+    assert ("resource.k8s.io", "resourceslices", "watch") in needed
+    assert rules_of(DEFAULT, "ClusterRole", PLUGIN) == needed, (
+        "the plugin's ClusterRole in the chart is not what kubelet_plugin/ calls"
     )
-    needed = {PLUGIN_CALLS[name] for name in calls}
-    # The publisher watches its slices: a list with watch=True.
-    publisher = (ROOT / "kubelet_plugin" / "publisher.py").read_text()
-    assert "watch=True" in publisher
-    needed.add(("resource.k8s.io", "resourceslices", "watch"))
-    assert rules_of(DEFAULT, "ClusterRole", PLUGIN) == needed
 
 
 def _controller_reference() -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
