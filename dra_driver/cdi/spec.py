@@ -1,0 +1,177 @@
+"""Building a claim's CDI spec from its GPUs and what the host offers (layout: the package doc)."""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from dra_driver.cdi.host import DRIVER_LIBRARY_DIRS, HostFiles
+from dra_driver.cdi.model import (
+    MAX_CDI_VERSION,
+    CdiDevice,
+    CdiSpec,
+    ContainerEdits,
+    DeviceNode,
+    Hook,
+    Mount,
+    cdi_kind,
+    minimum_cdi_version,
+    version_key,
+)
+
+#: Options of every driver-file mount: read-only, no setuid, no device files.
+MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "bind")
+
+_MIB: Final = 1024 * 1024
+
+
+def _host_path(root: str, path: str) -> str:
+    return posixpath.normpath(posixpath.join(root, path.lstrip("/")))
+
+
+def _device_node(root: str, path: str) -> DeviceNode:
+    host = _host_path(root, path)
+    # Leave hostPath out when it equals the path: that keeps cdiVersion down.
+    return DeviceNode(path=path, host_path=None if host == path else host)
+
+
+@dataclass(frozen=True, slots=True)
+class SharingSettings:
+    """How a prepared GPU is shared, after config merging and defaults.
+
+    ``strategy`` is ``TimeSlicing`` or ``MPS`` (exclusive use has no settings).
+    """
+
+    strategy: str
+    time_slice_interval: str | None = None
+    mps_active_thread_percentage: int | None = None
+    mps_pinned_memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpecDevice:
+    """One GPU of a claim as the spec needs it."""
+
+    name: str
+    """CDI device name, from :func:`cdi_device_name`."""
+    uuid: str
+    device_node: str
+    """Container path of the device node, ``/dev/nvidia<minor>`` (a MIG device's parent's)."""
+    sharing: SharingSettings | None = None
+    """None: exclusive use."""
+    extra_device_nodes: tuple[str, ...] = ()
+    """Further nodes of this device: a MIG device's ``/dev/nvidia-caps/nvidia-cap<N>``."""
+
+
+def _mebibytes(size: int) -> str:
+    # CUDA reads pinned memory limits as <n>M; round up so a limit never shrinks to 0.
+    return f"{math.ceil(size / _MIB)}M"
+
+
+def _device_env(ordinal: int, device: SpecDevice) -> list[str]:
+    prefix = f"DRA_GPU_{ordinal}_"
+    env = [f"{prefix}UUID={device.uuid}"]
+    sharing = device.sharing
+    env.append(f"{prefix}SHARING_STRATEGY={'Exclusive' if sharing is None else sharing.strategy}")
+    if sharing is None:
+        return env
+    if sharing.time_slice_interval is not None:
+        env.append(f"{prefix}TIME_SLICE_INTERVAL={sharing.time_slice_interval}")
+    if sharing.mps_active_thread_percentage is not None:
+        env.append(f"{prefix}MPS_ACTIVE_THREAD_PERCENTAGE={sharing.mps_active_thread_percentage}")
+    if sharing.mps_pinned_memory_limit_bytes is not None:
+        limit = _mebibytes(sharing.mps_pinned_memory_limit_bytes)
+        env.append(f"{prefix}MPS_PINNED_DEVICE_MEM_LIMIT={limit}")
+    return env
+
+
+def _claim_env(devices: Sequence[SpecDevice]) -> list[str]:
+    env = [f"NVIDIA_VISIBLE_DEVICES={','.join(d.uuid for d in devices)}"]
+    mps = [d for d in devices if d.sharing is not None and d.sharing.strategy == "MPS"]
+    percentages = [
+        d.sharing.mps_active_thread_percentage
+        for d in mps
+        if d.sharing is not None and d.sharing.mps_active_thread_percentage is not None
+    ]
+    if percentages:
+        # One value per CUDA client: the smallest keeps the client within every
+        # device's share; the per-device values are in DRA_GPU_<n>_*.
+        env.append(f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={min(percentages)}")
+    limits = [
+        f"{d.uuid}={_mebibytes(d.sharing.mps_pinned_memory_limit_bytes)}"
+        for d in mps
+        if d.sharing is not None and d.sharing.mps_pinned_memory_limit_bytes is not None
+    ]
+    if limits:
+        env.append(f"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT={','.join(limits)}")
+    return env
+
+
+def _common_edits(devices: Sequence[SpecDevice], host: HostFiles) -> ContainerEdits:
+    nodes = [_device_node(host.dev_root, path) for path in host.control_devices]
+    mounts = [
+        Mount(
+            host_path=_host_path(host.driver_root, path),
+            container_path=path,
+            options=list(MOUNT_OPTIONS),
+        )
+        for path in sorted(host.driver_files)
+    ]
+    hooks: list[Hook] = []
+    library_dirs = sorted(
+        {
+            posixpath.dirname(p)
+            for p in host.driver_files
+            if posixpath.dirname(p) in DRIVER_LIBRARY_DIRS
+        }
+    )
+    if host.hook_path is not None and library_dirs:
+        args = ["nvidia-cdi-hook", "update-ldcache"]
+        for directory in library_dirs:
+            args += ["--folder", directory]
+        hooks.append(Hook(hook_name="createContainer", path=host.hook_path, args=args))
+    return ContainerEdits(
+        env=_claim_env(devices),
+        device_nodes=nodes or None,
+        mounts=mounts or None,
+        hooks=hooks or None,
+    )
+
+
+def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: HostFiles) -> CdiSpec:
+    """The spec for one claim's GPUs, with the lowest cdiVersion its content needs.
+
+    Deterministic: the same inputs give byte-identical :func:`encode_cdi_spec`
+    output, so re-deriving a spec after a crash rewrites the same file. Devices
+    keep their order; their position is the ordinal in ``DRA_GPU_<n>_*`` and in
+    ``NVIDIA_VISIBLE_DEVICES``. Raises ValueError for an empty device list or an
+    invalid name (callers build names with :func:`cdi_device_name`).
+    """
+    if not devices:
+        raise ValueError("a CDI spec needs at least one device")
+    spec_devices = [
+        CdiDevice(
+            name=device.name,
+            container_edits=ContainerEdits(
+                env=_device_env(ordinal, device),
+                device_nodes=[
+                    _device_node(host.dev_root, path)
+                    for path in (device.device_node, *device.extra_device_nodes)
+                ],
+            ),
+        )
+        for ordinal, device in enumerate(devices)
+    ]
+    draft = CdiSpec(
+        cdi_version=MAX_CDI_VERSION,
+        kind=cdi_kind(driver_name),
+        devices=spec_devices,
+        container_edits=_common_edits(devices, host),
+    )
+    version = minimum_cdi_version(draft)
+    if version_key(version) > version_key(MAX_CDI_VERSION):  # pragma: no cover - see package doc
+        raise ValueError(f"spec needs cdiVersion {version}, above {MAX_CDI_VERSION}")
+    return draft.model_copy(update={"cdi_version": version})
