@@ -6,16 +6,6 @@ node's pool, each with its merged sharing configuration, the CDI spec to write
 and the CDI device IDs to answer. It does no I/O: the kubelet plugin reads the
 claim, keeps the checkpoint and writes the file.
 
-Opaque configuration (spec/nvml.md §5, spec/resource-api.md §6.1): of the
-entries in ``status.allocation.devices.config`` whose ``opaque.driver`` is this
-driver, class entries come first, then claim entries; an entry applies to the
-devices of the requests it names (a ``req`` entry covers ``req/sub`` too), or
-to all devices when it names none; for each device the last entry that applies
-wins as a whole, and built-in defaults fill what it leaves unset. No entry means
-exclusive use. Every entry of this driver is decoded and checked, even one that
-a later entry overrides, so a typo never goes unnoticed; entries of other
-drivers are skipped.
-
 MIG devices: a static MIG device (MIG mode on) is prepared as it is; a
 placement of a partitionable GPU (dynamic MIG) is planned with its placement
 but without a UUID, and the plan has no spec until the kubelet plugin created
@@ -23,10 +13,10 @@ it and called :func:`with_mig_devices`. A GpuConfig that applies to a MIG device
 is an error, as with NVIDIA's driver: its sharing settings mean nothing there.
 
 Shared GPUs (consumable capacity): a result with a ``shareID`` is one share of a
-GPU that several claims may hold; its ``consumedCapacity`` becomes MPS limits
-(``memory`` -> the pinned device memory limit, ``compute`` -> the active thread
-percentage), over what a GpuConfig sets, and its CDI device is named after
-the share so that the shares of one GPU never clash.
+GPU that several claims may hold; its CDI device is named after the share so
+that the shares of one GPU never clash. How each device is shared (opaque
+GpuConfig entries, a share's consumed capacity as MPS limits) is
+:mod:`dra_driver.sharing`.
 
 Errors are :class:`api.errors.PrepareError` naming the claim and the field:
 ``claim default/c: status.allocation.devices.results[0].pool: ...``.
@@ -34,17 +24,12 @@ Errors are :class:`api.errors.PrepareError` naming the claim and the field:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from api import gpu_config
 from api.checkpoint import ClaimEntry, DeviceRecord, MigRecord, SharingRecord
-from api.errors import InvalidInputError, PrepareError
-from api.gpu_config import GpuConfig, decode_gpu_config
-from api.quantity import Quantity
+from api.errors import PrepareError
 from api.resource_v1 import (
-    DeviceAllocationConfiguration,
     DeviceRequestAllocationResult,
     NodeSelector,
     ResourceClaim,
@@ -61,7 +46,14 @@ from dra_driver.cdi import (
     spec_file_name,
 )
 from dra_driver.discovery.model import MigDevice, MigPlacement, NodeInventory
-from dra_driver.slices import SHARED_COMPUTE_CAPACITY, SHARED_MEMORY_CAPACITY
+from dra_driver.sharing import (
+    CONFIG_FIELD,
+    capacity_sharing,
+    config_sharing,
+    decode_configs,
+    precedence_order,
+    winning_config,
+)
 
 __all__ = [
     "PlannedDevice",
@@ -74,7 +66,6 @@ __all__ = [
 ]
 
 _RESULTS = "status.allocation.devices.results"
-_CONFIG = "status.allocation.devices.config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +118,6 @@ class PreparationPlan:
         return tuple(d for d in self.devices if d.pending_mig)
 
 
-def _config_order(entry: DeviceAllocationConfiguration) -> int:
-    # The API server stores class entries first; sort anyway so precedence never
-    # depends on that.
-    return 0 if entry.source == "FromClass" else 1
-
-
-def _applies(entry: DeviceAllocationConfiguration, request: str) -> bool:
-    if not entry.requests:
-        return True
-    parent = request.split("/", 1)[0]
-    return request in entry.requests or parent in entry.requests
-
-
 def _node_excluded(selector: NodeSelector | None, node_name: str) -> str | None:
     """The node names the selector allows when it clearly excludes ``node_name``, else None.
 
@@ -167,88 +145,6 @@ def _node_excluded(selector: NodeSelector | None, node_name: str) -> str | None:
         if not excluded:
             return None
     return ", ".join(sorted(set(allowed))) or "other nodes"
-
-
-def _decode_configs(
-    entries: Sequence[DeviceAllocationConfiguration], driver_name: str, label: str
-) -> dict[int, GpuConfig]:
-    """This driver's entries, by their index in ``config``, decoded and checked."""
-    decoded: dict[int, GpuConfig] = {}
-    problems: list[str] = []
-    for index, entry in enumerate(entries):
-        if entry.opaque is None or entry.opaque.driver != driver_name:
-            continue
-        prefix = f"{_CONFIG}[{index}].opaque.parameters"
-        try:
-            decoded[index] = decode_gpu_config(entry.opaque.parameters).normalized()
-        except InvalidInputError as err:
-            if err.errors:
-                problems.extend(f"{prefix}.{e.path}: {e.message}" for e in err.errors)
-            else:
-                problems.append(f"{prefix}: {err.detail}")
-    if problems:
-        raise PrepareError(
-            "; ".join(problems)
-            + f" (fix the GpuConfig of driver {driver_name}; apiVersion {gpu_config.API_VERSION})",
-            claim=label,
-        )
-    return decoded
-
-
-def _quantity_bytes(size: Quantity) -> int:
-    return math.ceil(size.value)
-
-
-def _sharing(
-    config: GpuConfig,
-    config_index: int,
-    uuids: Sequence[str],
-    ordinal: int,
-    label: str,
-) -> SharingSettings | None:
-    """The settings of the device at ``ordinal`` among ``uuids``, the devices ``config`` won."""
-    sharing = config.sharing
-    if sharing is None:
-        return None
-    interval = None
-    if sharing.time_slicing_config is not None:
-        interval = sharing.time_slicing_config.interval
-    percentage = None
-    limit = None
-    mps = sharing.mps_config
-    if mps is not None:
-        percentage = mps.default_active_thread_percentage
-        if mps.default_pinned_device_memory_limit is not None:
-            limit = _quantity_bytes(mps.default_pinned_device_memory_limit)
-        per_device = mps.default_per_device_pinned_memory_limit or {}
-        for key, device_limit in per_device.items():
-            if key.isdigit():
-                target = int(key)
-                if target >= len(uuids):
-                    raise PrepareError(
-                        f"{_CONFIG}[{config_index}].opaque.parameters.sharing.mpsConfig."
-                        f"defaultPerDevicePinnedMemoryLimit[{key}]: no device with index {key}: "
-                        f"the entry applies to {len(uuids)} device(s), indices 0 to "
-                        f"{len(uuids) - 1}; use an index in that range or a GPU UUID",
-                        claim=label,
-                    )
-            elif key in uuids:
-                target = uuids.index(key)
-            else:
-                raise PrepareError(
-                    f"{_CONFIG}[{config_index}].opaque.parameters.sharing.mpsConfig."
-                    f"defaultPerDevicePinnedMemoryLimit[{key}]: no device with UUID {key} among "
-                    f"the devices the entry applies to ({', '.join(uuids)})",
-                    claim=label,
-                )
-            if target == ordinal:
-                limit = _quantity_bytes(device_limit)
-    return SharingSettings(
-        strategy=sharing.strategy,
-        time_slice_interval=interval,
-        mps_active_thread_percentage=percentage,
-        mps_pinned_memory_limit_bytes=limit,
-    )
 
 
 def plan_preparation(
@@ -317,21 +213,18 @@ def plan_preparation(
             )
         ours.append((index, result))
 
-    decoded = _decode_configs(config_entries, driver_name, label)
-    ordered = sorted(decoded, key=lambda i: _config_order(config_entries[i]))
+    decoded = decode_configs(config_entries, driver_name, label)
+    ordered = precedence_order(config_entries, decoded)
 
     # Merge results that name the same device (several requests with admin access).
     merged: dict[tuple[str, str, str | None], list[DeviceRequestAllocationResult]] = {}
     for _, result in ours:
         merged.setdefault((result.pool, result.device, result.share_id), []).append(result)
 
-    winners: dict[tuple[str, str, str | None], int | None] = {}
-    for key, group in merged.items():
-        winner: int | None = None
-        for index in ordered:
-            if any(_applies(config_entries[index], r.request) for r in group):
-                winner = index
-        winners[key] = winner
+    winners = {
+        key: winning_config(config_entries, ordered, (r.request for r in group))
+        for key, group in merged.items()
+    }
 
     devices: list[PlannedDevice] = []
     for key, group in merged.items():
@@ -345,7 +238,7 @@ def plan_preparation(
             assert placement is not None  # checked above
             if winner is not None:
                 raise PrepareError(
-                    f"{_CONFIG}[{winner}]: a GpuConfig applies to request "
+                    f"{CONFIG_FIELD}[{winner}]: a GpuConfig applies to request "
                     f"{', '.join(requests)}, which got MIG device {device}; GpuConfig is for "
                     "full GPUs: name only full-GPU requests in the entry's requests",
                     claim=label,
@@ -370,9 +263,9 @@ def plan_preparation(
         if winner is not None:
             same_config = [k for k, w in winners.items() if w == winner]
             uuids = [_uuid(inventory, k[1]) for k in same_config]
-            sharing = _sharing(decoded[winner], winner, uuids, same_config.index(key), label)
+            sharing = config_sharing(decoded[winner], winner, uuids, same_config.index(key), label)
         if share_id is not None:
-            sharing = _capacity_sharing(sharing, group)
+            sharing = capacity_sharing(sharing, group)
         devices.append(
             PlannedDevice(
                 requests=requests,
@@ -410,34 +303,6 @@ def _mig_record(placement: MigPlacement) -> MigRecord:
         gpu_instance_id=None if existing is None else existing.gpu_instance_id,
         compute_instance_id=None if existing is None else existing.compute_instance_id,
         cap_device_nodes=() if existing is None else existing.cap_device_nodes,
-    )
-
-
-def _capacity_sharing(
-    base: SharingSettings | None, group: Sequence[DeviceRequestAllocationResult]
-) -> SharingSettings | None:
-    """A share's MPS limits from its consumed capacity, over what ``base`` (a GpuConfig) says.
-
-    ``base`` unchanged when the results consumed neither memory nor compute.
-    """
-    memory: int | None = None
-    compute: int | None = None
-    for result in group:
-        consumed = result.consumed_capacity or {}
-        if SHARED_MEMORY_CAPACITY in consumed:
-            memory = (memory or 0) + _quantity_bytes(consumed[SHARED_MEMORY_CAPACITY])
-        if SHARED_COMPUTE_CAPACITY in consumed:
-            compute = (compute or 0) + math.ceil(consumed[SHARED_COMPUTE_CAPACITY].value)
-    if memory is None and compute is None:
-        return base
-    if base is not None:
-        memory = memory if memory is not None else base.mps_pinned_memory_limit_bytes
-        compute = compute if compute is not None else base.mps_active_thread_percentage
-    return SharingSettings(
-        strategy="MPS",
-        time_slice_interval=None if base is None else base.time_slice_interval,
-        mps_active_thread_percentage=compute,
-        mps_pinned_memory_limit_bytes=memory,
     )
 
 
