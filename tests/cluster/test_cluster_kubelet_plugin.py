@@ -1,5 +1,8 @@
 """The whole node path: `dra-driver kubelet-plugin` with mock GPUs under the real kubelet.
 
+One module on purpose (about 900 lines): its tests share the module-scoped plugin (the
+chart's DaemonSet or a process, started and registered once); a second module would start another.
+
 The plugin registers through the kubelet's plugin registry, publishes the
 node's slices; the scheduler allocates a GPU; the kubelet calls
 NodePrepareResources, the plugin writes a CDI spec into containerd's CDI
