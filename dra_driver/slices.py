@@ -13,8 +13,9 @@ into the complete pool of one node (pool name = node name), ready to publish:
   the GPU's SMs, engines, memory and one ``memory-slice-<i>`` counter per
   memory slice; the full GPU consumes all of them, and every possible MIG
   placement is a device ``gpu-<minor>-mig-<profile>-<profileId>-<start>``
-  (``type: mig``) consuming its share plus its memory slices. So the
-  scheduler never hands out a full GPU and an overlapping MIG device together.
+  (``type: mig``) consuming its share plus its memory slices
+  (:mod:`dra_driver.counters`). So the scheduler never hands out a full GPU and
+  an overlapping MIG device together.
 - A GPU with MIG mode on publishes its existing (static) MIG devices only,
   with their ``uuid`` and ``memorySlice<i>`` capacities.
 - Shared GPUs (``shared_gpus``, consumable capacity, KEP 5075): full GPUs are
@@ -48,7 +49,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Final, Literal, get_args
 
 from api import limits
@@ -71,6 +71,12 @@ from api.resource_v1 import (
     ResourceSliceSpec,
 )
 from api.validation import ensure_valid
+from dra_driver.counters import (
+    MIG_RESOURCES,
+    counter_values,
+    is_partitionable,
+    placement_consumption,
+)
 from dra_driver.discovery import normalize
 from dra_driver.discovery.model import Gpu, MigDevice, MigProfile, NodeInventory
 
@@ -98,17 +104,6 @@ _COMPUTE_PERCENT: Final = 100
 
 _DEVICE_TYPE_GPU: Final = "gpu"
 _DEVICE_TYPE_MIG: Final = "mig"
-
-# (capacity name, counter name, MigProfile field) of every per-profile resource.
-_MIG_RESOURCES: Final[tuple[tuple[str, str, Callable[[MigProfile], int]], ...]] = (
-    ("multiprocessors", "multiprocessors", lambda p: p.multiprocessors),
-    ("copyEngines", "copy-engines", lambda p: p.copy_engines),
-    ("decoders", "decoders", lambda p: p.decoders),
-    ("encoders", "encoders", lambda p: p.encoders),
-    ("jpegEngines", "jpeg-engines", lambda p: p.jpeg_engines),
-    ("ofaEngines", "ofa-engines", lambda p: p.ofa_engines),
-    ("memory", "memory", lambda p: p.memory_bytes),
-)
 
 
 # --- Values ------------------------------------------------------------------------------
@@ -250,7 +245,7 @@ def _mig_capacity(profile: MigProfile) -> dict[str, DeviceCapacity]:
         name: DeviceCapacity(
             value=_bytes(value(profile)) if name == "memory" else _count(value(profile))
         )
-        for name, _, value in _MIG_RESOURCES
+        for name, _, value in MIG_RESOURCES
     }
 
 
@@ -267,98 +262,11 @@ def _static_mig_device(gpu: Gpu, mig: MigDevice, inventory: NodeInventory) -> De
     )
 
 
-def _max_disjoint(placements: tuple[tuple[int, int], ...]) -> int:
-    """How many of these placements fit side by side (greedy by end: optimal)."""
-    count, free_from = 0, 0
-    for start, size in sorted(placements, key=lambda p: p[0] + p[1]):
-        if start >= free_from:
-            count, free_from = count + 1, start + size
-    return count
-
-
-def _layout_maximum(
-    profiles: tuple[MigProfile, ...], end: int, value: Callable[[MigProfile], int]
-) -> int:
-    """The most of ``value`` any layout of non-overlapping placements uses together.
-
-    Weighted interval scheduling over the memory slices, honouring each
-    profile's instance count (one ``+me`` instance per GPU). The counters built
-    from it never block a layout the hardware allows, and do not overstate
-    what the GPU has (an A100 has one OFA engine, not one per ``+me`` placement).
-    """
-    starting_at: dict[int, list[tuple[int, int]]] = {}
-    for number, profile in enumerate(profiles):
-        for start, size in profile.placements:
-            starting_at.setdefault(start, []).append((number, size))
-    # Only instance counts below what the slices allow anyway can bind; the
-    # others stay out of the search state, which keeps it tiny.
-    limited = [
-        number
-        for number, p in enumerate(profiles)
-        if p.instance_count is not None and p.instance_count < _max_disjoint(p.placements)
-    ]
-    slot = {number: i for i, number in enumerate(limited)}
-    initial = tuple(profiles[number].instance_count or 0 for number in limited)
-    memo: dict[tuple[int, tuple[int, ...]], int] = {}
-
-    def best(position: int, remaining: tuple[int, ...]) -> int:
-        if position >= end:
-            return 0
-        key = (position, remaining)
-        if key not in memo:
-            result = best(position + 1, remaining)
-            for number, size in starting_at.get(position, ()):
-                left = remaining
-                if number in slot:
-                    i = slot[number]
-                    if remaining[i] == 0:
-                        continue
-                    left = (*remaining[:i], remaining[i] - 1, *remaining[i + 1 :])
-                result = max(result, value(profiles[number]) + best(position + size, left))
-            memo[key] = result
-        return memo[key]
-
-    return best(0, initial)
-
-
-@cache
-def _layout_totals(profiles: tuple[MigProfile, ...], memory_slices: int) -> dict[str, int]:
-    """Per counter, the most any MIG layout of this GPU model uses; computed once per model."""
-    end = max([memory_slices] + [start + size for p in profiles for start, size in p.placements])
-    return {counter: _layout_maximum(profiles, end, value) for _, counter, value in _MIG_RESOURCES}
-
-
-def _counter_values(gpu: Gpu) -> dict[str, int]:
-    """The counters of a partitionable GPU; zero-valued ones are left out."""
-    counters: dict[str, int] = {}
-    for counter, layout_total in _layout_totals(gpu.mig_profiles, gpu.memory_slices).items():
-        total = layout_total
-        if counter == "memory" and gpu.memory_bytes is not None:
-            total = max(total, gpu.memory_bytes)
-        if total > 0:
-            counters[counter] = total
-    for i in range(gpu.memory_slices):
-        counters[f"memory-slice-{i}"] = 1
-    return counters
-
-
 def _counters(values: Mapping[str, int]) -> dict[str, Counter]:
     return {
         name: Counter(value=_bytes(value) if name == "memory" else _count(value))
         for name, value in values.items()
     }
-
-
-def _placement_consumption(profile: MigProfile, placement: tuple[int, int]) -> dict[str, int]:
-    start, size = placement
-    used = {counter: value(profile) for _, counter, value in _MIG_RESOURCES if value(profile) > 0}
-    for i in range(start, start + size):
-        used[f"memory-slice-{i}"] = 1
-    return used
-
-
-def _is_partitionable(gpu: Gpu) -> bool:
-    return gpu.mig_capable and not gpu.mig_enabled and bool(gpu.mig_profiles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,10 +300,10 @@ def _plan_gpu(
             for mig in gpu.mig_devices
         ]
     full = _gpu_device(gpu, inventory, shared=shared)
-    if not (partitionable and _is_partitionable(gpu)):
+    if not (partitionable and is_partitionable(gpu)):
         return None, [_Planned(full, gpu, gpu.memory_bytes, (0,))]
     set_name = counter_set_name(gpu)
-    totals = _counter_values(gpu)
+    totals = counter_values(gpu)
     full.consumes_counters = [
         DeviceCounterConsumption(counter_set=set_name, counters=_counters(totals))
     ]
@@ -411,7 +319,7 @@ def _plan_gpu(
                 consumes_counters=[
                     DeviceCounterConsumption(
                         counter_set=set_name,
-                        counters=_counters(_placement_consumption(profile, placement)),
+                        counters=_counters(placement_consumption(profile, placement)),
                     )
                 ],
             )
