@@ -1,5 +1,8 @@
 """CEL values at run time and the operations every compiled expression uses.
 
+One module on purpose (about 500 lines): the value model and the equality,
+ordering, selection and indexing rules over it are one contract, read together.
+
 Value mapping: CEL ``int`` is Python ``int`` (bounded to int64 by the
 operations), ``uint`` is :class:`UInt`, ``double`` is ``float``, ``string``
 ``str``, ``bytes`` ``bytes``, ``bool`` ``bool``, ``null`` ``None``, ``list`` a
