@@ -85,11 +85,6 @@ class NodeSearch:
         self.steps = 0
         self.solutions: list[Solution] = []
         self.matcher = DeviceMatcher(snapshot, view, claims)
-        # The matcher's steps, bound once: the recursion calls them per candidate device.
-        self._in_use = self.matcher.in_use
-        self._selectable = self.matcher.selectable
-        self._reserve = self.matcher.reserve
-        self._unreserve = self.matcher.unreserve
         self._chosen: list[list[int]] = [[0 for _ in c.groups] for c in claims]
         self._num: dict[int, int] = {}
         self._all: dict[int, list[InventoryDevice]] = {}
@@ -201,18 +196,19 @@ class NodeSearch:
             return _FAIL
         if di >= num:
             return self._one(ci, ri + 1, 0, 0, False, 0)
-        if len(self.matcher.picks[ci]) + num - di > limits.ALLOCATION_RESULTS_MAX:
+        matcher = self.matcher  # a local: the loop below asks it per candidate device
+        if len(matcher.picks[ci]) + num - di > limits.ALLOCATION_RESULTS_MAX:
             return _LIMIT
         if plan.all_devices:
             device = self._all[key][di]
-            if self._in_use(ci, plan, device):
+            if matcher.in_use(ci, plan, device):
                 return _FAIL
-            pick = self._reserve(ci, plan, device, must=True)
+            pick = matcher.reserve(ci, plan, device, must=True)
             if pick is None:
                 return _FAIL
             result = self._one(ci, ri, si, di + 1, in_sub, 0)
             if result != _SUCCESS:
-                self._unreserve(ci, pick)
+                matcher.unreserve(ci, pick)
             return result
         candidates = self._candidates.get(key)
         if candidates is None:
@@ -220,15 +216,15 @@ class NodeSearch:
             self._candidates[key] = candidates
         for position in range(start, len(candidates)):
             device = candidates[position]
-            if self._in_use(ci, plan, device) or not self._selectable(plan, device):
+            if matcher.in_use(ci, plan, device) or not matcher.selectable(plan, device):
                 continue
-            pick = self._reserve(ci, plan, device, must=False)
+            pick = matcher.reserve(ci, plan, device, must=False)
             if pick is None:
                 continue
             result = self._one(ci, ri, si, di + 1, in_sub, position + 1)
             if result == _SUCCESS:
                 return _SUCCESS
-            self._unreserve(ci, pick)
+            matcher.unreserve(ci, pick)
             if result == _LIMIT:
                 return _LIMIT
         return _FAIL
