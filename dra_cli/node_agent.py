@@ -2,8 +2,8 @@
 
 The node agent (``kubelet_plugin``) is one layer below the command line, the
 program's composition root. It is imported inside these functions so that the offline
-commands load no gRPC, Kubernetes client or NVML. Flags, environment twins and defaults are defined once, in
-:mod:`kubelet_plugin.settings`.
+commands load no gRPC, Kubernetes client or NVML. Flags, environment twins and defaults
+are defined once, in :mod:`kubelet_plugin.settings`.
 """
 
 from __future__ import annotations
