@@ -89,7 +89,7 @@ class LocalCluster:
 
     @property
     def state_file(self) -> Path:
-        return self.directory / "state.json"
+        return self._require().state_file
 
     @property
     def kubeconfig(self) -> Path:
@@ -106,12 +106,12 @@ class LocalCluster:
 
     @property
     def logs_dir(self) -> Path:
-        return self.directory / "logs"
+        return self._require().logs_dir
 
     @property
     def node_paths(self) -> NodePaths:
         """containerd's, the kubelet's and CDI's directories."""
-        return NodePaths(self.directory / "node")
+        return self._require().node_paths
 
     @property
     def cdi_dir(self) -> Path:
