@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from api.errors import InvalidInputError
 from api.quantity import Quantity
-from api.resource_v1 import Node, NodeSelector
+from api.resource_v1 import Node, NodeSelector, object_key
 from dra_driver.allocator.nodes import NodeInfo, compile_node_selector
 
 __all__ = [
@@ -137,11 +137,11 @@ class PodInfo:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return object_key(self.namespace, self.name)
 
     @property
     def label(self) -> str:
-        return f"pod {self.namespace}/{self.name}"
+        return f"pod {object_key(self.namespace, self.name)}"
 
     @property
     def terminal(self) -> bool:

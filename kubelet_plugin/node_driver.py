@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from api.resource_v1 import claim_label
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimRef:
@@ -21,7 +23,7 @@ class ClaimRef:
     uid: str
 
     def __str__(self) -> str:
-        return f"claim {self.namespace}/{self.name}"
+        return claim_label(self.namespace, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from api.errors import CelEvaluationError, InvalidInputError, UnsatisfiableError
-from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, claim_key
+from api.resource_v1 import (
+    AllocationResult,
+    ResourceClaim,
+    ResourceClaimStatus,
+    claim_label,
+)
 from controller.cache import PlacementView
 from controller.placement.marks import Marks, is_allocated, is_reserved
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes
@@ -123,7 +128,7 @@ def choose_policy(
         for claim in pending:
             wanted = (claim.metadata.annotations or {}).get(marks.policy)
             if wanted is not None:
-                source = f"claim {claim_key(claim)}"
+                source = claim_label(claim.metadata.namespace, claim.metadata.name)
                 break
     if wanted is None:
         return PolicyChoice(default)
@@ -187,7 +192,7 @@ def explain_claims(
         explanation = explain(view.snapshot(), pending, nodes=nodes.nodes, timeout=timeout_s)
         return explanation.reasons()
     except (InvalidInputError, CelEvaluationError) as err:
-        return {f"claim {claim_key(c)}": str(err) for c in pending}
+        return {claim_label(c.metadata.namespace, c.metadata.name): str(err) for c in pending}
 
 
 def _candidates(
@@ -210,7 +215,9 @@ def _candidates(
         if selector is None:
             continue
         compiled = compile_node_selector(
-            selector, obj=f"claim {claim_key(claim)}", path="status.allocation.nodeSelector"
+            selector,
+            obj=claim_label(claim.metadata.namespace, claim.metadata.name),
+            path="status.allocation.nodeSelector",
         )
         names = [n for n in names if compiled.matches(view.nodes[n].info)]
     if names != filtered.nodes:

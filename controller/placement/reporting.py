@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from api import limits
-from api.resource_v1 import ResourceClaim, claim_key
+from api.resource_v1 import ResourceClaim, claim_key, claim_label
 from controller.cache import HeldTwice
 from controller.events import EventRecorder, EventType, ObjectRef
 from controller.metrics import ControllerMetrics
@@ -92,7 +92,9 @@ class Reporter:
             f"cannot place claims {names} (policy {outcome.policy}): {nodes}{details}",
         )
         for claim in outcome.pending:
-            reason = reasons.get(f"claim {claim_key(claim)}", str(err))
+            reason = reasons.get(
+                claim_label(claim.metadata.namespace, claim.metadata.name), str(err)
+            )
             self.event(
                 _claim_ref(claim),
                 "Warning",
@@ -244,5 +246,5 @@ class Reporter:
             f"the scheduler reports: {message}. Explanation: {summary}",
         )
         for claim in pending:
-            reason = reasons.get(f"claim {claim_key(claim)}", "")
+            reason = reasons.get(claim_label(claim.metadata.namespace, claim.metadata.name), "")
             self.event(_claim_ref(claim), "Warning", "UnallocatableClaims", reason)
