@@ -14,6 +14,10 @@ contract the kubelet relies on:
   holds at most ``max_workers`` driver calls at a time and a gRPC handler
   waits for it no longer than the caller's deadline. Calls from concurrent
   RPCs run concurrently (the driver is thread-safe by contract).
+- a call still queued when the caller's deadline passes is dropped, never
+  run later; one already running goes on in the background (it cannot be cut
+  short between side effects), and the driver keeps it from undoing an
+  unprepare that comes after it (:mod:`kubelet_plugin.driver.ordering`).
 
 A request without claims answers at once without calling the driver; the
 liveness check uses it to exercise the DRA socket cheaply.
@@ -123,6 +127,22 @@ class ClaimDispatcher:
         try:
             answer = future.result(timeout=timeout)
         except FutureTimeoutError:
+            if future.cancel():
+                # Queued behind other calls and never started: drop it, so that it
+                # cannot run after the kubelet moved on (and, say, unprepared a claim).
+                _log.error(
+                    "%s of %d claim(s) not started before the caller's deadline (%.1f s), "
+                    "dropped: %s",
+                    operation,
+                    len(batch),
+                    timeout,
+                    ", ".join(_describe(c) for c in batch),
+                )
+                message = (
+                    f"{operation} did not start before the kubelet's deadline (the plugin is "
+                    "busy with other calls); nothing was done, the kubelet retries"
+                )
+                return results | {uid: failure(message) for uid in todo}
             _log.error(
                 "%s of %d claim(s) still running after the caller's deadline (%.1f s): %s",
                 operation,

@@ -11,7 +11,9 @@ Its rooms, one job each:
 - :mod:`~kubelet_plugin.driver.mig_lifecycle`: dynamic MIG devices created
   and destroyed for claims;
 - :mod:`~kubelet_plugin.driver.journal`: the checkpoint entries in memory and
-  their group-committed saves.
+  their group-committed saves;
+- :mod:`~kubelet_plugin.driver.ordering`: prepares and unprepares of one claim
+  kept in the order the kubelet made them.
 
 Preparing one claim, in order:
 
@@ -45,7 +47,10 @@ rewritten identically by the retried prepare); the ``PrepareCompleted`` save
 and the unprepare save are fully durable before the kubelet hears of success.
 
 Concurrency: calls for different claims run in parallel; calls for the same
-claim UID are serialised by a per-claim lock. With a ``node_lock`` (two plugin
+claim UID are serialised by a per-claim lock. A prepare call that outlives the
+kubelet's deadline goes on, but never prepares a claim that a later unprepare
+already reached (:mod:`~kubelet_plugin.driver.ordering`): an unprepare that
+succeeded is never undone. With a ``node_lock`` (two plugin
 instances on the node during a rolling update) every call, and the start-up
 recovery, runs holding that lock instead, and first adopts the checkpoint as
 the other instance left it. Checkpoint saves are group-committed:

@@ -111,15 +111,20 @@ class GpuDriver:
             return self._recovery.run()
 
     def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
-        """Prepare each claim; see :mod:`kubelet_plugin.driver`. Never raises."""
-        try:
-            with self._serialised():
-                return {claim.uid: self._preparer.prepare(claim) for claim in claims}
-        except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
-            return {
-                claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
-                for claim in claims
-            }
+        """Prepare each claim; see :mod:`kubelet_plugin.driver`. Never raises.
+
+        The call's ticket is taken as it arrives, before the node lock: a claim
+        of this call that an unprepare reaches first is not prepared by it.
+        """
+        with self._preparer.ledger.batch() as ticket:
+            try:
+                with self._serialised():
+                    return {claim.uid: self._preparer.prepare(claim, ticket) for claim in claims}
+            except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
+                return {
+                    claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
+                    for claim in claims
+                }
 
     def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
         """Remove each claim's spec and entry; an unknown claim succeeds. Never raises.

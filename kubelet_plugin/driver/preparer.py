@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Literal, TypeAlias
 
 from api.checkpoint import ClaimEntry, MigRecord
@@ -25,7 +24,14 @@ from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
-from kubelet_plugin.node_driver import ClaimRef, PreparedDevice, PrepareResult
+from kubelet_plugin.driver.ordering import UnprepareLedger
+from kubelet_plugin.node_driver import (
+    ClaimRef,
+    PreparedDevice,
+    PrepareResult,
+    check_claim_ref,
+    claim_ref_problem,
+)
 
 __all__ = ["ClaimPreparer", "FaultPoint"]
 
@@ -75,18 +81,34 @@ class ClaimPreparer:
         self._fault_hook = fault_hook
         self._locks_guard = threading.Lock()
         self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self.ledger = UnprepareLedger()
+        """Tickets of prepare calls and the unprepares that came after them."""
 
     # --- prepare ------------------------------------------------------------------------
 
-    def prepare(self, ref: ClaimRef) -> PrepareResult:
-        """Prepare one claim: its devices, or its error (logged). Never raises an Exception."""
+    def prepare(self, ref: ClaimRef, ticket: int | None = None) -> PrepareResult:
+        """Prepare one claim: its devices, or its error (logged). Never raises an Exception.
+
+        ``ticket`` is the call's :meth:`UnprepareLedger.batch` ticket: a claim
+        unprepared after the call arrived is not prepared (it answers an error),
+        so an unprepare the kubelet was told succeeded is never undone.
+        """
         started = time.monotonic()
         if not (ref.uid and ref.namespace and ref.name):
             return PrepareResult(
                 error=f"{ref} (UID {ref.uid!r}): namespace, name and uid are all required"
             )
         try:
+            check_claim_ref(ref)  # before its UID names a file or its name reaches the API
             with self._claim_lock(ref.uid):
+                if ticket is not None and self.ledger.unprepared_since(ref.uid, ticket):
+                    raise PrepareError(
+                        "unprepared by a later NodeUnprepareResources while this "
+                        "NodePrepareResources call was still running (the kubelet had given up "
+                        "on it); not prepared, the kubelet prepares it again if a pod needs it",
+                        claim=str(ref),
+                        retryable=True,
+                    )
                 result = self._prepare_locked(ref)
         except PrepareError as err:
             log.warning("prepare %s (UID %s) failed: %s", ref, ref.uid, err)
@@ -192,15 +214,18 @@ class ClaimPreparer:
         """
         if not ref.uid:
             return f"{ref}: uid is required"
+        if (problem := claim_ref_problem(ref)) is not None:
+            # Its UID would name the spec file to remove: never one with "/" or "..".
+            log.warning("unprepare %s (UID %r) refused: %s", ref, ref.uid, problem)
+            return f"{ref}: {problem}"
         try:
             with self._claim_lock(ref.uid):
                 entry = self._journal.get(ref.uid)
                 # Remove the spec first: a crash before the entry is dropped leaves an
                 # entry whose spec start-up rewrites or removes, never a spec nobody owns.
-                path = (
-                    Path(entry.cdi_spec_path)
-                    if entry is not None
-                    else self._cdi.path(spec_file_name(self._driver_name, ref.uid))
+                path = self._cdi.spec_to_remove(
+                    spec_file_name(self._driver_name, ref.uid),
+                    entry.cdi_spec_path if entry is not None else None,
                 )
                 removed = remove_durably(path)
                 self._fault("spec-removed")
@@ -210,6 +235,9 @@ class ClaimPreparer:
                         # Entry kept: the kubelet's retry destroys what is left.
                         return f"{ref}: {failed}; the kubelet retries"
                     self._journal.drop(ref.uid)
+                # Still under the claim's lock: a running batch that reaches this
+                # claim later sees the unprepare and leaves it alone.
+                self.ledger.record_unprepare(ref.uid)
         except Exception as err:
             log.exception("unprepare %s (UID %s) failed", ref, ref.uid)
             return f"{ref}: unpreparing failed: {err}; the kubelet retries"

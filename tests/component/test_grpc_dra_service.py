@@ -219,3 +219,30 @@ def test_a_slow_driver_does_not_hold_the_rpc_workers_past_the_deadline(
     finally:
         gate.set()
     assert sorted(driver.prepare_calls) == [(claim(n).uid,) for n in range(3)]
+
+
+def test_a_call_still_queued_at_the_deadline_is_dropped_not_run_later(
+    make_plugin: PluginFactory,
+) -> None:
+    gate = threading.Event()
+    driver = FakeNodeDriver(gate=gate)
+    # One driver worker, held by the first call: the second waits in the queue.
+    plugin = make_plugin(driver, max_driver_calls=1)
+    try:
+        with KubeletStandin().register(plugin.registration_socket) as kubelet:
+            for n in (1, 2):
+                try:
+                    error = kubelet.prepare([claim(n)], timeout=0.5)[claim(n).uid].error
+                except grpc.RpcError as rpc_error:
+                    assert rpc_error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else:
+                    assert "before the kubelet's deadline" in error
+            gate.set()
+            # The kubelet gave up on claim 2 and unprepared it (this call queues
+            # behind the first prepare, which is free to finish now).
+            assert kubelet.unprepare([claim(2)], timeout=10) == {"uid-0002": ""}
+    finally:
+        gate.set()
+    # Claim 2's prepare never reached the driver, so it cannot undo that unprepare.
+    assert driver.prepare_calls == [(claim(1).uid,)]
+    assert driver.prepared == {claim(1).uid}

@@ -1,0 +1,95 @@
+"""Prepare and unprepare of one claim stay ordered, even across a batch the kubelet gave up on.
+
+The kubelet's NodePrepareResources call with several claims may pass its
+deadline while the driver still works through the batch; the kubelet may then
+unprepare a claim of that batch. An unprepare that succeeded must never be
+undone by the rest of the batch: no spec, no checkpoint entry, no GPU held.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from driver_fixtures import checkpoint_states, claim, claim_uid, make_driver, spec_path
+
+from api.resource_v1 import ResourceClaim
+from kubelet_plugin.node_driver import ClaimRef
+from tests.fakes.claim_source import FakeClaimSource
+
+pytestmark = pytest.mark.component
+
+WAIT_S = 30
+
+
+def ref(n: int) -> ClaimRef:
+    return ClaimRef(namespace="default", name=f"claim-{n}", uid=claim_uid(n))
+
+
+class GatedClaimSource(FakeClaimSource):
+    """Reads of the claims named in ``gated`` wait for ``gate`` (a slow API server)."""
+
+    def __init__(self, gated: set[str]) -> None:
+        super().__init__()
+        self.gated = gated
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def get(self, namespace: str, name: str) -> ResourceClaim | None:
+        if name in self.gated:
+            self.waiting.release()
+            assert self.gate.wait(WAIT_S), "the test never opened the gate"
+        return super().get(namespace, name)
+
+
+def test_a_claim_unprepared_while_its_batch_runs_is_not_prepared_after(tmp_path: Path) -> None:
+    claims = GatedClaimSource({"claim-1"})
+    for n in (1, 2):
+        claims.put(claim(n))
+    driver = make_driver(tmp_path, claims)
+    driver.start()
+
+    with ThreadPoolExecutor(1) as pool:
+        batch = pool.submit(driver.prepare, [ref(1), ref(2)])
+        # The batch is stuck reading claim 1; claim 2 is not reached yet. The
+        # kubelet's deadline passes, and it unprepares claim 2.
+        assert claims.waiting.acquire(timeout=WAIT_S)
+        assert driver.unprepare([ref(2)]) == {claim_uid(2): None}
+        claims.gate.set()
+        answers = batch.result(timeout=WAIT_S)
+
+    assert answers[claim_uid(1)].error is None
+    # The unprepare that succeeded stands: nothing of claim 2 is left.
+    assert not spec_path(tmp_path, 2).exists()
+    assert claim_uid(2) not in checkpoint_states(tmp_path)
+    assert claim_uid(2) not in driver.prepared()
+    assert answers[claim_uid(2)].error is not None
+    assert "unprepared" in answers[claim_uid(2)].error
+    # Its GPU is free for the next claim.
+    claims.put(claim(3, ["gpu-2"]))
+    assert driver.prepare([ref(3)])[claim_uid(3)].error is None
+
+
+def test_a_claim_unprepared_then_prepared_by_a_new_call_is_prepared(tmp_path: Path) -> None:
+    """Only stale work is stopped: another pod of the same claim gets it prepared again."""
+    claims = GatedClaimSource({"claim-1"})
+    for n in (1, 2):
+        claims.put(claim(n))
+    driver = make_driver(tmp_path, claims)
+    driver.start()
+    assert driver.prepare([ref(2)])[claim_uid(2)].error is None
+
+    with ThreadPoolExecutor(1) as pool:
+        # A batch that arrived before the unprepare is still running meanwhile.
+        stale = pool.submit(driver.prepare, [ref(1)])
+        assert claims.waiting.acquire(timeout=WAIT_S)
+        assert driver.unprepare([ref(2)]) == {claim_uid(2): None}
+        again = driver.prepare([ref(2)])[claim_uid(2)]
+        claims.gate.set()
+        assert stale.result(timeout=WAIT_S)[claim_uid(1)].error is None
+
+    assert again.error is None
+    assert spec_path(tmp_path, 2).exists()
+    assert checkpoint_states(tmp_path)[claim_uid(2)] == "PrepareCompleted"
