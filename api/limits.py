@@ -134,3 +134,15 @@ ALLOCATED_DEVICE_STATUS_DATA_MAX_LENGTH: Final = 10 * 1024
 NETWORK_DEVICE_DATA_MAX_IPS: Final = 16
 NETWORK_DEVICE_DATA_INTERFACE_NAME_MAX_LENGTH: Final = 256
 NETWORK_DEVICE_DATA_HARDWARE_ADDRESS_MAX_LENGTH: Final = 128
+
+# --- Reading manifests --------------------------------------------------------------
+
+#: The API server's bound on one request body, so on one object as JSON (3 MiB). The
+#: offline tools apply it to each object with its YAML aliases expanded, as kubectl sends it.
+MAX_OBJECT_BYTES: Final = 3 * 1024 * 1024
+#: Nesting depth of one document. The API server's decoders allow 10,000; no Kubernetes
+#: object comes near 100, and the offline tools' recursive steps (JSON size of opaque
+#: parameters, model validation) need the bound well under Python's recursion limit.
+MAX_NESTING_DEPTH: Final = 100
+#: Text read from one manifest file or stdin; many objects fit, a runaway file does not.
+MAX_MANIFEST_BYTES: Final = 64 * 1024 * 1024

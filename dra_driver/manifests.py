@@ -12,10 +12,13 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import yaml
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
+from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
@@ -34,18 +37,63 @@ from dra_driver.cel import compile_selector
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class _ManifestLoader(yaml.SafeLoader):
-    """YAML as kubectl reads it: no YAML 1.1 base-60 numbers.
+class ManifestBoundError(yaml.YAMLError):
+    """A document past a bound of :mod:`api.limits` (size once aliases are expanded, depth,
+    a recursive alias), found before anything of it is built."""
 
-    PyYAML's safe loader would read an unquoted ``pciBusID: 0000:3b:00.0`` or
-    ``12:30`` as a sexagesimal number; Kubernetes' YAML decoder keeps them strings.
+
+class _ManifestReading:
+    """YAML as kubectl reads it, bounded as the API server reads it.
+
+    - No YAML 1.1 base-60 numbers: PyYAML would read an unquoted ``pciBusID:
+      0000:3b:00.0`` or ``12:30`` as a sexagesimal number; Kubernetes' YAML decoder keeps
+      them strings.
+    - The YAML 1.1 booleans ``y``/``n`` too (PyYAML reads only ``yes``/``no``/``on``/
+      ``off``): kubectl's YAML to JSON conversion makes them ``true``/``false``, so a string
+      field given an unquoted ``n`` is an error there and here.
+    - Each document's node graph is measured before a Python object is built from it (see
+      :func:`_check_bounds`): an alias bomb costs the size of its text, not of its expansion.
     """
+
+    bool_values: ClassVar[dict[str, bool]] = {**SafeConstructor.bool_values, "y": True, "n": False}
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_bounds(node)
+        return super().construct_document(node)  # type: ignore[misc]
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _ManifestLoader(_ManifestReading, CParser, SafeConstructor, Resolver):
+        """libyaml's parser and composer (C); our bounds, constructor and resolver."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _ManifestLoader(_ManifestReading, yaml.SafeLoader):  # type: ignore[no-redef]
+        """PyYAML's own parser; a composer this deep raises RecursionError, caught below."""
 
 
 _ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith((":int", ":float"))]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if not tag.endswith((":int", ":float", ":bool"))
+    ]
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
+# go-yaml v2's booleans (kubectl's YAML to JSON conversion): PyYAML's, and y/Y/n/N.
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(
+        r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE"
+        r"|on|On|ON|off|Off|OFF)$"
+    ),
+    list("yYnNtTfFoO"),
+)
 # PyYAML's own int and float patterns, less their base-60 alternatives.
 _ManifestLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
@@ -61,6 +109,92 @@ _ManifestLoader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _list_items(root: yaml.Node) -> list[yaml.Node] | None:
+    """The ``items`` of a ``kind: ...List`` document: each is one object to the API server."""
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    fields = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    kind, items = fields.get("kind"), fields.get("items")
+    if (
+        isinstance(kind, yaml.ScalarNode)
+        and str(kind.value).endswith("List")
+        and isinstance(items, yaml.SequenceNode)
+    ):
+        return list(items.value)
+    return None
+
+
+def _check_bounds(root: yaml.Node) -> None:
+    """Raise ManifestBoundError for a document the API server would refuse to read.
+
+    Walks the node graph once, iteratively (no recursion, whatever the depth), giving each
+    node its nesting height and its size as compact JSON once every alias is expanded,
+    memoised per node, so a node an alias repeats is measured once. Bounds: the object (the
+    document, or each item of a List) at most ``limits.MAX_OBJECT_BYTES`` expanded; the whole
+    document at most that or twice its own text; ``limits.MAX_NESTING_DEPTH`` levels; no
+    alias inside the node it names.
+    """
+    text = root.end_mark.index - root.start_mark.index
+    document_limit = max(limits.MAX_OBJECT_BYTES, 2 * text)
+    heights: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if not closing:
+            if key in sizes:
+                continue
+            if key in open_nodes:
+                mark = node.start_mark
+                raise ManifestBoundError(
+                    f"an alias refers to a node that contains it (line {mark.line + 1}): "
+                    "a recursive structure has no JSON form"
+                )
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+            continue
+        open_nodes.discard(key)
+        children = _children(node)
+        height = 1 + max((heights[id(c)] for c in children), default=0)
+        if isinstance(node, yaml.ScalarNode):
+            size = len(node.value) + 2
+        else:
+            # Brackets and separators: a comma between items, a colon and comma per pair.
+            size = 2 + sum(sizes[id(c)] for c in children) + len(children)
+        if height > limits.MAX_NESTING_DEPTH:
+            raise ManifestBoundError(
+                f"nested deeper than {limits.MAX_NESTING_DEPTH} levels "
+                f"(line {node.start_mark.line + 1})"
+            )
+        if size > document_limit:
+            raise ManifestBoundError(
+                f"too large once aliases are expanded: over {document_limit} bytes of JSON "
+                f"from {text} bytes of text; the API server takes at most "
+                f"{limits.MAX_OBJECT_BYTES} bytes per object"
+            )
+        heights[key] = height
+        sizes[key] = size
+    items = _list_items(root)
+    for position, item in enumerate(items if items is not None else [root]):
+        if sizes[id(item)] > limits.MAX_OBJECT_BYTES:
+            where = f"items[{position}] " if items is not None else ""
+            raise ManifestBoundError(
+                f"{where}too large: {sizes[id(item)]} bytes as JSON (aliases expanded); the "
+                f"API server takes at most {limits.MAX_OBJECT_BYTES} bytes per object"
+            )
 
 
 @dataclass(frozen=True)
@@ -102,10 +236,28 @@ def split_documents(text: str, source: str) -> list[Document]:
     """Parse YAML (one or more documents) or JSON; flatten ``kind: List``.
 
     Empty documents are skipped. Raises InvalidInputError naming ``source`` when
-    the text does not parse or a document is not an object.
+    the text does not parse, a document is not an object, or a document is past a bound
+    the API server's decoder sets (size with aliases expanded, nesting depth; see
+    :func:`_check_bounds`), before that document is built.
     """
+    if len(text) > limits.MAX_MANIFEST_BYTES:
+        raise InvalidInputError(
+            f"too large: {len(text)} characters, at most {limits.MAX_MANIFEST_BYTES} read",
+            source=source,
+        )
+    loaded: list[Any] = []
     try:
-        loaded = list(yaml.load_all(text, Loader=_ManifestLoader))
+        # The stubs name only PyYAML's own loader classes.
+        for data in yaml.load_all(text, Loader=_ManifestLoader):  # type: ignore[arg-type]
+            loaded.append(data)
+    except ManifestBoundError as exc:
+        label = f"{source}#{len(loaded)}" if loaded else source
+        raise InvalidInputError(str(exc), source=label) from None
+    except RecursionError:
+        # Only the pure-Python composer recurses; libyaml stops at its own depth bound.
+        raise InvalidInputError(
+            f"nested deeper than {limits.MAX_NESTING_DEPTH} levels", source=source
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -139,12 +291,19 @@ def _flatten(data: Any, label: str) -> Iterator[Document]:
     yield Document(label, data)
 
 
+def _read_text(file: Path) -> str:
+    """The file's text, at most one character past ``limits.MAX_MANIFEST_BYTES`` (so that
+    :func:`split_documents` refuses it without reading a file of any size whole)."""
+    with file.open(encoding="utf-8") as stream:
+        return stream.read(limits.MAX_MANIFEST_BYTES + 1)
+
+
 def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:
     """Every document of every path; directories contribute their manifest files, sorted."""
     documents: list[Document] = []
     for path in paths:
         if path == "-":
-            documents.extend(split_documents(stdin.read(), "<stdin>"))
+            documents.extend(split_documents(stdin.read(limits.MAX_MANIFEST_BYTES + 1), "<stdin>"))
             continue
         target = Path(path)
         if target.is_dir():
@@ -155,7 +314,7 @@ def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:
             files = [target]
         for file in files:
             try:
-                text = file.read_text(encoding="utf-8")
+                text = _read_text(file)
             except OSError as exc:
                 raise InvalidInputError(f"cannot read: {exc.strerror}", source=str(file)) from exc
             except UnicodeDecodeError as exc:

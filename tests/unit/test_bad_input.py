@@ -1,0 +1,179 @@
+"""Hostile and malformed input through the offline tools, as a user runs them: a subprocess.
+
+Each case must end in exit 2 with a message naming the file (and, past parsing, the object
+and the field), with no traceback and a bounded peak RSS, however the input was crafted:
+YAML alias bombs, deep nesting and recursive aliases are refused while reading, before
+anything of the document is built.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from api import limits
+from api.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parents[2]
+#: What one offline run may reach, at most (the issue's bound).
+MAX_RSS_BYTES = 200 * 1024 * 1024
+#: Address space a child gets, so that a regression fails the test rather than the machine.
+CHILD_ADDRESS_SPACE = 2 * 1024 * 1024 * 1024
+
+CLASS = """\
+apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata: {name: gpu.dra-driver.io}
+spec:
+  selectors:
+  - cel: {expression: 'device.driver == "gpu.dra-driver.io"'}
+"""
+
+CLAIM = """\
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: claim-0, namespace: default}
+spec:
+  devices:
+    requests:
+    - name: gpu
+      exactly: {deviceClassName: gpu.dra-driver.io}
+"""
+
+SLICE = """\
+apiVersion: resource.k8s.io/v1
+kind: ResourceSlice
+metadata: {name: node-a-gpus}
+spec:
+  driver: gpu.dra-driver.io
+  nodeName: node-a
+  pool: {name: node-a, generation: 1, resourceSliceCount: 1}
+  devices:
+  - name: gpu-0
+    attributes:
+      index: {int: 0}
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    peak_rss: int
+    """Bytes, the child's own peak resident set (``wait4``'s ``ru_maxrss``)."""
+
+
+def run_tool(tmp_path: Path, *args: str) -> Run:
+    """``dra-driver ARGS`` in a child of this interpreter, on this checkout's code."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in env.items() if not k.startswith("DRA_DRIVER_")}
+    code = (
+        "import resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({CHILD_ADDRESS_SPACE}, {CHILD_ADDRESS_SPACE})); "
+        "from dra_cli.main import main; sys.exit(main())"
+    )
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            child.returncode = 0  # reaped by wait4; keep Popen from waiting again
+    return Run(
+        code=os.waitstatus_to_exitcode(status),
+        stdout=out.read_text(errors="replace"),
+        stderr=err.read_text(errors="replace"),
+        peak_rss=usage.ru_maxrss * 1024,
+    )
+
+
+def assert_refused(result: Run, *names: str) -> None:
+    """Exit 2, nothing on stdout, no traceback, bounded memory, each name in the message."""
+    assert result.code == ExitCode.INVALID, result.stderr[-2000:]
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.peak_rss < MAX_RSS_BYTES, f"peak RSS {result.peak_rss >> 20} MiB"
+    for name in names:
+        assert name in result.stderr, f"{name!r} not in {result.stderr!r}"
+
+
+# -- defect 4: bounded while reading ------------------------------------------------------
+
+
+def alias_bomb(levels: int = 8) -> str:
+    """A DeviceClass whose opaque parameters expand tenfold per level: 10**levels strings."""
+    lines = [f'        l0: &l0 ["{"x" * 40}", "{"y" * 40}"]']
+    for level in range(1, levels):
+        refs = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"        l{level}: &l{level} [{refs}]")
+    body = "\n".join(lines)
+    return f"""\
+apiVersion: resource.k8s.io/v1
+kind: DeviceClass
+metadata: {{name: bomb}}
+spec:
+  config:
+  - opaque:
+      driver: gpu.dra-driver.io
+      parameters:
+{body}
+"""
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    for command in ("allocate", "explain"):
+        result = run_tool(tmp_path, command, "-f", str(path))
+        assert_refused(result, "bomb.yaml", "aliases", str(limits.MAX_OBJECT_BYTES))
+
+
+@pytest.mark.parametrize("depth", [limits.MAX_NESTING_DEPTH + 1, 5000, 200_000])
+def test_deep_nesting_is_invalid_input_not_a_recursion_error(tmp_path: Path, depth: int) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nspec: {x: "
+        + "[" * depth
+        + "]" * depth
+        + "}\n"
+    )
+    assert_refused(run_tool(tmp_path, "allocate", "-f", str(path)), "deep.yaml", "nest")
+
+
+def test_a_recursive_alias_is_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text(
+        CLASS + "---\n" + CLAIM.replace("spec:\n", "spec:\n  devices: &d {requests: [*d]}\n", 1)
+    )
+    assert_refused(run_tool(tmp_path, "allocate", "-f", str(path)), "loop.yaml#1", "alias")
+
+
+def test_one_object_past_the_request_body_limit_is_refused(tmp_path: Path) -> None:
+    big = "x" * (limits.MAX_OBJECT_BYTES + 10)
+    path = tmp_path / "big.yaml"
+    path.write_text(CLASS + "---\n" + SLICE.replace("{name: node-a-gpus}", f"{{name: {big}}}"))
+    assert_refused(run_tool(tmp_path, "allocate", "-f", str(path)), "big.yaml#1", "too large")
+
+
+def test_aliases_within_bounds_are_read_as_kubectl_reads_them(tmp_path: Path) -> None:
+    # Anchors and aliases are legal YAML: a second device sharing the first's attributes.
+    shared = SLICE.replace("    attributes:\n", "    attributes: &attrs\n")
+    shared += "  - {name: gpu-1, attributes: *attrs}\n"
+    path = tmp_path / "ok.yaml"
+    path.write_text("---\n".join([CLASS, shared, CLAIM]))
+    result = run_tool(tmp_path, "allocate", "-f", str(path))
+    assert result.code == ExitCode.OK, result.stderr
+    assert '"device": "gpu-0"' in result.stdout
