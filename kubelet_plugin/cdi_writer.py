@@ -26,6 +26,14 @@ from dra_driver.cdi import (
     HostFiles,
     select_driver_files,
 )
+from kubelet_plugin.plugin_dirs import (
+    CDI_ROOT_MODE,
+    CDI_SPEC_MODE,
+    PathOutsideRootError,
+    contained_path,
+    ensure_directory,
+    path_in_root,
+)
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -125,6 +133,12 @@ class CdiWriter:
     ``driver_name`` limits what :meth:`spec_files` and temp-file cleanup look
     at to this driver's files (``<driver>-*.json``); the directory may be shared
     with other drivers and the admin's own specs.
+
+    Every name goes through :func:`~kubelet_plugin.plugin_dirs.path_in_root`:
+    a name that would leave the root (a claim UID with ``/``) raises
+    :class:`~kubelet_plugin.plugin_dirs.PathOutsideRootError` before anything
+    is touched. Specs are mode 0644 and a root the writer creates 0755, whatever
+    the umask: the container runtime reads them, only the plugin writes.
     """
 
     def __init__(self, root: Path, driver_name: str) -> None:
@@ -132,17 +146,50 @@ class CdiWriter:
         self.driver_name = driver_name
 
     def path(self, file_name: str) -> Path:
-        return self.root / file_name
+        """``<root>/<file_name>``; raises PathOutsideRootError unless it is one plain name."""
+        return path_in_root(self.root, file_name, what="CDI spec file name")
+
+    def recorded_spec(self, recorded: str) -> Path:
+        """A spec path read back from the checkpoint, once it is this driver's spec in the root.
+
+        Raises PathOutsideRootError for a path in another directory (after
+        resolving symlinks) or a file that is not ``<driver>-*.json``: another
+        driver's or the admin's spec in a shared root is never removed.
+        """
+        path = contained_path(self.root, recorded, what="CDI spec path")
+        if not (path.name.startswith(f"{self.driver_name}-") and path.suffix == ".json"):
+            raise PathOutsideRootError(
+                recorded,
+                self.root,
+                what="CDI spec path",
+                reason=f"only this driver's specs ({self.driver_name}-*.json) are removed",
+            )
+        return path
+
+    def spec_to_remove(self, file_name: str, recorded: str | None = None) -> Path:
+        """The spec file of a claim to remove: ``recorded`` (its checkpoint's ``cdiSpecPath``)
+        when :meth:`recorded_spec` accepts it, else ``<root>/<file_name>`` with a warning.
+
+        Raises PathOutsideRootError only when ``file_name`` itself is not a plain name.
+        """
+        fallback = self.path(file_name)
+        if recorded is None:
+            return fallback
+        try:
+            return self.recorded_spec(recorded)
+        except PathOutsideRootError as err:
+            log.warning("%s; removing %s instead", err, fallback)
+            return fallback
 
     def ensure_root(self) -> None:
-        """Create the CDI root if it is missing (runtimes watch it; it may not exist yet)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create the CDI root (0755) if it is missing (runtimes watch it; it may not exist yet)."""
+        ensure_directory(self.root, CDI_ROOT_MODE)
 
     def write(self, file_name: str, content: bytes) -> Path:
-        """Write a spec atomically (creating the root if needed); returns its path."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write a spec atomically, mode 0644 (creating the root if needed); returns its path."""
         path = self.path(file_name)
-        write_atomically(path, content, mode=0o644)
+        ensure_directory(self.root, CDI_ROOT_MODE)
+        write_atomically(path, content, mode=CDI_SPEC_MODE)
         return path
 
     def remove(self, file_name: str) -> bool:

@@ -13,14 +13,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from api.checkpoint import Checkpoint, CheckpointVersionError, decode_checkpoint, encode_checkpoint
+from api.checkpoint import (
+    Checkpoint,
+    CheckpointVersionError,
+    ClaimEntry,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from api.errors import CheckpointError
-from kubelet_plugin.cdi_writer import remove_stale_temp_files, sync_directory, write_atomically
+from api.resource_v1 import claim_label
+from dra_driver.cdi import spec_file_name
+from kubelet_plugin.cdi_writer import (
+    CdiWriter,
+    remove_stale_temp_files,
+    sync_directory,
+    write_atomically,
+)
+from kubelet_plugin.node_driver import ClaimRef, claim_ref_problem
+from kubelet_plugin.plugin_dirs import (
+    CHECKPOINT_MODE,
+    STATE_DIR_MODE,
+    PathOutsideRootError,
+    ensure_directory,
+)
 
 __all__ = [
     "BOOT_ID_PATH",
     "CheckpointCorruptError",
     "CheckpointStore",
+    "contained_entry",
     "read_boot_id",
 ]
 
@@ -44,8 +65,42 @@ class CheckpointCorruptError(CheckpointError):
         super().__init__(message)
 
 
+def contained_entry(uid: str, entry: ClaimEntry, cdi: CdiWriter) -> ClaimEntry | None:
+    """A checkpoint entry made safe to act on, or None when it must be skipped (logged).
+
+    The checkpoint is a file on disk that someone else may have written: an
+    entry whose UID, namespace or name the API server would not issue
+    (:func:`~kubelet_plugin.node_driver.claim_ref_problem`) is skipped, and
+    nothing is written or removed for it. A ``cdiSpecPath`` that is not this
+    driver's spec in the CDI root is replaced by the spec's own name in the
+    root (``<root>/<driver>-<uid>.json``), with a warning: a checkpoint never
+    makes the plugin remove a file elsewhere.
+    """
+    label = claim_label(entry.namespace, entry.name)
+    problem = claim_ref_problem(ClaimRef(namespace=entry.namespace, name=entry.name, uid=uid))
+    if problem is not None:
+        log.error(
+            "checkpoint entry %s (UID %r) skipped, nothing written or removed for it: %s",
+            label,
+            uid,
+            problem,
+        )
+        return None
+    try:
+        cdi.recorded_spec(entry.cdi_spec_path)
+    except PathOutsideRootError as err:
+        own = cdi.path(spec_file_name(cdi.driver_name, uid))
+        log.warning("checkpoint entry %s (UID %s): %s; using %s instead", label, uid, err, own)
+        return entry.model_copy(update={"cdi_spec_path": str(own)})
+    return entry
+
+
 class CheckpointStore:
-    """One checkpoint file. Not thread-safe: the driver serialises saves."""
+    """One checkpoint file. Not thread-safe: the driver serialises saves.
+
+    The file is mode 0600 and a directory the store creates 0700, whatever the
+    umask: the checkpoint lists every prepared claim and is the plugin's alone.
+    """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -124,8 +179,8 @@ class CheckpointStore:
         power cut may bring back the previous checkpoint until :meth:`sync` or a
         durable save runs.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, data, mode=0o600, sync_directory=durable)
+        ensure_directory(self.path.parent, STATE_DIR_MODE)
+        write_atomically(self.path, data, mode=CHECKPOINT_MODE, sync_directory=durable)
         self._seen = self._fingerprint()
 
     def sync(self) -> None:

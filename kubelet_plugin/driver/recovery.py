@@ -17,6 +17,7 @@ from api.errors import PrepareError
 from api.resource_v1 import claim_label
 from dra_driver.cdi import spec_file_name
 from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
+from kubelet_plugin.checkpoint_store import contained_entry
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
@@ -88,7 +89,14 @@ class StartupRecovery:
         entries, report.checkpoint_corrupt = self._journal.load()
         api_error: PrepareError | None = None
         for uid in sorted(entries):
-            entry = entries[uid]
+            # The checkpoint is input: an entry with a UID or name the API server would not
+            # issue is skipped (logged), a cdiSpecPath outside the CDI root replaced by
+            # <root>/<driver>-<uid>.json, so nothing below touches a file elsewhere.
+            checked = contained_entry(uid, entries[uid], self._cdi)
+            if checked is None:
+                del entries[uid]
+                continue
+            entry = entries[uid] = checked
             label = claim_label(entry.namespace, entry.name)
             if entry.state == "PrepareStarted":
                 self._discard(label, entry)
