@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from api.checkpoint import ClaimEntry
@@ -41,6 +42,11 @@ class GpuDriver:
     partitionable GPU fails with an error saying so (static MIG devices and
     full GPUs need none). ``node_lock`` is shared with another plugin instance
     on the node (rolling update): see :mod:`kubelet_plugin.driver`.
+
+    A prepare attempt that cannot be undone (its spec cannot be removed) is
+    kept cleanup-pending (:meth:`cleanup_pending`) and retried at each call
+    and every ``cleanup_retry_s`` seconds by a thread that runs only while
+    one is pending; :meth:`close` stops it.
     """
 
     def __init__(
@@ -57,12 +63,17 @@ class GpuDriver:
         fault_hook: Callable[[FaultPoint], None] | None = None,
         mig_manager: MigManager | None = None,
         node_lock: NodeFileLock | None = None,
+        cleanup_retry_s: float = 30.0,
     ) -> None:
         self.driver_name = driver_name
         self.pool_name = pool_name or inventory.node_name
         self._inventory = inventory
         self._node_lock = node_lock
         self._journal = ClaimJournal(checkpoints)
+        self._cleanup_retry_s = cleanup_retry_s
+        self._closed = threading.Event()
+        self._retrier: threading.Thread | None = None
+        self._retrier_guard = threading.Lock()
         migs = MigLifecycle(
             mig_manager, driver_name=driver_name, host=host, inventory=lambda: self._inventory
         )
@@ -108,7 +119,36 @@ class GpuDriver:
         (refuse to run rather than rewrite state this version does not know).
         """
         with self._serialised(adopt=False):
-            return self._recovery.run()
+            report = self._recovery.run()
+        self._watch_cleanups()
+        return report
+
+    def cleanup_pending(self) -> Mapping[str, str]:
+        """Prepare attempts that could not be undone yet: claim UID to why.
+
+        Each holds no device; its spec file is removed by a later retry.
+        """
+        return self._journal.cleanup_pending()
+
+    def retry_cleanups(self) -> Mapping[str, str]:
+        """Try again to undo the cleanup-pending attempts; returns those still pending.
+
+        Never raises: a failure is logged and retried later.
+        """
+        try:
+            with self._serialised():
+                return self._preparer.retry_cleanups()
+        except (CheckpointError, OSError) as err:
+            log.error("retrying the cleanup of failed prepares: %s", err)
+            return self._journal.cleanup_pending()
+
+    def close(self) -> None:
+        """Stop the cleanup retries (the plugin is stopping)."""
+        self._closed.set()
+        with self._retrier_guard:
+            retrier = self._retrier
+        if retrier is not None:
+            retrier.join()
 
     def prepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, PrepareResult]:
         """Prepare each claim; see :mod:`kubelet_plugin.driver`. Never raises.
@@ -119,12 +159,15 @@ class GpuDriver:
         with self._preparer.ledger.batch() as ticket:
             try:
                 with self._serialised():
+                    self._retry_pending()
                     return {claim.uid: self._preparer.prepare(claim, ticket) for claim in claims}
             except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
                 return {
                     claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
                     for claim in claims
                 }
+            finally:
+                self._watch_cleanups()
 
     def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
         """Remove each claim's spec and entry; an unknown claim succeeds. Never raises.
@@ -134,6 +177,7 @@ class GpuDriver:
         answers: dict[str, str | None] = {claim.uid: None for claim in claims}
         try:
             with self._serialised():
+                self._retry_pending()
                 answers.update((claim.uid, self._preparer.unprepare(claim)) for claim in claims)
                 self._journal.commit()
         except (CheckpointError, OSError) as err:
@@ -143,6 +187,33 @@ class GpuDriver:
                 for uid, answer in answers.items()
             }
         return answers
+
+    def _retry_pending(self) -> None:
+        """Retry cleanups before a call's own work; caller holds the node lock (if any)."""
+        if self._journal.cleanup_pending():
+            self._preparer.retry_cleanups()
+
+    def _watch_cleanups(self) -> None:
+        """Start the retry thread when a cleanup is pending and none runs."""
+        if not self._journal.cleanup_pending() or self._closed.is_set():
+            return
+        with self._retrier_guard:
+            if self._retrier is not None:
+                return
+            self._retrier = threading.Thread(
+                target=self._retry_until_clean, name="cdi-cleanup-retry", daemon=True
+            )
+            self._retrier.start()
+
+    def _retry_until_clean(self) -> None:
+        while not self._closed.wait(self._cleanup_retry_s):
+            if self.retry_cleanups():
+                continue
+            with self._retrier_guard:
+                # Checked again under the guard: one marked meanwhile keeps this thread.
+                if not self._journal.cleanup_pending():
+                    self._retrier = None
+                    return
 
     @contextlib.contextmanager
     def _serialised(self, *, adopt: bool = True) -> Iterator[None]:

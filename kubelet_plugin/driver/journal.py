@@ -3,6 +3,12 @@
 Every prepare, unprepare and start-up recovery changes the entries here and
 then commits; a commit writes every change made so far, so concurrent
 prepares share fsyncs. Each entry is encoded once, when it changes.
+
+An entry may be *cleanup-pending*: a ``PrepareStarted`` attempt whose undoing
+failed (its spec could not be removed). It stays in the checkpoint, so a
+restart retries the cleanup too, but holds no device: nothing on the node uses
+it (the kubelet never heard of its CDI IDs), and a GPU refused to every other
+claim while a CDI directory misbehaves would wedge the node.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class ClaimJournal:
         self._entries: dict[str, ClaimEntry] = {}
         # Each entry's JSON, kept next to it, so a save encodes nothing but the change.
         self._encoded: dict[str, str] = {}
+        # Cleanup-pending entries (see the module docstring): UID to why.
+        self._cleanup_pending: dict[str, str] = {}
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._changes = 0
@@ -51,6 +59,11 @@ class ClaimJournal:
         """A copy of every entry, by claim UID."""
         with self._state_lock:
             return dict(self._entries)
+
+    def cleanup_pending(self) -> dict[str, str]:
+        """The cleanup-pending entries: claim UID to why undoing it failed."""
+        with self._state_lock:
+            return dict(self._cleanup_pending)
 
     def load(self) -> tuple[dict[str, ClaimEntry], bool]:
         """The entries of the checkpoint on disk, and whether it was corrupt.
@@ -96,12 +109,26 @@ class ClaimJournal:
             if entry is not None and entry.state == "PrepareStarted":
                 self._drop(uid)
 
+    def mark_cleanup_pending(self, uid: str, reason: str) -> bool:
+        """Mark the ``PrepareStarted`` entry of ``uid`` cleanup-pending; its devices are free.
+
+        Changes nothing on disk. False (and nothing marked) when ``uid`` has no
+        ``PrepareStarted`` entry. Any later change to the entry clears the mark.
+        """
+        with self._state_lock:
+            entry = self._entries.get(uid)
+            if entry is None or entry.state != "PrepareStarted":
+                return False
+            self._cleanup_pending[uid] = reason
+            return True
+
     def replace(self, entries: Mapping[str, ClaimEntry]) -> None:
         """Make ``entries`` the whole state (start-up recovery); saved by the next commit."""
         encoded = {uid: encode_claim_entry(entry) for uid, entry in entries.items()}
         with self._state_lock:
             self._entries = dict(entries)
             self._encoded = encoded
+            self._cleanup_pending.clear()
             self._changes += 1
 
     def adopt(self) -> None:
@@ -117,6 +144,12 @@ class ClaimJournal:
         with self._state_lock:
             self._entries = entries
             self._encoded = encoded
+            # The other instance's attempts are its own; ours still to clean are still ours.
+            self._cleanup_pending = {
+                uid: reason
+                for uid, reason in self._cleanup_pending.items()
+                if uid in entries and entries[uid].state == "PrepareStarted"
+            }
             # What is on disk is the state: nothing of ours waits to be saved.
             self._saved = self._synced = self._changes
         log.info(
@@ -166,19 +199,21 @@ class ClaimJournal:
         """Add or replace an entry and its JSON. Caller holds the state lock."""
         self._entries[uid] = entry
         self._encoded[uid] = text
+        self._cleanup_pending.pop(uid, None)
         self._changes += 1
 
     def _drop(self, uid: str) -> None:
         """Remove an entry and its JSON. Caller holds the state lock."""
         self._entries.pop(uid, None)
         self._encoded.pop(uid, None)
+        self._cleanup_pending.pop(uid, None)
         self._changes += 1
 
     def _check_devices_free(self, ref: ClaimRef, plan: PreparationPlan) -> None:
         """See :meth:`reserve`. Caller holds the state lock."""
         for device in plan.devices:
             for uid, other in self._entries.items():
-                if uid == ref.uid:
+                if uid == ref.uid or uid in self._cleanup_pending:
                     continue
                 for record in other.devices:
                     if (record.pool, record.device) != (device.pool, device.device):

@@ -17,6 +17,7 @@ from typing import Literal, TypeAlias
 
 from api.checkpoint import ClaimEntry, MigRecord
 from api.errors import PrepareError
+from api.resource_v1 import claim_label
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
 from dra_driver.discovery.model import NodeInventory
 from dra_driver.preparation import checkpoint_devices, plan_from_checkpoint, plan_preparation
@@ -191,18 +192,51 @@ class ClaimPreparer:
         self._fault("prepare-completed")
         return _result(completed)
 
-    def _roll_back(self, uid: str) -> None:
+    def _roll_back(self, uid: str) -> bool:
         """Undo a prepare attempt: spec removed, entry dropped; errors logged, not raised.
 
-        What cannot be undone now is undone by start-up recovery (the entry is
-        still PrepareStarted on disk).
+        True when undone. A spec that cannot be removed (a read-only or failing
+        CDI root, EIO) leaves the entry cleanup-pending (see
+        :mod:`~kubelet_plugin.driver.journal`): its devices are free for other
+        claims, and :meth:`retry_cleanups`, the next start-up or a new prepare
+        of the claim removes it once the cause is gone.
         """
         try:
             remove_durably(self._cdi.path(spec_file_name(self._driver_name, uid)))
             self._journal.drop_started(uid)
             self._journal.commit()
+        except OSError as err:
+            self._defer_cleanup(uid, err)
+            return False
         except Exception:
             log.exception("rolling back the prepare of claim UID %s failed", uid)
+            return False
+        return True
+
+    def _defer_cleanup(self, uid: str, err: OSError) -> None:
+        reason = f"removing its CDI spec failed: {err}"
+        if not self._journal.mark_cleanup_pending(uid, reason):
+            log.error("rolling back the prepare of claim UID %s: %s", uid, reason)
+            return
+        entry = self._journal.get(uid)
+        label = claim_label(entry.namespace, entry.name) if entry is not None else "claim"
+        log.error(
+            "%s (UID %s): undoing a failed prepare: %s; its devices are free for other "
+            "claims, the plugin retries the removal (check that the CDI root %s is "
+            "writable and healthy)",
+            label,
+            uid,
+            reason,
+            self._cdi.root,
+        )
+
+    def retry_cleanups(self) -> dict[str, str]:
+        """Try again to undo every cleanup-pending attempt; returns those still pending."""
+        for uid in self._journal.cleanup_pending():
+            with self._claim_lock(uid):
+                if uid in self._journal.cleanup_pending() and self._roll_back(uid):
+                    log.info("claim UID %s: the failed prepare is undone at last", uid)
+        return self._journal.cleanup_pending()
 
     # --- unprepare ----------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class RecoveryReport:
     """Claims kept because the API server could not be asked."""
     orphan_specs: list[str] = field(default_factory=list)
     """Spec files of this driver without a checkpoint entry (left in place)."""
+    cleanup_pending: list[str] = field(default_factory=list)
+    """PrepareStarted entries whose spec could not be removed: kept, holding no device,
+    retried while the plugin serves."""
     checkpoint_corrupt: bool = False
 
 
@@ -60,6 +63,12 @@ class StartupRecovery:
 
     Spec files of this driver without an entry are reported, never removed.
     The journal then holds the result, saved durably.
+
+    A file that cannot be removed (a read-only or failing CDI root) never
+    stops the start-up: a ``PrepareStarted`` entry is kept cleanup-pending
+    (its MIG devices destroyed, its devices free, the removal retried while
+    the plugin serves); a gone claim's entry is kept for the kubelet's
+    unprepare to retry.
     """
 
     def __init__(
@@ -84,9 +93,16 @@ class StartupRecovery:
     def run(self) -> RecoveryReport:
         """Recover; raises CheckpointError for a checkpoint of a newer version or a failed save."""
         report = RecoveryReport()
-        self._cdi.ensure_root()
-        self._cdi.remove_stale_temp_files()
+        try:
+            self._cdi.ensure_root()
+            self._cdi.remove_stale_temp_files()
+        except OSError as err:
+            # Serve anyway: a prepare answers its own error while the root fails.
+            log.error(
+                "CDI root %s: %s; claims cannot be prepared until it works", self._cdi.root, err
+            )
         entries, report.checkpoint_corrupt = self._journal.load()
+        pending: dict[str, str] = {}
         api_error: PrepareError | None = None
         for uid in sorted(entries):
             # The checkpoint is input: an entry with a UID or name the API server would not
@@ -99,7 +115,22 @@ class StartupRecovery:
             entry = entries[uid] = checked
             label = claim_label(entry.namespace, entry.name)
             if entry.state == "PrepareStarted":
-                self._discard(label, entry)
+                try:
+                    self._discard(label, entry)
+                except OSError as err:
+                    self._migs.destroy(label, dynamic_migs(entry))
+                    pending[uid] = f"removing its CDI spec failed: {err}"
+                    report.cleanup_pending.append(uid)
+                    log.error(
+                        "%s (UID %s): rolling back an interrupted prepare: %s; kept, its "
+                        "devices free, the removal is retried (check that the CDI root %s is "
+                        "writable and healthy)",
+                        label,
+                        uid,
+                        pending[uid],
+                        self._cdi.root,
+                    )
+                    continue
                 del entries[uid]
                 report.rolled_back.append(uid)
                 log.warning("%s (UID %s): rolled back an interrupted prepare", label, uid)
@@ -115,7 +146,14 @@ class StartupRecovery:
                 log.warning("%s (UID %s): kept, the API server cannot tell: %s", label, uid, err)
             else:
                 if claim is None or claim.metadata.uid != uid:
-                    self._discard(label, entry)
+                    try:
+                        self._discard(label, entry)
+                    except OSError as err:
+                        # Kept: the kubelet's unprepare of the claim retries the removal.
+                        log.error(
+                            "%s (UID %s): gone, but removing its spec failed: %s", label, uid, err
+                        )
+                        continue
                     del entries[uid]
                     report.removed.append(uid)
                     log.info("%s (UID %s): gone from the API server, spec removed", label, uid)
@@ -124,6 +162,8 @@ class StartupRecovery:
                 report.rewritten.append(uid)
         report.orphan_specs = self._orphan_specs(entries)
         self._journal.replace(entries)
+        for uid, reason in pending.items():
+            self._journal.mark_cleanup_pending(uid, reason)
         self._journal.commit()
         log.info(
             "checkpoint recovered: %d claim(s) prepared, %d rolled back, %d spec(s) rewritten, "

@@ -137,6 +137,7 @@ def make_driver(
     boot_id: str = BOOT_ID,
     fault_hook: Callable[[FaultPoint], None] | None = None,
     node_lock: NodeFileLock | None = None,
+    cleanup_retry_s: float = 30.0,
 ) -> GpuDriver:
     """A driver on real files under ``root``; not started."""
     make_host(root, gpus)
@@ -150,6 +151,7 @@ def make_driver(
         boot_id=boot_id,
         fault_hook=fault_hook,
         node_lock=node_lock,
+        cleanup_retry_s=cleanup_retry_s,
     )
 
 
