@@ -28,6 +28,7 @@ __all__ = [
     "CDI_ROOT_MODE",
     "CDI_SPEC_MODE",
     "CHECKPOINT_MODE",
+    "SOCKET_DIR_MODE",
     "SOCKET_MODE",
     "STATE_DIR_MODE",
     "PathOutsideRootError",
@@ -44,8 +45,12 @@ CDI_SPEC_MODE: Final = 0o644
 STATE_DIR_MODE: Final = 0o700
 #: The checkpoint names every prepared claim and device: the plugin's alone.
 CHECKPOINT_MODE: Final = 0o600
-#: The gRPC sockets. The kubelet dials them as root, so no group needs access.
+#: The gRPC sockets. The kubelet dials them as root, so no group needs access
+#: (0660 would be for a kubelet running as another user of the socket's group).
 SOCKET_MODE: Final = 0o600
+#: Directories the plugin creates for its sockets (the plugin directory, and the
+#: registry directory when the kubelet has not made it): only root looks inside.
+SOCKET_DIR_MODE: Final = 0o700
 
 
 class PathOutsideRootError(PrepareError):

@@ -18,6 +18,10 @@ appears. Stop runs the other way round: the registration socket goes first
 calls finish (bounded by a grace period) and the driver calls still running
 return. Stale socket files from an earlier run are removed before binding;
 every socket file is removed on stop.
+
+Modes do not follow the umask: each unix socket is chmodded to 0600 right after
+it is bound and before it serves (the kubelet dials as root), and directories
+created for the sockets are 0700 (:mod:`kubelet_plugin.plugin_dirs`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from kubelet_plugin.dra_service import ClaimDispatcher, DraV1beta1Servicer, DraV
 from kubelet_plugin.health.service import HealthSource, ResourceHealthServicer
 from kubelet_plugin.liveness import DEFAULT_CHECK_TIMEOUT, LivenessServicer
 from kubelet_plugin.node_driver import NodeDriver
+from kubelet_plugin.plugin_dirs import SOCKET_DIR_MODE, SOCKET_MODE, ensure_directory
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
 from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
@@ -150,6 +155,14 @@ class GrpcSocketServer:
                 ) from None
             if port == 0:
                 raise OSError(f"{self.name} server cannot listen on {self.address}")
+            if path is not None:
+                # Bound with the umask's mode; set ours before a single call is served.
+                # A directory made by PluginServer.start (0700) keeps others out meanwhile.
+                try:
+                    os.chmod(path, SOCKET_MODE)
+                except OSError:
+                    server.stop(None)
+                    raise
             server.start()
             self._server, self._port = server, 0 if path is not None else port
         _log.info("%s server listening on %s", self.name, self.bound_address)
@@ -321,7 +334,8 @@ class PluginServer:
         return None if self.liveness_server is None else self.liveness_server.bound_address
 
     def start(self) -> None:
-        """Create the plugin directory, then serve DRA, registration and liveness.
+        """Create the socket directories (0700 when made here), then serve DRA,
+        registration and liveness, each socket 0600.
 
         On failure whatever was started is stopped again before the error
         propagates. Not restartable.
@@ -331,8 +345,10 @@ class PluginServer:
                 raise RuntimeError(f"kubelet plugin {self.driver_name} was already started")
             self._started = True
         try:
-            self.dra_socket.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            self.registration_socket.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            for server in (self.dra_server, self.registration_server, self.liveness_server):
+                path = server.socket_path if server is not None else None
+                if path is not None:
+                    ensure_directory(path.parent, SOCKET_DIR_MODE)
             self.dra_server.start()
             self.registration_server.start()
             if self.liveness_server is not None:
