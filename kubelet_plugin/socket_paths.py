@@ -20,8 +20,13 @@ INSTANCE_LENGTH: Final = 12
 
 
 def instance_token(pod_uid: str) -> str:
-    """The part of ``pod_uid`` that names a plugin instance's sockets."""
-    return pod_uid.replace("-", "")[:INSTANCE_LENGTH].lower()
+    """The part of ``pod_uid`` that names a plugin instance's sockets.
+
+    Only ASCII letters and digits are kept (a pod UID is a UUID: its hex digits),
+    so a UID from the environment can never put a ``/`` or ``..`` in a socket path.
+    """
+    kept = "".join(c for c in pod_uid.lower() if c.isascii() and c.isalnum())
+    return kept[:INSTANCE_LENGTH]
 
 
 def registration_socket_path(
