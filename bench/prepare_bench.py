@@ -21,6 +21,10 @@ Scenarios, each printed as one JSON object:
 - ``repeat``: prepare of a claim already prepared (the kubelet's retry path).
 - ``concurrent``: 100 claims of 1 GPU each submitted at once from 100 threads;
   latency per claim and wall time per round.
+- ``batch``: ``--claims`` claims (1,000 by default) of 1 GPU each in *one*
+  prepare call, as the kubelet sends a pod's claims, then one unprepare call
+  for them all; wall time per call over ``--rounds`` rounds (the kubelet's
+  deadline is 45 s).
 
 ``--node-lock`` runs every call holding the node's file lock, as the plugin does
 with ``--pod-uid`` (rolling updates; the chart's default).
@@ -53,6 +57,7 @@ from dra_driver.discovery.model import Gpu, NodeInventory
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.driver import GpuDriver
+from kubelet_plugin.driver.gpu_driver import PREPARE_WORKERS
 from kubelet_plugin.node_driver import ClaimRef
 from kubelet_plugin.node_lock import NodeFileLock
 from tests.fakes.claim_source import FakeClaimSource
@@ -97,7 +102,15 @@ def filesystem_of(path: Path) -> str:
 class Node:
     """A GpuDriver with ``gpus`` mock GPUs on fake host roots under ``root``."""
 
-    def __init__(self, root: Path, cdi_root: Path, gpus: int, *, node_lock: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cdi_root: Path,
+        gpus: int,
+        *,
+        node_lock: bool = False,
+        prepare_workers: int = PREPARE_WORKERS,
+    ) -> None:
         dev = root / "host" / "dev"
         dev.mkdir(parents=True)
         for name in [f"nvidia{i}" for i in range(gpus)] + ["nvidiactl", "nvidia-uvm"]:
@@ -139,6 +152,7 @@ class Node:
             boot_id="bench-boot",
             # As the chart runs it (--pod-uid): every call holds the node's file lock.
             node_lock=NodeFileLock(root / "state" / "serialize.lock") if node_lock else None,
+            prepare_workers=prepare_workers,
         )
         self.driver.start()
         self._counter = 0
@@ -244,10 +258,42 @@ def concurrent(node: Node) -> dict[str, Any]:
     }
 
 
+def batch(node: Node, claims: int, rounds: int) -> dict[str, Any]:
+    prepare_walls: list[float] = []
+    unprepare_walls: list[float] = []
+    for _ in range(rounds):
+        refs = [node.new_claim([f"gpu-{i}"]) for i in range(claims)]
+        started = time.perf_counter()
+        results = node.driver.prepare(refs)
+        prepare_walls.append(time.perf_counter() - started)
+        errors = [r.error for r in results.values() if r.error is not None]
+        if errors:
+            raise RuntimeError(f"{len(errors)} claim(s) failed, first: {errors[0]}")
+        started = time.perf_counter()
+        answers = node.driver.unprepare(refs)
+        unprepare_walls.append(time.perf_counter() - started)
+        if any(answers.values()):
+            raise RuntimeError(f"unprepare failed: {answers}")
+    return {
+        "claims_per_call": claims,
+        "rounds": rounds,
+        "prepare_call_wall_ms": summary(prepare_walls),
+        "unprepare_call_wall_ms": summary(unprepare_walls),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", default=["single", "eight", "repeat", "concurrent"])
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--claims", type=int, default=1000, help="claims per call (batch)")
+    parser.add_argument("--rounds", type=int, default=3, help="calls of each kind (batch)")
+    parser.add_argument(
+        "--prepare-workers",
+        type=int,
+        default=PREPARE_WORKERS,
+        help=f"claims of one call prepared at once (default {PREPARE_WORKERS}, the driver's)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="parent of the checkpoint dir")
     parser.add_argument(
         "--cdi-dir",
@@ -267,16 +313,25 @@ def main() -> None:
         "eight": (8, lambda node: sequential(node, args.iterations, 8)),
         "repeat": (8, lambda node: repeat(node, args.iterations)),
         "concurrent": (CONCURRENT_CLAIMS, concurrent),
+        "batch": (args.claims, lambda node: batch(node, args.claims, args.rounds)),
     }
     for name in args.scenarios:
         gpus, run = runs[name]
         root = Path(tempfile.mkdtemp(prefix="prepare-bench-", dir=args.dir))
         cdi_parent = Path(tempfile.mkdtemp(prefix="prepare-bench-cdi-", dir=args.cdi_dir))
         try:
-            figures = run(Node(root, cdi_parent / "cdi", gpus, node_lock=args.node_lock))
+            node = Node(
+                root,
+                cdi_parent / "cdi",
+                gpus,
+                node_lock=args.node_lock,
+                prepare_workers=args.prepare_workers,
+            )
+            figures = run(node)
             figures = {
                 "scenario": name,
                 "node_lock": args.node_lock,
+                "prepare_workers": args.prepare_workers,
                 **figures,
                 "checkpoint_fs": filesystem_of(root),
                 "cdi_root_fs": filesystem_of(cdi_parent),

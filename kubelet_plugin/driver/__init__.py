@@ -46,8 +46,9 @@ power cut that loses it also empties the CDI tmpfs; a spec that survives is
 rewritten identically by the retried prepare); the ``PrepareCompleted`` save
 and the unprepare save are fully durable before the kubelet hears of success.
 
-Concurrency: calls for different claims run in parallel; calls for the same
-claim UID are serialised by a per-claim lock. A prepare call that outlives the
+Concurrency: calls for different claims run in parallel, and so do the claims
+of one prepare call (at most 16 at a time, sharing checkpoint saves); calls
+for the same claim UID are serialised by a per-claim lock. A prepare call that outlives the
 kubelet's deadline goes on, but never prepares a claim that a later unprepare
 already reached (:mod:`~kubelet_plugin.driver.ordering`): an unprepare that
 succeeded is never undone. With a ``node_lock`` (two plugin

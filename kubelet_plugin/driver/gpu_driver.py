@@ -10,6 +10,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
 
 from api.checkpoint import ClaimEntry
 from api.errors import CheckpointError
@@ -25,9 +27,14 @@ from kubelet_plugin.driver.recovery import RecoveryReport, StartupRecovery
 from kubelet_plugin.node_driver import ClaimRef, PrepareResult
 from kubelet_plugin.node_lock import NodeFileLock
 
-__all__ = ["GpuDriver"]
+__all__ = ["PREPARE_WORKERS", "GpuDriver"]
 
 log = logging.getLogger(__name__)
+
+#: Claims of one prepare call worked on at once. Each waits mostly on fsyncs and
+#: the API server, and concurrent claims share checkpoint saves (group commit),
+#: so a few threads turn a call's many fsyncs into few; more buy nothing.
+PREPARE_WORKERS: Final = 16
 
 
 class GpuDriver:
@@ -42,6 +49,10 @@ class GpuDriver:
     partitionable GPU fails with an error saying so (static MIG devices and
     full GPUs need none). ``node_lock`` is shared with another plugin instance
     on the node (rolling update): see :mod:`kubelet_plugin.driver`.
+
+    The claims of one prepare call are prepared concurrently, at most
+    ``prepare_workers`` at a time (shared by all calls); unprepare stays one
+    claim after another, with one save for the call.
 
     A prepare attempt that cannot be undone (its spec cannot be removed) is
     kept cleanup-pending (:meth:`cleanup_pending`) and retried at each call
@@ -64,7 +75,10 @@ class GpuDriver:
         mig_manager: MigManager | None = None,
         node_lock: NodeFileLock | None = None,
         cleanup_retry_s: float = 30.0,
+        prepare_workers: int = PREPARE_WORKERS,
     ) -> None:
+        if prepare_workers < 1:
+            raise ValueError(f"prepare_workers must be at least 1, got {prepare_workers}")
         self.driver_name = driver_name
         self.pool_name = pool_name or inventory.node_name
         self._inventory = inventory
@@ -74,6 +88,7 @@ class GpuDriver:
         self._closed = threading.Event()
         self._retrier: threading.Thread | None = None
         self._retrier_guard = threading.Lock()
+        self._workers = ThreadPoolExecutor(prepare_workers, thread_name_prefix="prepare-claim")
         migs = MigLifecycle(
             mig_manager, driver_name=driver_name, host=host, inventory=lambda: self._inventory
         )
@@ -143,8 +158,9 @@ class GpuDriver:
             return self._journal.cleanup_pending()
 
     def close(self) -> None:
-        """Stop the cleanup retries (the plugin is stopping)."""
+        """Stop the cleanup retries and the prepare workers (the plugin is stopping)."""
         self._closed.set()
+        self._workers.shutdown(wait=True)
         with self._retrier_guard:
             retrier = self._retrier
         if retrier is not None:
@@ -160,7 +176,7 @@ class GpuDriver:
             try:
                 with self._serialised():
                     self._retry_pending()
-                    return {claim.uid: self._preparer.prepare(claim, ticket) for claim in claims}
+                    return self._prepare_each(claims, ticket)
             except (CheckpointError, OSError) as err:  # the node lock or the other's checkpoint
                 return {
                     claim.uid: PrepareResult(error=f"{claim}: {err}; the kubelet retries")
@@ -187,6 +203,17 @@ class GpuDriver:
                 for uid, answer in answers.items()
             }
         return answers
+
+    def _prepare_each(self, claims: Sequence[ClaimRef], ticket: int) -> dict[str, PrepareResult]:
+        """Each claim's result, the claims worked on concurrently (see the class docstring).
+
+        Caller holds the node lock (if any): the workers prepare under it.
+        Claims with the same UID are serialised by the preparer's claim lock.
+        """
+        if len(claims) <= 1:
+            return {claim.uid: self._preparer.prepare(claim, ticket) for claim in claims}
+        results = self._workers.map(lambda claim: self._preparer.prepare(claim, ticket), claims)
+        return {claim.uid: result for claim, result in zip(claims, results, strict=True)}
 
     def _retry_pending(self) -> None:
         """Retry cleanups before a call's own work; caller holds the node lock (if any)."""

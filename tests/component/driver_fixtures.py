@@ -27,6 +27,7 @@ from dra_driver.discovery.model import Gpu, NodeInventory
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.driver import FaultPoint, GpuDriver
+from kubelet_plugin.driver.gpu_driver import PREPARE_WORKERS
 from kubelet_plugin.node_lock import NodeFileLock
 from tests.fakes.claim_source import FakeClaimSource
 
@@ -138,6 +139,7 @@ def make_driver(
     fault_hook: Callable[[FaultPoint], None] | None = None,
     node_lock: NodeFileLock | None = None,
     cleanup_retry_s: float = 30.0,
+    prepare_workers: int = PREPARE_WORKERS,
 ) -> GpuDriver:
     """A driver on real files under ``root``; not started."""
     make_host(root, gpus)
@@ -152,6 +154,7 @@ def make_driver(
         fault_hook=fault_hook,
         node_lock=node_lock,
         cleanup_retry_s=cleanup_retry_s,
+        prepare_workers=prepare_workers,
     )
 
 

@@ -45,31 +45,35 @@ class GatedClaimSource(FakeClaimSource):
 
 
 def test_a_claim_unprepared_while_its_batch_runs_is_not_prepared_after(tmp_path: Path) -> None:
-    claims = GatedClaimSource({"claim-1"})
-    for n in (1, 2):
+    # Two workers, both stuck reading claims 1 and 2: claim 3 of the same call
+    # is not reached yet when the kubelet's deadline passes and it unprepares claim 3.
+    claims = GatedClaimSource({"claim-1", "claim-2"})
+    for n in (1, 2, 3):
         claims.put(claim(n))
-    driver = make_driver(tmp_path, claims)
+    driver = make_driver(tmp_path, claims, prepare_workers=2)
     driver.start()
 
     with ThreadPoolExecutor(1) as pool:
-        batch = pool.submit(driver.prepare, [ref(1), ref(2)])
-        # The batch is stuck reading claim 1; claim 2 is not reached yet. The
-        # kubelet's deadline passes, and it unprepares claim 2.
-        assert claims.waiting.acquire(timeout=WAIT_S)
-        assert driver.unprepare([ref(2)]) == {claim_uid(2): None}
+        batch = pool.submit(driver.prepare, [ref(1), ref(2), ref(3)])
+        for _ in range(2):
+            assert claims.waiting.acquire(timeout=WAIT_S)
+        assert driver.unprepare([ref(3)]) == {claim_uid(3): None}
         claims.gate.set()
         answers = batch.result(timeout=WAIT_S)
 
     assert answers[claim_uid(1)].error is None
-    # The unprepare that succeeded stands: nothing of claim 2 is left.
-    assert not spec_path(tmp_path, 2).exists()
-    assert claim_uid(2) not in checkpoint_states(tmp_path)
-    assert claim_uid(2) not in driver.prepared()
-    assert answers[claim_uid(2)].error is not None
-    assert "unprepared" in answers[claim_uid(2)].error
+    assert answers[claim_uid(2)].error is None
+    # The unprepare that succeeded stands: nothing of claim 3 is left.
+    assert not spec_path(tmp_path, 3).exists()
+    assert claim_uid(3) not in checkpoint_states(tmp_path)
+    assert claim_uid(3) not in driver.prepared()
+    error = answers[claim_uid(3)].error
+    assert error is not None
+    assert "unprepared by a later NodeUnprepareResources" in error
     # Its GPU is free for the next claim.
-    claims.put(claim(3, ["gpu-2"]))
-    assert driver.prepare([ref(3)])[claim_uid(3)].error is None
+    claims.put(claim(4, ["gpu-3"]))
+    assert driver.prepare([ref(4)])[claim_uid(4)].error is None
+    driver.close()
 
 
 def test_a_claim_unprepared_then_prepared_by_a_new_call_is_prepared(tmp_path: Path) -> None:
