@@ -82,6 +82,8 @@ DEVICE_MAX_DOMAIN_LENGTH: Final = 63
 #: C-identifier part of a qualified attribute/capacity name.
 DEVICE_MAX_ID_LENGTH: Final = 32
 LABEL_VALUE_MAX_LENGTH: Final = 63
+#: Keys plus values of all annotations of one object (apimachinery's TotalAnnotationSizeLimitB).
+TOTAL_ANNOTATION_SIZE_MAX: Final = 256 * 1024
 QUALIFIED_NAME_MAX_LENGTH: Final = 63
 
 # --- ResourceSlice ------------------------------------------------------------------

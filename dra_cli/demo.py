@@ -23,9 +23,12 @@ INVENTORY = "inventory"
 NOT_SCENARIOS = frozenset({INVENTORY, "demo"})
 
 
-def scenario_outcome(inventory_dir: Path, scenario_dir: Path, policy: str) -> tuple[str, str]:
+def scenario_outcome(
+    inventory_dir: Path, scenario_dir: Path, policy: str, *, lenient: bool = False
+) -> tuple[str, str]:
     """(node, devices) for one scenario under one policy; on failure ("-", reason)."""
-    inventory = load_inventory(read_documents([str(inventory_dir), str(scenario_dir)], sys.stdin))
+    documents = read_documents([str(inventory_dir), str(scenario_dir)], sys.stdin)
+    inventory = load_inventory(documents, lenient=lenient)
     snapshot = Snapshot.build(
         slices=inventory.slices,
         classes=list(inventory.classes.values()),
@@ -46,7 +49,8 @@ def scenario_outcome(inventory_dir: Path, scenario_dir: Path, policy: str) -> tu
     return result.node or "(any)", ", ".join(devices)
 
 
-def run_demo(examples: Path, policies: Sequence[str], out: TextIO) -> int:
+def run_demo(examples: Path, policies: Sequence[str], out: TextIO, *, lenient: bool = False) -> int:
+    """Print the table; 2 (naming the file, object and field) when an example is invalid."""
     inventory_dir = examples / INVENTORY
     if not inventory_dir.is_dir():
         print(f"dra-driver demo: {inventory_dir}: no such directory", file=sys.stderr)
@@ -56,7 +60,7 @@ def run_demo(examples: Path, policies: Sequence[str], out: TextIO) -> int:
     try:
         for scenario in scenarios:
             for policy in policies:
-                node, devices = scenario_outcome(inventory_dir, scenario, policy)
+                node, devices = scenario_outcome(inventory_dir, scenario, policy, lenient=lenient)
                 rows.append((scenario.name, policy, node, devices))
     except InvalidInputError as exc:
         print(f"dra-driver demo: error: {exc}", file=sys.stderr)

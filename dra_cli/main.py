@@ -15,7 +15,8 @@ agent: placement of gated pods' claims, Events, cluster pools, DeviceClasses).
 
 Exit codes: 0 success; 1 valid input that cannot be allocated (the reason per
 claim on stderr, nothing on stdout); 2 invalid input (the message names the
-file, the object and the field). Every flag has an environment twin
+file, the object and the field: input is judged as ``kubectl apply`` and the API
+server would judge it, unless ``--lenient``). Every flag has an environment twin
 (``DRA_DRIVER_<FLAG>``), read when the flag is absent.
 """
 
@@ -57,6 +58,22 @@ def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get("DRA_DRIVER_" + flag.upper().replace("-", "_"), default)
 
 
+def _env_flag(flag: str) -> bool:
+    """A boolean flag's environment twin: ``1``, ``true`` or ``yes`` turn it on."""
+    return (_env(flag) or "").strip().lower() in ("1", "true", "yes")
+
+
+def _add_lenient(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--lenient",
+        action="store_true",
+        default=_env_flag("lenient"),
+        help="warn instead of failing on what kubectl apply and the API server refuse but "
+        "the tools can read past: an unknown kind, apiVersion or field, an integer beyond "
+        "int64, an invalid GpuConfig (env DRA_DRIVER_LENIENT=true; default: strict)",
+    )
+
+
 #: Set by the image build (deploy/Dockerfile, build argument GIT_REVISION).
 REVISION_ENV = "DRA_DRIVER_GIT_REVISION"
 
@@ -96,6 +113,7 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
             choices=POLICIES,
             help="placement policy (env DRA_DRIVER_POLICY; default first-fit, the scheduler's)",
         )
+        _add_lenient(sub)
 
     allocate_cmd = commands.add_parser(
         "allocate",
@@ -150,6 +168,7 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
         choices=POLICIES,
         help="policy to show (repeatable; default first-fit, binpack and most-capable)",
     )
+    _add_lenient(demo_cmd)
 
     discover_cmd = commands.add_parser(
         "discover",
@@ -250,7 +269,7 @@ def main(
     out = stdout or sys.stdout
     if args.command == "demo":
         policies = args.policy or ["first-fit", "binpack", "most-capable"]
-        return run_demo(Path(args.examples), policies, out)
+        return run_demo(Path(args.examples), policies, out, lenient=args.lenient)
     if args.command == "discover":
         return run_discover(args, out, prog=prog)
     if args.command == "kubelet-plugin":
@@ -269,7 +288,9 @@ def main(
         return ExitCode.INVALID
     inventory: Inventory | None = None
     try:
-        inventory = load_inventory(read_documents(args.filename, stdin or sys.stdin))
+        inventory = load_inventory(
+            read_documents(args.filename, stdin or sys.stdin), lenient=args.lenient
+        )
         for warning in inventory.warnings:
             print(f"{prog}: warning: {warning}", file=sys.stderr)
         if args.command == "allocate":

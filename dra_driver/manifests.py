@@ -20,19 +20,23 @@ from yaml.resolver import Resolver
 
 from api import limits
 from api.errors import FieldError, InvalidInputError
+from api.gpu_config import decode_gpu_config
 from api.resource_v1 import (
     DeviceClass,
     K8sModel,
     Node,
+    OpaqueDeviceConfiguration,
     ResourceClaim,
     ResourceClaimTemplate,
     ResourceSlice,
     UnknownKindError,
     describe,
     parse_object,
+    strict_errors,
 )
 from api.validation import validate
 from dra_driver.cel import compile_selector
+from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -323,12 +327,20 @@ def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:
     return documents
 
 
-def load_inventory(documents: Iterable[Document]) -> Inventory:
-    """Parse and validate every document; skip unknown kinds with a warning.
+def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> Inventory:
+    """Parse and validate every document, as ``kubectl apply`` and the API server would.
 
     Raises InvalidInputError for the first invalid object, a duplicate object or
     a selector that does not compile. (A claim naming a DeviceClass missing from
-    the input is the allocator's error: it applies to live clusters too.)
+    the input is the allocator's error: it applies to live clusters too.) Kinds the
+    API server serves but the tools do not read (a Pod, a ConfigMap) are skipped with a
+    warning.
+
+    Strict, unless ``lenient``: an unknown kind or apiVersion (a typo, or a custom resource
+    the tools cannot check), an unknown field, an integer beyond int64 (see
+    :func:`api.resource_v1.strict_errors`) and an invalid GpuConfig for this driver (which
+    the driver would refuse only at prepare) are errors. ``lenient`` makes them warnings,
+    as they were before strict reading.
     """
     inventory = Inventory()
     seen: dict[tuple[str, str], str] = {}
@@ -336,6 +348,8 @@ def load_inventory(documents: Iterable[Document]) -> Inventory:
         try:
             obj = parse_object(document.data)
         except UnknownKindError as exc:
+            if not (exc.served or lenient):
+                raise InvalidInputError(exc.detail, source=document.source, obj=exc.obj) from None
             inventory.warnings.append(f"{document.source}: ignored: {exc.detail}")
             continue
         except InvalidInputError as exc:
@@ -343,6 +357,13 @@ def load_inventory(documents: Iterable[Document]) -> Inventory:
         name = describe(obj)
         errors = validate(obj)
         errors.extend(_selector_errors(obj))
+        strict = strict_errors(obj) + _gpu_config_errors(obj)
+        if lenient:
+            inventory.warnings.extend(f"{document.source}: {name}: {e}" for e in strict)
+        else:
+            # Validation may have named the field already, with a better message.
+            named = {e.path for e in errors}
+            errors.extend(e for e in strict if e.path not in named)
         if errors:
             raise InvalidInputError(source=document.source, obj=name, errors=errors)
         key = (type(obj).__name__, name)
@@ -365,6 +386,48 @@ def load_inventory(documents: Iterable[Document]) -> Inventory:
         else:
             inventory.nodes.append(obj)
     return inventory
+
+
+def _opaque_configs(obj: K8sModel) -> list[tuple[str, OpaqueDeviceConfiguration]]:
+    """Every opaque config of a class or claim (spec and allocation), with its path."""
+    found: list[tuple[str, OpaqueDeviceConfiguration | None]] = []
+    if isinstance(obj, DeviceClass):
+        found += [
+            (f"spec.config[{i}].opaque", c.opaque) for i, c in enumerate(obj.spec.config or [])
+        ]
+    elif isinstance(obj, ResourceClaim | ResourceClaimTemplate):
+        devices = obj.spec.devices if isinstance(obj, ResourceClaim) else obj.spec.spec.devices
+        prefix = "spec.devices" if isinstance(obj, ResourceClaim) else "spec.spec.devices"
+        configs = (devices.config if devices else None) or []
+        found += [(f"{prefix}.config[{i}].opaque", c.opaque) for i, c in enumerate(configs)]
+        allocation = (
+            obj.status.allocation if isinstance(obj, ResourceClaim) and obj.status else None
+        )
+        if allocation is not None and allocation.devices is not None:
+            found += [
+                (f"status.allocation.devices.config[{i}].opaque", c.opaque)
+                for i, c in enumerate(allocation.devices.config or [])
+            ]
+    return [(path, opaque) for path, opaque in found if opaque is not None]
+
+
+def _gpu_config_errors(obj: K8sModel) -> list[FieldError]:
+    """This driver's opaque configs decoded as GpuConfig, as prepare would decode them."""
+    errors: list[FieldError] = []
+    for path, opaque in _opaque_configs(obj):
+        if opaque.driver != DEFAULT_DRIVER_NAME:
+            continue
+        try:
+            decode_gpu_config(opaque.parameters)
+        except InvalidInputError as exc:
+            where = f"{path}.parameters"
+            why = "the driver would refuse it at prepare"
+            if not exc.errors:
+                errors.append(FieldError(where, f"{exc.detail} ({why})"))
+            errors.extend(
+                FieldError(f"{where}.{e.path}", f"{e.message} ({why})") for e in exc.errors
+            )
+    return errors
 
 
 def _selector_errors(obj: K8sModel) -> list[FieldError]:

@@ -13,7 +13,9 @@ Contracts every caller may rely on:
   checks beyond structure is in :mod:`api.validation`.
 - Optional fields default to ``None``, lists and maps too, so "unset" and "empty"
   stay apart. Unknown fields are kept (``extra="allow"``) and written back by
-  :func:`dump`, so an object from a newer API server round-trips without loss.
+  :func:`dump`, so an object from a newer API server round-trips without loss;
+  :func:`strict_errors` reports them (and integers beyond int64) for input a person
+  wrote, as ``kubectl apply``'s strict validation does.
 - Quantities are :class:`api.quantity.Quantity` and are written back in the API
   server's canonical form.
 
@@ -36,6 +38,7 @@ from api.resource_v1.base import (
     parse_version,
 )
 from api.resource_v1.codec import (
+    SERVED_KINDS,
     ParsedObject,
     UnknownKindError,
     describe,
@@ -43,6 +46,7 @@ from api.resource_v1.codec import (
     field_errors,
     field_path,
     parse_object,
+    strict_errors,
 )
 from api.resource_v1.device_class import (
     CELDeviceSelector,
@@ -109,6 +113,7 @@ from api.resource_v1.resource_slice import (
 )
 
 __all__ = [
+    "SERVED_KINDS",
     "AllocatedDeviceStatus",
     "AllocationResult",
     "AttributeValue",
@@ -173,4 +178,5 @@ __all__ = [
     "parse_object",
     "parse_quantity",
     "parse_version",
+    "strict_errors",
 ]

@@ -5,6 +5,7 @@ object names used in messages.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
@@ -13,28 +14,141 @@ from pydantic import ValidationError
 from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1.base import K8sModel
-from api.resource_v1.device_class import DeviceClass
-from api.resource_v1.meta import K8sObject
-from api.resource_v1.node import Node
-from api.resource_v1.resource_claim import ResourceClaim, ResourceClaimTemplate
+from api.resource_v1.device_class import DeviceClass, OpaqueDeviceConfiguration
+from api.resource_v1.meta import K8sObject, ObjectMeta
+from api.resource_v1.node import Node, NodeSpec, NodeStatus
+from api.resource_v1.resource_claim import (
+    AllocatedDeviceStatus,
+    ResourceClaim,
+    ResourceClaimTemplate,
+)
 from api.resource_v1.resource_slice import ResourceSlice
+
+_DRA_KINDS: Final = frozenset(
+    {
+        limits.KIND_DEVICE_CLASS,
+        limits.KIND_RESOURCE_CLAIM,
+        limits.KIND_RESOURCE_CLAIM_TEMPLATE,
+        limits.KIND_RESOURCE_SLICE,
+    }
+)
+#: Kinds a Kubernetes 1.36 API server serves, by apiVersion, that these tools do not read
+#: (or not in this version): skipped with a warning, as ``kubectl apply`` would take them.
+#: Anything else is a typo or a custom resource whose definition the tools cannot see.
+SERVED_KINDS: Final[dict[str, frozenset[str]]] = {
+    "v1": frozenset(
+        {
+            "Binding",
+            "ConfigMap",
+            "Endpoints",
+            "Event",
+            "LimitRange",
+            "List",
+            "Namespace",
+            "Node",
+            "PersistentVolume",
+            "PersistentVolumeClaim",
+            "Pod",
+            "PodTemplate",
+            "ReplicationController",
+            "ResourceQuota",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        }
+    ),
+    "apps/v1": frozenset(
+        {"ControllerRevision", "DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"}
+    ),
+    "batch/v1": frozenset({"CronJob", "Job"}),
+    "autoscaling/v1": frozenset({"HorizontalPodAutoscaler"}),
+    "autoscaling/v2": frozenset({"HorizontalPodAutoscaler"}),
+    "policy/v1": frozenset({"PodDisruptionBudget"}),
+    "scheduling.k8s.io/v1": frozenset({"PriorityClass"}),
+    "node.k8s.io/v1": frozenset({"RuntimeClass"}),
+    "coordination.k8s.io/v1": frozenset({"Lease"}),
+    "discovery.k8s.io/v1": frozenset({"EndpointSlice"}),
+    "events.k8s.io/v1": frozenset({"Event"}),
+    "networking.k8s.io/v1": frozenset(
+        {"Ingress", "IngressClass", "IPAddress", "NetworkPolicy", "ServiceCIDR"}
+    ),
+    "rbac.authorization.k8s.io/v1": frozenset(
+        {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    ),
+    "storage.k8s.io/v1": frozenset(
+        {
+            "CSIDriver",
+            "CSINode",
+            "CSIStorageCapacity",
+            "StorageClass",
+            "VolumeAttachment",
+            "VolumeAttributesClass",
+        }
+    ),
+    "admissionregistration.k8s.io/v1": frozenset(
+        {
+            "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingWebhookConfiguration",
+        }
+    ),
+    "apiextensions.k8s.io/v1": frozenset({"CustomResourceDefinition"}),
+    "apiregistration.k8s.io/v1": frozenset({"APIService"}),
+    "certificates.k8s.io/v1": frozenset({"CertificateSigningRequest"}),
+    "flowcontrol.apiserver.k8s.io/v1": frozenset({"FlowSchema", "PriorityLevelConfiguration"}),
+    limits.API_VERSION: _DRA_KINDS,
+    f"{limits.GROUP}/v1beta1": _DRA_KINDS,
+    f"{limits.GROUP}/v1beta2": _DRA_KINDS | {"DeviceTaintRule"},
+}
 
 
 class UnknownKindError(InvalidInputError):
-    """A document whose apiVersion/kind is not one this project reads."""
+    """A document whose apiVersion/kind is not one this project reads.
+
+    ``served`` says whether a Kubernetes API server serves it (a Pod, a ConfigMap, a
+    v1beta2 ResourceClaim): such a document is skipped with a warning. Otherwise it is a
+    typo or a custom resource, which ``kubectl apply`` refuses ("no matches for kind") on a
+    cluster without its definition; ``hint`` then names the closest kind and apiVersion.
+    """
 
     def __init__(
         self, api_version: object, kind: object, *, source: str = "", obj: str = ""
     ) -> None:
         self.api_version = api_version
         self.kind = kind
+        self.served = (
+            isinstance(api_version, str)
+            and isinstance(kind, str)
+            and kind in SERVED_KINDS.get(api_version, frozenset())
+        )
+        self.hint = "" if self.served else _closest_kind(api_version, kind)
+        if not isinstance(api_version, str) or not api_version:
+            problem = f"apiVersion {api_version!r} is missing or not a string"
+        elif not isinstance(kind, str) or not kind:
+            problem = f"kind {kind!r} is missing or not a string"
+        elif self.served:
+            problem = f"{api_version} {kind!r} is not read by the offline tools"
+        else:
+            problem = f"no kind {kind!r} in version {api_version!r}"
+        hint = f' (did you mean "{self.hint}"?)' if self.hint else ""
         super().__init__(
-            f"unsupported apiVersion {api_version!r} and kind {kind!r}: supported are "
-            f"{limits.API_VERSION} DeviceClass, ResourceClaim, ResourceClaimTemplate, "
-            f"ResourceSlice and {limits.CORE_API_VERSION} Node",
+            f"{problem}{hint}: the tools read {limits.API_VERSION} DeviceClass, "
+            f"ResourceClaim, ResourceClaimTemplate, ResourceSlice and "
+            f"{limits.CORE_API_VERSION} Node",
             source=source,
             obj=obj,
         )
+
+
+def _closest_kind(api_version: object, kind: object) -> str:
+    """``apiVersion kind`` of the served kind nearest a typo, or ""."""
+    if isinstance(kind, str) and kind in _DRA_KINDS and str(api_version).startswith(limits.GROUP):
+        return f"{limits.API_VERSION} {kind}"
+    pairs = [f"{version} {name}" for version, kinds in SERVED_KINDS.items() for name in kinds]
+    given = " ".join(part if isinstance(part, str) else "" for part in (api_version, kind))
+    close = difflib.get_close_matches(given, pairs, n=1, cutoff=0.8)
+    return close[0] if close else ""
 
 
 #: Everything :func:`parse_object` returns.
@@ -178,3 +292,75 @@ def parse_object(data: Mapping[str, Any], *, source: str = "") -> ParsedObject:
         raise InvalidInputError(
             source=source, obj=describe(data), errors=field_errors(err)
         ) from None
+
+
+#: Fields of the Kubernetes API that these models do not carry, per model: real fields, so
+#: not "unknown" to the API server's strict decoding. (The Node is read only for its name,
+#: labels, taints and resources; an exported ``kubectl get node -o yaml`` has all of these.)
+_UNMODELLED_FIELDS: Final[dict[type[K8sModel], frozenset[str]]] = {
+    ObjectMeta: frozenset({"managedFields", "selfLink", "deletionGracePeriodSeconds"}),
+    NodeSpec: frozenset({"podCIDR", "podCIDRs", "providerID", "configSource", "externalID"}),
+    NodeStatus: frozenset(
+        {
+            "conditions",
+            "addresses",
+            "daemonEndpoints",
+            "nodeInfo",
+            "images",
+            "volumesInUse",
+            "volumesAttached",
+            "config",
+            "phase",
+            "runtimeHandlers",
+            "features",
+            "declaredFeatures",
+        }
+    ),
+}
+#: Free-form JSON, not walked: the API server takes any JSON there.
+_FREE_FORM_FIELDS: Final[frozenset[tuple[type[K8sModel], str]]] = frozenset(
+    {(OpaqueDeviceConfiguration, "parameters"), (AllocatedDeviceStatus, "data")}
+)
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+def strict_errors(obj: K8sModel) -> list[FieldError]:
+    """What strict decoding adds to :func:`parse_object`, as ``kubectl apply`` (whose
+    ``--validate`` is ``strict`` by default) and the API server judge it.
+
+    - An unknown field: the models keep fields they do not know (so that an object of a
+      newer API server round-trips through the agents); an input file with one has a typo
+      or a field this Kubernetes does not serve.
+    - An integer beyond int64: every integer of these kinds is an int64 (or smaller).
+
+    Opaque ``parameters`` and status ``data`` are free-form JSON and are not walked. Paths
+    are JSON names (``spec.devices.requests[0].exactly.count``).
+    """
+    errors: list[FieldError] = []
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(obj, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, K8sModel):
+            model = type(value)
+            allowed = _UNMODELLED_FIELDS.get(model, frozenset())
+            for name in sorted(value.model_extra or {}):
+                if name not in allowed:
+                    errors.append(FieldError(field_path((*path, name)), "unknown field"))
+            for name, info in model.model_fields.items():
+                child = getattr(value, name)
+                if child is None or (model, name) in _FREE_FORM_FIELDS:
+                    continue
+                stack.append((child, (*path, info.alias or name)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            stack.extend((item, (*path, key)) for key, item in value.items())
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not INT64_MIN <= value <= INT64_MAX
+        ):
+            errors.append(FieldError(field_path(path), f"{value} is out of range for an int64"))
+    errors.reverse()
+    return errors

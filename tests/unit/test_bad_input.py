@@ -177,3 +177,110 @@ def test_aliases_within_bounds_are_read_as_kubectl_reads_them(tmp_path: Path) ->
     result = run_tool(tmp_path, "allocate", "-f", str(path))
     assert result.code == ExitCode.OK, result.stderr
     assert '"device": "gpu-0"' in result.stdout
+
+
+# -- defect 5: judged as kubectl apply and the API server judge it ------------------------
+
+
+def one_file(tmp_path: Path, *docs: str) -> str:
+    path = tmp_path / "input.yaml"
+    path.write_text("---\n".join(docs))
+    return str(path)
+
+
+def claim_with(old: str, new: str) -> str:
+    assert old in CLAIM
+    return CLAIM.replace(old, new, 1)
+
+
+def slice_with(old: str, new: str) -> str:
+    assert old in SLICE
+    return SLICE.replace(old, new, 1)
+
+
+GPU_CONFIG_TYPO = claim_with(
+    "      exactly: {deviceClassName: gpu.dra-driver.io}\n",
+    "      exactly: {deviceClassName: gpu.dra-driver.io}\n"
+    "    config:\n"
+    "    - opaque:\n"
+    "        driver: gpu.dra-driver.io\n"
+    "        parameters:\n"
+    "          apiVersion: gpu.dra-driver.io/v1alpha1\n"
+    "          kind: GpuConfig\n"
+    "          sharing: {strategy: TimeSlice}\n",
+)
+
+#: (id, the input's documents, what the message names), each refused by kubectl apply or
+#: the API server and, before strict reading, accepted by the offline tools.
+LENIENCY = [
+    (
+        "unknown-field",
+        [CLASS, SLICE, claim_with("{deviceClassName:", "{cuont: 2, deviceClassName:")],
+        ["claim default/claim-0", "spec.devices.requests[0].exactly.cuont", "unknown field"],
+    ),
+    (
+        "kind-typo",
+        [CLASS, SLICE, CLAIM, CLAIM.replace("kind: ResourceClaim", "kind: ResourceClam")],
+        ["input.yaml#3", "ResourceClam", 'did you mean "resource.k8s.io/v1 ResourceClaim"'],
+    ),
+    (
+        "api-version-typo",
+        [CLASS, SLICE, CLAIM, CLASS.replace("resource.k8s.io/v1", "resource.k8s.io/v1beta3")],
+        ["input.yaml#3", "resource.k8s.io/v1beta3", "resource.k8s.io/v1 DeviceClass"],
+    ),
+    (
+        "int-beyond-int64",
+        [CLASS, slice_with("{int: 0}", "{int: 9223372036854775808}"), CLAIM],
+        ["slice node-a-gpus", "spec.devices[0].attributes.index.int", "int64"],
+    ),
+    (
+        "yaml-1.1-boolean",
+        [CLASS, slice_with("index: {int: 0}", "model: {string: n}"), CLAIM],
+        ["slice node-a-gpus", "spec.devices[0].attributes.model.string", "must be a string"],
+    ),
+    (
+        "annotations-over-256KiB",
+        [
+            CLASS,
+            SLICE,
+            claim_with(
+                "namespace: default}",
+                f"namespace: default, annotations: {{note: {'x' * (256 * 1024)}}}}}",
+            ),
+        ],
+        ["claim default/claim-0", "metadata.annotations", str(256 * 1024)],
+    ),
+    (
+        "gpu-config-refused-at-prepare",
+        [CLASS, SLICE, GPU_CONFIG_TYPO],
+        [
+            "claim default/claim-0",
+            "spec.devices.config[0].opaque.parameters.sharing.strategy",
+            '"TimeSlice"',
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("docs", "names"), [c[1:] for c in LENIENCY], ids=[c[0] for c in LENIENCY])
+def test_what_the_api_server_refuses_is_invalid_input(
+    tmp_path: Path, docs: list[str], names: list[str]
+) -> None:
+    path = one_file(tmp_path, *docs)
+    for command in ("allocate", "explain"):
+        assert_refused(run_tool(tmp_path, command, "-f", path), "input.yaml", *names)
+
+
+@pytest.mark.parametrize(
+    "docs",
+    [c[1] for c in LENIENCY if c[0] != "annotations-over-256KiB" and c[0] != "yaml-1.1-boolean"],
+    ids=[
+        c[0] for c in LENIENCY if c[0] != "annotations-over-256KiB" and c[0] != "yaml-1.1-boolean"
+    ],
+)
+def test_lenient_keeps_reading_with_a_warning(tmp_path: Path, docs: list[str]) -> None:
+    path = one_file(tmp_path, *docs)
+    result = run_tool(tmp_path, "allocate", "--lenient", "-f", path)
+    assert result.code == ExitCode.OK, result.stderr
+    assert "warning" in result.stderr
+    assert '"device": "gpu-0"' in result.stdout

@@ -458,3 +458,21 @@ def test_unreadable_file_is_invalid_input(
     assert code == ExitCode.INVALID
     assert out == ""
     assert "missing.yaml" in err
+
+
+def test_a_kind_typo_is_invalid_input_and_lenient_has_an_environment_twin(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    typo = claim_yaml().replace("kind: ResourceClaim", "kind: ResourceClam")
+    path = write(tmp_path, "input.yaml", CLASS, slice_yaml(), claim_yaml(), typo)
+    code, _ = run(["allocate", "-f", path])
+    err = capsys.readouterr().err
+    assert code == ExitCode.INVALID
+    assert "input.yaml#3" in err
+    assert 'did you mean "resource.k8s.io/v1 ResourceClaim"' in err
+    monkeypatch.setenv("DRA_DRIVER_LENIENT", "true")
+    code, _ = run(["allocate", "-f", path])
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK
+    assert "warning" in err
+    assert "ResourceClam" in err

@@ -60,3 +60,22 @@ def test_a_duplicate_object_names_both_places() -> None:
     assert "b.yaml" in message
     assert "a.yaml" in message
     assert "defined twice" in message
+
+
+def test_an_exported_node_is_not_refused_for_fields_the_model_does_not_carry() -> None:
+    text = (
+        "apiVersion: v1\nkind: Node\n"
+        "metadata: {name: n1, managedFields: [], labels: {zone: a}}\n"
+        "spec: {podCIDR: 10.0.0.0/24, providerID: kind://n1}\n"
+        "status: {nodeInfo: {kubeletVersion: v1.36.0}, addresses: [], conditions: []}\n"
+    )
+    assert load_inventory(split_documents(text, "node.yaml")).nodes[0].metadata.name == "n1"
+
+
+def test_a_misspelt_node_field_is_unknown_unless_lenient() -> None:
+    text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {unschedulabel: true}\n"
+    with pytest.raises(InvalidInputError) as caught:
+        load_inventory(split_documents(text, "node.yaml"))
+    assert "node n1: spec.unschedulabel: unknown field" in str(caught.value)
+    inventory = load_inventory(split_documents(text, "node.yaml"), lenient=True)
+    assert inventory.warnings == ["node.yaml: node n1: spec.unschedulabel: unknown field"]
