@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -51,13 +52,25 @@ def container_of(workload: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    """The literal environment; downward-API variables get a stand-in value."""
+#: The pod IP the tests' kubelet hands the rendered pods (status.podIP).
+POD_IP = "10.244.1.7"
+_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def env_of(container: dict[str, Any], *, pod_ip: str = POD_IP) -> dict[str, str]:
+    """The environment as the kubelet makes it: ``status.podIP`` is ``pod_ip``, other
+    downward-API variables get a stand-in value, and ``$(NAME)`` in a value is replaced by
+    the earlier variable NAME (a reference to no such variable stays as written)."""
     env: dict[str, str] = {}
     for var in container["env"]:
-        env[var["name"]] = (
-            var["value"] if "value" in var else "from-" + var["name"].lower().replace("_", "-")
-        )
+        if "value" in var:
+            env[var["name"]] = _REFERENCE.sub(
+                lambda ref: env.get(ref.group(1), ref.group(0)), var["value"]
+            )
+        elif var["valueFrom"].get("fieldRef", {}).get("fieldPath") == "status.podIP":
+            env[var["name"]] = pod_ip
+        else:
+            env[var["name"]] = "from-" + var["name"].lower().replace("_", "-")
     return env
 
 

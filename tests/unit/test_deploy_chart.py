@@ -19,6 +19,7 @@ from chart_fixtures import (
     MANIFESTS,
     NAMESPACE,
     PLUGIN,
+    POD_IP,
     container_of,
     env_of,
     find_one,
@@ -50,6 +51,10 @@ def test_the_manifests_hold_both_components_and_their_access() -> None:
             ("Deployment", CONTROLLER),
             ("ValidatingAdmissionPolicy", f"{PLUGIN}-resourceslices"),
             ("ValidatingAdmissionPolicyBinding", f"{PLUGIN}-resourceslices"),
+            ("ValidatingAdmissionPolicy", f"{CONTROLLER}-pods"),
+            ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-pods"),
+            ("ValidatingAdmissionPolicy", f"{CONTROLLER}-resourceclaims"),
+            ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-resourceclaims"),
             ("DeviceClass", DRIVER),
             ("DeviceClass", f"timeslicing.{DRIVER}"),
             ("DeviceClass", f"mps.{DRIVER}"),
@@ -79,7 +84,7 @@ def test_the_device_classes_are_valid_and_the_controllers_own() -> None:
     assert all(not c.metadata.labels for c in classes.values())
 
 
-def test_the_plugin_mounts_every_host_path_it_uses_at_that_path() -> None:
+def test_the_plugin_mounts_every_host_path_it_uses_at_that_path_and_no_other() -> None:
     daemonset = find_one(DEFAULT, "DaemonSet", PLUGIN)
     pod = daemonset["spec"]["template"]["spec"]
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
@@ -94,12 +99,25 @@ def test_the_plugin_mounts_every_host_path_it_uses_at_that_path() -> None:
     assert settings.cdi_root == plugin_settings.DEFAULT_CDI_ROOT
     for path in (
         settings.registration_socket.parent,
-        settings.dra_socket.parent.parent,
-        settings.checkpoint_file.parent.parent,
+        settings.dra_socket.parent,
+        settings.checkpoint_file.parent,
+        settings.serialize_lock.parent,
+        settings.publisher_lock.parent,
         settings.cdi_root,
         settings.driver_root,
     ):
         assert str(path) in mounts, f"{path} is not mounted"
+    # Of the kubelet's plugins directory only the plugin's own: not the other drivers'.
+    assert settings.dra_socket.parent == settings.plugin_dir
+    assert sorted(mounts) == sorted(
+        str(p)
+        for p in (
+            settings.registration_socket.parent,
+            settings.plugin_dir,
+            settings.cdi_root,
+            settings.driver_root,
+        )
+    )
     # The driver root is seen at /driver-root; the specs name its files on the host.
     driver_root = next(
         m for m in container_of(daemonset)["volumeMounts"] if m["name"] == "driver-root"
@@ -124,7 +142,7 @@ def test_a_new_plugin_pod_surges_beside_the_old_one_named_by_its_uid() -> None:
 
 def test_the_plugin_environment_is_made_of_its_flags_twins() -> None:
     container = container_of(find_one(DEFAULT, "DaemonSet", PLUGIN))
-    names = {var["name"] for var in container["env"]}
+    names = {var["name"] for var in container["env"]} - {"POD_IP"}
     assert names <= twins_of(plugin_settings.FLAGS), names - twins_of(plugin_settings.FLAGS)
     node_name = next(v for v in container["env"] if v["name"] == "NODE_NAME")
     assert node_name["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -133,7 +151,11 @@ def test_the_plugin_environment_is_made_of_its_flags_twins() -> None:
         plugin_settings.DEFAULT_HEALTH_POLICY
     )
     assert settings.ignored_xids == plugin_settings.DEFAULT_IGNORED_XIDS
-    assert settings.liveness_address == "[::]:51515" and settings.metrics_address == ":9400"
+    # On the pod's IP, not every interface (which with hostNetwork are the node's).
+    assert settings.liveness_address == f"{POD_IP}:51515"
+    assert settings.metrics_address == f"{POD_IP}:9400"
+    pod_ip = next(v for v in container["env"] if v["name"] == "POD_IP")
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     probe = container["livenessProbe"]["grpc"]["port"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert probe == ports["liveness"] == 51515 and ports["metrics"] == 9400
@@ -144,9 +166,9 @@ def test_the_controller_environment_is_made_of_its_flags_twins() -> None:
     assert deployment["spec"]["replicas"] == 2
     container = container_of(deployment)
     env = env_of(container)
-    assert set(env) <= twins_of(controller_settings.FLAGS), set(env) - twins_of(
-        controller_settings.FLAGS
-    )
+    # POD_IP serves only the addresses' $(POD_IP).
+    names = set(env) - {"POD_IP"}
+    assert names <= twins_of(controller_settings.FLAGS), names - twins_of(controller_settings.FLAGS)
     settings = controller_settings.parse_settings([], environ=env)
     assert settings.leader_elect and settings.policy == "binpack"
     assert settings.namespace == "from-pod-namespace"  # the downward API's, not a literal
@@ -157,7 +179,8 @@ def test_the_controller_environment_is_made_of_its_flags_twins() -> None:
     config_map = find_one(DEFAULT, "ConfigMap", name)
     config = parse_config(config_map["data"]["config.yaml"], source=name)
     assert config.device_classes == ClassConfig(sharing=True, mig=True)
-    assert settings.health_address == ":8081"
+    assert settings.health_address == f"{POD_IP}:8081"
+    assert settings.metrics_address == f"{POD_IP}:8080"
     probes = {
         container["livenessProbe"]["httpGet"]["path"],
         container["readinessProbe"]["httpGet"]["path"],
@@ -165,10 +188,29 @@ def test_the_controller_environment_is_made_of_its_flags_twins() -> None:
     assert probes == {"/healthz", "/readyz"}
 
 
-def test_the_controller_runs_as_the_images_non_root_user() -> None:
-    pod = find_one(DEFAULT, "Deployment", CONTROLLER)["spec"]["template"]["spec"]
+def test_the_controller_runs_as_the_images_non_root_user_without_capabilities() -> None:
+    deployment = find_one(DEFAULT, "Deployment", CONTROLLER)
+    pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container_of(deployment)["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert "privileged" not in context
+
+
+def test_the_plugin_is_privileged_for_real_gpus_under_the_runtimes_seccomp_profile() -> None:
+    # The default gpuBackend is nvml: NVML needs every /dev/nvidia* node (a privileged
+    # container's) and CAP_SYS_ADMIN for MIG. See test_deploy_chart_helm for the mock's.
+    daemonset = find_one(DEFAULT, "DaemonSet", PLUGIN)
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    context = container_of(daemonset)["securityContext"]
+    assert context["privileged"] is True and context["runAsUser"] == 0
+    assert context["readOnlyRootFilesystem"] is True
+    assert plugin_settings_of(DEFAULT).gpu_backend == "nvml"
 
 
 def test_every_workload_runs_as_a_service_account_that_is_bound() -> None:
@@ -184,10 +226,11 @@ def test_every_workload_runs_as_a_service_account_that_is_bound() -> None:
 
 def test_the_liveness_address_is_one_grpc_can_listen_on() -> None:
     # gRPC refuses ":port" (an empty host), which the plugin's settings accept: with it the
-    # plugin exited 1 at start-up in the cluster tests' pod.
+    # plugin exited 1 at start-up in the cluster tests' pod. Here the pod's IP is loopback,
+    # an address of this machine.
     import grpc
 
-    env = env_of(container_of(find_one(DEFAULT, "DaemonSet", PLUGIN)))
+    env = env_of(container_of(find_one(DEFAULT, "DaemonSet", PLUGIN)), pod_ip="127.0.0.1")
     address = env["DRA_DRIVER_LIVENESS_ADDRESS"]
     host, _, _ = address.rpartition(":")
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))

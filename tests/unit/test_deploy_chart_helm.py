@@ -82,6 +82,10 @@ def test_another_driver_name_reaches_every_component_and_class(helm: str) -> Non
     [
         (["--set", "kubeletPlugin.gpuBackend=cuda"], 'gpuBackend "cuda": use nvml, mock or auto'),
         (["--set", "controller.placementPolicy=random"], 'placementPolicy "random"'),
+        (
+            ["--set", "kubeletPlugin.privileged=maybe"],
+            'privileged "maybe": use true, false or auto',
+        ),
     ],
 )
 def test_values_the_chart_refuses_are_refused_with_a_reason(
@@ -146,3 +150,89 @@ def test_host_network_and_extra_env_reach_the_plugin_pod_only_when_set(helm: str
     # After the chart's own variables, so that a user's entry is the one that counts.
     assert container["env"][-1] == {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}
     assert env_of(container)["DRA_DRIVER_GPU_BACKEND"] == "nvml"
+
+
+def test_the_mock_plugin_runs_unprivileged_with_mknod_alone(helm: str) -> None:
+    # privileged: auto. Fake GPUs need no device of the host: root (its directories are
+    # root's) with every capability dropped but CAP_MKNOD, to create the fake device nodes.
+    objects = documents(helm_template(helm, "--values", str(MOCK_VALUES)))
+    daemonset = find_one(objects, "DaemonSet", PLUGIN)
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    context = container_of(daemonset)["securityContext"]
+    assert "privileged" not in context
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["MKNOD"]}
+    assert context["allowPrivilegeEscalation"] is False and context["runAsUser"] == 0
+    # Without the mock backend, unprivileged means no capability at all.
+    objects = documents(helm_template(helm, "--set", "kubeletPlugin.privileged=false"))
+    context = container_of(find_one(objects, "DaemonSet", PLUGIN))["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"]} and "privileged" not in context
+    # And the mock backend may still be run privileged, when asked.
+    objects = documents(
+        helm_template(helm, "--values", str(MOCK_VALUES), "--set", "kubeletPlugin.privileged=true")
+    )
+    context = container_of(find_one(objects, "DaemonSet", PLUGIN))["securityContext"]
+    assert context["privileged"] is True and "capabilities" not in context
+
+
+def test_a_bind_address_value_replaces_the_pod_ip(helm: str) -> None:
+    objects = documents(
+        helm_template(
+            helm,
+            "--set-string",
+            "metrics.bindAddress=[::]",
+            "--set-string",
+            "kubeletPlugin.livenessBindAddress=0.0.0.0",
+        )
+    )
+    plugin = container_of(find_one(objects, "DaemonSet", PLUGIN))
+    settings = plugin_settings_of(objects)
+    assert settings.metrics_address == "[::]:9400"
+    assert settings.liveness_address == "0.0.0.0:51515"
+    assert "POD_IP" not in {v["name"] for v in plugin["env"]}
+    controller = container_of(find_one(objects, "Deployment", CONTROLLER))
+    parsed = controller_settings.parse_settings([], environ=env_of(controller))
+    assert (parsed.metrics_address, parsed.health_address) == ("[::]:8080", "[::]:8081")
+    assert "POD_IP" not in {v["name"] for v in controller["env"]}
+
+
+def test_the_metrics_network_policy_admits_only_the_monitoring_namespace(helm: str) -> None:
+    assert not [o for o in documents(helm_template(helm)) if o["kind"] == "NetworkPolicy"]
+    objects = documents(
+        helm_template(
+            helm,
+            "--set",
+            "metrics.networkPolicy.enabled=true",
+            "--set",
+            "metrics.networkPolicy.namespace=prometheus",
+            "--set",
+            "metrics.networkPolicy.podSelector.matchLabels.app=prometheus",
+        )
+    )
+    for kind, name, port in (
+        ("DaemonSet", PLUGIN, 9400),
+        ("Deployment", CONTROLLER, 8080),
+    ):
+        policy = find_one(objects, "NetworkPolicy", f"{name}-metrics")
+        assert policy["metadata"]["namespace"] == NAMESPACE
+        spec = policy["spec"]
+        # It selects the component's pods, by the labels their template carries.
+        labels = find_one(objects, kind, name)["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+        assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == name
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+        assert rule["from"] == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prometheus"}},
+                "podSelector": {"matchLabels": {"app": "prometheus"}},
+            }
+        ]
+    # Without metrics there is nothing to admit.
+    objects = documents(
+        helm_template(
+            helm, "--set", "metrics.networkPolicy.enabled=true", "--set", "metrics.enabled=false"
+        )
+    )
+    assert not [o for o in objects if o["kind"] == "NetworkPolicy"]

@@ -2,17 +2,22 @@
 
 The plugin's ClusterRole is checked against the client calls in kubelet_plugin/, the
 controller's roles against deploy/controller/rbac.yaml (what test_controller_rbac and the
-cluster tests run with); the admission policy holds the plugin to its own node's slices.
+cluster tests run with); the admission policies hold the plugin to its own node's slices and
+the controller to the writes of its placement (what they refuse and allow on a real API
+server: tests/cluster/test_cluster_controller_policy.py).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import pytest
 from chart_fixtures import (
     CONTROLLER,
     CONTROLLER_RBAC,
     DEFAULT,
+    DRIVER,
     NAMESPACE,
     PLUGIN,
     ROOT,
@@ -26,7 +31,9 @@ from chart_fixtures import (
 )
 
 from agent_kit.kube import RESOURCES
+from api import limits
 from controller import settings as controller_settings
+from controller.placement.marks import Marks
 
 # The plugin reaches the API server only through agent_kit.kube.ClusterClient, whose verbs
 # take the resource first: client.get("nodes", name), self.client.list(\n "resourceslices", ...).
@@ -131,3 +138,65 @@ def test_the_admission_policy_holds_the_plugin_to_its_own_node() -> None:
     variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
     assert "authentication.kubernetes.io/node-name" in variables["userNodeName"]
     assert "oldObject" in variables["objectNodeName"]  # a DELETE has no object
+
+
+def _controller_policy(kind: str, resource: str) -> dict[str, Any]:
+    return find_one(DEFAULT, kind, f"{CONTROLLER}-{resource}")
+
+
+@pytest.mark.parametrize(
+    ("resource", "group"), [("pods", ""), ("resourceclaims", "resource.k8s.io")]
+)
+def test_the_admission_policies_match_every_write_of_the_controller(
+    resource: str, group: str
+) -> None:
+    policy = _controller_policy("ValidatingAdmissionPolicy", resource)
+    binding = _controller_policy("ValidatingAdmissionPolicyBinding", resource)
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    # The resource and every subresource, each operation: whatever RBAC may grant later.
+    assert rule["apiGroups"] == [group]
+    assert rule["resources"] == [resource, f"{resource}/*"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    (condition,) = policy["spec"]["matchConditions"]
+    user = f"system:serviceaccount:{NAMESPACE}:{CONTROLLER}"
+    assert condition["expression"] == f'request.userInfo.username == "{user}"'
+    # The first rule refuses anything but an update; every other looks at updates only.
+    # (The pods' gate rule compares variables that are empty but in an update.)
+    first, *others = policy["spec"]["validations"]
+    assert first["expression"] == "variables.isUpdate"
+    guarded = [v for v in others if "variables.gates ==" not in v["expression"]]
+    assert len(guarded) == len(others) - (resource == "pods")
+    assert all(v["expression"].startswith("!variables.isUpdate ||") for v in guarded)
+
+
+def test_the_admission_policies_name_the_marks_the_controller_writes() -> None:
+    # The chart spells the gate, the annotation and the finalizer out; they must be the
+    # ones controller/placement writes, or the policy refuses the controller's own writes.
+    marks = Marks.of(DRIVER)
+    pods = _controller_policy("ValidatingAdmissionPolicy", "pods")["spec"]
+    gates = next(v for v in pods["validations"] if "oldGates" in v["expression"])
+    assert gates["expression"] == (
+        "variables.gates == variables.oldGates || "
+        f'variables.gates == variables.oldGates.filter(g, g != "{marks.gate}")'
+    )
+    claims = _controller_policy("ValidatingAdmissionPolicy", "resourceclaims")["spec"]
+    text = " ".join(v["expression"] for v in claims["validations"])
+    assert f'"{marks.placed_for}"' in text
+    assert f'"{limits.DELETE_PROTECTION_FINALIZER}"' in text
+    # The status: only the allocation; reservedFor and devices compared to the old object.
+    assert "status.?reservedFor" in text and "status.?devices" in text
+    assert "allocation" in text
+
+
+def test_without_the_controller_there_is_no_controller_policy(helm: str) -> None:
+    objects = documents(helm_template(helm, "--set", "controller.enabled=false"))
+    names = {o["metadata"]["name"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    assert names == {f"{PLUGIN}-resourceslices"}
+    objects = documents(helm_template(helm, "--set", "controllerPolicy.enabled=false"))
+    names = {o["metadata"]["name"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    assert names == {f"{PLUGIN}-resourceslices"}
