@@ -5,7 +5,10 @@ Each object is created with server-side dry-run, so the API server runs its full
 (the ValidatingAdmissionPolicy's CEL expressions are compiled and type-checked, the
 DaemonSet's and Deployment's pod templates validated, the RBAC rules checked) without
 changing the cluster. Namespaced objects go to a fresh namespace in place of dra-driver. The
-DeviceClasses are applied for real by test_cluster_deploy_manifests.
+DeviceClasses are applied for real by test_cluster_deploy_manifests; the optional metrics
+NetworkPolicies (off by default, so not in the manifests) are rendered with helm and
+dry-run too. The controller's admission policies are at work in
+test_cluster_controller_policy.
 
 Then the plugin's ServiceAccount, ClusterRole and ValidatingAdmissionPolicy are installed for
 real (renamed into the test's namespace) and a token bound to a pod on the node writes
@@ -21,7 +24,16 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_access import DEPLOY, ClusterUnderTest, core_api, new_api_client, resource_api
+from cluster_access import (
+    DEPLOY,
+    ClusterUnderTest,
+    core_api,
+    helm_binary,
+    new_api_client,
+    read_json,
+    render_chart,
+    resource_api,
+)
 from kubernetes import client
 
 from e2e.cluster import BUSYBOX_IMAGE
@@ -64,6 +76,34 @@ def test_the_api_server_accepts_every_object(api_client: Any, namespace: str) ->
             continue
         assert created.metadata.name == obj["metadata"]["name"]
     assert not refused, f"{MANIFESTS.name}: " + "\n".join(refused)
+
+
+def test_the_api_server_accepts_the_optional_network_policies(
+    api_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    # Off by default, so not in the manifests: rendered with metrics.networkPolicy on.
+    values = {"metrics": {"networkPolicy": {"enabled": True, "namespace": "prometheus"}}}
+    objects = render_chart(helm_binary(), values, tmp_path)
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    assert sorted(p["metadata"]["name"] for p in policies) == [
+        "dra-driver-controller-metrics",
+        "dra-driver-kubelet-plugin-metrics",
+    ]
+    networking = client.NetworkingV1Api(api_client)
+    for policy in policies:
+        body = {**policy, "metadata": {**policy["metadata"], "namespace": namespace}}
+        try:
+            stored = read_json(
+                networking.create_namespaced_network_policy, namespace, body, dry_run="All"
+            )
+        except client.ApiException as err:
+            pytest.fail(f"{_label(policy)}: {err.status} {err.body}")
+        (rule,) = stored["spec"]["ingress"]
+        assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "prometheus"
+        }
+        port = 9400 if "plugin" in _label(policy) else 8080
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
 
 
 # --- The admission policy at work -----------------------------------------------------------
