@@ -48,10 +48,10 @@ and the unprepare save are fully durable before the kubelet hears of success.
 
 Concurrency: calls for different claims run in parallel, and so do the claims
 of one prepare call (at most 16 at a time, sharing checkpoint saves); calls
-for the same claim UID are serialised by a per-claim lock. A prepare call that outlives the
-kubelet's deadline goes on, but never prepares a claim that a later unprepare
-already reached (:mod:`~kubelet_plugin.driver.ordering`): an unprepare that
-succeeded is never undone. With a ``node_lock`` (two plugin
+for the same claim UID are serialised by a per-claim lock. A prepare call that
+outlives the kubelet's deadline goes on, but never prepares a claim that a
+later unprepare already reached (:mod:`~kubelet_plugin.driver.ordering`): an
+unprepare that succeeded is never undone. With a ``node_lock`` (two plugin
 instances on the node during a rolling update) every call, and the start-up
 recovery, runs holding that lock instead, and first adopts the checkpoint as
 the other instance left it. Checkpoint saves are group-committed:
