@@ -43,7 +43,12 @@ _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 class ManifestBoundError(yaml.YAMLError):
     """A document past a bound of :mod:`api.limits` (size once aliases are expanded, depth,
-    a recursive alias), found before anything of it is built."""
+    a recursive alias), found before anything of it is built. ``obj`` names the object
+    (``claim default/c``) when its kind and name could be read from the nodes."""
+
+    def __init__(self, message: str, obj: str = "") -> None:
+        super().__init__(message)
+        self.obj = obj
 
 
 class _ManifestReading:
@@ -138,6 +143,28 @@ def _list_items(root: yaml.Node) -> list[yaml.Node] | None:
     return None
 
 
+def _node_object(node: yaml.Node) -> str:
+    """The object a node holds, named from its ``kind`` and ``metadata`` scalars, or ""."""
+    if not isinstance(node, yaml.MappingNode):
+        return ""
+    fields = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+    meta = fields.get("metadata")
+    raw: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "kind" and isinstance(value, yaml.ScalarNode):
+            raw["kind"] = value.value
+    if isinstance(meta, yaml.MappingNode):
+        raw["metadata"] = {
+            k.value: v.value
+            for k, v in meta.value
+            if isinstance(k, yaml.ScalarNode)
+            and isinstance(v, yaml.ScalarNode)
+            and k.value in ("name", "namespace")
+            and len(v.value) <= limits.DNS1123_SUBDOMAIN_MAX_LENGTH
+        }
+    return describe(raw) if "kind" in raw else ""
+
+
 def _check_bounds(root: yaml.Node) -> None:
     """Raise ManifestBoundError for a document the API server would refuse to read.
 
@@ -164,7 +191,8 @@ def _check_bounds(root: yaml.Node) -> None:
                 mark = node.start_mark
                 raise ManifestBoundError(
                     f"an alias refers to a node that contains it (line {mark.line + 1}): "
-                    "a recursive structure has no JSON form"
+                    "a recursive structure has no JSON form",
+                    _node_object(root),
                 )
             open_nodes.add(key)
             stack.append((node, True))
@@ -181,13 +209,16 @@ def _check_bounds(root: yaml.Node) -> None:
         if height > limits.MAX_NESTING_DEPTH:
             raise ManifestBoundError(
                 f"nested deeper than {limits.MAX_NESTING_DEPTH} levels "
-                f"(line {node.start_mark.line + 1})"
+                f"(line {node.start_mark.line + 1})",
+                _node_object(root),
             )
         if size > document_limit:
             raise ManifestBoundError(
                 f"too large once aliases are expanded: over {document_limit} bytes of JSON "
-                f"from {text} bytes of text; the API server takes at most "
-                f"{limits.MAX_OBJECT_BYTES} bytes per object"
+                f"at line {node.start_mark.line + 1}, from {text} bytes of text; the API "
+                "server takes at most "
+                f"{limits.MAX_OBJECT_BYTES} bytes per object",
+                _node_object(root),
             )
         heights[key] = height
         sizes[key] = size
@@ -197,7 +228,8 @@ def _check_bounds(root: yaml.Node) -> None:
             where = f"items[{position}] " if items is not None else ""
             raise ManifestBoundError(
                 f"{where}too large: {sizes[id(item)]} bytes as JSON (aliases expanded); the "
-                f"API server takes at most {limits.MAX_OBJECT_BYTES} bytes per object"
+                f"API server takes at most {limits.MAX_OBJECT_BYTES} bytes per object",
+                _node_object(item),
             )
 
 
@@ -256,7 +288,7 @@ def split_documents(text: str, source: str) -> list[Document]:
             loaded.append(data)
     except ManifestBoundError as exc:
         label = f"{source}#{len(loaded)}" if loaded else source
-        raise InvalidInputError(str(exc), source=label) from None
+        raise InvalidInputError(str(exc), source=label, obj=exc.obj) from None
     except RecursionError:
         # Only the pure-Python composer recurses; libyaml stops at its own depth bound.
         raise InvalidInputError(

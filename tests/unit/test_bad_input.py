@@ -44,7 +44,9 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
     path.write_text(alias_bomb())
     for command in ("allocate", "explain"):
         result = run_tool(tmp_path, command, "-f", str(path))
-        assert_refused(result, "bomb.yaml", "aliases", str(limits.MAX_OBJECT_BYTES))
+        assert_refused(
+            result, "bomb.yaml", "class bomb", "aliases", "line 14", str(limits.MAX_OBJECT_BYTES)
+        )
 
 
 @pytest.mark.parametrize("depth", [limits.MAX_NESTING_DEPTH + 1, 5000, 200_000])
@@ -56,7 +58,7 @@ def test_deep_nesting_is_invalid_input_not_a_recursion_error(tmp_path: Path, dep
         + "]" * depth
         + "}\n"
     )
-    assert_refused(run_tool(tmp_path, "allocate", "-f", str(path)), "deep.yaml", "nest")
+    assert_refused(run_tool(tmp_path, "allocate", "-f", str(path)), "deep.yaml", "nest", "line 4")
 
 
 def test_a_recursive_alias_is_invalid_input(tmp_path: Path) -> None:
