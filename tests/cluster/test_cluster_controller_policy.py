@@ -9,6 +9,8 @@ RBAC of deploy/controller/). Then:
 - a pod and a claim are written as that identity with the very patches and status updates
   controller/placement/writing.py makes (allowed) and with others (refused, each with the
   policy's message);
+- ResourceSlices: those of its cluster-level pools (controller/pools.py's marks) are
+  written, a node's or an admin's slice is refused;
 - the real controller, in-process, places a gated pod under the policies: the scheduler
   binds it only if the gate removal and the allocation went through.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ from kubernetes import client
 
 from agent_kit.kube import ApiError, KubernetesClient, load_api_client
 from api import limits
+from controller import pools
 from controller.app import Controller
 from controller.placement.marks import Marks
 
@@ -64,7 +68,7 @@ POLICIES = [
 def test_the_policies_match_the_identity_the_controller_runs_as() -> None:
     assert MARKS.gate == GATE
     kinds = sorted(p["kind"] for p in POLICIES)
-    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
+    assert kinds == ["ValidatingAdmissionPolicy"] * 3 + ["ValidatingAdmissionPolicyBinding"] * 3
     user = f"system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}"
     for policy in POLICIES:
         if policy["kind"] == "ValidatingAdmissionPolicy":
@@ -279,3 +283,71 @@ def test_the_controller_places_a_gated_pod_under_the_policies(
     pod = read_json(_core(api).read_namespaced_pod, "placed", ns)
     assert claim["metadata"]["annotations"][MARKS.placed_for] == pod["metadata"]["uid"]
     assert claim["status"]["allocation"]["devices"]["results"][0]["pool"] == node
+
+
+def _slice(name: str, *, node: str | None = None, labelled: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "driver": DRIVER,
+        "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+        "devices": [],
+    }
+    if node is None:
+        spec["allNodes"] = True
+    else:
+        spec["nodeName"] = node
+    labels = {pools.MANAGED_BY_LABEL: pools.MANAGED_BY} if labelled else {}
+    return {"metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def test_the_controller_writes_only_the_slices_of_its_cluster_pools(
+    local_cluster: ClusterUnderTest,
+    as_controller: KubernetesClient,
+) -> None:
+    api = as_controller
+    admin = _resources(local_cluster.api_client)
+    prefix = f"policy-{uuid.uuid4().hex[:6]}"
+    # A node's slice (the kubelet plugin's): refused, once the policy is enforced.
+    tries = itertools.count()
+
+    def refused() -> str | None:
+        name = f"{prefix}-node-{next(tries)}"
+        refusal = _refusal(
+            lambda: api.create("resourceslices", _slice(name, node=local_cluster.node_name))
+        )
+        if refusal is None:
+            admin.delete_resource_slice(name)
+        return refusal
+
+    refusal: str = wait_for(
+        "the controller policy on resourceslices to be enforced",
+        refused,
+        cluster=local_cluster,
+        timeout_s=30,
+    )
+    assert "may write only the ResourceSlices of its cluster-level pools" in refusal, refusal
+    # A nodeless slice without the controller's label (an admin's): neither created nor
+    # deleted, nor taken over by an update.
+    ours_only = "may write only the ResourceSlices of its cluster-level pools"
+    refusal = _refusal(lambda: api.create("resourceslices", _slice(f"{prefix}-x", labelled=False)))
+    assert refusal is not None and ours_only in refusal, refusal
+    admin.create_resource_slice(_slice(f"{prefix}-admin", labelled=False))
+    try:
+        refusal = _refusal(lambda: api.delete("resourceslices", f"{prefix}-admin"))
+        assert refusal is not None and ours_only in refusal, refusal
+        # (The controller's role has no get on slices: read as the admin.)
+        taken = read_json(admin.read_resource_slice, f"{prefix}-admin")
+        taken["metadata"]["labels"] = {pools.MANAGED_BY_LABEL: pools.MANAGED_BY}
+        refusal = _refusal(lambda: api.replace("resourceslices", taken))
+        assert refusal is not None and ours_only in refusal, refusal
+    finally:
+        admin.delete_resource_slice(f"{prefix}-admin")
+    # Its own pool's slice (controller/pools.py's marks): created, updated, deleted.
+    created = api.create("resourceslices", _slice(f"{prefix}-pool"))
+    created["spec"]["pool"]["generation"] = 2
+    api.replace("resourceslices", created)
+    # And not turned into a node's (by the API server or the policy: nodeName is immutable).
+    moved = read_json(admin.read_resource_slice, f"{prefix}-pool")
+    del moved["spec"]["allNodes"]
+    moved["spec"]["nodeName"] = local_cluster.node_name
+    assert _refusal(lambda: api.replace("resourceslices", moved))
+    api.delete("resourceslices", f"{prefix}-pool")

@@ -55,6 +55,8 @@ def test_the_manifests_hold_both_components_and_their_access() -> None:
             ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-pods"),
             ("ValidatingAdmissionPolicy", f"{CONTROLLER}-resourceclaims"),
             ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-resourceclaims"),
+            ("ValidatingAdmissionPolicy", f"{CONTROLLER}-resourceslices"),
+            ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-resourceslices"),
             ("DeviceClass", DRIVER),
             ("DeviceClass", f"timeslicing.{DRIVER}"),
             ("DeviceClass", f"mps.{DRIVER}"),

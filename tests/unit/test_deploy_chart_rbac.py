@@ -32,6 +32,7 @@ from chart_fixtures import (
 
 from agent_kit.kube import RESOURCES
 from api import limits
+from controller import pools
 from controller import settings as controller_settings
 from controller.placement.marks import Marks
 
@@ -191,6 +192,27 @@ def test_the_admission_policies_name_the_marks_the_controller_writes() -> None:
     # The status: only the allocation; reservedFor and devices compared to the old object.
     assert "status.?reservedFor" in text and "status.?devices" in text
     assert "allocation" in text
+
+
+def test_the_controller_writes_only_the_slices_of_its_cluster_pools() -> None:
+    policy = _controller_policy("ValidatingAdmissionPolicy", "resourceslices")
+    binding = _controller_policy("ValidatingAdmissionPolicyBinding", "resourceslices")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["resourceslices"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"system:serviceaccount:{NAMESPACE}:{CONTROLLER}" in condition["expression"]
+    # The marks of controller/pools.py's slices; an update is judged on both objects.
+    (validation,) = policy["spec"]["validations"]
+    text = validation["expression"]
+    assert f'"{DRIVER}"' in text and "!s.spec.?nodeName.hasValue()" in text
+    assert f"'{pools.MANAGED_BY_LABEL}'" in text and f"'{pools.MANAGED_BY}'" in text
+    (variable,) = policy["spec"]["variables"]
+    assert "[object, oldObject]" in variable["expression"]
 
 
 def test_without_the_controller_there_is_no_controller_policy(helm: str) -> None:
