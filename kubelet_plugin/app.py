@@ -251,6 +251,7 @@ class NodeAgent:
 
         metrics = self.metrics
         metrics.track_prepared(lambda: _prepared_devices(driver))
+        metrics.track_cleanup_pending(lambda: len(driver.cleanup_pending()))
         device_names = published_device_names(settings, inventory)
         metrics.published_devices.set(len(device_names))
         if settings.metrics_address is not None:
@@ -335,6 +336,8 @@ class NodeAgent:
         if self.server is not None:
             steps.append(("gRPC servers", self.server.stop))
         steps.append(("background threads", self._join_threads))
+        if self.driver is not None:
+            steps.append(("driver", self.driver.close))
         if self.metrics_server is not None:
             steps.append(("metrics endpoint", self.metrics_server.stop))
         close = getattr(self.backend, "close", None)

@@ -108,6 +108,11 @@ class PluginMetrics:
             "Published devices carrying a taint.",
             registry=self.registry,
         )
+        self.cleanup_pending = Gauge(
+            "dra_driver_cleanup_pending_claims",
+            "Failed prepares whose CDI spec could not be removed yet (retried every 30 s).",
+            registry=self.registry,
+        )
         self.health_events = Counter(
             "dra_driver_health_events",
             "GPU health events by kind and what they did.",
@@ -130,6 +135,10 @@ class PluginMetrics:
         self.prepared_devices.set_function(
             lambda: float(sum(len(devices) for devices in prepared().values()))
         )
+
+    def track_cleanup_pending(self, count: Callable[[], int]) -> None:
+        """Read the cleanup-pending gauge from ``count`` at each scrape."""
+        self.cleanup_pending.set_function(lambda: float(count()))
 
     def track_tainted(self, count: Callable[[], int]) -> None:
         """Read the tainted-devices gauge from ``count`` at each scrape."""

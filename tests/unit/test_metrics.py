@@ -116,8 +116,10 @@ def test_a_call_that_raises_is_counted_and_the_error_passes_through(
 def test_gauges_read_their_sources_at_each_scrape(metrics: PluginMetrics) -> None:
     prepared: dict[str, Sequence[object]] = {"uid-1": ["gpu-0", "gpu-1"]}
     tainted = [0]
+    pending = [0]
     metrics.track_prepared(lambda: prepared)
     metrics.track_tainted(lambda: tainted[0])
+    metrics.track_cleanup_pending(lambda: pending[0])
     metrics.published_devices.set(52)
 
     assert value(metrics, "dra_driver_prepared_claims") == 1
@@ -127,6 +129,9 @@ def test_gauges_read_their_sources_at_each_scrape(metrics: PluginMetrics) -> Non
     assert value(metrics, "dra_driver_prepared_claims") == 2
     assert value(metrics, "dra_driver_prepared_devices") == 3
     assert value(metrics, "dra_driver_tainted_devices") == 7
+    assert value(metrics, "dra_driver_cleanup_pending_claims") == 0
+    pending[0] = 2
+    assert value(metrics, "dra_driver_cleanup_pending_claims") == 2
     assert value(metrics, "dra_driver_published_devices") == 52
 
 
