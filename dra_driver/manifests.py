@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, NoReturn, TextIO
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -120,14 +121,6 @@ _ManifestLoader.add_implicit_resolver(
 )
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
 def _list_items(root: yaml.Node) -> list[yaml.Node] | None:
     """The ``items`` of a ``kind: ...List`` document: each is one object to the API server."""
     if not isinstance(root, yaml.MappingNode):
@@ -168,66 +161,67 @@ def _node_object(node: yaml.Node) -> str:
 def _check_bounds(root: yaml.Node) -> None:
     """Raise ManifestBoundError for a document the API server would refuse to read.
 
-    Walks the node graph once, iteratively (no recursion, whatever the depth), giving each
-    node its nesting height and its size as compact JSON once every alias is expanded,
-    memoised per node, so a node an alias repeats is measured once. Bounds: the object (the
-    document, or each item of a List) at most ``limits.MAX_OBJECT_BYTES`` expanded; the whole
-    document at most that or twice its own text; ``limits.MAX_NESTING_DEPTH`` levels; no
-    alias inside the node it names.
+    Gives each collection node its nesting height and its size as compact JSON once every
+    alias is expanded, memoised per node, so a node that aliases repeat is measured once
+    (scalars are counted inline). Bounds: the object (the document, or each item of a List)
+    at most ``limits.MAX_OBJECT_BYTES`` expanded; the whole document at most that or twice
+    its own text; ``limits.MAX_NESTING_DEPTH`` levels; no alias inside the node it names.
+    The walk recurses at most ``MAX_NESTING_DEPTH`` deep, well within Python's limit.
     """
     text = root.end_mark.index - root.start_mark.index
     document_limit = max(limits.MAX_OBJECT_BYTES, 2 * text)
-    heights: dict[int, int] = {}
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}
+    """id(collection node) -> (size, height)."""
     open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, closing = stack.pop()
+    scalar = yaml.ScalarNode
+
+    def fail(message: str, node: yaml.Node) -> NoReturn:
+        raise ManifestBoundError(f"{message} (line {node.start_mark.line + 1})", _node_object(root))
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
         key = id(node)
-        if not closing:
-            if key in sizes:
-                continue
+        known = measured.get(key)
+        if known is None:
             if key in open_nodes:
-                mark = node.start_mark
-                raise ManifestBoundError(
-                    f"an alias refers to a node that contains it (line {mark.line + 1}): "
-                    "a recursive structure has no JSON form",
-                    _node_object(root),
-                )
+                fail("an alias refers to a node that contains it: no JSON form", node)
+            if depth >= limits.MAX_NESTING_DEPTH:
+                fail(f"nested deeper than {limits.MAX_NESTING_DEPTH} levels", node)
             open_nodes.add(key)
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node))
-            continue
-        open_nodes.discard(key)
-        children = _children(node)
-        height = 1 + max((heights[id(c)] for c in children), default=0)
-        if isinstance(node, yaml.ScalarNode):
-            size = len(node.value) + 2
-        else:
-            # Brackets and separators: a comma between items, a colon and comma per pair.
-            size = 2 + sum(sizes[id(c)] for c in children) + len(children)
-        if height > limits.MAX_NESTING_DEPTH:
-            raise ManifestBoundError(
-                f"nested deeper than {limits.MAX_NESTING_DEPTH} levels "
-                f"(line {node.start_mark.line + 1})",
-                _node_object(root),
-            )
-        if size > document_limit:
-            raise ManifestBoundError(
-                f"too large once aliases are expanded: over {document_limit} bytes of JSON "
-                f"at line {node.start_mark.line + 1}, from {text} bytes of text; the API "
-                "server takes at most "
-                f"{limits.MAX_OBJECT_BYTES} bytes per object",
-                _node_object(root),
-            )
-        heights[key] = height
-        sizes[key] = size
+            value = node.value
+            mapping = node.__class__ is not yaml.SequenceNode
+            parts = chain.from_iterable(value) if mapping else value
+            # Brackets, and a separator per item (comma, or colon and comma per pair).
+            size, height = 2 + len(value) * (2 if mapping else 1), 1
+            for part in parts:
+                if part.__class__ is scalar:
+                    size += len(part.value) + 2
+                else:
+                    part_size, part_height = measure(part, depth + 1)
+                    size += part_size
+                    height = max(height, part_height + 1)
+            open_nodes.discard(key)
+            if size > document_limit:
+                fail(
+                    f"too large once aliases are expanded: over {document_limit} bytes of "
+                    f"JSON from {text} bytes of text; the API server takes at most "
+                    f"{limits.MAX_OBJECT_BYTES} bytes per object",
+                    node,
+                )
+            known = measured[key] = (size, height)
+        elif depth + known[1] > limits.MAX_NESTING_DEPTH:
+            fail(f"nested deeper than {limits.MAX_NESTING_DEPTH} levels", node)
+        return known
+
+    if isinstance(root, scalar):
+        return
+    measure(root, 1)
     items = _list_items(root)
     for position, item in enumerate(items if items is not None else [root]):
-        if sizes[id(item)] > limits.MAX_OBJECT_BYTES:
+        size = measured[id(item)][0] if not isinstance(item, scalar) else len(item.value)
+        if size > limits.MAX_OBJECT_BYTES:
             where = f"items[{position}] " if items is not None else ""
             raise ManifestBoundError(
-                f"{where}too large: {sizes[id(item)]} bytes as JSON (aliases expanded); the "
+                f"{where}too large: {size} bytes as JSON (aliases expanded); the "
                 f"API server takes at most {limits.MAX_OBJECT_BYTES} bytes per object",
                 _node_object(item),
             )
