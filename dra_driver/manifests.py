@@ -9,7 +9,7 @@ field; kinds the tools do not use are skipped with a warning.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -67,9 +67,40 @@ class _ManifestReading:
 
     bool_values: ClassVar[dict[str, bool]] = {**SafeConstructor.bool_values, "y": True, "n": False}
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """SafeConstructor's, with each key as kubectl's YAML to JSON conversion writes it:
+        a JSON string (``on:`` and ``y:`` are the boolean true to YAML 1.1, so the key
+        "true"; ``1:`` the key "1"), converted before insertion so that 1 and true, equal
+        in Python, stay two keys."""
+        self.flatten_mapping(node)  # type: ignore[attr-defined]  # merge keys (<<)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[attr-defined]
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                )
+            value = self.construct_object(value_node, deep=deep)  # type: ignore[attr-defined]
+            mapping[key if key.__class__ is str else _json_key(key)] = value
+        return mapping
+
     def construct_document(self, node: yaml.Node) -> Any:
         _check_bounds(node)
         return super().construct_document(node)  # type: ignore[misc]
+
+
+def _json_key(key: object) -> object:
+    """A mapping key as sigs.k8s.io/yaml writes it in JSON; other keys stay (and fail)."""
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int | float):
+        return repr(key) if isinstance(key, float) else str(key)
+    if key is None:
+        return "null"
+    return key
 
 
 if yaml.__with_libyaml__:

@@ -79,3 +79,16 @@ def test_a_misspelt_node_field_is_unknown_unless_lenient() -> None:
     assert "node n1: spec.unschedulabel: unknown field" in str(caught.value)
     inventory = load_inventory(split_documents(text, "node.yaml"), lenient=True)
     assert inventory.warnings == ["node.yaml: node n1: spec.unschedulabel: unknown field"]
+
+
+def test_scalar_keys_become_json_strings_and_yaml_1_1_booleans_are_booleans() -> None:
+    # As kubectl's YAML to JSON conversion: y/n/yes/no/on/off are booleans, and a key that
+    # is not a string is written as its JSON text.
+    (document,) = split_documents("a: {y: n, 0: 5Gi, on: yes}\nb: [Y, N, off, 'y']\n", "f.yaml")
+    assert document.data == {"a": {"true": True, "0": "5Gi"}, "b": [True, False, False, "y"]}
+
+
+def test_label_keys_that_are_not_strings_read_as_kubectl_sends_them() -> None:
+    text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {1: a, on: b}}\n"
+    (node,) = load_inventory(split_documents(text, "node.yaml")).nodes
+    assert node.metadata.labels == {"1": "a", "true": "b"}
