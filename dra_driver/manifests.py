@@ -68,12 +68,15 @@ class _ManifestReading:
     bool_values: ClassVar[dict[str, bool]] = {**SafeConstructor.bool_values, "y": True, "n": False}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        """SafeConstructor's, with each key as kubectl's YAML to JSON conversion writes it:
-        a JSON string (``on:`` and ``y:`` are the boolean true to YAML 1.1, so the key
-        "true"; ``1:`` the key "1"), converted before insertion so that 1 and true, equal
-        in Python, stay two keys."""
+        """SafeConstructor's, as kubectl reads a mapping: each key becomes a JSON string
+        (``on:`` and ``y:`` are the boolean true to YAML 1.1, so the key "true"; ``1:`` the
+        key "1"), converted before insertion so that 1 and true, equal in Python, stay two
+        keys; and a key given twice is an error ("mapping key ... already defined"), not
+        the last one silently winning. Keys merged in with ``<<`` may be overridden."""
+        own = {id(key_node) for key_node, _ in node.value}
         self.flatten_mapping(node)  # type: ignore[attr-defined]  # merge keys (<<)
         mapping: dict[Any, Any] = {}
+        lines: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[attr-defined]
             if not isinstance(key, Hashable):
@@ -83,8 +86,18 @@ class _ManifestReading:
                     "found unhashable key",
                     key_node.start_mark,
                 )
-            value = self.construct_object(value_node, deep=deep)  # type: ignore[attr-defined]
-            mapping[key if key.__class__ is str else _json_key(key)] = value
+            if key.__class__ is not str:
+                key = _json_key(key)
+            if id(key_node) in own:
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f'mapping key "{key}" already defined at line {lines[key]}',
+                        key_node.start_mark,
+                    )
+                lines[key] = key_node.start_mark.line + 1
+            mapping[key] = self.construct_object(value_node, deep=deep)  # type: ignore[attr-defined]
         return mapping
 
     def construct_document(self, node: yaml.Node) -> Any:

@@ -111,6 +111,24 @@ def _cases() -> Iterator[Case]:
         ("Nodes", "v1 Node"),
     )
 
+    yield Case(
+        "duplicate-key",
+        (CLASS, SLICE, edit(CLAIM, "    - name: gpu\n", "    - name: gpu\n      name: gpu2\n")),
+        ("line 27", 'mapping key "name" already defined at line 26'),
+    )
+    yield Case(
+        "annotation-10MB",
+        (
+            CLASS,
+            SLICE,
+            edit(
+                CLAIM,
+                "namespace: default}",
+                f"namespace: default, annotations: {{note: {'x' * (10 * 1024 * 1024)}}}}}",
+            ),
+        ),
+        (CLAIM_0, "too large", "3145728"),
+    )
     # Claims: the API server's strict decoding and validation.
     yield case(
         "unknown-field",
@@ -545,14 +563,18 @@ CASES = list(_cases())
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Run]:
     """Every case through both tools, four children at a time."""
 
-    def one(job: tuple[Case, str]) -> tuple[tuple[str, str], Run]:
-        case, command = job
-        folder = tmp_path_factory.mktemp(f"{case.id}-{command}")
+    def one(job: tuple[Case, str, Path]) -> tuple[tuple[str, str], Run]:
+        case, command, folder = job
         path = folder / "input.yaml"
         path.write_text("---\n".join(case.docs))
         return (case.id, command), run_tool(folder, command, "-f", str(path))
 
-    jobs = [(case, command) for case in CASES for command in COMMANDS]
+    # Folders made here, one thread: mktemp's numbering is not thread-safe.
+    jobs = [
+        (case, command, tmp_path_factory.mktemp(f"{case.id}-{command}"))
+        for case in CASES
+        for command in COMMANDS
+    ]
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, jobs))
 

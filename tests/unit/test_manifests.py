@@ -84,11 +84,21 @@ def test_a_misspelt_node_field_is_unknown_unless_lenient() -> None:
 def test_scalar_keys_become_json_strings_and_yaml_1_1_booleans_are_booleans() -> None:
     # As kubectl's YAML to JSON conversion: y/n/yes/no/on/off are booleans, and a key that
     # is not a string is written as its JSON text.
-    (document,) = split_documents("a: {y: n, 0: 5Gi, on: yes}\nb: [Y, N, off, 'y']\n", "f.yaml")
-    assert document.data == {"a": {"true": True, "0": "5Gi"}, "b": [True, False, False, "y"]}
+    (document,) = split_documents("a: {y: n, 0: 5Gi, off: yes}\nb: [Y, N, on, 'y']\n", "f.yaml")
+    assert document.data == {
+        "a": {"true": False, "0": "5Gi", "false": True},
+        "b": [True, False, True, "y"],
+    }
 
 
 def test_label_keys_that_are_not_strings_read_as_kubectl_sends_them() -> None:
     text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {1: a, on: b}}\n"
     (node,) = load_inventory(split_documents(text, "node.yaml")).nodes
     assert node.metadata.labels == {"1": "a", "true": "b"}
+
+
+def test_a_key_given_twice_is_an_error_but_a_merged_key_may_be_overridden() -> None:
+    with pytest.raises(InvalidInputError, match='mapping key "name" already defined at line 1'):
+        split_documents("name: a\nname: b\n", "f.yaml")
+    (document,) = split_documents("base: &b {x: 1, z: 2}\nm: {<<: *b, x: 3}\n", "f.yaml")
+    assert document.data["m"] == {"x": 3, "z": 2}
