@@ -41,7 +41,7 @@ class Semver:
             raise ValueError(f"version must be a string, not {type(text).__name__}")
         if normalize:
             text = _normalize(text)
-        match = _STRICT_RE.match(text)
+        match = _STRICT_RE.fullmatch(text)
         if match is None:
             raise ValueError(
                 f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], "
@@ -88,7 +88,7 @@ class Semver:
 
 
 def _normalize(text: str) -> str:
-    match = _LOOSE_CORE_RE.match(text)
+    match = _LOOSE_CORE_RE.fullmatch(text)
     if match is None:
         return text
     major, minor, patch, rest = match.groups()

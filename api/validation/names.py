@@ -31,13 +31,13 @@ _DNS1123_SUBDOMAIN_RULE: Final = (
 
 def is_dns1123_label(value: str) -> bool:
     """RFC 1123 label: ``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, at most 63 characters."""
-    return len(value) <= limits.DNS1123_LABEL_MAX_LENGTH and bool(_DNS1123_LABEL_RE.match(value))
+    return len(value) <= limits.DNS1123_LABEL_MAX_LENGTH and bool(_DNS1123_LABEL_RE.fullmatch(value))
 
 
 def is_dns1123_subdomain(value: str) -> bool:
     """RFC 1123 subdomain: dot-separated labels, at most 253 characters."""
     return len(value) <= limits.DNS1123_SUBDOMAIN_MAX_LENGTH and bool(
-        _DNS1123_SUBDOMAIN_RE.match(value)
+        _DNS1123_SUBDOMAIN_RE.fullmatch(value)
     )
 
 
@@ -59,7 +59,7 @@ def _driver_name_problem(value: str) -> str | None:
     if len(value) > limits.DRIVER_NAME_MAX_LENGTH:
         return f"must be at most {limits.DRIVER_NAME_MAX_LENGTH} characters, not {len(value)}"
     # Same rule as CSI driver names: a DNS subdomain once lower-cased.
-    if not _DNS1123_SUBDOMAIN_RE.match(value.lower()):
+    if not _DNS1123_SUBDOMAIN_RE.fullmatch(value.lower()):
         return "must be a DNS subdomain such as gpu.example.com"
     return None
 
@@ -130,7 +130,7 @@ def _qualified_attribute_name_problems(name: str, fully_qualified: bool) -> tupl
         problems.append(
             f"identifier must be at most {limits.DEVICE_MAX_ID_LENGTH} characters, not {len(ident)}"
         )
-    elif not _C_IDENTIFIER_RE.match(ident):
+    elif not _C_IDENTIFIER_RE.fullmatch(ident):
         problems.append(
             "identifier must be a C identifier (letters, digits and '_', not starting with a digit)"
         )
@@ -144,7 +144,7 @@ def _k8s_qualified_name_problem(value: str) -> str | None:
         return "the prefix before '/' must be a DNS subdomain"
     if not name or len(name) > limits.QUALIFIED_NAME_MAX_LENGTH:
         return f"the name part must be 1 to {limits.QUALIFIED_NAME_MAX_LENGTH} characters"
-    if not _QUALIFIED_NAME_PART_RE.match(name):
+    if not _QUALIFIED_NAME_PART_RE.fullmatch(name):
         return (
             "the name part must consist of alphanumerics, '-', '_' or '.', "
             "starting and ending with an alphanumeric"
@@ -162,7 +162,7 @@ def _check_k8s_qualified_name(errors: Errors, path: Path, value: str | None, wha
 def _check_label_value(errors: Errors, path: Path, value: str | None) -> None:
     if not value:
         return
-    if len(value) > limits.LABEL_VALUE_MAX_LENGTH or not _QUALIFIED_NAME_PART_RE.match(value):
+    if len(value) > limits.LABEL_VALUE_MAX_LENGTH or not _QUALIFIED_NAME_PART_RE.fullmatch(value):
         _error(
             errors,
             path,

@@ -15,7 +15,8 @@ def test_strict_accepts_semver(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["1.2", "v1.2.3", "01.2.3", "1.02.3", "1.2.3-01", "1.2.3.4", "", "a.b.c", "1.2.3-"]
+    "text",
+    ["1.2", "v1.2.3", "01.2.3", "1.02.3", "1.2.3-01", "1.2.3.4", "", "a.b.c", "1.2.3-", "1.2.3\n"],
 )
 def test_strict_rejects_non_semver(text: str) -> None:
     with pytest.raises(ValueError, match="not a semantic version"):

@@ -28,6 +28,8 @@ from api.validation import is_dns1123_label, is_dns1123_subdomain
         ("a" * 64, False, True),
         (".".join(["a" * 63] * 4), False, False),
         ("", False, False),
+        ("gpu-0\n", False, False),
+        ("gpu.example.com\n", False, False),
     ],
 )
 def test_dns_name_rules(value: str, label: bool, subdomain: bool) -> None:
