@@ -31,7 +31,9 @@ _DNS1123_SUBDOMAIN_RULE: Final = (
 
 def is_dns1123_label(value: str) -> bool:
     """RFC 1123 label: ``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, at most 63 characters."""
-    return len(value) <= limits.DNS1123_LABEL_MAX_LENGTH and bool(_DNS1123_LABEL_RE.fullmatch(value))
+    return len(value) <= limits.DNS1123_LABEL_MAX_LENGTH and bool(
+        _DNS1123_LABEL_RE.fullmatch(value)
+    )
 
 
 def is_dns1123_subdomain(value: str) -> bool:
