@@ -5,6 +5,8 @@ from a valid class, slice and claim in one place. Both tools, each a child proce
 exit 2 with a message naming the file, the object and the field (or, for a document that
 does not parse, where it stops), print no traceback and stay under 200 MB of RSS. The runs
 go in parallel, once per module; each case is then its own test.
+
+One module on purpose (about 600 lines): one table of cases, read as one catalogue.
 """
 
 from __future__ import annotations
