@@ -57,6 +57,8 @@ def test_the_manifests_hold_both_components_and_their_access() -> None:
             ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-resourceclaims"),
             ("ValidatingAdmissionPolicy", f"{CONTROLLER}-resourceslices"),
             ("ValidatingAdmissionPolicyBinding", f"{CONTROLLER}-resourceslices"),
+            ("ValidatingAdmissionPolicy", "dra-driver-gpu-configs"),
+            ("ValidatingAdmissionPolicyBinding", "dra-driver-gpu-configs"),
             ("DeviceClass", DRIVER),
             ("DeviceClass", f"timeslicing.{DRIVER}"),
             ("DeviceClass", f"mps.{DRIVER}"),

@@ -216,9 +216,10 @@ def test_the_controller_writes_only_the_slices_of_its_cluster_pools() -> None:
 
 
 def test_without_the_controller_there_is_no_controller_policy(helm: str) -> None:
+    # The GpuConfig policy is no agent's: it stays (tests/unit/test_deploy_chart_config_policy.py).
     objects = documents(helm_template(helm, "--set", "controller.enabled=false"))
     names = {o["metadata"]["name"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
-    assert names == {f"{PLUGIN}-resourceslices"}
+    assert names == {f"{PLUGIN}-resourceslices", "dra-driver-gpu-configs"}
     objects = documents(helm_template(helm, "--set", "controllerPolicy.enabled=false"))
     names = {o["metadata"]["name"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
-    assert names == {f"{PLUGIN}-resourceslices"}
+    assert names == {f"{PLUGIN}-resourceslices", "dra-driver-gpu-configs"}

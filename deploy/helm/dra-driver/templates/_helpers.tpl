@@ -37,3 +37,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: DRA_DRIVER_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 {{- end -}}
+
+{{/* CEL: the JSON type of the value of expression . in the words of the CLI's messages. */}}
+{{- define "dra-driver.celTypeName" -}}
+(type({{ . }}) == null_type ? 'null' : type({{ . }}) == bool ? 'boolean' : (type({{ . }}) == int || type({{ . }}) == uint || type({{ . }}) == double) ? 'number' : type({{ . }}) == string ? 'string' : type({{ . }}) == list ? 'list' : 'object')
+{{- end -}}
+
+{{/* CEL: true when the value of expression . is not a quantity (a quantity string or a number). */}}
+{{- define "dra-driver.celNotQuantity" -}}
+!((type({{ . }}) == int || type({{ . }}) == double) || (type({{ . }}) == string && isQuantity({{ . }})))
+{{- end -}}
+
+{{/* CEL: why the value of expression . is not a quantity. */}}
+{{- define "dra-driver.celQuantityError" -}}
+(type({{ . }}) == string ? 'quantity \'' + {{ . }} + '\' is not a quantity such as 10Gi, 512Mi or 1.5' : 'must be a quantity: a string such as "80Gi" or a number, not ' + {{ include "dra-driver.celTypeName" . }})
+{{- end -}}
+
+{{/* CEL: true when the quantity (string or number) of expression . is zero or negative. */}}
+{{- define "dra-driver.celNotPositive" -}}
+!quantity(type({{ . }}) == string ? {{ . }} : string({{ . }})).isGreaterThan(quantity('0'))
+{{- end -}}
