@@ -3,13 +3,14 @@
 The file is JSON::
 
     {
-      "version": 1,
+      "version": 2,
       "claims": {
         "<claim uid>": {
           "namespace": "default", "name": "train-0",
           "state": "PrepareCompleted",
           "bootId": "5a0c...",
           "cdiSpecPath": "/var/run/cdi/gpu.dra-driver.io-<uid>.json",
+          "cdiSpecDigest": "sha256:9f86d0...",
           "devices": [
             {"requests": ["gpu"], "pool": "node-a", "device": "gpu-0",
              "cdiDeviceIds": ["gpu.dra-driver.io/gpu=<uid>-gpu-0"],
@@ -41,16 +42,30 @@ crash left half made; the UUID and capability nodes are recorded once it exists.
 The ``mig`` field is optional, so files written before it existed still read
 as version 1.
 
+``cdiSpecDigest`` (version 2) is the :func:`spec_digest` of the exact bytes of
+the claim's CDI spec as the plugin wrote them: re-prepare and start-up compare
+the file with it and write the spec again from the entry when someone else
+changed it. It is absent while ``PrepareStarted`` and in entries read from
+version 1; the plugin writes such a spec again once and records its digest.
+
 Compatibility: :func:`decode_checkpoint` reads the current version and every
 older one for which :data:`UPGRADES` has a step (each step turns version N
-into N+1). A newer version is refused with :class:`CheckpointVersionError` so
-a downgraded plugin never rewrites state it does not understand.
+into N+1). Any other version, newer (a downgrade) or older than the oldest
+step, is refused with :class:`CheckpointVersionError`, which is not
+corruption: the file parses, and the claims it records hold GPUs, so the
+plugin must neither rewrite it nor move it aside.
+
+Why version 2 for an optional field: the models forbid unknown fields, so a
+version-1 plugin would read ``cdiSpecDigest`` as corruption and move the file
+aside; with the bump it refuses the file as a newer version and leaves it be.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -73,27 +88,48 @@ __all__ = [
     "decode_checkpoint",
     "encode_checkpoint",
     "encode_claim_entry",
+    "spec_digest",
 ]
 
 #: The schema version this code writes.
-CHECKPOINT_VERSION: Final = 1
+CHECKPOINT_VERSION: Final = 2
 
 ClaimState: TypeAlias = Literal["PrepareStarted", "PrepareCompleted"]
 
 #: Turns a decoded document of version N into one of version N+1.
 Upgrade: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
 
-#: Upgrade steps by the version they read. Version 1 is the first, so none yet;
-#: a change to the schema bumps CHECKPOINT_VERSION and adds the step from the old one.
-UPGRADES: Final[Mapping[int, Upgrade]] = {}
+
+def _upgrade_from_1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: ``cdiSpecDigest`` is new and optional; the entries stay as they are."""
+    return {**document, "version": 2}
+
+
+#: Upgrade steps by the version they read; a change to the schema bumps
+#: CHECKPOINT_VERSION and adds the step from the old one. Version 1 is the first.
+UPGRADES: Final[Mapping[int, Upgrade]] = {1: _upgrade_from_1}
 
 
 class CheckpointVersionError(CheckpointError):
-    """The checkpoint was written by a newer version of the plugin (a downgrade).
+    """The checkpoint is of a version this plugin does not read: newer (a downgrade),
+    or older than the oldest it has an upgrade step for.
 
-    Not corrupt: the plugin refuses to start and leaves the file alone; upgrading
-    again, or removing the file by hand, is the fix.
+    Not corrupt: the plugin refuses to start (exit status 1) and leaves the file
+    alone, whatever it holds, so no GPU a prepared claim holds is forgotten.
+    Retrying does not help; running a plugin that reads the version (rolling
+    forward), or draining the node and moving the file aside, does.
+    ``version`` is the file's; ``path`` is set once the store knows the file.
     """
+
+    def __init__(self, message: str, *, version: int, path: Path | None = None) -> None:
+        self.version = version
+        self.path = path
+        super().__init__(message)
+
+
+def spec_digest(content: bytes) -> str:
+    """What ``cdiSpecDigest`` records for a spec file's bytes: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 class _CheckpointModel(BaseModel):
@@ -162,6 +198,8 @@ class ClaimEntry(_CheckpointModel):
     """Boot in which the state was reached (``/proc/sys/kernel/random/boot_id``)."""
     cdi_spec_path: str
     devices: tuple[DeviceRecord, ...]
+    cdi_spec_digest: str | None = None
+    """:func:`spec_digest` of the spec as written; None before it is (or from version 1)."""
 
 
 class Checkpoint(_CheckpointModel):
@@ -199,9 +237,10 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
 def decode_checkpoint(data: bytes, *, upgrades: Mapping[int, Upgrade] = UPGRADES) -> Checkpoint:
     """Read a checkpoint of the current version or of an older one that ``upgrades`` covers.
 
-    Raises CheckpointVersionError for a version newer than this code, and
-    CheckpointError for anything else that is not a checkpoint (not JSON, no
-    version, a version without an upgrade path, a field of the wrong type).
+    Raises CheckpointVersionError for a version newer than this code or older
+    than the oldest step of ``upgrades``, and CheckpointError for anything else
+    that is not a checkpoint (not JSON, no integer version, a field of the
+    wrong type).
     """
     try:
         document = json.loads(data)
@@ -212,19 +251,21 @@ def decode_checkpoint(data: bytes, *, upgrades: Mapping[int, Upgrade] = UPGRADES
     version = document.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise CheckpointError(f"checkpoint has no integer version field (version: {version!r})")
+    oldest = _oldest_readable(upgrades)
     if version > CHECKPOINT_VERSION:
         raise CheckpointVersionError(
             f"checkpoint version {version} was written by a newer plugin; this one reads "
-            f"versions up to {CHECKPOINT_VERSION}: upgrade the plugin again"
+            f"versions {oldest} to {CHECKPOINT_VERSION}",
+            version=version,
+        )
+    if version < oldest:
+        raise CheckpointVersionError(
+            f"checkpoint version {version} is older than this plugin reads (versions "
+            f"{oldest} to {CHECKPOINT_VERSION})",
+            version=version,
         )
     while version < CHECKPOINT_VERSION:
-        upgrade = upgrades.get(version)
-        if upgrade is None:
-            raise CheckpointError(
-                f"checkpoint version {version} is not readable: this plugin reads versions "
-                f"{min([*upgrades, CHECKPOINT_VERSION])} to {CHECKPOINT_VERSION}"
-            )
-        document = upgrade(document)
+        document = upgrades[version](document)  # every step from ``oldest`` on is there
         next_version = document.get("version")
         if next_version != version + 1:  # a step that forgets to bump would loop forever
             raise CheckpointError(
@@ -241,3 +282,11 @@ def decode_checkpoint(data: bytes, *, upgrades: Mapping[int, Upgrade] = UPGRADES
         raise CheckpointError(
             f"checkpoint does not match schema version {version}: {problems}"
         ) from None
+
+
+def _oldest_readable(upgrades: Mapping[int, Upgrade]) -> int:
+    """The oldest version ``upgrades`` leads to the current one from, without a gap."""
+    oldest = CHECKPOINT_VERSION
+    while oldest - 1 in upgrades:
+        oldest -= 1
+    return oldest

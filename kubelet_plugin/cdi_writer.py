@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Final
 
+from api.checkpoint import spec_digest
 from dra_driver.cdi import (
     CONTROL_DEVICE_NODES,
     DRIVER_BINARY_DIRS,
@@ -198,6 +200,32 @@ class CdiWriter:
 
     def exists(self, file_name: str) -> bool:
         return self.path(file_name).is_file()
+
+    def spec_problem(self, file_name: str, digest: str | None) -> str | None:
+        """Why the spec ``file_name`` is not the one the checkpoint recorded; None when it is.
+
+        It is when it is a regular file (not a symlink) whose bytes have
+        ``digest`` (:func:`~api.checkpoint.spec_digest`). The answer completes
+        "CDI spec <path> ...": it is missing, is not a regular file, cannot be
+        read, differs from the recorded digest, or (``digest`` None, an entry
+        from checkpoint version 1) has no digest to check it against. Never raises.
+        """
+        path = self.path(file_name)
+        try:
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                return "is not a regular file"
+            content = path.read_bytes()
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as err:
+            return f"cannot be read ({err})"
+        if digest is None:
+            return "has no digest in the checkpoint (an entry of checkpoint version 1)"
+        found = spec_digest(content)
+        if found != digest:
+            return f"differs from the spec the plugin wrote (content {found}, recorded {digest})"
+        return None
 
     def read(self, file_name: str) -> bytes | None:
         try:

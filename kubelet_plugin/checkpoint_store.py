@@ -133,7 +133,11 @@ class CheckpointStore:
         A file that does not decode is renamed to ``<name>.corrupt-<UTC timestamp>``
         with an error log naming both paths, and CheckpointCorruptError is raised:
         the caller decides to go on with empty state, nothing is reset silently.
-        A file of a newer schema version raises CheckpointVersionError and stays.
+
+        A file that parses but is of a version this plugin does not read (newer,
+        or older than the oldest it upgrades) is not corrupt: it stays as it is,
+        and CheckpointVersionError names the file, the version and the fix
+        (logged too). Moving it aside would forget the GPUs its claims hold.
         Temp files of an interrupted save are removed.
         """
         remove_stale_temp_files(self.path.parent, prefix=self.path.name)
@@ -145,8 +149,15 @@ class CheckpointStore:
             return Checkpoint()
         try:
             return decode_checkpoint(data)
-        except CheckpointVersionError:
-            raise
+        except CheckpointVersionError as err:
+            message = (
+                f"checkpoint {self.path}: {err}; refused, the file is left as it is (the "
+                "plugin does not start on it): roll forward to a plugin that reads version "
+                f"{err.version}, or drain the node and move it aside (the plugin then starts "
+                "with no prepared claims)"
+            )
+            log.error("%s", message)
+            raise CheckpointVersionError(message, version=err.version, path=self.path) from err
         except CheckpointError as err:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
             moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")

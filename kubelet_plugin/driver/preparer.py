@@ -13,9 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal, TypeAlias
 
-from api.checkpoint import ClaimEntry, MigRecord
+from api.checkpoint import ClaimEntry, MigRecord, spec_digest
 from api.errors import PrepareError
 from api.resource_v1 import claim_label
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
@@ -34,7 +35,7 @@ from kubelet_plugin.node_driver import (
     claim_ref_problem,
 )
 
-__all__ = ["ClaimPreparer", "FaultPoint"]
+__all__ = ["ClaimPreparer", "FaultPoint", "log_spec_rewrite"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,23 @@ log = logging.getLogger(__name__)
 FaultPoint: TypeAlias = Literal[
     "checkpoint-started", "mig-created", "spec-written", "prepare-completed", "spec-removed"
 ]
+
+
+def log_spec_rewrite(label: str, uid: str, path: Path, problem: str, entry: ClaimEntry) -> None:
+    """Say that a prepared claim's spec is written again from the checkpoint, and why.
+
+    A warning: the file is missing, or someone else changed it. Info for an
+    entry from checkpoint version 1 (no digest yet): written again once, as expected.
+    """
+    level = logging.INFO if entry.cdi_spec_digest is None else logging.WARNING
+    log.log(
+        level,
+        "%s (UID %s): CDI spec %s %s; writing it again from the checkpoint",
+        label,
+        uid,
+        path,
+        problem,
+    )
 
 
 class ClaimPreparer:
@@ -129,8 +147,13 @@ class ClaimPreparer:
     def _prepare_locked(self, ref: ClaimRef) -> PrepareResult:
         entry = self._journal.get(ref.uid)
         if entry is not None and entry.state == "PrepareCompleted":
-            if not self._cdi.exists(spec_file_name(self._driver_name, ref.uid)):
-                log.warning("%s (UID %s): CDI spec was missing, writing it again", ref, ref.uid)
+            # The spec is checked against the digest the checkpoint recorded, not only
+            # for being there: content someone else put in its place (a host mount
+            # added) must never reach a container.
+            file_name = spec_file_name(self._driver_name, ref.uid)
+            problem = self._cdi.spec_problem(file_name, entry.cdi_spec_digest)
+            if problem is not None:
+                log_spec_rewrite(str(ref), ref.uid, self._cdi.path(file_name), problem, entry)
                 entry = self.rewrite_spec(ref.uid, entry)
                 self._journal.set(ref.uid, entry)
                 self._journal.commit()
@@ -178,10 +201,15 @@ class ClaimPreparer:
                 plan = self._migs.create(ref, plan, created)
                 self._fault("mig-created")
             assert plan.spec is not None  # devices, none pending
-            self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
+            content = encode_cdi_spec(plan.spec)
+            self._cdi.write(plan.spec_file_name, content)
             self._fault("spec-written")
             completed = new_entry.model_copy(
-                update={"state": "PrepareCompleted", "devices": checkpoint_devices(plan)}
+                update={
+                    "state": "PrepareCompleted",
+                    "devices": checkpoint_devices(plan),
+                    "cdi_spec_digest": spec_digest(content),
+                }
             )
             self._journal.set(ref.uid, completed)
             self._journal.commit()
@@ -284,16 +312,21 @@ class ClaimPreparer:
     def rewrite_spec(self, uid: str, entry: ClaimEntry) -> ClaimEntry:
         """Write a prepared claim's CDI spec again, from its checkpoint entry alone.
 
-        Returns the entry stamped with this boot and the spec's path (the
-        caller records it). Raises OSError when writing fails.
+        Returns the entry stamped with this boot, the spec's path and its
+        digest (the caller records it). Deterministic: with the same host files
+        it writes the bytes the prepare wrote. Raises OSError when writing fails.
         """
         plan = plan_from_checkpoint(uid, entry, driver_name=self._driver_name, host=self._host)
+        digest = None
         if plan.spec is not None:
-            self._cdi.write(plan.spec_file_name, encode_cdi_spec(plan.spec))
+            content = encode_cdi_spec(plan.spec)
+            self._cdi.write(plan.spec_file_name, content)
+            digest = spec_digest(content)
         return entry.model_copy(
             update={
                 "boot_id": self._boot_id,
                 "cdi_spec_path": str(self._cdi.path(plan.spec_file_name)),
+                "cdi_spec_digest": digest,
             }
         )
 

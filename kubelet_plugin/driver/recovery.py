@@ -21,6 +21,7 @@ from kubelet_plugin.checkpoint_store import contained_entry
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
+from kubelet_plugin.driver.preparer import log_spec_rewrite
 
 __all__ = ["RecoveryReport", "StartupRecovery"]
 
@@ -34,7 +35,8 @@ class RecoveryReport:
     rolled_back: list[str] = field(default_factory=list)
     """PrepareStarted entries undone (spec removed, entry dropped)."""
     rewritten: list[str] = field(default_factory=list)
-    """PrepareCompleted claims whose spec was written again (missing, or a new boot)."""
+    """PrepareCompleted claims whose spec was written again (a new boot, or not the spec
+    whose digest the checkpoint recorded: missing, changed, or no digest yet)."""
     removed: list[str] = field(default_factory=list)
     """Claims gone from the API server (deleted, or replaced by one with another UID)."""
     unverified: list[str] = field(default_factory=list)
@@ -58,8 +60,10 @@ class StartupRecovery:
       same; when the API server cannot be asked, the claim is kept
       (``unverified``) and the others are not asked either;
     - ``PrepareCompleted``: its dynamic MIG devices made to exist, its spec
-      written again (``rewrite_spec``) when missing, of another boot, or
-      when a MIG device came back different.
+      written again (``rewrite_spec``) when of another boot, when a MIG device
+      came back different, or when the file is not the spec whose digest the
+      entry records (missing, changed by someone else: logged as a warning;
+      an entry of checkpoint version 1 without a digest: written once, info).
 
     Spec files of this driver without an entry are reported, never removed.
     The journal then holds the result, saved durably.
@@ -198,8 +202,11 @@ class StartupRecovery:
                 log.error("%s (UID %s): its MIG devices cannot be made: %s", label, uid, err)
             entries[uid] = entry
         file_name = spec_file_name(self._driver_name, uid)
-        if not (recreated or entry.boot_id != self._boot_id or not self._cdi.exists(file_name)):
-            return False
+        if not recreated and entry.boot_id == self._boot_id:
+            problem = self._cdi.spec_problem(file_name, entry.cdi_spec_digest)
+            if problem is None:
+                return False
+            log_spec_rewrite(label, uid, self._cdi.path(file_name), problem, entry)
         try:
             entries[uid] = self._rewrite_spec(uid, entry)
         except OSError as err:

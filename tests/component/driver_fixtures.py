@@ -179,6 +179,21 @@ def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
 
+def tamper_spec(path: Path) -> bytes:
+    """Replace a spec's content as someone else might: the host's ``/`` mounted read-write.
+
+    Returns the new content (valid JSON, still a CDI spec: only its digest tells).
+    """
+    spec = json.loads(path.read_bytes())
+    edits = spec.setdefault("containerEdits", {})
+    edits.setdefault("mounts", []).append(
+        {"hostPath": "/", "containerPath": "/host", "options": ["rbind", "rw"]}
+    )
+    content = json.dumps(spec).encode()
+    path.write_bytes(content)
+    return content
+
+
 def checkpoint_states(root: Path) -> dict[str, str]:
     """Claim UID to state, read from the file on disk."""
     path = checkpoint_path(root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from driver_fixtures import (
     gpu_config_entry,
     make_driver,
     spec_path,
+    tamper_spec,
     validate_cdi_file,
 )
 
@@ -100,6 +102,24 @@ def test_spec_deleted_behind_the_driver_is_written_again_from_the_checkpoint(
     assert driver.prepare([ref(1)]) == first
     assert spec_path(tmp_path, 1).read_bytes() == content
     assert "DRA_GPU_0_TIME_SLICE_INTERVAL=Default" in content.decode()
+
+
+def test_spec_replaced_behind_the_driver_is_restored_from_the_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claims = FakeClaimSource([claim(1)])
+    driver = started(tmp_path, claims)
+    first = driver.prepare([ref(1)])
+    content = spec_path(tmp_path, 1).read_bytes()
+    tamper_spec(spec_path(tmp_path, 1))
+    claims.delete("default", "claim-1")  # proves the API server is not asked
+
+    with caplog.at_level(logging.WARNING):
+        assert driver.prepare([ref(1)]) == first
+
+    assert spec_path(tmp_path, 1).read_bytes() == content
+    warning = next(r.getMessage() for r in caplog.records if "differs" in r.getMessage())
+    assert str(spec_path(tmp_path, 1)) in warning and "claim default/claim-1" in warning
 
 
 def test_each_bad_claim_gets_its_own_clear_error(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,10 +17,11 @@ from driver_fixtures import (
     files_in,
     make_driver,
     spec_path,
+    tamper_spec,
     validate_cdi_file,
 )
 
-from api.checkpoint import CheckpointVersionError
+from api.checkpoint import CHECKPOINT_VERSION, CheckpointVersionError
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.node_driver import ClaimRef
 from tests.fakes.claim_source import FakeClaimSource
@@ -170,9 +172,66 @@ def test_corrupt_checkpoint_is_moved_aside_and_claims_are_prepared_again(
     assert checkpoint_states(tmp_path) == {claim_uid(1): "PrepareCompleted"}
 
 
-def test_checkpoint_of_a_newer_version_stops_the_start(tmp_path: Path) -> None:
-    checkpoint_path(tmp_path).parent.mkdir(parents=True)
-    checkpoint_path(tmp_path).write_bytes(b'{"version": 2, "claims": {}}')
-    with pytest.raises(CheckpointVersionError):
-        make_driver(tmp_path, FakeClaimSource()).start()
-    assert checkpoint_path(tmp_path).read_bytes() == b'{"version": 2, "claims": {}}'
+@pytest.mark.parametrize("version", [0, CHECKPOINT_VERSION + 1])
+def test_checkpoint_of_an_unknown_version_stops_the_start(tmp_path: Path, version: int) -> None:
+    # Older than the oldest readable or newer than this plugin: one behaviour, never
+    # "corrupt" (moving it aside would forget the GPUs the prepared claims hold).
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    document = json.loads(checkpoint_path(tmp_path).read_bytes())
+    document["version"] = version
+    data = json.dumps(document).encode()
+    checkpoint_path(tmp_path).write_bytes(data)
+
+    with pytest.raises(CheckpointVersionError) as caught:
+        make_driver(tmp_path, claims).start()
+
+    assert str(checkpoint_path(tmp_path)) in str(caught.value)
+    assert f"version {version}" in str(caught.value)
+    assert checkpoint_path(tmp_path).read_bytes() == data
+    assert files_in(tmp_path / "state") == ["checkpoint.json"]
+    assert spec_path(tmp_path, 1).exists()
+
+
+def test_completed_claim_with_a_replaced_spec_gets_it_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claims = FakeClaimSource([claim(1), claim(2)])
+    prepared_node(tmp_path, claims, 1, 2)
+    content = spec_path(tmp_path, 1).read_bytes()
+    untouched = spec_path(tmp_path, 2).stat()
+    tamper_spec(spec_path(tmp_path, 1))
+
+    with caplog.at_level(logging.WARNING):
+        report = make_driver(tmp_path, claims).start()
+
+    assert report.rewritten == [claim_uid(1)]
+    assert spec_path(tmp_path, 1).read_bytes() == content
+    warning = next(r.getMessage() for r in caplog.records if "differs" in r.getMessage())
+    assert str(spec_path(tmp_path, 1)) in warning and "claim default/claim-1" in warning
+    # An intact spec is left alone.
+    again = spec_path(tmp_path, 2).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (untouched.st_ino, untouched.st_mtime_ns)
+
+
+def test_version_1_checkpoint_gets_its_digests_once(tmp_path: Path) -> None:
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    content = spec_path(tmp_path, 1).read_bytes()
+    document = json.loads(checkpoint_path(tmp_path).read_bytes())
+    document["version"] = 1
+    for entry in document["claims"].values():
+        entry.pop("cdiSpecDigest", None)
+    checkpoint_path(tmp_path).write_bytes(json.dumps(document).encode())
+
+    report = make_driver(tmp_path, claims).start()
+
+    # Written again from the checkpoint (the same bytes), and its digest recorded.
+    assert report.rewritten == [claim_uid(1)]
+    assert spec_path(tmp_path, 1).read_bytes() == content
+    saved = json.loads(checkpoint_path(tmp_path).read_bytes())
+    assert saved["version"] == CHECKPOINT_VERSION
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+    assert saved["claims"][claim_uid(1)]["cdiSpecDigest"] == digest
+    # Once: the next start finds the digest and the spec matching it.
+    assert make_driver(tmp_path, claims).start().rewritten == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import stat
@@ -12,6 +13,7 @@ import pytest
 
 from api.checkpoint import (
     CHECKPOINT_VERSION,
+    UPGRADES,
     Checkpoint,
     CheckpointVersionError,
     ClaimEntry,
@@ -21,6 +23,7 @@ from api.checkpoint import (
     decode_checkpoint,
     encode_checkpoint,
     encode_claim_entry,
+    spec_digest,
 )
 from api.errors import CheckpointError
 from kubelet_plugin.cdi_writer import write_atomically
@@ -64,7 +67,7 @@ def test_round_trip() -> None:
     data = encode_checkpoint(checkpoint)
     assert decode_checkpoint(data) == checkpoint
     document = json.loads(data)
-    assert document["version"] == CHECKPOINT_VERSION == 1
+    assert document["version"] == CHECKPOINT_VERSION == 2
     record = document["claims"]["uid-1"]
     assert record["state"] == "PrepareCompleted"
     assert record["bootId"] == "5a0c0d6e-boot"
@@ -79,11 +82,11 @@ def test_entries_encoded_one_by_one_give_the_same_file() -> None:
     assert encode_checkpoint(checkpoint) == expected
     parts = {uid: encode_claim_entry(e) for uid, e in reversed(checkpoint.claims.items())}
     assert assemble_checkpoint(parts) == expected
-    assert assemble_checkpoint({}) == b'{"claims":{},"version":1}'
+    assert assemble_checkpoint({}) == b'{"claims":{},"version":2}'
 
 
 def test_only_the_current_version_is_written() -> None:
-    with pytest.raises(ValueError, match="only version 1"):
+    with pytest.raises(ValueError, match=f"only version {CHECKPOINT_VERSION}"):
         encode_checkpoint(Checkpoint(version=0))
 
 
@@ -125,8 +128,42 @@ def test_corrupt_documents_are_checkpoint_errors(data: bytes, message: str) -> N
 
 
 def test_newer_version_is_refused_as_a_version_error() -> None:
-    with pytest.raises(CheckpointVersionError, match="version 2 was written by a newer plugin"):
-        decode_checkpoint(b'{"version": 2, "claims": {}}')
+    newer = CHECKPOINT_VERSION + 1
+    with pytest.raises(
+        CheckpointVersionError, match=f"version {newer} was written by a newer plugin"
+    ) as caught:
+        decode_checkpoint(f'{{"version": {newer}, "claims": {{}}}}'.encode())
+    assert caught.value.version == newer
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_version_older_than_the_oldest_readable_is_a_version_error(version: int) -> None:
+    # Not "corrupt": it parses, and moving it aside would forget the GPUs it holds.
+    with pytest.raises(
+        CheckpointVersionError, match=f"version {version} is older than this plugin reads"
+    ) as caught:
+        decode_checkpoint(f'{{"version": {version}, "claims": {{}}}}'.encode())
+    assert caught.value.version == version
+
+
+def test_version_1_entries_read_without_a_digest() -> None:
+    v1_entry = json.loads(encode_claim_entry(entry()))
+    assert "cdiSpecDigest" not in v1_entry
+    old = json.dumps({"version": 1, "claims": {"uid-1": v1_entry}}).encode()
+    checkpoint = decode_checkpoint(old)
+    assert checkpoint.version == CHECKPOINT_VERSION
+    assert checkpoint.claims["uid-1"] == entry()
+    assert checkpoint.claims["uid-1"].cdi_spec_digest is None
+
+
+def test_spec_digest_is_recorded_with_the_entry() -> None:
+    content = b'{"cdiVersion":"0.6.0"}'
+    digest = spec_digest(content)
+    assert digest == "sha256:" + hashlib.sha256(content).hexdigest()
+    with_digest = entry().model_copy(update={"cdi_spec_digest": digest})
+    data = encode_checkpoint(Checkpoint(claims={"uid-1": with_digest}))
+    assert f'"cdiSpecDigest":"{digest}"' in data.decode()
+    assert decode_checkpoint(data).claims["uid-1"] == with_digest
 
 
 def test_older_version_is_upgraded_step_by_step() -> None:
@@ -135,21 +172,18 @@ def test_older_version_is_upgraded_step_by_step() -> None:
         claims = {item.pop("uid"): item for item in document["entries"]}
         return {"version": 1, "claims": claims}
 
+    steps = {**UPGRADES, 0: from_v0}
+
     v1_entry = json.loads(encode_checkpoint(Checkpoint(claims={"uid-1": entry()})))["claims"][
         "uid-1"
     ]
     old = json.dumps({"version": 0, "entries": [{"uid": "uid-1", **v1_entry}]}).encode()
-    assert decode_checkpoint(old, upgrades={0: from_v0}) == Checkpoint(claims={"uid-1": entry()})
-
-
-def test_older_version_without_an_upgrade_is_an_error() -> None:
-    with pytest.raises(CheckpointError, match="version 0 is not readable"):
-        decode_checkpoint(b'{"version": 0, "claims": {}}')
+    assert decode_checkpoint(old, upgrades=steps) == Checkpoint(claims={"uid-1": entry()})
 
 
 def test_upgrade_that_does_not_bump_the_version_is_an_error() -> None:
     with pytest.raises(CheckpointError, match="gave version 0"):
-        decode_checkpoint(b'{"version": 0}', upgrades={0: lambda d: d})
+        decode_checkpoint(b'{"version": 0}', upgrades={**UPGRADES, 0: lambda d: d})
 
 
 # --- the store --------------------------------------------------------------------------
@@ -201,13 +235,24 @@ def test_second_corruption_in_the_same_second_keeps_the_first(tmp_path: Path) ->
     assert s.path.with_name("checkpoint.json.corrupt-20260301T120000Z-1").read_bytes() == b"second"
 
 
-def test_newer_version_stays_in_place(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [0, CHECKPOINT_VERSION + 1, 9])
+def test_unknown_version_stays_in_place_with_an_error_naming_file_version_and_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, version: int
+) -> None:
     s = store(tmp_path)
     s.path.parent.mkdir(parents=True)
-    s.path.write_bytes(b'{"version": 9, "claims": {}}')
-    with pytest.raises(CheckpointVersionError):
+    data = f'{{"version": {version}, "claims": {{}}}}'.encode()
+    s.path.write_bytes(data)
+    with caplog.at_level(logging.ERROR), pytest.raises(CheckpointVersionError) as caught:
         s.load()
-    assert s.path.read_bytes() == b'{"version": 9, "claims": {}}'
+    message = str(caught.value)
+    assert str(s.path) in message
+    assert f"version {version}" in message
+    assert "roll forward" in message and "move it aside" in message
+    assert caught.value.path == s.path and caught.value.version == version
+    assert message in caplog.text
+    # Left exactly as it was, nothing moved aside: the same error at every start.
+    assert s.path.read_bytes() == data
     assert [p.name for p in s.path.parent.iterdir()] == ["checkpoint.json"]
 
 
