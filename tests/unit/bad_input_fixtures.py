@@ -58,22 +58,32 @@ class Run:
     stdout: str
     stderr: str
     peak_rss: int
-    """Bytes, the child's own peak resident set (``wait4``'s ``ru_maxrss``)."""
+    """Bytes, the child's own peak resident set after its exec (``VmHWM`` of its memory
+    map, written by the child as it exits). ``wait4``'s ``ru_maxrss`` would not do: Linux
+    carries the forking process's peak over the exec, so a child of a big test process
+    would report the test process's size."""
 
 
 def run_tool(tmp_path: Path, *args: str) -> Run:
     """``dra-driver ARGS`` in a child of this interpreter, on this checkout's code."""
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    out, err, peak = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "peak"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env = {k: v for k, v in env.items() if not k.startswith("DRA_DRIVER_")}
     code = (
-        "import resource, sys; "
-        f"resource.setrlimit(resource.RLIMIT_AS, ({CHILD_ADDRESS_SPACE}, {CHILD_ADDRESS_SPACE})); "
-        "from dra_cli.main import main; sys.exit(main())"
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({CHILD_ADDRESS_SPACE}, {CHILD_ADDRESS_SPACE}))\n"
+        "from dra_cli.main import main\n"
+        "peak = sys.argv.pop(1)\n"
+        "try:\n"
+        "    status = main()\n"
+        "finally:\n"
+        "    with open('/proc/self/status') as proc, open(peak, 'w') as out:\n"
+        "        out.write(next(line for line in proc if line.startswith('VmHWM:')))\n"
+        "sys.exit(status)\n"
     )
     with out.open("wb") as stdout, err.open("wb") as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-c", code, *args],
+            [sys.executable, "-c", code, str(peak), *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -88,8 +98,13 @@ def run_tool(tmp_path: Path, *args: str) -> Run:
         code=os.waitstatus_to_exitcode(status),
         stdout=out.read_text(errors="replace"),
         stderr=err.read_text(errors="replace"),
-        peak_rss=usage.ru_maxrss * 1024,
+        peak_rss=_peak_bytes(peak) if peak.exists() else usage.ru_maxrss * 1024,
     )
+
+
+def _peak_bytes(path: Path) -> int:
+    """``VmHWM:    12345 kB`` as bytes."""
+    return int(path.read_text().split()[1]) * 1024
 
 
 def assert_refused(result: Run, *names: str) -> None:
