@@ -777,19 +777,23 @@ def test_plugin_restart_keeps_the_running_pods_devices_and_answers_prepare_again
     assert now["containerStatuses"][0]["containerID"] == container["containerID"]
     assert now["containerStatuses"][0]["restartCount"] == 0
 
-    # ... and unprepares, on deletion, what its predecessor prepared.
+    # ... and unprepares, on deletion, what its predecessor prepared. A forced deletion
+    # lets the garbage collector remove the claim while the kubelet still unprepares, and
+    # the plugin removes the spec before it saves the checkpoint without the claim (a
+    # crash between the two leaves an entry start-up cleans up, never a spec nobody
+    # owns): wait for all three.
     core.delete_namespaced_pod("survivor", namespace, grace_period_seconds=0)
     wait_for(
-        "the claim and its CDI spec to be gone after the restart",
+        "the claim, its CDI spec and its checkpoint entry to be gone after the restart",
         lambda: (
             is_gone(lambda: resources.read_namespaced_resource_claim(claim, namespace))
             and not _cdi_specs(cluster.cdi_dir, uid)
+            and uid not in checkpoint.read_text()
         ),
         cluster=local_cluster,
         timeout_s=90,
         context=kubelet_plugin.log_tail,
     )
-    assert uid not in checkpoint.read_text()
 
 
 def test_a_surge_instance_serves_beside_the_plugin_and_takes_over_when_it_stops(
