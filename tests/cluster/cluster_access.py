@@ -23,6 +23,19 @@ from e2e.cluster import BUSYBOX_IMAGE, LocalCluster
 from kubelet_plugin.publisher import SlicePublisher
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+#: The chart rendered with its defaults (scripts/render_manifests.sh).
+MANIFESTS = DEPLOY / "manifests" / "dra-driver.yaml"
+
+
+def admission_policies(name_matches: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicies and bindings of the rendered chart whose name matches."""
+    return [
+        doc
+        for doc in yaml.safe_load_all(MANIFESTS.read_text())
+        if doc
+        and doc["kind"].startswith("ValidatingAdmissionPolicy")
+        and name_matches(doc["metadata"]["name"])
+    ]
 
 
 @dataclass(frozen=True)

@@ -24,23 +24,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
-from cluster_access import DEPLOY, ClusterUnderTest, core_api, resource_api, wait_for
+from cluster_access import (
+    ClusterUnderTest,
+    admission_policies,
+    core_api,
+    resource_api,
+    wait_for,
+)
 from kubernetes import client
 
 from api.errors import InvalidInputError
 from dra_driver.manifests import Document, load_inventory
 
-MANIFESTS = DEPLOY / "manifests" / "dra-driver.yaml"
 NAME = "dra-driver-gpu-configs"
 DRIVER = "gpu.dra-driver.io"
-POLICY = [
-    doc
-    for doc in yaml.safe_load_all(MANIFESTS.read_text())
-    if doc
-    and doc["kind"].startswith("ValidatingAdmissionPolicy")
-    and doc["metadata"]["name"] == NAME
-]
+POLICY = admission_policies(lambda name: name == NAME)
 GPU_CONFIG: dict[str, Any] = {"apiVersion": "gpu.dra-driver.io/v1alpha1", "kind": "GpuConfig"}
 BAD_STRATEGY: dict[str, Any] = {**GPU_CONFIG, "sharing": {"strategy": "Timeslicing"}}
 PRE_POLICY_CLASS = f"pre-policy-{uuid.uuid4().hex[:8]}"

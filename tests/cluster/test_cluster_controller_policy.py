@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cluster_access import DEPLOY, ClusterUnderTest, read_json, wait_for
+from cluster_access import ClusterUnderTest, admission_policies, read_json, wait_for
 from cluster_controller_fixtures import (  # noqa: F401  (fixtures are found by name)
     GATE,
     SA_NAME,
@@ -51,18 +50,11 @@ from controller import pools
 from controller.app import Controller
 from controller.placement.marks import Marks
 
-MANIFESTS = DEPLOY / "manifests" / "dra-driver.yaml"
 CONTROLLER = "dra-driver-controller"
 DRIVER = "gpu.dra-driver.io"
 MARKS = Marks.of(DRIVER)
 OTHER_GATE = "example.com/other"
-POLICIES = [
-    doc
-    for doc in yaml.safe_load_all(MANIFESTS.read_text())
-    if doc
-    and doc["kind"].startswith("ValidatingAdmissionPolicy")
-    and doc["metadata"]["name"].startswith(CONTROLLER)
-]
+POLICIES = admission_policies(lambda name: name.startswith(CONTROLLER))
 
 
 def test_the_policies_match_the_identity_the_controller_runs_as() -> None:
