@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -115,6 +115,31 @@ def wait_for(
             details.append(cluster.diagnostics())
             raise AssertionError("\n".join(d for d in details if d))
         time.sleep(interval_s)
+
+
+#: How long after a driver's last kubelet plugin deregistered the kubelet deletes that
+#: driver's ResourceSlices on its node (``defaultWipingDelay``, spec/kubelet-plugin.md).
+KUBELET_WIPING_DELAY_S: Final = 30.0
+
+
+def wait_out_slice_wipe(cluster: ClusterUnderTest, driver: str, stopped_at: float) -> None:
+    """After a kubelet plugin stopped (``time.monotonic()`` then): wait until the kubelet's
+    delayed wipe of ``driver``'s slices on the node is over, then remove what is left.
+
+    The wipe fires once, 30 s after the deregistration, and deletes whatever slices of
+    that driver and node exist then: without this wait it deletes the slices a later test
+    module publishes for the same driver.
+    """
+    api = resource_api(cluster.api_client)
+    selector = f"spec.nodeName={cluster.node_name},spec.driver={driver}"
+    wait_for(
+        f"the kubelet to wipe the slices of the stopped {driver} plugin",
+        lambda: not read_json(api.list_resource_slice, field_selector=selector)["items"],
+        cluster=cluster,
+        timeout_s=KUBELET_WIPING_DELAY_S + 60,
+    )
+    time.sleep(max(0.0, stopped_at + KUBELET_WIPING_DELAY_S + 5 - time.monotonic()))
+    api.delete_collection_resource_slice(field_selector=selector)
 
 
 def read_json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

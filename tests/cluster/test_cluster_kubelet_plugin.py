@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ from cluster_access import (
     resource_api,
     resource_claim,
     wait_for,
+    wait_out_slice_wipe,
 )
 
 from dra_driver.discovery.mock import MockBackend
@@ -383,10 +385,7 @@ def kubelet_plugin(local_cluster: ClusterUnderTest, device_classes: list[str]) -
         yield plugin
     finally:
         code = plugin.stop()
-        resources = resource_api(local_cluster.api_client)
-        resources.delete_collection_resource_slice(
-            field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
-        )
+        wait_out_slice_wipe(local_cluster, DRIVER, time.monotonic())
         shutil.rmtree(dev_root, ignore_errors=True)
     assert code == 0, f"the plugin exited {code} on SIGTERM\n{plugin.log_tail()}"
     left = sorted(cluster.plugins_registry_dir.glob(f"{DRIVER}*-reg.sock"))
@@ -426,11 +425,8 @@ def _plugin_pod(local_cluster: ClusterUnderTest) -> Iterator[Plugin]:
             daemon_set["metadata"]["name"], NAMESPACE, propagation_policy="Orphan"
         )
         code = plugin.stop()
+        stopped_at = time.monotonic()
         not_deleted = delete_objects(api_client, objects)
-        resources = resource_api(api_client)
-        resources.delete_collection_resource_slice(
-            field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}"
-        )
         core.delete_namespace(NAMESPACE)
         wait_for(
             f"namespace {NAMESPACE} and the plugin's pods to be gone",
@@ -438,6 +434,7 @@ def _plugin_pod(local_cluster: ClusterUnderTest) -> Iterator[Plugin]:
             cluster=local_cluster,
             timeout_s=120,
         )
+        wait_out_slice_wipe(local_cluster, DRIVER, stopped_at)
         shutil.rmtree(cluster.directory / "mock-dev", ignore_errors=True)
     assert not not_deleted, f"chart objects not deleted: {not_deleted}"
     assert code == 0, f"the plugin pod's container exited {code} on deletion\n{plugin.log_tail()}"
