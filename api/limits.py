@@ -22,6 +22,12 @@ KIND_RESOURCE_CLAIM_TEMPLATE: Final = "ResourceClaimTemplate"
 KIND_RESOURCE_SLICE: Final = "ResourceSlice"
 KIND_NODE: Final = "Node"
 
+# --- Integers ---------------------------------------------------------------------
+
+#: The range of an int64, the type of every integer field of these kinds (and of CEL's int).
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
 # --- Standard names ---------------------------------------------------------------
 
 #: Domain of the standard device attributes (pciBusID, pcieRoot, numaNode).

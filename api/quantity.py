@@ -19,6 +19,8 @@ from fractions import Fraction
 from functools import total_ordering
 from typing import Final, Literal
 
+from api import limits
+
 Format = Literal["BinarySI", "DecimalSI", "DecimalExponent"]
 
 _BINARY: Final[dict[str, int]] = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
@@ -41,8 +43,6 @@ _BINARY_BY_EXP: Final[dict[int, str]] = {v: k for k, v in _BINARY.items()}
 _QUANTITY_RE: Final = re.compile(r"^([+-]?)(\d+\.?\d*|\.\d+)(.*)$")
 _EXPONENT_RE: Final = re.compile(r"^[eE]([+-]?\d+)$")
 
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 _NANO: Final = Fraction(1, 10**9)
 # Upstream refuses exponents this large: they cannot be represented.
 _MAX_EXPONENT: Final = 10**4
@@ -110,7 +110,7 @@ class Quantity:
 
     def is_integer(self) -> bool:
         """True when the value is a whole number that fits in int64 (CEL's ``isInteger``)."""
-        return self._value.denominator == 1 and _INT64_MIN <= self._value <= _INT64_MAX
+        return self._value.denominator == 1 and limits.INT64_MIN <= self._value <= limits.INT64_MAX
 
     def as_integer(self) -> int:
         """The value as int64; raise OverflowError when it is fractional or out of range."""

@@ -321,8 +321,6 @@ _UNMODELLED_FIELDS: Final[dict[type[K8sModel], frozenset[str]]] = {
 _FREE_FORM_FIELDS: Final[frozenset[tuple[type[K8sModel], str]]] = frozenset(
     {(OpaqueDeviceConfiguration, "parameters"), (AllocatedDeviceStatus, "data")}
 )
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 
 
 def strict_errors(obj: K8sModel) -> list[FieldError]:
@@ -359,7 +357,7 @@ def strict_errors(obj: K8sModel) -> list[FieldError]:
         elif (
             isinstance(value, int)
             and not isinstance(value, bool)
-            and not INT64_MIN <= value <= INT64_MAX
+            and not limits.INT64_MIN <= value <= limits.INT64_MAX
         ):
             errors.append(FieldError(field_path(path), f"{value} is out of range for an int64"))
     errors.reverse()

@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from api.limits import INT64_MAX, INT64_MIN
 from dra_driver.cel.runtime import (
-    INT64_MAX,
-    INT64_MIN,
     LIST_TYPES,
     UINT64_MAX,
     EvalError,

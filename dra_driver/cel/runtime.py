@@ -32,8 +32,6 @@ from api.semver import Semver
 from dra_driver.cel.cost import COST_LIMIT
 from dra_driver.cel.device import CelDevice
 
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 UINT64_MAX: Final = 2**64 - 1
 
 Frame = list[Any]

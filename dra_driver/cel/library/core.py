@@ -7,14 +7,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from api.limits import INT64_MAX, INT64_MIN
 from api.quantity import Quantity
 from dra_driver.cel import arithmetic, cost, runtime
 from dra_driver.cel.cost import SCALAR, Shape
 from dra_driver.cel.library import LIST_RECEIVERS, MAP_RECEIVERS
 from dra_driver.cel.library.regex import estimate_regex, matches
 from dra_driver.cel.runtime import (
-    INT64_MAX,
-    INT64_MIN,
     UINT64_MAX,
     EvalError,
     Frame,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from api.limits import INT64_MAX
 from dra_driver.cel import ast
 from dra_driver.cel.lexer import RESERVED, SyntaxProblem, Token
 from dra_driver.cel.parser import macros
 from dra_driver.cel.parser.cursor import TokenCursor
-from dra_driver.cel.runtime import INT64_MAX
 
 MAX_NESTING: Final = 100
 """Parenthesised/bracketed/argument nesting allowed; deeper input is rejected rather than
