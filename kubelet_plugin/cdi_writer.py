@@ -198,9 +198,6 @@ class CdiWriter:
         """Remove a spec; False (not an error) when it was not there."""
         return remove_durably(self.path(file_name))
 
-    def exists(self, file_name: str) -> bool:
-        return self.path(file_name).is_file()
-
     def spec_problem(self, file_name: str, digest: str | None) -> str | None:
         """Why the spec ``file_name`` is not the one the checkpoint recorded; None when it is.
 
@@ -226,12 +223,6 @@ class CdiWriter:
         if found != digest:
             return f"differs from the spec the plugin wrote (content {found}, recorded {digest})"
         return None
-
-    def read(self, file_name: str) -> bytes | None:
-        try:
-            return self.path(file_name).read_bytes()
-        except FileNotFoundError:
-            return None
 
     def spec_files(self) -> list[str]:
         """Names of this driver's spec files in the root, sorted."""

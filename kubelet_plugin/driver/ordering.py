@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import Final
 
@@ -45,7 +44,8 @@ class UnprepareLedger:
         self._lock = threading.Lock()
         self._sequence = 0
         self._limit = limit
-        self._batches: Counter[int] = Counter()
+        # Tickets of the batches in flight; each ticket is given to one batch only.
+        self._batches: set[int] = set()
         self._unprepared: dict[str, int] = {}
 
     @contextlib.contextmanager
@@ -54,14 +54,12 @@ class UnprepareLedger:
         with self._lock:
             self._sequence += 1
             ticket = self._sequence
-            self._batches[ticket] += 1
+            self._batches.add(ticket)
         try:
             yield ticket
         finally:
             with self._lock:
-                self._batches[ticket] -= 1
-                if not self._batches[ticket]:
-                    del self._batches[ticket]
+                self._batches.discard(ticket)
                 self._forget_older_than(min(self._batches, default=self._sequence + 1))
 
     def record_unprepare(self, uid: str) -> None:
