@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +58,7 @@ from cluster_access import (
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
 from e2e.cluster.processes import free_port
+from e2e.demo_support import dra_driver_argv
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
@@ -301,24 +301,13 @@ def _suspend_patch(on: bool) -> dict[str, Any]:
     return {"spec": {"template": {"spec": {"nodeSelector": {SUSPENDED: "true" if on else None}}}}}
 
 
-def _plugin_command() -> list[str]:
-    script = Path(sys.executable).with_name("dra-driver")
-    if script.exists():
-        return [str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from dra_cli.main import main; sys.exit(main())",
-    ]
-
-
 def _source_argv(cluster: ClusterUnderTest) -> list[str]:
     """``dra-driver kubelet-plugin`` from the source tree, on the node's directories and the
     chart's (see _chart_values), with the mock GPUs of this module."""
     local = cluster.local
     assert local is not None
     return [
-        *_plugin_command(),
+        *dra_driver_argv(),
         "kubelet-plugin",
         f"--node-name={local.node_name}",
         f"--kubeconfig={local.kubeconfig}",
