@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bad_input_fixtures import CLASS
 
 from api.errors import ExitCode
 from dra_cli.main import main
@@ -305,15 +306,6 @@ def test_demo_shows_every_scenario() -> None:
 
 
 # -- bad input: exit 2 (or 1 where upstream treats it as unsatisfiable), never a traceback --
-
-CLASS = """
-apiVersion: resource.k8s.io/v1
-kind: DeviceClass
-metadata: {name: gpu.dra-driver.io}
-spec:
-  selectors:
-  - cel: {expression: 'device.driver == "gpu.dra-driver.io"'}
-"""
 
 
 def claim_yaml(class_name: str = "gpu.dra-driver.io", selector: str | None = None) -> str:
