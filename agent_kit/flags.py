@@ -33,13 +33,17 @@ from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from api import limits
 from api.errors import FieldError, InvalidInputError
+from api.validation import is_dns1123_subdomain
+from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 __all__ = [
     "ENV_PREFIX",
     "CrossCheck",
     "Flag",
     "FlagSet",
+    "check_driver_name",
     "define_flag",
     "env_twin",
     "optional_absolute_path",
@@ -211,6 +215,17 @@ class FlagSet(Generic[SettingsT]):
         An unknown flag exits through argparse (status 2) like any CLI error.
         """
         return self.settings_from_args(self.build_parser().parse_args(argv), environ)
+
+
+def check_driver_name(value: str) -> str:
+    """A ``--driver-name`` as both agents take it: the API server's rule for a driver name.
+    Raises ValueError (the settings model's field error) naming the rule and an example."""
+    if len(value) > limits.DRIVER_NAME_MAX_LENGTH or not is_dns1123_subdomain(value):
+        raise ValueError(
+            f"invalid driver name {value!r}: must be a lower-case DNS subdomain of at "
+            f"most {limits.DRIVER_NAME_MAX_LENGTH} characters, such as {DEFAULT_DRIVER_NAME}"
+        )
+    return value
 
 
 def optional_absolute_path(value: Any) -> Any:

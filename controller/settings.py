@@ -54,7 +54,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent_kit import flags
 from agent_kit.flags import Flag, define_flag
-from api import limits
 from api.validation import is_dns1123_subdomain
 from dra_driver.allocator import POLICIES
 from dra_driver.slices import DEFAULT_DRIVER_NAME
@@ -143,12 +142,7 @@ class Settings(BaseModel):
     @field_validator("driver_name")
     @classmethod
     def _check_driver_name(cls, value: str) -> str:
-        if len(value) > limits.DRIVER_NAME_MAX_LENGTH or not is_dns1123_subdomain(value):
-            raise ValueError(
-                f"invalid driver name {value!r}: must be a lower-case DNS subdomain of at "
-                f"most {limits.DRIVER_NAME_MAX_LENGTH} characters, such as {DEFAULT_DRIVER_NAME}"
-            )
-        return value
+        return flags.check_driver_name(value)
 
     @field_validator("policy", mode="before")
     @classmethod

@@ -37,9 +37,8 @@ from types import TracebackType
 
 import grpc
 
-from api import limits
+from agent_kit.flags import check_driver_name
 from api.errors import FieldError, InvalidInputError
-from api.validation import is_dns1123_subdomain
 from kubelet_plugin.dra_service import ClaimDispatcher, DraV1beta1Servicer, DraV1Servicer
 from kubelet_plugin.health.service import HealthSource, ResourceHealthServicer
 from kubelet_plugin.liveness import DEFAULT_CHECK_TIMEOUT, LivenessServicer
@@ -226,17 +225,10 @@ class PluginServer:
         plugins = Path(plugins_dir).absolute()
         obj = "kubelet plugin"
         errors: list[FieldError] = []
-        if len(driver_name) > limits.DRIVER_NAME_MAX_LENGTH or not is_dns1123_subdomain(
-            driver_name
-        ):
-            errors.append(
-                FieldError(
-                    "driverName",
-                    f"invalid driver name {driver_name!r}: must be a lower-case DNS subdomain "
-                    f"of at most {limits.DRIVER_NAME_MAX_LENGTH} characters, such as "
-                    "gpu.dra-driver.io",
-                )
-            )
+        try:
+            check_driver_name(driver_name)
+        except ValueError as err:
+            errors.append(FieldError("driverName", str(err)))
         self.registration_socket = registration_socket_path(registry, driver_name, pod_uid)
         self.dra_socket = dra_socket_path(plugins, driver_name, pod_uid)
         for path, field in (

@@ -16,7 +16,6 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_kit import flags
-from api import limits
 from api.errors import InvalidInputError
 from api.validation import is_dns1123_subdomain
 from dra_driver.discovery.mock import DEFAULT_PROFILE, parse_mock_profile
@@ -127,12 +126,7 @@ class Settings(BaseModel):
     @field_validator("driver_name")
     @classmethod
     def _check_driver_name(cls, value: str) -> str:
-        if len(value) > limits.DRIVER_NAME_MAX_LENGTH or not is_dns1123_subdomain(value):
-            raise ValueError(
-                f"invalid driver name {value!r}: must be a lower-case DNS subdomain of at "
-                f"most {limits.DRIVER_NAME_MAX_LENGTH} characters, such as {DEFAULT_DRIVER_NAME}"
-            )
-        return value
+        return flags.check_driver_name(value)
 
     @field_validator("node_name")
     @classmethod
