@@ -17,12 +17,10 @@ import yaml
 
 from api import limits
 from api.errors import FieldError, InvalidInputError
-from api.gpu_config import decode_gpu_config
 from api.resource_v1 import (
     DeviceClass,
     K8sModel,
     Node,
-    OpaqueDeviceConfiguration,
     ResourceClaim,
     ResourceClaimTemplate,
     ResourceSlice,
@@ -33,8 +31,8 @@ from api.resource_v1 import (
 )
 from api.validation import validate
 from dra_driver.cel import compile_selector
+from dra_driver.gpu_configs import gpu_config_errors
 from dra_driver.manifest_yaml import ManifestBoundError, ManifestLoader
-from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -195,7 +193,7 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
         name = describe(obj)
         errors = validate(obj)
         errors.extend(_selector_errors(obj))
-        strict = strict_errors(obj) + _gpu_config_errors(obj)
+        strict = strict_errors(obj) + gpu_config_errors(obj)
         if lenient:
             inventory.warnings.extend(f"{document.source}: {name}: {e}" for e in strict)
         else:
@@ -224,48 +222,6 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
         else:
             inventory.nodes.append(obj)
     return inventory
-
-
-def _opaque_configs(obj: K8sModel) -> list[tuple[str, OpaqueDeviceConfiguration]]:
-    """Every opaque config of a class or claim (spec and allocation), with its path."""
-    found: list[tuple[str, OpaqueDeviceConfiguration | None]] = []
-    if isinstance(obj, DeviceClass):
-        found += [
-            (f"spec.config[{i}].opaque", c.opaque) for i, c in enumerate(obj.spec.config or [])
-        ]
-    elif isinstance(obj, ResourceClaim | ResourceClaimTemplate):
-        devices = obj.spec.devices if isinstance(obj, ResourceClaim) else obj.spec.spec.devices
-        prefix = "spec.devices" if isinstance(obj, ResourceClaim) else "spec.spec.devices"
-        configs = (devices.config if devices else None) or []
-        found += [(f"{prefix}.config[{i}].opaque", c.opaque) for i, c in enumerate(configs)]
-        allocation = (
-            obj.status.allocation if isinstance(obj, ResourceClaim) and obj.status else None
-        )
-        if allocation is not None and allocation.devices is not None:
-            found += [
-                (f"status.allocation.devices.config[{i}].opaque", c.opaque)
-                for i, c in enumerate(allocation.devices.config or [])
-            ]
-    return [(path, opaque) for path, opaque in found if opaque is not None]
-
-
-def _gpu_config_errors(obj: K8sModel) -> list[FieldError]:
-    """This driver's opaque configs decoded as GpuConfig, as prepare would decode them."""
-    errors: list[FieldError] = []
-    for path, opaque in _opaque_configs(obj):
-        if opaque.driver != DEFAULT_DRIVER_NAME:
-            continue
-        try:
-            decode_gpu_config(opaque.parameters)
-        except InvalidInputError as exc:
-            where = f"{path}.parameters"
-            why = "the driver would refuse it at prepare"
-            if not exc.errors:
-                errors.append(FieldError(where, f"{exc.detail} ({why})"))
-            errors.extend(
-                FieldError(f"{where}.{e.path}", f"{e.message} ({why})") for e in exc.errors
-            )
-    return errors
 
 
 def _selector_errors(obj: K8sModel) -> list[FieldError]:
