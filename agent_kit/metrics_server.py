@@ -36,7 +36,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from agent_kit.flags import split_host_port
 
-__all__ = ["EndpointServer", "Metrics", "Probe"]
+__all__ = ["EndpointServer", "Metrics", "Probe", "best_family"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class EndpointServer:
 
     def start(self) -> None:
         """Listen and serve in a daemon thread."""
-        family, sockaddr = _best_family(self._host, self._requested_port)
+        family, sockaddr = best_family(self._host, self._requested_port)
         handler: Any = type("Handler", (_Handler,), {"endpoint": self})
         server_class: Any = type("Server", (ThreadingHTTPServer,), {"address_family": family})
         server: ThreadingHTTPServer = server_class(sockaddr, handler)
@@ -152,7 +152,7 @@ class EndpointServer:
             thread.join()
 
 
-def _best_family(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+def best_family(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
     """The address family and address to bind ``host`` with (IPv6 for an IPv6 host)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = infos[0]

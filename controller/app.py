@@ -15,13 +15,18 @@ sync, metrics and the probe endpoints. Threads:
 - the config sync: while leading, the cluster pools and DeviceClasses are
   brought in line with the configuration every ``CONFIG_SYNC_S`` seconds.
 
+With ``--webhook-address``, the GpuConfig validating admission webhook
+(:mod:`controller.admission`) is served over HTTPS by every replica, leader or not: it
+only reads the object under review.
+
 Readiness: every watch has delivered its first list. Liveness: every thread
 is alive and no watch has failed ``LIVENESS_FAILURES`` times in a row.
 
 Shutdown (SIGTERM, SIGINT): stop taking keys, let the placements in flight
 finish (writes stay fenced), release the Lease so a standby takes over at
 once, stop the endpoints. Exit status 0; 2 for invalid settings or
-configuration; 1 when the API server cannot be reached at start-up.
+configuration (an endpoint address that cannot be bound, a webhook certificate that
+cannot be read); 1 when the API server cannot be reached at start-up.
 
 Logs are structured: ``--log-format json`` writes one JSON object per line
 (``time``, ``level``, ``logger``, ``message`` and the record's extra fields).
@@ -35,12 +40,14 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
+from agent_kit.admission_server import AdmissionServer, ServingCertificate
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
@@ -56,6 +63,7 @@ from agent_kit.logs import configure_logging
 from agent_kit.metrics_server import EndpointServer
 from api.errors import DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
+from controller.admission import GPU_CONFIG_PATH, GpuConfigReviewer
 from controller.cache import ClusterCache, decode
 from controller.events import EventRecorder
 from controller.leader import LeaderElector
@@ -165,6 +173,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._config_due = threading.Event()
         self.endpoints: list[EndpointServer] = []
+        self.webhook: AdmissionServer | None = None
         #: Errors of the last configuration sync (None: it went through).
         self.config_error: str | None = None
 
@@ -213,6 +222,16 @@ class Controller:
                 self.endpoints.append(EndpointServer(metrics, metrics=self.metrics))
         for server in self.endpoints:
             server.start()
+        if self.settings.webhook_address:
+            self.webhook = AdmissionServer(
+                self.settings.webhook_address,
+                ServingCertificate(self.settings.webhook_cert_dir),
+                {GPU_CONFIG_PATH: GpuConfigReviewer(self.settings.driver_name)},
+                on_review=lambda path, outcome: self.metrics.admission_reviews.labels(
+                    path, outcome
+                ).inc(),
+            )
+            self.webhook.start()
 
     def wait_synced(self, timeout_s: float) -> bool:
         """Wait until every watch delivered its first list; False on timeout."""
@@ -238,6 +257,9 @@ class Controller:
         for server in self.endpoints:
             server.stop()
         self.endpoints.clear()
+        if self.webhook is not None:
+            self.webhook.stop()
+            self.webhook = None
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -327,7 +349,13 @@ def run(settings: Settings, *, client: ClusterClient | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-    controller.start()
+    try:
+        controller.start()
+    except (OSError, ssl.SSLError) as err:
+        # An address that cannot be bound, or a webhook certificate that cannot be read.
+        log.error("cannot start the endpoints", extra={"error": str(err)})
+        controller.shutdown()
+        return ExitCode.INVALID
     controller.stop.wait()
     controller.shutdown()
     log.info("stopped")

@@ -28,6 +28,9 @@ metric                                         type      labels / meaning
 ``dra_driver_leader``                          gauge     1 while this replica is the leader
 ``dra_driver_events_total``                    counter   ``reason``: Events written
 ``dra_driver_watch_relists_total``             counter   ``resource``: relists after 410 Gone
+``dra_driver_admission_reviews_total``         counter   ``webhook``, ``outcome`` (allowed,
+                                                         denied, error): admission reviews
+                                                         answered (``--webhook-address``)
 ============================================== ========= ===================================
 
 Each :class:`ControllerMetrics` has its own registry, so tests (and several
@@ -120,6 +123,13 @@ class ControllerMetrics:
             "dra_driver_watch_relists",
             "Lists repeated because a watch expired (410 Gone), by resource.",
             ["resource"],
+            registry=self.registry,
+        )
+
+        self.admission_reviews = Counter(
+            "dra_driver_admission_reviews",
+            "Admission reviews answered by the webhook, by webhook path and outcome.",
+            ["webhook", "outcome"],
             registry=self.registry,
         )
 

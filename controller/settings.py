@@ -34,6 +34,9 @@ flag                         environment twin                     default
 --api-timeout-seconds        DRA_DRIVER_API_TIMEOUT_SECONDS       30
 --health-address             DRA_DRIVER_HEALTH_ADDRESS            empty: no probe endpoint
 --metrics-address            DRA_DRIVER_METRICS_ADDRESS           empty: no metrics endpoint
+--webhook-address            DRA_DRIVER_WEBHOOK_ADDRESS           empty: no admission webhook
+--webhook-cert-dir           DRA_DRIVER_WEBHOOK_CERT_DIR          /etc/dra-driver/webhook
+                                                                  (tls.crt, tls.key)
 --log-format                 DRA_DRIVER_LOG_FORMAT                text
 --log-level                  DRA_DRIVER_LOG_LEVEL                 info
 ============================ ==================================== ==============================
@@ -81,6 +84,7 @@ DEFAULT_NAMESPACE: Final = "dra-driver"
 DEFAULT_LEASE_NAME: Final = "dra-driver-controller"
 #: Seconds a pod's fresh allocations settle before they are confirmed and its gate removed.
 DEFAULT_SETTLE_DELAY: Final = 2.0
+DEFAULT_WEBHOOK_CERT_DIR: Final = Path("/etc/dra-driver/webhook")
 #: Beyond this the gate stays on for no gain: a racing write has long landed.
 MAX_SETTLE_DELAY: Final = 300.0
 _OBJ: Final = "controller settings"
@@ -136,6 +140,9 @@ class Settings(BaseModel):
     api_timeout_seconds: float = Field(default=30.0, gt=0)
     health_address: str | None = None
     metrics_address: str | None = None
+    webhook_address: str | None = None
+    """HTTPS endpoint of the GpuConfig admission webhook (controller.admission); None: off."""
+    webhook_cert_dir: Path = DEFAULT_WEBHOOK_CERT_DIR
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
 
@@ -184,7 +191,12 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r}: use NAMESPACE/NAME, e.g. dra-driver/dra-driver-config")
         return value
 
-    @field_validator("health_address", "metrics_address", mode="before")
+    @field_validator("webhook_cert_dir", mode="before")
+    @classmethod
+    def _cert_dir(cls, value: Any) -> Any:
+        return flags.optional_absolute_path(value) or DEFAULT_WEBHOOK_CERT_DIR
+
+    @field_validator("health_address", "metrics_address", "webhook_address", mode="before")
     @classmethod
     def _check_address(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -363,6 +375,20 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "empty: off",
         "Prometheus metrics endpoint, HOST:PORT (may equal --health-address)",
         metavar="ADDRESS",
+    ),
+    define_flag(
+        "webhook_address",
+        "empty: off",
+        "HTTPS endpoint of the GpuConfig validating admission webhook, HOST:PORT "
+        "(path /validate-gpu-configs)",
+        metavar="ADDRESS",
+    ),
+    define_flag(
+        "webhook_cert_dir",
+        str(DEFAULT_WEBHOOK_CERT_DIR),
+        "directory of the webhook's serving certificate and key, tls.crt and tls.key (a "
+        "mounted kubernetes.io/tls Secret); reloaded when they change",
+        metavar="DIR",
     ),
     define_flag(
         "log_format", "text", "log format: text or json (one object per line)", metavar="FORMAT"
