@@ -1,26 +1,40 @@
-"""The chart's GpuConfig policy refuses a bad opaque config at the API server's door.
+"""The GpuConfig checks refuse a bad opaque config at the API server's door.
 
-The ValidatingAdmissionPolicy dra-driver-gpu-configs and its binding are installed from
-deploy/manifests/dra-driver.yaml (the chart's default rendering) as they are, so the API
-server compiles and runs their CEL. Before that, a DeviceClass with a bad config is made, as
-one written before the chart was installed. Then, as a user would see it:
+Two gates, each test run once through each (the ``gate`` parameter):
+
+- ``policy``: the chart's ValidatingAdmissionPolicy dra-driver-gpu-configs and its binding,
+  installed from deploy/manifests/dra-driver.yaml (the chart's default rendering) as they
+  are, so the API server compiles and runs their CEL;
+- ``webhook``: ``dra-driver controller`` run as a process with ``--webhook-address`` on
+  loopback and a certificate made by openssl, registered in a ValidatingWebhookConfiguration
+  (by URL, with the CA as caBundle) that the API server calls over TLS. Loopback is only
+  reachable from the local cluster's API server: against an external cluster this gate is
+  skipped, and the skip says why.
+
+Before the gate, a DeviceClass with a bad config is made, as one written before the chart
+was installed. Then, as a user would see it:
 
 - a ResourceClaim, a ResourceClaimTemplate or a DeviceClass whose GpuConfig of this driver is
   invalid is refused, and the refusal carries each message `dra-driver allocate` gives for the
   same object (dra_driver.manifests.load_inventory computes them here);
 - a valid GpuConfig, and any config of another driver, are accepted;
 - an update that breaks a class's config is refused; one that leaves the configs alone is
-  not, even on the class made before the policy, which can also be deleted.
+  not, even on the class made before the gate, which can also be deleted.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import itertools
 import json
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +48,9 @@ from cluster_access import (
 from kubernetes import client
 
 from api.errors import InvalidInputError
+from controller.admission import GPU_CONFIG_PATH
 from dra_driver.manifests import Document, load_inventory
+from tests.tls import make_serving_certificate
 
 NAME = "dra-driver-gpu-configs"
 DRIVER = "gpu.dra-driver.io"
@@ -97,35 +113,133 @@ def api(local_cluster: ClusterUnderTest) -> Any:
     return resource_api(local_cluster.api_client)
 
 
-@pytest.fixture(scope="module")
-def config_policy(local_cluster: ClusterUnderTest, api: Any) -> Iterator[None]:
-    """The class made before the policy, then the chart's policy and binding, until the
-    module ends; waits until the API server enforces them."""
-    admission: Any = client.AdmissionregistrationV1Api(local_cluster.api_client)
-    api.create_device_class(_class(PRE_POLICY_CLASS, BAD_STRATEGY))
+#: The name the API server gives the webhook in its refusals.
+WEBHOOK = f"gpu-configs.{DRIVER}"
+DRA_DRIVER = str(Path(sys.executable).parent / "dra-driver")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _policy(admission: Any) -> Iterator[None]:
     policy, binding = sorted(POLICY, key=lambda d: d["kind"])
+    admission.create_validating_admission_policy(policy)
     try:
-        admission.create_validating_admission_policy(policy)
         admission.create_validating_admission_policy_binding(binding)
-        tries = itertools.count()
-
-        def refused() -> str | None:
-            name = f"probe-{next(tries)}"
-            message = _refusal(lambda: api.create_device_class(_class(name, BAD_STRATEGY)))
-            if message is None:
-                api.delete_device_class(name)
-            return message
-
-        wait_for("the GpuConfig policy to be enforced", refused, cluster=local_cluster)
         yield
     finally:
-        for undo in (
-            lambda: admission.delete_validating_admission_policy_binding(NAME),
-            lambda: admission.delete_validating_admission_policy(NAME),
-            lambda: api.delete_device_class(PRE_POLICY_CLASS),
-        ):
-            with contextlib.suppress(client.ApiException):
-                undo()
+        with contextlib.suppress(client.ApiException):
+            admission.delete_validating_admission_policy_binding(NAME)
+        admission.delete_validating_admission_policy(NAME)
+
+
+@contextlib.contextmanager
+def _webhook(cluster: ClusterUnderTest, admission: Any, root: Path) -> Iterator[None]:
+    """The controller serving the webhook on loopback, and the configuration calling it."""
+    certs = make_serving_certificate(root / "certs")
+    port = _free_port()
+    with (root / "controller.log").open("w") as log:
+        controller = subprocess.Popen(
+            [
+                DRA_DRIVER, "controller", "--kubeconfig", str(cluster.kubeconfig),
+                "--identity", "webhook-test", "--no-leader-elect", "--no-manage-device-classes",
+                "--webhook-address", f"127.0.0.1:{port}", "--webhook-cert-dir", str(certs),
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": NAME},
+        "webhooks": [
+            {
+                "name": WEBHOOK,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+                "rules": [
+                    {
+                        "apiGroups": ["resource.k8s.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["resourceclaims", "resourceclaimtemplates", "deviceclasses"],
+                    }
+                ],
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}{GPU_CONFIG_PATH}",
+                    "caBundle": base64.b64encode((certs / "ca.crt").read_bytes()).decode(),
+                },
+            }
+        ],
+    }
+
+    def serving() -> bool:
+        assert controller.poll() is None, (root / "controller.log").read_text()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        return False
+
+    try:
+        wait_for("the controller to serve its webhook", serving, cluster=cluster)
+        admission.create_validating_webhook_configuration(configuration)
+        try:
+            yield
+        finally:
+            admission.delete_validating_webhook_configuration(NAME)
+    finally:
+        controller.terminate()
+        assert controller.wait(timeout=30) == 0, (root / "controller.log").read_text()
+
+
+@pytest.fixture(scope="module", params=["policy", "webhook"])
+def gate(request: pytest.FixtureRequest, local_cluster: ClusterUnderTest) -> str:
+    if request.param == "webhook" and local_cluster.local is None:
+        pytest.skip("the webhook gate needs the local cluster: its API server calls loopback")
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def config_policy(
+    local_cluster: ClusterUnderTest, api: Any, gate: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """The class made before the gate, then the gate, until the module's tests of this gate
+    end; waits until the API server enforces it."""
+    admission: Any = client.AdmissionregistrationV1Api(local_cluster.api_client)
+    # The other gate's removal takes a moment to reach the API server's admission chain.
+    wait_for(
+        "a class with a bad config to be accepted (no gate yet)",
+        lambda: (
+            _refusal(lambda: api.create_device_class(_class(PRE_POLICY_CLASS, BAD_STRATEGY)))
+            is None
+        ),
+        cluster=local_cluster,
+    )
+    try:
+        with contextlib.ExitStack() as stack:
+            if gate == "policy":
+                stack.enter_context(_policy(admission))
+            else:
+                root = tmp_path_factory.mktemp("webhook")
+                stack.enter_context(_webhook(local_cluster, admission, root))
+            tries = itertools.count()
+
+            def refused() -> str | None:
+                name = f"probe-{next(tries)}"
+                message = _refusal(lambda: api.create_device_class(_class(name, BAD_STRATEGY)))
+                if message is None:
+                    api.delete_device_class(name)
+                return message
+
+            wait_for(f"the GpuConfig {gate} to be enforced", refused, cluster=local_cluster)
+            yield
+    finally:
+        with contextlib.suppress(client.ApiException):
+            api.delete_device_class(PRE_POLICY_CLASS)
 
 
 @pytest.fixture
@@ -178,12 +292,16 @@ BAD: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_a_claim_with_a_bad_gpu_config_is_refused_with_the_clis_message(
-    api: Any, ns: str, case: str
+    api: Any, ns: str, gate: str, case: str
 ) -> None:
     claim = _claim("bad", ns, BAD[case])
     refusal = _refusal(lambda: api.create_namespaced_resource_claim(ns, claim))
     assert refusal is not None, f"{case}: accepted"
-    assert f"denied request: invalid GpuConfig of driver {DRIVER}: " in refusal, refusal
+    denied = {
+        "policy": f"ValidatingAdmissionPolicy '{NAME}' with binding '{NAME}' denied request: ",
+        "webhook": f'admission webhook "{WEBHOOK}" denied the request: ',
+    }[gate]
+    assert f"{denied}invalid GpuConfig of driver {DRIVER}: " in refusal, refusal
     expected = _cli_messages(claim)
     assert expected and all(
         e.startswith("spec.devices.config[1].opaque.parameters.") for e in expected
