@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint unit demo demo-offline bench clean
+.PHONY: setup test lint unit demo demo-offline bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo-offline: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/allocator_bench.py
 	$(PY) bench/cel_engines.py
+
+# Seeded random kills of the driver for longer (docs/operations.md): SOAK rounds, a new seed unless SEED.
+soak: $(STAMP)
+	DRA_DRIVER_FAULT_SOAK=$(or $(SOAK),1000) $(if $(SEED),DRA_DRIVER_FAULT_SEED=$(SEED)) $(PY) -m pytest tests/component/test_driver_fault_kills.py -q
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -112,6 +112,7 @@ class GpuDriver:
             cdi=cdi,
             migs=migs,
             rewrite_spec=self._preparer.rewrite_spec,
+            fault_hook=fault_hook,
         )
 
     @property

@@ -42,9 +42,17 @@ log = logging.getLogger(__name__)
 #: Points where a test can stop the process (see ``fault_hook``): after the
 #: PrepareStarted save, after creating the claim's dynamic MIG devices, after the
 #: spec write, after the PrepareCompleted save, and after an unprepare removed
-#: the spec but before it dropped the entry.
+#: the spec but before it dropped the entry; at start-up, after recovery removed
+#: a spec (an interrupted prepare, a claim gone) or wrote one again, each before
+#: the recovered checkpoint is saved.
 FaultPoint: TypeAlias = Literal[
-    "checkpoint-started", "mig-created", "spec-written", "prepare-completed", "spec-removed"
+    "checkpoint-started",
+    "mig-created",
+    "spec-written",
+    "prepare-completed",
+    "spec-removed",
+    "recovery-spec-removed",
+    "recovery-spec-rewritten",
 ]
 
 

@@ -21,7 +21,7 @@ from kubelet_plugin.checkpoint_store import contained_entry
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
-from kubelet_plugin.driver.preparer import log_spec_rewrite
+from kubelet_plugin.driver.preparer import FaultPoint, log_spec_rewrite
 
 __all__ = ["RecoveryReport", "StartupRecovery"]
 
@@ -73,6 +73,9 @@ class StartupRecovery:
     (its MIG devices destroyed, its devices free, the removal retried while
     the plugin serves); a gone claim's entry is kept for the kubelet's
     unprepare to retry.
+
+    ``fault_hook`` is called at the recovery's fault points (:data:`FaultPoint`; tests stop
+    the process there); production passes none.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class StartupRecovery:
         cdi: CdiWriter,
         migs: MigLifecycle,
         rewrite_spec: Callable[[str, ClaimEntry], ClaimEntry],
+        fault_hook: Callable[[FaultPoint], None] | None = None,
     ) -> None:
         self._driver_name = driver_name
         self._boot_id = boot_id
@@ -93,6 +97,7 @@ class StartupRecovery:
         self._cdi = cdi
         self._migs = migs
         self._rewrite_spec = rewrite_spec
+        self._fault_hook = fault_hook
 
     def run(self) -> RecoveryReport:
         """Recover; raises CheckpointError for a checkpoint of a newer version or a failed save."""
@@ -183,6 +188,7 @@ class StartupRecovery:
     def _discard(self, label: str, entry: ClaimEntry) -> None:
         """Remove a claim's spec and destroy its dynamic MIG devices (failures logged)."""
         remove_durably(Path(entry.cdi_spec_path))
+        self._fault("recovery-spec-removed")
         self._migs.destroy(label, dynamic_migs(entry))
 
     def _restore(self, uid: str, entry: ClaimEntry, entries: dict[str, ClaimEntry]) -> bool:
@@ -213,7 +219,12 @@ class StartupRecovery:
             # Kept: the next prepare of this claim tries again.
             log.error("%s (UID %s): writing its CDI spec failed: %s", label, uid, err)
             return False
+        self._fault("recovery-spec-rewritten")
         return True
+
+    def _fault(self, point: FaultPoint) -> None:
+        if self._fault_hook is not None:
+            self._fault_hook(point)
 
     def _orphan_specs(self, entries: dict[str, ClaimEntry]) -> list[str]:
         """Spec files of this driver that no entry owns; logged, left in place."""

@@ -6,7 +6,9 @@ actions (``[["prepare"|"unprepare", [[namespace, name, uid], ...]], ...]``)
 and optionally a fault ``{"point": <FaultPoint>, "hit": <n>}``: at the n-th
 time the driver reaches that point the process ends at once with
 FAULT_EXIT_CODE, as a kill would end it (no cleanup, no flush of Python state).
-Prints ``{"recovery": {...}, "steps": [...], "api_reads": n}`` as JSON.
+Prints ``{"recovery": {...}, "steps": [...], "api_reads": n}`` as JSON. With
+``"steps_file"`` it also appends each step's answer to that file as one JSON
+line the moment the step returns: what the kubelet heard before a kill.
 """
 
 from __future__ import annotations
@@ -44,24 +46,28 @@ def main() -> None:
 
     driver = fx.make_driver(root, claims, boot_id=run["boot_id"], fault_hook=stop_at_fault)
     out: dict[str, Any] = {"recovery": dataclasses.asdict(driver.start()), "steps": []}
+    steps_file = Path(run["steps_file"]) if run.get("steps_file") else None
     for action, raw_refs in run["actions"]:
         refs = [ClaimRef(namespace=ns, name=name, uid=uid) for ns, name, uid in raw_refs]
         if action == "prepare":
             prepared = driver.prepare(refs)
-            out["steps"].append(
-                {
-                    uid: {
-                        "error": result.error,
-                        "devices": [
-                            {"device": d.device, "cdi_device_ids": list(d.cdi_device_ids)}
-                            for d in result.devices
-                        ],
-                    }
-                    for uid, result in prepared.items()
+            step: dict[str, Any] = {
+                uid: {
+                    "error": result.error,
+                    "devices": [
+                        {"device": d.device, "cdi_device_ids": list(d.cdi_device_ids)}
+                        for d in result.devices
+                    ],
                 }
-            )
+                for uid, result in prepared.items()
+            }
         else:
-            out["steps"].append(dict(driver.unprepare(refs)))
+            step = dict(driver.unprepare(refs))
+        out["steps"].append(step)
+        if steps_file is not None:
+            # Closed, so in the kernel's hands: os._exit at a later fault point keeps it.
+            with steps_file.open("a") as heard:
+                heard.write(json.dumps([action, step]) + "\n")
     out["api_reads"] = claims.reads
     print(json.dumps(out))
 

@@ -7,15 +7,12 @@ flushing of state. Nothing in the code under test is patched.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_node import Node, refs
 from driver_fixtures import (
-    BOOT_ID,
     FAULT_EXIT_CODE,
     checkpoint_states,
     claim,
@@ -27,61 +24,6 @@ from driver_fixtures import (
 )
 
 pytestmark = pytest.mark.component
-
-PROCESS = Path(__file__).with_name("driver_process.py")
-
-
-def refs(*numbers: int) -> list[list[str]]:
-    return [["default", f"claim-{n}", claim_uid(n)] for n in numbers]
-
-
-class Node:
-    """The files of one node, and driver processes run against them."""
-
-    def __init__(self, root: Path, claims: list[dict[str, Any]]) -> None:
-        self.root = root
-        self.claims_file = root / "claims.json"
-        self.set_claims(claims)
-        self.runs = 0
-
-    def set_claims(self, claims: list[dict[str, Any]]) -> None:
-        self.claims_file.write_text(json.dumps(claims))
-
-    def run(
-        self,
-        actions: list[tuple[str, list[list[str]]]],
-        *,
-        fault: dict[str, Any] | None = None,
-        boot_id: str = BOOT_ID,
-    ) -> tuple[int, dict[str, Any]]:
-        self.runs += 1
-        run_file = self.root / f"run-{self.runs}.json"
-        run_file.write_text(
-            json.dumps(
-                {
-                    "root": str(self.root),
-                    "claims": str(self.claims_file),
-                    "boot_id": boot_id,
-                    "actions": actions,
-                    "fault": fault,
-                }
-            )
-        )
-        done = subprocess.run(
-            [sys.executable, str(PROCESS), str(run_file)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode not in (0, FAULT_EXIT_CODE):
-            raise AssertionError(f"driver process failed ({done.returncode}):\n{done.stderr}")
-        output = json.loads(done.stdout) if done.returncode == 0 else {}
-        return done.returncode, output
-
-    def no_temp_files(self) -> None:
-        for directory in (self.root / "cdi", self.root / "state"):
-            assert not [f for f in files_in(directory) if f.startswith(".")], directory
 
 
 def ids(step: dict[str, Any], n: int) -> list[list[str]]:

@@ -1,0 +1,90 @@
+"""The crash tests' node: its files, and driver processes (driver_process.py) run on them.
+
+Each run is a Python process of its own that may end with ``os._exit`` at a
+fault point, as a SIGKILL would end it. Used by test_driver_crash.py (chosen
+kills) and test_driver_fault_kills.py (seeded random kills).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from driver_fixtures import BOOT_ID, FAULT_EXIT_CODE, claim_uid, files_in
+
+PROCESS = Path(__file__).with_name("driver_process.py")
+
+#: One kubelet call of a run: ``("prepare" | "unprepare", refs(...))``.
+Action = tuple[str, list[list[str]]]
+
+
+def refs(*numbers: int) -> list[list[str]]:
+    """Claim references of ``claim-<n>`` as driver_process.py reads them."""
+    return [["default", f"claim-{n}", claim_uid(n)] for n in numbers]
+
+
+class Node:
+    """The files of one node, and driver processes run against them."""
+
+    def __init__(self, root: Path, claims: list[dict[str, Any]]) -> None:
+        self.root = root
+        self.claims_file = root / "claims.json"
+        self.set_claims(claims)
+        self.runs = 0
+
+    def set_claims(self, claims: list[dict[str, Any]]) -> None:
+        self.claims_file.write_text(json.dumps(claims))
+
+    def run(
+        self,
+        actions: list[Action],
+        *,
+        fault: dict[str, Any] | None = None,
+        boot_id: str = BOOT_ID,
+        heard: Path | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Run a driver process; its exit status (0 or FAULT_EXIT_CODE) and its output.
+
+        ``heard``: a file each step's answer is appended to as it returns (one
+        JSON line ``[action, answers]``), so what a killed run answered is known.
+        """
+        self.runs += 1
+        run_file = self.root / f"run-{self.runs}.json"
+        run_file.write_text(
+            json.dumps(
+                {
+                    "root": str(self.root),
+                    "claims": str(self.claims_file),
+                    "boot_id": boot_id,
+                    "actions": actions,
+                    "fault": fault,
+                    "steps_file": str(heard) if heard is not None else None,
+                }
+            )
+        )
+        done = subprocess.run(
+            [sys.executable, str(PROCESS), str(run_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode not in (0, FAULT_EXIT_CODE):
+            raise AssertionError(f"driver process failed ({done.returncode}):\n{done.stderr}")
+        output = json.loads(done.stdout) if done.returncode == 0 else {}
+        return done.returncode, output
+
+    def temp_files(self) -> list[str]:
+        """Temp files (dot-files) left in the CDI root or the state directory."""
+        return [
+            f"{directory.name}/{f}"
+            for directory in (self.root / "cdi", self.root / "state")
+            for f in files_in(directory)
+            if f.startswith(".")
+        ]
+
+    def no_temp_files(self) -> None:
+        assert not self.temp_files()
