@@ -7,7 +7,10 @@ so after a crash the file holds the last save or the one before, never a mix.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +52,10 @@ log = logging.getLogger(__name__)
 
 #: Changes at every boot; tells a plugin restart from a node reboot.
 BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+#: The largest checkpoint read. An entry takes about 1 KiB per device, so this is
+#: tens of thousands of claims; a larger file is not one the plugin wrote, and
+#: reading it whole could exhaust the pod's memory.
+MAX_CHECKPOINT_BYTES: Final = 64 * 2**20
 
 
 def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
@@ -133,6 +140,11 @@ class CheckpointStore:
         A file that does not decode is renamed to ``<name>.corrupt-<UTC timestamp>``
         with an error log naming both paths, and CheckpointCorruptError is raised:
         the caller decides to go on with empty state, nothing is reset silently.
+        So is anything in its place that the plugin never writes there: a
+        symbolic link (not followed: it may lead anywhere, ``/dev/zero`` say), a
+        directory, a FIFO or a device, or a file over :data:`MAX_CHECKPOINT_BYTES`.
+        The rename moves the entry itself, never what a link points to. Other
+        errors reading it (EIO) raise OSError: a retry may help.
 
         A file that parses but is of a version this plugin does not read (newer,
         or older than the oldest it upgrades) is not corrupt: it stays as it is,
@@ -143,10 +155,12 @@ class CheckpointStore:
         remove_stale_temp_files(self.path.parent, prefix=self.path.name)
         self._seen = self._fingerprint()
         try:
-            data = self.path.read_bytes()
+            data = self._read()
         except FileNotFoundError:
             self._seen = None
             return Checkpoint()
+        except CheckpointError as err:
+            raise self._move_aside(err) from err
         try:
             return decode_checkpoint(data)
         except CheckpointVersionError as err:
@@ -159,25 +173,57 @@ class CheckpointStore:
             log.error("%s", message)
             raise CheckpointVersionError(message, version=err.version, path=self.path) from err
         except CheckpointError as err:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-            moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            attempt = 0
-            while moved_to.exists():  # never overwrite the evidence of an earlier corruption
-                attempt += 1
-                moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{attempt}")
-            self.path.rename(moved_to)
-            log.error(
-                "checkpoint %s is corrupt (%s); moved it to %s and starting without prepared "
-                "claims: claims prepared before are prepared again when the kubelet asks",
-                self.path,
-                err,
-                moved_to,
+            raise self._move_aside(err) from err
+
+    def _read(self) -> bytes:
+        """The file's bytes; CheckpointError when it is not a regular file of a sane size.
+
+        Opened without following a symbolic link and without blocking on a FIFO.
+        Raises FileNotFoundError when there is none, OSError when reading fails.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise CheckpointError(
+                    "it is a symbolic link; the plugin reads only the file it wrote"
+                ) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CheckpointError("it is not a regular file (a directory, FIFO or device)")
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read(MAX_CHECKPOINT_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"it is larger than {MAX_CHECKPOINT_BYTES} bytes, more than any checkpoint "
+                "the plugin writes"
             )
-            raise CheckpointCorruptError(
-                f"checkpoint {self.path} is corrupt ({err}); moved to {moved_to}",
-                path=self.path,
-                moved_to=moved_to,
-            ) from err
+        return data
+
+    def _move_aside(self, err: CheckpointError) -> CheckpointCorruptError:
+        """Rename the file (or whatever is in its place) to ``<name>.corrupt-<UTC timestamp>``."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        attempt = 0
+        while os.path.lexists(moved_to):  # never overwrite the evidence of an earlier one
+            attempt += 1
+            moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{attempt}")
+        self.path.rename(moved_to)
+        log.error(
+            "checkpoint %s is corrupt (%s); moved it to %s and starting without prepared "
+            "claims: claims prepared before are prepared again when the kubelet asks",
+            self.path,
+            err,
+            moved_to,
+        )
+        return CheckpointCorruptError(
+            f"checkpoint {self.path} is corrupt ({err}); moved to {moved_to}",
+            path=self.path,
+            moved_to=moved_to,
+        )
 
     def save(self, checkpoint: Checkpoint) -> None:
         """Write ``checkpoint`` crash-safely (mode 0600). Raises OSError on failure."""
