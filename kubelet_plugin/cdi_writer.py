@@ -11,6 +11,7 @@ is the same dance for any file; the checkpoint store uses it too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -101,11 +102,17 @@ def remove_durably(path: Path) -> bool:
     """Remove ``path`` and fsync its directory; False when it did not exist.
 
     A parent that is not a directory counts as "did not exist" too: no file can be there.
+    So does a name missing from a read-only file system, which refuses the unlink
+    (EROFS) before looking: a spec never written there is no cleanup to retry.
     """
     try:
         path.unlink()
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as err:
+        if err.errno == errno.EROFS and not os.path.lexists(path):
+            return False
+        raise
     _fsync_directory(path.parent)
     return True
 
