@@ -47,6 +47,7 @@ from dra_cli.cluster_agent import (
 )
 from dra_cli.demo import run_demo
 from dra_cli.discover import add_discover_arguments, run_discover
+from dra_cli.migrate import add_migrate_arguments, run_migrate
 from dra_cli.node_agent import add_kubelet_plugin_arguments, run_kubelet_plugin
 from dra_driver import __version__
 from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
@@ -178,6 +179,14 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
     )
     add_discover_arguments(discover_cmd)
 
+    migrate_cmd = commands.add_parser(
+        "migrate",
+        help="a k8s-device-plugin config as this driver's values, classes and claims",
+        description="Read device-plugin config files and print the chart values, the "
+        "DeviceClasses that keep its resource names working and each workload's two forms.",
+    )
+    add_migrate_arguments(migrate_cmd)
+
     plugin_cmd = commands.add_parser(
         "kubelet-plugin",
         help="run the node agent: kubelet registration, prepare/unprepare, ResourceSlices",
@@ -272,6 +281,8 @@ def main(
         return run_demo(Path(args.examples), policies, out, lenient=args.lenient)
     if args.command == "discover":
         return run_discover(args, out, prog=prog)
+    if args.command == "migrate":
+        return run_migrate(args, out, prog=prog, stdin=stdin)
     if args.command == "kubelet-plugin":
         return run_kubelet_plugin(args, prog=f"{prog} kubelet-plugin")
     if args.command == "controller":
