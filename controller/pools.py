@@ -8,6 +8,11 @@ The configuration (``--config FILE`` or ``--config-map NAMESPACE/NAME``, key
       mig: true              # mig.<driver> (default true)
       products:              # one class per product, named <slug>.<driver>
       - NVIDIA H100 80GB HBM3
+      extendedResourceNames: # the device plugin's names these classes answer to
+        gpu: nvidia.com/gpu  # <driver> (default; "" or null: none)
+        timeslicing: ""      # e.g. nvidia.com/gpu.shared (default none)
+        mps: ""
+        mig: ""
     pools:                   # devices that are not node-local
     - name: shared-a100
       nodeSelector:          # core/v1 NodeSelector (one term) ...
@@ -34,7 +39,10 @@ carrying our label are ever deleted).
 
 **DeviceClasses.** ``<driver>`` (whole GPUs), ``timeslicing.<driver>`` and
 ``mps.<driver>`` (whole GPUs with the sharing GpuConfig), ``mig.<driver>``
-(MIG devices), and ``<slug>.<driver>`` per configured product. A class is
+(MIG devices), and ``<slug>.<driver>`` per configured product. A class given an
+extended resource name (``spec.extendedResourceName``) also serves pods that ask
+for that name in their container resources, as written for the device plugin
+(by default ``<driver>`` answers to ``nvidia.com/gpu``); one name maps one class. A class is
 created with the managed-by label and updated when its spec differs; a class
 of that name *without* the label was made by an admin and is never changed
 or deleted; labelled classes no longer configured are deleted.
@@ -49,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from agent_kit.kube import ClusterClient, ConflictError, NotFoundError
 from api import gpu_config, limits
@@ -87,10 +95,35 @@ MANAGED_BY: Final = "dra-driver-controller"
 CONFIG_MAP_KEY: Final = "config.yaml"
 
 
+#: The extended resource name the whole-GPU class answers to, as the device plugin's.
+DEFAULT_EXTENDED_RESOURCE_NAME: Final = "nvidia.com/gpu"
+
+
+class ExtendedResourceNames(K8sModel):
+    """Per class, the extended resource name it answers to; None (or empty): none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: str | None = DEFAULT_EXTENDED_RESOURCE_NAME
+    timeslicing: str | None = None
+    mps: str | None = None
+    mig: str | None = None
+
+    @field_validator("gpu", "timeslicing", "mps", "mig", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return (value.strip() or None) if isinstance(value, str) else value
+
+    def of(self, kind: str) -> str | None:
+        name: str | None = getattr(self, kind)
+        return name
+
+
 class ClassConfig(K8sModel):
     sharing: bool = True
     mig: bool = True
     products: list[str] = Field(default_factory=list)
+    extended_resource_names: ExtendedResourceNames = Field(default_factory=ExtendedResourceNames)
 
 
 class PoolConfig(K8sModel):
@@ -328,9 +361,15 @@ class PoolPublisher:
 
 
 def _device_class(
-    name: str, expression: str, config: Mapping[str, Any] | None, driver: str
+    name: str,
+    expression: str,
+    config: Mapping[str, Any] | None,
+    driver: str,
+    extended_resource_name: str | None = None,
 ) -> DeviceClass:
     spec: dict[str, Any] = {"selectors": [{"cel": {"expression": expression}}]}
+    if extended_resource_name is not None:
+        spec["extendedResourceName"] = extended_resource_name
     if config is not None:
         spec["config"] = [{"opaque": {"driver": driver, "parameters": dict(config)}}]
     return DeviceClass.model_validate(
@@ -359,23 +398,26 @@ def build_device_classes(driver_name: str, config: ClassConfig) -> list[DeviceCl
             "sharing": {"strategy": strategy},
         }
 
-    classes = [_device_class(driver_name, of_type("gpu"), None, driver_name)]
+    names = config.extended_resource_names
+    classes = [_device_class(driver_name, of_type("gpu"), None, driver_name, names.of("gpu"))]
     if config.sharing:
-        classes.append(
-            _device_class(
-                f"timeslicing.{driver_name}",
-                of_type("gpu"),
-                sharing(gpu_config.STRATEGY_TIME_SLICING),
-                driver_name,
+        for kind, strategy in (
+            ("timeslicing", gpu_config.STRATEGY_TIME_SLICING),
+            ("mps", gpu_config.STRATEGY_MPS),
+        ):
+            classes.append(
+                _device_class(
+                    f"{kind}.{driver_name}",
+                    of_type("gpu"),
+                    sharing(strategy),
+                    driver_name,
+                    names.of(kind),
+                )
             )
-        )
-        classes.append(
-            _device_class(
-                f"mps.{driver_name}", of_type("gpu"), sharing(gpu_config.STRATEGY_MPS), driver_name
-            )
-        )
     if config.mig:
-        classes.append(_device_class(f"mig.{driver_name}", of_type("mig"), None, driver_name))
+        classes.append(
+            _device_class(f"mig.{driver_name}", of_type("mig"), None, driver_name, names.of("mig"))
+        )
     for product in config.products:
         quoted = product.replace("\\", "\\\\").replace('"', '\\"')
         classes.append(
@@ -385,6 +427,14 @@ def build_device_classes(driver_name: str, config: ClassConfig) -> list[DeviceCl
                 None,
                 driver_name,
             )
+        )
+    mapped = [c.spec.extended_resource_name for c in classes if c.spec.extended_resource_name]
+    twice = sorted({name for name in mapped if mapped.count(name) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"extended resource name {', '.join(twice)} is given to several classes; "
+            "give each name to one class",
+            obj="deviceClasses.extendedResourceNames",
         )
     for device_class in classes:
         ensure_valid(device_class)

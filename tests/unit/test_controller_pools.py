@@ -203,3 +203,47 @@ def test_the_configuration_comes_from_a_file_or_a_config_map(tmp_path: Any) -> N
     config = load_config(cluster, path=None, config_map="dra-driver/cfg")
     assert config.device_classes.products == ["NVIDIA A100-SXM4-80GB"]
     assert load_config(cluster, path=None, config_map=None).pools == []
+
+
+def _names(config: str) -> dict[str, str | None]:
+    classes = build_device_classes(DRIVER, parse_config(config, source="t").device_classes)
+    return {c.metadata.name or "": c.spec.extended_resource_name for c in classes}
+
+
+def test_the_whole_gpu_class_answers_to_the_device_plugins_name_by_default() -> None:
+    assert _names("") == {
+        DRIVER: "nvidia.com/gpu",
+        f"timeslicing.{DRIVER}": None,
+        f"mps.{DRIVER}": None,
+        f"mig.{DRIVER}": None,
+    }
+
+
+def test_extended_resource_names_are_set_per_class_or_turned_off() -> None:
+    names = _names(
+        "deviceClasses: {extendedResourceNames: "
+        "{gpu: '', timeslicing: nvidia.com/gpu.shared, mig: example.com/mig}}"
+    )
+    assert names[DRIVER] is None
+    assert names[f"timeslicing.{DRIVER}"] == "nvidia.com/gpu.shared"
+    assert names[f"mig.{DRIVER}"] == "example.com/mig"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "deviceClasses: {extendedResourceNames: {mps: nvidia.com/gpu}}",
+            "extended resource name nvidia.com/gpu is given to several classes",
+        ),
+        ("deviceClasses: {extendedResourceNames: {gpus: x}}", "extendedResourceNames.gpus"),
+        (
+            "deviceClasses: {extendedResourceNames: {gpu: gpu}}",
+            'invalid extended resource name "gpu": must have a domain prefix',
+        ),
+    ],
+)
+def test_bad_extended_resource_names_are_refused(config: str, message: str) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        _names(config)
+    assert message in str(raised.value)

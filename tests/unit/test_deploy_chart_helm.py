@@ -86,6 +86,10 @@ def test_another_driver_name_reaches_every_component_and_class(helm: str) -> Non
             ["--set", "kubeletPlugin.privileged=maybe"],
             'privileged "maybe": use true, false or auto',
         ),
+        (
+            ["--set", "deviceClasses.extendedResourceNames.mps=nvidia.com/gpu"],
+            '"nvidia.com/gpu" is given to several classes; give each name to one class',
+        ),
     ],
 )
 def test_values_the_chart_refuses_are_refused_with_a_reason(
@@ -236,3 +240,25 @@ def test_the_metrics_network_policy_admits_only_the_monitoring_namespace(helm: s
         )
     )
     assert not [o for o in objects if o["kind"] == "NetworkPolicy"]
+
+
+def test_extended_resource_names_reach_the_classes_as_the_controller_makes_them(
+    helm: str,
+) -> None:
+    values = {"gpu": "", "timeslicing": "nvidia.com/gpu.shared", "mps": "", "mig": ""}
+    args = [f"--set=deviceClasses.extendedResourceNames.{k}={v}" for k, v in values.items()]
+    objects = documents(helm_template(helm, *args))
+    classes = {
+        o["metadata"]["name"]: DeviceClass.model_validate(o)
+        for o in objects
+        if o["kind"] == "DeviceClass"
+    }
+    config = ClassConfig.model_validate({"extendedResourceNames": values})
+    expected = build_device_classes("gpu.dra-driver.io", config)
+    assert {name: dump(c.spec) for name, c in classes.items()} == {
+        c.metadata.name: dump(c.spec) for c in expected
+    }
+    assert classes["timeslicing.gpu.dra-driver.io"].spec.extended_resource_name == (
+        "nvidia.com/gpu.shared"
+    )
+    assert classes["gpu.dra-driver.io"].spec.extended_resource_name is None
