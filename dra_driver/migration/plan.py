@@ -170,8 +170,8 @@ def _warn_flags(config: DevicePluginConfig, warn: list[str]) -> None:
         )
     if config.flag("mpsRoot") is not None:
         warn.append(
-            f"{at}: flags.mpsRoot has no counterpart: the kubelet plugin runs each shared "
-            "GPU's MPS control daemon in its own directory"
+            f"{at}: flags.mpsRoot has no counterpart: this driver starts no MPS control "
+            "daemon; a share's MPS limits reach the container as CUDA_MPS_* variables"
         )
     if config.flag("gfd") or config.flag("useNodeFeatureAPI") is True:
         warn.append(
@@ -245,12 +245,19 @@ def _share_class(
     if shared is None:
         return None
     name = shared.advertised(group.rename_by_default)
-    how = "MPS limits" if group.strategy == "MPS" else "MPS limits, not plain time slices"
+    if group.strategy == "MPS":
+        how = (
+            "the device plugin's MPS daemon enforced that split; this driver starts no MPS "
+            "daemon and hands the container the limits as CUDA_MPS_* variables"
+        )
+    else:
+        how = "the container also gets them as CUDA_MPS_* limits, binding under an MPS daemon only"
     warn.append(
         f"{at}: {shared.path} ({name}, {shared.replicas} replicas) carries over partly: "
-        f"the claim form asks for 1/{shared.replicas} of a shared GPU's compute and memory "
-        f"(enforced with {how}); the extended-resource form ({name}: 1) gets a whole GPU "
-        "each, since a request the scheduler makes names no capacity"
+        f"the claim form asks for 1/{shared.replicas} of a shared GPU's compute and memory, "
+        f"so {shared.replicas} claims share one GPU ({how}); the extended-resource form "
+        f"({name}: 1) gets a whole GPU each, since a request the scheduler makes names no "
+        "capacity"
         + (
             f"; a pod asking {name}: 2 gets two GPUs, it is not refused"
             if group.fail_requests_greater_than_one
