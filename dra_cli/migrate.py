@@ -9,11 +9,12 @@ ResourceClaimTemplate form beside the unchanged extended-resource form::
     dra-driver migrate -f time-slicing-config.yaml --gpu-memory 80Gi
     dra-driver migrate -f configmap.yaml -l nvidia.com/device-plugin.config=a100 \\
         -l nvidia.com/mig.config=all-1g.10gb
-    dra-driver migrate -f config.yaml --part manifests | kubectl apply -f -
+    dra-driver migrate -f config.yaml --part classes | kubectl apply -f -
 
-``--part values`` prints the Helm values only, ``--part manifests`` the Kubernetes objects
-only (for ``kubectl apply`` or ``dra-driver allocate``); the default prints both, the values
-first, as multi-document YAML (``-o json``: one object).
+``--part values`` prints the Helm values only, ``--part classes`` the DeviceClasses to apply,
+``--part manifests`` every Kubernetes object (the classes and the workload patterns, for
+``dra-driver allocate``); the default prints all, the values first, as multi-document YAML
+(``-o json``: one object).
 
 Exit codes: 0 printed (what carries over only partly is a warning on stderr); 2 invalid
 input: the message names the file, the config, the key path and the fix.
@@ -45,7 +46,7 @@ from dra_driver.slices import DEFAULT_DRIVER_NAME
 
 __all__ = ["PARTS", "add_migrate_arguments", "run_migrate"]
 
-PARTS = ("all", "values", "manifests")
+PARTS = ("all", "values", "classes", "manifests")
 
 
 def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +93,8 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
         "--part",
         choices=PARTS,
         default="all",
-        help="what to print: all (default), values (Helm values) or manifests "
-        "(DeviceClasses, ResourceClaimTemplates, Pods)",
+        help="what to print: all (default), values (Helm values), classes (the DeviceClasses "
+        "to apply) or manifests (DeviceClasses, ResourceClaimTemplates, Pods)",
     )
     parser.add_argument(
         "-o",
@@ -125,11 +126,12 @@ def _write_yaml(output: MigrationOutput, part: str, out: TextIO) -> None:
                 output.values,
             )
         )
-    if part in ("all", "manifests"):
+    if part in ("all", "classes", "manifests"):
         for device_class in output.classes:
             name = device_class["metadata"]["name"]
             extended = device_class["spec"]["extendedResourceName"]
             sections.append((f"DeviceClass {name}: answers to {extended}", device_class))
+    if part in ("all", "manifests"):
         for pattern in output.patterns:
             for obj in pattern.claim_form:
                 sections.append((f"{pattern.title}: claim form", obj))
@@ -168,8 +170,9 @@ def run_migrate(
         document = output.to_json()
         if args.part == "values":
             document = {"helmValues": document["helmValues"]}
-        elif args.part == "manifests":
-            document = {"apiVersion": "v1", "kind": "List", "items": output.manifests()}
+        elif args.part in ("classes", "manifests"):
+            items = output.classes if args.part == "classes" else output.manifests()
+            document = {"apiVersion": "v1", "kind": "List", "items": items}
         json.dump(document, out, indent=2)
         out.write("\n")
     else:

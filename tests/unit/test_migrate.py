@@ -270,6 +270,12 @@ def test_json_and_the_values_part(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == ExitCode.OK, err
     assert [d.get("kind") for d in documents(out)] == [None]
+    code, out, err = migrate(
+        capsys, "-f", fixture("mps.yaml"), "--gpu-memory", "80Gi", "--part", "classes"
+    )
+    assert code == ExitCode.OK, err
+    assert [d["kind"] for d in documents(out)] == ["DeviceClass", "DeviceClass"]
+    assert len(inventory_of(out).classes) == 2
 
 
 def test_kubectl_dra_migrate_reads_stdin(capsys: pytest.CaptureFixture[str]) -> None:
