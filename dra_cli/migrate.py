@@ -80,8 +80,9 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu-memory",
         metavar="QUANTITY",
+        default=os.environ.get("DRA_DRIVER_GPU_MEMORY"),
         help="memory of one GPU of these nodes, e.g. 80Gi: each share of a shared GPU asks "
-        "for 1/replicas of it (needed when the config shares GPUs)",
+        "for 1/replicas of it (needed when the config shares GPUs; env DRA_DRIVER_GPU_MEMORY)",
     )
     parser.add_argument(
         "--driver-name",
@@ -92,16 +93,17 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--part",
         choices=PARTS,
-        default="all",
+        default=os.environ.get("DRA_DRIVER_PART", "all"),
         help="what to print: all (default), values (Helm values), classes (the DeviceClasses "
-        "to apply) or manifests (DeviceClasses, ResourceClaimTemplates, Pods)",
+        "to apply) or manifests (DeviceClasses, ResourceClaimTemplates, Pods) "
+        "(env DRA_DRIVER_PART)",
     )
     parser.add_argument(
         "-o",
         "--output",
         choices=("yaml", "json"),
-        default="yaml",
-        help="output format (default yaml, multi-document)",
+        default=os.environ.get("DRA_DRIVER_OUTPUT", "yaml"),
+        help="output format (env DRA_DRIVER_OUTPUT; default yaml, multi-document)",
     )
 
 

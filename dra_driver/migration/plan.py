@@ -381,7 +381,7 @@ def plan_migration(
         if key not in (MIG_CONFIG_LABEL, CONFIG_LABEL):
             plan.warnings.append(f"--node-label {key}: has no bearing on the migration; ignored")
     mig_label = labels.get(MIG_CONFIG_LABEL)
-    if mig_label is not None and not _ALL_PROFILE_LABEL.match(mig_label):
+    if mig_label not in (None, "all-disabled") and not _ALL_PROFILE_LABEL.match(mig_label):
         plan.warnings.append(
             f"--node-label {MIG_CONFIG_LABEL}={mig_label}: names no single profile "
             "(all-<profile>); pass the node's profiles with --mig-profile"

@@ -254,3 +254,31 @@ def test_a_partial_carry_over_is_a_warning_not_silence(
     assert code == ExitCode.OK
     for key in ("flags.gfd", "deviceIDStrategy index", "nvidiaCTKPath", "resources is ignored"):
         assert key in err
+
+
+@pytest.mark.parametrize(
+    ("label", "warned"),
+    [
+        ("nvidia.com/mig.config=all-balanced", "names no single profile"),
+        ("kubernetes.io/hostname=gpu-1", "has no bearing on the migration"),
+        ("nvidia.com/mig.config=all-disabled", None),
+    ],
+)
+def test_node_labels_the_migration_cannot_use_are_named(
+    capsys: pytest.CaptureFixture[str], label: str, warned: str | None
+) -> None:
+    code, _, err = migrate(capsys, "-f", fixture("mig-single.yaml"), "-l", label)
+    assert code == ExitCode.OK
+    if warned is None:
+        assert "--node-label" not in err
+    else:
+        assert f"--node-label {label.partition('=')[0]}" in err and warned in err
+
+
+def test_the_gpu_memory_has_an_environment_twin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRA_DRIVER_GPU_MEMORY", "40Gi")
+    code, out, err = migrate(capsys, "-f", fixture("mps.yaml"))
+    assert code == ExitCode.OK, err
+    assert "memory: 20Gi" in out
