@@ -32,7 +32,7 @@ after another skips full nodes without searching them again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ def allocate(
     share_id: Callable[[], str] | None = None,
     timeout: float | None = FILTER_TIMEOUT,
     nodes: Sequence[str] | None = None,
+    excluded: Mapping[str, str] | None = None,
 ) -> Allocation:
     """Allocate every pending claim together on one node (see the module docstring).
 
@@ -97,7 +98,9 @@ def allocate(
     running out raises UnsatisfiableError ("filter operation aborted").
     ``nodes`` restricts the candidates to these nodes (tried in name order,
     policies rank them as usual); an empty list leaves no candidate. With
-    ``node`` as well, ``node`` is the only candidate if it is in ``nodes``.
+    ``node`` as well, ``node`` is the only candidate if it is in ``nodes``. ``excluded``
+    names nodes that are no candidates, with why (a device plugin serves the pod's extended
+    resource there); an UnsatisfiableError then says why.
 
     Does not change the snapshot: call :meth:`Snapshot.add_allocated` with the
     claims once their allocation is written.
@@ -107,7 +110,7 @@ def allocate(
             f'unknown placement policy "{policy}": use one of {", ".join(POLICIES)}'
         )
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
-    names = candidate_nodes(snapshot, node, nodes)
+    names = [n for n in candidate_nodes(snapshot, node, nodes) if n not in (excluded or {})]
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
         found = _first_fit(
@@ -122,7 +125,9 @@ def allocate(
     else:
         found = _best(snapshot, plans, names, memo, policy_name=policy, timeout=timeout)
     if found is None:
-        raise _no_fit(snapshot, pending_claims, node, len(names), timeout, nodes=nodes)
+        raise _no_fit(
+            snapshot, pending_claims, node, len(names), timeout, nodes=nodes, excluded=excluded
+        )
     chosen_node, solution = found
     make_share_id = share_id or _new_share_id
     results = [
@@ -289,7 +294,10 @@ def _no_fit(
     timeout: float | None,
     *,
     nodes: Sequence[str] | None,
+    excluded: Mapping[str, str] | None,
 ) -> UnsatisfiableError:
-    explanation = explain(snapshot, claims, node=node, timeout=timeout, nodes=nodes)
+    explanation = explain(
+        snapshot, claims, node=node, timeout=timeout, nodes=nodes, excluded=excluded
+    )
     where = f"node {node}" if node is not None else f"any of {checked} node(s)"
     return unsatisfiable(f"cannot allocate all claims on {where}", explanation.reasons())

@@ -28,7 +28,7 @@ the best alternative of a ``firstAvailable`` request; ties go to node order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +153,8 @@ class NodeReport:
     incomplete_pools: list[str]
     invalid_pools: dict[str, str]
     claims: list[ClaimReport]
+    #: Why the node is no candidate at all (a device plugin serves the pod there), or None.
+    excluded: str | None = None
 
     @property
     def shortfall(self) -> int:
@@ -164,6 +166,7 @@ class NodeReport:
             "allocatable": self.allocatable,
             "shortfall": self.shortfall,
             "error": self.error,
+            "excluded": self.excluded,
             "incompletePools": self.incomplete_pools,
             "invalidPools": self.invalid_pools,
             "claims": [
@@ -191,6 +194,10 @@ class Explanation:
             "error": str | null,                     # why the search stopped with an
                                                      # error (CEL, All over a pool
                                                      # being updated, ...)
+            "excluded": str | null,                  # why the node is no candidate
+                                                     # (a device plugin serves the pod's
+                                                     # extended resource there); its
+                                                     # "claims" are then empty
             "incompletePools": ["driver/pool", ...],
             "invalidPools": {"driver/pool": "reason", ...},
             "claims": [{
@@ -230,9 +237,15 @@ class Explanation:
         """The node that came closest (first allocatable, else smallest shortfall)."""
         best: NodeReport | None = None
         for report in self.nodes:
-            key = (not report.allocatable, report.error is not None, report.shortfall)
+            key = (
+                not report.allocatable,
+                report.excluded is not None,
+                report.error is not None,
+                report.shortfall,
+            )
             if best is None or key < (
                 not best.allocatable,
+                best.excluded is not None,
                 best.error is not None,
                 best.shortfall,
             ):
@@ -263,8 +276,8 @@ class Explanation:
                 if checked > 1
                 else f"no fit on {where}"
             )
-            if closest.error:
-                reasons[claim] = f"{prefix}: {closest.error}"
+            if closest.excluded or closest.error:
+                reasons[claim] = f"{prefix}: {closest.excluded or closest.error}"
                 continue
             report = closest.claims[index]
             short = [r.summary() for group in report.groups for r in group if r.shortfall]
@@ -312,6 +325,8 @@ class Explanation:
             verdict = (
                 "fits" if report.allocatable else f"does not fit (shortfall {report.shortfall})"
             )
+            if report.excluded:
+                verdict = f"not a candidate: {report.excluded}"
             notes.append(f"{node}: {verdict}")
             if report.error:
                 notes.append(f"{node}: error: {report.error}")
@@ -437,18 +452,24 @@ def explain(
     node: str | None = None,
     timeout: float | None = FILTER_TIMEOUT,
     nodes: Sequence[str] | None = None,
+    *,
+    excluded: Mapping[str, str] | None = None,
 ) -> Explanation:
     """Explain, for ``node`` or every candidate node, how the pending claims fit.
 
-    ``nodes`` limits the report to these nodes, as for :func:`allocate`.
+    ``nodes`` limits the report to these nodes, as for :func:`allocate`. A node of
+    ``excluded`` is reported with its reason (``excluded``) and not searched.
 
     Raises InvalidInputError for input :func:`allocate` would reject (a missing
     DeviceClass, a selector that does not compile...). Selector evaluation
     errors do not raise here: they are counted and reported.
     """
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
+    skipped = excluded or {}
     reports = [
-        explain_node(snapshot, plans, name, timeout)
+        NodeReport(name, False, None, [], {}, [], excluded=skipped[name])
+        if name is not None and name in skipped
+        else explain_node(snapshot, plans, name, timeout)
         for name in candidate_nodes(snapshot, node, nodes)
     ]
     return Explanation([plan.label for plan in plans], reports)
