@@ -21,6 +21,7 @@ KIND_RESOURCE_CLAIM: Final = "ResourceClaim"
 KIND_RESOURCE_CLAIM_TEMPLATE: Final = "ResourceClaimTemplate"
 KIND_RESOURCE_SLICE: Final = "ResourceSlice"
 KIND_NODE: Final = "Node"
+KIND_POD: Final = "Pod"
 
 # --- Integers ---------------------------------------------------------------------
 

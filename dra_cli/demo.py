@@ -36,7 +36,9 @@ def scenario_outcome(
         nodes=inventory.nodes,
     )
     try:
-        result = allocate(snapshot, inventory.pending_claims, policy=policy)
+        result = allocate(
+            snapshot, inventory.pending_claims, policy=policy, excluded=inventory.excluded_nodes
+        )
     except UnsatisfiableError as exc:
         return "-", f"cannot allocate: {exc}"
     except CelEvaluationError as exc:

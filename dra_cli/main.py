@@ -4,7 +4,9 @@ Offline tools (no cluster needed):
 
 ``dra-driver allocate -f FILE [-f FILE ...] [--node NODE] [--policy NAME] [-o json|yaml]``
     Allocate every pending claim of the input together, as for one pod (all or
-    nothing, one node), and print them with ``status.allocation`` filled in.
+    nothing, one node), and print them with ``status.allocation`` filled in. A Pod
+    asking for extended resources (``nvidia.com/gpu: 2``) adds the claim the scheduler
+    would make for it (README: "Asking for a GPU").
 ``dra-driver explain -f FILE [...] [--node NODE] [-o table|json]``
     Say, per node and request, why the pending claims do or do not fit.
 ``dra-driver explain claim NAMESPACE/NAME [--node NODE] [-o table|json]``
@@ -225,7 +227,9 @@ def run_allocate(args: argparse.Namespace, inventory: Inventory, out: TextIO) ->
         print("dra-driver: no pending claims in the input; nothing to allocate", file=sys.stderr)
         _write_list([], args.output, out)
         return ExitCode.OK
-    result = allocate(snapshot, pending, node=args.node, policy=args.policy)
+    result = allocate(
+        snapshot, pending, node=args.node, policy=args.policy, excluded=inventory.excluded_nodes
+    )
     items = [
         _allocated(claim, allocation)
         for claim, allocation in zip(pending, result.results, strict=True)
@@ -255,7 +259,9 @@ def run_explain(args: argparse.Namespace, inventory: Inventory, out: TextIO) -> 
         claims=inventory.allocated_claims,
         nodes=inventory.nodes,
     )
-    explanation = explain(snapshot, inventory.pending_claims, node=args.node)
+    explanation = explain(
+        snapshot, inventory.pending_claims, node=args.node, excluded=inventory.excluded_nodes
+    )
     if args.output == "json":
         json.dump(explanation.to_json(), out, indent=2)
         out.write("\n")

@@ -3,7 +3,9 @@
 The offline tools (``dra-driver allocate`` / ``explain``) take the same files an
 admin would ``kubectl apply``. Everything the API server would reject is an
 :class:`~api.errors.InvalidInputError` naming the file, the object and the
-field; kinds the tools do not use are skipped with a warning.
+field; kinds the tools do not use are skipped with a warning. A Pod asking for extended
+resources (``nvidia.com/gpu: 2``) brings the claim the scheduler would make for it
+(:mod:`dra_driver.extended_resources`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from api.resource_v1 import (
     DeviceClass,
     K8sModel,
     Node,
+    Pod,
     ResourceClaim,
     ResourceClaimTemplate,
     ResourceSlice,
@@ -31,6 +34,7 @@ from api.resource_v1 import (
 )
 from api.validation import validate
 from dra_driver.cel import compile_selector
+from dra_driver.extended_resources import extended_resource_claims
 from dra_driver.gpu_configs import gpu_config_errors
 from dra_driver.manifest_yaml import ManifestBoundError, ManifestLoader
 
@@ -54,6 +58,9 @@ class Inventory:
     claims: list[ResourceClaim] = field(default_factory=list)
     templates: list[ResourceClaimTemplate] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    #: Nodes where a device plugin serves a pod's extended resource, with why: no candidates.
+    excluded_nodes: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     """Object (``claim default/c``) to the document it came from, for error messages."""
@@ -169,8 +176,9 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
     Raises InvalidInputError for the first invalid object, a duplicate object or
     a selector that does not compile. (A claim naming a DeviceClass missing from
     the input is the allocator's error: it applies to live clusters too.) Kinds the
-    API server serves but the tools do not read (a Pod, a ConfigMap) are skipped with a
-    warning.
+    API server serves but the tools do not read (a ConfigMap, a Deployment) are skipped
+    with a warning. A Pod asking for extended resources adds the pending claim the scheduler
+    would make for it (its source is the pod's) and the nodes a device plugin serves it on.
 
     Strict, unless ``lenient``: an unknown kind or apiVersion (a typo, or a custom resource
     the tools cannot check), an unknown field, an integer beyond int64 (see
@@ -219,9 +227,25 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
             inventory.claims.append(obj)
         elif isinstance(obj, ResourceClaimTemplate):
             inventory.templates.append(obj)
+        elif isinstance(obj, Pod):
+            inventory.pods.append(obj)
         else:
             inventory.nodes.append(obj)
+    _add_extended_resource_claims(inventory)
     return inventory
+
+
+def _add_extended_resource_claims(inventory: Inventory) -> None:
+    made = extended_resource_claims(
+        inventory.pods, list(inventory.classes.values()), inventory.claims, inventory.nodes
+    )
+    for pod, warning in made.warnings:
+        inventory.warnings.append(f"{inventory.sources.get(pod, '')}: {pod}: {warning}")
+    for claim in made.claims:
+        label = describe(claim)
+        inventory.sources[label] = inventory.sources.get(made.owners[label], "")
+        inventory.claims.append(claim)
+    inventory.excluded_nodes.update(made.excluded_nodes)
 
 
 def _selector_errors(obj: K8sModel) -> list[FieldError]:

@@ -1,4 +1,4 @@
-"""Pydantic models of the ``resource.k8s.io/v1`` objects and the v1 Node that the driver uses.
+"""Pydantic models of the ``resource.k8s.io/v1`` objects and the v1 Node and Pod the driver reads.
 
 Contracts every caller may rely on:
 
@@ -25,7 +25,7 @@ field is quantity parsing (memoised per distinct string) and the semver check of
 
 Layout: the base model and self-parsing field types in :mod:`.base`, metadata in
 :mod:`.meta`, one module per kind (:mod:`.node`, :mod:`.resource_slice`,
-:mod:`.device_class`, :mod:`.resource_claim`) and decoding/encoding in
+:mod:`.device_class`, :mod:`.resource_claim`, :mod:`.pod`) and decoding/encoding in
 :mod:`.codec`. Import from this package: its names are the contract.
 """
 
@@ -72,6 +72,16 @@ from api.resource_v1.node import (
     NodeSpec,
     NodeStatus,
     Taint,
+)
+from api.resource_v1.pod import (
+    Container,
+    ContainerExtendedResourceRequest,
+    Pod,
+    PodExtendedResourceClaimStatus,
+    PodResourceClaim,
+    PodSpec,
+    PodStatus,
+    ResourceRequirements,
 )
 from api.resource_v1.resource_claim import (
     AllocatedDeviceStatus,
@@ -122,6 +132,8 @@ __all__ = [
     "CapacityRequestPolicyRange",
     "CapacityRequirements",
     "Condition",
+    "Container",
+    "ContainerExtendedResourceRequest",
     "Counter",
     "CounterSet",
     "Device",
@@ -156,6 +168,11 @@ __all__ = [
     "OpaqueDeviceConfiguration",
     "OwnerReference",
     "ParsedObject",
+    "Pod",
+    "PodExtendedResourceClaimStatus",
+    "PodResourceClaim",
+    "PodSpec",
+    "PodStatus",
     "QuantityField",
     "ResourceClaim",
     "ResourceClaimConsumerReference",
@@ -164,6 +181,7 @@ __all__ = [
     "ResourceClaimTemplate",
     "ResourceClaimTemplateSpec",
     "ResourcePool",
+    "ResourceRequirements",
     "ResourceSlice",
     "ResourceSliceSpec",
     "Taint",

@@ -17,6 +17,7 @@ from api.resource_v1.base import K8sModel
 from api.resource_v1.device_class import DeviceClass, OpaqueDeviceConfiguration
 from api.resource_v1.meta import K8sObject, ObjectMeta
 from api.resource_v1.node import Node, NodeSpec, NodeStatus
+from api.resource_v1.pod import POD_UNMODELLED_FIELDS, Pod
 from api.resource_v1.resource_claim import (
     AllocatedDeviceStatus,
     ResourceClaim,
@@ -48,7 +49,6 @@ SERVED_KINDS: Final[dict[str, frozenset[str]]] = {
             "Node",
             "PersistentVolume",
             "PersistentVolumeClaim",
-            "Pod",
             "PodTemplate",
             "ReplicationController",
             "ResourceQuota",
@@ -135,7 +135,7 @@ class UnknownKindError(InvalidInputError):
         super().__init__(
             f"{problem}{hint}: the tools read {limits.API_VERSION} DeviceClass, "
             f"ResourceClaim, ResourceClaimTemplate, ResourceSlice and "
-            f"{limits.CORE_API_VERSION} Node",
+            f"{limits.CORE_API_VERSION} Node and Pod",
             source=source,
             obj=obj,
         )
@@ -152,13 +152,16 @@ def _closest_kind(api_version: object, kind: object) -> str:
 
 
 #: Everything :func:`parse_object` returns.
-ParsedObject: TypeAlias = DeviceClass | ResourceClaim | ResourceClaimTemplate | ResourceSlice | Node
+ParsedObject: TypeAlias = (
+    DeviceClass | ResourceClaim | ResourceClaimTemplate | ResourceSlice | Node | Pod
+)
 _KINDS: Final[dict[tuple[str, str], type[ParsedObject]]] = {
     (limits.API_VERSION, limits.KIND_DEVICE_CLASS): DeviceClass,
     (limits.API_VERSION, limits.KIND_RESOURCE_CLAIM): ResourceClaim,
     (limits.API_VERSION, limits.KIND_RESOURCE_CLAIM_TEMPLATE): ResourceClaimTemplate,
     (limits.API_VERSION, limits.KIND_RESOURCE_SLICE): ResourceSlice,
     (limits.CORE_API_VERSION, limits.KIND_NODE): Node,
+    (limits.CORE_API_VERSION, limits.KIND_POD): Pod,
 }
 _SHORT_KIND: Final[dict[str, str]] = {
     limits.KIND_DEVICE_CLASS: "class",
@@ -166,6 +169,7 @@ _SHORT_KIND: Final[dict[str, str]] = {
     limits.KIND_RESOURCE_CLAIM_TEMPLATE: "claim template",
     limits.KIND_RESOURCE_SLICE: "slice",
     limits.KIND_NODE: "node",
+    limits.KIND_POD: "pod",
 }
 
 
@@ -296,7 +300,8 @@ def parse_object(data: Mapping[str, Any], *, source: str = "") -> ParsedObject:
 
 #: Fields of the Kubernetes API that these models do not carry, per model: real fields, so
 #: not "unknown" to the API server's strict decoding. (The Node is read only for its name,
-#: labels, taints and resources; an exported ``kubectl get node -o yaml`` has all of these.)
+#: labels, taints and resources; an exported ``kubectl get node -o yaml`` has all of these.
+#: The Pod's are listed next to its models.)
 _UNMODELLED_FIELDS: Final[dict[type[K8sModel], frozenset[str]]] = {
     ObjectMeta: frozenset({"managedFields", "selfLink", "deletionGracePeriodSeconds"}),
     NodeSpec: frozenset({"podCIDR", "podCIDRs", "providerID", "configSource", "externalID"}),
@@ -316,6 +321,7 @@ _UNMODELLED_FIELDS: Final[dict[type[K8sModel], frozenset[str]]] = {
             "declaredFeatures",
         }
     ),
+    **POD_UNMODELLED_FIELDS,
 }
 #: Free-form JSON, not walked: the API server takes any JSON there.
 _FREE_FORM_FIELDS: Final[frozenset[tuple[type[K8sModel], str]]] = frozenset(

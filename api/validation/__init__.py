@@ -12,7 +12,7 @@ Structural problems (wrong JSON types, a ``version`` that is not semver, a
 malformed quantity) are reported earlier, by :func:`api.resource_v1.parse_object`.
 
 Layout: one module per object kind (:mod:`.resource_slice`, :mod:`.device_class`,
-:mod:`.resource_claim`, :mod:`.node`), the rules they share in :mod:`.names`,
+:mod:`.resource_claim`, :mod:`.node`, :mod:`.pod`), the rules they share in :mod:`.names`,
 :mod:`.metadata` and :mod:`._common`. The public surface is what this package
 exports; the underscore helpers are shared between its modules only.
 """
@@ -24,6 +24,7 @@ from api.resource_v1 import (
     DeviceClass,
     K8sObject,
     Node,
+    Pod,
     ResourceClaim,
     ResourceClaimTemplate,
     ResourceSlice,
@@ -33,6 +34,13 @@ from api.validation._common import Errors, unsupported_value
 from api.validation.device_class import validate_device_class
 from api.validation.names import is_dns1123_label, is_dns1123_subdomain
 from api.validation.node import validate_node
+from api.validation.pod import (
+    is_dra_extended_resource_name,
+    is_extended_resource_name,
+    is_native_resource_name,
+    is_sidecar,
+    validate_pod,
+)
 from api.validation.resource_claim import (
     validate_resource_claim,
     validate_resource_claim_template,
@@ -43,10 +51,15 @@ __all__ = [
     "ensure_valid",
     "is_dns1123_label",
     "is_dns1123_subdomain",
+    "is_dra_extended_resource_name",
+    "is_extended_resource_name",
+    "is_native_resource_name",
+    "is_sidecar",
     "unsupported_value",
     "validate",
     "validate_device_class",
     "validate_node",
+    "validate_pod",
     "validate_resource_claim",
     "validate_resource_claim_template",
     "validate_resource_slice",
@@ -65,6 +78,8 @@ def validate(obj: K8sObject) -> Errors:
         return validate_resource_claim_template(obj)
     if isinstance(obj, Node):
         return validate_node(obj)
+    if isinstance(obj, Pod):
+        return validate_pod(obj)
     raise TypeError(f"cannot validate {type(obj).__name__}")
 
 

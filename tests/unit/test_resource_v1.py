@@ -168,7 +168,7 @@ def test_all_structural_errors_are_reported_together() -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}, "'Pod'"),
+        ({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}, "'ConfigMap'"),
         ({"apiVersion": "resource.k8s.io/v1beta1", "kind": "ResourceClaim"}, "v1beta1"),
         ({"apiVersion": "resource.k8s.io/v1", "kind": "Node"}, "'Node'"),
         ({"kind": "DeviceClass"}, "None"),
