@@ -8,17 +8,39 @@ kills) and test_driver_fault_kills.py (seeded random kills).
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from driver_fixtures import BOOT_ID, FAULT_EXIT_CODE, claim_uid, files_in
 
 PROCESS = Path(__file__).with_name("driver_process.py")
+#: Replays the seed of a random kill test (each failure names its seed).
+SEED_ENV: Final = "DRA_DRIVER_FAULT_SEED"
+#: Rounds of the seeded random kill test for a soak run (``make soak``).
+SOAK_ENV: Final = "DRA_DRIVER_FAULT_SOAK"
+DEFAULT_SEED: Final = 18
 
 #: One kubelet call of a run: ``("prepare" | "unprepare", refs(...))``.
 Action = tuple[str, list[list[str]]]
+
+
+def rounds_and_seed(default_rounds: int) -> tuple[int, int]:
+    """Rounds and seed of a random kill test: the defaults, or what the environment says.
+
+    A soak (``SOAK_ENV`` set) without ``SEED_ENV`` takes a new seed each time.
+    """
+    soak = os.environ.get(SOAK_ENV)
+    seed = os.environ.get(SEED_ENV)
+    rounds = int(soak) if soak else default_rounds
+    if seed is not None:
+        return rounds, int(seed)
+    if soak is not None:
+        return rounds, random.SystemRandom().randrange(2**32)
+    return rounds, DEFAULT_SEED
 
 
 def refs(*numbers: int) -> list[list[str]]:

@@ -19,7 +19,6 @@ checkpoint and the CDI root.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final, get_args
 
 import pytest
-from crash_node import Action, Node, refs
+from crash_node import SEED_ENV, Action, Node, refs, rounds_and_seed
 from driver_fixtures import (
     BOOT_ID,
     FAULT_EXIT_CODE,
@@ -44,9 +43,6 @@ from kubelet_plugin.driver import FaultPoint
 
 pytestmark = pytest.mark.component
 
-SEED_ENV: Final = "DRA_DRIVER_FAULT_SEED"
-SOAK_ENV: Final = "DRA_DRIVER_FAULT_SOAK"
-DEFAULT_SEED: Final = 18
 DEFAULT_ROUNDS: Final = 30
 
 #: Claim number to its allocated devices. Claims 1 and 5 share gpu-1: only one
@@ -175,18 +171,8 @@ def start_point(killed_at: str, rng: random.Random) -> str:
     return rng.choice(START_POINTS)
 
 
-def rounds_and_seed() -> tuple[int, int]:
-    soak = os.environ.get(SOAK_ENV)
-    seed = os.environ.get(SEED_ENV)
-    if seed is not None:
-        return int(soak or DEFAULT_ROUNDS), int(seed)
-    if soak is not None:
-        return int(soak), random.SystemRandom().randrange(2**32)
-    return DEFAULT_ROUNDS, DEFAULT_SEED
-
-
 def test_random_kills_never_break_what_the_kubelet_was_told(tmp_path: Path) -> None:
-    rounds, seed = rounds_and_seed()
+    rounds, seed = rounds_and_seed(DEFAULT_ROUNDS)
     rng = random.Random(seed)
     node = Node(tmp_path, [claim(n, devices) for n, devices in ALLOCATIONS.items()])
     kubelet = Kubelet()
