@@ -49,6 +49,7 @@ SERVED_KINDS: Final[dict[str, frozenset[str]]] = {
             "Node",
             "PersistentVolume",
             "PersistentVolumeClaim",
+            "Pod",
             "PodTemplate",
             "ReplicationController",
             "ResourceQuota",
@@ -106,7 +107,7 @@ SERVED_KINDS: Final[dict[str, frozenset[str]]] = {
 class UnknownKindError(InvalidInputError):
     """A document whose apiVersion/kind is not one this project reads.
 
-    ``served`` says whether a Kubernetes API server serves it (a Pod, a ConfigMap, a
+    ``served`` says whether a Kubernetes API server serves it (a ConfigMap, a Deployment, a
     v1beta2 ResourceClaim): such a document is skipped with a warning. Otherwise it is a
     typo or a custom resource, which ``kubectl apply`` refuses ("no matches for kind") on a
     cluster without its definition; ``hint`` then names the closest kind and apiVersion.
