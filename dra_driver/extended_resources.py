@@ -87,8 +87,11 @@ class ExtendedResourceClaims:
 
 
 def _created(device_class: DeviceClass) -> float:
-    stamp = device_class.metadata.creation_timestamp
-    return datetime.fromisoformat(stamp).timestamp() if stamp else float("-inf")
+    """Seconds since the epoch; a class without a readable timestamp counts as the oldest."""
+    try:
+        return datetime.fromisoformat(device_class.metadata.creation_timestamp or "").timestamp()
+    except ValueError:
+        return float("-inf")
 
 
 def resolve_classes(

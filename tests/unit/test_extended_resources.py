@@ -167,6 +167,16 @@ def test_of_several_classes_created_at_once_the_lower_name_wins() -> None:
     assert requests_of(claim) == [("container-0-request-0", "alpha", 1)]
 
 
+def test_a_class_without_a_creation_timestamp_counts_as_the_oldest() -> None:
+    found = inventory(
+        gpu_class("a-undated"),
+        gpu_class("b-dated", created="2020-01-01T00:00:00Z"),
+        pod("p", container("main", {GPU: 1})),
+    )
+    (claim,) = found.pending_claims
+    assert requests_of(claim) == [("container-0-request-0", "b-dated", 1)]
+
+
 def test_a_name_no_class_maps_is_left_to_a_device_plugin_with_a_warning() -> None:
     found = inventory(
         gpu_class(),
