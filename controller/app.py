@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from agent_kit.admission_server import AdmissionServer, ServingCertificate
+from agent_kit.events import EventRecorder
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
@@ -65,7 +66,6 @@ from api.errors import DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
 from controller.admission import GPU_CONFIG_PATH, GpuConfigReviewer
 from controller.cache import ClusterCache, decode
-from controller.events import EventRecorder
 from controller.leader import LeaderElector
 from controller.metrics import ControllerMetrics
 from controller.placement import AlwaysLeader, Fence, Placer, run_worker
@@ -100,6 +100,8 @@ WATCHED: Final[tuple[Resource, ...]] = (
 #: Pods that still count: not Succeeded, not Failed.
 POD_SELECTOR: Final = "status.phase!=Succeeded,status.phase!=Failed"
 CONFIG_SYNC_S: Final = 30.0
+#: The ``source.component`` of the controller's Events.
+CONTROLLER_COMPONENT: Final = "dra-driver-controller"
 LIVENESS_FAILURES: Final = 10
 
 
@@ -124,7 +126,10 @@ class Controller:
         self.queue = WorkQueue(maxsize=settings.queue_size, resync=self.pending_keys)
         self.cache = ClusterCache(gate=settings.gate, on_change=self.queue.add_all, clock=clock)
         self.events = EventRecorder(
-            client, instance=settings.identity, interval_s=settings.event_interval_seconds
+            client,
+            component=CONTROLLER_COMPONENT,
+            instance=settings.identity,
+            interval_s=settings.event_interval_seconds,
         )
         self.elector: LeaderElector | None = None
         fence: Fence = AlwaysLeader()

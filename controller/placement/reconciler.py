@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from agent_kit.events import EventRecorder
 from agent_kit.kube import ClusterClient
 from api.resource_v1 import ResourceClaim
 from controller.cache import ClusterCache
-from controller.events import EventRecorder
 from controller.metrics import ControllerMetrics
 from controller.placement.conflicts import yields
 from controller.placement.deciding import (

@@ -1,7 +1,7 @@
 """Reporting: the Events a person reads on pods and claims (placed, unplaceable, gave way,
 retried, devices held twice), the placement metrics, and the log lines that go with them.
 
-Events are best effort (see :mod:`controller.events`): nothing here raises.
+Events are best effort (see :mod:`agent_kit.events`): nothing here raises.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from agent_kit.events import EventRecorder, EventType, ObjectRef
 from api import limits
 from api.resource_v1 import ResourceClaim, claim_key, claim_label
 from controller.cache import HeldTwice
-from controller.events import EventRecorder, EventType, ObjectRef
 from controller.metrics import ControllerMetrics
 from controller.placement.conflicts import reportable_after_gate
 from controller.placement.deciding import Decision, Unplaceable, Unusable

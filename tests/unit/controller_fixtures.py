@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent_kit.events import EventRecorder
 from agent_kit.kube import Resource
 from controller.cache import ClusterCache
-from controller.events import EventRecorder
 from controller.metrics import ControllerMetrics
 from controller.placement import Fence, Placer, Result
 from controller.workqueue import WorkQueue
@@ -242,7 +242,11 @@ class Harness:
         self.cache = ClusterCache(gate=GATE, on_change=self.queue.add_all, clock=self.clock)
         self.metrics = ControllerMetrics()
         self.events = EventRecorder(
-            self.cluster, instance="test", interval_s=60.0, clock=self.clock
+            self.cluster,
+            component="dra-driver-controller",
+            instance="test",
+            interval_s=60.0,
+            clock=self.clock,
         )
         self.placer = Placer(
             self.cluster,

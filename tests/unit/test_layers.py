@@ -97,7 +97,7 @@ def test_the_copy_passes_as_the_repository_does(tree: Path) -> None:
             "api is not allowed to import grpc",
         ),
         (
-            "controller/events.py",
+            "controller/pools.py",
             "from kubernetes import client",
             "One API client: only agent_kit.kube imports the official Kubernetes client",
             "controller is not allowed to import kubernetes",

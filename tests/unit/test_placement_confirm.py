@@ -27,9 +27,9 @@ from controller_fixtures import (
     scheduling_gates,
 )
 
+from agent_kit.events import EventRecorder
 from api.resource_v1 import ResourceClaim
 from controller.cache import ClusterCache
-from controller.events import EventRecorder
 from controller.metrics import ControllerMetrics
 from controller.placement import Placer, Result
 from dra_driver.allocator import Snapshot
@@ -228,7 +228,13 @@ def _replica(h: Harness) -> tuple[Placer, ClusterCache]:
     placer = Placer(
         h.cluster,
         cache,
-        EventRecorder(h.cluster, instance="b", interval_s=60.0, clock=h.clock),
+        EventRecorder(
+            h.cluster,
+            component="dra-driver-controller",
+            instance="b",
+            interval_s=60.0,
+            clock=h.clock,
+        ),
         ControllerMetrics(),
         driver_name=DRIVER,
         settle_s=SETTLE,

@@ -1,8 +1,9 @@
-"""Kubernetes Events about pods and claims: what the controller did, and why it could not.
+"""Kubernetes Events: what an agent did, and why it could not.
 
-:class:`EventRecorder` writes core/v1 Events (``kubectl describe`` and
-``kubectl get events`` show them next to the scheduler's own). It rate-limits
-per object and reason:
+The controller reports on pods and claims (placement explanations); the kubelet plugin on
+its Node (a device plugin serving the same GPUs). :class:`EventRecorder` writes core/v1
+Events (``kubectl describe`` and ``kubectl get events`` show them next to the
+scheduler's own), as ``component``. It rate-limits per object and reason:
 
 - a new (object, reason) pair, or one whose message changed (the explanation
   is different now), is written at once as a new Event;
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Longer messages are cut (the API server's limit for events.k8s.io notes is 1 kB).
 MESSAGE_MAX: Final = 1024
-COMPONENT: Final = "dra-driver-controller"
 
 EventType = Literal["Normal", "Warning"]
 
@@ -87,6 +87,7 @@ class EventRecorder:
         self,
         client: ClusterClient,
         *,
+        component: str,
         instance: str,
         interval_s: float = 60.0,
         capacity: int = 10_000,
@@ -95,6 +96,7 @@ class EventRecorder:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.client = client
+        self.component = component
         self.instance = instance
         self.interval_s = interval_s
         self.capacity = capacity
@@ -193,8 +195,8 @@ class EventRecorder:
             "reason": reason,
             "message": message,
             "type": event_type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
             "reportingInstance": self.instance,
             "firstTimestamp": _timestamp(now),
             "lastTimestamp": _timestamp(now),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controller_fixtures import FakeClock
 
-from controller.events import EventRecorder, ObjectRef
+from agent_kit.events import EventRecorder, ObjectRef
 from tests.fakes.cluster import FakeCluster
 
 POD = ObjectRef("Pod", "v1", "default", "p", "uid-1")
@@ -13,7 +13,9 @@ POD = ObjectRef("Pod", "v1", "default", "p", "uid-1")
 def test_the_same_message_is_rate_limited_then_counted() -> None:
     cluster = FakeCluster()
     clock = FakeClock()
-    recorder = EventRecorder(cluster, instance="me", interval_s=60, clock=clock)
+    recorder = EventRecorder(
+        cluster, component="dra-driver-controller", instance="me", interval_s=60, clock=clock
+    )
     assert recorder.emit(POD, "Warning", "Unplaceable", "no GPU")
     assert not recorder.emit(POD, "Warning", "Unplaceable", "no GPU")
     clock.advance(61)
@@ -32,7 +34,9 @@ def test_the_same_message_is_rate_limited_then_counted() -> None:
 
 def test_a_changed_reason_is_written_at_once() -> None:
     cluster = FakeCluster()
-    recorder = EventRecorder(cluster, instance="me", interval_s=60, clock=FakeClock())
+    recorder = EventRecorder(
+        cluster, component="dra-driver-controller", instance="me", interval_s=60, clock=FakeClock()
+    )
     recorder.emit(POD, "Warning", "Unplaceable", "no GPU")
     recorder.emit(POD, "Warning", "Unplaceable", "no GPU with 80Gi")
     assert sorted(e["message"] for e in cluster.objects("events")) == ["no GPU", "no GPU with 80Gi"]
@@ -41,13 +45,17 @@ def test_a_changed_reason_is_written_at_once() -> None:
 def test_a_failing_api_server_does_not_raise() -> None:
     cluster = FakeCluster()
     cluster.fail("create", "events", 500)
-    recorder = EventRecorder(cluster, instance="me", clock=FakeClock())
+    recorder = EventRecorder(
+        cluster, component="dra-driver-controller", instance="me", clock=FakeClock()
+    )
     assert not recorder.emit(POD, "Normal", "Placed", "ok")
     assert recorder.emit(POD, "Normal", "Placed", "ok")
 
 
 def test_long_messages_are_cut() -> None:
     cluster = FakeCluster()
-    EventRecorder(cluster, instance="me").emit(POD, "Warning", "X", "y" * 5000)
+    EventRecorder(cluster, component="dra-driver-controller", instance="me").emit(
+        POD, "Warning", "X", "y" * 5000
+    )
     (event,) = cluster.objects("events")
     assert len(event["message"]) == 1024 and event["message"].endswith("...")
