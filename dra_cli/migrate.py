@@ -128,6 +128,17 @@ def _write_yaml(output: MigrationOutput, part: str, out: TextIO) -> None:
                 output.values,
             )
         )
+    if part in ("all", "manifests"):
+        for device_class in output.chart_classes:
+            name = device_class["metadata"]["name"]
+            extended = device_class["spec"]["extendedResourceName"]
+            sections.append(
+                (
+                    f"DeviceClass {name}: answers to {extended}; the chart makes it from the "
+                    "values above (shown for dra-driver allocate, not to apply)",
+                    device_class,
+                )
+            )
     if part in ("all", "classes", "manifests"):
         for device_class in output.classes:
             name = device_class["metadata"]["name"]
@@ -181,7 +192,8 @@ def run_migrate(
         _write_yaml(output, args.part, out)
     names = ", ".join(c.name for c in configs)
     print(
-        f"{prog}: migrated config(s) {names}: {len(output.classes)} DeviceClass(es), "
+        f"{prog}: migrated config(s) {names}: {len(output.classes)} DeviceClass(es) to "
+        f"apply, {len(output.chart_classes)} the chart makes from the values, "
         f"{len(output.patterns)} workload pattern(s), {len(output.warnings)} warning(s)",
         file=errors,
     )

@@ -17,8 +17,11 @@ What maps to what (docs/migration.md has the table):
 - Time slicing of a MIG profile: the profile's class carries the TimeSlicing GpuConfig.
 
 Every class maps the device plugin's advertised name (``spec.extendedResourceName``), so a
-pod that asks for it runs unchanged; the classes' names derive from that name
-(``nvidia.com/gpu.shared`` -> ``nvidia-gpu-shared.<driver>``), beside the chart's own.
+pod that asks for it runs unchanged. Where the chart has the class (whole GPUs
+``<driver>``, ``timeslicing.<driver>``, ``mps.<driver>``) the values give it the name
+(``deviceClasses.extendedResourceNames``); the other classes (per MIG profile, single's GPU
+or MIG device) the migration makes, named after the name they answer to
+(``nvidia.com/mig-1g.10gb`` -> ``nvidia-mig-1g-10gb.<driver>``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class ClassPlan:
     profile: str | None = None
     strategy: str | None = None
     replicas: int | None = None
+    #: The chart's class this is (deviceClasses.extendedResourceNames.<key>), or None when
+    #: the migration makes the class itself.
+    chart_key: str | None = None
     origin: str = field(default="", compare=False)
 
 
@@ -266,11 +272,12 @@ def _share_class(
     )
     return (
         ClassPlan(
-            name=class_name(name, driver),
+            name=f"{group.strategy.lower()}.{driver}",
             kind="share",
             extended_resource_name=name,
             types=("gpu",),
             strategy=group.strategy,
+            chart_key=group.strategy.lower(),
             replicas=shared.replicas,
             origin=f"{config.name}: {shared.path}",
         ),
@@ -309,10 +316,11 @@ def _classes(
             types = ("mig",) if profile else ("gpu", "mig")
         classes.append(
             ClassPlan(
-                name=class_name(GPU_RESOURCE, driver),
+                name=class_name(GPU_RESOURCE, driver) if profile or len(types) > 1 else driver,
                 kind="gpu",
                 extended_resource_name=GPU_RESOURCE,
                 types=types,
+                chart_key=None if profile or len(types) > 1 else "gpu",
                 profile=profile,
                 origin=f"{config.name}: flags.migStrategy {config.mig_strategy}",
             )
@@ -355,7 +363,14 @@ def _classes(
 
 
 def _merge(plan: MigrationPlan, new: ClassPlan) -> None:
-    old = next((c for c in plan.classes if c.name == new.name), None)
+    old = next(
+        (
+            c
+            for c in plan.classes
+            if new.name == c.name or new.extended_resource_name == c.extended_resource_name
+        ),
+        None,
+    )
     if old is None:
         plan.classes.append(new)
     elif old != new:
@@ -418,6 +433,18 @@ def plan_migration(
             "sharedGpus": shared,
             "nodeSelector": {f"{driver_name}/kubelet-plugin": "true"},
         },
-        "deviceClasses": {"create": True, "sharing": shared, "mig": mig},
+        "deviceClasses": {
+            "create": True,
+            "sharing": shared,
+            "mig": mig,
+            # The chart's classes answer to the names whose meaning they have; the others
+            # to none (one name maps one class), the migration's own classes to theirs.
+            "extendedResourceNames": {
+                key: next(
+                    (c.extended_resource_name for c in plan.classes if c.chart_key == key), ""
+                )
+                for key in ("gpu", "timeslicing", "mps", "mig")
+            },
+        },
     }
     return plan

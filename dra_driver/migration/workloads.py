@@ -45,14 +45,18 @@ class Pattern:
 
 @dataclass
 class MigrationOutput:
+    """``classes`` are the ones to apply; ``chart_classes`` the chart makes from the values
+    (shown so that the output allocates offline as it is)."""
+
     values: dict[str, Any]
     classes: list[dict[str, Any]]
+    chart_classes: list[dict[str, Any]] = field(default_factory=list)
     patterns: list[Pattern] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def manifests(self) -> list[dict[str, Any]]:
         """Every Kubernetes object: classes, then each pattern's template and pods."""
-        objects = list(self.classes)
+        objects = self.chart_classes + self.classes
         for pattern in self.patterns:
             objects.extend(pattern.claim_form)
             if pattern.extended is not None:
@@ -63,6 +67,7 @@ class MigrationOutput:
         return {
             "helmValues": self.values,
             "deviceClasses": self.classes,
+            "chartDeviceClasses": self.chart_classes,
             "workloads": [
                 {
                     "pattern": p.key,
@@ -195,7 +200,7 @@ def _patterns(plan: MigrationPlan, gpu_memory: Quantity | None) -> list[Pattern]
         request = {"deviceClassName": mig.name}
         patterns.append(_pattern(key, title, request, mig.extended_resource_name, 1))
     for share in (c for c in plan.classes if c.kind == "share"):
-        key = share.name.removesuffix("." + driver) + "-share"
+        key = "gpu-share"
         title = f"one {share.strategy} share (1/{share.replicas}) of a GPU"
         request = {
             "deviceClassName": share.name,
@@ -209,7 +214,8 @@ def build_output(plan: MigrationPlan, *, gpu_memory: Quantity | None = None) -> 
     """The values, classes and workload patterns of ``plan``."""
     return MigrationOutput(
         values=plan.values,
-        classes=[device_class(c, plan.driver_name) for c in plan.classes],
+        classes=[device_class(c, plan.driver_name) for c in plan.classes if not c.chart_key],
+        chart_classes=[device_class(c, plan.driver_name) for c in plan.classes if c.chart_key],
         patterns=_patterns(plan, gpu_memory),
         warnings=list(plan.warnings),
     )

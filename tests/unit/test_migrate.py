@@ -63,15 +63,27 @@ def test_mig_strategy_none_maps_nvidia_gpu_to_whole_gpus(
     assert values["kubeletPlugin"]["sharedGpus"] is False
     assert values["kubeletPlugin"]["partitionable"] is False
     assert values["kubeletPlugin"]["nodeSelector"] == {f"{DRIVER}/kubelet-plugin": "true"}
-    assert values["deviceClasses"] == {"create": True, "sharing": False, "mig": False}
+    assert values["deviceClasses"] == {
+        "create": True,
+        "sharing": False,
+        "mig": False,
+        "extendedResourceNames": {"gpu": "nvidia.com/gpu", "timeslicing": "", "mps": "", "mig": ""},
+    }
+    # The chart's whole-GPU class answers to nvidia.com/gpu: the migration makes no class.
+    assert (
+        by_kind(
+            migrate(capsys, "-f", fixture("whole-gpus.yaml"), "--part", "classes")[1], "DeviceClass"
+        )
+        == {}
+    )
     classes = by_kind(out, "DeviceClass")
-    assert list(classes) == [f"nvidia-gpu.{DRIVER}"]
-    gpu = classes[f"nvidia-gpu.{DRIVER}"]
+    assert list(classes) == [DRIVER]
+    gpu = classes[DRIVER]
     assert gpu["spec"]["extendedResourceName"] == "nvidia.com/gpu"
     assert selector(gpu) == f'device.driver == "{DRIVER}" && {TYPE} == "gpu"'
     assert strategy(gpu) is None
     templates, pods = by_kind(out, "ResourceClaimTemplate"), by_kind(out, "Pod")
-    assert request_of(templates["one-gpu"]) == {"deviceClassName": f"nvidia-gpu.{DRIVER}"}
+    assert request_of(templates["one-gpu"]) == {"deviceClassName": DRIVER}
     assert request_of(templates["two-gpus"])["count"] == 2
     assert limits_of(pods["one-gpu-extended"]) == {"nvidia.com/gpu": 1}
     assert limits_of(pods["two-gpus-extended"]) == {"nvidia.com/gpu": 2}
@@ -138,17 +150,24 @@ def test_time_slicing_without_rename_keeps_nvidia_gpu_for_the_shares(
     code, out, err = migrate(capsys, "-f", fixture("time-slicing.yaml"), "--gpu-memory", "64Gi")
     assert code == ExitCode.OK, err
     classes = by_kind(out, "DeviceClass")
-    assert list(classes) == [f"nvidia-gpu.{DRIVER}"]
-    share = classes[f"nvidia-gpu.{DRIVER}"]
+    assert list(classes) == [f"timeslicing.{DRIVER}"]
+    share = classes[f"timeslicing.{DRIVER}"]
     assert share["spec"]["extendedResourceName"] == "nvidia.com/gpu"
     assert strategy(share) == "TimeSlicing"
     values = documents(out)[0]
     assert values["kubeletPlugin"]["sharedGpus"] is True
+    # The chart's classes: nvidia.com/gpu moves from the whole-GPU class to time slicing.
+    assert values["deviceClasses"]["extendedResourceNames"] == {
+        "gpu": "",
+        "timeslicing": "nvidia.com/gpu",
+        "mps": "",
+        "mig": "",
+    }
     templates, pods = by_kind(out, "ResourceClaimTemplate"), by_kind(out, "Pod")
-    assert request_of(templates["nvidia-gpu-share"])["capacity"] == {
+    assert request_of(templates["gpu-share"])["capacity"] == {
         "requests": {"compute": "25", "memory": "16Gi"}
     }
-    assert limits_of(pods["nvidia-gpu-share-extended"]) == {"nvidia.com/gpu": 1}
+    assert limits_of(pods["gpu-share-extended"]) == {"nvidia.com/gpu": 1}
     # Whole GPUs: the chart's class, by its implicit extended resource name.
     assert request_of(templates["one-gpu"]) == {"deviceClassName": DRIVER}
     assert limits_of(pods["one-gpu-extended"]) == {
@@ -166,12 +185,12 @@ def test_time_slicing_renamed_adds_a_shared_class_beside_whole_gpus(
     assert code == ExitCode.OK, err
     classes = by_kind(out, "DeviceClass")
     assert {n: c["spec"]["extendedResourceName"] for n, c in classes.items()} == {
-        f"nvidia-gpu-shared.{DRIVER}": "nvidia.com/gpu.shared",
-        f"nvidia-gpu.{DRIVER}": "nvidia.com/gpu",
+        f"timeslicing.{DRIVER}": "nvidia.com/gpu.shared",
+        DRIVER: "nvidia.com/gpu",
     }
-    assert strategy(classes[f"nvidia-gpu.{DRIVER}"]) is None
+    assert strategy(classes[DRIVER]) is None
     pods = by_kind(out, "Pod")
-    assert limits_of(pods["nvidia-gpu-shared-share-extended"]) == {"nvidia.com/gpu.shared": 1}
+    assert limits_of(pods["gpu-share-extended"]) == {"nvidia.com/gpu.shared": 1}
     assert limits_of(pods["one-gpu-extended"]) == {"nvidia.com/gpu": 1}
     # failRequestsGreaterThanOne has no DRA counterpart: named in the warning.
     assert "nvidia.com/gpu.shared: 2 gets two GPUs" in err
@@ -182,9 +201,10 @@ def test_mps_shares_ask_for_half_of_compute_and_memory(
 ) -> None:
     code, out, err = migrate(capsys, "-f", fixture("mps.yaml"), "--gpu-memory", "40Gi")
     assert code == ExitCode.OK, err
-    share = by_kind(out, "DeviceClass")[f"nvidia-gpu-shared.{DRIVER}"]
+    share = by_kind(out, "DeviceClass")[f"mps.{DRIVER}"]
     assert strategy(share) == "MPS"
-    template = by_kind(out, "ResourceClaimTemplate")["nvidia-gpu-shared-share"]
+    assert share["spec"]["extendedResourceName"] == "nvidia.com/gpu.shared"
+    template = by_kind(out, "ResourceClaimTemplate")["gpu-share"]
     assert request_of(template)["capacity"]["requests"] == {"compute": "50", "memory": "20Gi"}
 
 
@@ -196,8 +216,8 @@ def test_a_configmap_of_named_configs_is_migrated_whole_or_by_node_label(
     )
     assert code == ExitCode.OK, err
     assert set(by_kind(out, "DeviceClass")) == {
-        f"nvidia-gpu.{DRIVER}",
-        f"nvidia-gpu-shared.{DRIVER}",
+        DRIVER,
+        f"timeslicing.{DRIVER}",
         f"nvidia-mig-1g-10gb.{DRIVER}",
     }
     assert "config(s) default, shared, a100-mig" in err
@@ -209,7 +229,7 @@ def test_a_configmap_of_named_configs_is_migrated_whole_or_by_node_label(
         "nvidia.com/device-plugin.config=default",
     )
     assert code == ExitCode.OK, err
-    assert set(by_kind(out, "DeviceClass")) == {f"nvidia-gpu.{DRIVER}"}
+    assert set(by_kind(out, "DeviceClass")) == {DRIVER}
 
 
 def test_a_directory_of_configs_reads_every_file_as_a_mounted_configmap_holds_them(
@@ -221,10 +241,7 @@ def test_a_directory_of_configs_reads_every_file_as_a_mounted_configmap_holds_th
     code, out, err = migrate(capsys, "-f", str(tmp_path), "--gpu-memory", "80Gi")
     assert code == ExitCode.OK, err
     assert "config(s) default, mps" in err
-    assert set(by_kind(out, "DeviceClass")) == {
-        f"nvidia-gpu.{DRIVER}",
-        f"nvidia-gpu-shared.{DRIVER}",
-    }
+    assert set(by_kind(out, "DeviceClass")) == {DRIVER, f"mps.{DRIVER}"}
 
 
 CASES = [
@@ -262,7 +279,7 @@ def test_json_and_the_values_part(capsys: pytest.CaptureFixture[str]) -> None:
     assert [w["pattern"] for w in document["workloads"]] == [
         "one-gpu",
         "two-gpus",
-        "nvidia-gpu-shared-share",
+        "gpu-share",
     ]
     assert document["warnings"]
     code, out, err = migrate(
@@ -274,15 +291,15 @@ def test_json_and_the_values_part(capsys: pytest.CaptureFixture[str]) -> None:
         capsys, "-f", fixture("mps.yaml"), "--gpu-memory", "80Gi", "--part", "classes"
     )
     assert code == ExitCode.OK, err
-    assert [d["kind"] for d in documents(out)] == ["DeviceClass", "DeviceClass"]
-    assert len(inventory_of(out).classes) == 2
+    # The classes to apply: the chart makes both of this config's.
+    assert documents(out) == []
 
 
 def test_kubectl_dra_migrate_reads_stdin(capsys: pytest.CaptureFixture[str]) -> None:
     text = (FIXTURES / "whole-gpus.yaml").read_text()
     code, out, err = migrate(capsys, "-f", "-", stdin=text)
     assert code == ExitCode.OK, err
-    assert f"nvidia-gpu.{DRIVER}" in by_kind(out, "DeviceClass")
+    assert DRIVER in by_kind(out, "DeviceClass")
 
 
 def _claims_from(template: dict[str, object], count: int) -> list[dict[str, object]]:
@@ -328,7 +345,7 @@ def test_four_quarter_shares_land_on_one_gpu_and_a_fifth_does_not_fit(
         capsys, "-f", fixture("time-slicing.yaml"), "--gpu-memory", "64Gi", "--part", "manifests"
     )
     assert code == ExitCode.OK, err
-    template = by_kind(out, "ResourceClaimTemplate")["nvidia-gpu-share"]
+    template = by_kind(out, "ResourceClaimTemplate")["gpu-share"]
     code, devices = _allocate(capsys, "1xH100-80GB", out, _claims_from(template, 4))
     assert code == ExitCode.OK
     assert devices == ["gpu-0"] * 4
