@@ -402,6 +402,11 @@ def plan_migration(
             "(all-<profile>); pass the node's profiles with --mig-profile"
         )
     profiles = _profiles(configs, labels, mig_profiles)
+    if profiles and all(c.mig_strategy == "none" for c in configs):
+        plan.warnings.append(
+            f"MIG profiles {', '.join(profiles)} are ignored: migStrategy none advertises no "
+            "MIG device (set migStrategy single or mixed in the config if the nodes use MIG)"
+        )
     roots: dict[str, str] = {}
     shared = mig = False
     for config in configs:

@@ -282,3 +282,11 @@ def test_the_gpu_memory_has_an_environment_twin(
     code, out, err = migrate(capsys, "-f", fixture("mps.yaml"))
     assert code == ExitCode.OK, err
     assert "memory: 20Gi" in out
+
+
+def test_mig_profiles_for_a_config_without_mig_are_named_as_ignored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = migrate(capsys, "-f", fixture("whole-gpus.yaml"), "--mig-profile", "1g.10gb")
+    assert code == ExitCode.OK
+    assert "MIG profiles 1g.10gb are ignored: migStrategy none" in err
