@@ -54,7 +54,7 @@ def test_the_example_allocates_two_gpus_of_the_first_node_as_its_readme_says() -
     (item,) = json.loads(out.getvalue())["items"]
     assert item["metadata"]["generateName"] == "two-gpus-extended-resources-"
     assert item["spec"]["devices"]["requests"][0]["exactly"] == {
-        "deviceClassName": "extended-gpu.dra-driver.io",
+        "deviceClassName": "gpu.dra-driver.io",
         "allocationMode": "ExactCount",
         "count": 2,
     }
