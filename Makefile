@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 # Seeded random kills of the driver for longer (docs/operations.md): SOAK rounds, a new seed unless SEED.
 soak: $(STAMP)
-	DRA_DRIVER_FAULT_SOAK=$(or $(SOAK),1000) $(if $(SEED),DRA_DRIVER_FAULT_SEED=$(SEED)) $(PY) -m pytest tests/component/test_driver_fault_kills.py -q
+	DRA_DRIVER_FAULT_SOAK=$(or $(SOAK),5000) $(if $(SEED),DRA_DRIVER_FAULT_SEED=$(SEED)) $(PY) -m pytest tests/component/test_driver_fault_kills.py -q
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -48,14 +48,52 @@ def refs(*numbers: int) -> list[list[str]]:
     return [["default", f"claim-{n}", claim_uid(n)] for n in numbers]
 
 
-class Node:
-    """The files of one node, and driver processes run against them."""
+class DriverForker:
+    """``driver_process.py --serve``: a driver process per run, forked, not started afresh."""
 
-    def __init__(self, root: Path, claims: list[dict[str, Any]]) -> None:
+    def __init__(self) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, str(PROCESS), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, run_file: Path) -> tuple[int, str, str]:
+        """One run: the child's exit status, stdout and stderr."""
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.write(f"{run_file}\n")
+        self._server.stdin.flush()
+        answer = self._server.stdout.readline()
+        if not answer:
+            raise AssertionError(f"the driver fork server exited ({self._server.wait()})")
+        out, err = (Path(f"{run_file}.{suffix}") for suffix in ("out", "err"))
+        result = int(answer), out.read_text(), err.read_text()
+        out.unlink()
+        err.unlink()
+        return result
+
+    def close(self) -> None:
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.close()
+        self._server.wait(timeout=30)
+        self._server.stdout.close()
+
+
+class Node:
+    """The files of one node, and driver processes run against them.
+
+    With a ``forker``, each run is forked from it; otherwise a new interpreter.
+    """
+
+    def __init__(
+        self, root: Path, claims: list[dict[str, Any]], forker: DriverForker | None = None
+    ) -> None:
         self.root = root
         self.claims_file = root / "claims.json"
         self.set_claims(claims)
         self.runs = 0
+        self._forker = forker
 
     def set_claims(self, claims: list[dict[str, Any]]) -> None:
         self.claims_file.write_text(json.dumps(claims))
@@ -87,17 +125,21 @@ class Node:
                 }
             )
         )
-        done = subprocess.run(
-            [sys.executable, str(PROCESS), str(run_file)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode not in (0, FAULT_EXIT_CODE):
-            raise AssertionError(f"driver process failed ({done.returncode}):\n{done.stderr}")
-        output = json.loads(done.stdout) if done.returncode == 0 else {}
-        return done.returncode, output
+        if self._forker is not None:
+            code, stdout, stderr = self._forker.run(run_file)
+        else:
+            done = subprocess.run(
+                [sys.executable, str(PROCESS), str(run_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            code, stdout, stderr = done.returncode, done.stdout, done.stderr
+        if code not in (0, FAULT_EXIT_CODE):
+            raise AssertionError(f"driver process failed ({code}):\n{stderr}")
+        output = json.loads(stdout) if code == 0 else {}
+        return code, output
 
     def temp_files(self) -> list[str]:
         """Temp files (dot-files) left in the CDI root or the state directory."""

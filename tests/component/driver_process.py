@@ -9,6 +9,13 @@ FAULT_EXIT_CODE, as a kill would end it (no cleanup, no flush of Python state).
 Prints ``{"recovery": {...}, "steps": [...], "api_reads": n}`` as JSON. With
 ``"steps_file"`` it also appends each step's answer to that file as one JSON
 line the moment the step returns: what the kubelet heard before a kill.
+
+``python driver_process.py --serve`` imports everything once, then forks a
+child per RUN.json path read from stdin and answers each with a line: the
+child's exit status. The child is a process of its own, as a fresh
+interpreter would be (the server opens none of the node's files), and writes
+its output to ``RUN.json.out`` and its stderr to ``RUN.json.err``: many runs
+cost a fork each instead of an interpreter start.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import dataclasses
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # Run as a script: the repository root is not on the path for ``tests.fakes``.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -30,8 +38,8 @@ from kubelet_plugin.node_driver import ClaimRef
 from tests.fakes.claim_source import FakeClaimSource
 
 
-def main() -> None:
-    run = json.loads(Path(sys.argv[1]).read_text())
+def main(run_path: str) -> None:
+    run = json.loads(Path(run_path).read_text())
     root = Path(run["root"])
     claims = FakeClaimSource(json.loads(Path(run["claims"]).read_text()))
     fault = run.get("fault") or {}
@@ -72,5 +80,37 @@ def main() -> None:
     print(json.dumps(out))
 
 
+def serve() -> None:
+    """Fork a child per run file named on stdin; answer each with its exit status."""
+    for line in sys.stdin:
+        run_path = line.strip()
+        pid = os.fork()
+        if pid == 0:
+            run_child(run_path)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+
+
+def run_child(run_path: str) -> NoReturn:
+    code = 1
+    try:
+        with open(f"{run_path}.out", "w") as out, open(f"{run_path}.err", "w") as err:
+            os.dup2(out.fileno(), sys.stdout.fileno())
+            os.dup2(err.fileno(), sys.stderr.fileno())
+            try:
+                main(run_path)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--serve":
+        serve()
+    else:
+        main(sys.argv[1])

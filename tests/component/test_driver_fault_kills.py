@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, get_args
 
 import pytest
-from crash_node import SEED_ENV, Action, Node, refs, rounds_and_seed
+from crash_node import SEED_ENV, Action, DriverForker, Node, refs, rounds_and_seed
 from driver_fixtures import (
     BOOT_ID,
     FAULT_EXIT_CODE,
@@ -171,36 +172,49 @@ def start_point(killed_at: str, rng: random.Random) -> str:
     return rng.choice(START_POINTS)
 
 
-def test_random_kills_never_break_what_the_kubelet_was_told(tmp_path: Path) -> None:
+@pytest.fixture
+def forker() -> Iterator[DriverForker]:
+    started = DriverForker()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_random_kills_never_break_what_the_kubelet_was_told(
+    tmp_path: Path, forker: DriverForker
+) -> None:
     rounds, seed = rounds_and_seed(DEFAULT_ROUNDS)
     rng = random.Random(seed)
-    node = Node(tmp_path, [claim(n, devices) for n, devices in ALLOCATIONS.items()])
+    node = Node(tmp_path, [claim(n, devices) for n, devices in ALLOCATIONS.items()], forker)
     kubelet = Kubelet()
     heard = tmp_path / "heard.jsonl"
     boot_id = BOOT_ID
     kills: Counter[str] = Counter()
-    points: list[str] = []
+    points: list[FaultPoint] = []
     for round_number in range(rounds):
         why = f"seed {seed} ({SEED_ENV}={seed} replays it), round {round_number}"
-        if rng.random() < 0.2:  # a reboot: a new boot ID, the CDI root (a tmpfs) empty
+        if round_number % len(CALL_POINTS) == 0:  # each point in turn, in a random order
+            points = rng.sample(CALL_POINTS, len(CALL_POINTS))
+        hit = 1 if rng.random() < 0.7 else 2
+        faults = [{"point": points[round_number % len(CALL_POINTS)], "hit": hit}]
+        if rng.random() < 0.25:  # a reboot: a new boot ID, the CDI root (a tmpfs) empty
             boot_id = f"boot-{round_number}"
             for name in files_in(tmp_path / "cdi"):
                 (tmp_path / "cdi" / name).unlink()
-        if round_number % len(CALL_POINTS) == 0:  # each point in turn, in a random order
-            points = rng.sample(CALL_POINTS, len(CALL_POINTS))
-        point = points[round_number % len(CALL_POINTS)]
-        fault: dict[str, Any] | None = {"point": point, "hit": rng.randint(1, 2)}
-        while fault is not None:
+            # The start-up writes every prepared claim's spec again: die while it does.
+            faults.insert(0, {"point": "recovery-spec-rewritten", "hit": rng.randint(1, 2)})
+        while faults:
+            fault = faults.pop(0)
             actions = kubelet.calls(rng)
             code, _ = node.run(actions, fault=fault, boot_id=boot_id, heard=heard)
             kubelet.hear(actions, heard)
             if code != FAULT_EXIT_CODE:
-                break
+                continue
             kills[fault["point"]] += 1
-            # Half the time, die again while the start-up repairs what this kill left.
-            fault = {"point": start_point(fault["point"], rng), "hit": 1}
-            if rng.random() < 0.5:
-                fault = None
+            if not faults and rng.random() < 0.6:
+                # Die again while the start-up repairs what this kill left.
+                faults.append({"point": start_point(fault["point"], rng), "hit": 1})
         retries = kubelet.retries()
         code, out = node.run(retries, boot_id=boot_id, heard=heard)
         assert code == 0, why
