@@ -12,7 +12,9 @@
 4. the metrics endpoint (``--metrics-address``), then the gRPC servers (DRA,
    registration, liveness): the kubelet may call as soon as the registration
    socket appears;
-5. the publisher thread (publishes the node's slices, watches them, repairs
+5. the device-plugin guard (a device plugin serving the node's GPUs makes the
+   pool publish no device, :mod:`kubelet_plugin.device_plugin_guard`), the
+   publisher thread (publishes the node's slices, watches them, repairs
    deletions) and the health thread (events to taints, device health stream).
 
 SIGTERM or SIGINT stops it in the reverse order: the registration socket goes
@@ -47,6 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from agent_kit.events import EventRecorder
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
@@ -64,6 +67,8 @@ from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
+from kubelet_plugin.device_plugin_guard import COMPONENT as GUARD_COMPONENT
+from kubelet_plugin.device_plugin_guard import DevicePluginGuard
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health.faults import FaultSpool
@@ -297,6 +302,8 @@ class NodeAgent:
                 return
             publisher.run(self._stop_threads)
 
+        self._guard_device_plugins(kube, publisher)
+
         monitor = self.monitor = HealthMonitor(
             driver_name=settings.driver_name,
             inventory=inventory,
@@ -312,6 +319,40 @@ class NodeAgent:
         metrics.track_tainted(monitor.tainted_device_count)
         self._spawn("slice-publisher", publish)
         self._spawn("health-monitor", lambda: monitor.run(self._stop_threads))
+
+    def _guard_device_plugins(self, kube: KubernetesClient, publisher: SlicePublisher) -> None:
+        """Look for a device plugin serving this node's GPUs now (before the first publish)
+        and every --device-plugin-check-seconds (kubelet_plugin.device_plugin_guard)."""
+        settings, metrics, lock = self.settings, self.metrics, self.publisher_lock
+        refuse = settings.device_plugin_coexistence == "refuse"
+
+        def on_change(found: str | None) -> None:
+            metrics.device_plugin_detected.set(0 if found is None else 1)
+            if not refuse or publisher.withheld == (found is not None):
+                return
+            publisher.withhold(found is not None)
+            if publisher.generation == 0 or not (lock is None or lock.is_held):
+                return  # the first publish, or the instance holding the lock, sees it
+            try:
+                publisher.sync()
+            except (ApiError, DraDriverError) as err:
+                log.warning("republishing the node's ResourceSlices failed: %s", err)
+
+        guard = DevicePluginGuard(
+            kube,
+            node_name=settings.node_name,
+            resources=settings.device_plugin_resources,
+            sockets_dir=settings.device_plugins_dir,
+            on_change=on_change,
+            refuse=refuse,
+            events=EventRecorder(kube, component=GUARD_COMPONENT, instance=settings.node_name),
+        )
+        metrics.device_plugin_detected.set(0)
+        guard.update()
+        self._spawn(
+            "device-plugin-guard",
+            lambda: guard.run(self._stop_threads, settings.device_plugin_check_seconds),
+        )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def guarded() -> None:

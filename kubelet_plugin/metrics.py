@@ -14,6 +14,10 @@ metric                                      type      labels / meaning
 ``dra_driver_prepared_devices``             gauge     devices of those claims
 ``dra_driver_published_devices``            gauge     devices in this node's ResourceSlices
 ``dra_driver_tainted_devices``              gauge     published devices with a taint
+``dra_driver_device_plugin_detected``       gauge     1 while a device plugin serves GPUs
+                                                      on the node (none published then,
+                                                      unless --device-plugin-coexistence
+                                                      publish)
 ``dra_driver_health_events_total``          counter   ``kind`` (xid, ecc-double-bit, ...),
                                                       ``action`` (tainted, renewed,
                                                       ignored, unknown-gpu)
@@ -111,6 +115,11 @@ class PluginMetrics:
         self.cleanup_pending = Gauge(
             "dra_driver_cleanup_pending_claims",
             "Failed prepares whose CDI spec could not be removed yet (retried every 30 s).",
+            registry=self.registry,
+        )
+        self.device_plugin_detected = Gauge(
+            "dra_driver_device_plugin_detected",
+            "1 while a device plugin serves GPUs on this node (see --device-plugin-coexistence).",
             registry=self.registry,
         )
         self.health_events = Counter(

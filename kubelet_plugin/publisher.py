@@ -29,6 +29,7 @@ typed calls over the agents' one API client; every API failure is an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,7 @@ class SlicePublisher:
         self._max_attempts = max(1, max_attempts)
         self._lock = threading.RLock()
         self._desired: _Desired | None = None
+        self._withheld = False
         self._generation = 0
         # name -> (content we sent, content the server stored) at the last write.
         self._written: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -168,15 +170,29 @@ class SlicePublisher:
         """The pool generation of the last successful sync (0 before the first)."""
         return self._generation
 
+    @property
+    def withheld(self) -> bool:
+        """Whether the pool is published with no device (see :meth:`withhold`)."""
+        return self._withheld
+
+    def withhold(self, withheld: bool) -> None:
+        """Publish the pool with no device from the next sync on (True), or every device
+        again (False): another allocator (a device plugin) serves this node's GPUs."""
+        with self._lock:
+            self._withheld = withheld
+
     def _build(self, generation: int) -> list[ResourceSlice]:
         assert self._desired is not None
-        if self._desired.inventory.node_name != self.node_name:
+        inventory = self._desired.inventory
+        if inventory.node_name != self.node_name:
             raise InvalidInputError(
-                f"inventory is of node {self._desired.inventory.node_name!r}, "
+                f"inventory is of node {inventory.node_name!r}, "
                 f"the publisher of node {self.node_name!r}"
             )
+        if self._withheld:
+            inventory = dataclasses.replace(inventory, gpus=())
         return build_slices(
-            self._desired.inventory,
+            inventory,
             driver_name=self.driver_name,
             device_order=self._device_order,
             generation=generation,

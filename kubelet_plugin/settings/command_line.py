@@ -24,6 +24,8 @@ from kubelet_plugin.health.taints import (
 )
 from kubelet_plugin.settings.model import (
     DEFAULT_CDI_ROOT,
+    DEFAULT_DEVICE_PLUGIN_RESOURCES,
+    DEFAULT_DEVICE_PLUGINS_DIR,
     DEFAULT_PLUGINS_DIR,
     DEFAULT_REGISTRY_DIR,
     MAX_UNIX_SOCKET_PATH,
@@ -182,6 +184,32 @@ FLAGS: Final[tuple[Flag, ...]] = (
         f"{DEFAULT_RECOVERY_SECONDS:g}",
         "a device's taints are removed after it had no health event for this long "
         "(gpu-lost taints stay until the plugin restarts)",
+        metavar="SECONDS",
+    ),
+    define_flag(
+        "device_plugin_coexistence",
+        "refuse",
+        "refuse: publish no device while a device plugin serves GPUs on this node (the "
+        "Node's allocatable, or its socket), so no GPU is handed out twice; publish: "
+        "publish anyway (the two are given different GPUs)",
+        metavar="MODE",
+    ),
+    define_flag(
+        "device_plugin_resources",
+        ",".join(DEFAULT_DEVICE_PLUGIN_RESOURCES),
+        "extended resources that show a device plugin serving GPUs (shell patterns)",
+        metavar="NAME,...",
+    ),
+    define_flag(
+        "device_plugins_dir",
+        str(DEFAULT_DEVICE_PLUGINS_DIR),
+        "the kubelet's device-plugin directory, looked at for device plugins' sockets",
+        metavar="DIR",
+    ),
+    define_flag(
+        "device_plugin_check_seconds",
+        "30",
+        "how often the Node and the device-plugin directory are looked at for a device plugin",
         metavar="SECONDS",
     ),
     define_flag(

@@ -32,6 +32,8 @@ from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_pat
 
 __all__ = [
     "DEFAULT_CDI_ROOT",
+    "DEFAULT_DEVICE_PLUGINS_DIR",
+    "DEFAULT_DEVICE_PLUGIN_RESOURCES",
     "DEFAULT_PLUGINS_DIR",
     "DEFAULT_REGISTRY_DIR",
     "MAX_UNIX_SOCKET_PATH",
@@ -51,6 +53,15 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 DEFAULT_REGISTRY_DIR: Final = Path("/var/lib/kubelet/plugins_registry")
 DEFAULT_PLUGINS_DIR: Final = Path("/var/lib/kubelet/plugins")
 DEFAULT_CDI_ROOT: Final = Path("/var/run/cdi")
+#: The kubelet's device-plugin directory, where device plugins' sockets appear.
+DEFAULT_DEVICE_PLUGINS_DIR: Final = Path("/var/lib/kubelet/device-plugins")
+#: Extended resources of NVIDIA's device plugin (shell patterns).
+DEFAULT_DEVICE_PLUGIN_RESOURCES: Final = (
+    "nvidia.com/gpu",
+    "nvidia.com/gpu.shared",
+    "nvidia.com/mig-*",
+)
+DevicePluginCoexistence = Literal["refuse", "publish"]
 
 MAX_UNIX_SOCKET_PATH: Final = 107  # sun_path is 108 bytes with the terminating NUL
 _UNIX_PREFIX: Final = "unix://"
@@ -118,6 +129,12 @@ class Settings(BaseModel):
     )
     ignored_xids: frozenset[int] = DEFAULT_IGNORED_XIDS
     health_recovery_seconds: float = Field(default=DEFAULT_RECOVERY_SECONDS, gt=0)
+    device_plugin_coexistence: DevicePluginCoexistence = "refuse"
+    """refuse: publish no device while a device plugin serves GPUs on the node
+    (:mod:`kubelet_plugin.device_plugin_guard`); publish: publish them anyway."""
+    device_plugin_resources: tuple[str, ...] = DEFAULT_DEVICE_PLUGIN_RESOURCES
+    device_plugins_dir: Path = DEFAULT_DEVICE_PLUGINS_DIR
+    device_plugin_check_seconds: float = Field(default=30.0, gt=0)
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
 
@@ -153,6 +170,7 @@ class Settings(BaseModel):
         "dev_root",
         "hook_path",
         "checkpoint_path",
+        "device_plugins_dir",
         mode="before",
     )
     @classmethod
@@ -221,12 +239,33 @@ class Settings(BaseModel):
     def _parse_policy(cls, value: Any) -> Any:
         return parse_health_policy(value) if isinstance(value, str) else value
 
+    @field_validator("device_plugin_resources", mode="before")
+    @classmethod
+    def _split_resources(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = tuple(n.strip() for n in value.split(",") if n.strip())
+        for name in names:
+            if "/" not in name:
+                raise ValueError(
+                    f"{name!r} is not an extended resource name: use <domain>/<name>, e.g. "
+                    "nvidia.com/gpu (shell patterns such as nvidia.com/mig-* allowed)"
+                )
+        return names
+
     @field_validator("ignored_xids", mode="before")
     @classmethod
     def _parse_xids(cls, value: Any) -> Any:
         return parse_xids(value) if isinstance(value, str) else value
 
-    @field_validator("gpu_backend", "device_order", "log_format", "log_level", mode="before")
+    @field_validator(
+        "gpu_backend",
+        "device_order",
+        "device_plugin_coexistence",
+        "log_format",
+        "log_level",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         # Choices are lower-case words; "JSON" or "Mock" in an env file is no reason to fail.
@@ -273,4 +312,5 @@ class Settings(BaseModel):
         data["health_policy"] = ",".join(f"{k}={v}" for k, v in self.health_policy.items())
         data["ignored_xids"] = ",".join(str(x) for x in sorted(self.ignored_xids))
         data["checkpoint_path"] = str(self.checkpoint_file)
+        data["device_plugin_resources"] = ",".join(self.device_plugin_resources)
         return {key: "" if value is None else str(value) for key, value in data.items()}

@@ -109,6 +109,8 @@ class FakeApiServer:
         self._last_rv = 0
         self._closing = False
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        """Every core/v1 Event created, in order."""
         self.claims: dict[tuple[str, str], dict[str, Any]] = {}
         self._slices: dict[str, dict[str, Any]] = {}
         self.history: list[Write] = []
@@ -161,6 +163,17 @@ class FakeApiServer:
                 "apiVersion": "v1",
                 "metadata": {"name": name, "uid": uid, "resourceVersion": str(self._bump())},
             }
+
+    def set_node_status(self, name: str, status: dict[str, Any]) -> None:
+        """Replace the Node's status (``allocatable``, ``capacity``), as the kubelet does."""
+        with self._cond:
+            node = self.nodes[name]
+            node["status"] = copy.deepcopy(status)
+            node["metadata"]["resourceVersion"] = str(self._bump())
+
+    def event_reasons(self) -> list[str]:
+        with self._cond:
+            return [e["reason"] for e in self.events]
 
     def put_claim(self, claim: dict[str, Any]) -> None:
         meta = claim["metadata"]
@@ -256,6 +269,15 @@ class FakeApiServer:
                 if node is None:
                     raise ApiError(404, "NotFound", f'nodes "{parts[3]}" not found')
                 return node
+            if (
+                method == "POST"
+                and parts[:3] == ["api", "v1", "namespaces"]
+                and parts[4:] == ["events"]
+            ):
+                event = copy.deepcopy(body)
+                event.setdefault("metadata", {})["resourceVersion"] = str(self._bump())
+                self.events.append(event)
+                return event
             if (
                 method == "GET"
                 and path.startswith(f"{RESOURCE}/namespaces/")

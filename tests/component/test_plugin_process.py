@@ -110,6 +110,8 @@ def plugin_command(root: Path, kubeconfig: Path, *extra: str) -> list[str]:
         str(root / "host"),
         "--driver-root",
         str(root / "driver"),
+        "--device-plugins-dir",
+        str(root / "device-plugins"),
         "--metrics-address",
         "127.0.0.1:0",
         "--liveness-address",

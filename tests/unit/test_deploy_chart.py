@@ -109,6 +109,7 @@ def test_the_plugin_mounts_every_host_path_it_uses_at_that_path_and_no_other() -
         settings.publisher_lock.parent,
         settings.cdi_root,
         settings.driver_root,
+        settings.device_plugins_dir,
     ):
         assert str(path) in mounts, f"{path} is not mounted"
     # Of the kubelet's plugins directory only the plugin's own: not the other drivers'.
@@ -120,8 +121,15 @@ def test_the_plugin_mounts_every_host_path_it_uses_at_that_path_and_no_other() -
             settings.plugin_dir,
             settings.cdi_root,
             settings.driver_root,
+            settings.device_plugins_dir,
         )
     )
+    # The device plugins' directory is only looked at.
+    (device_plugins,) = [
+        m for m in container_of(daemonset)["volumeMounts"] if m["name"] == "device-plugins"
+    ]
+    assert device_plugins["readOnly"] is True
+    assert settings.device_plugin_coexistence == "refuse"
     # The driver root is seen at /driver-root; the specs name its files on the host.
     driver_root = next(
         m for m in container_of(daemonset)["volumeMounts"] if m["name"] == "driver-root"
