@@ -39,8 +39,11 @@ from kubelet_plugin.plugin_dirs import (
 )
 
 __all__ = [
+    "MAX_SPEC_BYTES",
     "TEMP_SUFFIX",
     "CdiWriter",
+    "ForeignFileError",
+    "read_own_file",
     "remove_durably",
     "remove_stale_temp_files",
     "scan_host_files",
@@ -52,6 +55,43 @@ log = logging.getLogger(__name__)
 
 #: Suffix of the temporary files :func:`write_atomically` creates (with a leading dot).
 TEMP_SUFFIX: Final = ".tmp"
+#: The largest spec file read back. A claim's spec names its devices and the driver's
+#: files, some kilobytes; anything larger is not the plugin's, and is not read whole.
+MAX_SPEC_BYTES: Final = 16 * 2**20
+
+
+class ForeignFileError(Exception):
+    """A path the plugin reads back holds something it never writes there.
+
+    The message completes "<path> ...": it is a symbolic link, is not a regular
+    file, or is larger than the plugin writes.
+    """
+
+
+def read_own_file(path: Path, limit: int) -> bytes:
+    """The bytes at ``path``, once they are a regular file of at most ``limit`` bytes.
+
+    Opened without following a symbolic link (it may lead anywhere: ``/dev/zero``
+    reads without end) and without blocking on a FIFO; at most ``limit + 1``
+    bytes are read. Raises ForeignFileError for anything else there,
+    FileNotFoundError when nothing is there, OSError when reading fails.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ForeignFileError("is a symbolic link") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ForeignFileError("is not a regular file (a directory, FIFO or device)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ForeignFileError(f"is larger than {limit} bytes, more than the plugin writes")
+    return data
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -208,18 +248,19 @@ class CdiWriter:
     def spec_problem(self, file_name: str, digest: str | None) -> str | None:
         """Why the spec ``file_name`` is not the one the checkpoint recorded; None when it is.
 
-        It is when it is a regular file (not a symlink) whose bytes have
-        ``digest`` (:func:`~api.checkpoint.spec_digest`). The answer completes
-        "CDI spec <path> ...": it is missing, is not a regular file, cannot be
-        read, differs from the recorded digest, or (``digest`` None, an entry
-        from checkpoint version 1) has no digest to check it against. Never raises.
+        It is when it is a regular file (not a symlink) of at most
+        :data:`MAX_SPEC_BYTES` whose bytes have ``digest``
+        (:func:`~api.checkpoint.spec_digest`). The answer completes "CDI spec
+        <path> ...": it is missing, is something else (:func:`read_own_file`),
+        cannot be read, differs from the recorded digest, or (``digest`` None, an
+        entry from checkpoint version 1) has no digest to check it against.
+        Never raises.
         """
         path = self.path(file_name)
         try:
-            info = path.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                return "is not a regular file"
-            content = path.read_bytes()
+            content = read_own_file(path, MAX_SPEC_BYTES)
+        except ForeignFileError as err:
+            return str(err)
         except FileNotFoundError:
             return "is missing"
         except OSError as err:

@@ -7,10 +7,8 @@ so after a crash the file holds the last save or the one before, never a mix.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,8 @@ from api.resource_v1 import claim_label
 from dra_driver.cdi import spec_file_name
 from kubelet_plugin.cdi_writer import (
     CdiWriter,
+    ForeignFileError,
+    read_own_file,
     remove_stale_temp_files,
     sync_directory,
     write_atomically,
@@ -178,30 +178,12 @@ class CheckpointStore:
     def _read(self) -> bytes:
         """The file's bytes; CheckpointError when it is not a regular file of a sane size.
 
-        Opened without following a symbolic link and without blocking on a FIFO.
         Raises FileNotFoundError when there is none, OSError when reading fails.
         """
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise CheckpointError(
-                    "it is a symbolic link; the plugin reads only the file it wrote"
-                ) from None
-            raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise CheckpointError("it is not a regular file (a directory, FIFO or device)")
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                data = handle.read(MAX_CHECKPOINT_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(data) > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(
-                f"it is larger than {MAX_CHECKPOINT_BYTES} bytes, more than any checkpoint "
-                "the plugin writes"
-            )
-        return data
+            return read_own_file(self.path, MAX_CHECKPOINT_BYTES)
+        except ForeignFileError as err:
+            raise CheckpointError(f"it {err}; the plugin reads only the file it wrote") from None
 
     def _move_aside(self, err: CheckpointError) -> CheckpointCorruptError:
         """Rename the file (or whatever is in its place) to ``<name>.corrupt-<UTC timestamp>``."""

@@ -13,6 +13,7 @@ and ``cdiSpecPath``s (test_driver_path_containment), a spec's content replaced
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from driver_fixtures import (
     validate_cdi_file,
 )
 
+from kubelet_plugin.cdi_writer import MAX_SPEC_BYTES
 from kubelet_plugin.checkpoint_store import MAX_CHECKPOINT_BYTES
 from kubelet_plugin.driver import GpuDriver, RecoveryReport
 from kubelet_plugin.node_driver import ClaimRef
@@ -211,6 +213,23 @@ def test_a_spec_that_is_a_link_elsewhere_is_replaced_and_its_target_left(tmp_pat
     assert not os.path.lexists(orphan)
     assert target.read_bytes() == OUTSIDE_CONTENT
     assert files_in(tmp_path / "cdi") == [spec_path(tmp_path, 2).name]
+
+
+def test_a_spec_grown_huge_is_not_read_whole_and_is_written_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claims = FakeClaimSource([claim(1)])
+    prepared_node(tmp_path, claims, 1)
+    content = spec_path(tmp_path, 1).read_bytes()
+    with spec_path(tmp_path, 1).open("r+b") as spec:
+        spec.truncate(2**30)  # 1 GiB, sparse: costs no disk, only a reader's memory
+
+    with caplog.at_level(logging.WARNING):
+        report = start_within(make_driver(tmp_path, claims))
+
+    assert report.rewritten == [claim_uid(1)]
+    assert spec_path(tmp_path, 1).read_bytes() == content
+    assert f"is larger than {MAX_SPEC_BYTES} bytes" in caplog.text
 
 
 def test_a_prepared_claims_spec_replaced_by_a_directory(tmp_path: Path) -> None:
