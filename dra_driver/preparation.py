@@ -43,6 +43,7 @@ from dra_driver.cdi import (
     build_cdi_spec,
     cdi_device_id,
     cdi_device_name,
+    gpu_env_key,
     spec_file_name,
 )
 from dra_driver.discovery.model import MigDevice, MigPlacement, NodeInventory
@@ -367,6 +368,7 @@ def _plan(
             devices=[
                 SpecDevice(
                     name=d.cdi_device_name,
+                    env_key=gpu_env_key(d.device, d.share_id),
                     uuid=d.uuid,
                     device_node=d.device_node,
                     sharing=d.sharing,

@@ -11,8 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Environment entries of the container worth showing: the GPUs it may use and how they are shared.
-SHOWN_ENV_PREFIXES = ("NVIDIA_VISIBLE_DEVICES=",)
-SHOWN_ENV_SUFFIXES = ("_SHARING_STRATEGY", "_TIME_SLICE_INTERVAL", "_MPS_ACTIVE_THREAD_PERCENTAGE")
+SHOWN_ENV_PREFIXES = ("DRA_GPU_",)
+SHOWN_ENV_SUFFIXES = (
+    "_UUID",
+    "_SHARING_STRATEGY",
+    "_TIME_SLICE_INTERVAL",
+    "_MPS_ACTIVE_THREAD_PERCENTAGE",
+)
 
 HEADER = ("POD", "CLAIM", "PLACED BY", "NODE", "DEVICES", "CDI IDS", "CONTAINER SAW")
 
@@ -123,7 +128,7 @@ def container_view(log: str) -> list[str]:
     env = sorted(
         e
         for e in sections.get("env", [])
-        if e.startswith(SHOWN_ENV_PREFIXES) or e.partition("=")[0].endswith(SHOWN_ENV_SUFFIXES)
+        if e.startswith(SHOWN_ENV_PREFIXES) and e.partition("=")[0].endswith(SHOWN_ENV_SUFFIXES)
     )
     return devices + env
 

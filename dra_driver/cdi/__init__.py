@@ -8,11 +8,15 @@ NVIDIA's DRA driver (spec/cdi.md §6):
   requested): the control device nodes that exist on the host
   (``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``,
   ``/dev/nvidia-modeset``), read-only bind mounts of the driver's libraries,
-  binaries and firmware found under the driver root, ``NVIDIA_VISIBLE_DEVICES``
-  with the UUIDs of the claim's GPUs, the CUDA MPS client settings, and an
-  ``update-ldcache`` hook where a hook binary is configured;
-- one device per allocated GPU, named ``<claim uid>-gpu-<minor>``, with its
-  ``/dev/nvidia<minor>`` node and ``DRA_GPU_<ordinal>_*`` variables describing it;
+  binaries and firmware found under the driver root, ``NVIDIA_VISIBLE_DEVICES=void``
+  (as NVIDIA's driver writes it: a runtime hook must not add GPUs from it; the
+  container's GPUs are the device nodes CDI injects), the CUDA MPS client settings,
+  and an ``update-ldcache`` hook where a hook binary is configured;
+- one device per allocated GPU, named ``<claim uid>-<device>`` (``gpu-<index>``), with
+  its ``/dev/nvidia<minor>`` node and ``DRA_GPU_<key>_*`` variables describing it
+  (``UUID``, ``SHARING_STRATEGY``, ...; ``<key>`` is the published device name without
+  ``gpu-``, :func:`gpu_env_key`, so a container given devices of several claims, or a
+  share of a claim's devices, sees exactly its own devices' variables);
   a MIG device (``<claim uid>-gpu-<minor>-mig-...``) gets its parent's
   ``/dev/nvidia<minor>`` and the ``/dev/nvidia-caps/nvidia-cap<N>`` nodes of its
   GPU and compute instance, and its ``MIG-...`` UUID stands where a GPU's would.
@@ -62,7 +66,13 @@ from dra_driver.cdi.model import (
     minimum_cdi_version,
     spec_file_name,
 )
-from dra_driver.cdi.spec import MOUNT_OPTIONS, SharingSettings, SpecDevice, build_cdi_spec
+from dra_driver.cdi.spec import (
+    MOUNT_OPTIONS,
+    SharingSettings,
+    SpecDevice,
+    build_cdi_spec,
+    gpu_env_key,
+)
 
 __all__ = [
     "CDI_CLASS",
@@ -89,6 +99,7 @@ __all__ = [
     "cdi_device_name",
     "cdi_kind",
     "encode_cdi_spec",
+    "gpu_env_key",
     "is_driver_file",
     "is_valid_cdi_class",
     "is_valid_cdi_device_name",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -51,12 +52,27 @@ class SharingSettings:
     mps_pinned_memory_limit_bytes: int | None = None
 
 
+def gpu_env_key(device: str, share_id: str | None = None) -> str:
+    """The ``<key>`` of a device's ``DRA_GPU_<key>_*`` variables: its published name without
+    the ``gpu-`` prefix (and with its share ID), upper case, ``_`` for anything else than a
+    letter or digit: ``gpu-3`` -> ``3``, ``gpu-0-mig-1g.10gb-0`` -> ``0_MIG_1G_10GB_0``.
+
+    Unique per device of a node, so a container given devices of several claims (or of
+    several requests) gets every device's variables, none overwriting another's."""
+    name = device.removeprefix("gpu-")
+    if share_id:
+        name = f"{name}-{share_id}"
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 @dataclass(frozen=True, slots=True)
 class SpecDevice:
     """One GPU of a claim as the spec needs it."""
 
     name: str
     """CDI device name, from :func:`cdi_device_name`."""
+    env_key: str
+    """The ``<key>`` of its ``DRA_GPU_<key>_*`` variables, from :func:`gpu_env_key`."""
     uuid: str
     device_node: str
     """Container path of the device node, ``/dev/nvidia<minor>`` (a MIG device's parent's)."""
@@ -71,8 +87,8 @@ def _mebibytes(size: int) -> str:
     return f"{math.ceil(size / _MIB)}M"
 
 
-def _device_env(ordinal: int, device: SpecDevice) -> list[str]:
-    prefix = f"DRA_GPU_{ordinal}_"
+def _device_env(device: SpecDevice) -> list[str]:
+    prefix = f"DRA_GPU_{device.env_key}_"
     env = [f"{prefix}UUID={device.uuid}"]
     sharing = device.sharing
     env.append(f"{prefix}SHARING_STRATEGY={'Exclusive' if sharing is None else sharing.strategy}")
@@ -89,7 +105,10 @@ def _device_env(ordinal: int, device: SpecDevice) -> list[str]:
 
 
 def _claim_env(devices: Sequence[SpecDevice]) -> list[str]:
-    env = [f"NVIDIA_VISIBLE_DEVICES={','.join(d.uuid for d in devices)}"]
+    # "void": the container gets its GPUs from the device nodes CDI injects, never from a
+    # runtime hook reading this variable (which would hand a container that uses one
+    # device of a claim every device of it). Each device's UUID is in DRA_GPU_<key>_UUID.
+    env = ["NVIDIA_VISIBLE_DEVICES=void"]
     mps = [d for d in devices if d.sharing is not None and d.sharing.strategy == "MPS"]
     percentages = [
         d.sharing.mps_active_thread_percentage
@@ -98,7 +117,7 @@ def _claim_env(devices: Sequence[SpecDevice]) -> list[str]:
     ]
     if percentages:
         # One value per CUDA client: the smallest keeps the client within every
-        # device's share; the per-device values are in DRA_GPU_<n>_*.
+        # device's share; the per-device values are in DRA_GPU_<key>_*.
         env.append(f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={min(percentages)}")
     limits = [
         f"{d.uuid}={_mebibytes(d.sharing.mps_pinned_memory_limit_bytes)}"
@@ -146,24 +165,27 @@ def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: Hos
 
     Deterministic: the same inputs give byte-identical :func:`encode_cdi_spec`
     output, so re-deriving a spec after a crash rewrites the same file. Devices
-    keep their order; their position is the ordinal in ``DRA_GPU_<n>_*`` and in
-    ``NVIDIA_VISIBLE_DEVICES``. Raises ValueError for an empty device list or an
-    invalid name (callers build names with :func:`cdi_device_name`).
+    keep their order. Raises ValueError for an empty device list, an invalid name
+    (callers build names with :func:`cdi_device_name`) or two devices with one
+    ``env_key``.
     """
     if not devices:
         raise ValueError("a CDI spec needs at least one device")
+    keys = [d.env_key for d in devices]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"devices share an env key: {keys}")
     spec_devices = [
         CdiDevice(
             name=device.name,
             container_edits=ContainerEdits(
-                env=_device_env(ordinal, device),
+                env=_device_env(device),
                 device_nodes=[
                     _device_node(host.dev_root, path)
                     for path in (device.device_node, *device.extra_device_nodes)
                 ],
             ),
         )
-        for ordinal, device in enumerate(devices)
+        for device in devices
     ]
     draft = CdiSpec(
         cdi_version=MAX_CDI_VERSION,

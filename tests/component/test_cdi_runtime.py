@@ -166,10 +166,10 @@ def assert_container_saw_gpu1(output: ContainerOutput, claim: PreparedClaim) -> 
     assert devices.get("nvidiactl") == claim.null_device, listing
     assert "nvidia0" not in devices, "gpu-0 is not allocated to this claim"
     env = parse_env(env_text)
-    assert env.get("NVIDIA_VISIBLE_DEVICES") == claim.gpu_uuid
-    assert env.get("DRA_GPU_0_UUID") == claim.gpu_uuid
-    assert env.get("DRA_GPU_0_SHARING_STRATEGY") == "TimeSlicing"
-    assert env.get("DRA_GPU_0_TIME_SLICE_INTERVAL") == "Long"
+    assert env.get("NVIDIA_VISIBLE_DEVICES") == "void"
+    assert env.get("DRA_GPU_1_UUID") == claim.gpu_uuid
+    assert env.get("DRA_GPU_1_SHARING_STRATEGY") == "TimeSlicing"
+    assert env.get("DRA_GPU_1_TIME_SLICE_INTERVAL") == "Long"
     assert rest.splitlines() == ["nvidia1-writable", *NVIDIA_SMI.decode().splitlines()]
 
 

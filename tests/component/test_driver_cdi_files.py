@@ -91,7 +91,9 @@ def test_a_driver_seen_through_a_mount_is_named_by_its_host_path(tmp_path: Path)
     )
     spec = build_cdi_spec(
         driver_name=DRIVER,
-        devices=[SpecDevice(name="claim-gpu-0", device_node="/dev/nvidia0", uuid="GPU-0")],
+        devices=[
+            SpecDevice(name="claim-gpu-0", env_key="0", device_node="/dev/nvidia0", uuid="GPU-0")
+        ],
         host=host,
     )
     mounts = spec.container_edits.mounts or []

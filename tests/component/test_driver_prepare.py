@@ -101,7 +101,7 @@ def test_spec_deleted_behind_the_driver_is_written_again_from_the_checkpoint(
 
     assert driver.prepare([ref(1)]) == first
     assert spec_path(tmp_path, 1).read_bytes() == content
-    assert "DRA_GPU_0_TIME_SLICE_INTERVAL=Default" in content.decode()
+    assert "DRA_GPU_1_TIME_SLICE_INTERVAL=Default" in content.decode()
 
 
 def test_spec_replaced_behind_the_driver_is_restored_from_the_checkpoint(

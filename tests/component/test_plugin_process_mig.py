@@ -61,8 +61,8 @@ def test_shared_gpus_are_published_and_a_mig_claim_is_prepared(
         assert nodes[0] == str(root / "host/dev/nvidia0")
         assert [Path(n).parent.name for n in nodes[1:]] == ["nvidia-caps", "nvidia-caps"]
         assert all(Path(n).exists() for n in nodes)  # fake capability nodes made by the plugin
-        visible = [e for e in document["containerEdits"]["env"] if "VISIBLE" in e]
-        assert visible[0].startswith("NVIDIA_VISIBLE_DEVICES=MIG-")
+        uuids = [e for e in document["devices"][0]["containerEdits"]["env"] if "_UUID=" in e]
+        assert len(uuids) == 1 and uuids[0].split("=", 1)[1].startswith("MIG-"), uuids
 
         assert kubelet.unprepare([ref]) == {claim_uid(0): ""}
         assert not spec_file.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -26,6 +27,7 @@ from dra_driver.cdi import (
     cdi_device_name,
     cdi_kind,
     encode_cdi_spec,
+    gpu_env_key,
     is_driver_file,
     is_valid_cdi_device_name,
     minimum_cdi_version,
@@ -52,6 +54,7 @@ FULL_HOST = HostFiles(
 def device(minor: int = 0, *, uid: str = UID, sharing: SharingSettings | None = None) -> SpecDevice:
     return SpecDevice(
         name=cdi_device_name(uid, f"gpu-{minor}"),
+        env_key=gpu_env_key(f"gpu-{minor}"),
         uuid=f"GPU-{minor:08d}",
         device_node=f"/dev/nvidia{minor}",
         sharing=sharing,
@@ -72,7 +75,7 @@ def test_one_gpu_spec_follows_the_nvidia_layout_and_validates() -> None:
         {
             "name": f"{UID}-gpu-3",
             "containerEdits": {
-                "env": ["DRA_GPU_0_UUID=GPU-00000003", "DRA_GPU_0_SHARING_STRATEGY=Exclusive"],
+                "env": ["DRA_GPU_3_UUID=GPU-00000003", "DRA_GPU_3_SHARING_STRATEGY=Exclusive"],
                 "deviceNodes": [
                     {"path": "/dev/nvidia3", "hostPath": "/var/lib/mock-gpus/dev/nvidia3"}
                 ],
@@ -80,7 +83,7 @@ def test_one_gpu_spec_follows_the_nvidia_layout_and_validates() -> None:
         }
     ]
     common = doc["containerEdits"]
-    assert common["env"] == ["NVIDIA_VISIBLE_DEVICES=GPU-00000003"]
+    assert common["env"] == ["NVIDIA_VISIBLE_DEVICES=void"]
     assert common["deviceNodes"] == [
         {"path": p, "hostPath": f"/var/lib/mock-gpus{p}"}
         for p in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
@@ -196,13 +199,51 @@ def test_no_hook_without_a_hook_binary_or_without_libraries() -> None:
     assert "hooks" not in doc["containerEdits"]
 
 
-def test_several_gpus_keep_their_order_and_ordinals() -> None:
+def test_several_gpus_keep_their_order_each_with_variables_of_its_own() -> None:
     spec = build_cdi_spec(driver_name=DRIVER, devices=[device(5), device(2)], host=FULL_HOST)
     doc = document(spec)
     validate_cdi_document(doc)
     assert [d["name"] for d in doc["devices"]] == [f"{UID}-gpu-5", f"{UID}-gpu-2"]
-    assert doc["containerEdits"]["env"][0] == "NVIDIA_VISIBLE_DEVICES=GPU-00000005,GPU-00000002"
-    assert "DRA_GPU_1_UUID=GPU-00000002" in doc["devices"][1]["containerEdits"]["env"]
+    # No claim-wide list: a container given one of the two must not be told of the other.
+    assert doc["containerEdits"]["env"] == ["NVIDIA_VISIBLE_DEVICES=void"]
+    assert "DRA_GPU_5_UUID=GPU-00000005" in doc["devices"][0]["containerEdits"]["env"]
+    assert "DRA_GPU_2_UUID=GPU-00000002" in doc["devices"][1]["containerEdits"]["env"]
+
+
+def test_devices_of_two_claims_in_one_container_have_distinct_variables() -> None:
+    first = document(build_cdi_spec(driver_name=DRIVER, devices=[device(0)], host=HostFiles()))
+    other_uid = "0b5e2f4c-9d1a-4e8b-8c3f-2a6d7e9f1b00"
+    second = document(
+        build_cdi_spec(driver_name=DRIVER, devices=[device(1, uid=other_uid)], host=HostFiles())
+    )
+    names = [
+        line.split("=", 1)[0]
+        for doc in (first, second)
+        for d in doc["devices"]
+        for line in d["containerEdits"]["env"]
+    ]
+    assert len(names) == len(set(names)), names
+    # The spec-level values are equal, so applying both specs changes nothing.
+    assert first["containerEdits"]["env"] == second["containerEdits"]["env"]
+
+
+@pytest.mark.parametrize(
+    ("device_name", "share_id", "key"),
+    [
+        ("gpu-3", None, "3"),
+        ("gpu-0-mig-1g.10gb-0", None, "0_MIG_1G_10GB_0"),
+        ("gpu-1", "a1b2c", "1_A1B2C"),
+    ],
+)
+def test_the_variables_key_is_the_devices_published_name(
+    device_name: str, share_id: str | None, key: str
+) -> None:
+    assert gpu_env_key(device_name, share_id) == key
+
+
+def test_two_devices_with_one_key_are_refused() -> None:
+    with pytest.raises(ValueError, match="env key"):
+        build_cdi_spec(driver_name=DRIVER, devices=[device(1), device(1)], host=HostFiles())
 
 
 def test_sharing_settings_become_env() -> None:
@@ -238,7 +279,7 @@ def test_sharing_settings_become_env() -> None:
     ]
     assert "DRA_GPU_2_MPS_PINNED_DEVICE_MEM_LIMIT=2M" in envs[2]  # rounded up, never down
     assert doc["containerEdits"]["env"] == [
-        "NVIDIA_VISIBLE_DEVICES=GPU-00000000,GPU-00000001,GPU-00000002",
+        "NVIDIA_VISIBLE_DEVICES=void",
         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=30",
         "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=GPU-00000001=10240M,GPU-00000002=2M",
     ]
@@ -253,8 +294,9 @@ def test_same_inputs_give_the_same_bytes() -> None:
 def test_spec_model_refuses_what_loaders_refuse() -> None:
     with pytest.raises(ValueError, match="at least one device"):
         build_cdi_spec(driver_name=DRIVER, devices=[], host=HostFiles())
+    same_name = [device(0), replace(device(1), name=device(0).name)]
     with pytest.raises(ValidationError, match="unique"):
-        build_cdi_spec(driver_name=DRIVER, devices=[device(0), device(0)], host=HostFiles())
+        build_cdi_spec(driver_name=DRIVER, devices=same_name, host=HostFiles())
     with pytest.raises(ValidationError, match="at least one container edit"):
         CdiDevice(name="d", container_edits=ContainerEdits())
     with pytest.raises(ValidationError, match="must be absolute"):

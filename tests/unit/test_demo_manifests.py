@@ -178,18 +178,19 @@ def test_container_view_keeps_the_gpu_nodes_and_the_gpu_environment() -> None:
             "nvidiactl",
             "--- env",
             "HOME=/root",
-            "NVIDIA_VISIBLE_DEVICES=GPU-1",
-            "DRA_GPU_0_UUID=GPU-1",
-            "DRA_GPU_0_SHARING_STRATEGY=TimeSlicing",
-            "DRA_GPU_0_TIME_SLICE_INTERVAL=Long",
+            "NVIDIA_VISIBLE_DEVICES=void",
+            "DRA_GPU_1_UUID=GPU-1",
+            "DRA_GPU_1_SHARING_STRATEGY=TimeSlicing",
+            "DRA_GPU_1_TIME_SLICE_INTERVAL=Long",
+            "DRA_GPU_1_OTHER=x",
             "--- end",
         ]
     )
     assert container_view(log) == [
         "/dev: nvidia1 nvidiactl",
-        "DRA_GPU_0_SHARING_STRATEGY=TimeSlicing",
-        "DRA_GPU_0_TIME_SLICE_INTERVAL=Long",
-        "NVIDIA_VISIBLE_DEVICES=GPU-1",
+        "DRA_GPU_1_SHARING_STRATEGY=TimeSlicing",
+        "DRA_GPU_1_TIME_SLICE_INTERVAL=Long",
+        "DRA_GPU_1_UUID=GPU-1",
     ]
     assert container_view("--- dev\nnull\n--- env\nHOME=/\n--- end") == []
 

@@ -71,7 +71,11 @@ def test_dynamic_mig_is_planned_pending_without_spec_until_created() -> None:
         "/dev/nvidia0",
         *mig.cap_device_nodes,
     ]
-    assert f"NVIDIA_VISIBLE_DEVICES={mig.uuid}" in document["containerEdits"]["env"]
+    # The MIG device's own UUID, as a whole GPU's, under the device's variables.
+    assert any(
+        line.startswith("DRA_GPU_") and line.endswith(f"_UUID={mig.uuid}")
+        for line in spec_device["containerEdits"]["env"]
+    )
 
 
 def test_with_mig_devices_refuses_a_missing_device() -> None:
