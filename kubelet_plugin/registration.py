@@ -2,7 +2,8 @@
 
 The kubelet's plugin watcher notices ``<registry dir>/<driver>-reg.sock``,
 calls ``GetInfo``, checks the answer (type ``DRAPlugin``, a service it
-supports among ``supported_versions``, taking the first one it knows) and
+supports among ``supported_versions``, taking the first one it knows; the
+health service, optional, by its own preference: ``v1`` then ``v1alpha1``) and
 reports its verdict with ``NotifyRegistrationStatus``. It repeats the
 exchange whenever it restarts, so the verdict can change over the plugin's
 life; :class:`RegistrationServicer` keeps the latest one.
@@ -27,8 +28,14 @@ PLUGIN_TYPE = "DRAPlugin"
 
 DRA_V1 = "v1.DRAPlugin"
 DRA_V1BETA1 = "v1beta1.DRAPlugin"
+RESOURCE_HEALTH_V1 = "v1.DRAResourceHealth"
 RESOURCE_HEALTH_V1ALPHA1 = "v1alpha1.DRAResourceHealth"
 """``supported_versions`` entries: ``<last proto package segment>.<service>``."""
+RESOURCE_HEALTH_VERSIONS = (RESOURCE_HEALTH_V1, RESOURCE_HEALTH_V1ALPHA1)
+"""The health services advertised, newest first. A 1.37 kubelet takes, in its own order
+(v1, then v1alpha1), the first one the list contains and opens the stream on it alone;
+an older kubelet knows only v1alpha1. The DRA service is picked separately, the first
+entry of the list the kubelet supports, so the health entries follow the DRA ones."""
 
 
 @dataclass(frozen=True, slots=True)

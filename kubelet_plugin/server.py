@@ -4,10 +4,11 @@
 
 - the DRA services on ``<plugins dir>/<driver>/dra.sock``: DRAPlugin v1 and
   v1beta1 and, when a :class:`~kubelet_plugin.health.service.HealthSource`
-  is given, ``v1alpha1.DRAResourceHealth``;
+  is given, ``v1.DRAResourceHealth`` and ``v1alpha1.DRAResourceHealth``;
 - ``pluginregistration.Registration`` on ``<registry dir>/<driver>-reg.sock``,
   advertising ``v1.DRAPlugin``, then ``v1beta1.DRAPlugin`` (the kubelet takes
-  the first one it supports), then ``v1alpha1.DRAResourceHealth`` when served;
+  the first one it supports), then ``v1.DRAResourceHealth`` and
+  ``v1alpha1.DRAResourceHealth`` when served (a 1.37 kubelet picks v1);
 - optionally ``grpc.health.v1.Health`` for the liveness probe, on a TCP
   address or a unix socket.
 
@@ -46,13 +47,12 @@ from kubelet_plugin.node_driver import NodeDriver
 from kubelet_plugin.plugin_dirs import SOCKET_DIR_MODE, SOCKET_MODE, ensure_directory
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
 from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2_grpc
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as registration_grpc
 from kubelet_plugin.registration import (
     DRA_V1,
     DRA_V1BETA1,
-    RESOURCE_HEALTH_V1ALPHA1,
+    RESOURCE_HEALTH_VERSIONS,
     RegistrationServicer,
     RegistrationStatus,
 )
@@ -257,7 +257,7 @@ class PluginServer:
 
         self.driver_name = driver_name
         self.supported_versions: tuple[str, ...] = (DRA_V1, DRA_V1BETA1) + (
-            (RESOURCE_HEALTH_V1ALPHA1,) if health_source is not None else ()
+            RESOURCE_HEALTH_VERSIONS if health_source is not None else ()
         )
         self._stop_grace = stop_grace
         self._dispatcher = ClaimDispatcher(driver, max_workers=max_driver_calls)
@@ -303,7 +303,7 @@ class PluginServer:
             DraV1beta1Servicer(self._dispatcher), server
         )
         if self._health is not None:
-            health_grpc.add_DRAResourceHealthServicer_to_server(self._health, server)
+            self._health.add_to_server(server)
 
     @property
     def registration_status(self) -> RegistrationStatus | None:

@@ -2,7 +2,8 @@
 
 Built from the same protos as the plugin and following the kubelet's
 behaviour (spec/kubelet-plugin.md): the plugin watcher's ``GetInfo``,
-validation, choice of the first supported service in the plugin's order and
+validation, choice of the first supported service in the plugin's order, of
+the health service in the kubelet's own order (1.37: v1, then v1alpha1) and
 ``NotifyRegistrationStatus``; the DRA manager's prepare/unprepare calls with
 the kubelet's 45 s deadline and its checks of the response map (an entry per
 requested claim UID, no other UIDs); the health manager's
@@ -23,8 +24,10 @@ from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2_grpc as dra_v1_grpc
 from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
 from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2_grpc as health_grpc
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_v1alpha1_pb2
+from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2_grpc as health_v1alpha1_grpc
 from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2 as liveness_pb2
 from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2_grpc as liveness_grpc
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration_pb2
@@ -33,6 +36,10 @@ from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2_grpc as regis
 KUBELET_1_36_SERVICES = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
 KUBELET_1_33_SERVICES = ("v1beta1.DRAPlugin",)
 HEALTH_SERVICE = "v1alpha1.DRAResourceHealth"
+HEALTH_SERVICE_V1 = "v1.DRAResourceHealth"
+#: The kubelet's own preference (``healthServicesSupportedByKubelet``), newest first.
+KUBELET_1_37_HEALTH_SERVICES = (HEALTH_SERVICE_V1, HEALTH_SERVICE)
+KUBELET_1_36_HEALTH_SERVICES = (HEALTH_SERVICE,)
 
 DIAL_TIMEOUT = 10.0
 NOTIFY_TIMEOUT = 5.0
@@ -69,8 +76,13 @@ class ClaimOutcome:
 class KubeletStandin:
     """Registers plugins the way a kubelet supporting ``services`` does."""
 
-    def __init__(self, services: Sequence[str] = KUBELET_1_36_SERVICES) -> None:
+    def __init__(
+        self,
+        services: Sequence[str] = KUBELET_1_36_SERVICES,
+        health_services: Sequence[str] = KUBELET_1_37_HEALTH_SERVICES,
+    ) -> None:
         self.services = tuple(services)
+        self.health_services = tuple(health_services)
 
     def register(self, registration_socket: Path) -> RegisteredPlugin:
         """GetInfo, validate, pick a service, notify; raises RegistrationRejectedError
@@ -85,7 +97,10 @@ class KubeletStandin:
                 self._notify(stub, registered=False, error=str(rejection))
                 raise
             self._notify(stub, registered=True, error="")
-        return RegisteredPlugin(info.name, info.endpoint, service, tuple(info.supported_versions))
+        offered = tuple(info.supported_versions)
+        # pickHealthService: the kubelet's order, not the plugin's; "" = no health stream.
+        health = next((h for h in self.health_services if h in offered), "")
+        return RegisteredPlugin(info.name, info.endpoint, service, offered, health)
 
     def _validate(self, info: registration_pb2.PluginInfo) -> str:
         if info.type != "DRAPlugin":
@@ -120,11 +135,17 @@ class RegisteredPlugin:
     """The kubelet's client of one registered plugin."""
 
     def __init__(
-        self, name: str, endpoint: str, service: str, supported_versions: tuple[str, ...]
+        self,
+        name: str,
+        endpoint: str,
+        service: str,
+        supported_versions: tuple[str, ...],
+        health_service: str = "",
     ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.service = service
+        self.health_service = health_service
         self.supported_versions = supported_versions
         self._channel = grpc.insecure_channel(f"unix://{endpoint}")
         # v1 and v1beta1 share message and method names: one code path for both.
@@ -196,24 +217,40 @@ class RegisteredPlugin:
         self._check_uids("NodeUnprepareResources", claims, list(response.claims))
         return {uid: entry.error for uid, entry in response.claims.items()}
 
-    def watch_health(self) -> HealthStream:
-        """Open NodeWatchResources as the kubelet's health manager does."""
-        stub = health_grpc.DRAResourceHealthStub(self._channel)
-        return HealthStream(stub.NodeWatchResources(health_pb2.NodeWatchResourcesRequest()))
+    def watch_health(self, service: str | None = None) -> HealthStream:
+        """Open NodeWatchResources as the kubelet's health manager does: on the health
+        service chosen at registration (``service`` overrides; v1 when none was chosen).
+
+        Responses read as v1 messages, as the kubelet converts v1alpha1 ones."""
+        chosen = service or self.health_service or HEALTH_SERVICE_V1
+        if chosen == HEALTH_SERVICE_V1:
+            stub = health_grpc.DRAResourceHealthStub(self._channel)
+            return HealthStream(stub.NodeWatchResources(health_pb2.NodeWatchResourcesRequest()))
+        if chosen == HEALTH_SERVICE:
+            old = health_v1alpha1_grpc.DRAResourceHealthStub(self._channel)
+            call = old.NodeWatchResources(health_v1alpha1_pb2.NodeWatchResourcesRequest())
+            return HealthStream(call, convert=True)
+        raise KubeletError(f"the stand-in cannot watch {chosen}")
 
 
 class HealthStream:
     """An open NodeWatchResources call: iterate for responses, cancel() to end it."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, *, convert: bool = False) -> None:
         self._call = call
+        self._convert = convert
+
+    def _v1(self, response: Any) -> health_pb2.NodeWatchResourcesResponse:
+        if not self._convert:
+            return response  # type: ignore[no-any-return]
+        # The kubelet's V1Alpha1ClientWrapper copies field by field; the wire form is the same.
+        return health_pb2.NodeWatchResourcesResponse.FromString(response.SerializeToString())
 
     def __iter__(self) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
-        return iter(self._call)
+        return (self._v1(response) for response in self._call)
 
     def next(self) -> health_pb2.NodeWatchResourcesResponse:
-        response: health_pb2.NodeWatchResourcesResponse = next(self._call)
-        return response
+        return self._v1(next(self._call))
 
     def cancel(self) -> None:
         self._call.cancel()

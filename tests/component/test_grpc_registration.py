@@ -9,7 +9,9 @@ import pytest
 from fake_node_driver import DRIVER
 from kubelet_standin import (
     HEALTH_SERVICE,
+    HEALTH_SERVICE_V1,
     KUBELET_1_33_SERVICES,
+    KUBELET_1_36_HEALTH_SERVICES,
     KubeletStandin,
     RegistrationRejectedError,
 )
@@ -36,14 +38,22 @@ def test_get_info_names_the_driver_its_dra_socket_and_v1_first(make_plugin: Plug
     assert list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
 
 
-def test_health_service_is_advertised_last_when_served(make_plugin: PluginFactory) -> None:
+def test_health_services_are_advertised_last_v1_first(make_plugin: PluginFactory) -> None:
     plugin = make_plugin(health_source=HealthBroadcaster())
     with KubeletStandin().register(plugin.registration_socket) as registered:
         assert registered.supported_versions == (
             "v1.DRAPlugin",
             "v1beta1.DRAPlugin",
+            HEALTH_SERVICE_V1,
             HEALTH_SERVICE,
         )
+        # The DRA service is still the first entry the kubelet knows; health is v1 on 1.37.
+        assert registered.service == "v1.DRAPlugin"
+        assert registered.health_service == HEALTH_SERVICE_V1
+    with KubeletStandin(health_services=KUBELET_1_36_HEALTH_SERVICES).register(
+        plugin.registration_socket
+    ) as older:
+        assert older.health_service == HEALTH_SERVICE
 
 
 def test_kubelet_registers_the_plugin_with_v1(make_plugin: PluginFactory) -> None:

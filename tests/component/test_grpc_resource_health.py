@@ -1,4 +1,5 @@
-"""NodeWatchResources (v1alpha1.DRAResourceHealth) as the kubelet's health manager opens it."""
+"""NodeWatchResources (DRAResourceHealth v1 and v1alpha1) as the kubelet's health manager
+opens it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from fake_node_driver import POOL
-from kubelet_standin import KubeletStandin
+from kubelet_standin import HEALTH_SERVICE, HEALTH_SERVICE_V1, KubeletStandin
 from plugin_factory import PluginFactory
 
-from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.health.service import (
+    MAX_MESSAGE_LENGTH,
+    DeviceHealth,
+    Health,
+    HealthBroadcaster,
+)
+from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2 as health_pb2
 
 pytestmark = pytest.mark.component
 
@@ -108,8 +114,95 @@ def test_stopping_the_plugin_ends_open_streams(make_plugin: PluginFactory) -> No
 def test_without_a_health_source_the_service_is_not_served(make_plugin: PluginFactory) -> None:
     plugin = make_plugin()
     with KubeletStandin().register(plugin.registration_socket) as kubelet:
-        assert "v1alpha1.DRAResourceHealth" not in kubelet.supported_versions
-        stream = kubelet.watch_health()
-        with pytest.raises(grpc.RpcError) as raised:
-            stream.next()
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert HEALTH_SERVICE not in kubelet.supported_versions
+        assert HEALTH_SERVICE_V1 not in kubelet.supported_versions
+        assert kubelet.health_service == ""  # the kubelet opens no stream
+        for service in (HEALTH_SERVICE_V1, HEALTH_SERVICE):
+            stream = kubelet.watch_health(service)
+            with pytest.raises(grpc.RpcError) as raised:
+                stream.next()
+            # Unimplemented: the kubelet stops watching instead of retrying.
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _wire(response: health_pb2.NodeWatchResourcesResponse) -> list[tuple[object, ...]]:
+    return [
+        (*row, d.health_check_timeout_seconds, d.message)
+        for row, d in zip(_summary(response), response.devices, strict=True)
+    ]
+
+
+def test_both_versions_stream_the_same_health(make_plugin: PluginFactory) -> None:
+    source = HealthBroadcaster()
+    source.publish([DeviceHealth(POOL, "gpu-0", Health.HEALTHY, T0, timeout_seconds=60)])
+    plugin = make_plugin(health_source=source)
+
+    with KubeletStandin().register(plugin.registration_socket) as kubelet:
+        assert kubelet.health_service == HEALTH_SERVICE_V1
+        current = kubelet.watch_health()
+        previous = kubelet.watch_health(HEALTH_SERVICE)
+        assert _wire(current.next()) == _wire(previous.next())
+
+        later = T0.replace(minute=5)
+        source.publish(
+            [DeviceHealth(POOL, "gpu-0", Health.UNHEALTHY, later, "XID 79", timeout_seconds=60)]
+        )
+        changed = _wire(current.next())
+        assert changed == _wire(previous.next())
+        assert changed == [(POOL, "gpu-0", "UNHEALTHY", int(later.timestamp()), 60, "XID 79")]
+        current.cancel()
+        previous.cancel()
+
+
+@pytest.mark.parametrize("service", [HEALTH_SERVICE_V1, HEALTH_SERVICE])
+def test_an_unchanged_health_is_sent_again_within_its_timeout(
+    make_plugin: PluginFactory, service: str
+) -> None:
+    timeout = 2  # seconds, announced in health_check_timeout_seconds
+    source = HealthBroadcaster()
+    source.publish([DeviceHealth(POOL, "gpu-0", Health.UNHEALTHY, T0, timeout_seconds=timeout)])
+    plugin = make_plugin(health_source=source)
+
+    with KubeletStandin().register(plugin.registration_socket) as kubelet:
+        stream = kubelet.watch_health(service)
+        stream.next()
+        received = time.monotonic()
+        for _ in range(4):  # nothing changes at the source meanwhile
+            response = stream.next()
+            now = time.monotonic()
+            # The kubelet's health cache: an entry older than its timeout reads Unknown.
+            assert now - received <= timeout, "the kubelet would have read gpu-0 as Unknown"
+            received = now
+            (device,) = response.devices
+            assert (device.health, device.health_check_timeout_seconds) == (
+                health_pb2.UNHEALTHY,
+                timeout,
+            )
+            assert device.last_updated_time > int(T0.timestamp())  # a fresh statement
+        stream.cancel()
+
+
+@pytest.mark.parametrize("service", [HEALTH_SERVICE_V1, HEALTH_SERVICE])
+def test_a_long_message_is_cut_within_the_limit_on_a_character_boundary(
+    make_plugin: PluginFactory, service: str
+) -> None:
+    long = "XID 79 on GPU-é: " + "é" * 1200  # two bytes each in UTF-8
+    short = "ü" * 512  # exactly 1,024 bytes: sent as it is
+    source = HealthBroadcaster()
+    source.publish(
+        [
+            DeviceHealth(POOL, "gpu-0", Health.UNHEALTHY, T0, long),
+            DeviceHealth(POOL, "gpu-1", Health.UNHEALTHY, T0, short),
+        ]
+    )
+    plugin = make_plugin(health_source=source)
+
+    with KubeletStandin().register(plugin.registration_socket) as kubelet:
+        stream = kubelet.watch_health(service)
+        cut, kept = (d.message for d in stream.next().devices)
+        stream.cancel()
+    assert len(cut.encode()) <= MAX_MESSAGE_LENGTH
+    assert cut.endswith("...")
+    assert long.startswith(cut.removesuffix("..."))
+    assert len(cut.encode()) > MAX_MESSAGE_LENGTH - 5  # cut at the limit, not far before
+    assert kept == short

@@ -31,7 +31,7 @@ from kubelet_standin import KubeletStandin
 from dra_driver.discovery.mock import MockBackend
 from kubelet_plugin.health.faults import write_fault
 from kubelet_plugin.node_driver import ClaimRef
-from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
+from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2 as health_pb2
 
 pytestmark = pytest.mark.component
 
@@ -236,6 +236,7 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         assert kubelet.supported_versions == (
             "v1.DRAPlugin",
             "v1beta1.DRAPlugin",
+            "v1.DRAResourceHealth",
             "v1alpha1.DRAResourceHealth",
         )
 

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2 as dra_v1
 from kubelet_plugin.proto_gen.dra.v1beta1 import api_pb2 as dra_v1beta1
+from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2 as health_v1
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_v1alpha1
 from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration
@@ -77,6 +78,7 @@ def test_every_proto_is_compiled(generator: ModuleType) -> None:
     assert generator.proto_files() == [
         "dra/v1/api.proto",
         "dra/v1beta1/api.proto",
+        "dra_health/v1/api.proto",
         "dra_health/v1alpha1/api.proto",
         "grpc_health/v1/health.proto",
         "pluginregistration/v1/api.proto",
@@ -98,6 +100,7 @@ def test_every_proto_is_compiled(generator: ModuleType) -> None:
             ["NodePrepareResources", "NodeUnprepareResources"],
         ),
         (health_v1alpha1, "v1alpha1.DRAResourceHealth", ["NodeWatchResources"]),
+        (health_v1, "v1.DRAResourceHealth", ["NodeWatchResources"]),
         (health_pb2, "grpc.health.v1.Health", ["Check"]),
     ],
 )
@@ -182,22 +185,21 @@ def test_device_share_id_is_optional_in_v1_and_absent_in_v1beta1() -> None:
     assert device.HasField("share_id"), "share_id must have explicit presence"
 
 
-def test_health_messages_and_enum() -> None:
-    assert _fields(health_v1alpha1.DeviceHealth) == {
+@pytest.mark.parametrize("health_api", [health_v1, health_v1alpha1], ids=["v1", "v1alpha1"])
+def test_health_messages_and_enum(health_api: ModuleType) -> None:
+    assert _fields(health_api.DeviceHealth) == {
         "device": (1, "message"),
         "health": (2, "enum"),
         "last_updated_time": (3, "int64"),
         "health_check_timeout_seconds": (4, "int64"),
         "message": (5, "string"),
     }
-    assert _fields(health_v1alpha1.DeviceIdentifier) == {
+    assert _fields(health_api.DeviceIdentifier) == {
         "pool_name": (1, "string"),
         "device_name": (2, "string"),
     }
-    assert _fields(health_v1alpha1.NodeWatchResourcesResponse) == {
-        "devices": (1, "repeated message")
-    }
-    assert dict(health_v1alpha1.HealthStatus.items()) == {
+    assert _fields(health_api.NodeWatchResourcesResponse) == {"devices": (1, "repeated message")}
+    assert dict(health_api.HealthStatus.items()) == {
         "UNKNOWN": 0,
         "HEALTHY": 1,
         "UNHEALTHY": 2,
@@ -206,12 +208,14 @@ def test_health_messages_and_enum() -> None:
 
 def test_generated_file_names_are_distinct_in_the_descriptor_pool() -> None:
     names = {
-        m.DESCRIPTOR.name for m in (registration, dra_v1, dra_v1beta1, health_v1alpha1, health_pb2)
+        m.DESCRIPTOR.name
+        for m in (registration, dra_v1, dra_v1beta1, health_v1, health_v1alpha1, health_pb2)
     }
     assert names == {
         "kubelet_plugin/proto_gen/pluginregistration/v1/api.proto",
         "kubelet_plugin/proto_gen/dra/v1/api.proto",
         "kubelet_plugin/proto_gen/dra/v1beta1/api.proto",
+        "kubelet_plugin/proto_gen/dra_health/v1/api.proto",
         "kubelet_plugin/proto_gen/dra_health/v1alpha1/api.proto",
         "kubelet_plugin/proto_gen/grpc_health/v1/health.proto",
     }

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from kubelet_plugin.health.service import (
+    MAX_MESSAGE_LENGTH,
     DeviceHealth,
     Health,
     HealthBroadcaster,
     to_wire,
+    truncate_message,
 )
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_pb2
 
@@ -123,3 +125,11 @@ def test_a_closed_subscription_gets_no_more_snapshots() -> None:
     subscription.close()
     broadcaster.publish([_device("gpu-0")])
     assert list(subscription) == []
+
+
+def test_a_message_is_cut_to_1024_bytes_of_utf8_on_a_character_boundary() -> None:
+    three_bytes = "€" * 400  # 1,200 bytes: the kubelet's byte cut would split a character
+    cut = truncate_message(three_bytes)
+    assert cut == "€" * 340 + "..."  # 1,020 bytes of whole characters, then the marker
+    assert len(cut.encode()) <= MAX_MESSAGE_LENGTH
+    assert truncate_message("€" * 341) == "€" * 341  # 1,023 bytes: kept whole
