@@ -1,7 +1,8 @@
 """The crash tests' node: its files, and driver processes (driver_process.py) run on them.
 
-Each run is a Python process of its own that may end with ``os._exit`` at a
-fault point, as a SIGKILL would end it. Used by test_driver_crash.py (chosen
+Each run is a Python process of its own, forked from one that imported
+everything (``driver_process.py --serve``), that may end with ``os._exit`` at
+a fault point, as a SIGKILL would end it. Used by test_driver_crash.py (chosen
 kills) and test_driver_fault_kills.py (seeded random kills).
 """
 
@@ -12,9 +13,11 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
 from driver_fixtures import BOOT_ID, FAULT_EXIT_CODE, claim_uid, files_in
 
 PROCESS = Path(__file__).with_name("driver_process.py")
@@ -80,15 +83,20 @@ class DriverForker:
         self._server.stdout.close()
 
 
+@pytest.fixture(scope="module")
+def forker() -> Iterator[DriverForker]:
+    """One fork server for a test module's driver runs (import it into the module to use it)."""
+    started = DriverForker()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
 class Node:
-    """The files of one node, and driver processes run against them.
+    """The files of one node, and driver processes (forked by ``forker``) run against them."""
 
-    With a ``forker``, each run is forked from it; otherwise a new interpreter.
-    """
-
-    def __init__(
-        self, root: Path, claims: list[dict[str, Any]], forker: DriverForker | None = None
-    ) -> None:
+    def __init__(self, root: Path, claims: list[dict[str, Any]], forker: DriverForker) -> None:
         self.root = root
         self.claims_file = root / "claims.json"
         self.set_claims(claims)
@@ -125,17 +133,7 @@ class Node:
                 }
             )
         )
-        if self._forker is not None:
-            code, stdout, stderr = self._forker.run(run_file)
-        else:
-            done = subprocess.run(
-                [sys.executable, str(PROCESS), str(run_file)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            code, stdout, stderr = done.returncode, done.stdout, done.stderr
+        code, stdout, stderr = self._forker.run(run_file)
         if code not in (0, FAULT_EXIT_CODE):
             raise AssertionError(f"driver process failed ({code}):\n{stderr}")
         output = json.loads(stdout) if code == 0 else {}

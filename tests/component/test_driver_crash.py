@@ -1,8 +1,9 @@
 """Crash tests: the driver process dies at a fault point, a new one starts, the kubelet retries.
 
-Each run is a separate Python process (driver_process.py) that ends with
-``os._exit`` at the chosen point, as a SIGKILL would end it: no cleanup, no
-flushing of state. Nothing in the code under test is patched.
+Each run is a separate Python process (driver_process.py, forked by
+crash_node.DriverForker) that ends with ``os._exit`` at the chosen point, as a
+SIGKILL would end it: no cleanup, no flushing of state. Nothing in the code
+under test is patched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crash_node import Node, refs
+from crash_node import DriverForker, Node, forker, refs
 from driver_fixtures import (
     FAULT_EXIT_CODE,
     checkpoint_states,
@@ -23,6 +24,8 @@ from driver_fixtures import (
     validate_cdi_file,
 )
 
+__all__ = ["forker"]  # a fixture, used by name
+
 pytestmark = pytest.mark.component
 
 
@@ -32,8 +35,8 @@ def ids(step: dict[str, Any], n: int) -> list[list[str]]:
     return [d["cdi_device_ids"] for d in result["devices"]]
 
 
-def test_killed_between_spec_and_completed_checkpoint(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1, ["gpu-1", "gpu-2"])])
+def test_killed_between_spec_and_completed_checkpoint(tmp_path: Path, forker: DriverForker) -> None:
+    node = Node(tmp_path, [claim(1, ["gpu-1", "gpu-2"])], forker)
 
     code, _ = node.run([("prepare", refs(1))], fault={"point": "spec-written"})
 
@@ -53,8 +56,8 @@ def test_killed_between_spec_and_completed_checkpoint(tmp_path: Path) -> None:
     node.no_temp_files()
 
 
-def test_killed_after_the_started_checkpoint(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1)])
+def test_killed_after_the_started_checkpoint(tmp_path: Path, forker: DriverForker) -> None:
+    node = Node(tmp_path, [claim(1)], forker)
 
     code, _ = node.run([("prepare", refs(1))], fault={"point": "checkpoint-started"})
 
@@ -67,8 +70,10 @@ def test_killed_after_the_started_checkpoint(tmp_path: Path) -> None:
     node.no_temp_files()
 
 
-def test_killed_before_answering_keeps_the_prepared_claim(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1)])
+def test_killed_before_answering_keeps_the_prepared_claim(
+    tmp_path: Path, forker: DriverForker
+) -> None:
+    node = Node(tmp_path, [claim(1)], forker)
 
     code, _ = node.run([("prepare", refs(1))], fault={"point": "prepare-completed"})
 
@@ -80,8 +85,10 @@ def test_killed_before_answering_keeps_the_prepared_claim(tmp_path: Path) -> Non
     assert out["api_reads"] == 1
 
 
-def test_no_claim_is_lost_when_another_prepare_is_killed(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1), claim(2), claim(3)])
+def test_no_claim_is_lost_when_another_prepare_is_killed(
+    tmp_path: Path, forker: DriverForker
+) -> None:
+    node = Node(tmp_path, [claim(1), claim(2), claim(3)], forker)
 
     # Claims 1 and 2 complete; the process dies in the middle of claim 3.
     code, _ = node.run(
@@ -105,8 +112,10 @@ def test_no_claim_is_lost_when_another_prepare_is_killed(tmp_path: Path) -> None
     node.no_temp_files()
 
 
-def test_killed_in_unprepare_then_the_claim_is_deleted(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1)])
+def test_killed_in_unprepare_then_the_claim_is_deleted(
+    tmp_path: Path, forker: DriverForker
+) -> None:
+    node = Node(tmp_path, [claim(1)], forker)
     node.run([("prepare", refs(1))])
 
     code, _ = node.run([("unprepare", refs(1))], fault={"point": "spec-removed"})
@@ -122,8 +131,8 @@ def test_killed_in_unprepare_then_the_claim_is_deleted(tmp_path: Path) -> None:
     assert files_in(tmp_path / "cdi") == []
 
 
-def test_killed_in_unprepare_and_the_kubelet_retries(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1)])
+def test_killed_in_unprepare_and_the_kubelet_retries(tmp_path: Path, forker: DriverForker) -> None:
+    node = Node(tmp_path, [claim(1)], forker)
     node.run([("prepare", refs(1))])
     node.run([("unprepare", refs(1))], fault={"point": "spec-removed"})
 
@@ -137,8 +146,8 @@ def test_killed_in_unprepare_and_the_kubelet_retries(tmp_path: Path) -> None:
     assert files_in(tmp_path / "cdi") == []
 
 
-def test_reboot_after_a_kill_redoes_prepared_claims(tmp_path: Path) -> None:
-    node = Node(tmp_path, [claim(1), claim(2)])
+def test_reboot_after_a_kill_redoes_prepared_claims(tmp_path: Path, forker: DriverForker) -> None:
+    node = Node(tmp_path, [claim(1), claim(2)], forker)
     node.run(
         [("prepare", refs(1)), ("prepare", refs(2))], fault={"point": "spec-written", "hit": 2}
     )

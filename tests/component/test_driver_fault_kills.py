@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, get_args
 
 import pytest
-from crash_node import SEED_ENV, Action, DriverForker, Node, refs, rounds_and_seed
+from crash_node import SEED_ENV, Action, DriverForker, Node, forker, refs, rounds_and_seed
 from driver_fixtures import (
     BOOT_ID,
     FAULT_EXIT_CODE,
@@ -41,6 +40,8 @@ from driver_fixtures import (
 )
 
 from kubelet_plugin.driver import FaultPoint
+
+__all__ = ["forker"]  # a fixture, used by name
 
 pytestmark = pytest.mark.component
 
@@ -170,15 +171,6 @@ def start_point(killed_at: str, rng: random.Random) -> str:
     if killed_at == "spec-removed":
         return "recovery-spec-rewritten"  # the claim is still there: its spec comes back
     return rng.choice(START_POINTS)
-
-
-@pytest.fixture
-def forker() -> Iterator[DriverForker]:
-    started = DriverForker()
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 def test_random_kills_never_break_what_the_kubelet_was_told(
