@@ -58,6 +58,7 @@ SCHEDULER_FOLDERS = (
     "sharing",
     "shared-capacity",
     "mig",
+    "extended-resources",
 )
 CONTROLLER_FOLDERS = ("placement", "explain")
 #: Folders that are not a feature: the offline inventory and the `make demo` set.
@@ -393,6 +394,34 @@ def test_shared_capacity_puts_two_halves_on_one_shared_gpu(examples: Examples) -
     for result in (a, b):
         consumed = {k: Quantity.parse(v) for k, v in result["consumedCapacity"].items()}
         assert consumed == {"compute": Quantity.parse("50"), "memory": Quantity.parse("10Gi")}
+
+
+def test_a_device_plugin_pod_gets_two_gpus_through_the_class_mapping_its_name(
+    examples: Examples,
+) -> None:
+    pod = examples.pod("extended-resources", "two-gpus")
+    status = pod["status"]["extendedResourceClaimStatus"]
+    claim = examples.claim("extended-resources", status["resourceClaimName"])
+    meta = claim["metadata"]
+    assert meta["generateName"] == "two-gpus-extended-resources-"
+    assert meta["annotations"]["resource.kubernetes.io/extended-resource-claim"] == "true"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "Pod",
+        pod["metadata"]["uid"],
+        True,
+    )
+    (request,) = claim["spec"]["devices"]["requests"]
+    assert request["name"] == "container-0-request-0"
+    assert request["exactly"]["deviceClassName"] == DRIVER  # maps nvidia.com/gpu
+    assert (request["exactly"]["allocationMode"], request["exactly"]["count"]) == ("ExactCount", 2)
+    assert status["requestMappings"] == [
+        {"containerName": "main", "resourceName": "nvidia.com/gpu", "requestName": request["name"]}
+    ]
+    found = results(claim)
+    assert len({r["device"] for r in found}) == 2
+    assert {r["pool"] for r in found} == {pod["spec"]["nodeName"]}
+    assert {attribute(examples.device(r), "type") for r in found} == {"gpu"}
 
 
 def test_mig_claim_gets_a_mig_device(examples: Examples) -> None:

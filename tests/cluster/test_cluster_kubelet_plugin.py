@@ -23,12 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -57,6 +58,7 @@ from cluster_access import (
 
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
+from e2e.cluster import BUSYBOX_IMAGE
 from e2e.cluster.processes import free_port
 from e2e.demo_support import dra_driver_argv
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
@@ -877,3 +879,253 @@ def test_a_surge_instance_serves_beside_the_plugin_and_takes_over_when_it_stops(
     assert not registration_socket_path(
         cluster.plugins_registry_dir, DRIVER, surge.instance
     ).exists()
+
+
+# --- pods written for the device plugin: nvidia.com/gpu served through DRA ----------------
+
+EXTENDED = "nvidia.com/gpu"
+#: Prints the container's view between markers, then exits (an init container's command).
+SHOW_DEVICES_ONCE = ["sh", "-c", "echo '--- dev'; ls /dev; echo '--- env'; env; echo '--- end'"]
+
+
+def _container(name: str, gpus: int, command: list[str] = SHOW_DEVICES) -> dict[str, Any]:
+    resources = {"limits": {EXTENDED: str(gpus)}} if gpus else {}
+    return {
+        "name": name,
+        "image": BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": command,
+        "resources": resources,
+    }
+
+
+def _device_plugin_pod(
+    name: str,
+    containers: list[dict[str, Any]],
+    init_containers: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A pod as written for the device plugin: GPUs in its containers' limits, no claim."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
+        "containers": containers,
+    }
+    if init_containers:
+        spec["initContainers"] = list(init_containers)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def _extended_claim(api_client: Any, namespace: str, pod: str) -> tuple[dict[str, Any], Any]:
+    """The claim the scheduler made for the pod's extended resources, and the pod's record
+    of it (status.extendedResourceClaimStatus)."""
+    stored = read_json(core_api(api_client).read_namespaced_pod, pod, namespace)
+    status = stored["status"].get("extendedResourceClaimStatus")
+    assert status, f"pod {pod} has no extendedResourceClaimStatus: {stored['status']}"
+    claim = read_json(
+        resource_api(api_client).read_namespaced_resource_claim,
+        status["resourceClaimName"],
+        namespace,
+    )
+    return claim, status
+
+
+def _check_made_for(claim: dict[str, Any], pod: dict[str, Any]) -> None:
+    """The claim is the scheduler's special claim of ``pod``, as KEP-5004 makes it."""
+    meta = claim["metadata"]
+    assert meta["annotations"]["resource.kubernetes.io/extended-resource-claim"] == "true"
+    assert meta["generateName"] == f"{pod['metadata']['name']}-extended-resources-"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Pod",
+        pod["metadata"]["name"],
+        pod["metadata"]["uid"],
+        True,
+    )
+
+
+def _container_log(api_client: Any, namespace: str, pod: str, container: str) -> str:
+    text: str = core_api(api_client).read_namespaced_pod_log(pod, namespace, container=container)
+    return text
+
+
+def _wait_claim_gone(
+    api_client: Any, cluster: ClusterUnderTest, plugin: Plugin, *, pod: str, claim: dict[str, Any]
+) -> None:
+    """Delete the pod; wait until it, its special claim and the claim's CDI spec are gone."""
+    assert cluster.local is not None
+    cdi_dir = cluster.local.cdi_dir
+    core = core_api(api_client)
+    resources = resource_api(api_client)
+    name, uid = claim["metadata"]["name"], claim["metadata"]["uid"]
+    namespace = claim["metadata"]["namespace"]
+    core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
+    wait_for(
+        f"pod {pod}, its claim {name} and the claim's CDI spec to be gone",
+        lambda: (
+            is_gone(lambda: core.read_namespaced_pod(pod, namespace))
+            and is_gone(lambda: resources.read_namespaced_resource_claim(name, namespace))
+            and not _cdi_specs(cdi_dir, uid)
+        ),
+        cluster=cluster,
+        timeout_s=90,
+        context=plugin.log_tail,
+    )
+
+
+def test_a_device_plugin_pod_gets_its_gpus_through_dra_unchanged(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    core = core_api(api_client)
+    core.create_namespaced_pod(namespace, _device_plugin_pod("two-gpus", [_container("main", 2)]))
+
+    log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "two-gpus")
+    claim, status = _extended_claim(api_client, namespace, "two-gpus")
+    _check_made_for(claim, read_json(core.read_namespaced_pod, "two-gpus", namespace))
+    (request,) = claim["spec"]["devices"]["requests"]
+    assert request["name"] == "container-0-request-0"
+    assert request["exactly"]["deviceClassName"] == DRIVER
+    assert request["exactly"]["count"] == 2
+    assert status["requestMappings"] == [
+        {"containerName": "main", "resourceName": EXTENDED, "requestName": request["name"]}
+    ]
+    results = claim["status"]["allocation"]["devices"]["results"]
+    assert sorted(r["device"] for r in results) == sorted(
+        f"gpu-{g.index}" for g in kubelet_plugin.gpus
+    )
+    assert {r["driver"] for r in results} == {DRIVER}
+    specs = _cdi_specs(local_cluster.local.cdi_dir, claim["metadata"]["uid"])
+    for gpu in kubelet_plugin.gpus:
+        _check_container_sees_the_gpu(log, specs, gpu)
+
+    _wait_claim_gone(api_client, local_cluster, kubelet_plugin, pod="two-gpus", claim=claim)
+
+
+def test_a_device_plugin_pod_asking_more_than_the_node_has_stays_pending(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    core = core_api(api_client)
+    too_many = len(kubelet_plugin.gpus) + 1
+    core.create_namespaced_pod(
+        namespace, _device_plugin_pod("too-many", [_container("main", too_many)])
+    )
+
+    def unschedulable() -> dict[str, Any] | None:
+        stored = read_json(core.read_namespaced_pod, "too-many", namespace)
+        conditions = stored["status"].get("conditions") or []
+        return next(
+            (c for c in conditions if c["type"] == "PodScheduled" and c["status"] == "False"),
+            None,
+        )
+
+    condition = wait_for(
+        "the scheduler to report pod too-many unschedulable",
+        unschedulable,
+        cluster=local_cluster,
+        context=lambda: pod_report(api_client, namespace, "too-many"),
+    )
+    assert condition["reason"] == "Unschedulable"
+    assert "cannot allocate all claims" in condition["message"], condition
+    assert pod_phase(api_client, namespace, "too-many") == "Pending"
+    stored = read_json(core.read_namespaced_pod, "too-many", namespace)
+    assert not stored["status"].get("extendedResourceClaimStatus")
+
+
+def test_an_extended_resource_and_a_claim_in_one_pod_get_both(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    cdi_dir = local_cluster.local.cdi_dir
+    l4 = _l4(kubelet_plugin)
+    (other,) = [g for g in kubelet_plugin.gpus if g is not l4]
+    selector = f'device.attributes["{DRIVER}"].productName == "{l4.product_name}"'
+    resources = resource_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("one-l4", selector)
+    )
+    pod = pod_with_claim("both", SHOW_DEVICES, template="one-l4")
+    pod["spec"]["containers"][0]["resources"]["limits"] = {EXTENDED: "1"}
+    core_api(api_client).create_namespaced_pod(namespace, pod)
+
+    log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "both")
+    extended, _ = _extended_claim(api_client, namespace, "both")
+    (result,) = extended["status"]["allocation"]["devices"]["results"]
+    assert result["device"] == f"gpu-{other.index}"  # the L4 is the template claim's
+    template_claim = generated_claim_name(api_client, namespace, "both")
+    assert template_claim
+    uid = _claim_uid(api_client, namespace, template_claim)
+    _check_container_sees_the_gpu(log, _cdi_specs(cdi_dir, uid), l4)
+    _check_container_sees_the_gpu(log, _cdi_specs(cdi_dir, extended["metadata"]["uid"]), other)
+
+    _wait_claim_gone(api_client, local_cluster, kubelet_plugin, pod="both", claim=extended)
+
+
+def test_each_container_gets_its_own_gpu_and_an_init_container_reuses_one(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    assert local_cluster.local is not None
+    core = core_api(api_client)
+    pod = _device_plugin_pod(
+        "per-container",
+        [_container("a", 1), _container("b", 1), _container("no-gpu", 0)],
+        init_containers=[_container("setup", 1, SHOW_DEVICES_ONCE)],
+    )
+    core.create_namespaced_pod(namespace, pod)
+
+    wait_for(
+        "pod per-container to run",
+        lambda: pod_phase(api_client, namespace, "per-container") != "Pending",
+        cluster=local_cluster,
+        timeout_s=120,
+        context=lambda: (
+            pod_report(api_client, namespace, "per-container") + "\n" + kubelet_plugin.log_tail()
+        ),
+    )
+    assert pod_phase(api_client, namespace, "per-container") == "Running"
+    claim, status = _extended_claim(api_client, namespace, "per-container")
+    requests = {r["name"]: r["exactly"] for r in claim["spec"]["devices"]["requests"]}
+    # The pod's effective request is max(init, sum of the others) = 2: one request per
+    # long-lived container; the init container reuses one of theirs (index 0 is "setup").
+    assert sorted(requests) == ["container-1-request-0", "container-2-request-0"]
+    assert all(r["count"] == 1 for r in requests.values())
+    mapped = {(m["containerName"], m["requestName"]) for m in status["requestMappings"]}
+    assert ("a", "container-1-request-0") in mapped
+    assert ("b", "container-2-request-0") in mapped
+    (setup_request,) = [r for c, r in mapped if c == "setup"]
+    assert not [c for c, _ in mapped if c == "no-gpu"]
+    by_request = {
+        r["request"]: next(g for g in kubelet_plugin.gpus if f"gpu-{g.index}" == r["device"])
+        for r in claim["status"]["allocation"]["devices"]["results"]
+    }
+
+    def printed(container: str) -> dict[str, list[str]]:
+        log: str = wait_for(
+            f"container {container} to print what it sees",
+            lambda: (
+                (text := _container_log(api_client, namespace, "per-container", container))
+                and "--- end" in text
+                and text
+            ),
+            cluster=local_cluster,
+        )
+        return _sections(log)
+
+    def uuids_in(env: list[str]) -> set[str]:
+        return {line.split("=", 1)[1] for line in env if re.match(r"DRA_GPU_\d+_UUID=", line)}
+
+    for container, request in [
+        ("a", "container-1-request-0"),
+        ("b", "container-2-request-0"),
+        ("setup", setup_request),
+    ]:
+        seen = printed(container)
+        mine = by_request[request]
+        others = {Path(g.device_node).name for g in kubelet_plugin.gpus if g is not mine}
+        assert Path(mine.device_node).name in seen["dev"], (container, seen)
+        assert not others & set(seen["dev"]), (container, seen)
+        assert uuids_in(seen["env"]) == {mine.uuid}, (container, seen["env"])
+    nothing = printed("no-gpu")
+    assert not {Path(g.device_node).name for g in kubelet_plugin.gpus} & set(nothing["dev"])
+    assert not uuids_in(nothing["env"])
+
+    _wait_claim_gone(api_client, local_cluster, kubelet_plugin, pod="per-container", claim=claim)
