@@ -123,7 +123,8 @@ def test_dynamic_mig_is_created_at_prepare_and_destroyed_at_unprepare(node: Node
     ]
     # The fake capability nodes exist, so a container runtime accepts the spec.
     assert all(Path(p).exists() for p in nodes)
-    assert f"NVIDIA_VISIBLE_DEVICES={mig.uuid}" in document["containerEdits"]["env"]
+    device_env = _device(document, 1, MIG_1G)["containerEdits"]["env"]
+    assert [e for e in device_env if e.endswith(f"_UUID={mig.uuid}")], device_env
     recorded = driver.prepared()[claim_uid(1)].devices[0]
     assert recorded.uuid == mig.uuid
     assert recorded.mig is not None and recorded.mig.dynamic
@@ -172,7 +173,8 @@ def test_static_mig_device_is_prepared_without_creating_anything(node: Node) -> 
     document = validate_cdi_file(spec_path(node.root, 1))
     paths = [n["path"] for n in _device(document, 1, STATIC)["containerEdits"]["deviceNodes"]]
     assert paths == ["/dev/nvidia1", *static.cap_device_nodes]
-    assert f"NVIDIA_VISIBLE_DEVICES={static.uuid}" in document["containerEdits"]["env"]
+    device_env = _device(document, 1, STATIC)["containerEdits"]["env"]
+    assert [e for e in device_env if e.endswith(f"_UUID={static.uuid}")], device_env
     assert node.created() == []
     driver.unprepare([ref(1)])
     # Unprepare leaves a static MIG device alone.

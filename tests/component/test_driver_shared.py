@@ -13,6 +13,7 @@ import yaml
 
 from api.errors import ExitCode
 from dra_cli.main import main
+from dra_driver.cdi import gpu_env_key
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
@@ -137,7 +138,10 @@ def test_three_claims_share_one_gpu_and_prepare_independently(tmp_path: Path) ->
         env = document["containerEdits"]["env"]
         assert f"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT={gpu_uuid}={memory_mib}M" in env
         assert f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={compute}" in env
-        assert f"NVIDIA_VISIBLE_DEVICES={gpu_uuid}" in env
+        assert "NVIDIA_VISIBLE_DEVICES=void" in env
+        (device,) = document["devices"]
+        key = gpu_env_key("gpu-0", share_id)
+        assert f"DRA_GPU_{key}_UUID={gpu_uuid}" in device["containerEdits"]["env"]
 
     # One share goes away; the others stay prepared.
     assert driver.unprepare([refs[1]]) == {claim_uid(2): None}
