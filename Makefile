@@ -35,9 +35,17 @@ demo: $(STAMP)
 demo-offline: $(STAMP)
 	$(VENV)/bin/dra-driver demo
 
-bench: $(STAMP)
+# bench/goalloc: the kube-scheduler's allocator as a Go program, the peer of bench/command_speed.py
+# (a separate module; built from the Go module cache, its go.sum pins every module).
+GOALLOC := bench/goalloc/goalloc
+
+$(GOALLOC): bench/goalloc/main.go bench/goalloc/go.mod bench/goalloc/go.sum
+	cd bench/goalloc && GOFLAGS="$${GOFLAGS:-} -mod=readonly" go build -trimpath -o goalloc .
+
+bench: $(STAMP) $(GOALLOC)
 	$(PY) bench/allocator_bench.py
 	$(PY) bench/cel_engines.py
+	$(PY) bench/command_speed.py
 
 # Seeded random kills of the driver for longer (docs/operations.md): SOAK rounds, a new seed unless SEED.
 soak: $(STAMP)
