@@ -20,6 +20,7 @@ KIND_DEVICE_CLASS: Final = "DeviceClass"
 KIND_RESOURCE_CLAIM: Final = "ResourceClaim"
 KIND_RESOURCE_CLAIM_TEMPLATE: Final = "ResourceClaimTemplate"
 KIND_RESOURCE_SLICE: Final = "ResourceSlice"
+KIND_DEVICE_TAINT_RULE: Final = "DeviceTaintRule"
 KIND_NODE: Final = "Node"
 KIND_POD: Final = "Pod"
 

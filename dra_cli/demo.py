@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from api.errors import CelEvaluationError, InvalidInputError, UnsatisfiableError
-from dra_driver.allocator import Snapshot, allocate
+from dra_driver.allocator import allocate
 from dra_driver.manifests import load_inventory, read_documents
 
 INVENTORY = "inventory"
@@ -29,12 +29,7 @@ def scenario_outcome(
     """(node, devices) for one scenario under one policy; on failure ("-", reason)."""
     documents = read_documents([str(inventory_dir), str(scenario_dir)], sys.stdin)
     inventory = load_inventory(documents, lenient=lenient)
-    snapshot = Snapshot.build(
-        slices=inventory.slices,
-        classes=list(inventory.classes.values()),
-        claims=inventory.allocated_claims,
-        nodes=inventory.nodes,
-    )
+    snapshot = inventory.snapshot()
     try:
         result = allocate(
             snapshot, inventory.pending_claims, policy=policy, excluded=inventory.excluded_nodes

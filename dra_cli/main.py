@@ -52,7 +52,7 @@ from dra_cli.discover import add_discover_arguments, run_discover
 from dra_cli.migrate import add_migrate_arguments, run_migrate
 from dra_cli.node_agent import add_kubelet_plugin_arguments, run_kubelet_plugin
 from dra_driver import __version__
-from dra_driver.allocator import POLICIES, Snapshot, allocate, explain
+from dra_driver.allocator import POLICIES, allocate, explain
 from dra_driver.manifests import Inventory, load_inventory, read_documents
 
 
@@ -217,12 +217,7 @@ def _allocated(claim: ResourceClaim, allocation: AllocationResult) -> dict[str, 
 
 def run_allocate(args: argparse.Namespace, inventory: Inventory, out: TextIO) -> int:
     pending = inventory.pending_claims
-    snapshot = Snapshot.build(
-        slices=inventory.slices,
-        classes=list(inventory.classes.values()),
-        claims=inventory.allocated_claims,
-        nodes=inventory.nodes,
-    )
+    snapshot = inventory.snapshot()
     if not pending:
         print("dra-driver: no pending claims in the input; nothing to allocate", file=sys.stderr)
         _write_list([], args.output, out)
@@ -253,12 +248,7 @@ def _write_list(items: list[dict[str, Any]], output: str, out: TextIO) -> None:
 
 
 def run_explain(args: argparse.Namespace, inventory: Inventory, out: TextIO) -> int:
-    snapshot = Snapshot.build(
-        slices=inventory.slices,
-        classes=list(inventory.classes.values()),
-        claims=inventory.allocated_claims,
-        nodes=inventory.nodes,
-    )
+    snapshot = inventory.snapshot()
     explanation = explain(
         snapshot, inventory.pending_claims, node=args.node, excluded=inventory.excluded_nodes
     )

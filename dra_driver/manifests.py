@@ -21,6 +21,7 @@ from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
+    DeviceTaintRule,
     K8sModel,
     Node,
     Pod,
@@ -33,6 +34,7 @@ from api.resource_v1 import (
     strict_errors,
 )
 from api.validation import validate
+from dra_driver.allocator import Snapshot
 from dra_driver.cel import compile_selector
 from dra_driver.extended_resources import extended_resource_claims
 from dra_driver.gpu_configs import gpu_config_errors
@@ -55,6 +57,8 @@ class Inventory:
 
     classes: dict[str, DeviceClass] = field(default_factory=dict)
     slices: list[ResourceSlice] = field(default_factory=list)
+    #: DeviceTaintRules: their taints count as if the slices carried them.
+    taint_rules: list[DeviceTaintRule] = field(default_factory=list)
     claims: list[ResourceClaim] = field(default_factory=list)
     templates: list[ResourceClaimTemplate] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
@@ -73,6 +77,17 @@ class Inventory:
     @property
     def allocated_claims(self) -> list[ResourceClaim]:
         return [c for c in self.claims if c.status is not None and c.status.allocation is not None]
+
+    def snapshot(self) -> Snapshot:
+        """The allocator's snapshot of the input: its slices, classes, DeviceTaintRules and
+        nodes, the allocated claims' devices in use."""
+        return Snapshot.build(
+            slices=self.slices,
+            classes=list(self.classes.values()),
+            claims=self.allocated_claims,
+            nodes=self.nodes,
+            taint_rules=self.taint_rules,
+        )
 
     def locate(self, error: InvalidInputError) -> InvalidInputError:
         """The error, also naming the file of the object it names."""
@@ -223,6 +238,8 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
             inventory.classes[obj.metadata.name or ""] = obj
         elif isinstance(obj, ResourceSlice):
             inventory.slices.append(obj)
+        elif isinstance(obj, DeviceTaintRule):
+            inventory.taint_rules.append(obj)
         elif isinstance(obj, ResourceClaim):
             inventory.claims.append(obj)
         elif isinstance(obj, ResourceClaimTemplate):

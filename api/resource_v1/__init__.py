@@ -25,8 +25,8 @@ field is quantity parsing (memoised per distinct string) and the semver check of
 
 Layout: the base model and self-parsing field types in :mod:`.base`, metadata in
 :mod:`.meta`, one module per kind (:mod:`.node`, :mod:`.resource_slice`,
-:mod:`.device_class`, :mod:`.resource_claim`, :mod:`.pod`) and decoding/encoding in
-:mod:`.codec`. Import from this package: its names are the contract.
+:mod:`.device_class`, :mod:`.resource_claim`, :mod:`.device_taint_rule`, :mod:`.pod`) and
+decoding/encoding in :mod:`.codec`. Import from this package: its names are the contract.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ from api.resource_v1.device_class import (
     DeviceClassSpec,
     DeviceSelector,
     OpaqueDeviceConfiguration,
+)
+from api.resource_v1.device_taint_rule import (
+    DeviceTaintRule,
+    DeviceTaintRuleSpec,
+    DeviceTaintRuleStatus,
+    DeviceTaintSelector,
 )
 from api.resource_v1.meta import (
     Condition,
@@ -153,6 +159,10 @@ __all__ = [
     "DeviceSelector",
     "DeviceSubRequest",
     "DeviceTaint",
+    "DeviceTaintRule",
+    "DeviceTaintRuleSpec",
+    "DeviceTaintRuleStatus",
+    "DeviceTaintSelector",
     "DeviceToleration",
     "ExactDeviceRequest",
     "K8sModel",

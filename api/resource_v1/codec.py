@@ -15,6 +15,7 @@ from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1.base import K8sModel
 from api.resource_v1.device_class import DeviceClass, OpaqueDeviceConfiguration
+from api.resource_v1.device_taint_rule import DeviceTaintRule
 from api.resource_v1.meta import K8sObject, ObjectMeta
 from api.resource_v1.node import Node, NodeSpec, NodeStatus
 from api.resource_v1.pod import POD_UNMODELLED_FIELDS, Pod
@@ -31,6 +32,7 @@ _DRA_KINDS: Final = frozenset(
         limits.KIND_RESOURCE_CLAIM,
         limits.KIND_RESOURCE_CLAIM_TEMPLATE,
         limits.KIND_RESOURCE_SLICE,
+        limits.KIND_DEVICE_TAINT_RULE,
     }
 )
 #: Kinds a Kubernetes 1.36 API server serves, by apiVersion, that these tools do not read
@@ -99,8 +101,8 @@ SERVED_KINDS: Final[dict[str, frozenset[str]]] = {
     "certificates.k8s.io/v1": frozenset({"CertificateSigningRequest"}),
     "flowcontrol.apiserver.k8s.io/v1": frozenset({"FlowSchema", "PriorityLevelConfiguration"}),
     limits.API_VERSION: _DRA_KINDS,
-    f"{limits.GROUP}/v1beta1": _DRA_KINDS,
-    f"{limits.GROUP}/v1beta2": _DRA_KINDS | {"DeviceTaintRule"},
+    f"{limits.GROUP}/v1beta1": _DRA_KINDS - {limits.KIND_DEVICE_TAINT_RULE},
+    f"{limits.GROUP}/v1beta2": _DRA_KINDS,
 }
 
 
@@ -135,7 +137,7 @@ class UnknownKindError(InvalidInputError):
         hint = f' (did you mean "{self.hint}"?)' if self.hint else ""
         super().__init__(
             f"{problem}{hint}: the tools read {limits.API_VERSION} DeviceClass, "
-            f"ResourceClaim, ResourceClaimTemplate, ResourceSlice and "
+            f"ResourceClaim, ResourceClaimTemplate, ResourceSlice, DeviceTaintRule and "
             f"{limits.CORE_API_VERSION} Node and Pod",
             source=source,
             obj=obj,
@@ -154,13 +156,20 @@ def _closest_kind(api_version: object, kind: object) -> str:
 
 #: Everything :func:`parse_object` returns.
 ParsedObject: TypeAlias = (
-    DeviceClass | ResourceClaim | ResourceClaimTemplate | ResourceSlice | Node | Pod
+    DeviceClass
+    | ResourceClaim
+    | ResourceClaimTemplate
+    | ResourceSlice
+    | DeviceTaintRule
+    | Node
+    | Pod
 )
 _KINDS: Final[dict[tuple[str, str], type[ParsedObject]]] = {
     (limits.API_VERSION, limits.KIND_DEVICE_CLASS): DeviceClass,
     (limits.API_VERSION, limits.KIND_RESOURCE_CLAIM): ResourceClaim,
     (limits.API_VERSION, limits.KIND_RESOURCE_CLAIM_TEMPLATE): ResourceClaimTemplate,
     (limits.API_VERSION, limits.KIND_RESOURCE_SLICE): ResourceSlice,
+    (limits.API_VERSION, limits.KIND_DEVICE_TAINT_RULE): DeviceTaintRule,
     (limits.CORE_API_VERSION, limits.KIND_NODE): Node,
     (limits.CORE_API_VERSION, limits.KIND_POD): Pod,
 }
@@ -169,6 +178,7 @@ _SHORT_KIND: Final[dict[str, str]] = {
     limits.KIND_RESOURCE_CLAIM: "claim",
     limits.KIND_RESOURCE_CLAIM_TEMPLATE: "claim template",
     limits.KIND_RESOURCE_SLICE: "slice",
+    limits.KIND_DEVICE_TAINT_RULE: "taint rule",
     limits.KIND_NODE: "node",
     limits.KIND_POD: "pod",
 }

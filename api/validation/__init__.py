@@ -12,9 +12,9 @@ Structural problems (wrong JSON types, a ``version`` that is not semver, a
 malformed quantity) are reported earlier, by :func:`api.resource_v1.parse_object`.
 
 Layout: one module per object kind (:mod:`.resource_slice`, :mod:`.device_class`,
-:mod:`.resource_claim`, :mod:`.node`, :mod:`.pod`), the rules they share in :mod:`.names`,
-:mod:`.metadata` and :mod:`._common`. The public surface is what this package
-exports; the underscore helpers are shared between its modules only.
+:mod:`.resource_claim`, :mod:`.device_taint_rule`, :mod:`.node`, :mod:`.pod`), the rules
+they share in :mod:`.names`, :mod:`.metadata` and :mod:`._common`. The public surface is
+what this package exports; the underscore helpers are shared between its modules only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 from api.errors import InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
+    DeviceTaintRule,
     K8sObject,
     Node,
     Pod,
@@ -32,6 +33,7 @@ from api.resource_v1 import (
 )
 from api.validation._common import Errors, unsupported_value
 from api.validation.device_class import validate_device_class
+from api.validation.device_taint_rule import validate_device_taint_rule
 from api.validation.names import is_dns1123_label, is_dns1123_subdomain
 from api.validation.node import validate_node
 from api.validation.pod import (
@@ -58,6 +60,7 @@ __all__ = [
     "unsupported_value",
     "validate",
     "validate_device_class",
+    "validate_device_taint_rule",
     "validate_node",
     "validate_pod",
     "validate_resource_claim",
@@ -76,6 +79,8 @@ def validate(obj: K8sObject) -> Errors:
         return validate_resource_claim(obj)
     if isinstance(obj, ResourceClaimTemplate):
         return validate_resource_claim_template(obj)
+    if isinstance(obj, DeviceTaintRule):
+        return validate_device_taint_rule(obj)
     if isinstance(obj, Node):
         return validate_node(obj)
     if isinstance(obj, Pod):

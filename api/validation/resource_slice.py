@@ -338,7 +338,9 @@ def _check_valid_values(
 def _check_taint(errors: Errors, path: Path, taint: DeviceTaint) -> None:
     _check_k8s_qualified_name(errors, (*path, "key"), taint.key, "taint key")
     _check_label_value(errors, (*path, "value"), taint.value)
-    if taint.effect not in limits.TAINT_EFFECTS:
+    if not taint.effect:
+        _required(errors, (*path, "effect"), "one of " + ", ".join(limits.TAINT_EFFECTS))
+    elif taint.effect not in limits.TAINT_EFFECTS:
         _not_supported(errors, (*path, "effect"), taint.effect, limits.TAINT_EFFECTS)
 
 

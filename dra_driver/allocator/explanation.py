@@ -11,7 +11,8 @@ the devices in use, without the other requests of the pod):
 4. in use, by which claims;
 5. capacity insufficient (consumable capacity, request policy);
 6. counters exhausted (partitionable devices);
-7. tainted and not tolerated;
+7. tainted and not tolerated (the taint, and the DeviceTaintRule that put it there,
+   are named per device);
 8. lacking the attribute of a constraint that covers the request;
 
 the rest are *eligible*. It also runs the allocator's search on the node to
@@ -27,9 +28,8 @@ the best alternative of a ``firstAvailable`` request; ties go to node order.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from api.errors import CelEvaluationError
@@ -42,138 +42,16 @@ from dra_driver.allocator.matching import (
     evaluate,
     selector_error,
 )
+from dra_driver.allocator.reports import COLUMNS, ClaimReport, NodeReport, RequestReport
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, plan_claims
 from dra_driver.allocator.search import NodeSearch
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
+from dra_driver.allocator.taints import untolerated
+
+__all__ = ["FILTER_TIMEOUT", "ClaimReport", "Explanation", "NodeReport", "RequestReport", "explain"]
 
 #: Seconds one node's search may take (the scheduler's filter timeout default).
 FILTER_TIMEOUT = 10.0
-
-#: Counters of a request report, in table order: (JSON key, table heading).
-_COLUMNS = (
-    ("considered", "CONSIDERED"),
-    ("classSelectorsFalse", "CLASS-SEL"),
-    ("requestSelectorsFalse", "REQ-SEL"),
-    ("selectorErrors", "SEL-ERR"),
-    ("notOnNode", "OFF-NODE"),
-    ("inUse", "IN-USE"),
-    ("capacityInsufficient", "CAPACITY"),
-    ("countersExhausted", "COUNTERS"),
-    ("tainted", "TAINTED"),
-    ("constraintUnmet", "CONSTRAINT"),
-    ("eligible", "ELIGIBLE"),
-)
-
-
-@dataclass
-class RequestReport:
-    """Device counts for one request (or subrequest) on one node."""
-
-    request: str
-    device_class: str
-    #: Devices needed; None for ``allocationMode: All``.
-    needed: int | None
-    counts: dict[str, int] = field(default_factory=lambda: {key: 0 for key, _ in _COLUMNS})
-    in_use_by: Counter[str] = field(default_factory=Counter)
-    selector_error: str | None = None
-    #: Matching devices an ``All`` request would need (selectors, node, capacity).
-    matching: int = 0
-
-    @property
-    def eligible(self) -> int:
-        return self.counts["eligible"]
-
-    @property
-    def shortfall(self) -> int:
-        """Devices missing for this request alone."""
-        if self.needed is None:
-            if self.matching == 0:
-                return 1
-            return self.matching - self.eligible
-        return max(self.needed - self.eligible, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "request": self.request,
-            "deviceClassName": self.device_class,
-            "needed": "All" if self.needed is None else self.needed,
-            **self.counts,
-            "inUseBy": dict(sorted(self.in_use_by.items())),
-            "selectorError": self.selector_error,
-        }
-
-    def summary(self) -> str:
-        """One line: what keeps the devices of this request from being eligible."""
-        counts = self.counts
-        parts = []
-        for key, text in (
-            ("classSelectorsFalse", f"not in class {self.device_class}"),
-            ("requestSelectorsFalse", "not matching the request selectors"),
-            ("selectorErrors", "selector errors"),
-            ("notOnNode", "not available on the node"),
-            ("capacityInsufficient", "not enough capacity"),
-            ("countersExhausted", "counters exhausted"),
-            ("tainted", "tainted"),
-            ("constraintUnmet", "lacking a constraint attribute"),
-        ):
-            if counts[key]:
-                parts.append(f"{counts[key]} {text}")
-        if counts["inUse"]:
-            holders = ", ".join(
-                f"{holder}" + (f" x{n}" if n > 1 else "")
-                for holder, n in sorted(self.in_use_by.items())
-            )
-            parts.insert(0, f"{counts['inUse']} in use by {holders}")
-        needed = "all matching" if self.needed is None else str(self.needed)
-        detail = f" ({'; '.join(parts)})" if parts else ""
-        return (
-            f"request {self.request}: needs {needed}, {self.eligible} eligible of "
-            f"{counts['considered']} devices{detail}"
-        )
-
-
-@dataclass
-class ClaimReport:
-    claim: str
-    #: Alternatives of one request are listed one after another (``req/sub``).
-    requests: list[RequestReport]
-    #: Per request name, the alternatives' reports (one for a plain request).
-    groups: list[list[RequestReport]]
-
-    @property
-    def shortfall(self) -> int:
-        return sum(min(r.shortfall for r in group) for group in self.groups if group)
-
-
-@dataclass
-class NodeReport:
-    node: str | None
-    allocatable: bool
-    error: str | None
-    incomplete_pools: list[str]
-    invalid_pools: dict[str, str]
-    claims: list[ClaimReport]
-    #: Why the node is no candidate at all (a device plugin serves the pod there), or None.
-    excluded: str | None = None
-
-    @property
-    def shortfall(self) -> int:
-        return 0 if self.allocatable else max(sum(c.shortfall for c in self.claims), 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "allocatable": self.allocatable,
-            "shortfall": self.shortfall,
-            "error": self.error,
-            "excluded": self.excluded,
-            "incompletePools": self.incomplete_pools,
-            "invalidPools": self.invalid_pools,
-            "claims": [
-                {"claim": c.claim, "requests": [r.to_json() for r in c.requests]}
-                for c in self.claims
-            ],
-        }
 
 
 @dataclass
@@ -218,7 +96,12 @@ class Explanation:
                 "constraintUnmet": int,
                 "eligible": int,
                 "inUseBy": {"claim ns/name": int, ...},
-                "selectorError": str | null          # the first selector error
+                "selectorError": str | null,         # the first selector error
+                "taintedDevices": [{                 # each device counted in "tainted"
+                  "device": "driver/pool/device",
+                  "key": str, "value": str, "effect": str,   # the first taint not tolerated
+                  "rule": str | null                 # its DeviceTaintRule; null: the slice's
+                }, ...]
               }, ...]
             }, ...]
           }, ...]
@@ -298,7 +181,7 @@ class Explanation:
 
     def render_table(self) -> str:
         """A fixed-width table: one row per node, claim and request."""
-        headings = ["NODE", "CLAIM", "REQUEST", "NEEDED", *(h for _, h in _COLUMNS)]
+        headings = ["NODE", "CLAIM", "REQUEST", "NEEDED", *(h for _, h in COLUMNS)]
         rows: list[list[str]] = [headings]
         notes: list[str] = []
         for report in self.nodes:
@@ -312,7 +195,7 @@ class Explanation:
                             claim.claim.removeprefix("claim "),
                             request.request,
                             needed,
-                            *(str(request.counts[k]) for k, _ in _COLUMNS),
+                            *(str(request.counts[k]) for k, _ in COLUMNS),
                         ]
                     )
                     if request.in_use_by:
@@ -322,6 +205,7 @@ class Explanation:
                         notes.append(f"{node} {request.request}: in use by {holders}")
                     if request.selector_error:
                         notes.append(f"{node} {request.request}: {request.selector_error}")
+                    notes.extend(f"{node} {request.request}: {t}" for t in request.taint_notes())
             verdict = (
                 "fits" if report.allocatable else f"does not fit (shortfall {report.shortfall})"
             )
@@ -379,8 +263,8 @@ def _classify(
             counts["capacityInsufficient"] += 1
         elif not matcher.counters_fit(device):
             counts["countersExhausted"] += 1
-        elif matcher.tainted(plan, device):
-            counts["tainted"] += 1
+        elif (taint := untolerated(device.blocking_taints, plan.tolerations)) is not None:
+            report.add_tainted(device.id, taint)
         elif any(state.would_reject(plan, device) for state in constraints):
             counts["constraintUnmet"] += 1
         else:

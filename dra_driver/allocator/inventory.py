@@ -23,7 +23,6 @@ from api.resource_v1 import (
     CounterSet,
     Device,
     DeviceAttribute,
-    DeviceTaint,
     ResourceSlice,
     describe,
 )
@@ -34,12 +33,10 @@ from dra_driver.allocator.nodes import (
     compile_node_selector,
     node_matches,
 )
+from dra_driver.allocator.taints import NO_RULES, AppliedTaint, TaintRules, blocking_taints
 
 if TYPE_CHECKING:
     from dra_driver.cel import CelDevice
-
-#: Taint effects that keep a device from being allocated unless tolerated.
-BLOCKING_TAINT_EFFECTS: Final = frozenset({"NoSchedule", "NoExecute"})
 
 _NO_ATTRIBUTES: Final[Mapping[str, DeviceAttribute]] = {}
 
@@ -107,9 +104,12 @@ class InventoryDevice:
             if consumption
             else ()
         )
-        taints = model.taints
-        self.blocking_taints: tuple[DeviceTaint, ...] = (
-            tuple(t for t in taints if t.effect in BLOCKING_TAINT_EFFECTS) if taints else ()
+        rules = slice_.taint_rules
+        #: NoSchedule/NoExecute taints: the slice's own, then the DeviceTaintRules'.
+        self.blocking_taints: tuple[AppliedTaint, ...] = (
+            blocking_taints(model.taints, rules, self.driver, self.pool, self.name)
+            if model.taints or rules
+            else ()
         )
         self.multi: bool = bool(model.allow_multiple_allocations)
         self.binds_to_node: bool = bool(model.binds_to_node)
@@ -173,7 +173,11 @@ class InventoryDevice:
 
 
 class SliceRecord:
-    """One ResourceSlice: its node fields compiled, its devices built on first use."""
+    """One ResourceSlice: its node fields compiled, its devices built on first use.
+
+    ``taint_rules`` are the snapshot's DeviceTaintRules: each device carries the taints of
+    those that select it as if the slice published them.
+    """
 
     __slots__ = (
         "_devices",
@@ -189,11 +193,13 @@ class SliceRecord:
         "pool",
         "pool_generation",
         "slice_count",
+        "taint_rules",
     )
 
-    def __init__(self, model: ResourceSlice) -> None:
+    def __init__(self, model: ResourceSlice, taint_rules: TaintRules = NO_RULES) -> None:
         spec = model.spec
         self.model = model
+        self.taint_rules = taint_rules
         self.label = describe(model)
         self.name: str = model.metadata.name or ""
         self.driver: str = spec.driver

@@ -7,7 +7,8 @@ The checks, in the order a search applies them (spec/allocator.md §5):
 3. per-device node selection;
 4. capacity (consumable capacity, request policies);
 5. counters of partitionable devices;
-6. taints not tolerated (``NoSchedule``/``NoExecute``);
+6. taints not tolerated (``NoSchedule``/``NoExecute``, the slice's and the
+   DeviceTaintRules', :mod:`.taints`);
 7. the claim's constraints.
 
 A :class:`DeviceMatcher` answers them against the snapshot plus what its search
@@ -24,16 +25,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
-from api import limits
 from api.errors import CelEvaluationError
 from api.quantity import Quantity
-from api.resource_v1 import DeviceTaint, DeviceToleration
 from dra_driver.allocator.capacity import consumed_amount, resolve_requests, violates_policy
 from dra_driver.allocator.constraints import ConstraintState
 from dra_driver.allocator.inventory import CounterKey, InventoryDevice, PoolGeneration
 from dra_driver.allocator.pools import NodeView
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan, Selector
 from dra_driver.allocator.snapshot import Snapshot
+from dra_driver.allocator.taints import untolerated
 
 _ZERO: Final = Fraction(0)
 
@@ -62,20 +62,6 @@ class Pick:
     consumed: dict[str, Quantity] | None
     #: Whether this pick added the device's counter consumption.
     counted: bool
-
-
-def tolerates(toleration: DeviceToleration, taint: DeviceTaint) -> bool:
-    """Whether one toleration tolerates one taint (upstream ToleratesTaint)."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    operator = toleration.operator or limits.TOLERATION_OPERATOR_EQUAL
-    if operator == limits.TOLERATION_OPERATOR_EXISTS:
-        return True
-    if operator == limits.TOLERATION_OPERATOR_EQUAL:
-        return (toleration.value or "") == (taint.value or "")
-    return False
 
 
 def selector_error(
@@ -216,11 +202,11 @@ class DeviceMatcher:
         return known
 
     def tainted(self, plan: RequestPlan, device: InventoryDevice) -> bool:
-        """§5.7: a NoSchedule/NoExecute taint that no toleration of the request tolerates."""
-        for taint in device.blocking_taints:
-            if not any(tolerates(t, taint) for t in plan.tolerations or ()):
-                return True
-        return False
+        """§5.7: a NoSchedule/NoExecute taint (the slice's or a DeviceTaintRule's) that no
+        toleration of the request tolerates."""
+        return bool(device.blocking_taints) and (
+            untolerated(device.blocking_taints, plan.tolerations) is not None
+        )
 
     # -- picking and undoing ------------------------------------------------------------
 

@@ -1,13 +1,14 @@
 """The cluster state one or many allocations run against.
 
-A :class:`Snapshot` holds the ResourceSlices, DeviceClasses and Nodes of a
-moment and the devices in use (claims are added with
+A :class:`Snapshot` holds the ResourceSlices, DeviceClasses, DeviceTaintRules and
+Nodes of a moment and the devices in use (claims are added with
 :meth:`Snapshot.add_allocated` and released with
 :meth:`Snapshot.remove_allocated`). DeviceClasses and Nodes are fixed once
 built; slices change one pool at a time with :meth:`Snapshot.replace_pools`,
 which rebuilds only those pools' records and the caches that depend on them,
 so that a controller following a cluster does not rebuild the whole snapshot
-for one slice update.
+for one slice update. A DeviceTaintRule's taint counts as if the slices of the
+devices it selects published it (:mod:`.taints`).
 
 The snapshot is the front of four parts, each owning its state and caches, so
 that no allocation rebuilds anything:
@@ -30,20 +31,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
+from api.resource_v1 import DeviceClass, DeviceTaintRule, Node, ResourceClaim, ResourceSlice
 from dra_driver.allocator.feasibility import Feasibility, FeasibilityMemo
 from dra_driver.allocator.inventory import CounterKey, PoolGeneration, SliceRecord
 from dra_driver.allocator.nodes import NodeInfo
 from dra_driver.allocator.pools import NodeView, PoolIndex, PoolKey
 from dra_driver.allocator.rankings import Rankings
 from dra_driver.allocator.requests import ClassPlan
+from dra_driver.allocator.taints import NO_RULES, TaintRules
 from dra_driver.allocator.usage import DeviceUsage
 
 __all__ = ["PoolKey", "Snapshot", "candidate_nodes"]
 
 
 class Snapshot:
-    """ResourceSlices, DeviceClasses, Nodes and the devices in use.
+    """ResourceSlices, DeviceClasses, DeviceTaintRules, Nodes and the devices in use.
 
     Build it with :meth:`build`. Not thread-safe: one allocation at a time.
 
@@ -93,8 +95,11 @@ class Snapshot:
         slices: Sequence[SliceRecord],
         classes: Mapping[str, DeviceClass],
         nodes: Mapping[str, NodeInfo],
+        taint_rules: TaintRules = NO_RULES,
     ) -> None:
         self.classes: Mapping[str, DeviceClass] = classes
+        #: The DeviceTaintRules, fixed once built (``slices`` were built with them too).
+        self.taint_rules = taint_rules
         self.nodes: Mapping[str, NodeInfo] = nodes
         self._pools = PoolIndex(slices, nodes)
         #: Candidate nodes in name order (Node objects and nodes named by slices).
@@ -129,8 +134,11 @@ class Snapshot:
         classes: Iterable[DeviceClass],
         claims: Iterable[ResourceClaim] = (),
         nodes: Iterable[Node] = (),
+        taint_rules: Iterable[DeviceTaintRule] = (),
     ) -> Snapshot:
         """A snapshot of these objects; ``claims`` are allocated claims (devices in use).
+
+        Each device's taints are its own plus those of the ``taint_rules`` that select it.
 
         Claims without ``status.allocation`` are ignored here. Raises
         InvalidInputError for a slice whose node selector cannot be evaluated
@@ -142,7 +150,8 @@ class Snapshot:
             if node.metadata.name
         }
         class_map = {c.metadata.name: c for c in classes if c.metadata.name}
-        snapshot = cls([SliceRecord(s) for s in slices], class_map, node_infos)
+        rules = TaintRules(taint_rules)
+        snapshot = cls([SliceRecord(s, rules) for s in slices], class_map, node_infos, rules)
         for claim in claims:
             snapshot.add_allocated(claim)
         return snapshot
@@ -158,14 +167,15 @@ class Snapshot:
         (the order decides between slices of one generation that disagree on
         ``resourceSliceCount``). A pool left with no slice is gone. Everything
         else is kept: the other pools' records (with their compiled selectors
-        and CEL views), the in-use state, the DeviceClass plans. Afterwards the
-        snapshot answers every allocation exactly as a snapshot built from
-        scratch with the same slices, classes, nodes and claims would.
+        and CEL views), the in-use state, the DeviceClass plans, the DeviceTaintRules.
+        Afterwards the snapshot answers every allocation exactly as a snapshot built from
+        scratch with the same slices, classes, rules, nodes and claims would.
 
         Raises InvalidInputError (as :meth:`build`) for a slice whose node
         selector cannot be evaluated; the snapshot is then unchanged.
         """
-        records = [SliceRecord(s) for s in slices]  # may raise: nothing changed yet
+        # May raise: nothing changed yet.
+        records = [SliceRecord(s, self.taint_rules) for s in slices]
         affected = set(pools) | {(r.driver, r.pool) for r in records}
         removed = self._pools.remove(affected)
         self._usage.forget(removed.generations)
