@@ -5,9 +5,10 @@ per resource into the :class:`~controller.cache.ClusterCache`), the work queue,
 the placement workers, the leader elector, the cluster pool and DeviceClass
 sync, metrics and the probe endpoints. Threads:
 
-- one reflector per resource: ResourceSlices, DeviceClasses, ResourceClaims,
-  Nodes, and Pods that are not finished (a field selector on the phase:
-  bound pods count against their node's cpu and memory);
+- one reflector per resource: ResourceSlices, DeviceClasses, DeviceTaintRules
+  (their taints count as the slices' own), ResourceClaims, Nodes, and Pods that
+  are not finished (a field selector on the phase: bound pods count against their
+  node's cpu and memory);
 - ``workers`` placement workers sharing one :class:`~controller.placement.Placer`
   (decisions are serialised on the cache's lock, API writes run in parallel);
 - the leader elector (when ``--leader-elect``); becoming the leader queues
@@ -63,7 +64,7 @@ from agent_kit.kube import (
 from agent_kit.logs import configure_logging
 from agent_kit.metrics_server import EndpointServer
 from api.errors import DraDriverError, ExitCode, InvalidInputError
-from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
+from api.resource_v1 import DeviceClass, DeviceTaintRule, Node, ResourceClaim, ResourceSlice
 from controller.admission import GPU_CONFIG_PATH, GpuConfigReviewer
 from controller.cache import ClusterCache, decode
 from controller.leader import LeaderElector
@@ -93,6 +94,7 @@ log = logging.getLogger(__name__)
 WATCHED: Final[tuple[Resource, ...]] = (
     "resourceslices",
     "deviceclasses",
+    "devicetaintrules",
     "resourceclaims",
     "nodes",
     "pods",
@@ -386,14 +388,21 @@ def explain_claim(
     """Explain, per node and request, how claim ``namespace/name`` fits the live cluster.
 
     The claim is explained as if it were pending (its own allocation, if any,
-    does not count as in use); every other allocated claim does. Raises
+    does not count as in use); every other allocated claim does, and every
+    DeviceTaintRule taints the devices it selects, as the scheduler sees them. Raises
     ApiError (404 when the claim does not exist) and InvalidInputError.
     """
     target = decode(ResourceClaim, client.get("resourceclaims", name, namespace=namespace))
     target.status = None
     lists: dict[Resource, ObjectList] = {
         resource: call_with_retries(functools.partial(client.list, resource))
-        for resource in ("resourceslices", "deviceclasses", "resourceclaims", "nodes")
+        for resource in (
+            "resourceslices",
+            "deviceclasses",
+            "devicetaintrules",
+            "resourceclaims",
+            "nodes",
+        )
     }
     claims = [decode(ResourceClaim, raw) for raw in lists["resourceclaims"].items]
     allocated = [
@@ -408,6 +417,7 @@ def explain_claim(
         classes=[decode(DeviceClass, raw) for raw in lists["deviceclasses"].items],
         claims=allocated,
         nodes=[decode(Node, raw) for raw in lists["nodes"].items],
+        taint_rules=[decode(DeviceTaintRule, raw) for raw in lists["devicetaintrules"].items],
     )
     return explain(snapshot, [target], node=node)
 

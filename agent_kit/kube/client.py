@@ -79,6 +79,7 @@ Resource = Literal[
     "resourceslices",
     "deviceclasses",
     "resourceclaims",
+    "devicetaintrules",
 ]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
@@ -171,6 +172,7 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
     "resourceslices": _Binding("resource", "resource_slice", False, "V1ResourceSlice"),
     "deviceclasses": _Binding("resource", "device_class", False, "V1DeviceClass"),
     "resourceclaims": _Binding("resource", "resource_claim", True, "ResourceV1ResourceClaim"),
+    "devicetaintrules": _Binding("resource", "device_taint_rule", False, "V1DeviceTaintRule"),
 }
 
 

@@ -4,15 +4,15 @@
 :class:`~agent_kit.kube.Reflector`. It decodes each object once and hands it
 to the store that keeps it:
 
-- :mod:`~controller.cache.inventory`: ResourceSlices, DeviceClasses and
-  Nodes, and from them (plus the allocated claims) one allocator
+- :mod:`~controller.cache.inventory`: ResourceSlices, DeviceClasses,
+  DeviceTaintRules and Nodes, and from them (plus the allocated claims) one allocator
   :class:`~dra_driver.allocator.Snapshot`. A slice added, deleted or changed
   in content updates only its pool(s) of the snapshot
   (:meth:`~dra_driver.allocator.Snapshot.replace_pools`: the other pools keep
-  their compiled records); a change of a class's content, or of a node's
-  labels, marks the snapshot for a rebuild before the next decision; a change
-  that only moves the resourceVersion (a status heartbeat, managed fields)
-  does neither;
+  their compiled records); a change of a class's content, of a
+  DeviceTaintRule's spec or of a node's labels, marks the snapshot for a
+  rebuild before the next decision; a change that only moves the
+  resourceVersion (a status heartbeat, managed fields) does neither;
 - :mod:`~controller.cache.ledger`: ResourceClaims. Their allocations go into
   the snapshot incrementally (``add_allocated`` / ``remove_allocated``),
   whoever wrote them: the scheduler's allocations for ungated pods count as
@@ -32,7 +32,7 @@ to the store that keeps it:
 Every change is turned into the pod keys (``namespace/name``) whose placement
 it may affect, handed to ``on_change`` (the work queue): a pod's own change;
 a claim's pods (by name, and the owner of a template claim); and for a change
-that frees or adds capacity (a slice, class or node change, a claim released
+that frees or adds capacity (a slice, class, DeviceTaintRule or node change, a claim released
 or deleted, a bound pod gone) every pod marked *waiting* (unplaceable so far).
 
 A placement reads what it needs in one call (:mod:`~controller.cache.views`):

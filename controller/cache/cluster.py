@@ -14,6 +14,7 @@ from agent_kit.kube import Resource
 from api.errors import InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
+    DeviceTaintRule,
     Node,
     ResourceClaim,
     ResourceSlice,
@@ -116,7 +117,7 @@ class ClusterCache:
     # -- reads -----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """The allocator's view now (rebuilt first if slices, classes or nodes changed)."""
+        """The allocator's view now (rebuilt first if classes, rules or node labels changed)."""
         with self.lock:
             return self._devices.snapshot()
 
@@ -257,6 +258,8 @@ class ClusterCache:
                 changed = self._devices.upsert_slice(decode(ResourceSlice, raw))
             elif resource == "deviceclasses":
                 changed = self._devices.upsert_class(decode(DeviceClass, raw))
+            elif resource == "devicetaintrules":
+                changed = self._devices.upsert_rule(decode(DeviceTaintRule, raw))
             elif resource == "nodes":
                 changed = self._devices.upsert_node(decode(Node, raw))
             elif resource == "resourceclaims":
@@ -278,6 +281,8 @@ class ClusterCache:
             changed = self._devices.delete_slice(key)
         elif resource == "deviceclasses":
             changed = self._devices.delete_class(key)
+        elif resource == "devicetaintrules":
+            changed = self._devices.delete_rule(key)
         elif resource == "nodes":
             changed = self._devices.delete_node(key)
         elif resource == "resourceclaims":

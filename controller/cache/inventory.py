@@ -1,7 +1,9 @@
-"""ResourceSlices, DeviceClasses and Nodes, and the allocator snapshot built from them.
+"""ResourceSlices, DeviceClasses, DeviceTaintRules and Nodes, and the allocator snapshot
+built from them.
 
-A slice change updates only its pool(s) of the snapshot; a class's content or a
-node's labels changing marks the snapshot for a rebuild before the next decision.
+A slice change updates only its pool(s) of the snapshot; a class's content, a
+DeviceTaintRule's spec or a node's labels changing marks the snapshot for a rebuild
+before the next decision (rules change seldom; each one may reach any pool).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from api.errors import InvalidInputError
-from api.resource_v1 import DeviceClass, Node, ResourceClaim, ResourceSlice
+from api.resource_v1 import DeviceClass, DeviceTaintRule, Node, ResourceClaim, ResourceSlice
 from controller.cache.decoding import content
 from controller.scheduling import NodeFacts, node_facts
 from dra_driver.allocator import Snapshot
@@ -50,6 +52,7 @@ class DeviceInventory:
         self._rejected = rejected
         self._slices: dict[str, ResourceSlice] = {}
         self._classes: dict[str, DeviceClass] = {}
+        self._rules: dict[str, DeviceTaintRule] = {}
         self._nodes: dict[str, Node] = {}
         self._facts: dict[str, NodeFacts] = {}
         self._snapshot: Snapshot | None = None
@@ -81,6 +84,7 @@ class DeviceInventory:
         stores: dict[str, Mapping[str, object]] = {
             "resourceslices": self._slices,
             "deviceclasses": self._classes,
+            "devicetaintrules": self._rules,
             "nodes": self._nodes,
         }
         return list(stores.get(resource, {}))
@@ -89,6 +93,7 @@ class DeviceInventory:
         return {
             "resourceslices": len(self._slices),
             "deviceclasses": len(self._classes),
+            "devicetaintrules": len(self._rules),
             "nodes": len(self._nodes),
         }
 
@@ -129,7 +134,7 @@ class DeviceInventory:
             self.pool_updates += 1
         return True
 
-    # -- classes and nodes -----------------------------------------------------------------
+    # -- classes, DeviceTaintRules and nodes ----------------------------------------------
 
     def upsert_class(self, device_class: DeviceClass) -> bool:
         name = device_class.metadata.name or ""
@@ -141,6 +146,18 @@ class DeviceInventory:
 
     def delete_class(self, name: str) -> bool:
         return self._invalidate() if self._classes.pop(name, None) is not None else False
+
+    def upsert_rule(self, rule: DeviceTaintRule) -> bool:
+        """A DeviceTaintRule added or changed; its status (eviction progress) changes nothing."""
+        name = rule.metadata.name or ""
+        old = self._rules.get(name)
+        self._rules[name] = rule
+        if old is None or content(old.spec) != content(rule.spec):
+            return self._invalidate()
+        return False
+
+    def delete_rule(self, name: str) -> bool:
+        return self._invalidate() if self._rules.pop(name, None) is not None else False
 
     def upsert_node(self, node: Node) -> bool:
         name = node.metadata.name or ""
@@ -173,6 +190,7 @@ class DeviceInventory:
                 classes=list(self._classes.values()),
                 claims=allocated,
                 nodes=list(self._nodes.values()),
+                taint_rules=list(self._rules.values()),
             ),
             dict(self._slices),
         )

@@ -219,6 +219,7 @@ class SwitchFence:
 RESOURCES: tuple[Resource, ...] = (
     "resourceslices",
     "deviceclasses",
+    "devicetaintrules",
     "nodes",
     "resourceclaims",
     "pods",

@@ -163,6 +163,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
         "resourceslices": ("/apis/resource.k8s.io/v1", False),
         "deviceclasses": ("/apis/resource.k8s.io/v1", False),
         "resourceclaims": ("/apis/resource.k8s.io/v1", True),
+        "devicetaintrules": ("/apis/resource.k8s.io/v1", False),
     }[resource]
     assert RESOURCES[resource].namespaced is namespaced
     sent: list[tuple[str, str, str | None, Any]] = []
@@ -185,6 +186,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
         "resourceslices": {
             "spec": {"driver": "d", "pool": {"name": "p", "generation": 0, "resourceSliceCount": 1}}
         },
+        "devicetaintrules": {"spec": {"taint": {"key": "k", "effect": "NoSchedule"}}},
     }.get(resource, {})
     patch = {"metadata": {"labels": {"a": "b"}}}
 

@@ -29,6 +29,7 @@ GROUPS = {
     "resourceslices": "resource.k8s.io",
     "deviceclasses": "resource.k8s.io",
     "resourceclaims": "resource.k8s.io",
+    "devicetaintrules": "resource.k8s.io",
 }
 VERBS = {
     "list": ["list"],
