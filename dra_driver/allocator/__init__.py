@@ -3,7 +3,8 @@
 Which devices of which node a pending claim gets, decided against a :class:`Snapshot`
 of slices, classes, nodes and the devices in use. Public surface::
 
-    snap = Snapshot.build(slices=..., classes=..., claims=[allocated claims], nodes=[...])
+    snap = Snapshot.build(slices=..., classes=..., claims=[allocated claims], nodes=[...],
+                          taint_rules=[DeviceTaintRules])   # their taints join the slices'
     alloc = allocate(snap, pending_claims, node=None, policy="first-fit")
     alloc.node, alloc.results          # results aligned with pending_claims
     snap.add_allocated(claim)          # the claim now holds its devices
