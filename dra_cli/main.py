@@ -15,6 +15,10 @@ Offline tools (no cluster needed):
 Components: ``kubelet-plugin`` (the node agent) and ``controller`` (the cluster
 agent: placement of gated pods' claims, Events, cluster pools, DeviceClasses).
 
+``dra-driver taints clear [--node-state-dir DIR] DEVICE|--all``
+    On a node: remove a GPU's health taints on purpose, saved by the kubelet plugin
+    (:mod:`dra_cli.taints`).
+
 Exit codes: 0 success; 1 valid input that cannot be allocated (the reason per
 claim on stderr, nothing on stdout); 2 invalid input (the message names the
 file, the object and the field: input is judged as ``kubectl apply`` and the API
@@ -51,6 +55,7 @@ from dra_cli.demo import run_demo
 from dra_cli.discover import add_discover_arguments, run_discover
 from dra_cli.migrate import add_migrate_arguments, run_migrate
 from dra_cli.node_agent import add_kubelet_plugin_arguments, run_kubelet_plugin
+from dra_cli.taints import add_taints_arguments, run_taints
 from dra_driver import __version__
 from dra_driver.allocator import POLICIES, allocate, explain
 from dra_driver.manifests import Inventory, load_inventory, read_documents
@@ -198,6 +203,13 @@ def build_parser(prog: str = "dra-driver") -> argparse.ArgumentParser:
     )
     add_kubelet_plugin_arguments(plugin_cmd)
 
+    taints_cmd = commands.add_parser(
+        "taints",
+        help="on a node: clear GPUs' health taints on purpose (saved by the kubelet plugin)",
+        description="Manage the health taints the kubelet plugin keeps in its directory.",
+    )
+    add_taints_arguments(taints_cmd)
+
     controller_cmd = commands.add_parser(
         "controller",
         help="run the cluster agent: placement of gated pods' claims, Events, pools, classes",
@@ -281,6 +293,8 @@ def main(
         return run_migrate(args, out, prog=prog, stdin=stdin)
     if args.command == "kubelet-plugin":
         return run_kubelet_plugin(args, prog=f"{prog} kubelet-plugin")
+    if args.command == "taints":
+        return run_taints(args, prog=f"{prog} taints", out=out)
     if args.command == "controller":
         return run_controller(args, prog=prog)
     if args.command == "explain" and args.target:

@@ -9,9 +9,9 @@
    the Node's UID, so the node's ResourceSlices are owned by the Node;
 3. the driver, whose start-up recovery repairs what a crash or reboot left
    behind (checkpoint, CDI specs);
-4. the metrics endpoint (``--metrics-address``), then the gRPC servers (DRA,
-   registration, liveness): the kubelet may call as soon as the registration
-   socket appears;
+4. the metrics endpoint; the health monitor with the taints saved before
+   (:mod:`kubelet_plugin.health.node_health`), so the first publish and health
+   snapshot carry them; the gRPC servers: the kubelet may call at once;
 5. the device-plugin guard (a device plugin serving the node's GPUs makes the
    pool publish no device, :mod:`kubelet_plugin.device_plugin_guard`), the
    publisher thread (publishes the node's slices, watches them, repairs
@@ -44,7 +44,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -63,7 +62,6 @@ from api.errors import DiscoveryError, DraDriverError, ExitCode, InvalidInputErr
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInventory
-from dra_driver.slices import build_slices
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
@@ -73,6 +71,7 @@ from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health.faults import FaultSpool
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
+from kubelet_plugin.health.node_health import published_device_names, start_monitor
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
 from kubelet_plugin.node_lock import NodeFileLock
@@ -151,18 +150,6 @@ def read_node_uid(client: ClusterClient, node_name: str) -> str | None:
         )
         return None
     return str(uid)
-
-
-def published_device_names(settings: Settings, inventory: NodeInventory) -> list[str]:
-    """Names of every device the node's slices publish, in publishing order."""
-    slices = build_slices(
-        inventory,
-        driver_name=settings.driver_name,
-        device_order=settings.device_order,
-        partitionable=settings.partitionable,
-        shared_gpus=settings.shared_gpus,
-    )
-    return [device.name for s in slices for device in s.spec.devices or []]
 
 
 @dataclass
@@ -248,7 +235,7 @@ class NodeAgent:
             checkpoints=CheckpointStore(settings.checkpoint_file),
             cdi=CdiWriter(settings.cdi_root, settings.driver_name),
             host=host,
-            boot_id=read_boot_id(),
+            boot_id=(boot_id := read_boot_id()),
             mig_manager=mig_manager,
             node_lock=self.serialize_lock,
         )
@@ -264,6 +251,38 @@ class NodeAgent:
             self.metrics_server.start()
 
         broadcaster = HealthBroadcaster()
+        publisher = self.publisher = SlicePublisher(
+            SliceClient(kube),
+            node_name=settings.node_name,
+            driver_name=settings.driver_name,
+            device_order=settings.device_order,
+            partitionable=settings.partitionable,
+            shared_gpus=settings.shared_gpus,
+            node_uid=node_uid,
+        )
+        publisher_lock = self.publisher_lock
+
+        def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
+            if publisher_lock is None or publisher_lock.is_held:
+                publisher.publish(inventory, taints)
+            else:
+                # The instance being replaced still publishes; ours starts with these.
+                publisher.set_inventory(inventory, taints)
+
+        monitor = self.monitor = start_monitor(
+            settings,
+            inventory,
+            events,
+            boot_id=boot_id,
+            on_taints=publish_taints,
+            broadcaster=broadcaster,
+            on_event=metrics.count_health_event,
+        )
+        metrics.track_tainted(monitor.tainted_device_count)
+        # Nothing is published or streamed before it carries the taints restored.
+        publisher.set_inventory(inventory, monitor.taints())
+        monitor.broadcast()
+
         self.server = PluginServer(
             settings.driver_name,
             MeteredNodeDriver(driver, metrics),
@@ -275,26 +294,6 @@ class NodeAgent:
         )
         self.server.start()
 
-        publisher = self.publisher = SlicePublisher(
-            SliceClient(kube),
-            node_name=settings.node_name,
-            driver_name=settings.driver_name,
-            device_order=settings.device_order,
-            partitionable=settings.partitionable,
-            shared_gpus=settings.shared_gpus,
-            node_uid=node_uid,
-        )
-        publisher.set_inventory(inventory)
-
-        publisher_lock = self.publisher_lock
-
-        def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
-            if publisher_lock is None or publisher_lock.is_held:
-                publisher.publish(inventory, taints)
-            else:
-                # The instance being replaced still publishes; ours starts with these.
-                publisher.set_inventory(inventory, taints)
-
         def publish() -> None:
             if publisher_lock is not None and not publisher_lock.acquire_when_free(
                 self._stop_threads, what="publishing the node's ResourceSlices"
@@ -303,20 +302,6 @@ class NodeAgent:
             publisher.run(self._stop_threads)
 
         self._guard_device_plugins(kube, publisher)
-
-        monitor = self.monitor = HealthMonitor(
-            driver_name=settings.driver_name,
-            inventory=inventory,
-            device_names=device_names,
-            events=events,
-            effects=settings.health_policy,
-            ignored_xids=settings.ignored_xids,
-            recovery=timedelta(seconds=settings.health_recovery_seconds),
-            on_taints=publish_taints,
-            broadcaster=broadcaster,
-            on_event=metrics.count_health_event,
-        )
-        metrics.track_tainted(monitor.tainted_device_count)
         self._spawn("slice-publisher", publish)
         self._spawn("health-monitor", lambda: monitor.run(self._stop_threads))
 

@@ -45,6 +45,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointStore",
     "contained_entry",
+    "move_aside",
     "read_boot_id",
 ]
 
@@ -61,6 +62,19 @@ MAX_CHECKPOINT_BYTES: Final = 64 * 2**20
 def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
     """The kernel's boot ID (a UUID). Raises OSError when it cannot be read."""
     return path.read_text().strip()
+
+
+def move_aside(path: Path, now: float) -> Path:
+    """Rename ``path`` (or whatever is in its place, never a link's target) to
+    ``<name>.corrupt-<UTC timestamp of now>``, never over an earlier one; returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
+    attempt = 0
+    while os.path.lexists(moved_to):  # never overwrite the evidence of an earlier one
+        attempt += 1
+        moved_to = path.with_name(f"{path.name}.corrupt-{stamp}-{attempt}")
+    path.rename(moved_to)
+    return moved_to
 
 
 class CheckpointCorruptError(CheckpointError):
@@ -187,13 +201,7 @@ class CheckpointStore:
 
     def _move_aside(self, err: CheckpointError) -> CheckpointCorruptError:
         """Rename the file (or whatever is in its place) to ``<name>.corrupt-<UTC timestamp>``."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        attempt = 0
-        while os.path.lexists(moved_to):  # never overwrite the evidence of an earlier one
-            attempt += 1
-            moved_to = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{attempt}")
-        self.path.rename(moved_to)
+        moved_to = move_aside(self.path, self._clock())
         log.error(
             "checkpoint %s is corrupt (%s); moved it to %s and starting without prepared "
             "claims: claims prepared before are prepared again when the kubelet asks",

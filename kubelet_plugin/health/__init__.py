@@ -4,8 +4,11 @@
   which device taint with which effect (light: the settings parse it);
 - :mod:`~kubelet_plugin.health.monitor`: :class:`HealthMonitor`, events to
   the taints of each GPU, published on the ResourceSlices and as health;
+- :mod:`~kubelet_plugin.health.taint_store`: the taints on disk (``taints.json``),
+  the reboot rules, an unreadable file's safe default, admins' clear requests;
+- :mod:`~kubelet_plugin.health.node_health`: the monitor put together at start-up;
 - :mod:`~kubelet_plugin.health.service`: the kubelet's ``DRAResourceHealth``
-  gRPC stream and the broadcaster the monitor feeds it through;
+  gRPC stream (v1 and v1alpha1) and the broadcaster the monitor feeds it through;
 - :mod:`~kubelet_plugin.health.faults`: faults injected into the mock backend
   from files (tests, demos).
 

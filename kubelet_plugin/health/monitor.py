@@ -26,8 +26,8 @@ GPU lost                  ``<driver>/gpu-lost``      none
 - Recovery: a GPU without a new event for the recovery window
   (``--health-recovery-seconds``) loses its taints. A lost GPU does not: it
   sends no events once lost, so silence says nothing about its health; the
-  taint stays until the plugin restarts (a driver reload or a reboot does
-  that).
+  taint stays until a reboot or an admin's clear. Nor does the taint standing
+  in for an unreadable taint file (``<driver>/taint-state-unreadable``).
 - Every change republishes the slices (through ``on_taints``, normally
   :meth:`SlicePublisher.publish`; retried while it fails) and the device
   health stream (:class:`~kubelet_plugin.health.service.HealthBroadcaster`):
@@ -35,8 +35,10 @@ GPU lost                  ``<driver>/gpu-lost``      none
   ``Healthy``; the complete list is sent again every ``refresh_s`` seconds,
   well inside the kubelet's 30 s health timeout.
 
-Taints live in memory: after a restart the plugin publishes its devices
-untainted until a new event arrives.
+Taints persist (:mod:`~kubelet_plugin.health.taint_store`): the monitor starts
+from the state the store restored, saves every change through ``save`` before
+it is published, and applies the clear requests admins drop
+(:meth:`HealthMonitor.apply_clears`, also before the first publish).
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 from api import limits
 from api.errors import DraDriverError, InvalidInputError
 from api.resource_v1 import DeviceTaint
+from api.taint_state import STATE_UNREADABLE, GpuTaints, PersistedTaint, TaintCause, TaintState
 from dra_driver.discovery.model import Gpu, HealthEvent, HealthEventKind, NodeInventory
 from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
-from kubelet_plugin.health.taints import EFFECT_STRENGTH, UNHEALTHY_EFFECTS, taint_for
+from kubelet_plugin.health.taint_store import pending_clears
+from kubelet_plugin.health.taints import EFFECT_STRENGTH, UNHEALTHY_EFFECTS, rfc3339, taint_for
 
 __all__ = ["HealthEventSource", "HealthMonitor", "TaintAction"]
 
@@ -82,9 +87,85 @@ def _utc_now() -> datetime:
 
 @dataclass
 class _GpuHealth:
+    uuid: str
     taints: dict[str, DeviceTaint] = field(default_factory=dict)
+    causes: dict[str, TaintCause] = field(default_factory=dict)
     last_event: datetime | None = None
     lost: bool = False
+
+    @classmethod
+    def of(cls, gpu: Gpu, restored: Mapping[str, GpuTaints]) -> _GpuHealth:
+        """``gpu``'s entry: the one restored, or a healthy one."""
+        entry = restored.get(gpu.device_name)
+        if entry is None:
+            return cls(gpu.uuid)
+        return cls(
+            uuid=entry.uuid,
+            taints={
+                t.key: DeviceTaint(
+                    key=t.key, value=t.value, effect=t.effect, time_added=t.time_added
+                )
+                for t in entry.taints
+            },
+            causes={t.key: t.cause for t in entry.taints},
+            last_event=datetime.fromisoformat(entry.last_event) if entry.last_event else None,
+            lost=entry.lost,
+        )
+
+    def persisted(self) -> GpuTaints:
+        return GpuTaints(
+            uuid=self.uuid,
+            last_event=rfc3339(self.last_event) if self.last_event else None,
+            lost=self.lost,
+            taints=tuple(
+                PersistedTaint(
+                    key=key,
+                    value=taint.value,
+                    effect=taint.effect,
+                    time_added=str(taint.time_added),
+                    cause=self.causes[key],
+                )
+                for key, taint in sorted(self.taints.items())
+            ),
+        )
+
+    def clear(self) -> None:
+        self.taints.clear()
+        self.causes.clear()
+        self.last_event, self.lost = None, False
+
+
+def _check_policy(effects: Mapping[HealthEventKind, str], recovery: timedelta) -> None:
+    unknown = [kind for kind in effects if kind not in get_args(HealthEventKind)]
+    bad_effects = [e for e in effects.values() if e not in limits.TAINT_EFFECTS]
+    if unknown or bad_effects or recovery <= timedelta(0):
+        raise InvalidInputError(
+            f"unknown event kinds {unknown}, unknown effects {bad_effects} or a recovery "
+            f"window of {recovery} (must be positive)",
+            obj="health policy",
+        )
+
+
+def _owner(inventory: NodeInventory, device_name: str) -> str | None:
+    """The device name of the GPU a published device belongs to; None: no GPU's."""
+    for gpu in inventory:
+        if device_name == gpu.device_name or device_name.startswith(gpu.device_name + "-"):
+            return gpu.device_name
+    return None
+
+
+def _device_health(
+    pool: str, device: str, taints: Mapping[str, DeviceTaint], now: datetime
+) -> DeviceHealth:
+    """Unhealthy with a NoSchedule or NoExecute taint; the message lists every taint."""
+    ordered = [taints[key] for key in sorted(taints)]
+    unhealthy = any(t.effect in UNHEALTHY_EFFECTS for t in ordered)
+    message = ", ".join(
+        f"{t.key}{'=' + t.value if t.value else ''}:{t.effect} since {t.time_added}"
+        for t in ordered
+    )
+    health = Health.UNHEALTHY if unhealthy else Health.HEALTHY
+    return DeviceHealth(pool=pool, device=device, health=health, last_updated=now, message=message)
 
 
 class HealthMonitor:
@@ -96,7 +177,10 @@ class HealthMonitor:
     current time, timezone-aware (tests pass a fake). ``on_taints`` receives
     the complete taint map (GPU device name to taints) after every change and
     may raise DraDriverError or OSError, which is retried later. ``on_event``
-    (metrics) hears every event's kind and :data:`TaintAction`.
+    (metrics) hears every event's kind and :data:`TaintAction`. ``state`` is
+    where to start (restored from disk); ``save`` gets the whole state after
+    every change, before ``on_taints``, and may raise OSError (logged, retried);
+    ``clears_dir`` is where admins' clear requests wait.
 
     :meth:`handle` and :meth:`expire` are safe to call from any thread; the
     published state is always the state after the last call.
@@ -116,15 +200,11 @@ class HealthMonitor:
         broadcaster: HealthBroadcaster | None = None,
         on_event: Callable[[HealthEventKind, TaintAction], None] | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        state: TaintState | None = None,
+        save: Callable[[TaintState], None] | None = None,
+        clears_dir: Path | None = None,
     ) -> None:
-        unknown = [kind for kind in effects if kind not in get_args(HealthEventKind)]
-        bad_effects = [e for e in effects.values() if e not in limits.TAINT_EFFECTS]
-        if unknown or bad_effects or recovery <= timedelta(0):
-            raise InvalidInputError(
-                f"unknown event kinds {unknown}, unknown effects {bad_effects} or a recovery "
-                f"window of {recovery} (must be positive)",
-                obj="health policy",
-            )
+        _check_policy(effects, recovery)
         self.driver_name = driver_name
         self._inventory = inventory
         self._events = events
@@ -135,21 +215,20 @@ class HealthMonitor:
         self._broadcaster = broadcaster
         self._on_event = on_event
         self._clock = clock
+        self._save = save
+        self._save_due = False
+        self._clears_dir = clears_dir
+        self._boot_id = state.boot_id if state is not None else ""
         self._lock = threading.Lock()
-        self._gpus: dict[str, _GpuHealth] = {gpu.device_name: _GpuHealth() for gpu in inventory}
+        restored = state.gpus if state is not None else {}
+        self._gpus = {g.device_name: _GpuHealth.of(g, restored) for g in inventory}
         self._by_uuid: dict[str, Gpu] = {}
         for gpu in inventory:
             self._by_uuid[gpu.uuid] = gpu
             for mig in gpu.mig_devices:
                 self._by_uuid[mig.uuid] = gpu
         # Published device -> its GPU's device name (None: no GPU, always healthy).
-        self._devices: dict[str, str | None] = {name: self._owner(name) for name in device_names}
-
-    def _owner(self, device_name: str) -> str | None:
-        for gpu in self._inventory:
-            if device_name == gpu.device_name or device_name.startswith(gpu.device_name + "-"):
-                return gpu.device_name
-        return None
+        self._devices = {name: _owner(inventory, name) for name in device_names}
 
     # --- state ------------------------------------------------------------------------
 
@@ -176,26 +255,10 @@ class HealthMonitor:
         now = self._clock()
         pool = self._inventory.node_name
         with self._lock:
-            out: list[DeviceHealth] = []
-            for name, owner in self._devices.items():
-                taints = (
-                    sorted(self._gpus[owner].taints.values(), key=lambda t: t.key) if owner else []
-                )
-                unhealthy = any(t.effect in UNHEALTHY_EFFECTS for t in taints)
-                message = ", ".join(
-                    f"{t.key}{'=' + t.value if t.value else ''}:{t.effect} since {t.time_added}"
-                    for t in taints
-                )
-                out.append(
-                    DeviceHealth(
-                        pool=pool,
-                        device=name,
-                        health=Health.UNHEALTHY if unhealthy else Health.HEALTHY,
-                        last_updated=now,
-                        message=message,
-                    )
-                )
-            return out
+            return [
+                _device_health(pool, name, self._gpus[owner].taints if owner else {}, now)
+                for name, owner in self._devices.items()
+            ]
 
     # --- events -----------------------------------------------------------------------
 
@@ -227,6 +290,9 @@ class HealthMonitor:
             return "unknown-gpu"
         now = self._clock()
         taint = taint_for(event, effect, now, domain=self.driver_name)
+        cause = TaintCause(
+            kind=event.kind, xid=event.xid, gpu_uuid=event.gpu_uuid, seen_at=rfc3339(now)
+        )
         changed: list[str] = []
         with self._lock:
             for gpu in targets:
@@ -240,7 +306,9 @@ class HealthMonitor:
                 ):
                     continue  # same fault again, or a milder one: the window restarts
                 state.taints[taint.key] = taint.model_copy()
+                state.causes[taint.key] = cause
                 changed.append(f"{gpu.device_name} ({gpu.uuid})")
+        self.persist()
         if not changed:
             log.debug("%s on %s: already tainted, recovery window restarted", what, event.gpu_uuid)
             return "renewed"
@@ -263,8 +331,14 @@ class HealthMonitor:
                 if not state.taints or state.lost or state.last_event is None:
                     continue
                 if now - state.last_event >= self._recovery:
-                    state.taints.clear()
+                    # The stand-in for an unreadable file has no window: an admin clears it.
+                    kept = {k for k, c in state.causes.items() if c.kind == STATE_UNREADABLE}
+                    state.taints = {k: t for k, t in state.taints.items() if k in kept}
+                    state.causes = {k: c for k, c in state.causes.items() if k in kept}
+                    state.last_event = None
                     recovered.append(name)
+        if recovered:
+            self.persist()
         for name in recovered:
             log.info(
                 "%s: no health event for %s: taints removed",
@@ -272,6 +346,62 @@ class HealthMonitor:
                 self._recovery,
             )
         return bool(recovered)
+
+    # --- persistence and admins' clears ----------------------------------------------
+
+    def state(self) -> TaintState:
+        """What is saved: every GPU with taints, and the boot it is saved in."""
+        with self._lock:
+            gpus = {name: s.persisted() for name, s in self._gpus.items() if s.taints}
+        return TaintState(boot_id=self._boot_id, gpus=gpus)
+
+    def persist(self) -> bool:
+        """Hand the state to ``save``; False (logged, retried by :meth:`run`) when it failed."""
+        if self._save is None:
+            return True
+        try:
+            self._save(self.state())
+        except OSError as err:
+            log.error("saving the device taints failed: %s; a restart now would lose them", err)
+            self._save_due = True
+            return False
+        self._save_due = False
+        return True
+
+    def clear(self, device: str | None) -> list[str] | None:
+        """Remove every taint of ``device``'s GPU (a GPU or MIG device name, or a UUID;
+        None: of every GPU), on an admin's request. The GPU names cleared; None when
+        ``device`` is not one of this node's."""
+        with self._lock:
+            if device is None:
+                names = list(self._gpus)
+            else:
+                gpu = self._by_uuid.get(device)
+                owner = gpu.device_name if gpu is not None else self._devices.get(device)
+                if owner is None:
+                    return None
+                names = [owner]
+            cleared = [name for name in names if self._gpus[name].taints]
+            for name in names:
+                self._gpus[name].clear()
+        self.persist()
+        for name in cleared:
+            log.warning("%s: taints cleared on an admin's request", name)
+        return cleared
+
+    def apply_clears(self) -> bool:
+        """Apply the clear requests waiting in ``clears_dir``; True when any taint went."""
+        if self._clears_dir is None:
+            return False
+        changed = False
+        for request in pending_clears(self._clears_dir):
+            cleared = self.clear(request.device)
+            if cleared is None:
+                request.reject(f"{request.device!r} is no device of this node")
+                continue
+            request.done()
+            changed = changed or bool(cleared)
+        return changed
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -319,6 +449,9 @@ class HealthMonitor:
                 # NVML answers every wait on a lost GPU at once: do not spin.
                 stop.wait(poll_s)
             changed = self.expire() or changed
+            changed = self.apply_clears() or changed
+            if self._save_due:
+                self.persist()
             now = time.monotonic()
             if changed:
                 publish_due = now

@@ -23,6 +23,7 @@ __all__ = [
     "UNHEALTHY_EFFECTS",
     "parse_health_policy",
     "parse_xids",
+    "rfc3339",
     "taint_for",
 ]
 
@@ -104,18 +105,18 @@ def taint_for(event: HealthEvent, effect: str, now: datetime, *, domain: str) ->
     """
     if event.kind == "xid":
         return DeviceTaint(
-            key=f"{domain}/xid", value=str(event.xid), effect=effect, time_added=_rfc3339(now)
+            key=f"{domain}/xid", value=str(event.xid), effect=effect, time_added=rfc3339(now)
         )
     if event.kind in ("ecc-double-bit", "ecc-single-bit"):
         return DeviceTaint(
             key=f"{domain}/ecc",
             value=event.kind.removeprefix("ecc-"),
             effect=effect,
-            time_added=_rfc3339(now),
+            time_added=rfc3339(now),
         )
-    return DeviceTaint(key=f"{domain}/gpu-lost", effect=effect, time_added=_rfc3339(now))
+    return DeviceTaint(key=f"{domain}/gpu-lost", effect=effect, time_added=rfc3339(now))
 
 
-def _rfc3339(moment: datetime) -> str:
-    # metav1.Time precision: whole seconds, UTC.
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as metav1.Time writes it: whole seconds, UTC, ``Z``."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
