@@ -75,6 +75,7 @@ SHOW_DEVICES = [
 
 
 REGISTERED = "kubelet registered DRA driver"
+HEALTH_STREAM_V1 = "kubelet opened a device health stream (v1)"
 NAMESPACE = "dra-driver"
 POD_LABEL = "app.kubernetes.io/name=dra-driver-kubelet-plugin"
 DAEMON_SET = "dra-driver-kubelet-plugin"
@@ -541,6 +542,49 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
         timeout_s=90,
         context=kubelet_plugin.log_tail,
     )
+
+
+def test_the_kubelet_streams_health_over_v1_and_shows_it_in_the_pods_status(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    # ResourceHealthStatus is on by default from 1.36: the kubelet picks v1.DRAResourceHealth
+    # (before v1alpha1) from the registration's supported_versions and opens the stream.
+    wait_for(
+        "the kubelet to open the v1 health stream",
+        lambda: HEALTH_STREAM_V1 in kubelet_plugin.log_tail(100_000),
+        cluster=local_cluster,
+        context=kubelet_plugin.log_tail,
+    )
+    gpu = _l4(kubelet_plugin)
+    selector = f'device.attributes["{DRIVER}"].productName == "{gpu.product_name}"'
+    core = core_api(api_client)
+    resource_api(api_client).create_namespaced_resource_claim_template(
+        namespace, claim_template("health-l4", selector)
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("shows-health", SHOW_DEVICES, template="health-l4")
+    )
+    _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "shows-health")
+
+    def statuses() -> list[dict[str, Any]]:
+        pod = read_json(core.read_namespaced_pod, "shows-health", namespace)
+        return [
+            entry
+            for container in pod["status"].get("containerStatuses") or []
+            for entry in container.get("allocatedResourcesStatus") or []
+        ]
+
+    found: list[dict[str, Any]] = wait_for(
+        "the pod's status to show its GPU's health",
+        statuses,
+        cluster=local_cluster,
+        timeout_s=90,
+        context=lambda: pod_report(api_client, namespace, "shows-health"),
+    )
+    (entry,) = found
+    assert entry["name"].startswith("claim:"), entry
+    assert [r["health"] for r in entry["resources"]] == ["Healthy"], entry
+    core.delete_namespaced_pod("shows-health", namespace, grace_period_seconds=0)
 
 
 def test_standalone_claim_is_deallocated_after_its_pod_is_deleted(
