@@ -277,6 +277,7 @@ class NodeAgent:
             on_taints=publish_taints,
             broadcaster=broadcaster,
             on_event=metrics.count_health_event,
+            owns_state=lambda: publisher_lock is None or publisher_lock.is_held,
         )
         metrics.track_tainted(monitor.tainted_device_count)
         # Nothing is published or streamed before it carries the taints restored.
@@ -295,10 +296,13 @@ class NodeAgent:
         self.server.start()
 
         def publish() -> None:
-            if publisher_lock is not None and not publisher_lock.acquire_when_free(
-                self._stop_threads, what="publishing the node's ResourceSlices"
-            ):
-                return
+            if publisher_lock is not None:
+                if not publisher_lock.acquire_when_free(
+                    self._stop_threads, what="publishing the node's ResourceSlices"
+                ):
+                    return
+                monitor.take_over()  # the taints the instance replaced saved last
+                publisher.set_inventory(inventory, monitor.taints())
             publisher.run(self._stop_threads)
 
         self._guard_device_plugins(kube, publisher)

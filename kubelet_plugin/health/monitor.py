@@ -129,6 +129,34 @@ class _GpuHealth:
             ),
         )
 
+    def raise_taint(self, taint: DeviceTaint, cause: TaintCause, now: datetime) -> bool:
+        """Apply one event's taint; True when the taints changed (the window restarts anyway)."""
+        self.last_event = now
+        self.lost = self.lost or cause.kind == "gpu-lost"
+        current = self.taints.get(taint.key)
+        if current is not None and (
+            (current.value, current.effect) == (taint.value, taint.effect)
+            or EFFECT_STRENGTH[current.effect] > EFFECT_STRENGTH[taint.effect]
+        ):
+            return False  # same fault again, or a milder one
+        self.taints[taint.key], self.causes[taint.key] = taint.model_copy(), cause
+        return True
+
+    def recover(self, quiet_since: datetime) -> bool:
+        """Drop the taints when the last event came before ``quiet_since``; True when any went.
+
+        Not a lost GPU's (silence says nothing about it), nor the stand-in for an
+        unreadable taint file: an admin clears those."""
+        if not self.taints or self.lost or self.last_event is None:
+            return False
+        if self.last_event > quiet_since:
+            return False
+        kept = {k for k, c in self.causes.items() if c.kind == STATE_UNREADABLE}
+        self.taints = {k: t for k, t in self.taints.items() if k in kept}
+        self.causes = {k: c for k, c in self.causes.items() if k in kept}
+        self.last_event = None
+        return True
+
     def clear(self) -> None:
         self.taints.clear()
         self.causes.clear()
@@ -168,6 +196,15 @@ def _device_health(
     return DeviceHealth(pool=pool, device=device, health=health, last_updated=now, message=message)
 
 
+def _keep_own(adopted: _GpuHealth, mine: _GpuHealth, *, since: str) -> None:
+    """Add to ``adopted`` the taints of ``mine`` whose event came at ``since`` or later."""
+    for key, cause in mine.causes.items():
+        if cause.seen_at >= since and key not in adopted.taints:  # RFC 3339, one format
+            adopted.taints[key], adopted.causes[key] = mine.taints[key], cause
+            adopted.last_event = max(filter(None, (adopted.last_event, mine.last_event)))
+            adopted.lost = adopted.lost or mine.lost
+
+
 class HealthMonitor:
     """Health events to device taints and device health (see the module docstring).
 
@@ -180,7 +217,10 @@ class HealthMonitor:
     (metrics) hears every event's kind and :data:`TaintAction`. ``state`` is
     where to start (restored from disk); ``save`` gets the whole state after
     every change, before ``on_taints``, and may raise OSError (logged, retried);
-    ``clears_dir`` is where admins' clear requests wait.
+    ``clears_dir`` is where admins' clear requests wait. ``owns_state`` says
+    whether this instance saves and applies clears (during a rolling update only
+    the one publishing does); ``reload`` reads the saved state at
+    :meth:`take_over`.
 
     :meth:`handle` and :meth:`expire` are safe to call from any thread; the
     published state is always the state after the last call.
@@ -203,6 +243,8 @@ class HealthMonitor:
         state: TaintState | None = None,
         save: Callable[[TaintState], None] | None = None,
         clears_dir: Path | None = None,
+        owns_state: Callable[[], bool] = lambda: True,
+        reload: Callable[[], TaintState] | None = None,
     ) -> None:
         _check_policy(effects, recovery)
         self.driver_name = driver_name
@@ -218,6 +260,9 @@ class HealthMonitor:
         self._save = save
         self._save_due = False
         self._clears_dir = clears_dir
+        self._owns_state = owns_state
+        self._reload = reload
+        self._started = rfc3339(clock())
         self._boot_id = state.boot_id if state is not None else ""
         self._lock = threading.Lock()
         restored = state.gpus if state is not None else {}
@@ -296,18 +341,8 @@ class HealthMonitor:
         changed: list[str] = []
         with self._lock:
             for gpu in targets:
-                state = self._gpus[gpu.device_name]
-                state.last_event = now
-                state.lost = state.lost or event.kind == "gpu-lost"
-                current = state.taints.get(taint.key)
-                if current is not None and (
-                    (current.value, current.effect) == (taint.value, taint.effect)
-                    or EFFECT_STRENGTH[current.effect] > EFFECT_STRENGTH[taint.effect]
-                ):
-                    continue  # same fault again, or a milder one: the window restarts
-                state.taints[taint.key] = taint.model_copy()
-                state.causes[taint.key] = cause
-                changed.append(f"{gpu.device_name} ({gpu.uuid})")
+                if self._gpus[gpu.device_name].raise_taint(taint, cause, now):
+                    changed.append(f"{gpu.device_name} ({gpu.uuid})")
         self.persist()
         if not changed:
             log.debug("%s on %s: already tainted, recovery window restarted", what, event.gpu_uuid)
@@ -328,14 +363,7 @@ class HealthMonitor:
         recovered: list[str] = []
         with self._lock:
             for name, state in self._gpus.items():
-                if not state.taints or state.lost or state.last_event is None:
-                    continue
-                if now - state.last_event >= self._recovery:
-                    # The stand-in for an unreadable file has no window: an admin clears it.
-                    kept = {k for k, c in state.causes.items() if c.kind == STATE_UNREADABLE}
-                    state.taints = {k: t for k, t in state.taints.items() if k in kept}
-                    state.causes = {k: c for k, c in state.causes.items() if k in kept}
-                    state.last_event = None
+                if state.recover(now - self._recovery):
                     recovered.append(name)
         if recovered:
             self.persist()
@@ -357,7 +385,7 @@ class HealthMonitor:
 
     def persist(self) -> bool:
         """Hand the state to ``save``; False (logged, retried by :meth:`run`) when it failed."""
-        if self._save is None:
+        if self._save is None or not self._owns_state():
             return True
         try:
             self._save(self.state())
@@ -391,7 +419,7 @@ class HealthMonitor:
 
     def apply_clears(self) -> bool:
         """Apply the clear requests waiting in ``clears_dir``; True when any taint went."""
-        if self._clears_dir is None:
+        if self._clears_dir is None or not self._owns_state():
             return False
         changed = False
         for request in pending_clears(self._clears_dir):
@@ -402,6 +430,19 @@ class HealthMonitor:
             request.done()
             changed = changed or bool(cleared)
         return changed
+
+    def take_over(self) -> None:
+        """Adopt the state the instance this one replaces saved (``reload``), plus the
+        taints this instance raised itself since it started; then save it."""
+        if self._reload is None:
+            return
+        state = self._reload()
+        with self._lock:
+            for gpu in self._inventory:
+                adopted = _GpuHealth.of(gpu, state.gpus)
+                _keep_own(adopted, self._gpus[gpu.device_name], since=self._started)
+                self._gpus[gpu.device_name] = adopted
+        self.persist()
 
     # --- the loop ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from api.resource_v1 import DeviceTaint
+from api.taint_state import TaintState
 from dra_driver.discovery.model import HealthEventKind, NodeInventory
 from dra_driver.slices import build_slices
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor, TaintAction
@@ -43,9 +44,14 @@ def start_monitor(
     on_taints: Callable[[Mapping[str, Sequence[DeviceTaint]]], object],
     broadcaster: HealthBroadcaster,
     on_event: Callable[[HealthEventKind, TaintAction], None],
+    owns_state: Callable[[], bool] = lambda: True,
 ) -> HealthMonitor:
     """A monitor holding the taints saved before (after the reboot rules), the clear
     requests waiting applied, and the result saved; nothing published yet.
+
+    ``owns_state``: whether this instance publishes (holds the publisher lock
+    during a rolling update); one that does not neither saves nor applies clears
+    until it calls :meth:`HealthMonitor.take_over`.
 
     Never raises for the taint file: an unreadable one is moved aside and every
     GPU starts tainted (:func:`~kubelet_plugin.health.taint_store.load_taints`).
@@ -53,6 +59,10 @@ def start_monitor(
     """
     store = TaintStore(settings.plugin_dir / TAINT_FILE_NAME)
     gpus = {gpu.device_name: gpu.uuid for gpu in inventory}
+
+    def load() -> TaintState:
+        return load_taints(store, boot_id=boot_id, gpus=gpus, domain=settings.driver_name)
+
     monitor = HealthMonitor(
         driver_name=settings.driver_name,
         inventory=inventory,
@@ -64,9 +74,11 @@ def start_monitor(
         on_taints=on_taints,
         broadcaster=broadcaster,
         on_event=on_event,
-        state=load_taints(store, boot_id=boot_id, gpus=gpus, domain=settings.driver_name),
+        state=load(),
         save=store.save,
         clears_dir=settings.plugin_dir,
+        owns_state=owns_state,
+        reload=load,
     )
     monitor.apply_clears()
     monitor.persist()  # the new boot ID, and what the rules dropped or the clears removed

@@ -67,8 +67,8 @@ def plugin_dir(root: Path) -> Path:
     return root / "plugins" / DRIVER
 
 
-def start(root: Path, kubeconfig: Path, started: list[PluginProcess]) -> PluginProcess:
-    plugin = start_plugin(root, kubeconfig)
+def start(root: Path, kubeconfig: Path, started: list[PluginProcess], *extra: str) -> PluginProcess:
+    plugin = start_plugin(root, kubeconfig, *extra)
     started.append(plugin)
     return plugin
 
@@ -263,3 +263,44 @@ def test_a_clear_requested_while_the_plugin_is_down_applies_before_its_first_pub
         device = devices_of({"s": written}).get("gpu-1")
         assert device is None or taint_keys(device) == []
     assert stop_plugin(plugin) == 0, plugin.logs()
+
+
+def test_in_a_rolling_update_the_instance_taking_over_keeps_the_clears_and_the_taints(
+    root: Path, api: FakeApiServer, kubeconfig: Path, started: list[PluginProcess]
+) -> None:
+    old = start(root, kubeconfig, started, "--pod-uid", "0c8a1d5e-1111-4f3a-9d7e-6b2c4a8e0f01")
+    wait_running(api, old)
+    write_fault(old.faults, "xid", gpu="gpu-1", xid=79)
+    api.wait_for(lambda: published_keys(api, "gpu-1") == [XID_KEY], "gpu-1 tainted")
+    new = start(root, kubeconfig, started, "--pod-uid", "7f3b2e9a-2222-4c1d-8e6f-9a0b1c2d3e4f")
+    wait_running(api, new)
+    api.wait_for(
+        lambda: new.record("another plugin instance on this node holds") is not None,
+        "the new instance to wait for the publisher lock",
+        on_timeout=new.logs,
+    )
+
+    # Applied by the publishing instance; the waiting one started with gpu-1 tainted.
+    cleared = taints_clear(root, "gpu-1")
+    assert cleared.returncode == 0, cleared.stderr
+    api.wait_for(lambda: published_keys(api, "gpu-1") == [], "gpu-1 untainted")
+    write_fault(old.faults, "xid", gpu="gpu-0", xid=48)  # either instance may read it
+    api.wait_for(
+        lambda: (
+            json.loads((plugin_dir(root) / "taints.json").read_text())["gpus"]
+            or new.record("XID 48") is not None
+        ),
+        "one instance to see XID 48",
+    )
+
+    assert stop_plugin(old) == 0, old.logs()
+    api.wait_for(
+        lambda: new.record("took over publishing the node's ResourceSlices") is not None,
+        "the new instance to take over",
+        on_timeout=new.logs,
+    )
+    api.wait_for(lambda: published_keys(api, "gpu-0") == [XID_KEY], "gpu-0 tainted")
+    assert published_keys(api, "gpu-1") == []
+    saved = json.loads((plugin_dir(root) / "taints.json").read_text())
+    assert list(saved["gpus"]) == ["gpu-0"]
+    assert stop_plugin(new) == 0, new.logs()
