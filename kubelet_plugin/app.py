@@ -12,7 +12,8 @@
 4. the metrics endpoint; the health monitor with the taints saved before
    (:mod:`kubelet_plugin.health.node_health`), so the first publish and health
    snapshot carry them; the gRPC servers: the kubelet may call at once;
-5. the device-plugin guard (a device plugin serving the node's GPUs makes the
+5. the claims' ``status.devices`` writer (:mod:`kubelet_plugin.claim_status`), the
+   device-plugin guard (a device plugin serving the node's GPUs makes the
    pool publish no device, :mod:`kubelet_plugin.device_plugin_guard`), the
    publisher thread (publishes the node's slices, watches them, repairs
    deletions) and the health thread (events to taints, device health stream).
@@ -65,6 +66,7 @@ from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInvento
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
+from kubelet_plugin.claim_status import ClaimStatusReporter, ClaimStatusWriter
 from kubelet_plugin.device_plugin_guard import COMPONENT as GUARD_COMPONENT
 from kubelet_plugin.device_plugin_guard import DevicePluginGuard
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
@@ -170,6 +172,7 @@ class NodeAgent:
     metrics_server: EndpointServer | None = None
     server: PluginServer | None = None
     publisher: SlicePublisher | None = None
+    status_writer: ClaimStatusWriter | None = None
     monitor: HealthMonitor | None = None
     serialize_lock: NodeFileLock | None = None
     publisher_lock: NodeFileLock | None = None
@@ -261,8 +264,15 @@ class NodeAgent:
             node_uid=node_uid,
         )
         publisher_lock = self.publisher_lock
+        # The claims' status.devices (KEP-4817), written after each prepare and health change.
+        status_writer = self.status_writer = ClaimStatusWriter(kube, settings.driver_name)
+        status_writer.start()
+        reporter = ClaimStatusReporter(
+            driver, status_writer, prepared=driver.prepared, inventory=inventory
+        )
 
         def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
+            reporter.health_changed(taints)
             if publisher_lock is None or publisher_lock.is_held:
                 publisher.publish(inventory, taints)
             else:
@@ -282,11 +292,12 @@ class NodeAgent:
         metrics.track_tainted(monitor.tainted_device_count)
         # Nothing is published or streamed before it carries the taints restored.
         publisher.set_inventory(inventory, monitor.taints())
+        reporter.health_changed(monitor.taints())
         monitor.broadcast()
 
         self.server = PluginServer(
             settings.driver_name,
-            MeteredNodeDriver(driver, metrics),
+            MeteredNodeDriver(reporter, metrics),
             registry_dir=settings.registry_dir,
             plugins_dir=settings.plugins_dir,
             health_source=broadcaster,
@@ -366,6 +377,8 @@ class NodeAgent:
         if self.server is not None:
             steps.append(("gRPC servers", self.server.stop))
         steps.append(("background threads", self._join_threads))
+        if self.status_writer is not None:
+            steps.append(("claim status writer", self.status_writer.stop))
         if self.driver is not None:
             steps.append(("driver", self.driver.close))
         if self.metrics_server is not None:

@@ -529,6 +529,22 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
     specs = _cdi_specs(cdi_dir, claim["metadata"]["uid"])
     assert specs, f"no CDI spec for claim {claim_name} in {cdi_dir}: {os.listdir(cdi_dir)}"
     _check_container_sees_the_gpu(log, specs, gpu)
+    # The plugin's word in the claim (status.devices), allowed by the chart's RBAC on the
+    # synthetic resourceclaims/driver subresource.
+    (entry,) = wait_for(
+        f"the plugin to write status.devices of claim {claim_name}",
+        lambda: read_json(resources.read_namespaced_resource_claim, claim_name, namespace)[
+            "status"
+        ].get("devices"),
+        cluster=local_cluster,
+        context=kubelet_plugin.log_tail,
+    )
+    assert (entry["driver"], entry["device"]) == (DRIVER, f"gpu-{gpu.index}")
+    assert {c["type"]: c["status"] for c in entry["conditions"]} == {
+        "Ready": "True",
+        "Healthy": "True",
+    }
+    assert entry["data"]["uuid"] == gpu.uuid
 
     core.delete_namespaced_pod("sees-gpu", namespace, grace_period_seconds=0)
     wait_for(

@@ -67,6 +67,10 @@ def _plugin_grants() -> set[tuple[str, str, str]]:
     # The toolkit's Event recorder calls the API for whoever uses it.
     if any("from agent_kit.events import" in text for text in sources):
         needed |= _grants((ROOT / "agent_kit" / "events.py").read_text())
+    # Changing a claim's status.devices also needs the synthetic resourceclaims/driver
+    # subresource, which no client call names: the API server checks it on the write.
+    if ("resource.k8s.io", "resourceclaims/status", "update") in needed:
+        needed.add(("resource.k8s.io", "resourceclaims/driver", "associated-node:update"))
     return needed
 
 
@@ -83,6 +87,16 @@ def test_the_call_scan_finds_client_methods_and_not_the_plugins_own() -> None:
         ("resource.k8s.io", "resourceslices", "watch"),
         ("resource.k8s.io", "resourceclaims/status", "update"),
     }
+
+
+def test_the_plugin_may_write_status_devices_of_its_own_driver_only() -> None:
+    (rule,) = [
+        r
+        for r in find_one(DEFAULT, "ClusterRole", PLUGIN)["rules"]
+        if "resourceclaims/driver" in r["resources"]
+    ]
+    assert rule["resourceNames"] == [DRIVER]
+    assert rule["verbs"] == ["associated-node:update"]  # not arbitrary-node: its own node only
 
 
 def test_the_plugin_is_granted_exactly_what_it_calls() -> None:
