@@ -41,6 +41,11 @@ class _ManifestReading:
       field given an unquoted ``n`` is an error there and here.
     - Each document's node graph is measured before a Python object is built from it (see
       :func:`check_bounds`): an alias bomb costs the size of its text, not of its expansion.
+    - Speed: a scalar's tag is found with one dict lookup and the regexes of its first
+      character, and a document of plain mappings, sequences and scalars is built in one
+      walk (:func:`_build_plain`); anything else (merge keys, a key that is not a string, a
+      key given twice, a tag such as ``!!timestamp`` or ``!custom``) goes through PyYAML's
+      constructor and the checks above, so the result and the errors are the same.
     """
 
     bool_values: ClassVar[dict[str, bool]] = {**SafeConstructor.bool_values, "y": True, "n": False}
@@ -78,9 +83,75 @@ class _ManifestReading:
             mapping[key] = self.construct_object(value_node, deep=deep)  # type: ignore[attr-defined]
         return mapping
 
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+        """Resolver.resolve for a loader without path resolvers or wildcard implicit resolvers
+        (this one has neither), called by the composer for every node."""
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                resolvers = self.yaml_implicit_resolvers.get(value[:1], ())  # type: ignore[attr-defined]
+                for tag, regexp in resolvers:
+                    if regexp.match(value):
+                        return str(tag)
+            return _STR
+        return _SEQUENCE if kind is yaml.SequenceNode else _MAPPING
+
     def construct_document(self, node: yaml.Node) -> Any:
         check_bounds(node)
-        return super().construct_document(node)  # type: ignore[misc]
+        try:
+            return _build_plain(node, self)
+        except _NotPlainError:
+            return super().construct_document(node)  # type: ignore[misc]
+
+
+_STR = "tag:yaml.org,2002:str"
+_SEQUENCE = "tag:yaml.org,2002:seq"
+_MAPPING = "tag:yaml.org,2002:map"
+#: Scalar tags built by the constructor's own function (its booleans include y/n).
+_PLAIN_SCALARS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float"))
+
+
+class _NotPlainError(Exception):
+    """The document has a node :func:`_build_plain` leaves to PyYAML's constructor."""
+
+
+def _build_plain(root: yaml.Node, constructor: Any) -> Any:
+    """The document as SafeConstructor and :meth:`_ManifestReading.construct_mapping` build
+    it, for documents of string-keyed mappings, sequences and null/bool/int/float/str
+    scalars; raises _NotPlainError at anything else. An alias gives the same object, as in PyYAML;
+    :func:`check_bounds` has already refused recursive aliases and bounded the depth."""
+    built: dict[int, Any] = {}
+    scalar_node, sequence_node = yaml.ScalarNode, yaml.SequenceNode
+    constructors = constructor.yaml_constructors
+
+    def build(node: yaml.Node) -> Any:
+        if node.__class__ is scalar_node:
+            tag = node.tag
+            if tag == _STR:
+                return node.value
+            if tag not in _PLAIN_SCALARS:
+                raise _NotPlainError
+            return constructors[tag](constructor, node)
+        known = built.get(id(node))
+        if known is not None:
+            return known
+        out: Any
+        if node.__class__ is sequence_node:
+            if node.tag != _SEQUENCE:
+                raise _NotPlainError
+            out = [build(item) for item in node.value]
+        else:
+            if node.tag != _MAPPING:
+                raise _NotPlainError
+            out = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key_node.__class__ is not scalar_node or key_node.tag != _STR or key in out:
+                    raise _NotPlainError
+                out[key] = build(value_node)
+        built[id(node)] = out
+        return out
+
+    return build(root)
 
 
 def _json_key(key: object) -> object:
