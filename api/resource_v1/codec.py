@@ -338,6 +338,7 @@ _UNMODELLED_FIELDS: Final[dict[type[K8sModel], frozenset[str]]] = {
 _FREE_FORM_FIELDS: Final[frozenset[tuple[type[K8sModel], str]]] = frozenset(
     {(OpaqueDeviceConfiguration, "parameters"), (AllocatedDeviceStatus, "data")}
 )
+_FREE_FORM_MODELS: Final[frozenset[type[K8sModel]]] = frozenset(m for m, _ in _FREE_FORM_FIELDS)
 
 
 def strict_errors(obj: K8sModel) -> list[FieldError]:
@@ -352,6 +353,8 @@ def strict_errors(obj: K8sModel) -> list[FieldError]:
     Opaque ``parameters`` and status ``data`` are free-form JSON and are not walked. Paths
     are JSON names (``spec.devices.requests[0].exactly.count``).
     """
+    if _strictly_clean(obj):
+        return []
     errors: list[FieldError] = []
     stack: list[tuple[object, tuple[str | int, ...]]] = [(obj, ())]
     while stack:
@@ -379,3 +382,54 @@ def strict_errors(obj: K8sModel) -> list[FieldError]:
             errors.append(FieldError(field_path(path), f"{value} is out of range for an int64"))
     errors.reverse()
     return errors
+
+
+_WALKED_FIELDS: dict[type[K8sModel], tuple[str, ...]] = {}
+"""Per model: the fields :func:`strict_errors` walks into (all but the free-form ones)."""
+
+
+def _walked_fields(model: type[K8sModel]) -> tuple[str, ...]:
+    names = _WALKED_FIELDS.get(model)
+    if names is None:
+        names = _WALKED_FIELDS[model] = tuple(
+            name for name in model.model_fields if (model, name) not in _FREE_FORM_FIELDS
+        )
+    return names
+
+
+def _strictly_clean(obj: K8sModel) -> bool:
+    """Whether :func:`strict_errors` would find nothing: the same walk without the paths
+    an error needs, so that a clean object (nearly every one) costs one quick pass."""
+    stack: list[Any] = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        kind = value.__class__
+        if kind is str or value is None:
+            continue
+        if kind is list:
+            extend(value)
+        elif kind is dict:
+            extend(value.values())
+        elif kind is int:
+            if not limits.INT64_MIN <= value <= limits.INT64_MAX:
+                return False
+        elif isinstance(value, K8sModel):
+            extra = value.__pydantic_extra__
+            if extra and not _UNMODELLED_FIELDS.get(kind, frozenset()).issuperset(extra):
+                return False
+            if kind in _FREE_FORM_MODELS:
+                extend(getattr(value, name) for name in _walked_fields(kind))
+            else:
+                extend(value.__dict__.values())  # a pydantic model's fields
+        elif isinstance(value, list):
+            extend(value)
+        elif isinstance(value, dict):
+            extend(value.values())
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not limits.INT64_MIN <= value <= limits.INT64_MAX
+        ):
+            return False
+    return True
