@@ -10,6 +10,8 @@ import argparse
 import gc
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import yaml
@@ -81,26 +83,39 @@ def run_explain(args: argparse.Namespace, inventory: Inventory, out: TextIO) -> 
     return ExitCode.OK
 
 
-def _read_inventory(args: argparse.Namespace, stdin: TextIO) -> Inventory:
-    """The input files' inventory. Python's cyclic garbage collector is paused meanwhile:
-    reading builds hundreds of thousands of objects that all stay alive, and each full
-    collection would walk all of them again (a third of the reading time on large inputs);
-    nothing read forms a cycle worth collecting before the command ends."""
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for the command. Reading builds hundreds of
+    thousands of objects that all stay alive to the end, and every full collection, which
+    the allocator's own objects trigger too, would walk all of them again (a third of the
+    command's time on large inputs); nothing made forms a cycle worth collecting before the
+    command ends."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return load_inventory(read_documents(args.filename, stdin), lenient=args.lenient)
+        yield
     finally:
         if enabled:
+            if not gc.get_freeze_count():
+                # Everything made meanwhile is still in the youngest generation: the first
+                # collection would walk it all once more. Freezing and unfreezing moves it to
+                # the oldest generation without a walk (nothing else was frozen).
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
 def run_offline(args: argparse.Namespace, *, prog: str, stdin: TextIO, out: TextIO) -> int:
     """``allocate`` or ``explain`` of the files ``args.filename``; the exit code (see
     :mod:`dra_cli.main`), each error on stderr."""
+    with _collector_paused():
+        return _run(args, prog=prog, stdin=stdin, out=out)
+
+
+def _run(args: argparse.Namespace, *, prog: str, stdin: TextIO, out: TextIO) -> int:
     inventory: Inventory | None = None
     try:
-        inventory = _read_inventory(args, stdin)
+        inventory = load_inventory(read_documents(args.filename, stdin), lenient=args.lenient)
         for warning in inventory.warnings:
             print(f"{prog}: warning: {warning}", file=sys.stderr)
         if args.command == "allocate":

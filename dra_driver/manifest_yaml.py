@@ -117,41 +117,47 @@ class _NotPlainError(Exception):
 def _build_plain(root: yaml.Node, constructor: Any) -> Any:
     """The document as SafeConstructor and :meth:`_ManifestReading.construct_mapping` build
     it, for documents of string-keyed mappings, sequences and null/bool/int/float/str
-    scalars; raises _NotPlainError at anything else. An alias gives the same object, as in PyYAML;
-    :func:`check_bounds` has already refused recursive aliases and bounded the depth."""
-    built: dict[int, Any] = {}
-    scalar_node, sequence_node = yaml.ScalarNode, yaml.SequenceNode
-    constructors = constructor.yaml_constructors
+    scalars; raises _NotPlainError at anything else. An alias gives the same object, as in
+    PyYAML; :func:`check_bounds` has already refused recursive aliases and bounded the depth."""
+    return _PlainBuilder(constructor).build(root)
 
-    def build(node: yaml.Node) -> Any:
-        if node.__class__ is scalar_node:
+
+class _PlainBuilder:
+    """One document's walk (a class, not a closure that calls itself: such a closure is a
+    reference cycle that would keep every object built alive until the collector runs)."""
+
+    def __init__(self, constructor: Any) -> None:
+        self.constructor = constructor
+        self.constructors = constructor.yaml_constructors
+        self.built: dict[int, Any] = {}
+
+    def build(self, node: yaml.Node) -> Any:
+        if node.__class__ is yaml.ScalarNode:
             tag = node.tag
             if tag == _STR:
                 return node.value
             if tag not in _PLAIN_SCALARS:
                 raise _NotPlainError
-            return constructors[tag](constructor, node)
-        known = built.get(id(node))
+            return self.constructors[tag](self.constructor, node)
+        known = self.built.get(id(node))
         if known is not None:
             return known
         out: Any
-        if node.__class__ is sequence_node:
+        if node.__class__ is yaml.SequenceNode:
             if node.tag != _SEQUENCE:
                 raise _NotPlainError
-            out = [build(item) for item in node.value]
+            out = [self.build(item) for item in node.value]
         else:
             if node.tag != _MAPPING:
                 raise _NotPlainError
             out = {}
             for key_node, value_node in node.value:
                 key = key_node.value
-                if key_node.__class__ is not scalar_node or key_node.tag != _STR or key in out:
+                if key_node.__class__ is not yaml.ScalarNode or key_node.tag != _STR or key in out:
                     raise _NotPlainError
-                out[key] = build(value_node)
-        built[id(node)] = out
+                out[key] = self.build(value_node)
+        self.built[id(node)] = out
         return out
-
-    return build(root)
 
 
 def _json_key(key: object) -> object:
@@ -269,7 +275,9 @@ def check_bounds(root: yaml.Node) -> None:
     scalar = yaml.ScalarNode
 
     def fail(message: str, node: yaml.Node) -> NoReturn:
-        raise ManifestBoundError(f"{message} (line {node.start_mark.line + 1})", _node_object(root))
+        # The object is named below: measure refers to itself (a cycle until the collector
+        # runs), and through fail it would hold the document's whole node graph.
+        raise ManifestBoundError(f"{message} (line {node.start_mark.line + 1})")
 
     def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
         key = id(node)
@@ -307,7 +315,11 @@ def check_bounds(root: yaml.Node) -> None:
 
     if isinstance(root, scalar):
         return
-    measure(root, 1)
+    try:
+        measure(root, 1)
+    except ManifestBoundError as exc:
+        exc.obj = _node_object(root)
+        raise
     items = _list_items(root)
     for position, item in enumerate(items if items is not None else [root]):
         size = measured[id(item)][0] if not isinstance(item, scalar) else len(item.value)
