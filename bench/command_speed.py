@@ -11,7 +11,9 @@ Per shape (``NODES x GPUS``), one directory of manifests as a user would write t
 (``classes.yaml``, ``nodes.yaml``, ``slices.yaml``, ``claims.yaml``): one DeviceClass,
 a Node and a ResourceSlice per node, ``--in-use`` one-GPU claims already allocated, filling
 the first nodes as first-fit does, and ``--pending`` one-GPU claims to allocate together, as
-for one pod. Timed as whole processes, interleaved run by run, median (and min, max) in ms:
+for one pod. Timed as whole processes, interleaved run by run: median, min and max
+wall-clock ms, and median CPU ms (user + system, every thread; less sensitive to other load
+on the machine):
 
 - ``dra-driver allocate -f DIR`` (the console script of the virtual environment);
 - ``bench/goalloc/goalloc -f DIR``: the kube-scheduler's allocator
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -133,10 +136,17 @@ def write_shape(directory: Path, nodes: int, gpus: int, in_use: int, pending: in
             yaml.dump_all(documents, stream, Dumper=dumper, sort_keys=False)
 
 
-def _timed(argv: Sequence[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    start = time.perf_counter()
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(argv: Sequence[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Wall and CPU (user + system, every thread) milliseconds of one run, and the run."""
+    cpu, start = _children_cpu_s(), time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return (time.perf_counter() - start) * 1000, done
+    wall = (time.perf_counter() - start) * 1000
+    return wall, (_children_cpu_s() - cpu) * 1000, done
 
 
 def _node_of_dra_driver(done: subprocess.CompletedProcess[str]) -> str:
@@ -154,11 +164,13 @@ def _node_of_goalloc(done: subprocess.CompletedProcess[str]) -> str:
     return str(json.loads(done.stdout)["node"])
 
 
-def _figures(samples: list[float]) -> dict[str, float]:
+def _figures(samples: list[tuple[float, float]]) -> dict[str, float]:
+    wall = [w for w, _ in samples]
     return {
-        "median_ms": round(statistics.median(samples), 1),
-        "min_ms": round(min(samples), 1),
-        "max_ms": round(max(samples), 1),
+        "median_ms": round(statistics.median(wall), 1),
+        "min_ms": round(min(wall), 1),
+        "max_ms": round(max(wall), 1),
+        "cpu_median_ms": round(statistics.median(c for _, c in samples), 1),
     }
 
 
@@ -170,13 +182,13 @@ def measure_shape(shape: str, runs: int, in_use: int, pending: int, go: bool) ->
         commands = {"dra-driver allocate": [str(BIN / "dra-driver"), "allocate", "-f", tmp]}
         if go:
             commands["goalloc"] = [str(GOALLOC), "-f", tmp]
-        samples: dict[str, list[float]] = {name: [] for name in commands}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         chosen: dict[str, set[str]] = {name: set() for name in commands}
         go_phases: list[dict[str, float]] = []
         for _ in range(runs):
             for name, argv in commands.items():
-                elapsed, done = _timed(argv)
-                samples[name].append(elapsed)
+                wall, cpu, done = _timed(argv)
+                samples[name].append((wall, cpu))
                 if name == "goalloc":
                     chosen[name].add(_node_of_goalloc(done))
                     go_phases.append(json.loads(done.stdout))
@@ -197,8 +209,10 @@ def measure_shape(shape: str, runs: int, in_use: int, pending: int, go: bool) ->
             phase: round(statistics.median(p[phase] for p in go_phases), 1)
             for phase in ("read_ms", "build_ms", "allocate_ms")
         }
-        result["ratio dra-driver/goalloc"] = round(
-            result["dra-driver allocate"]["median_ms"] / result["goalloc"]["median_ms"], 2
+        ours, theirs = result["dra-driver allocate"], result["goalloc"]
+        result["ratio dra-driver/goalloc"] = round(ours["median_ms"] / theirs["median_ms"], 2)
+        result["ratio dra-driver/goalloc cpu"] = round(
+            ours["cpu_median_ms"] / theirs["cpu_median_ms"], 2
         )
     return result
 
@@ -210,13 +224,13 @@ def measure_start(runs: int) -> dict[str, Any]:
         "dra-driver --help": [str(BIN / "dra-driver"), "--help"],
         "kubectl-dra --help": [str(BIN / "kubectl-dra"), "--help"],
     }
-    samples: dict[str, list[float]] = {name: [] for name in commands}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
-            elapsed, done = _timed(argv)
+            wall, cpu, done = _timed(argv)
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr}")
-            samples[name].append(elapsed)
+            samples[name].append((wall, cpu))
     result: dict[str, Any] = {name: _figures(values) for name, values in samples.items()}
     bare = result["python -c pass"]["median_ms"]
     result["ratios to python -c pass"] = {
