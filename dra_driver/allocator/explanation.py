@@ -164,7 +164,12 @@ class Explanation:
                 continue
             report = closest.claims[index]
             short = [r.summary() for group in report.groups for r in group if r.shortfall]
-            if report.shortfall == 0:
+            if report.shortfall == 0 and closest.dead_end:
+                reasons[claim] = (
+                    f"{prefix}: each request has enough eligible devices there, but not "
+                    f"all together: {closest.dead_end}"
+                )
+            elif report.shortfall == 0:
                 reasons[claim] = (
                     f"{prefix}: each request has enough eligible devices there, but not "
                     "all together (constraints, or other requests and claims compete for them)"
@@ -214,6 +219,8 @@ class Explanation:
             notes.append(f"{node}: {verdict}")
             if report.error:
                 notes.append(f"{node}: error: {report.error}")
+            if report.dead_end:
+                notes.append(f"{node}: not all together: {report.dead_end}")
             for pool in report.incomplete_pools:
                 notes.append(f"{node}: pool {pool} is being updated (incomplete), not used")
             for pool, why in report.invalid_pools.items():
@@ -315,8 +322,11 @@ def explain_node(
             groups.append(alternatives)
         claims.append(ClaimReport(claim.label, requests, groups))
     error: str | None = None
+    search = NodeSearch(snapshot, view, plans, timeout=timeout)
     try:
-        allocatable = bool(NodeSearch(snapshot, view, plans, timeout=timeout).run())
+        allocatable = bool(search.run())
+        if not allocatable:
+            search.find_dead_end()
     except (CelEvaluationError, SearchAbortedError) as err:
         allocatable = False
         error = str(err)
@@ -324,6 +334,7 @@ def explain_node(
         node=name,
         allocatable=allocatable,
         error=error,
+        dead_end=search.dead_end,
         incomplete_pools=[p.label for p in view.pools if p.incomplete],
         invalid_pools={p.label: p.invalid for p in view.pools if p.invalid is not None},
         claims=claims,

@@ -125,6 +125,10 @@ class DeviceMatcher:
             return flight is not None and ci in flight
         return bool(flight) or self.snapshot.in_use(device.id)
 
+    def taken(self, device_id: str) -> bool:
+        """Whether this search has picked the (exclusive) device for some claim."""
+        return bool(self._allocating.get(device_id))
+
     def selectable(self, plan: RequestPlan, device: InventoryDevice) -> bool:
         """§5.3-§5.4: class and request selectors, then per-device node selection."""
         for selector in plan.device_class.selectors:

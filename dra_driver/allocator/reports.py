@@ -144,6 +144,9 @@ class NodeReport:
     claims: list[ClaimReport]
     #: Why the node is no candidate at all (a device plugin serves the pod there), or None.
     excluded: str | None = None
+    #: Which requests cannot be met together there, when a necessary condition of the
+    #: search said so (:mod:`dra_driver.allocator.necessary`), or None.
+    dead_end: str | None = None
 
     @property
     def shortfall(self) -> int:
@@ -156,6 +159,7 @@ class NodeReport:
             "shortfall": self.shortfall,
             "error": self.error,
             "excluded": self.excluded,
+            "together": self.dead_end,
             "incompletePools": self.incomplete_pools,
             "invalidPools": self.invalid_pools,
             "claims": [

@@ -18,7 +18,13 @@ declared infeasible for lack of budget). Candidate order may be changed per
 request by the policy (``order``); every order yields valid solutions.
 
 The search is exhaustive and can take exponential time on adversarial input
-(many devices, a constraint no combination meets). Like the scheduler's
+(many devices, a constraint no combination meets). So once a search has run
+:data:`DEAD_END_CHECK_STEPS` steps without a solution, it checks the cheap necessary
+conditions of :mod:`.necessary` (requests that want more matching devices than the
+node has, alone or together; a ``matchAttribute`` no value can meet): a node failing
+one has no solution, and the search ends there, saying why (:attr:`NodeSearch.dead_end`).
+From then on a request is not started when fewer of its candidates are left free than it
+needs. Easy inputs never pay for the check. Like the scheduler's
 filter timeout (``DRASchedulerFilterTimeout``, 10 s), ``timeout`` bounds one
 node's search; running out aborts the allocation ("filter operation aborted").
 """
@@ -33,6 +39,7 @@ from typing import Final
 from api import limits
 from dra_driver.allocator.inventory import InventoryDevice
 from dra_driver.allocator.matching import DeviceMatcher, Pick, SearchAbortedError
+from dra_driver.allocator.necessary import Candidates, dead_end
 from dra_driver.allocator.pools import NodeView
 from dra_driver.allocator.requests import ClaimPlan, RequestPlan
 from dra_driver.allocator.snapshot import Snapshot
@@ -43,6 +50,13 @@ _LIMIT: Final = 2  # the claim would get more than 32 devices: backtrack harder
 
 #: The clock is read every 1024 search steps (a mask on the step count).
 _CLOCK_EVERY: Final = 1023
+#: Steps without a solution after which the necessary conditions are checked.
+DEAD_END_CHECK_STEPS: Final = _CLOCK_EVERY + 1
+
+
+class _DeadEndError(Exception):
+    """The node cannot fit the claims (a necessary condition fails): stop searching."""
+
 
 #: A candidate order for one request: the node's candidates, rearranged.
 CandidateOrder = Callable[[RequestPlan, Sequence[InventoryDevice]], Sequence[InventoryDevice]]
@@ -89,6 +103,10 @@ class NodeSearch:
         self._num: dict[int, int] = {}
         self._all: dict[int, list[InventoryDevice]] = {}
         self._candidates: dict[int, Sequence[InventoryDevice]] = {}
+        #: Why the node cannot fit the claims, when a necessary condition said so.
+        self.dead_end: str | None = None
+        self._checked = False
+        self._free: Candidates | None = None
 
     # -- entry point ------------------------------------------------------------------
 
@@ -101,7 +119,10 @@ class NodeSearch:
         if self.timeout is not None:
             self._deadline = time.monotonic() + self.timeout
         self._prepare()
-        self._one(0, 0, 0, 0, False, 0)
+        try:
+            self._one(0, 0, 0, 0, False, 0)
+        except _DeadEndError:
+            return []
         return self.solutions
 
     def _prepare(self) -> None:
@@ -165,8 +186,11 @@ class NodeSearch:
         self.steps += 1
         if self.step_budget is not None and self.solutions and self.steps > self.step_budget:
             return _SUCCESS  # enough looking: unwind with what was found
-        if not self.steps & _CLOCK_EVERY and self._deadline is not None:
-            self._check_deadline(ci)
+        if not self.steps & _CLOCK_EVERY:
+            if not self._checked and not self.solutions:
+                self._check_dead_end()
+            if self._deadline is not None:
+                self._check_deadline(ci)
         if ci >= len(self.claims):
             return self._complete()
         claim = self.claims[ci]
@@ -199,6 +223,8 @@ class NodeSearch:
         matcher = self.matcher  # a local: the loop below asks it per candidate device
         if len(matcher.picks[ci]) + num - di > limits.ALLOCATION_RESULTS_MAX:
             return _LIMIT
+        if di == 0 and self._free is not None and not self._enough_left(plan, num):
+            return _FAIL
         if plan.all_devices:
             device = self._all[key][di]
             if matcher.in_use(ci, plan, device):
@@ -228,6 +254,37 @@ class NodeSearch:
             if result == _LIMIT:
                 return _LIMIT
         return _FAIL
+
+    def find_dead_end(self) -> str | None:
+        """After a search without solutions: which necessary condition fails, if one does
+        (the search checks them itself only once it has run long; explain asks always)."""
+        if self.dead_end is None and not self.solutions:
+            self.dead_end, _ = dead_end(self.matcher, self.claims, self.view.candidates)
+        return self.dead_end
+
+    def _check_dead_end(self) -> None:
+        """The necessary conditions, once (see the module docstring)."""
+        self._checked = True
+        reason, self._free = dead_end(self.matcher, self.claims, self.view.candidates)
+        if reason is not None:
+            self.dead_end = reason
+            raise _DeadEndError
+
+    def _enough_left(self, plan: RequestPlan, num: int) -> bool:
+        """Whether at least ``num`` of a plain request's candidates are not yet taken by
+        this search (an admin-access request, or one not known, is not judged)."""
+        assert self._free is not None
+        devices = self._free.get(id(plan))
+        if devices is None or plan.admin_access:
+            return True
+        taken = self.matcher.taken
+        left = 0
+        for device in devices:
+            if device.multi or not taken(device.id):
+                left += 1
+                if left >= num:
+                    return True
+        return False
 
     def _check_deadline(self, ci: int) -> None:
         if self._deadline is None or time.monotonic() <= self._deadline:

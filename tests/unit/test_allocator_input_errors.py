@@ -97,16 +97,30 @@ def test_unknown_policy_is_invalid() -> None:
 
 
 def test_a_search_that_runs_out_of_time_is_aborted() -> None:
-    # 40 devices on alternating NUMA nodes, two of them without the attribute:
-    # 19 per NUMA node, 20 wanted on one. No combination works, and proving it
-    # exhaustively takes millions of steps.
+    # 38 devices, two of each of 19 slot values, 20 wanted with distinct slots: no
+    # combination works, no cheap condition says so (distinctAttribute is left to the
+    # search), and proving it exhaustively takes millions of steps.
+    devices = [device(f"gpu-{i}", attributes={"slot": i % 19}) for i in range(38)]
+    snap = Snapshot.build(slices=[resource_slice("s", devices)], classes=[device_class()])
+    pending = claim("c", exact(count=20), constraints=[{"distinctAttribute": f"{DRIVER}/slot"}])
+    with pytest.raises(UnsatisfiableError) as info:
+        allocate(snap, [pending], timeout=0.05)
+    assert "filter operation aborted" in info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+
+
+def test_a_constraint_no_value_can_meet_ends_the_search_with_the_reason() -> None:
+    # 40 devices on alternating NUMA nodes, two of them without the attribute: 19 per NUMA
+    # node, 20 wanted on one. Exhaustive search would take millions of steps; the
+    # constraint's necessary condition ends it, without a timeout, and says why.
     devices = [device(f"gpu-{i}", attributes={"numa": i % 2}) for i in range(40)]
     devices[38], devices[39] = device("gpu-38"), device("gpu-39")
     snap = Snapshot.build(slices=[resource_slice("s", devices)], classes=[device_class()])
     pending = claim("c", exact(count=20), constraints=[{"matchAttribute": f"{DRIVER}/numa"}])
     with pytest.raises(UnsatisfiableError) as info:
-        allocate(snap, [pending], timeout=0.05)
-    assert "filter operation aborted" in info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+        allocate(snap, [pending], timeout=None)
+    reason = info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+    assert "filter operation aborted" not in reason
+    assert f"no value of {DRIVER}/numa (matchAttribute over gpu)" in reason, reason
 
 
 def test_per_device_node_selector_is_checked_when_the_snapshot_is_built() -> None:
