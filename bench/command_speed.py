@@ -174,12 +174,23 @@ def _figures(samples: list[tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def measure_shape(shape: str, runs: int, in_use: int, pending: int, go: bool) -> dict[str, Any]:
+def _baseline_cli(tree: Path) -> list[str]:
+    """``dra-driver`` of another source tree (a checkout of an earlier commit), run by this
+    interpreter with that tree first on sys.path."""
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from dra_cli.main import main; "
+    return [sys.executable, "-c", code + "sys.exit(main())"]
+
+
+def measure_shape(
+    shape: str, runs: int, in_use: int, pending: int, *, go: bool, baseline: Path | None
+) -> dict[str, Any]:
     nodes, gpus = (int(part) for part in shape.split("x"))
     with tempfile.TemporaryDirectory(prefix="dra-command-speed-") as tmp:
         directory = Path(tmp)
         write_shape(directory, nodes, gpus, in_use, pending)
         commands = {"dra-driver allocate": [str(BIN / "dra-driver"), "allocate", "-f", tmp]}
+        if baseline is not None:
+            commands["baseline allocate"] = [*_baseline_cli(baseline), "allocate", "-f", tmp]
         if go:
             commands["goalloc"] = [str(GOALLOC), "-f", tmp]
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -210,6 +221,10 @@ def measure_shape(shape: str, runs: int, in_use: int, pending: int, go: bool) ->
             for phase in ("read_ms", "build_ms", "allocate_ms")
         }
         ours, theirs = result["dra-driver allocate"], result["goalloc"]
+        if baseline is not None:
+            result["ratio baseline/goalloc"] = round(
+                result["baseline allocate"]["median_ms"] / theirs["median_ms"], 2
+            )
         result["ratio dra-driver/goalloc"] = round(ours["median_ms"] / theirs["median_ms"], 2)
         result["ratio dra-driver/goalloc cpu"] = round(
             ours["cpu_median_ms"] / theirs["cpu_median_ms"], 2
@@ -217,13 +232,15 @@ def measure_shape(shape: str, runs: int, in_use: int, pending: int, go: bool) ->
     return result
 
 
-def measure_start(runs: int) -> dict[str, Any]:
+def measure_start(runs: int, baseline: Path | None) -> dict[str, Any]:
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "dra-driver --version": [str(BIN / "dra-driver"), "--version"],
         "dra-driver --help": [str(BIN / "dra-driver"), "--help"],
         "kubectl-dra --help": [str(BIN / "kubectl-dra"), "--help"],
     }
+    if baseline is not None:
+        commands["baseline --version"] = [*_baseline_cli(baseline), "--version"]
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
@@ -252,6 +269,11 @@ def main() -> None:
     parser.add_argument("--start-runs", type=int, default=15)
     parser.add_argument("--in-use", type=int, default=1000)
     parser.add_argument("--pending", type=int, default=10)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also time dra-driver of this source tree (e.g. git archive of an earlier commit)",
+    )
     args = parser.parse_args()
     go = GOALLOC.exists()
     if not go:
@@ -260,9 +282,11 @@ def main() -> None:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "load_before": _load(),
-        "start": measure_start(args.start_runs),
+        "start": measure_start(args.start_runs, args.baseline),
         "allocate": [
-            measure_shape(shape, args.runs, args.in_use, args.pending, go)
+            measure_shape(
+                shape, args.runs, args.in_use, args.pending, go=go, baseline=args.baseline
+            )
             for shape in args.shape or ["500x10", "100x128"]
         ],
     }
