@@ -13,7 +13,7 @@ a Node and a ResourceSlice per node, ``--in-use`` one-GPU claims already allocat
 the first nodes as first-fit does, and ``--pending`` one-GPU claims to allocate together, as
 for one pod. Timed as whole processes, interleaved run by run: median, min and max
 wall-clock ms, and median CPU ms (user + system, every thread; less sensitive to other load
-on the machine):
+on the machine), after one uncounted round that warms the caches:
 
 - ``dra-driver allocate -f DIR`` (the console script of the virtual environment);
 - ``bench/goalloc/goalloc -f DIR``: the kube-scheduler's allocator
@@ -141,10 +141,16 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: The commands run as installed: Python may read and write its bytecode caches (an
+#: installed package has them; with PYTHONDONTWRITEBYTECODE and none, every run compiles
+#: the driver's sources again, about 90 ms here).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _timed(argv: Sequence[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Wall and CPU (user + system, every thread) milliseconds of one run, and the run."""
     cpu, start = _children_cpu_s(), time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=CHILD_ENV)
     wall = (time.perf_counter() - start) * 1000
     return wall, (_children_cpu_s() - cpu) * 1000, done
 
@@ -196,13 +202,15 @@ def measure_shape(
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         chosen: dict[str, set[str]] = {name: set() for name in commands}
         go_phases: list[dict[str, float]] = []
-        for _ in range(runs):
+        for round_ in range(runs + 1):  # round 0 warms caches and is not counted
             for name, argv in commands.items():
                 wall, cpu, done = _timed(argv)
-                samples[name].append((wall, cpu))
+                if round_:
+                    samples[name].append((wall, cpu))
                 if name == "goalloc":
                     chosen[name].add(_node_of_goalloc(done))
-                    go_phases.append(json.loads(done.stdout))
+                    if round_:
+                        go_phases.append(json.loads(done.stdout))
                 else:
                     chosen[name].add(_node_of_dra_driver(done))
         nodes_chosen = set().union(*chosen.values())
@@ -242,12 +250,13 @@ def measure_start(runs: int, baseline: Path | None) -> dict[str, Any]:
     if baseline is not None:
         commands["baseline --version"] = [*_baseline_cli(baseline), "--version"]
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for _ in range(runs):
+    for round_ in range(runs + 1):  # round 0 warms caches and is not counted
         for name, argv in commands.items():
             wall, cpu, done = _timed(argv)
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr}")
-            samples[name].append((wall, cpu))
+            if round_:
+                samples[name].append((wall, cpu))
     result: dict[str, Any] = {name: _figures(values) for name, values in samples.items()}
     bare = result["python -c pass"]["median_ms"]
     result["ratios to python -c pass"] = {
