@@ -39,7 +39,6 @@ import argparse
 import functools
 import json
 import logging
-import os
 import signal
 import ssl
 import sys
@@ -59,6 +58,7 @@ from agent_kit.kube import (
     Reflector,
     Resource,
     call_with_retries,
+    default_kubeconfig,
     load_api_client,
 )
 from agent_kit.logs import configure_logging
@@ -422,13 +422,6 @@ def explain_claim(
     return explain(snapshot, [target], node=node)
 
 
-def _default_kubeconfig() -> str | None:
-    for candidate in (os.environ.get("KUBECONFIG"), os.path.expanduser("~/.kube/config")):
-        if candidate and os.path.exists(candidate.split(os.pathsep)[0]):
-            return candidate.split(os.pathsep)[0]
-    return None
-
-
 def run_explain_claim(
     target: Sequence[str],
     *,
@@ -454,7 +447,7 @@ def run_explain_claim(
     namespace, name = target[1].split("/")
     try:
         if client is None:
-            client = KubernetesClient(load_api_client(kubeconfig or _default_kubeconfig()))
+            client = KubernetesClient(load_api_client(kubeconfig or default_kubeconfig()))
         explanation = explain_claim(client, namespace, name, node=node)
     except ApiError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

@@ -11,6 +11,8 @@ Offline tools (no cluster needed):
     Say, per node and request, why the pending claims do or do not fit.
 ``dra-driver explain claim NAMESPACE/NAME [--node NODE] [-o table|json]``
     The same for one claim of the live cluster (KUBECONFIG).
+``dra-driver gpus [--free] [--node NODE] [-l SELECTOR] [--context NAME | --all-contexts] [-o ...]``
+    Every GPU of the driver in live clusters and who holds it (:mod:`dra_cli.gpus`).
 
 Components: ``kubelet-plugin`` (the node agent) and ``controller`` (the cluster
 agent: placement of gated pods' claims, Events, cluster pools, DeviceClasses).
@@ -156,6 +158,12 @@ def _migrate_arguments(sub: argparse.ArgumentParser) -> None:
     add_migrate_arguments(sub)
 
 
+def _gpus_arguments(sub: argparse.ArgumentParser) -> None:
+    from dra_cli.gpus import add_gpus_arguments
+
+    add_gpus_arguments(sub)
+
+
 def _kubelet_plugin_arguments(sub: argparse.ArgumentParser) -> None:
     from dra_cli.node_agent import add_kubelet_plugin_arguments
 
@@ -205,6 +213,13 @@ _COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]]
         "Read device-plugin config files and print the chart values, the "
         "DeviceClasses that keep its resource names working and each workload's two forms.",
         _migrate_arguments,
+    ),
+    "gpus": (
+        "every GPU of the driver in live clusters, who holds it, what is free",
+        "One table of every GPU the driver publishes (node, product, memory, sharing, "
+        "health) and the claims and pods holding it, with totals per node and product; "
+        "several clusters with --context or --all-contexts.",
+        _gpus_arguments,
     ),
     "kubelet-plugin": (
         "run the node agent: kubelet registration, prepare/unprepare, ResourceSlices",
@@ -277,6 +292,10 @@ def main(
         from dra_cli.migrate import run_migrate
 
         return run_migrate(args, out, prog=prog, stdin=stdin)
+    if args.command == "gpus":
+        from dra_cli.gpus import run_gpus
+
+        return run_gpus(args, out=out, prog=prog)
     if args.command == "kubelet-plugin":
         from dra_cli.node_agent import run_kubelet_plugin
 

@@ -17,6 +17,8 @@ from agent_kit.kube.client import (
     WatchEvent,
     WatchEventType,
     api_errors,
+    default_kubeconfig,
+    kubeconfig_contexts,
     load_api_client,
 )
 from agent_kit.kube.errors import (
@@ -54,6 +56,8 @@ __all__ = [
     "api_error",
     "api_errors",
     "call_with_retries",
+    "default_kubeconfig",
+    "kubeconfig_contexts",
     "load_api_client",
     "retry_on_conflict",
     "retry_until_stopped",

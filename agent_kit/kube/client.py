@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -182,17 +183,24 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
 CONNECTION_POOL_SIZE: Final = 64
 
 
-def load_api_client(kubeconfig: str | None, *, pool_size: int = CONNECTION_POOL_SIZE) -> Any:
-    """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig`` (its current
-    context), or, when None or empty, from the in-cluster service account.
+def load_api_client(
+    kubeconfig: str | None,
+    *,
+    pool_size: int = CONNECTION_POOL_SIZE,
+    context: str | None = None,
+) -> Any:
+    """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig`` (its ``context``,
+    default its current one), or, when None or empty, from the in-cluster service account.
 
-    Raises KubeConfigError when neither works (a missing or unusable file, not in a pod);
-    the caller says where it looked.
+    Raises KubeConfigError when neither works (a missing or unusable file, an unknown
+    context, not in a pod); the caller says where it looked.
     """
     configuration = k8s_client.Configuration()
     try:
         if kubeconfig:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            k8s_config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
         else:
             k8s_config.load_incluster_config(client_configuration=configuration)
     except Exception as err:
@@ -200,6 +208,28 @@ def load_api_client(kubeconfig: str | None, *, pool_size: int = CONNECTION_POOL_
         raise KubeConfigError(str(err) or type(err).__name__) from None
     configuration.connection_pool_maxsize = pool_size
     return k8s_client.ApiClient(configuration)
+
+
+def default_kubeconfig() -> str | None:
+    """The kubeconfig kubectl would read: the first file of ``KUBECONFIG``, else
+    ``~/.kube/config``; None when neither exists (then: the in-cluster configuration)."""
+    for candidate in (os.environ.get("KUBECONFIG"), os.path.expanduser("~/.kube/config")):
+        if candidate and os.path.exists(candidate.split(os.pathsep)[0]):
+            return candidate.split(os.pathsep)[0]
+    return None
+
+
+def kubeconfig_contexts(kubeconfig: str) -> tuple[list[str], str | None]:
+    """The context names of a kubeconfig file and its current context.
+
+    Raises KubeConfigError for a missing or unusable file.
+    """
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception as err:
+        raise KubeConfigError(str(err) or type(err).__name__) from None
+    names = [str(c["name"]) for c in contexts or []]
+    return names, (str(current["name"]) if current else None)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,163 @@
+"""``dra-driver gpus`` / ``kubectl dra gpus``: every GPU of the driver and who holds it.
+
+Against live clusters (what the rows say: :mod:`dra_driver.gpu_view`). Per cluster, one
+list per resource and no per-object call: the driver's ResourceSlices (field selector
+``spec.driver``), every ResourceClaim, and, with ``--selector``, the matching Nodes.
+
+Clusters: the kubeconfig's current context (``--kubeconfig``, else ``KUBECONFIG``, else
+``~/.kube/config``, else the in-cluster configuration); ``--context NAME`` (repeatable)
+or ``--all-contexts`` shows several, with a CLUSTER column and per-cluster totals, and a
+cluster that cannot be read is one error row (exit 1 only when none could be read).
+
+Exit codes: 0 shown; 1 no cluster could be read; 2 invalid flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from api.errors import ExitCode
+
+__all__ = ["add_gpus_arguments", "read_cluster", "run_gpus"]
+
+DEFAULT_DRIVER = "gpu.dra-driver.io"
+
+
+def add_gpus_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
+    sub.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        help="kubeconfig context to show (repeatable; default: the current one)",
+    )
+    sub.add_argument("--all-contexts", action="store_true", help="every context of the kubeconfig")
+    sub.add_argument(
+        "--driver-name",
+        default=os.environ.get("DRA_DRIVER_NAME", DEFAULT_DRIVER),
+        help=f"the driver's name (env DRA_DRIVER_NAME; default {DEFAULT_DRIVER})",
+    )
+    sub.add_argument("--free", action="store_true", help="only GPUs nobody holds any part of")
+    sub.add_argument("--node", action="append", default=[], help="only this node (repeatable)")
+    sub.add_argument(
+        "-l",
+        "--selector",
+        help="only nodes matching this label selector (as kubectl's, e.g. gpu=h100,zone!=b)",
+    )
+    sub.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json", "yaml"),
+        default="table",
+        help="table (default), wide (UUID, PCI bus ID, NUMA node), json or yaml",
+    )
+
+
+def read_cluster(
+    client: Any, driver_name: str, selector: str | None
+) -> tuple[list[Any], list[Any], set[str] | None]:
+    """The driver's slices, every claim and (with ``selector``) the selected node names of
+    one cluster; ``client`` is an :class:`agent_kit.kube.ClusterClient`. Objects that do
+    not decode are skipped (the API server accepted them; this view is read-only)."""
+    from pydantic import ValidationError
+
+    from api.resource_v1 import ResourceClaim, ResourceSlice
+
+    def decoded(model: Any, items: Sequence[Any]) -> list[Any]:
+        found = []
+        for raw in items:
+            try:
+                found.append(model.model_validate(raw))
+            except ValidationError:
+                continue
+        return found
+
+    slices = client.list("resourceslices", field_selector=f"spec.driver={driver_name}")
+    claims = client.list("resourceclaims")
+    nodes: set[str] | None = None
+    if selector:
+        listed = client.list("nodes", label_selector=selector)
+        nodes = {str((n.get("metadata") or {}).get("name")) for n in listed.items}
+    return decoded(ResourceSlice, slices.items), decoded(ResourceClaim, claims.items), nodes
+
+
+def _clusters(args: argparse.Namespace) -> tuple[str | None, list[str | None]]:
+    from agent_kit.kube import default_kubeconfig, kubeconfig_contexts
+
+    kubeconfig = args.kubeconfig or default_kubeconfig()
+    if args.all_contexts:
+        if kubeconfig is None:
+            raise ValueError("--all-contexts needs a kubeconfig (--kubeconfig or KUBECONFIG)")
+        names, _ = kubeconfig_contexts(kubeconfig)
+        return kubeconfig, list(names)
+    return kubeconfig, list(args.context) or [None]
+
+
+def run_gpus(
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    prog: str = "dra-driver",
+    clients: dict[str | None, Any] | None = None,
+) -> int:
+    """Print the GPUs of the chosen clusters; ``clients`` (tests) maps a context (None:
+    the current one) to a ready ClusterClient instead of loading the kubeconfig."""
+    from agent_kit.kube import (
+        ApiError,
+        KubeConfigError,
+        KubernetesClient,
+        load_api_client,
+    )
+    from dra_driver.gpu_view import GpuRow, gpu_rows, render_table, rows_json
+
+    out = out or sys.stdout
+    try:
+        kubeconfig, contexts = (None, list(clients)) if clients else _clusters(args)
+    except (ValueError, KubeConfigError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return ExitCode.INVALID
+    several = len(contexts) > 1 or args.all_contexts
+    rows: list[GpuRow] = []
+    errors: dict[str, str] = {}
+    for context in contexts:
+        label = context or "(current)"
+        try:
+            if clients is not None:
+                client = clients[context]
+            else:
+                client = KubernetesClient(load_api_client(kubeconfig, context=context))
+            slices, claims, nodes = read_cluster(client, args.driver_name, args.selector)
+        except (ApiError, KubeConfigError) as err:
+            errors[label] = str(err)
+            continue
+        found = gpu_rows(
+            slices, claims, driver_name=args.driver_name, cluster=label if several else ""
+        )
+        rows.extend(
+            r
+            for r in found
+            if (nodes is None or r.node in nodes)
+            and (not args.node or r.node in args.node)
+            and (r.free or not args.free)
+        )
+    if errors and not several:
+        (error,) = errors.values()
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return ExitCode.FAILED
+    if args.output in ("json", "yaml"):
+        document = rows_json(rows, errors)
+        if args.output == "json":
+            json.dump(document, out, indent=2)
+            out.write("\n")
+        else:
+            import yaml
+
+            yaml.safe_dump(document, out, sort_keys=False)
+    else:
+        out.write(render_table(rows, wide=args.output == "wide", errors=errors))
+    return ExitCode.FAILED if errors and len(errors) == len(contexts) else ExitCode.OK
