@@ -85,15 +85,31 @@ class _ManifestReading:
 
     def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
         """Resolver.resolve for a loader without path resolvers or wildcard implicit resolvers
-        (this one has neither), called by the composer for every node."""
-        if kind is yaml.ScalarNode:
-            if implicit[0]:
+        (this one has neither), called by the composer for every node. A plain scalar's tag
+        depends on its text only: remembered for the texts seen (names, types and numbers
+        repeat from device to device), up to a bound."""
+        if kind is _SCALAR_NODE:
+            if not implicit[0]:
+                return _STR
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = _STR
                 resolvers = self.yaml_implicit_resolvers.get(value[:1], ())  # type: ignore[attr-defined]
-                for tag, regexp in resolvers:
+                for candidate, regexp in resolvers:
                     if regexp.match(value):
-                        return str(tag)
-            return _STR
+                        tag = str(candidate)
+                        break
+                if len(_PLAIN_TAGS) < _PLAIN_TAGS_BOUND:
+                    _PLAIN_TAGS[value] = tag
+            return tag
         return _SEQUENCE if kind is yaml.SequenceNode else _MAPPING
+
+    # No path resolvers either: nothing to track as the composer enters and leaves each node.
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
 
     def construct_document(self, node: yaml.Node) -> Any:
         check_bounds(node)
@@ -103,6 +119,10 @@ class _ManifestReading:
             return super().construct_document(node)  # type: ignore[misc]
 
 
+_SCALAR_NODE = yaml.ScalarNode
+_PLAIN_TAGS: dict[str, str] = {}
+"""Plain scalar text to its tag, as ManifestLoader's implicit resolvers give it."""
+_PLAIN_TAGS_BOUND = 1 << 16
 _STR = "tag:yaml.org,2002:str"
 _SEQUENCE = "tag:yaml.org,2002:seq"
 _MAPPING = "tag:yaml.org,2002:map"
