@@ -1,5 +1,8 @@
 """deploy/examples on a real cluster: every feature folder applied as is, its promise checked.
 
+One module on purpose (about 500 lines): one module-scoped set-up applies every folder
+together; a second module would build the fleet and place everything again.
+
 Each folder's YAML is applied server-side, as ``kubectl apply --server-side -n NS -f
 FOLDER`` would, into a namespace of its own; the only rewrite is a toleration
 added to every Pod. The GPUs are those of fake nodes: Node objects without a

@@ -1,5 +1,8 @@
 """The bad-input catalogue: malformed manifests through ``allocate`` and ``explain``.
 
+One module on purpose (about 600 lines): the catalogue is one table of cases, read top to
+bottom, and one check that runs each through both commands.
+
 Each case is one input file that ``kubectl apply`` or the API server would refuse, changed
 from a valid class, slice and claim in one place. Both tools, each a child process, must
 exit 2 with a message naming the file, the object and the field (or, for a document that
