@@ -25,9 +25,12 @@ the UUID it had: an entry whose GPU now has another UUID belongs to a GPU that
 is gone. ``lastEvent`` starts the recovery window again after a restart;
 ``cause`` is the health event that raised (or last changed) the taint, or
 ``state-unreadable`` for the taint that stands in for a file that could not be
-read. ``bootId`` is the boot the file was written in.
+read. ``bootId`` is the boot the file was written in. ``awaitingReboot`` (optional,
+written only when true) marks a GPU whose taints wait for a reboot.
 
-Compatibility: version 1 is the first. A file of another version is not read
+Compatibility: version 1 is the first; ``awaitingReboot`` was added to it as an
+optional field (a file without it reads as before, and a file with it is written
+only while a GPU waits for a reboot). A file of another version is not read
 (see :class:`TaintStateError`); the plugin keeps its GPUs tainted rather than
 guess.
 """
@@ -115,6 +118,10 @@ class GpuTaints(_StateModel):
     last_event: str | None = None
     """The latest event on the GPU (RFC 3339); the recovery window runs from it."""
     lost: bool = False
+    awaiting_reboot: bool | None = None
+    """True: NVML asked for a reboot (or the fault needs one and the driver reports no
+    recovery action); the taints stay until the boot ID changes. Left out when not
+    (so a file without it, and a plugin that does not know it, read the same)."""
     taints: tuple[PersistedTaint, ...] = ()
 
 

@@ -62,7 +62,12 @@ from agent_kit.metrics_server import EndpointServer
 from api.errors import DiscoveryError, DraDriverError, ExitCode, InvalidInputError
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
-from dra_driver.discovery.model import DiscoveryBackend, MigManager, NodeInventory
+from dra_driver.discovery.model import (
+    DiscoveryBackend,
+    MigManager,
+    NodeInventory,
+    RecoveryProbe,
+)
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
 from kubelet_plugin.claim_source import KubernetesClaimSource
@@ -71,9 +76,10 @@ from kubelet_plugin.device_plugin_guard import COMPONENT as GUARD_COMPONENT
 from kubelet_plugin.device_plugin_guard import DevicePluginGuard
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
-from kubelet_plugin.health.faults import FaultSpool
+from kubelet_plugin.health.faults import FaultSpool, mock_boot_id
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
 from kubelet_plugin.health.node_health import published_device_names, start_monitor
+from kubelet_plugin.health.notices import NodeHealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
 from kubelet_plugin.node_lock import NodeFileLock
@@ -174,6 +180,7 @@ class NodeAgent:
     publisher: SlicePublisher | None = None
     status_writer: ClaimStatusWriter | None = None
     monitor: HealthMonitor | None = None
+    health_notices: NodeHealthNotices | None = None
     serialize_lock: NodeFileLock | None = None
     publisher_lock: NodeFileLock | None = None
     crashed: bool = False
@@ -190,17 +197,20 @@ class NodeAgent:
         inventory = self.inventory = backend.discover()
         events: HealthEventSource = backend
         mig_manager: MigManager | None = None
+        probe: RecoveryProbe | None = None
+        boot_id = read_boot_id()
         if isinstance(backend, MockBackend):
             create_device_nodes(settings.dev_root, inventory)
             mig_manager = DevNodeMigManager(backend.mig_manager, settings.dev_root)
             spool = FaultSpool(backend, settings.mock_faults_dir)
             spool.ensure_directory()
-            events = spool
+            events, probe = spool, backend.recovery
+            boot_id = mock_boot_id(settings.mock_faults_dir) or boot_id  # a played reboot
         else:
             from kubelet_plugin.nvml import NvmlBackend
 
             if isinstance(backend, NvmlBackend):
-                mig_manager = backend.mig_manager
+                mig_manager, probe = backend.mig_manager, backend
         log.info(
             "node %s: %d GPU(s) found by the %s backend",
             settings.node_name,
@@ -238,7 +248,7 @@ class NodeAgent:
             checkpoints=CheckpointStore(settings.checkpoint_file),
             cdi=CdiWriter(settings.cdi_root, settings.driver_name),
             host=host,
-            boot_id=(boot_id := read_boot_id()),
+            boot_id=boot_id,
             mig_manager=mig_manager,
             node_lock=self.serialize_lock,
         )
@@ -279,6 +289,9 @@ class NodeAgent:
                 # The instance being replaced still publishes; ours starts with these.
                 publisher.set_inventory(inventory, taints)
 
+        notices = self.health_notices = NodeHealthNotices(
+            metrics, kube, settings.node_name, node_uid
+        )
         monitor = self.monitor = start_monitor(
             settings,
             inventory,
@@ -288,8 +301,12 @@ class NodeAgent:
             broadcaster=broadcaster,
             on_event=metrics.count_health_event,
             owns_state=lambda: publisher_lock is None or publisher_lock.is_held,
+            probe=probe,
+            notices=notices,
         )
         metrics.track_tainted(monitor.tainted_device_count)
+        metrics.track_taints(monitor.taints)
+        metrics.track_health_clients(lambda: broadcaster.subscriber_count)
         # Nothing is published or streamed before it carries the taints restored.
         publisher.set_inventory(inventory, monitor.taints())
         reporter.health_changed(monitor.taints())
@@ -379,6 +396,8 @@ class NodeAgent:
         steps.append(("background threads", self._join_threads))
         if self.status_writer is not None:
             steps.append(("claim status writer", self.status_writer.stop))
+        if self.health_notices is not None:
+            steps.append(("health Events", self.health_notices.stop))
         if self.driver is not None:
             steps.append(("driver", self.driver.close))
         if self.metrics_server is not None:

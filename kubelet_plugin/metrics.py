@@ -21,6 +21,19 @@ metric                                      type      labels / meaning
 ``dra_driver_health_events_total``          counter   ``kind`` (xid, ecc-double-bit, ...),
                                                       ``action`` (tainted, renewed,
                                                       ignored, unknown-gpu)
+``dra_driver_device_taints``                gauge     ``key``, ``effect``: GPUs carrying
+                                                      that taint now (read at scrape)
+``dra_driver_health_taint_delay_seconds``   histogram ``key``: from the fault to the taint
+                                                      (NVML events carry no time: from
+                                                      reading the event)
+``dra_driver_health_recovery_seconds``      histogram ``method`` (recovery-action,
+                                                      quiet-window), ``field``
+                                                      (supported, not-supported: the
+                                                      driver lacks the recovery action
+                                                      and the quiet window decided,
+                                                      no-probe): from the taint to its
+                                                      lifting
+``dra_driver_health_stream_clients``        gauge     kubelet health streams open now
 =========================================== ========= =====================================
 
 Counting happens in :class:`MeteredNodeDriver`, a decorator around any
@@ -38,9 +51,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.model import HealthEventKind
 from kubelet_plugin.health.monitor import TaintAction
+from kubelet_plugin.health.recovery import Lifted
 from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PrepareResult
 
 __all__ = ["MeteredNodeDriver", "PluginMetrics"]
@@ -66,6 +83,32 @@ LATENCY_BUCKETS: Final = (
     20.0,
     45.0,
 )
+
+
+#: A taint comes within a second of its fault; recovery takes minutes to a reboot's hours.
+TAINT_DELAY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RECOVERY_BUCKETS: Final = (10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
+class _TaintCollector(Collector):
+    """``dra_driver_device_taints``: GPUs per taint key and effect, read at each scrape."""
+
+    def __init__(self, taints: Callable[[], Mapping[str, Sequence[DeviceTaint]]]) -> None:
+        self._taints = taints
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dra_driver_device_taints",
+            "GPUs of this node carrying a device taint, by key and effect.",
+            labels=["key", "effect"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for taints in self._taints().values():
+            for taint in taints:
+                counts[taint.key, taint.effect] = counts.get((taint.key, taint.effect), 0) + 1
+        for (key, effect), count in sorted(counts.items()):
+            family.add_metric([key, effect], count)
+        return [family]
 
 
 class PluginMetrics:
@@ -128,6 +171,25 @@ class PluginMetrics:
             ["kind", "action"],
             registry=self.registry,
         )
+        self.taint_delay = Histogram(
+            "dra_driver_health_taint_delay_seconds",
+            "Time from a GPU fault to its device taint.",
+            ["key"],
+            buckets=TAINT_DELAY_BUCKETS,
+            registry=self.registry,
+        )
+        self.recovery = Histogram(
+            "dra_driver_health_recovery_seconds",
+            "Time from a device taint to its lifting, by what lifted it.",
+            ["method", "field"],
+            buckets=RECOVERY_BUCKETS,
+            registry=self.registry,
+        )
+        self.health_stream_clients = Gauge(
+            "dra_driver_health_stream_clients",
+            "Kubelet health streams (DRAResourceHealth.NodeWatchResources) open now.",
+            registry=self.registry,
+        )
         for operation in ("prepare", "unprepare"):
             # Present from the start (at zero), so rate() works from the first scrape.
             self.duration.labels(operation)
@@ -155,6 +217,20 @@ class PluginMetrics:
 
     def count_health_event(self, kind: HealthEventKind, action: TaintAction) -> None:
         self.health_events.labels(kind, action).inc()
+
+    def track_taints(self, taints: Callable[[], Mapping[str, Sequence[DeviceTaint]]]) -> None:
+        """Read ``dra_driver_device_taints`` from ``taints`` (GPU name to taints) at scrape."""
+        self.registry.register(_TaintCollector(taints))
+
+    def track_health_clients(self, count: Callable[[], int]) -> None:
+        """Read the health-stream-clients gauge from ``count`` at each scrape."""
+        self.health_stream_clients.set_function(lambda: float(count()))
+
+    def observe_taint(self, key: str, delay_s: float) -> None:
+        self.taint_delay.labels(key).observe(delay_s)
+
+    def observe_recovery(self, lifted: Lifted, held_s: float) -> None:
+        self.recovery.labels(lifted.method, lifted.field).observe(held_s)
 
     def render(self) -> bytes:
         """The text exposition format, as the endpoint serves it."""

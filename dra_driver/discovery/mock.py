@@ -34,6 +34,7 @@ from typing import Final
 
 from api.errors import InvalidInputError, PrepareError
 from dra_driver.discovery import normalize
+from dra_driver.discovery.mock_recovery import MockRecovery
 from dra_driver.discovery.model import (
     Gpu,
     HealthEvent,
@@ -304,6 +305,8 @@ class MockBackend:
         self._events: queue.Queue[HealthEvent] = queue.Queue()
         self.mig_manager = MockMigManager(self._inventory)
         """Dynamic MIG on these GPUs, in memory (the static MIG devices start out in it)."""
+        self.recovery = MockRecovery(self._gpu)
+        """What NVML's recovery-action field and validation read for these GPUs."""
 
     def _build_gpus(self, text: str, groups: tuple[MockGpuGroup, ...]) -> tuple[Gpu, ...]:
         total = sum(g.count for g in groups)
@@ -378,24 +381,28 @@ class MockBackend:
             obj=f"mock node {self.node_name}",
         )
 
-    def inject_xid(self, gpu_uuid: str, xid: int) -> None:
+    def inject_xid(self, gpu_uuid: str, xid: int, *, occurred_at: float | None = None) -> None:
         """Queue an XID critical error on one GPU, as NVML's XidCriticalError event."""
         self._gpu(gpu_uuid)
         if xid <= 0:
             raise InvalidInputError(f"XID must be a positive integer, not {xid}")
-        self._events.put(HealthEvent(kind="xid", gpu_uuid=gpu_uuid, xid=xid))
+        self._events.put(HealthEvent("xid", gpu_uuid, xid, occurred_at))
 
-    def inject_ecc(self, gpu_uuid: str, *, double_bit: bool = True) -> None:
+    def inject_ecc(
+        self, gpu_uuid: str, *, double_bit: bool = True, occurred_at: float | None = None
+    ) -> None:
         """Queue an ECC error event (double-bit by default) on one GPU."""
         self._gpu(gpu_uuid)
         kind: HealthEventKind = "ecc-double-bit" if double_bit else "ecc-single-bit"
-        self._events.put(HealthEvent(kind=kind, gpu_uuid=gpu_uuid))
+        self._events.put(HealthEvent(kind, gpu_uuid, occurred_at=occurred_at))
 
-    def inject_gpu_lost(self, gpu_uuid: str | None = None) -> None:
+    def inject_gpu_lost(
+        self, gpu_uuid: str | None = None, *, occurred_at: float | None = None
+    ) -> None:
         """Queue a GPU-lost event: for one GPU, or (None, as NVML reports it) for all of them."""
         if gpu_uuid is not None:
             self._gpu(gpu_uuid)
-        self._events.put(HealthEvent(kind="gpu-lost", gpu_uuid=gpu_uuid))
+        self._events.put(HealthEvent("gpu-lost", gpu_uuid, occurred_at=occurred_at))
 
 
 class MockMigManager:

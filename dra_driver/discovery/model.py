@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Literal, Protocol
 
 from api.semver import Semver
@@ -172,6 +173,37 @@ class HealthEvent:
     gpu_uuid: str | None
     """None for events about every GPU (``gpu-lost`` from the event set itself)."""
     xid: int | None = None
+    occurred_at: float | None = None
+    """When the fault happened (Unix time) where the source knows it (the mock's fault
+    files); None: when it was read (NVML's events carry no time)."""
+
+
+class RecoveryAction(IntEnum):
+    """What NVML says a GPU needs before it is sound again: the field
+    ``NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`` (230), values ``NVML_GPU_RECOVERY_ACTION_*``."""
+
+    NONE = 0
+    GPU_RESET = 1
+    NODE_REBOOT = 2
+    DRAIN_P2P = 3
+    DRAIN_AND_RESET = 4
+    RECOVER_IMEX_DOMAIN = 5
+    BUS_RESET = 6
+    SYSTEM_REBOOT = 7
+
+
+class RecoveryProbe(Protocol):
+    """Asks the hardware whether a GPU recovered: NVML, or the mock backend's fault state."""
+
+    def recovery_action(self, gpu_uuid: str) -> RecoveryAction | None:
+        """The GPU's recovery action now; None when the driver does not report the field
+        (older driver: NVML_ERROR_NOT_SUPPORTED). Never raises: an unreadable field of a
+        GPU that answers nothing reads as None too, and :meth:`validate` says why."""
+        ...
+
+    def validate(self, gpu_uuid: str) -> str | None:
+        """None when the GPU answers and its memory and ECC state are sane; else what is wrong."""
+        ...
 
 
 class MigManager(Protocol):

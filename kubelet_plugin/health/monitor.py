@@ -15,16 +15,22 @@ GPU lost                  ``<driver>/gpu-lost``      none
 
 - The effect of each kind comes from the health policy
   (``--health-policy``, e.g. ``xid=NoSchedule,gpu-lost=NoExecute``); a kind
-  the policy leaves out, and an XID on the ignore list (application errors
-  such as 13 or 43, NVIDIA's defaults), taints nothing.
+  the policy leaves out taints nothing. XIDs are classified
+  (:mod:`~kubelet_plugin.health.classification`): one on the ignore list
+  (application errors such as 13 or 43, NVIDIA's defaults) raises an
+  informational taint (effect ``None``), one that needs a reset or a reboot a
+  ``NoExecute`` one.
 - A taint carries ``timeAdded``: when this plugin first saw the fault. A
   repeated event keeps the taint as it is (an ECC taint is never weakened by a
   later event with a milder effect); an XID with another number replaces the
   value and the time.
 - A GPU's taints apply to its MIG devices too (see
   :func:`dra_driver.slices.build_slices`).
-- Recovery: a GPU without a new event for the recovery window
-  (``--health-recovery-seconds``) loses its taints. A lost GPU does not: it
+- Recovery (:class:`~kubelet_plugin.health.recovery.RecoveryGate`): a GPU
+  without a new event for the recovery window (``--health-recovery-seconds``)
+  loses its taints, once NVML's recovery action reads NONE and the GPU
+  validates where the driver reports the action; a reboot action keeps them
+  until the node reboots. A lost GPU does not: it
   sends no events once lost, so silence says nothing about its health; the
   taint stays until a reboot or an admin's clear. Nor does the taint standing
   in for an unreadable taint file (``<driver>/taint-state-unreadable``).
@@ -47,7 +53,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -55,13 +60,22 @@ from typing import Literal, Protocol, get_args
 from api import limits
 from api.errors import DraDriverError, InvalidInputError
 from api.resource_v1 import DeviceTaint
-from api.taint_state import STATE_UNREADABLE, GpuTaints, PersistedTaint, TaintCause, TaintState
-from dra_driver.discovery.model import Gpu, HealthEvent, HealthEventKind, NodeInventory
+from api.taint_state import TaintCause, TaintState
+from dra_driver.discovery.model import (
+    Gpu,
+    HealthEvent,
+    HealthEventKind,
+    NodeInventory,
+    RecoveryProbe,
+)
+from kubelet_plugin.health.classification import effect_of, xid_outcome
+from kubelet_plugin.health.gpu_health import GpuHealth
+from kubelet_plugin.health.recovery import Lifted, RecoveryGate
 from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
 from kubelet_plugin.health.taint_store import pending_clears
-from kubelet_plugin.health.taints import EFFECT_STRENGTH, UNHEALTHY_EFFECTS, rfc3339, taint_for
+from kubelet_plugin.health.taints import UNHEALTHY_EFFECTS, rfc3339, taint_for
 
-__all__ = ["HealthEventSource", "HealthMonitor", "TaintAction"]
+__all__ = ["HealthEventSource", "HealthMonitor", "HealthNotices", "TaintAction"]
 
 log = logging.getLogger(__name__)
 
@@ -81,86 +95,20 @@ class HealthEventSource(Protocol):
         ...
 
 
+class HealthNotices(Protocol):
+    """Who hears of a GPU tainted or recovered (Node Events, metrics); must not raise."""
+
+    def tainted(self, gpu: Gpu, taint: DeviceTaint, delay_s: float) -> None:
+        """``taint`` was raised on ``gpu`` (or changed), ``delay_s`` after the fault."""
+        ...
+
+    def recovered(self, gpu: Gpu, lifted: Lifted, held_s: float) -> None:
+        """``gpu`` lost the taints ``lifted`` names, ``held_s`` after the oldest was added."""
+        ...
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class _GpuHealth:
-    uuid: str
-    taints: dict[str, DeviceTaint] = field(default_factory=dict)
-    causes: dict[str, TaintCause] = field(default_factory=dict)
-    last_event: datetime | None = None
-    lost: bool = False
-
-    @classmethod
-    def of(cls, gpu: Gpu, restored: Mapping[str, GpuTaints]) -> _GpuHealth:
-        """``gpu``'s entry: the one restored, or a healthy one."""
-        entry = restored.get(gpu.device_name)
-        if entry is None:
-            return cls(gpu.uuid)
-        return cls(
-            uuid=entry.uuid,
-            taints={
-                t.key: DeviceTaint(
-                    key=t.key, value=t.value, effect=t.effect, time_added=t.time_added
-                )
-                for t in entry.taints
-            },
-            causes={t.key: t.cause for t in entry.taints},
-            last_event=datetime.fromisoformat(entry.last_event) if entry.last_event else None,
-            lost=entry.lost,
-        )
-
-    def persisted(self) -> GpuTaints:
-        return GpuTaints(
-            uuid=self.uuid,
-            last_event=rfc3339(self.last_event) if self.last_event else None,
-            lost=self.lost,
-            taints=tuple(
-                PersistedTaint(
-                    key=key,
-                    value=taint.value,
-                    effect=taint.effect,
-                    time_added=str(taint.time_added),
-                    cause=self.causes[key],
-                )
-                for key, taint in sorted(self.taints.items())
-            ),
-        )
-
-    def raise_taint(self, taint: DeviceTaint, cause: TaintCause, now: datetime) -> bool:
-        """Apply one event's taint; True when the taints changed (the window restarts anyway)."""
-        self.last_event = now
-        self.lost = self.lost or cause.kind == "gpu-lost"
-        current = self.taints.get(taint.key)
-        if current is not None and (
-            (current.value, current.effect) == (taint.value, taint.effect)
-            or EFFECT_STRENGTH[current.effect] > EFFECT_STRENGTH[taint.effect]
-        ):
-            return False  # same fault again, or a milder one
-        self.taints[taint.key], self.causes[taint.key] = taint.model_copy(), cause
-        return True
-
-    def recover(self, quiet_since: datetime) -> bool:
-        """Drop the taints when the last event came before ``quiet_since``; True when any went.
-
-        Not a lost GPU's (silence says nothing about it), nor the stand-in for an
-        unreadable taint file: an admin clears those."""
-        if not self.taints or self.lost or self.last_event is None:
-            return False
-        if self.last_event > quiet_since:
-            return False
-        kept = {k for k, c in self.causes.items() if c.kind == STATE_UNREADABLE}
-        self.taints = {k: t for k, t in self.taints.items() if k in kept}
-        self.causes = {k: c for k, c in self.causes.items() if k in kept}
-        self.last_event = None
-        return True
-
-    def clear(self) -> None:
-        self.taints.clear()
-        self.causes.clear()
-        self.last_event, self.lost = None, False
 
 
 def _check_policy(effects: Mapping[HealthEventKind, str], recovery: timedelta) -> None:
@@ -196,7 +144,7 @@ def _device_health(
     return DeviceHealth(pool=pool, device=device, health=health, last_updated=now, message=message)
 
 
-def _keep_own(adopted: _GpuHealth, mine: _GpuHealth, *, since: str) -> None:
+def _keep_own(adopted: GpuHealth, mine: GpuHealth, *, since: str) -> None:
     """Add to ``adopted`` the taints of ``mine`` whose event came at ``since`` or later."""
     for key, cause in mine.causes.items():
         if cause.seen_at >= since and key not in adopted.taints:  # RFC 3339, one format
@@ -245,6 +193,8 @@ class HealthMonitor:
         clears_dir: Path | None = None,
         owns_state: Callable[[], bool] = lambda: True,
         reload: Callable[[], TaintState] | None = None,
+        probe: RecoveryProbe | None = None,
+        notices: HealthNotices | None = None,
     ) -> None:
         _check_policy(effects, recovery)
         self.driver_name = driver_name
@@ -262,11 +212,15 @@ class HealthMonitor:
         self._clears_dir = clears_dir
         self._owns_state = owns_state
         self._reload = reload
+        self._notices = notices
+        self._gate = RecoveryGate(
+            probe, ignored_xids=self._ignored, xid_effect=self._effects.get("xid")
+        )
         self._started = rfc3339(clock())
         self._boot_id = state.boot_id if state is not None else ""
         self._lock = threading.Lock()
         restored = state.gpus if state is not None else {}
-        self._gpus = {g.device_name: _GpuHealth.of(g, restored) for g in inventory}
+        self._gpus = {g.device_name: GpuHealth.of(g, restored) for g in inventory}
         self._by_uuid: dict[str, Gpu] = {}
         for gpu in inventory:
             self._by_uuid[gpu.uuid] = gpu
@@ -326,9 +280,10 @@ class HealthMonitor:
         if effect is None:
             log.info("%s on %s: no taint (not in the health policy)", what, event.gpu_uuid)
             return "ignored"
-        if event.kind == "xid" and event.xid in self._ignored:
-            log.info("%s on %s: ignored (an application error)", what, event.gpu_uuid)
-            return "ignored"
+        if event.kind == "xid" and event.xid is not None:
+            outcome = xid_outcome(event.xid, ignored=self._ignored, policy_effect=effect)
+            effect = effect_of(outcome, effect)
+            log.info("%s on %s: %s", what, event.gpu_uuid, outcome)
         targets = self._targets(event)
         if targets is None:
             log.warning("%s on unknown GPU %s: not a GPU of this node", what, event.gpu_uuid)
@@ -339,11 +294,17 @@ class HealthMonitor:
             kind=event.kind, xid=event.xid, gpu_uuid=event.gpu_uuid, seen_at=rfc3339(now)
         )
         changed: list[str] = []
+        tainted: list[Gpu] = []
         with self._lock:
             for gpu in targets:
                 if self._gpus[gpu.device_name].raise_taint(taint, cause, now):
                     changed.append(f"{gpu.device_name} ({gpu.uuid})")
+                    tainted.append(gpu)
         self.persist()
+        if self._notices is not None:
+            delay = max(0.0, now.timestamp() - (event.occurred_at or now.timestamp()))
+            for gpu in tainted:
+                self._notices.tainted(gpu, taint, delay)
         if not changed:
             log.debug("%s on %s: already tainted, recovery window restarted", what, event.gpu_uuid)
             return "renewed"
@@ -358,22 +319,35 @@ class HealthMonitor:
         return "tainted"
 
     def expire(self) -> bool:
-        """Remove the taints of GPUs quiet for the recovery window; True when any went."""
+        """Remove the taints of the GPUs that recovered (:class:`RecoveryGate`: the quiet
+        window, and NVML's recovery action where the driver reports it); True when the
+        taints changed (lifted, raised, or now waiting for a reboot)."""
         now = self._clock()
-        recovered: list[str] = []
+        recovered: list[tuple[Gpu, Lifted, float]] = []
+        changed = False
         with self._lock:
-            for name, state in self._gpus.items():
-                if state.recover(now - self._recovery):
-                    recovered.append(name)
-        if recovered:
+            for gpu in self._inventory:
+                state = self._gpus[gpu.device_name]
+                oldest = min((str(t.time_added) for t in state.taints.values()), default="")
+                verdict = self._gate.check(gpu.device_name, state, now - self._recovery)
+                changed = changed or verdict.changed
+                if verdict.lifted is not None:
+                    held = now - datetime.fromisoformat(oldest) if oldest else timedelta(0)
+                    recovered.append((gpu, verdict.lifted, held.total_seconds()))
+        if changed:
             self.persist()
-        for name in recovered:
-            log.info(
-                "%s: no health event for %s: taints removed",
-                name,
-                self._recovery,
+        for gpu, lifted, held_s in recovered:
+            why = (
+                "recovery action NONE and the GPU validates"
+                if lifted.method == "recovery-action"
+                else f"no health event for {self._recovery}"
             )
-        return bool(recovered)
+            if lifted.field == "not-supported":
+                why += "; the driver reports no recovery action"
+            log.info("%s: %s: taints %s removed", gpu.device_name, why, ", ".join(lifted.keys))
+            if self._notices is not None:
+                self._notices.recovered(gpu, lifted, held_s)
+        return changed
 
     # --- persistence and admins' clears ----------------------------------------------
 
@@ -439,7 +413,7 @@ class HealthMonitor:
         state = self._reload()
         with self._lock:
             for gpu in self._inventory:
-                adopted = _GpuHealth.of(gpu, state.gpus)
+                adopted = GpuHealth.of(gpu, state.gpus)
                 _keep_own(adopted, self._gpus[gpu.device_name], since=self._started)
                 self._gpus[gpu.device_name] = adopted
         self.persist()

@@ -13,9 +13,14 @@ from datetime import timedelta
 
 from api.resource_v1 import DeviceTaint
 from api.taint_state import TaintState
-from dra_driver.discovery.model import HealthEventKind, NodeInventory
+from dra_driver.discovery.model import HealthEventKind, NodeInventory, RecoveryProbe
 from dra_driver.slices import build_slices
-from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor, TaintAction
+from kubelet_plugin.health.monitor import (
+    HealthEventSource,
+    HealthMonitor,
+    HealthNotices,
+    TaintAction,
+)
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.health.taint_store import TAINT_FILE_NAME, TaintStore, load_taints
 from kubelet_plugin.settings import Settings
@@ -45,13 +50,17 @@ def start_monitor(
     broadcaster: HealthBroadcaster,
     on_event: Callable[[HealthEventKind, TaintAction], None],
     owns_state: Callable[[], bool] = lambda: True,
+    probe: RecoveryProbe | None = None,
+    notices: HealthNotices | None = None,
 ) -> HealthMonitor:
     """A monitor holding the taints saved before (after the reboot rules), the clear
     requests waiting applied, and the result saved; nothing published yet.
 
     ``owns_state``: whether this instance publishes (holds the publisher lock
     during a rolling update); one that does not neither saves nor applies clears
-    until it calls :meth:`HealthMonitor.take_over`.
+    until it calls :meth:`HealthMonitor.take_over`. ``probe`` reads NVML's recovery
+    action (:class:`~kubelet_plugin.health.recovery.RecoveryGate`); ``notices`` hears of
+    each GPU tainted or recovered (Node Events, metrics).
 
     Never raises for the taint file: an unreadable one is moved aside and every
     GPU starts tainted (:func:`~kubelet_plugin.health.taint_store.load_taints`).
@@ -79,6 +88,8 @@ def start_monitor(
         clears_dir=settings.plugin_dir,
         owns_state=owns_state,
         reload=load,
+        probe=probe,
+        notices=notices,
     )
     monitor.apply_clears()
     monitor.persist()  # the new boot ID, and what the rules dropped or the clears removed

@@ -14,7 +14,8 @@ Rules at start-up (:func:`restore`):
   go (:data:`REBOOT_CLEARS`: XID errors and a lost GPU; the driver reloads and
   resets the GPU, and a GPU still broken raises its event again); the others
   (ECC errors, an unreadable taint file) stay, and a reboot does not restart
-  their recovery window;
+  their recovery window; a GPU waiting for a reboot (``awaitingReboot``: NVML
+  asked for one) loses every taint the events raised;
 - a file that cannot be read (not JSON, another schema or version, a link,
   a FIFO, too large, a read error) is moved aside to
   ``taints.json.corrupt-<UTC time>`` and every GPU is tainted ``NoSchedule``
@@ -159,8 +160,10 @@ def restore(state: TaintState, *, boot_id: str, gpus: Mapping[str, str]) -> Tain
             continue
         taints = entry.taints
         if rebooted:
-            cleared = [t for t in taints if t.cause.kind in REBOOT_CLEARS]
-            taints = tuple(t for t in taints if t.cause.kind not in REBOOT_CLEARS)
+            waited = {t.cause.kind for t in taints} - {STATE_UNREADABLE}
+            clears = REBOOT_CLEARS | (waited if entry.awaiting_reboot else set())
+            cleared = [t for t in taints if t.cause.kind in clears]
+            taints = tuple(t for t in taints if t.cause.kind not in clears)
             for taint in cleared:
                 log.info(
                     "%s: taint %s (%s) dropped: the node rebooted since",
@@ -170,7 +173,10 @@ def restore(state: TaintState, *, boot_id: str, gpus: Mapping[str, str]) -> Tain
                 )
         if taints:
             lost = entry.lost and not rebooted
-            kept[name] = entry.model_copy(update={"taints": taints, "lost": lost})
+            awaiting = entry.awaiting_reboot if not rebooted else None
+            kept[name] = entry.model_copy(
+                update={"taints": taints, "lost": lost, "awaiting_reboot": awaiting}
+            )
     return TaintState(boot_id=boot_id, gpus=kept)
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from api.errors import DiscoveryError
-from dra_driver.discovery.model import HealthEvent, NodeInventory
+from dra_driver.discovery.model import HealthEvent, NodeInventory, RecoveryAction
 from kubelet_plugin.nvml.discovery import NvmlDiscovery
 from kubelet_plugin.nvml.events import NvmlHealthEvents
 from kubelet_plugin.nvml.library import INIT_HINT, NvmlCalls, load_pynvml, preload_library
 from kubelet_plugin.nvml.mig import NvmlMigManager
+from kubelet_plugin.nvml.recovery import NvmlRecoveryProbe
 
 __all__ = ["NvmlBackend"]
 
@@ -57,6 +58,7 @@ class NvmlBackend:
             calls, lock=lock, mig_manager=self.mig_manager, sysfs_root=Path(sysfs_root)
         )
         self._events = NvmlHealthEvents(calls, lock=lock)
+        self._recovery = NvmlRecoveryProbe(calls)
         try:
             self._nvml.nvmlInit()
         except self._nvml.NVMLError as err:
@@ -97,3 +99,11 @@ class NvmlBackend:
         other NVML failure.
         """
         return self._events.wait_health_event(timeout_s)
+
+    def recovery_action(self, gpu_uuid: str) -> RecoveryAction | None:
+        """The GPU's recovery action (NVML field 230); None where the driver lacks it."""
+        return self._recovery.recovery_action(gpu_uuid)
+
+    def validate(self, gpu_uuid: str) -> str | None:
+        """None when NVML answers for the GPU and its memory and ECC state are sane."""
+        return self._recovery.validate(gpu_uuid)

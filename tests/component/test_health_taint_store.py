@@ -113,7 +113,7 @@ def test_every_change_is_saved_with_its_cause_and_restored_as_it_was(
     assert (xid["key"], xid["value"], xid["effect"], xid["timeAdded"]) == (
         f"{DRIVER}/xid",
         "79",
-        "NoSchedule",
+        "NoExecute",
         "2026-11-27T10:00:00Z",
     )
     assert oct(store.path.stat().st_mode & 0o777) == "0o600"

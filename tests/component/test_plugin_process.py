@@ -308,8 +308,8 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         )
         assert set(devices_of(node_slices(api))) == set(devices)
 
-        # An application XID taints nothing; XID 79 (GPU fell off the bus) taints gpu-1
-        # and every MIG device on it, through the republished slices.
+        # An application XID only informs (effect None); XID 79 (GPU fell off the bus)
+        # taints gpu-1 NoExecute and every MIG device on it, through the republished slices.
         write_fault(plugin.faults, "xid", gpu="gpu-0", xid=13)
         write_fault(plugin.faults, "xid", gpu=mock.inventory.gpus[1].uuid, xid=79)
 
@@ -326,13 +326,18 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         assert (taint["key"], taint["value"], taint["effect"]) == (
             f"{DRIVER}/xid",
             "79",
-            "NoSchedule",
+            "NoExecute",
         )
         assert taint["timeAdded"].endswith("Z")
         mig_on_gpu1 = [n for n in written if n.startswith("gpu-1-mig-")]
         assert mig_on_gpu1
         assert all(written[n]["taints"] == [taint] for n in mig_on_gpu1)
-        assert not any(d.get("taints") for n, d in written.items() if n.startswith("gpu-0"))
+        assert all(
+            t["effect"] == "None"
+            for n, d in written.items()
+            if n.startswith("gpu-0")
+            for t in d.get("taints") or []
+        )
 
         # Healthy for the recovery window (2 s here): the taints go again.
         api.wait_for(
@@ -340,8 +345,11 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
             "the taints to be removed after the recovery window",
         )
         text = scrape(metrics_address)
-        assert metric(text, 'dra_driver_health_events_total{action="ignored",kind="xid"}') == 1
-        assert metric(text, 'dra_driver_health_events_total{action="tainted",kind="xid"}') == 1
+        assert metric(text, 'dra_driver_health_events_total{action="tainted",kind="xid"}') == 2
+        recovered = (
+            'dra_driver_health_recovery_seconds_count{field="supported",method="recovery-action"}'
+        )
+        assert metric(text, recovered) == 1
 
     # SIGTERM: orderly stop, status 0, no socket left behind.
     assert stop_plugin(plugin) == 0, plugin.logs()

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,8 +125,9 @@ def test_an_xid_taints_its_gpu_with_the_number_the_effect_and_the_time(
 
     assert health.handle(xid(mock, 1, 79)) is True
 
+    # XID 79 (fallen off the bus) needs a reboot: pods must leave.
     assert summary(health.taints()) == {
-        "gpu-1": [(f"{DRIVER}/xid", "79", "NoSchedule", "2026-11-27T10:00:00Z")]
+        "gpu-1": [(f"{DRIVER}/xid", "79", "NoExecute", "2026-11-27T10:00:00Z")]
     }
     assert health.tainted_device_count() == 1
 
@@ -144,7 +146,7 @@ def test_a_gpu_fault_taints_its_mig_devices_too(mock: MockBackend, clock: Clock)
     assert tainted == {"gpu-0-mig-2g20gb-14-0", "gpu-0-mig-2g20gb-14-2", "gpu-0-mig-3g40gb-9-4"}
 
 
-def test_application_xids_and_kinds_outside_the_policy_taint_nothing(
+def test_application_xids_inform_and_kinds_outside_the_policy_taint_nothing(
     mock: MockBackend, clock: Clock
 ) -> None:
     seen: list[tuple[HealthEventKind, TaintAction]] = []
@@ -155,11 +157,15 @@ def test_application_xids_and_kinds_outside_the_policy_taint_nothing(
         on_event=lambda kind, action: seen.append((kind, action)),
     )
 
-    assert health.handle(xid(mock, 0, 13)) is False
+    assert health.handle(xid(mock, 0, 13)) is True
     assert health.handle(HealthEvent(kind="ecc-double-bit", gpu_uuid=uuid(mock, 0))) is False
 
-    assert health.taints() == {}
-    assert seen == [("xid", "ignored"), ("ecc-double-bit", "ignored")]
+    # An application XID is published for people to see (effect None), blocking nothing.
+    assert summary(health.taints()) == {
+        "gpu-0": [(f"{DRIVER}/xid", "13", "None", "2026-11-27T10:00:00Z")]
+    }
+    assert {d.device: d.health for d in health.snapshot()}["gpu-0-mig-3g40gb-9-4"] is Health.HEALTHY
+    assert seen == [("xid", "tainted"), ("ecc-double-bit", "ignored")]
 
 
 def test_an_event_for_a_gpu_of_another_node_changes_nothing(
@@ -193,13 +199,13 @@ def test_the_same_fault_again_keeps_the_taint_and_restarts_the_window(
 
 def test_another_xid_replaces_the_value_and_the_time(mock: MockBackend, clock: Clock) -> None:
     health = monitor(mock, clock)
-    health.handle(xid(mock, 1, 79))
+    health.handle(xid(mock, 1, 94))
     clock.advance(timedelta(seconds=30))
 
-    assert health.handle(xid(mock, 1, 94)) is True
+    assert health.handle(xid(mock, 1, 95)) is True
 
     assert summary(health.taints()) == {
-        "gpu-1": [(f"{DRIVER}/xid", "94", "NoSchedule", "2026-11-27T10:00:30Z")]
+        "gpu-1": [(f"{DRIVER}/xid", "95", "NoSchedule", "2026-11-27T10:00:30Z")]
     }
 
 
@@ -234,7 +240,7 @@ def test_taints_go_after_the_recovery_window_without_events(
     assert health.expire() is True
     assert health.taints() == {}
     assert health.tainted_device_count() == 0
-    assert "gpu-1: no health event for 0:05:00: taints removed" in caplog.text
+    assert "gpu-1: no health event for 0:05:00: taints " in caplog.text
     assert health.expire() is False
 
 
@@ -264,7 +270,7 @@ def test_device_health_follows_the_taints(mock: MockBackend, clock: Clock) -> No
     assert all(d.pool == "node-a" and d.last_updated == clock.now for d in snapshot.values())
     for name in ("gpu-0-mig-2g20gb-14-0", "gpu-0-mig-2g20gb-14-2", "gpu-0-mig-3g40gb-9-4"):
         assert snapshot[name].health is Health.UNHEALTHY
-        assert snapshot[name].message == (f"{DRIVER}/xid=79:NoSchedule since 2026-11-27T10:00:00Z")
+        assert snapshot[name].message == (f"{DRIVER}/xid=79:NoExecute since 2026-11-27T10:00:00Z")
     # An effect of None informs; the scheduler and the kubelet treat the device as fine.
     assert snapshot["gpu-1"].health is Health.HEALTHY
     assert snapshot["gpu-1"].message == (f"{DRIVER}/ecc=single-bit:None since 2026-11-27T10:00:00Z")
@@ -293,7 +299,7 @@ def test_run_republishes_taints_and_health_on_every_change(mock: MockBackend, cl
 
     health.run(stop, poll_s=0, refresh_s=3600, retry_s=0)
 
-    assert published == [{"gpu-1": [(f"{DRIVER}/xid", "79", "NoSchedule", "2026-11-27T10:00:00Z")]}]
+    assert published == [{"gpu-1": [(f"{DRIVER}/xid", "79", "NoExecute", "2026-11-27T10:00:00Z")]}]
     latest = {d.device: d.health for d in next(iter(subscription))}
     subscription.close()
     assert latest["gpu-1"] is Health.UNHEALTHY
@@ -358,9 +364,15 @@ def test_fault_files_become_events_of_the_mock_backend(
     write_fault(spool.directory, "ecc-double-bit", gpu=uuid(mock, 0))
     write_fault(spool.directory, "gpu-lost")
 
-    assert spool.wait_health_event(1.0) == HealthEvent("xid", uuid(mock, 1), 79)
-    assert spool.wait_health_event(0) == HealthEvent("ecc-double-bit", uuid(mock, 0))
-    assert spool.wait_health_event(0) == HealthEvent("gpu-lost", None)
+    def read(timeout_s: float) -> HealthEvent | None:
+        event = spool.wait_health_event(timeout_s)
+        # The file's name says when it was written: the fault's time.
+        assert event is not None and event.occurred_at is not None
+        return replace(event, occurred_at=None)
+
+    assert read(1.0) == HealthEvent("xid", uuid(mock, 1), 79)
+    assert read(0) == HealthEvent("ecc-double-bit", uuid(mock, 0))
+    assert read(0) == HealthEvent("gpu-lost", None)
     assert spool.wait_health_event(0) is None
     assert list(spool.directory.iterdir()) == []
 
