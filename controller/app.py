@@ -14,7 +14,10 @@ sync, metrics and the probe endpoints. Threads:
 - the leader elector (when ``--leader-elect``); becoming the leader queues
   every pod that may need work, losing it stops every write at once (fence);
 - the config sync: while leading, the cluster pools and DeviceClasses are
-  brought in line with the configuration every ``CONFIG_SYNC_S`` seconds.
+  brought in line with the configuration every ``CONFIG_SYNC_S`` seconds;
+- the fragmentation gauges: every ``FRAGMENTATION_INTERVAL_S`` seconds, once the watches
+  have synced, :func:`~dra_driver.fragmentation.measure` reads the cache's snapshot under
+  its lock (one pass over the driver's devices) and the gauges serve that result.
 
 With ``--webhook-address``, the GpuConfig validating admission webhook
 (:mod:`controller.admission`) is served over HTTPS by every replica, leader or not: it
@@ -68,7 +71,7 @@ from api.resource_v1 import DeviceClass, DeviceTaintRule, Node, ResourceClaim, R
 from controller.admission import GPU_CONFIG_PATH, GpuConfigReviewer
 from controller.cache import ClusterCache, decode
 from controller.leader import LeaderElector
-from controller.metrics import ControllerMetrics
+from controller.metrics import FRAGMENTATION_INTERVAL_S, ControllerMetrics
 from controller.placement import AlwaysLeader, Fence, Placer, run_worker
 from controller.pools import (
     PoolPublisher,
@@ -79,6 +82,7 @@ from controller.pools import (
 from controller.settings import Settings, settings_from_args
 from controller.workqueue import WorkQueue
 from dra_driver.allocator import Explanation, Snapshot, explain
+from dra_driver.fragmentation import measure
 
 __all__ = [
     "Controller",
@@ -202,6 +206,7 @@ class Controller:
                 lambda: run_worker(self.placer, self.queue, self.stop),
             )
         self._spawn("config-sync", self._sync_config_loop)
+        self._spawn("fragmentation", self._fragmentation_loop)
 
     def _elect(self) -> None:
         assert self.elector is not None
@@ -313,6 +318,23 @@ class Controller:
             if self.stop.is_set() or not self.fence.can_write():
                 continue
             self.sync_config()
+
+    # -- fragmentation gauges ---------------------------------------------------------------
+
+    def _fragmentation_loop(self) -> None:
+        while not self.stop.wait(FRAGMENTATION_INTERVAL_S):
+            if self.cache.synced(WATCHED):
+                self.measure_fragmentation()
+
+    def measure_fragmentation(self) -> None:
+        """Compute the fragmentation gauges from the cache once (see the module docstring)."""
+        try:
+            with self.cache.lock:
+                found = measure(self.cache.snapshot(), self.settings.driver_name)
+        except InvalidInputError as err:  # a snapshot that cannot be rebuilt: keep the last
+            log.warning("fragmentation not measured", extra={"error": str(err)})
+            return
+        self.metrics.fragmentation.update(found)
 
     def sync_config(self) -> None:
         """Bring cluster pools and DeviceClasses in line with the configuration once."""

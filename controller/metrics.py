@@ -31,7 +31,29 @@ metric                                         type      labels / meaning
 ``dra_driver_admission_reviews_total``         counter   ``webhook``, ``outcome`` (allowed,
                                                          denied, error): admission reviews
                                                          answered (``--webhook-address``)
+``dra_driver_free_gpus``                       gauge     ``node``, ``product``: whole GPUs
+                                                         free (nothing of them held, no taint)
+``dra_driver_free_mig_devices``                gauge     ``node``, ``profile``: MIG devices
+                                                         that could still be allocated at once
+``dra_driver_free_shared_memory_bytes``        gauge     ``node``, ``product``: memory of
+                                                         shared GPUs no share consumed
+``dra_driver_largest_share_memory_bytes``      gauge     ``node``: the most memory one more
+                                                         share can get on one GPU
+``dra_driver_node_fragmentation_ratio``        gauge     ``node``, ``class`` (gpu, mig,
+                                                         share): stranded free capacity over
+                                                         free capacity on the node
+``dra_driver_fragmentation_ratio``             gauge     ``class``: the same, cluster-wide
+``dra_driver_largest_gpu_request``             gauge     the most whole GPUs one claim can
+                                                         still get (most free on one node)
+``dra_driver_mig_profile_nodes``               gauge     ``profile``: nodes where one more
+                                                         device of the profile fits
 ============================================== ========= ===================================
+
+The fragmentation gauges (free units, largest requests, ratios: defined in
+:mod:`dra_driver.fragmentation`) are computed on a timer (:data:`FRAGMENTATION_INTERVAL_S`), not
+per watch event, and served from the last result at once: a scrape never sees half an update,
+and a node that is gone loses its series at the next computation. Labels are bounded by the
+nodes, GPU products and MIG profiles the driver publishes.
 
 Each :class:`ControllerMetrics` has its own registry, so tests (and several
 controllers in one process) do not collide.
@@ -42,11 +64,19 @@ what "live" and "ready" mean is decided in :mod:`controller.app`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["ControllerMetrics"]
+from dra_driver.fragmentation import CLASSES, Fragmentation
+
+__all__ = ["FRAGMENTATION_INTERVAL_S", "ControllerMetrics", "FragmentationCollector"]
+
+#: Seconds between two computations of the fragmentation gauges.
+FRAGMENTATION_INTERVAL_S: Final = 30.0
 
 #: From a few milliseconds (decided and written at once) to minutes (waiting for devices).
 LATENCY_BUCKETS: Final = (
@@ -65,6 +95,75 @@ LATENCY_BUCKETS: Final = (
     60.0,
     300.0,
 )
+
+
+class FragmentationCollector(Collector):
+    """The fragmentation gauges, from the last :class:`Fragmentation` handed to :meth:`update`."""
+
+    def __init__(self) -> None:
+        self._last = Fragmentation([])
+
+    def update(self, fragmentation: Fragmentation) -> None:
+        self._last = fragmentation  # one reference swap: a scrape sees one result whole
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        found = self._last
+        gpus = GaugeMetricFamily(
+            "dra_driver_free_gpus",
+            "Whole GPUs free (nothing of them held, no taint), by node and product.",
+            labels=["node", "product"],
+        )
+        mig = GaugeMetricFamily(
+            "dra_driver_free_mig_devices",
+            "MIG devices that could still be allocated at once, by node and profile.",
+            labels=["node", "profile"],
+        )
+        shared = GaugeMetricFamily(
+            "dra_driver_free_shared_memory_bytes",
+            "Memory of shared GPUs that no share consumed, by node and product.",
+            labels=["node", "product"],
+        )
+        largest_share = GaugeMetricFamily(
+            "dra_driver_largest_share_memory_bytes",
+            "The most memory one more share can get on one GPU of the node.",
+            labels=["node"],
+        )
+        node_ratio = GaugeMetricFamily(
+            "dra_driver_node_fragmentation_ratio",
+            "Free capacity in partly used containers over free capacity, by node and class.",
+            labels=["node", "class"],
+        )
+        for node in found.nodes:
+            for product, count in sorted(node.gpus.items()):
+                gpus.add_metric([node.node, product], count)
+            for profile, count in sorted(node.mig.items()):
+                mig.add_metric([node.node, profile], count)
+            for product, free in sorted(node.share_memory.items()):
+                shared.add_metric([node.node, product], free)
+            if node.share_memory:
+                largest_share.add_metric([node.node], node.largest_share)
+            for kind in CLASSES:
+                node_ratio.add_metric([node.node, kind], node.ratio(kind))
+        ratio = GaugeMetricFamily(
+            "dra_driver_fragmentation_ratio",
+            "Free capacity in partly used containers over free capacity, cluster-wide, by class.",
+            labels=["class"],
+        )
+        for kind in CLASSES:
+            ratio.add_metric([kind], found.ratio(kind))
+        largest = GaugeMetricFamily(
+            "dra_driver_largest_gpu_request",
+            "The most whole GPUs one claim can still get (the most free on one node).",
+            value=found.largest_gpu_request,
+        )
+        fits = GaugeMetricFamily(
+            "dra_driver_mig_profile_nodes",
+            "Nodes where one more MIG device of the profile fits.",
+            labels=["profile"],
+        )
+        for profile, nodes in found.mig_nodes().items():
+            fits.add_metric([profile], nodes)
+        yield from (gpus, mig, shared, largest_share, node_ratio, ratio, largest, fits)
 
 
 class ControllerMetrics:
@@ -132,6 +231,8 @@ class ControllerMetrics:
             ["webhook", "outcome"],
             registry=self.registry,
         )
+        self.fragmentation = FragmentationCollector()
+        self.registry.register(self.fragmentation)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
