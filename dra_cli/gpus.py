@@ -9,12 +9,16 @@ Clusters: the kubeconfig's current context (``--kubeconfig``, else ``KUBECONFIG`
 or ``--all-contexts`` shows several, with a CLUSTER column and per-cluster totals, and a
 cluster that cannot be read is one error row (exit 1 only when none could be read).
 
+Below the totals, each cluster's fragmentation (:mod:`dra_driver.fragmentation`, from the same
+lists; the whole cluster, whatever ``--node``, ``--free`` or ``--selector`` show).
+
 Exit codes: 0 shown; 1 no cluster could be read; 2 invalid flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -113,6 +117,8 @@ def run_gpus(
         KubernetesClient,
         load_api_client,
     )
+    from api.errors import InvalidInputError
+    from dra_driver.fragmentation import Fragmentation, measure_objects
     from dra_driver.gpu_view import GpuRow, gpu_rows, render_table, rows_json
 
     out = out or sys.stdout
@@ -124,6 +130,7 @@ def run_gpus(
     several = len(contexts) > 1 or args.all_contexts
     rows: list[GpuRow] = []
     errors: dict[str, str] = {}
+    fragmentation: dict[str, Fragmentation] = {}
     for context in contexts:
         label = context or "(current)"
         try:
@@ -138,6 +145,11 @@ def run_gpus(
         found = gpu_rows(
             slices, claims, driver_name=args.driver_name, cluster=label if several else ""
         )
+        # A slice the allocator cannot read: its rows still show, the figures do not.
+        with contextlib.suppress(InvalidInputError):
+            fragmentation[label if several else ""] = measure_objects(
+                slices, claims, args.driver_name
+            )
         rows.extend(
             r
             for r in found
@@ -150,7 +162,7 @@ def run_gpus(
         print(f"{prog}: error: {error}", file=sys.stderr)
         return ExitCode.FAILED
     if args.output in ("json", "yaml"):
-        document = rows_json(rows, errors)
+        document = rows_json(rows, errors, fragmentation)
         if args.output == "json":
             json.dump(document, out, indent=2)
             out.write("\n")
@@ -159,5 +171,9 @@ def run_gpus(
 
             yaml.safe_dump(document, out, sort_keys=False)
     else:
-        out.write(render_table(rows, wide=args.output == "wide", errors=errors))
+        out.write(
+            render_table(
+                rows, wide=args.output == "wide", errors=errors, fragmentation=fragmentation
+            )
+        )
     return ExitCode.FAILED if errors and len(errors) == len(contexts) else ExitCode.OK

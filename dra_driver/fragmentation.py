@@ -35,16 +35,24 @@ The work is one pass over the driver's devices per node; the controller runs it 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Final, Literal
 
+from api.resource_v1 import ResourceClaim, ResourceSlice
 from dra_driver.allocator import Snapshot
 from dra_driver.allocator.capacity import qualify
 from dra_driver.allocator.inventory import CounterKey, InventoryDevice
 
-__all__ = ["CLASSES", "Fragmentation", "NodeFragmentation", "RequestClass", "measure"]
+__all__ = [
+    "CLASSES",
+    "Fragmentation",
+    "NodeFragmentation",
+    "RequestClass",
+    "measure",
+    "measure_objects",
+]
 
 RequestClass = Literal["gpu", "mig", "share"]
 CLASSES: Final[tuple[RequestClass, ...]] = ("gpu", "mig", "share")
@@ -112,7 +120,7 @@ class Fragmentation:
     def to_json(self) -> dict[str, object]:
         """The figures as ``dra-driver gpus -o json`` shows them."""
         return {
-            "cluster": {
+            "total": {
                 "ratio": {kind: round(self.ratio(kind), 4) for kind in CLASSES},
                 "free": {kind: self.free(kind) for kind in CLASSES},
                 "largestGpuRequest": self.largest_gpu_request,
@@ -211,7 +219,7 @@ class _NodeMeasure:
                 free = max(int(entry.total - consumed), 0)
             result.share_memory[product] = result.share_memory.get(product, 0) + free
             result.free["share"] += free
-            if entry is not None and free < entry.total:
+            if shares:
                 result.stranded["share"] += free
             compute = gpu.capacity.get(qualify("compute", gpu.driver))
             compute_left = (
@@ -276,3 +284,12 @@ def _node_devices(snapshot: Snapshot, node: str, driver_name: str) -> list[Inven
         for device in snapshot.view(node).candidates
         if device.driver == driver_name and device.slice.node_name == node
     ]
+
+
+def measure_objects(
+    slices: Iterable[ResourceSlice], claims: Iterable[ResourceClaim], driver_name: str
+) -> Fragmentation:
+    """:func:`measure` of a snapshot of these objects (``dra-driver gpus``: one cluster's
+    lists). Raises InvalidInputError for a slice whose node selector cannot be evaluated."""
+    mine = [s for s in slices if s.spec.driver == driver_name]
+    return measure(Snapshot.build(slices=mine, classes=(), claims=claims), driver_name)

@@ -11,7 +11,10 @@ module decides what a row says, pure and without a cluster:
   ``parentUUID`` is the GPU's): the claim, its pods (``status.reservedFor``) and its age;
 - ``SHARING``: ``exclusive``, ``N share(s)`` or the MIG profiles in use (``mig 1g.10gb x2``);
 - ``HEALTH``: ``ok`` or the device's taints (``key=value:Effect``), from the slice;
-- totals per node and per product (and per cluster when several are shown).
+- totals per node and per product (and per cluster when several are shown);
+- with the clusters' :class:`~dra_driver.fragmentation.Fragmentation` (computed by the caller
+  from the same lists), a ``fragmentation`` line per cluster and one per node in the totals,
+  and a ``fragmentation`` list in the JSON.
 
 A GPU is *free* when nobody holds any part of it.
 """
@@ -25,8 +28,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.resource_v1 import Device, ResourceClaim, ResourceSlice
+from dra_driver.fragmentation import CLASSES, Fragmentation
 
-__all__ = ["GpuRow", "Holder", "gpu_rows", "render_table", "rows_json", "totals"]
+__all__ = [
+    "GpuRow",
+    "Holder",
+    "fragmentation_lines",
+    "gpu_rows",
+    "render_table",
+    "rows_json",
+    "totals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,16 +249,40 @@ def totals(rows: Sequence[GpuRow]) -> dict[str, dict[str, dict[str, int]]]:
     return {kind: dict(values) for kind, values in found.items()}
 
 
-def rows_json(rows: Sequence[GpuRow], errors: Mapping[str, str]) -> dict[str, Any]:
-    """``-o json|yaml``: the rows, the totals and the clusters that could not be read."""
+def rows_json(
+    rows: Sequence[GpuRow],
+    errors: Mapping[str, str],
+    fragmentation: Mapping[str, Fragmentation] | None = None,
+) -> dict[str, Any]:
+    """``-o json|yaml``: the rows, the totals, the clusters that could not be read and, per
+    cluster (``cluster`` null for the only one), its fragmentation."""
     summary = totals(rows)
     if not any(r.cluster for r in rows) and not errors:
         summary.pop("cluster")
     return {
         "gpus": [r.to_json() for r in rows],
         "totals": summary,
+        "fragmentation": [
+            {"cluster": cluster or None, **found.to_json()}
+            for cluster, found in sorted((fragmentation or {}).items())
+        ],
         "errors": [{"cluster": c, "error": e} for c, e in sorted(errors.items())],
     }
+
+
+def fragmentation_lines(fragmentation: Mapping[str, Fragmentation]) -> list[str]:
+    """Per cluster: ``fragmentation: gpu 0.33 (...)``, then ``fragmentation by node: ...``."""
+    lines: list[str] = []
+    for cluster, found in sorted(fragmentation.items()):
+        where = f" {cluster}" if cluster else ""
+        lines.append(f"fragmentation{where}: {found.summary()}")
+        nodes = [
+            f"{n.node} " + " ".join(f"{kind} {n.ratio(kind):.2f}" for kind in CLASSES)
+            for n in found.nodes
+        ]
+        if nodes:
+            lines.append(f"fragmentation by node{where}: " + "; ".join(nodes))
+    return lines
 
 
 def render_table(
@@ -255,8 +291,10 @@ def render_table(
     wide: bool = False,
     errors: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    fragmentation: Mapping[str, Fragmentation] | None = None,
 ) -> str:
-    """kubectl-like columns, one line per holder (a free GPU has one line), then totals."""
+    """kubectl-like columns, one line per holder (a free GPU has one line), then totals
+    and the clusters' fragmentation (:func:`fragmentation_lines`)."""
     now = now or datetime.now(UTC)
     clusters = any(r.cluster for r in rows) or bool(errors)
     header = ["NODE", "DEVICE", "PRODUCT", "MEMORY", "SHARING", "HEALTH", "CLAIM", "PODS", "AGE"]
@@ -308,4 +346,5 @@ def render_table(
         ]
         if parts:
             text.append(f"{kind}s: " + "; ".join(parts))
+    text.extend(fragmentation_lines(fragmentation or {}))
     return "\n".join(text) + "\n"

@@ -115,7 +115,7 @@ def test_shares_count_unconsumed_memory_and_the_largest_share_left() -> None:
     assert node.ratio("share") == (total - 10 * GIB) / (2 * total - 10 * GIB)
     # The shared GPU is no longer free whole; the other one is.
     assert node.free_gpus == 1
-    assert found.to_json()["cluster"]["largestShareBytes"] == total  # type: ignore[index]
+    assert found.to_json()["total"]["largestShareBytes"] == total  # type: ignore[index]
 
 
 def test_nothing_free_is_no_fragmentation() -> None:

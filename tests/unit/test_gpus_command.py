@@ -215,3 +215,27 @@ def test_yaml_is_the_json_document() -> None:
     run_gpus(_args("-o", "yaml"), out=out, clients={None: _cluster()})
     _, doc = _json()
     assert yaml.safe_load(out.getvalue()) == doc
+
+
+def test_fragmentation_per_cluster_and_node_in_json_and_table() -> None:
+    _, doc = _json("--node", "node-b")
+    (found,) = doc["fragmentation"]
+    assert found["cluster"] is None
+    # The whole cluster, whatever --node shows: node-a's GPUs are both taken (one whole, one
+    # by a MIG device), node-b's gpu-1 is free beside a shared gpu-0.
+    assert found["total"]["largestGpuRequest"] == 1
+    assert found["total"]["ratio"]["gpu"] == 1.0
+    assert found["nodes"]["node-a"]["migFree"]["3g.40gb"] == 1
+    assert found["total"]["migProfileNodes"]["7g.80gb"] == 0
+
+    out = io.StringIO()
+    run_gpus(_args(), out=out, clients={None: _cluster()})
+    lines = out.getvalue().splitlines()
+    (line,) = [x for x in lines if x.startswith("fragmentation: ")]
+    assert line.startswith("fragmentation: gpu 1.00 (largest request 1 of 1 free), mig 1.00 (")
+    assert "3g.40gb on 1 node(s)" in line
+    # node-b: the shares on gpu-0 consume no memory here, so half the free memory is stranded.
+    assert (
+        "fragmentation by node: node-a gpu 0.00 mig 1.00 share 0.00; "
+        "node-b gpu 1.00 mig 0.00 share 0.50" in lines
+    )
