@@ -2,8 +2,15 @@
 
 - :mod:`~kubelet_plugin.health.taints`: the health policy, which event raises
   which device taint with which effect (light: the settings parse it);
+- :mod:`~kubelet_plugin.health.classification`: each fault's outcome (the XID
+  table) and what NVML's recovery action asks for;
 - :mod:`~kubelet_plugin.health.monitor`: :class:`HealthMonitor`, events to
-  the taints of each GPU, published on the ResourceSlices and as health;
+  the taints of each GPU (:mod:`~kubelet_plugin.health.gpu_health`), published on
+  the ResourceSlices and as health;
+- :mod:`~kubelet_plugin.health.recovery`: when taints go (the quiet window, and
+  the recovery action NVML reports where it does);
+- :mod:`~kubelet_plugin.health.notices`: Node Events and metrics of each GPU
+  tainted or recovered;
 - :mod:`~kubelet_plugin.health.taint_store`: the taints on disk (``taints.json``),
   the reboot rules, an unreadable file's safe default, admins' clear requests;
 - :mod:`~kubelet_plugin.health.node_health`: the monitor put together at start-up;
