@@ -24,6 +24,11 @@ The *closest* node is one where the claims fit, else the one with the
 smallest shortfall: per request the devices still missing (``needed -
 eligible``; for ``All``, the matching devices that are not eligible), taking
 the best alternative of a ``firstAvailable`` request; ties go to node order.
+
+When no node fits but a request's eligible devices on all the nodes searched together would
+be enough, the free devices are *fragmented* (one request's devices come from one node):
+:meth:`Explanation.fragmented` names the request, the free total and the most on one node,
+and the reasons, the table and the JSON carry that note.
 """
 
 from __future__ import annotations
@@ -48,10 +53,49 @@ from dra_driver.allocator.search import NodeSearch
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
 from dra_driver.allocator.taints import untolerated
 
-__all__ = ["FILTER_TIMEOUT", "ClaimReport", "Explanation", "NodeReport", "RequestReport", "explain"]
+__all__ = [
+    "FILTER_TIMEOUT",
+    "ClaimReport",
+    "Explanation",
+    "Fragmented",
+    "NodeReport",
+    "RequestReport",
+    "explain",
+]
 
 #: Seconds one node's search may take (the scheduler's filter timeout default).
 FILTER_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fragmented:
+    """A request no node can serve although the free devices of all nodes would be enough."""
+
+    claim: str
+    request: str
+    needed: int
+    eligible: int
+    """Eligible devices on all the nodes searched together."""
+    most: int
+    """The most eligible devices on one node (``node``)."""
+    node: str | None
+
+    def note(self) -> str:
+        return (
+            f"request {self.request} needs {self.needed} device(s): {self.eligible} eligible "
+            f"on all nodes together, at most {self.most} on one node "
+            f"({self.node or '(any)'}); the free devices are fragmented"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim,
+            "request": self.request,
+            "needed": self.needed,
+            "eligible": self.eligible,
+            "mostOnOneNode": self.most,
+            "node": self.node,
+        }
 
 
 @dataclass
@@ -65,6 +109,11 @@ class Explanation:
           "claims": ["claim ns/name", ...],          # the pending claims
           "allocatable": bool,                       # some node fits them all
           "closestNode": "node-a" | null,            # see the module docstring
+          "fragmented": [{                           # see Explanation.fragmented
+            "claim": "claim ns/name", "request": "gpu", "needed": int,
+            "eligible": int,                         # on all nodes searched together
+            "mostOnOneNode": int, "node": "node-b" | null
+          }, ...],
           "nodes": [{
             "node": "node-a" | null,                 # null: no particular node
             "allocatable": bool,
@@ -135,12 +184,38 @@ class Explanation:
                 best = report
         return best
 
+    def fragmented(self) -> list[Fragmented]:
+        """Requests no node can serve although their eligible devices on all the nodes
+        searched (not excluded, no error) together would be enough; none when some node fits
+        or fewer than two nodes were searched. Requests for ``All`` devices are left out."""
+        searched = [n for n in self.nodes if n.excluded is None and n.error is None]
+        if self.allocatable or len(searched) < 2:
+            return []
+        found: list[Fragmented] = []
+        for index, claim in enumerate(self.claims):
+            per_request: dict[str, list[tuple[int, str | None]]] = {}
+            needed: dict[str, int] = {}
+            for report in searched:
+                for request in report.claims[index].requests:
+                    if request.needed is not None:
+                        needed[request.request] = request.needed
+                        per_request.setdefault(request.request, []).append(
+                            (request.eligible, report.node)
+                        )
+            for name, counts in per_request.items():
+                total = sum(count for count, _ in counts)
+                most, node = max(counts, key=lambda c: c[0])  # ties: the first node
+                if total >= needed[name] > most:
+                    found.append(Fragmented(claim, name, needed[name], total, most, node))
+        return found
+
     def to_json(self) -> dict[str, Any]:
         closest = self.closest
         return {
             "claims": self.claims,
             "allocatable": self.allocatable,
             "closestNode": closest.node if closest is not None else None,
+            "fragmented": [f.to_json() for f in self.fragmented()],
             "nodes": [n.to_json() for n in self.nodes],
         }
 
@@ -148,6 +223,7 @@ class Explanation:
         """Per claim (``claim ns/name``), why it cannot be allocated, for stderr."""
         closest = self.closest
         checked = len(self.nodes)
+        fragmented = self.fragmented()
         reasons: dict[str, str] = {}
         for index, claim in enumerate(self.claims):
             if closest is None:
@@ -182,6 +258,9 @@ class Explanation:
                 reasons[claim] += "; invalid resource pools were encountered: " + ", ".join(
                     f"{pool} ({why})" for pool, why in closest.invalid_pools.items()
                 )
+            for found in fragmented:
+                if found.claim == claim:
+                    reasons[claim] += f"; {found.note()}"
         return reasons
 
     def render_table(self) -> str:
@@ -230,6 +309,7 @@ class Explanation:
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
         ]
         closest = self.closest
+        notes.extend(f"{f.claim.removeprefix('claim ')}: {f.note()}" for f in self.fragmented())
         lines.append("")
         lines.extend(notes)
         if closest is not None:

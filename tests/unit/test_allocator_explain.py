@@ -203,3 +203,44 @@ def test_explain_for_one_node_and_invalid_input() -> None:
     assert [n.node for n in explain(snap, [claim("c", exact())], node="node-b").nodes] == ["node-b"]
     with pytest.raises(InvalidInputError):
         explain(snap, [claim("c", exact("gpu", "missing"))])
+
+
+def test_a_claim_that_fits_only_in_the_free_total_is_called_fragmented() -> None:
+    slices = [
+        resource_slice("a", [device("gpu-0", attributes={"type": "gpu"})], node="node-a"),
+        resource_slice(
+            "b",
+            [device(f"gpu-{i}", attributes={"type": "gpu"}) for i in range(2)],
+            node="node-b",
+        ),
+    ]
+    snap = Snapshot.build(slices=slices, classes=[GPU_CLASS])
+    explanation = explain(snap, [claim("c", exact(count=3))])
+
+    (found,) = explanation.fragmented()
+    assert (found.request, found.needed, found.eligible, found.most, found.node) == (
+        "gpu",
+        3,
+        3,
+        2,
+        "node-b",
+    )
+    note = (
+        "request gpu needs 3 device(s): 3 eligible on all nodes together, at most 2 on one "
+        "node (node-b); the free devices are fragmented"
+    )
+    assert explanation.reasons()["claim default/c"].endswith(note)
+    assert f"default/c: {note}" in explanation.render_table().splitlines()
+    assert explanation.to_json()["fragmented"] == [
+        {
+            "claim": "claim default/c",
+            "request": "gpu",
+            "needed": 3,
+            "eligible": 3,
+            "mostOnOneNode": 2,
+            "node": "node-b",
+        }
+    ]
+    # Not enough free devices anywhere, or a node that fits: no such note.
+    assert explain(snap, [claim("c", exact(count=4))]).fragmented() == []
+    assert explain(snap, [claim("c", exact(count=2))]).fragmented() == []
