@@ -19,6 +19,9 @@ Checks:
   version, MIG mode) and ``/dev/nvidia<minor>`` as a character device 195:minor;
 - ``slices``: the node's pool from that inventory, full GPUs and partitionable
   MIG alike, valid as the API server validates ResourceSlices;
+- ``recovery``: NVML's GPU recovery action (field 230) of every GPU, or that
+  the driver lacks it (recorded, not failed), and the validation the plugin
+  lifts taints by (NVML answers, memory and ECC sane) passes on each GPU;
 - ``health``: the NVML event set registers on every GPU and a wait times out
   without a spurious event;
 - ``plugin``: ``dra-driver kubelet-plugin --gpu-backend nvml`` as a process,
@@ -76,7 +79,7 @@ from api.errors import DiscoveryError  # noqa: E402
 from api.resource_v1 import dump  # noqa: E402
 from api.semver import Semver  # noqa: E402
 from api.validation import validate_resource_slice  # noqa: E402
-from dra_driver.discovery.model import Gpu, NodeInventory  # noqa: E402
+from dra_driver.discovery.model import Gpu, NodeInventory, RecoveryProbe  # noqa: E402
 from dra_driver.slices import build_slices  # noqa: E402
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files  # noqa: E402
 from kubelet_plugin.checkpoint_store import CheckpointStore  # noqa: E402
@@ -208,6 +211,18 @@ def check_slices(inventory: NodeInventory, out: Path) -> dict[str, Any]:
                 yaml.safe_dump_all([dump(s) for s in slices], stream, sort_keys=False)
     expect(counts["full"] == len(inventory.gpus), f"full-GPU devices: {counts}")
     return {"devices": counts}
+
+
+def check_recovery(backend: RecoveryProbe, inventory: NodeInventory) -> dict[str, Any]:
+    gpus: dict[str, dict[str, str]] = {}
+    for gpu in inventory:
+        action = backend.recovery_action(gpu.uuid)
+        problem = backend.validate(gpu.uuid)
+        expect(problem is None, f"{gpu.device_name} ({gpu.uuid}) does not validate: {problem}")
+        gpus[gpu.device_name] = {
+            "recoveryAction": "not-supported" if action is None else action.name
+        }
+    return {"gpus": gpus}
 
 
 def check_health(backend: NvmlBackend) -> dict[str, Any]:
@@ -431,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         inventory = backend.discover()
         checks: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("discovery", lambda: check_discovery(inventory)),
+            ("recovery", lambda: check_recovery(backend, inventory)),
             ("slices", lambda: check_slices(inventory, args.out)),
             ("health", lambda: check_health(backend)),
             ("plugin", lambda: check_plugin(inventory, driver_root, args.out)),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from dra_driver.discovery.mock import MockBackend
+from dra_driver.discovery.model import RecoveryAction
 from e2e.gpu import check
 
 
@@ -44,3 +45,21 @@ def test_prepare_latency_check_prepares_every_iteration(tmp_path: Path) -> None:
 def test_a_failed_expectation_names_what_was_seen() -> None:
     with pytest.raises(check.CheckFailedError, match="seen 3"):
         check.expect(False, "seen 3")
+
+
+def test_recovery_check_records_each_action_and_fails_a_gpu_that_does_not_validate() -> None:
+    mock = MockBackend("node-a", "2xH100-80GB")
+    mock.recovery.set_action(mock.inventory.gpus[1].uuid, RecoveryAction.GPU_RESET)
+    assert check.check_recovery(mock.recovery, mock.inventory) == {
+        "gpus": {
+            "gpu-0": {"recoveryAction": "NONE"},
+            "gpu-1": {"recoveryAction": "GPU_RESET"},
+        }
+    }
+    mock.recovery.set_supported(False)  # an older driver: recorded, not failed
+    assert check.check_recovery(mock.recovery, mock.inventory)["gpus"]["gpu-0"] == {
+        "recoveryAction": "not-supported"
+    }
+    mock.recovery.set_invalid(mock.inventory.gpus[0].uuid, "NVML does not answer for it")
+    with pytest.raises(check.CheckFailedError, match=r"gpu-0 \(GPU-.*\) does not validate"):
+        check.check_recovery(mock.recovery, mock.inventory)
