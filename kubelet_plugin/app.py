@@ -82,6 +82,7 @@ from kubelet_plugin.health.node_health import published_device_names, start_moni
 from kubelet_plugin.health.notices import NodeHealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
+from kubelet_plugin.mps.setup import mps_daemons
 from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import SlicePublisher
 from kubelet_plugin.server import PluginServer
@@ -223,6 +224,14 @@ class NodeAgent:
             _text(settings.hook_path),
             host_driver_root=settings.host_driver_root,
         )
+        # Mock GPUs run no real CUDA: without the binary, MPS stays env there.
+        host, mps = mps_daemons(
+            host,
+            driver_root=settings.driver_root,
+            mps_root=settings.mps_dir,
+            required=not isinstance(backend, MockBackend),
+            registry=self.metrics.registry,
+        )
 
         if self.api_client is None:
             self.api_client = kube_api_client(settings)
@@ -251,6 +260,7 @@ class NodeAgent:
             boot_id=boot_id,
             mig_manager=mig_manager,
             node_lock=self.serialize_lock,
+            mps=mps,
         )
         driver.start()
 

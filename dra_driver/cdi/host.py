@@ -115,6 +115,9 @@ class HostFiles:
     """Files under the driver root for which :func:`is_driver_file` holds."""
     hook_path: str | None = None
     """Host path of ``nvidia-cdi-hook``; None: no hook in the spec."""
+    mps_root: str | None = None
+    """Host directory of the MPS control daemons' directories (:mod:`dra_driver.cdi.mps`);
+    None: the plugin runs no daemons, MPS settings reach containers as env only."""
 
 
 def select_driver_files(paths: Iterable[str]) -> tuple[str, ...]:

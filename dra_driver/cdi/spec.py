@@ -22,6 +22,7 @@ from dra_driver.cdi.model import (
     minimum_cdi_version,
     version_key,
 )
+from dra_driver.cdi.mps import mps_container_dirs, mps_edits
 
 #: Options of every driver-file mount: read-only, no setuid, no device files.
 MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "bind")
@@ -87,7 +88,15 @@ def _mebibytes(size: int) -> str:
     return f"{math.ceil(size / _MIB)}M"
 
 
-def _device_env(device: SpecDevice) -> list[str]:
+def _mps_uuids(devices: Sequence[SpecDevice]) -> list[str]:
+    return list(
+        dict.fromkeys(
+            d.uuid for d in devices if d.sharing is not None and d.sharing.strategy == "MPS"
+        )
+    )
+
+
+def _device_env(device: SpecDevice, mps_root: str | None) -> list[str]:
     prefix = f"DRA_GPU_{device.env_key}_"
     env = [f"{prefix}UUID={device.uuid}"]
     sharing = device.sharing
@@ -101,6 +110,8 @@ def _device_env(device: SpecDevice) -> list[str]:
     if sharing.mps_pinned_memory_limit_bytes is not None:
         limit = _mebibytes(sharing.mps_pinned_memory_limit_bytes)
         env.append(f"{prefix}MPS_PINNED_DEVICE_MEM_LIMIT={limit}")
+    if sharing.strategy == "MPS" and mps_root is not None:
+        env.append(f"{prefix}MPS_PIPE_DIRECTORY={mps_container_dirs(device.uuid).pipe}")
     return env
 
 
@@ -139,6 +150,11 @@ def _common_edits(devices: Sequence[SpecDevice], host: HostFiles) -> ContainerEd
         )
         for path in sorted(host.driver_files)
     ]
+    env = _claim_env(devices)
+    if host.mps_root is not None:
+        mps_env, mps_mounts = mps_edits(host.mps_root, _mps_uuids(devices))
+        env += mps_env
+        mounts += mps_mounts
     hooks: list[Hook] = []
     library_dirs = sorted(
         {
@@ -153,7 +169,7 @@ def _common_edits(devices: Sequence[SpecDevice], host: HostFiles) -> ContainerEd
             args += ["--folder", directory]
         hooks.append(Hook(hook_name="createContainer", path=host.hook_path, args=args))
     return ContainerEdits(
-        env=_claim_env(devices),
+        env=env,
         device_nodes=nodes or None,
         mounts=mounts or None,
         hooks=hooks or None,
@@ -178,7 +194,7 @@ def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: Hos
         CdiDevice(
             name=device.name,
             container_edits=ContainerEdits(
-                env=_device_env(device),
+                env=_device_env(device, host.mps_root),
                 device_nodes=[
                     _device_node(host.dev_root, path)
                     for path in (device.device_node, *device.extra_device_nodes)

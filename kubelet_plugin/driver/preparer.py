@@ -27,6 +27,7 @@ from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
 from kubelet_plugin.driver.ordering import UnprepareLedger
+from kubelet_plugin.mps import MpsDaemons
 from kubelet_plugin.node_driver import (
     ClaimRef,
     PreparedDevice,
@@ -95,6 +96,7 @@ class ClaimPreparer:
         boot_id: str,
         migs: MigLifecycle,
         fault_hook: Callable[[FaultPoint], None] | None = None,
+        mps: MpsDaemons | None = None,
     ) -> None:
         self._driver_name = driver_name
         self._pool_name = pool_name
@@ -106,6 +108,7 @@ class ClaimPreparer:
         self._boot_id = boot_id
         self._migs = migs
         self._fault_hook = fault_hook
+        self._mps = mps
         self._locks_guard = threading.Lock()
         self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
         self.ledger = UnprepareLedger()
@@ -208,6 +211,12 @@ class ClaimPreparer:
             if plan.pending_migs:
                 plan = self._migs.create(ref, plan, created)
                 self._fault("mig-created")
+            if self._mps is not None:
+                # Up before the kubelet hears of success: a container started without
+                # its daemon would run without MPS, silently.
+                self._mps.hold(
+                    ref.uid, str(ref), [(d.uuid, d.sharing) for d in plan.devices if d.sharing]
+                )
             assert plan.spec is not None  # devices, none pending
             content = encode_cdi_spec(plan.spec)
             self._cdi.write(plan.spec_file_name, content)
@@ -222,6 +231,8 @@ class ClaimPreparer:
             self._journal.set(ref.uid, completed)
             self._journal.commit()
         except BaseException:
+            if self._mps is not None:
+                self._mps.release(ref.uid)
             self._migs.destroy(str(ref), created)
             self._roll_back(ref.uid)
             raise
@@ -305,6 +316,8 @@ class ClaimPreparer:
                         # Entry kept: the kubelet's retry destroys what is left.
                         return f"{ref}: {failed}; the kubelet retries"
                     self._journal.drop(ref.uid)
+                if self._mps is not None:
+                    self._mps.release(ref.uid)  # the GPU's daemon stops with its last claim
                 # Still under the claim's lock: a running batch that reaches this
                 # claim later sees the unprepare and leaves it alone.
                 self.ledger.record_unprepare(ref.uid)

@@ -292,6 +292,12 @@ class Settings(BaseModel):
         return dra_socket_path(self.plugins_dir, self.driver_name, self.pod_uid)
 
     @property
+    def mps_dir(self) -> Path:
+        """``<plugin dir>/mps``: the MPS control daemons' pipe and log directories, one
+        directory per GPU (the plugin directory has the same path on the host)."""
+        return self.plugin_dir / "mps"
+
+    @property
     def serialize_lock(self) -> Path:
         """The file lock the plugin instances of this node serialise prepares with."""
         return self.plugin_dir / "serialize.lock"

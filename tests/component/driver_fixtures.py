@@ -23,11 +23,13 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from api.semver import Semver
+from dra_driver.cdi import HostFiles
 from dra_driver.discovery.model import Gpu, NodeInventory
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.driver import FaultPoint, GpuDriver
 from kubelet_plugin.driver.gpu_driver import PREPARE_WORKERS
+from kubelet_plugin.mps import MpsDaemons
 from kubelet_plugin.node_lock import NodeFileLock
 from tests.fakes.claim_source import FakeClaimSource
 
@@ -140,8 +142,10 @@ def make_driver(
     node_lock: NodeFileLock | None = None,
     cleanup_retry_s: float = 30.0,
     prepare_workers: int = PREPARE_WORKERS,
+    host: HostFiles | None = None,
+    mps: MpsDaemons | None = None,
 ) -> GpuDriver:
-    """A driver on real files under ``root``; not started."""
+    """A driver on real files under ``root`` (``host``: scanned there); not started."""
     make_host(root, gpus)
     return GpuDriver(
         driver_name=DRIVER,
@@ -149,12 +153,13 @@ def make_driver(
         claim_source=claims,
         checkpoints=CheckpointStore(checkpoint_path(root)),
         cdi=CdiWriter(cdi_root(root), DRIVER),
-        host=scan_host_files(root / "host", root / "driver", None),
+        host=host or scan_host_files(root / "host", root / "driver", None),
         boot_id=boot_id,
         fault_hook=fault_hook,
         node_lock=node_lock,
         cleanup_retry_s=cleanup_retry_s,
         prepare_workers=prepare_workers,
+        mps=mps,
     )
 
 

@@ -1,0 +1,290 @@
+"""The MPS control daemons of this node: one per GPU shared with MPS, held by the claims on it.
+
+Why one daemon per GPU, not one per claim (NVIDIA's DRA driver runs one per
+claim): what users asked for is several users on one GPU, and with consumable
+shares (``--shared-gpus``) several claims hold one GPU. MPS runs one server
+per user ID at a time: clients of a second UID queue until the first UID's
+clients are done (they wait, they do not fail), so containers that share a GPU
+must run as the same UID to run side by side. Two daemons on one GPU would not
+help: each would start its own server and they would time-slice.
+
+Why a supervised daemonised process, not a workload (a Deployment per
+claim): the daemon must be up before the kubelet hears that prepare
+succeeded (a container started earlier runs without MPS, silently), and the
+plugin already runs privileged on the node with the driver root mounted; a
+pod scheduled per claim adds an API round trip and a second failure domain.
+The daemon outlives a plugin restart (``-d`` daemonises it; the plugin finds it
+again, :mod:`.daemon`), so running pods keep their MPS server.
+
+Limits: ``set_default_active_thread_percentage`` and
+``set_default_device_pinned_mem_limit`` are daemon-wide defaults that apply
+to servers spawned afterwards. The plugin sets them to the ceiling over the
+claims holding the GPU (the largest thread percentage and the largest pinned
+memory limit; 100 % and no memory command when one claim has none), before
+the first client connects, and again whenever the ceiling changes. Each
+claim's own limits are in its containers' env (``CUDA_MPS_*``), which can only
+lower what a client gets, and which a container can change. So: no client
+exceeds the ceiling once the server is spawned after the ceiling was set; a
+claim's own, lower limit holds for clients that keep the env they were given.
+A server already running keeps the values it was spawned with until its last
+client exits. docs/operations.md ("Sharing: what is enforced") says it for users.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from api.checkpoint import ClaimEntry
+from api.errors import PrepareError
+from dra_driver.cdi import SharingSettings
+from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError, daemon_uuids
+
+__all__ = ["MPS_CONTROL_BINARY", "GpuShare", "MpsCeiling", "MpsDaemons", "ceiling"]
+
+log = logging.getLogger(__name__)
+
+MPS_CONTROL_BINARY: Final = "nvidia-cuda-mps-control"
+_MIB: Final = 1024 * 1024
+
+#: One GPU a claim holds with MPS: its UUID and its merged settings.
+GpuShare = tuple[str, SharingSettings]
+
+
+@dataclass(frozen=True, slots=True)
+class MpsCeiling:
+    """The daemon-wide defaults of one GPU's daemon; None: no command for it."""
+
+    thread_percentage: int
+    pinned_memory_bytes: int | None
+
+    def commands(self) -> list[str]:
+        # With CUDA_VISIBLE_DEVICES one UUID, the daemon sees its GPU as device 0.
+        commands = [f"set_default_active_thread_percentage {self.thread_percentage}"]
+        if self.pinned_memory_bytes is not None:
+            mebibytes = -(-self.pinned_memory_bytes // _MIB)  # rounded up, never 0
+            commands.append(f"set_default_device_pinned_mem_limit 0 {mebibytes}M")
+        return commands
+
+
+def ceiling(settings: Sequence[SharingSettings]) -> MpsCeiling:
+    """The ceiling over the settings of the claims holding one GPU (module docstring)."""
+    percentages = [s.mps_active_thread_percentage for s in settings]
+    limits = [s.mps_pinned_memory_limit_bytes for s in settings]
+    set_percentages = [p for p in percentages if p is not None]
+    set_limits = [b for b in limits if b is not None]
+    return MpsCeiling(
+        thread_percentage=max(set_percentages) if len(set_percentages) == len(settings) else 100,
+        pinned_memory_bytes=max(set_limits)
+        if set_limits and len(set_limits) == len(settings)
+        else None,
+    )
+
+
+class MpsDaemons:
+    """Starts, limits, supervises and stops the daemons; thread-safe.
+
+    ``binary`` is the driver's ``nvidia-cuda-mps-control`` (None: not found).
+    ``required``: a claim asking for MPS without a binary gets a prepare error
+    (real GPUs); not required (the mock backend), MPS stays env only, with a warning.
+    ``registry`` gets the metrics ``dra_driver_mps_daemons`` (daemons running for
+    claims) and ``dra_driver_mps_daemon_restarts_total`` (daemons found dead and
+    started again). :meth:`start` adopts or starts the daemons of prepared claims
+    and stops orphans, then checks every ``check_interval_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None,
+        mps_root: Path,
+        required: bool = True,
+        library_path: str | None = None,
+        registry: CollectorRegistry | None = None,
+        check_interval_s: float = 5.0,
+    ) -> None:
+        self.mps_root = mps_root
+        self._binary = binary
+        self._required = required
+        self._library_path = library_path
+        self._interval = check_interval_s
+        self._lock = threading.Lock()
+        self._holders: dict[str, dict[str, SharingSettings]] = {}  # uuid -> claim uid -> settings
+        self._daemons: dict[str, MpsDaemon] = {}
+        self._sent: dict[str, MpsCeiling] = {}
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        registry = registry if registry is not None else CollectorRegistry()
+        self.restarts = Counter(
+            "dra_driver_mps_daemon_restarts",
+            "MPS control daemons found dead and started again.",
+            registry=registry,
+        )
+        Gauge(
+            "dra_driver_mps_daemons",
+            "MPS control daemons running for prepared claims.",
+            registry=registry,
+        ).set_function(lambda: len(self._daemons))
+
+    @property
+    def enabled(self) -> bool:
+        return self._binary is not None
+
+    def running(self) -> dict[str, int]:
+        """GPU UUID to the pid of its daemon, for the GPUs held now."""
+        with self._lock:
+            return {
+                uuid: daemon.record.pid
+                for uuid, daemon in self._daemons.items()
+                if daemon.record is not None
+            }
+
+    # --- claims ---------------------------------------------------------------------
+
+    def hold(self, claim_uid: str, label: str, shares: Sequence[GpuShare]) -> None:
+        """Make the daemons of ``shares`` run with this claim among their holders.
+
+        Idempotent. Raises PrepareError (retryable where a retry can help) when
+        no binary is found and one is required, or a daemon does not start.
+        """
+        shares = [(uuid, s) for uuid, s in shares if s.strategy == "MPS"]
+        if not shares:
+            return
+        if self._binary is None:
+            message = (
+                f"asks for MPS on {', '.join(u for u, _ in shares)}, but no "
+                f"{MPS_CONTROL_BINARY} was found under the driver root: install the driver's "
+                "MPS binaries there, or share the GPU with TimeSlicing"
+            )
+            if self._required:
+                raise PrepareError(message, claim=label)
+            log.warning("%s: %s; MPS settings reach the containers as env only", label, message)
+            return
+        with self._lock:
+            for uuid, settings in shares:
+                self._holders.setdefault(uuid, {})[claim_uid] = settings
+            try:
+                for uuid in dict.fromkeys(u for u, _ in shares):
+                    self._ensure(uuid)
+            except MpsDaemonError as err:
+                self._drop_locked(claim_uid)
+                raise PrepareError(
+                    f"{err}; the kubelet retries", claim=label, retryable=True
+                ) from err
+
+    def release(self, claim_uid: str) -> None:
+        """Drop the claim from its GPUs' holders; a daemon nobody holds is stopped. Never raises."""
+        with self._lock:
+            self._drop_locked(claim_uid)
+
+    def _drop_locked(self, claim_uid: str) -> None:
+        for uuid in [u for u, holders in self._holders.items() if claim_uid in holders]:
+            del self._holders[uuid][claim_uid]
+            if self._holders[uuid]:
+                self._apply_ceiling(uuid)
+                continue
+            del self._holders[uuid]
+            self._sent.pop(uuid, None)
+            daemon = self._daemons.pop(uuid, None)
+            if daemon is not None:
+                daemon.stop()
+
+    # --- start-up and supervision ----------------------------------------------------
+
+    def start(self, entries: Mapping[str, ClaimEntry]) -> None:
+        """Hold the GPUs of the prepared claims in ``entries``: adopt their running daemons
+        (never restarted under running pods), start missing ones, stop the daemons no
+        claim holds; then supervise. Errors are logged: supervision retries them."""
+        if self._binary is None:
+            return
+        with self._lock:
+            for uid, entry in entries.items():
+                if entry.state != "PrepareCompleted":
+                    continue
+                for record in entry.devices:
+                    sharing = record.sharing
+                    if sharing is None or sharing.strategy != "MPS" or not record.uuid:
+                        continue
+                    self._holders.setdefault(record.uuid, {})[uid] = SharingSettings(
+                        strategy=sharing.strategy,
+                        time_slice_interval=sharing.time_slice_interval,
+                        mps_active_thread_percentage=sharing.mps_active_thread_percentage,
+                        mps_pinned_memory_limit_bytes=sharing.mps_pinned_memory_limit_bytes,
+                    )
+            for uuid in daemon_uuids(self.mps_root):
+                if uuid not in self._holders:
+                    log.info("GPU %s: MPS daemon of no prepared claim; stopping it", uuid)
+                    self._daemon(uuid).stop()
+            for uuid in list(self._holders):
+                try:
+                    self._ensure(uuid)
+                except MpsDaemonError as err:
+                    log.error("%s; supervision tries again", err)
+        self._thread = threading.Thread(target=self._supervise, name="mps-daemons", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """One supervision pass: a held GPU whose daemon is gone gets a new one. Never raises."""
+        with self._lock:
+            for uuid in list(self._holders):
+                daemon = self._daemons.get(uuid)
+                if daemon is not None and daemon.alive():
+                    continue
+                log.warning(
+                    "GPU %s: MPS control daemon is gone (claims %s); starting it again",
+                    uuid,
+                    ", ".join(sorted(self._holders[uuid])),
+                )
+                self.restarts.inc()
+                try:
+                    self._ensure(uuid)
+                except MpsDaemonError as err:
+                    log.error("%s; trying again in %g s", err, self._interval)
+
+    def close(self) -> None:
+        """Stop supervising; the daemons keep running for their pods (a restart adopts them)."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _supervise(self) -> None:
+        while not self._closed.wait(self._interval):
+            self.check()
+
+    # --- helpers (caller holds the lock) -----------------------------------------------
+
+    def _daemon(self, uuid: str) -> MpsDaemon:
+        binary = self._binary or Path(MPS_CONTROL_BINARY)
+        return MpsDaemon(binary, self.mps_root, uuid, library_path=self._library_path)
+
+    def _ensure(self, uuid: str) -> None:
+        """The GPU's daemon running: the known one, one found running (a previous plugin
+        process started it), or a new one; then its ceiling applied."""
+        daemon = self._daemons.get(uuid)
+        if daemon is None or not daemon.alive():
+            daemon = self._daemons[uuid] = self._daemon(uuid)
+            self._sent.pop(uuid, None)
+            if daemon.adopt():
+                log.info("GPU %s: adopted the running MPS control daemon", uuid)
+            else:
+                daemon.start()
+        self._apply_ceiling(uuid)
+
+    def _apply_ceiling(self, uuid: str) -> None:
+        wanted = ceiling(list(self._holders[uuid].values()))
+        daemon = self._daemons.get(uuid)
+        if daemon is None or self._sent.get(uuid) == wanted:
+            return
+        try:
+            for command in wanted.commands():
+                daemon.send(command)
+        except MpsDaemonError as err:
+            log.error("%s; sent again at the next change or restart", err)
+            return
+        self._sent[uuid] = wanted
