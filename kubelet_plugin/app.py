@@ -82,11 +82,11 @@ from kubelet_plugin.health.node_health import published_device_names, start_moni
 from kubelet_plugin.health.notices import NodeHealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
-from kubelet_plugin.mps.setup import mps_daemons
 from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import SlicePublisher
 from kubelet_plugin.server import PluginServer
 from kubelet_plugin.settings import Settings, build_parser, settings_from_args
+from kubelet_plugin.sharing_tools import sharing_enforcers
 from kubelet_plugin.slice_client import SliceClient
 
 __all__ = ["NodeAgent", "main", "run", "run_command"]
@@ -224,12 +224,11 @@ class NodeAgent:
             _text(settings.hook_path),
             host_driver_root=settings.host_driver_root,
         )
-        # Mock GPUs run no real CUDA: without the binary, MPS stays env there.
-        host, mps = mps_daemons(
+        host, enforcers = sharing_enforcers(
             host,
             driver_root=settings.driver_root,
             mps_root=settings.mps_dir,
-            required=not isinstance(backend, MockBackend),
+            real_gpus=not isinstance(backend, MockBackend),
             registry=self.metrics.registry,
         )
 
@@ -260,7 +259,7 @@ class NodeAgent:
             boot_id=boot_id,
             mig_manager=mig_manager,
             node_lock=self.serialize_lock,
-            mps=mps,
+            enforcers=enforcers,
         )
         driver.start()
 

@@ -24,7 +24,7 @@ from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle
 from kubelet_plugin.driver.preparer import ClaimPreparer, FaultPoint
 from kubelet_plugin.driver.recovery import RecoveryReport, StartupRecovery
-from kubelet_plugin.mps import MpsDaemons
+from kubelet_plugin.enforcement import Enforcers, SharingEnforcer
 from kubelet_plugin.node_driver import ClaimRef, PrepareResult
 from kubelet_plugin.node_lock import NodeFileLock
 
@@ -49,9 +49,10 @@ class GpuDriver:
     destroys dynamic MIG devices; without one, a claim for a MIG placement of a
     partitionable GPU fails with an error saying so (static MIG devices and
     full GPUs need none). ``node_lock`` is shared with another plugin instance
-    on the node (rolling update): see :mod:`kubelet_plugin.driver`. ``mps`` runs
-    the MPS control daemons of GPUs shared with MPS (:mod:`kubelet_plugin.mps`);
-    without it, MPS settings reach containers as env only.
+    on the node (rolling update): see :mod:`kubelet_plugin.driver`. ``enforcers``
+    apply a shared GPU's settings on the node (:mod:`kubelet_plugin.enforcement`:
+    MPS control daemons, the time slice); without them, sharing settings reach
+    containers as env only.
 
     The claims of one prepare call are prepared concurrently, at most
     ``prepare_workers`` at a time (shared by all calls); unprepare stays one
@@ -79,7 +80,7 @@ class GpuDriver:
         node_lock: NodeFileLock | None = None,
         cleanup_retry_s: float = 30.0,
         prepare_workers: int = PREPARE_WORKERS,
-        mps: MpsDaemons | None = None,
+        enforcers: Sequence[SharingEnforcer] = (),
     ) -> None:
         if prepare_workers < 1:
             raise ValueError(f"prepare_workers must be at least 1, got {prepare_workers}")
@@ -87,7 +88,7 @@ class GpuDriver:
         self.pool_name = pool_name or inventory.node_name
         self._inventory = inventory
         self._node_lock = node_lock
-        self._mps = mps
+        self._enforcers = Enforcers(enforcers)
         self._journal = ClaimJournal(checkpoints)
         self._cleanup_retry_s = cleanup_retry_s
         self._closed = threading.Event()
@@ -108,7 +109,7 @@ class GpuDriver:
             boot_id=boot_id,
             migs=migs,
             fault_hook=fault_hook,
-            mps=mps,
+            enforcers=self._enforcers,
         )
         self._recovery = StartupRecovery(
             driver_name=driver_name,
@@ -142,9 +143,8 @@ class GpuDriver:
         """
         with self._serialised(adopt=False):
             report = self._recovery.run()
-            if self._mps is not None:
-                # After recovery: only claims still prepared keep their GPU's daemon.
-                self._mps.start(self._journal.snapshot())
+            # After recovery: only the claims still prepared hold their GPUs.
+            self._enforcers.start(self._journal.snapshot())
         self._watch_cleanups()
         return report
 
@@ -171,8 +171,7 @@ class GpuDriver:
         """Stop the cleanup retries and the prepare workers (the plugin is stopping)."""
         self._closed.set()
         self._workers.shutdown(wait=True)
-        if self._mps is not None:
-            self._mps.close()
+        self._enforcers.close()
         with self._retrier_guard:
             retrier = self._retrier
         if retrier is not None:

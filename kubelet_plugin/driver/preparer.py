@@ -27,7 +27,7 @@ from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
 from kubelet_plugin.driver.ordering import UnprepareLedger
-from kubelet_plugin.mps import MpsDaemons
+from kubelet_plugin.enforcement import Enforcers
 from kubelet_plugin.node_driver import (
     ClaimRef,
     PreparedDevice,
@@ -96,7 +96,7 @@ class ClaimPreparer:
         boot_id: str,
         migs: MigLifecycle,
         fault_hook: Callable[[FaultPoint], None] | None = None,
-        mps: MpsDaemons | None = None,
+        enforcers: Enforcers | None = None,
     ) -> None:
         self._driver_name = driver_name
         self._pool_name = pool_name
@@ -108,7 +108,7 @@ class ClaimPreparer:
         self._boot_id = boot_id
         self._migs = migs
         self._fault_hook = fault_hook
-        self._mps = mps
+        self._enforcers = enforcers or Enforcers()
         self._locks_guard = threading.Lock()
         self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
         self.ledger = UnprepareLedger()
@@ -211,12 +211,11 @@ class ClaimPreparer:
             if plan.pending_migs:
                 plan = self._migs.create(ref, plan, created)
                 self._fault("mig-created")
-            if self._mps is not None:
-                # Up before the kubelet hears of success: a container started without
-                # its daemon would run without MPS, silently.
-                self._mps.hold(
-                    ref.uid, str(ref), [(d.uuid, d.sharing) for d in plan.devices if d.sharing]
-                )
+            # Before the kubelet hears of success: a container started earlier would
+            # run without its MPS daemon or time slice, silently.
+            self._enforcers.hold(
+                ref.uid, str(ref), [(d.uuid, d.sharing) for d in plan.devices if d.sharing]
+            )
             assert plan.spec is not None  # devices, none pending
             content = encode_cdi_spec(plan.spec)
             self._cdi.write(plan.spec_file_name, content)
@@ -231,8 +230,7 @@ class ClaimPreparer:
             self._journal.set(ref.uid, completed)
             self._journal.commit()
         except BaseException:
-            if self._mps is not None:
-                self._mps.release(ref.uid)
+            self._enforcers.release(ref.uid)
             self._migs.destroy(str(ref), created)
             self._roll_back(ref.uid)
             raise
@@ -316,8 +314,7 @@ class ClaimPreparer:
                         # Entry kept: the kubelet's retry destroys what is left.
                         return f"{ref}: {failed}; the kubelet retries"
                     self._journal.drop(ref.uid)
-                if self._mps is not None:
-                    self._mps.release(ref.uid)  # the GPU's daemon stops with its last claim
+                self._enforcers.release(ref.uid)  # an MPS daemon stops with its last claim
                 # Still under the claim's lock: a running batch that reaches this
                 # claim later sees the unprepare and leaves it alone.
                 self.ledger.record_unprepare(ref.uid)

@@ -6,11 +6,10 @@ enforced and when); :mod:`.daemon` runs one daemon process.
 """
 
 from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError
-from kubelet_plugin.mps.daemons import MPS_CONTROL_BINARY, GpuShare, MpsCeiling, MpsDaemons
+from kubelet_plugin.mps.daemons import MPS_CONTROL_BINARY, MpsCeiling, MpsDaemons
 
 __all__ = [
     "MPS_CONTROL_BINARY",
-    "GpuShare",
     "MpsCeiling",
     "MpsDaemon",
     "MpsDaemonError",

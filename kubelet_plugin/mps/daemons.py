@@ -44,17 +44,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from api.checkpoint import ClaimEntry
 from api.errors import PrepareError
 from dra_driver.cdi import SharingSettings
+from kubelet_plugin.enforcement import GpuShare, prepared_shares
 from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError, daemon_uuids
 
-__all__ = ["MPS_CONTROL_BINARY", "GpuShare", "MpsCeiling", "MpsDaemons", "ceiling"]
+__all__ = ["MPS_CONTROL_BINARY", "MpsCeiling", "MpsDaemons", "ceiling"]
 
 log = logging.getLogger(__name__)
 
 MPS_CONTROL_BINARY: Final = "nvidia-cuda-mps-control"
 _MIB: Final = 1024 * 1024
-
-#: One GPU a claim holds with MPS: its UUID and its merged settings.
-GpuShare = tuple[str, SharingSettings]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,19 +202,10 @@ class MpsDaemons:
         if self._binary is None:
             return
         with self._lock:
-            for uid, entry in entries.items():
-                if entry.state != "PrepareCompleted":
-                    continue
-                for record in entry.devices:
-                    sharing = record.sharing
-                    if sharing is None or sharing.strategy != "MPS" or not record.uuid:
-                        continue
-                    self._holders.setdefault(record.uuid, {})[uid] = SharingSettings(
-                        strategy=sharing.strategy,
-                        time_slice_interval=sharing.time_slice_interval,
-                        mps_active_thread_percentage=sharing.mps_active_thread_percentage,
-                        mps_pinned_memory_limit_bytes=sharing.mps_pinned_memory_limit_bytes,
-                    )
+            for uid, shares in prepared_shares(entries).items():
+                for uuid, settings in shares:
+                    if settings.strategy == "MPS":
+                        self._holders.setdefault(uuid, {})[uid] = settings
             for uuid in daemon_uuids(self.mps_root):
                 if uuid not in self._holders:
                     log.info("GPU %s: MPS daemon of no prepared claim; stopping it", uuid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.driver import FaultPoint, GpuDriver
 from kubelet_plugin.driver.gpu_driver import PREPARE_WORKERS
-from kubelet_plugin.mps import MpsDaemons
+from kubelet_plugin.enforcement import SharingEnforcer
 from kubelet_plugin.node_lock import NodeFileLock
 from tests.fakes.claim_source import FakeClaimSource
 
@@ -126,7 +126,8 @@ def make_host(root: Path, gpus: int) -> None:
     for relative in DRIVER_FILES:
         path = root / "driver" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"\x7fELF")
+        if not path.exists():  # a test may have put a fake tool there
+            path.write_bytes(b"\x7fELF")
     link = root / "driver" / "usr/lib/x86_64-linux-gnu/libcuda.so.1"
     if not link.is_symlink():
         link.symlink_to("libcuda.so.550.54.15")
@@ -143,7 +144,7 @@ def make_driver(
     cleanup_retry_s: float = 30.0,
     prepare_workers: int = PREPARE_WORKERS,
     host: HostFiles | None = None,
-    mps: MpsDaemons | None = None,
+    enforcers: Sequence[SharingEnforcer] = (),
 ) -> GpuDriver:
     """A driver on real files under ``root`` (``host``: scanned there); not started."""
     make_host(root, gpus)
@@ -159,7 +160,7 @@ def make_driver(
         node_lock=node_lock,
         cleanup_retry_s=cleanup_retry_s,
         prepare_workers=prepare_workers,
-        mps=mps,
+        enforcers=enforcers,
     )
 
 

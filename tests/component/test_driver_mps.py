@@ -23,8 +23,8 @@ from kubelet_plugin.cdi_writer import scan_host_files
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.mps import MpsDaemons
 from kubelet_plugin.mps.daemon import process_start_time
-from kubelet_plugin.mps.setup import mps_daemons
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.sharing_tools import sharing_enforcers
 from tests.component.driver_fixtures import (
     claim,
     claim_uid,
@@ -37,6 +37,7 @@ from tests.component.driver_fixtures import (
 )
 from tests.fakes.claim_source import FakeClaimSource
 from tests.fakes.mps_control import install_fake_mps_control, logged_commands, logged_starts
+from tests.fakes.nvidia_smi import install_fake_nvidia_smi, logged_timeslices
 
 GPU = inventory(2).gpus[0].uuid
 GIB = 2**30
@@ -72,6 +73,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
     """A node under ``tmp_path`` with the fake MPS binary; its daemons are killed after."""
     make_host(tmp_path, 2)
     install_fake_mps_control(tmp_path / "driver")
+    install_fake_nvidia_smi(tmp_path / "driver")
     yield tmp_path
     for uuid in (g.uuid for g in inventory(2).gpus):
         for pid in daemon_pids(tmp_path, uuid):
@@ -88,15 +90,17 @@ def mps_driver(
     required: bool = True,
 ) -> tuple[GpuDriver, MpsDaemons]:
     """A started driver whose MPS daemons live under ``root/state/mps``."""
-    host, daemons = mps_daemons(
+    host, enforcers = sharing_enforcers(
         scan_host_files(root / "host", root / "driver", None),
         driver_root=root / "driver",
         mps_root=root / "state" / "mps",
-        required=required,
+        real_gpus=required,
         registry=registry,
         check_interval_s=check_interval_s,
     )
-    driver = make_driver(root, claims, gpus=2, mps=daemons, host=host)
+    daemons = enforcers[0]
+    assert isinstance(daemons, MpsDaemons)
+    driver = make_driver(root, claims, gpus=2, enforcers=enforcers, host=host)
     driver.start()
     return driver, daemons
 
@@ -222,6 +226,7 @@ def test_time_slicing_starts_no_daemon(root: Path) -> None:
     try:
         assert driver.prepare([ref(1)])[claim_uid(1)].error is None
         assert daemon_pids(root) == [] and daemons.running() == {}
+        assert logged_timeslices(root / "driver") == [(GPU, 0)]
         env = validate_cdi_file(spec_path(root, 1))["containerEdits"]["env"]
         assert not any(e.startswith("CUDA_MPS_PIPE_DIRECTORY=") for e in env)
     finally:

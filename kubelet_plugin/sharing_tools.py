@@ -1,0 +1,73 @@
+"""Finding the driver's sharing tools on the host and building the enforcers that run them.
+
+``nvidia-cuda-mps-control`` (:mod:`kubelet_plugin.mps`) and ``nvidia-smi``
+(:mod:`kubelet_plugin.time_slicing`) are the ones the host scan found under the
+driver root (``host.driver_files``), run from ``driver_root``, this process's
+view of it, with the driver root's library directories as ``LD_LIBRARY_PATH``
+when the driver is not installed in ``/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from dra_driver.cdi import DRIVER_LIBRARY_DIRS, HostFiles
+from kubelet_plugin.enforcement import SharingEnforcer
+from kubelet_plugin.mps import MPS_CONTROL_BINARY, MpsDaemons
+from kubelet_plugin.time_slicing import NVIDIA_SMI, TimeSlicePolicy
+
+__all__ = ["driver_tool", "sharing_enforcers"]
+
+
+def driver_tool(host: HostFiles, driver_root: Path, name: str) -> Path | None:
+    """The driver binary ``name`` the host scan found, as this process sees it; None if none."""
+    found = sorted(p for p in host.driver_files if posixpath.basename(p) == name)
+    return driver_root / found[0].lstrip("/") if found else None
+
+
+def _library_path(host: HostFiles, driver_root: Path) -> str | None:
+    if driver_root == Path("/"):
+        return None
+    directories = sorted(
+        {posixpath.dirname(p) for p in host.driver_files}.intersection(DRIVER_LIBRARY_DIRS)
+    )
+    return ":".join(str(driver_root / d.lstrip("/")) for d in directories) or None
+
+
+def sharing_enforcers(
+    host: HostFiles,
+    *,
+    driver_root: Path,
+    mps_root: Path,
+    real_gpus: bool,
+    registry: CollectorRegistry | None = None,
+    check_interval_s: float = 5.0,
+) -> tuple[HostFiles, list[SharingEnforcer]]:
+    """The enforcers, and ``host`` with ``mps_root`` set when MPS daemons can run.
+
+    ``mps_root`` must be the same path on the host and in the plugin (the plugin
+    directory is mounted at its host path): CDI specs mount it. ``real_gpus``
+    false (the mock backend): a missing MPS binary leaves MPS as env, and the
+    time slice is not applied (there is no GPU for ``nvidia-smi`` to set).
+    """
+    library_path = _library_path(host, driver_root)
+    binary = driver_tool(host, driver_root, MPS_CONTROL_BINARY)
+    daemons = MpsDaemons(
+        binary=binary,
+        mps_root=mps_root,
+        required=real_gpus,
+        library_path=library_path,
+        registry=registry,
+        check_interval_s=check_interval_s,
+    )
+    if binary is not None:
+        host = dataclasses.replace(host, mps_root=str(mps_root))
+    enforcers: list[SharingEnforcer] = [daemons]
+    if real_gpus:
+        smi = driver_tool(host, driver_root, NVIDIA_SMI)
+        enforcers.append(TimeSlicePolicy(smi, library_path=library_path))
+    return host, enforcers
