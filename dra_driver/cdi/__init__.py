@@ -11,7 +11,9 @@ NVIDIA's DRA driver (spec/cdi.md §6):
   binaries and firmware found under the driver root, ``NVIDIA_VISIBLE_DEVICES=void``
   (as NVIDIA's driver writes it: a runtime hook must not add GPUs from it; the
   container's GPUs are the device nodes CDI injects), the CUDA MPS client settings,
-  and an ``update-ldcache`` hook where a hook binary is configured;
+  the pipe and log directories of the MPS daemons of the claim's MPS GPUs where the
+  plugin runs them (:mod:`.mps`), and an ``update-ldcache`` hook where a hook binary
+  is configured;
 - one device per allocated GPU, named ``<claim uid>-<device>`` (``gpu-<index>``), with
   its ``/dev/nvidia<minor>`` node and ``DRA_GPU_<key>_*`` variables describing it
   (``UUID``, ``SHARING_STRATEGY``, ...; ``<key>`` is the published device name without
