@@ -229,8 +229,8 @@ class PluginMetrics:
     def observe_taint(self, key: str, delay_s: float) -> None:
         self.taint_delay.labels(key).observe(delay_s)
 
-    def observe_recovery(self, lifted: Lifted, held_s: float) -> None:
-        self.recovery.labels(lifted.method, lifted.field).observe(held_s)
+    def observe_recovery(self, lifted: Lifted) -> None:
+        self.recovery.labels(lifted.method, lifted.field).observe(lifted.held_s)
 
     def render(self) -> bytes:
         """The text exposition format, as the endpoint serves it."""

@@ -102,8 +102,8 @@ class HealthNotices(Protocol):
         """``taint`` was raised on ``gpu`` (or changed), ``delay_s`` after the fault."""
         ...
 
-    def recovered(self, gpu: Gpu, lifted: Lifted, held_s: float) -> None:
-        """``gpu`` lost the taints ``lifted`` names, ``held_s`` after the oldest was added."""
+    def recovered(self, gpu: Gpu, lifted: Lifted) -> None:
+        """``gpu`` lost the taints ``lifted`` names."""
         ...
 
 
@@ -151,6 +151,18 @@ def _keep_own(adopted: GpuHealth, mine: GpuHealth, *, since: str) -> None:
             adopted.taints[key], adopted.causes[key] = mine.taints[key], cause
             adopted.last_event = max(filter(None, (adopted.last_event, mine.last_event)))
             adopted.lost = adopted.lost or mine.lost
+
+
+def _taint_of(
+    event: HealthEvent, effect: str, now: datetime, *, domain: str, ignored: frozenset[int]
+) -> tuple[DeviceTaint, TaintCause]:
+    """The taint ``event`` raises (an XID's effect as classified) and its cause."""
+    if event.kind == "xid" and event.xid is not None:
+        effect = effect_of(xid_outcome(event.xid, ignored=ignored, policy_effect=effect), effect)
+    cause = TaintCause(
+        kind=event.kind, xid=event.xid, gpu_uuid=event.gpu_uuid, seen_at=rfc3339(now)
+    )
+    return taint_for(event, effect, now, domain=domain), cause
 
 
 class HealthMonitor:
@@ -213,9 +225,7 @@ class HealthMonitor:
         self._owns_state = owns_state
         self._reload = reload
         self._notices = notices
-        self._gate = RecoveryGate(
-            probe, ignored_xids=self._ignored, xid_effect=self._effects.get("xid")
-        )
+        self._gate = RecoveryGate(probe, recovery, self._ignored, self._effects.get("xid"))
         self._started = rfc3339(clock())
         self._boot_id = state.boot_id if state is not None else ""
         self._lock = threading.Lock()
@@ -280,38 +290,28 @@ class HealthMonitor:
         if effect is None:
             log.info("%s on %s: no taint (not in the health policy)", what, event.gpu_uuid)
             return "ignored"
-        if event.kind == "xid" and event.xid is not None:
-            outcome = xid_outcome(event.xid, ignored=self._ignored, policy_effect=effect)
-            effect = effect_of(outcome, effect)
-            log.info("%s on %s: %s", what, event.gpu_uuid, outcome)
         targets = self._targets(event)
         if targets is None:
             log.warning("%s on unknown GPU %s: not a GPU of this node", what, event.gpu_uuid)
             return "unknown-gpu"
         now = self._clock()
-        taint = taint_for(event, effect, now, domain=self.driver_name)
-        cause = TaintCause(
-            kind=event.kind, xid=event.xid, gpu_uuid=event.gpu_uuid, seen_at=rfc3339(now)
-        )
-        changed: list[str] = []
-        tainted: list[Gpu] = []
+        taint, cause = _taint_of(event, effect, now, domain=self.driver_name, ignored=self._ignored)
         with self._lock:
-            for gpu in targets:
-                if self._gpus[gpu.device_name].raise_taint(taint, cause, now):
-                    changed.append(f"{gpu.device_name} ({gpu.uuid})")
-                    tainted.append(gpu)
+            tainted = [
+                g for g in targets if self._gpus[g.device_name].raise_taint(taint, cause, now)
+            ]
         self.persist()
         if self._notices is not None:
             delay = max(0.0, now.timestamp() - (event.occurred_at or now.timestamp()))
             for gpu in tainted:
                 self._notices.tainted(gpu, taint, delay)
-        if not changed:
+        if not tainted:
             log.debug("%s on %s: already tainted, recovery window restarted", what, event.gpu_uuid)
             return "renewed"
         log.warning(
             "%s on %s: taint %s%s:%s",
             what,
-            ", ".join(changed),
+            ", ".join(f"{gpu.device_name} ({gpu.uuid})" for gpu in tainted),
             taint.key,
             f"={taint.value}" if taint.value else "",
             taint.effect,
@@ -319,34 +319,20 @@ class HealthMonitor:
         return "tainted"
 
     def expire(self) -> bool:
-        """Remove the taints of the GPUs that recovered (:class:`RecoveryGate`: the quiet
-        window, and NVML's recovery action where the driver reports it); True when the
-        taints changed (lifted, raised, or now waiting for a reboot)."""
+        """Remove the taints of the GPUs that recovered (:class:`RecoveryGate`); True when
+        the taints changed (lifted, raised, or now waiting for a reboot)."""
         now = self._clock()
-        recovered: list[tuple[Gpu, Lifted, float]] = []
-        changed = False
         with self._lock:
-            for gpu in self._inventory:
-                state = self._gpus[gpu.device_name]
-                oldest = min((str(t.time_added) for t in state.taints.values()), default="")
-                verdict = self._gate.check(gpu.device_name, state, now - self._recovery)
-                changed = changed or verdict.changed
-                if verdict.lifted is not None:
-                    held = now - datetime.fromisoformat(oldest) if oldest else timedelta(0)
-                    recovered.append((gpu, verdict.lifted, held.total_seconds()))
+            verdicts = [
+                (g, self._gate.check(g.device_name, self._gpus[g.device_name], now))
+                for g in self._inventory
+            ]
+        changed = any(verdict.changed for _, verdict in verdicts)
         if changed:
             self.persist()
-        for gpu, lifted, held_s in recovered:
-            why = (
-                "recovery action NONE and the GPU validates"
-                if lifted.method == "recovery-action"
-                else f"no health event for {self._recovery}"
-            )
-            if lifted.field == "not-supported":
-                why += "; the driver reports no recovery action"
-            log.info("%s: %s: taints %s removed", gpu.device_name, why, ", ".join(lifted.keys))
-            if self._notices is not None:
-                self._notices.recovered(gpu, lifted, held_s)
+        for gpu, verdict in verdicts:
+            if verdict.lifted is not None and self._notices is not None:
+                self._notices.recovered(gpu, verdict.lifted)
         return changed
 
     # --- persistence and admins' clears ----------------------------------------------

@@ -59,8 +59,8 @@ class NodeHealthNotices:
             )
             self._events.emit(self._node, "Warning", "GpuTainted", message)
 
-    def recovered(self, gpu: Gpu, lifted: Lifted, held_s: float) -> None:
-        self._metrics.observe_recovery(lifted, held_s)
+    def recovered(self, gpu: Gpu, lifted: Lifted) -> None:
+        self._metrics.observe_recovery(lifted)
         if self._events is not None:
             how = (
                 "NVML's recovery action reads NONE and the GPU validates"
@@ -71,6 +71,6 @@ class NodeHealthNotices:
                 how += " (the driver reports no recovery action)"
             message = (
                 f"{gpu.device_name} ({gpu.uuid}): device taints {', '.join(lifted.keys)} "
-                f"removed after {held_s:.0f} s: {how}"
+                f"removed after {lifted.held_s:.0f} s: {how}"
             )
             self._events.emit(self._node, "Normal", "GpuRecovered", message)

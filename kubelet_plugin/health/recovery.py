@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from api import limits
@@ -54,6 +54,8 @@ class Lifted:
     keys: tuple[str, ...]
     method: RecoveryMethod
     field: FieldSupport
+    held_s: float
+    """From the oldest taint's ``timeAdded`` to the lifting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,12 @@ class RecoveryGate:
     def __init__(
         self,
         probe: RecoveryProbe | None,
-        *,
+        window: timedelta,
         ignored_xids: frozenset[int],
         xid_effect: str | None,
     ) -> None:
         self._probe = probe
+        self._window = window
         self._ignored = ignored_xids
         self._xid_effect = xid_effect
         self._said: dict[str, str] = {}  # GPU name -> the last reading logged
@@ -91,11 +94,24 @@ class RecoveryGate:
             self._said[name] = reading
             log.log(level, message, *args)
 
-    def check(self, name: str, state: GpuHealth, quiet_since: datetime) -> Verdict:
-        """Whether ``state``'s taints may go now; lifts them (``state`` changes) when so.
+    def check(self, name: str, state: GpuHealth, now: datetime) -> Verdict:
+        """Whether ``state``'s taints may go now; lifts them (``state`` changes, logged)
+        when so. Never raises."""
+        quiet_since = now - self._window
+        verdict = self._check(name, state, quiet_since)
+        lifted = verdict.lifted
+        if lifted is not None:
+            why = (
+                "recovery action NONE and the GPU validates"
+                if lifted.method == "recovery-action"
+                else f"no health event for {self._window}"
+            )
+            if lifted.field == "not-supported":
+                why += "; the driver reports no recovery action"
+            log.info("%s: %s: taints %s removed", name, why, ", ".join(lifted.keys))
+        return verdict
 
-        ``quiet_since``: now minus the recovery window. Never raises.
-        """
+    def _check(self, name: str, state: GpuHealth, quiet_since: datetime) -> Verdict:
         causes = [c for c in state.causes.values() if c.kind != STATE_UNREADABLE]
         if not causes or state.lost or state.awaiting_reboot:
             return Verdict()
@@ -122,16 +138,27 @@ class RecoveryGate:
             return Verdict()
         if not state.quiet_since(quiet_since):
             return Verdict()
-        self._said.pop(name, None)
-        return Verdict(Lifted(tuple(state.lift()), "recovery-action", "supported"), True)
+        return self._lift(name, state, quiet_since, "recovery-action", "supported")
 
     def _quiet(
         self, name: str, state: GpuHealth, quiet_since: datetime, field: FieldSupport
     ) -> Verdict:
         if not state.quiet_since(quiet_since) or state.last_event is None:
             return Verdict()
+        return self._lift(name, state, quiet_since, "quiet-window", field)
+
+    def _lift(
+        self,
+        name: str,
+        state: GpuHealth,
+        quiet_since: datetime,
+        method: RecoveryMethod,
+        field: FieldSupport,
+    ) -> Verdict:
         self._said.pop(name, None)
-        return Verdict(Lifted(tuple(state.lift()), "quiet-window", field), True)
+        oldest = min(str(t.time_added) for t in state.taints.values())
+        held = quiet_since + self._window - datetime.fromisoformat(oldest)
+        return Verdict(Lifted(tuple(state.lift()), method, field, held.total_seconds()), True)
 
     def _unsupported(
         self, name: str, state: GpuHealth, quiet_since: datetime, causes: Iterable[TaintCause]

@@ -27,7 +27,7 @@ def test_taints_and_recoveries_are_node_events_and_metrics() -> None:
     notices = NodeHealthNotices(metrics, cluster, NODE, "uid-node-a")
 
     notices.tainted(gpu, XID, 0.2)
-    notices.recovered(gpu, Lifted((XID.key,), "quiet-window", "not-supported"), 300.0)
+    notices.recovered(gpu, Lifted((XID.key,), "quiet-window", "not-supported", 300.0))
     notices.stop()  # writes what waits
 
     events: list[dict[str, Any]] = cluster.objects("events")

@@ -52,8 +52,9 @@ class Notices:
     def tainted(self, gpu: Gpu, taint: Any, delay_s: float) -> None:
         self.heard.append(("tainted", gpu.device_name, (taint.key, taint.effect)))
 
-    def recovered(self, gpu: Gpu, lifted: Lifted, held_s: float) -> None:
-        self.heard.append(("recovered", gpu.device_name, (lifted.method, lifted.field, held_s)))
+    def recovered(self, gpu: Gpu, lifted: Lifted) -> None:
+        detail = (lifted.method, lifted.field, lifted.held_s)
+        self.heard.append(("recovered", gpu.device_name, detail))
 
 
 @pytest.fixture
