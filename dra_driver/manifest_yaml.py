@@ -39,13 +39,16 @@ class _ManifestReading:
     - The YAML 1.1 booleans ``y``/``n`` too (PyYAML reads only ``yes``/``no``/``on``/
       ``off``): kubectl's YAML to JSON conversion makes them ``true``/``false``, so a string
       field given an unquoted ``n`` is an error there and here.
-    - Each document's node graph is measured before a Python object is built from it (see
-      :func:`check_bounds`): an alias bomb costs the size of its text, not of its expansion.
+    - Each document's node graph is measured with the bounds of :func:`check_bounds`, each
+      node once however many aliases repeat it: an alias bomb costs the size of its text,
+      not of its expansion.
     - Speed: a scalar's tag is found with one dict lookup and the regexes of its first
-      character, and a document of plain mappings, sequences and scalars is built in one
-      walk (:func:`_build_plain`); anything else (merge keys, a key that is not a string, a
-      key given twice, a tag such as ``!!timestamp`` or ``!custom``) goes through PyYAML's
-      constructor and the checks above, so the result and the errors are the same.
+      character, and a document of plain mappings, sequences and scalars is measured and
+      built in one walk (:func:`_build_plain`), which stops at the first bound passed;
+      anything else (a bound passed, merge keys, a key that is not a string, a key given
+      twice, a tag such as ``!!timestamp`` or ``!custom``) is measured by
+      :func:`check_bounds` before PyYAML's constructor builds it, so the result and the
+      errors are the same.
     """
 
     bool_values: ClassVar[dict[str, bool]] = {**SafeConstructor.bool_values, "y": True, "n": False}
@@ -112,10 +115,10 @@ class _ManifestReading:
         pass
 
     def construct_document(self, node: yaml.Node) -> Any:
-        check_bounds(node)
         try:
             return _build_plain(node, self)
         except _NotPlainError:
+            check_bounds(node)
             return super().construct_document(node)  # type: ignore[misc]
 
 
@@ -137,47 +140,97 @@ class _NotPlainError(Exception):
 def _build_plain(root: yaml.Node, constructor: Any) -> Any:
     """The document as SafeConstructor and :meth:`_ManifestReading.construct_mapping` build
     it, for documents of string-keyed mappings, sequences and null/bool/int/float/str
-    scalars; raises _NotPlainError at anything else. An alias gives the same object, as in
-    PyYAML; :func:`check_bounds` has already refused recursive aliases and bounded the depth."""
-    return _PlainBuilder(constructor).build(root)
+    scalars within the bounds of :func:`check_bounds`, measured the same way as it builds;
+    raises _NotPlainError at anything else or at the first bound passed. An alias gives the
+    same object, as in PyYAML, and its measure once."""
+    if root.__class__ is yaml.ScalarNode:
+        return _PlainBuilder(constructor, 0).scalar(root)
+    text = root.end_mark.index - root.start_mark.index
+    builder = _PlainBuilder(constructor, max(limits.MAX_OBJECT_BYTES, 2 * text))
+    document, _, _ = builder.build(root, 1)
+    items = _list_items(root)
+    for item in items if items is not None else [root]:
+        measured = builder.built.get(id(item))
+        if (measured[1] if measured else len(item.value)) > limits.MAX_OBJECT_BYTES:
+            raise _NotPlainError
+    return document
 
 
 class _PlainBuilder:
     """One document's walk (a class, not a closure that calls itself: such a closure is a
-    reference cycle that would keep every object built alive until the collector runs)."""
+    reference cycle that would keep every object built alive until the collector runs).
 
-    def __init__(self, constructor: Any) -> None:
+    Each collection node is measured as :func:`check_bounds` measures it (its size as
+    compact JSON once aliases are expanded, its height) and built once: ``built`` maps it
+    to (object, size, height); ``open`` holds the nodes being built, so an alias to one of
+    them (a recursive alias) stops the walk."""
+
+    def __init__(self, constructor: Any, document_limit: int) -> None:
         self.constructor = constructor
         self.constructors = constructor.yaml_constructors
-        self.built: dict[int, Any] = {}
+        self.document_limit = document_limit
+        self.built: dict[int, tuple[Any, int, int]] = {}
+        self.open: set[int] = set()
 
-    def build(self, node: yaml.Node) -> Any:
-        if node.__class__ is yaml.ScalarNode:
-            tag = node.tag
-            if tag == _STR:
-                return node.value
-            if tag not in _PLAIN_SCALARS:
-                raise _NotPlainError
-            return self.constructors[tag](self.constructor, node)
-        known = self.built.get(id(node))
+    def scalar(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag not in _PLAIN_SCALARS:
+            raise _NotPlainError
+        return self.constructors[tag](self.constructor, node)
+
+    def build(self, node: yaml.Node, depth: int) -> tuple[Any, int, int]:
+        """A collection node's (object, size, height), at ``depth`` (the root is 1)."""
+        key = id(node)
+        known = self.built.get(key)
         if known is not None:
+            if depth + known[2] > limits.MAX_NESTING_DEPTH:
+                raise _NotPlainError
             return known
+        if key in self.open or depth >= limits.MAX_NESTING_DEPTH:
+            raise _NotPlainError
+        self.open.add(key)
+        scalar_node, value = yaml.ScalarNode, node.value
         out: Any
+        height = 1
         if node.__class__ is yaml.SequenceNode:
             if node.tag != _SEQUENCE:
                 raise _NotPlainError
-            out = [self.build(item) for item in node.value]
+            out = []
+            size = 2 + len(value)
+            for item in value:
+                if item.__class__ is scalar_node:
+                    out.append(self.scalar(item))
+                    size += len(item.value) + 2
+                else:
+                    built, part_size, part_height = self.build(item, depth + 1)
+                    out.append(built)
+                    size += part_size
+                    height = max(height, part_height + 1)
         else:
             if node.tag != _MAPPING:
                 raise _NotPlainError
             out = {}
+            size = 2 + 2 * len(value)
             for key_node, value_node in node.value:
-                key = key_node.value
-                if key_node.__class__ is not yaml.ScalarNode or key_node.tag != _STR or key in out:
+                name = key_node.value
+                if key_node.__class__ is not scalar_node or key_node.tag != _STR or name in out:
                     raise _NotPlainError
-                out[key] = self.build(value_node)
-        self.built[id(node)] = out
-        return out
+                size += len(name) + 2
+                if value_node.__class__ is scalar_node:
+                    out[name] = self.scalar(value_node)
+                    size += len(value_node.value) + 2
+                else:
+                    built, part_size, part_height = self.build(value_node, depth + 1)
+                    out[name] = built
+                    size += part_size
+                    height = max(height, part_height + 1)
+        self.open.discard(key)
+        if size > self.document_limit:
+            raise _NotPlainError
+        result = self.built[key] = (out, size, height)
+        return result
 
 
 def _json_key(key: object) -> object:

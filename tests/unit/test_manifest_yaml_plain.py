@@ -1,5 +1,6 @@
 """The one-walk build of plain documents (``dra_driver.manifest_yaml``) gives what PyYAML's
-constructor with the manifest rules gives, and leaves every other document to it."""
+constructor with the manifest rules gives, refuses what ``check_bounds`` refuses with the
+same error, and leaves every other document to them."""
 
 from __future__ import annotations
 
@@ -53,10 +54,43 @@ def test_an_alias_is_the_same_object() -> None:
     assert fast["a"] is fast["b"]
 
 
+def _alias_bomb(levels: int) -> str:
+    lines = ["a0: &a0 [" + ", ".join(["xxxxxxxxxx"] * 10) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+BOUNDS = {
+    "alias bomb": _alias_bomb(7),
+    "nested too deep": "a: " + "[" * 120 + "]" * 120 + "\n",
+    "nested too deep through an alias": "a: &x "
+    + "[" * 60
+    + "]" * 60
+    + "\nb: "
+    + "[" * 50
+    + "*x"
+    + "]" * 50
+    + "\n",
+    "recursive alias": "a: &x [1, *x]\n",
+    "a List item too large": "kind: List\nitems:\n- {a: " + "x" * (3 * 1024 * 1024) + "}\n",
+}
+
+
 @pytest.mark.parametrize(
     "text",
-    ["a: 1\na: 2\n", "a: !custom 1\n", "a: !!binary aGk=\nb: {c: 1, c: 2}\n"],
-    ids=["duplicate key", "unknown tag", "duplicate key under a tag left to PyYAML"],
+    [
+        "a: 1\na: 2\n",
+        "a: !custom 1\n",
+        "a: !!binary aGk=\nb: {c: 1, c: 2}\n",
+        *BOUNDS.values(),
+    ],
+    ids=[
+        "duplicate key",
+        "unknown tag",
+        "duplicate key under a tag left to PyYAML",
+        *BOUNDS.keys(),
+    ],
 )
 def test_the_same_error_as_the_constructor(text: str) -> None:
     with pytest.raises(yaml.YAMLError) as fast:
