@@ -10,7 +10,9 @@ sync, metrics and the probe endpoints. Threads:
   are not finished (a field selector on the phase: bound pods count against their
   node's cpu and memory);
 - ``workers`` placement workers sharing one :class:`~controller.placement.Placer`
-  (decisions are serialised on the cache's lock, API writes run in parallel);
+  (decisions are serialised on the cache's lock, API writes run in parallel); they
+  take keys once every watch has delivered its first list (never a decision on a
+  partial picture of the cluster);
 - the leader elector (when ``--leader-elect``); becoming the leader queues
   every pod that may need work, losing it stops every write at once (fence);
 - the config sync: while leading, the cluster pools and DeviceClasses are
@@ -201,12 +203,19 @@ class Controller:
         else:
             self._on_started()
         for index in range(self.workers):
-            self._spawn(
-                f"placement-{index}",
-                lambda: run_worker(self.placer, self.queue, self.stop),
-            )
+            self._spawn(f"placement-{index}", self._place)
         self._spawn("config-sync", self._sync_config_loop)
         self._spawn("fragmentation", self._fragmentation_loop)
+
+    def _place(self) -> None:
+        """One placement worker. It takes keys only once every watch has delivered its
+        first list: a decision on a partial picture would place a pod on a device a
+        DeviceTaintRule not listed yet takes away, hand out a device a claim not listed
+        yet holds, or call a pod unplaceable because no Node was listed yet. Keys queued
+        meanwhile wait in the queue."""
+        while not self.stop.is_set() and not self.wait_synced(0.5):
+            pass
+        run_worker(self.placer, self.queue, self.stop)
 
     def _elect(self) -> None:
         assert self.elector is not None

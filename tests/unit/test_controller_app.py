@@ -169,6 +169,31 @@ def test_a_relisted_cache_after_410_keeps_placing(running: list[Controller]) -> 
     assert sum(m.value for m in _samples(controller, "dra_driver_watch_relists_total")) >= 1
 
 
+def test_no_pod_is_placed_before_every_watch_has_listed(running: list[Controller]) -> None:
+    """The DeviceTaintRules' first lists fail while the other watches list: a worker that
+    decided then would place the pod on node-a (the first fit), whose GPUs an admin took
+    away. It waits for the rules, and places the pod on node-b."""
+    cluster = _cluster()
+    drain = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceTaintRule",
+        "metadata": {"name": "drain-a"},
+        "spec": {
+            "deviceSelector": {"pool": "node-a"},
+            "taint": {"key": "example.com/maintenance", "effect": "NoExecute"},
+        },
+    }
+    cluster.create("devicetaintrules", drain)
+    cluster.create("resourceclaims", claim("c"))
+    cluster.create("pods", pod("p", "c"))
+    cluster.fail("list", "devicetaintrules", 503, times=2)
+    controller = _controller(cluster, "--no-leader-elect", "--policy", "first-fit")
+    running.append(controller)
+    controller.start()
+    _wait("p placed", lambda: not _gated(cluster, "p"))
+    assert [pool for pool, _ in _allocated(cluster, "c")] == ["node-b"]
+
+
 def _samples(controller: Controller, name: str) -> list[Any]:
     return [
         sample
