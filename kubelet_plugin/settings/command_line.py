@@ -176,7 +176,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
     define_flag(
         "ignored_xids",
         ",".join(str(x) for x in sorted(DEFAULT_IGNORED_XIDS)),
-        "XIDs that raise no taint (application errors); empty ignores none",
+        "XIDs of application errors: their taint is informational (effect None, blocks "
+        "nothing); empty: none",
         metavar="XID,...",
     ),
     define_flag(
