@@ -18,6 +18,7 @@ never taken for the daemon (and never signalled).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,17 +66,37 @@ class ProcessRecord:
     start_time: int
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of a live, non-zombie process ``pid``; None when there is none."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and start time; None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
     fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
+    return fields[0], int(fields[19])
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live, non-zombie process ``pid``; None when there is none."""
+    found = _stat(pid)
+    if found is None or found[0] in ("Z", "X"):
         return None
-    return int(fields[19])
+    return found[1]
+
+
+def _reap(record: ProcessRecord) -> None:
+    """Collect the daemon's exit status if it became this process's zombie child.
+
+    A daemonised process is re-parented to PID 1, which the plugin is in its
+    container: unreaped, every daemon that ended would stay a zombie. Only the
+    recorded process, dead (state Z) with its own start time, is waited for, so
+    no exit status of another child (a command running now) is taken.
+    """
+    if _stat(record.pid) != ("Z", record.start_time):
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(record.pid, os.WNOHANG)
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -123,7 +144,12 @@ class MpsDaemon:
     def alive(self) -> bool:
         """Whether the recorded process is still the daemon (same pid, same start time)."""
         record = self.record
-        return record is not None and process_start_time(record.pid) == record.start_time
+        if record is None:
+            return False
+        if process_start_time(record.pid) == record.start_time:
+            return True
+        _reap(record)
+        return False
 
     def adopt(self) -> bool:
         """Take the daemon a previous plugin process started, if it still runs; True if so.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,3 +268,43 @@ def test_a_daemon_that_does_not_start_fails_the_prepare_and_leaves_nothing(root:
         assert driver.prepared() == {} and not spec_path(root, 1).exists()
     finally:
         driver.close()
+
+
+_AS_PID_1 = """
+import ctypes, os, sys
+from pathlib import Path
+from kubelet_plugin.mps import MpsDaemon
+
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+daemon = MpsDaemon(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+daemon.start()
+assert daemon.record is not None
+pid = daemon.record.pid
+parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+assert parent == str(os.getpid())  # re-parented to this process, as to a plugin as PID 1
+daemon.stop()
+print("zombie" if Path(f"/proc/{pid}").exists() else "reaped")
+"""
+
+
+def test_a_daemon_that_ends_under_a_plugin_running_as_pid_1_is_reaped(root: Path) -> None:
+    # In its container the plugin is PID 1: daemonised processes are re-parented to it.
+    # A child subreaper is the same for them, without a PID namespace.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _AS_PID_1,
+            str(root / "driver" / "usr" / "bin" / "nvidia-cuda-mps-control"),
+            str(root / "state" / "mps"),
+            GPU,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reaped"
