@@ -156,6 +156,7 @@ class RecoveryGate:
         field: FieldSupport,
     ) -> Verdict:
         self._said.pop(name, None)
+        self._said.pop(f"{name}/p2p", None)
         oldest = min(str(t.time_added) for t in state.taints.values())
         held = quiet_since + self._window - datetime.fromisoformat(oldest)
         return Verdict(Lifted(tuple(state.lift()), method, field, held.total_seconds()), True)
