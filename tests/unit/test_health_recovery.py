@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from api.taint_state import TaintState
+from api.taint_state import GpuTaints, TaintState, decode_taint_state, encode_taint_state
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu, HealthEvent, RecoveryAction
 from kubelet_plugin.health.classification import action_outcome, effect_of, xid_outcome
@@ -360,3 +360,18 @@ def test_an_unknown_action_number_reads_as_a_reset(caplog: pytest.LogCaptureFixt
     probe = NvmlRecoveryProbe(NvmlCalls(fake_nvml(action=42), "node-a"))
     assert probe.recovery_action("GPU-1") is RecoveryAction.GPU_RESET
     assert "unknown recovery action 42" in caplog.text
+
+
+# --- taints.json: awaitingReboot, optional in version 1 ----------------------------------
+
+
+def test_awaiting_reboot_is_written_only_when_true_and_files_without_it_read_as_before() -> None:
+    old = b'{"version":1,"bootId":"b","gpus":{"gpu-0":{"uuid":"GPU-0","taints":[]}}}'
+    state = decode_taint_state(old)
+    assert state.gpus["gpu-0"].awaiting_reboot is None
+    assert b"awaitingReboot" not in encode_taint_state(state)  # an older plugin reads it
+
+    waiting = TaintState(boot_id="b", gpus={"gpu-0": GpuTaints(uuid="GPU-0", awaiting_reboot=True)})
+    data = encode_taint_state(waiting)
+    assert b'"awaitingReboot":true' in data
+    assert decode_taint_state(data) == waiting
