@@ -211,9 +211,11 @@ def test_no_cluster_that_can_be_read_is_exit_1() -> None:
 
 
 def test_yaml_is_the_json_document() -> None:
+    # One cluster for both: the fake stamps creationTimestamp when a claim is created.
+    cluster = _cluster()
     out = io.StringIO()
-    run_gpus(_args("-o", "yaml"), out=out, clients={None: _cluster()})
-    _, doc = _json()
+    run_gpus(_args("-o", "yaml"), out=out, clients={None: cluster})
+    _, doc = _json(clients={None: cluster})
     assert yaml.safe_load(out.getvalue()) == doc
 
 
