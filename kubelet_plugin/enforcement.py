@@ -5,8 +5,9 @@ the time-slice setting, :mod:`kubelet_plugin.time_slicing`) is told which
 claims hold which GPUs with which settings: :meth:`~SharingEnforcer.hold` at
 prepare, before the kubelet hears of success; :meth:`~SharingEnforcer.release`
 at unprepare and when a prepare is undone; :meth:`~SharingEnforcer.start` once,
-after start-up recovery, with the prepared claims. :class:`Enforcers` runs
-several as one.
+after start-up recovery, with the prepared claims; :meth:`~SharingEnforcer.sync`
+when another plugin instance on the node (rolling update) may have changed the
+checkpoint. :class:`Enforcers` runs several as one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class SharingEnforcer(Protocol):
 
     def start(self, entries: Mapping[str, ClaimEntry]) -> None:
         """Take over the prepared claims in ``entries`` at start-up. Never raises."""
+
+    def sync(self, entries: Mapping[str, ClaimEntry]) -> None:
+        """Another plugin instance on the node (rolling update) changed the checkpoint:
+        take the holders from ``entries``, the prepared claims now. Never raises."""
 
     def close(self) -> None:
         """The plugin is stopping; what running pods use stays."""
@@ -85,6 +90,10 @@ class Enforcers:
     def start(self, entries: Mapping[str, ClaimEntry]) -> None:
         for enforcer in self._enforcers:
             enforcer.start(entries)
+
+    def sync(self, entries: Mapping[str, ClaimEntry]) -> None:
+        for enforcer in self._enforcers:
+            enforcer.sync(entries)
 
     def close(self) -> None:
         for enforcer in self._enforcers:

@@ -104,18 +104,19 @@ class TimeSlicePolicy:
         if self._binary is None:
             return
         with self._lock:
-            for uid, shares in prepared_shares(entries).items():
-                label = claim_label(entries[uid].namespace, entries[uid].name)
-                for uuid, settings in shares:
-                    if settings.strategy == STRATEGY_TIME_SLICING:
-                        interval = settings.time_slice_interval or INTERVAL_DEFAULT
-                        self._holders.setdefault(uuid, {})[uid] = (label, interval)
+            self._holders = _prepared_holders(entries)
             for uuid, holders in self._holders.items():
                 label, interval = next(iter(holders.values()))
                 try:
                     self._set(uuid, interval, label)
                 except PrepareError as err:
                     log.error("setting the time slice again at start-up: %s", err)
+
+    def sync(self, entries: Mapping[str, ClaimEntry]) -> None:
+        """Take the holders from ``entries`` (another plugin instance set or reset what its
+        claims needed: nothing to run here)."""
+        with self._lock:
+            self._holders = _prepared_holders(entries)
 
     def close(self) -> None:
         """Nothing runs: the time slice stays set for the running pods."""
@@ -148,3 +149,15 @@ class TimeSlicePolicy:
                 retryable=True,
             )
         log.info("GPU %s: time slice set to %s for %s", uuid, interval, label)
+
+
+def _prepared_holders(entries: Mapping[str, ClaimEntry]) -> dict[str, dict[str, tuple[str, str]]]:
+    """GPU UUID -> claim UID -> (label, interval), for the time-sliced GPUs of prepared claims."""
+    holders: dict[str, dict[str, tuple[str, str]]] = {}
+    for uid, shares in prepared_shares(entries).items():
+        label = claim_label(entries[uid].namespace, entries[uid].name)
+        for uuid, settings in shares:
+            if settings.strategy == STRATEGY_TIME_SLICING:
+                interval = settings.time_slice_interval or INTERVAL_DEFAULT
+                holders.setdefault(uuid, {})[uid] = (label, interval)
+    return holders

@@ -260,6 +260,7 @@ class GpuDriver:
             yield
             return
         with self._node_lock.held():
-            if adopt:
-                self._journal.adopt()
+            if adopt and self._journal.adopt():
+                # Claims the other instance prepared or unprepared hold their GPUs or not.
+                self._enforcers.sync(self._journal.snapshot())
             yield

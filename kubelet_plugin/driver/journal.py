@@ -135,14 +135,15 @@ class ClaimJournal:
             self._cleanup_pending.clear()
             self._changes += 1
 
-    def adopt(self) -> None:
-        """Take the checkpoint on disk as the state, when another instance changed it.
+    def adopt(self) -> bool:
+        """Take the checkpoint on disk as the state, when another instance changed it;
+        True when it did.
 
         Caller holds the node lock, so no save of ours is pending and the other
         instance is between calls. Raises CheckpointError (a newer version).
         """
         if not self._store.changed_elsewhere():
-            return
+            return False
         entries, _ = self.load()
         encoded = {uid: encode_claim_entry(entry) for uid, entry in entries.items()}
         with self._state_lock:
@@ -163,6 +164,7 @@ class ClaimJournal:
             self._store.path,
             len(entries),
         )
+        return True
 
     # --- saving -----------------------------------------------------------------------
 

@@ -202,10 +202,7 @@ class MpsDaemons:
         if self._binary is None:
             return
         with self._lock:
-            for uid, shares in prepared_shares(entries).items():
-                for uuid, settings in shares:
-                    if settings.strategy == "MPS":
-                        self._holders.setdefault(uuid, {})[uid] = settings
+            self._holders = _prepared_holders(entries)
             for uuid in daemon_uuids(self.mps_root):
                 if uuid not in self._holders:
                     log.info("GPU %s: MPS daemon of no prepared claim; stopping it", uuid)
@@ -217,6 +214,23 @@ class MpsDaemons:
                     log.error("%s; supervision tries again", err)
         self._thread = threading.Thread(target=self._supervise, name="mps-daemons", daemon=True)
         self._thread.start()
+
+    def sync(self, entries: Mapping[str, ClaimEntry]) -> None:
+        """Take the holders from ``entries``, the checkpoint another plugin instance changed
+        (rolling update): a daemon of a claim it prepared is adopted (started if missing),
+        one whose last claim it unprepared is stopped. Never raises."""
+        if self._binary is None:
+            return
+        with self._lock:
+            self._holders = _prepared_holders(entries)
+            for uuid in [u for u in self._daemons if u not in self._holders]:
+                self._sent.pop(uuid, None)
+                self._daemons.pop(uuid).stop()
+            for uuid in self._holders:
+                try:
+                    self._ensure(uuid)
+                except MpsDaemonError as err:
+                    log.error("%s; supervision tries again", err)
 
     def check(self) -> None:
         """One supervision pass: a held GPU whose daemon is gone gets a new one. Never raises."""
@@ -277,3 +291,13 @@ class MpsDaemons:
             log.error("%s; sent again at the next change or restart", err)
             return
         self._sent[uuid] = wanted
+
+
+def _prepared_holders(entries: Mapping[str, ClaimEntry]) -> dict[str, dict[str, SharingSettings]]:
+    """GPU UUID -> claim UID -> settings, for the MPS GPUs of the prepared claims."""
+    holders: dict[str, dict[str, SharingSettings]] = {}
+    for uid, shares in prepared_shares(entries).items():
+        for uuid, settings in shares:
+            if settings.strategy == "MPS":
+                holders.setdefault(uuid, {})[uid] = settings
+    return holders

@@ -26,6 +26,7 @@ from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.mps import MpsDaemons
 from kubelet_plugin.mps.daemon import process_start_time
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.sharing_tools import sharing_enforcers
 from tests.component.driver_fixtures import (
     claim,
@@ -90,6 +91,7 @@ def mps_driver(
     registry: CollectorRegistry | None = None,
     check_interval_s: float = 60.0,
     required: bool = True,
+    node_lock: NodeFileLock | None = None,
 ) -> tuple[GpuDriver, MpsDaemons]:
     """A started driver whose MPS daemons live under ``root/state/mps``."""
     host, enforcers = sharing_enforcers(
@@ -102,7 +104,7 @@ def mps_driver(
     )
     daemons = enforcers[0]
     assert isinstance(daemons, MpsDaemons)
-    driver = make_driver(root, claims, gpus=2, enforcers=enforcers, host=host)
+    driver = make_driver(root, claims, gpus=2, enforcers=enforcers, host=host, node_lock=node_lock)
     driver.start()
     return driver, daemons
 
@@ -194,6 +196,29 @@ def test_a_restarted_plugin_starts_a_missing_daemon_and_stops_an_orphan(root: Pa
         assert logged_commands(root / "driver", gpu1)[-1] == "quit"
     finally:
         restarted.close()
+
+
+def test_two_plugin_instances_keep_a_daemon_that_either_one_s_claims_use(root: Path) -> None:
+    # A rolling update: the new instance runs beside the old one, calls serialised by the
+    # node lock, each seeing the checkpoint the other changed.
+    claims = FakeClaimSource([share(1, "20Gi", "30"), share(2, "10Gi", "20")])
+    lock = root / "state" / "serialize.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    old, _ = mps_driver(root, claims, node_lock=NodeFileLock(lock))
+    new, _ = mps_driver(root, claims, node_lock=NodeFileLock(lock))
+    try:
+        assert old.prepare([ref(1)])[claim_uid(1)].error is None
+        assert new.prepare([ref(2)])[claim_uid(2)].error is None
+        (pid,) = daemon_pids(root)  # the new instance uses the old one's daemon
+
+        # The old instance unprepares its claim: claim-2 of the new one still uses the GPU.
+        assert old.unprepare([ref(1)]) == {claim_uid(1): None}
+        assert alive(pid)
+        assert new.unprepare([ref(2)]) == {claim_uid(2): None}
+        assert not alive(pid)
+    finally:
+        old.close()
+        new.close()
 
 
 def test_a_daemon_that_dies_is_started_again_and_counted(root: Path) -> None:
