@@ -241,3 +241,17 @@ def test_fragmentation_per_cluster_and_node_in_json_and_table() -> None:
         "fragmentation by node: node-a gpu 0.00 mig 1.00 share 0.00; "
         "node-b gpu 1.00 mig 0.00 share 0.50" in lines
     )
+
+
+def test_several_clusters_each_get_their_fragmentation() -> None:
+    down = FakeCluster()
+    down.fail("list", "resourceslices", 0, times=5)
+    clients: dict[str | None, Any] = {"prod": _cluster(), "lab": down}
+    out = io.StringIO()
+    run_gpus(_args("--context", "prod", "--context", "lab"), out=out, clients=clients)
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("fragmentation prod: gpu 1.00") for line in lines)
+    assert any(line.startswith("fragmentation by node prod: node-a") for line in lines)
+    assert not any(line.startswith("fragmentation lab") for line in lines)
+    _, doc = _json("--context", "prod", "--context", "lab", clients=clients)
+    assert [f["cluster"] for f in doc["fragmentation"]] == ["prod"]
