@@ -266,7 +266,7 @@ def plan_preparation(
             uuids = [_uuid(inventory, k[1]) for k in same_config]
             sharing = config_sharing(decoded[winner], winner, uuids, same_config.index(key), label)
         if share_id is not None:
-            sharing = capacity_sharing(sharing, group)
+            sharing = capacity_sharing(sharing, group, config_index=winner, label=label)
         devices.append(
             PlannedDevice(
                 requests=requests,

@@ -13,7 +13,7 @@ drivers are skipped.
 Shared GPUs (consumable capacity): a result with a ``shareID`` is one share of a
 GPU that several claims may hold; its ``consumedCapacity`` becomes MPS limits
 (``memory`` -> the pinned device memory limit, ``compute`` -> the active thread
-percentage), over what a GpuConfig sets.
+percentage); a GpuConfig may set stricter ones, never looser (a prepare error).
 
 Problems are :class:`api.errors.PrepareError` naming the claim and the config entry.
 """
@@ -153,12 +153,27 @@ def config_sharing(
     )
 
 
-def capacity_sharing(
-    base: SharingSettings | None, group: Sequence[DeviceRequestAllocationResult]
-) -> SharingSettings | None:
-    """A share's MPS limits from its consumed capacity, over what ``base`` (a GpuConfig) says.
+def _size(size: int) -> str:
+    for unit, factor in (("Gi", 2**30), ("Mi", 2**20)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
 
-    ``base`` unchanged when the results consumed neither memory nor compute.
+
+def capacity_sharing(
+    base: SharingSettings | None,
+    group: Sequence[DeviceRequestAllocationResult],
+    *,
+    config_index: int | None = None,
+    label: str = "",
+) -> SharingSettings | None:
+    """A share's MPS limits from its consumed capacity and ``base``, what the GpuConfig
+    entry ``config_index`` says: the config wins where it is stricter, consumed capacity
+    fills what it leaves unset.
+
+    ``base`` unchanged when the results consumed neither memory nor compute. Raises
+    PrepareError naming the config field when the config asks for more than the share
+    holds: the scheduler counted the share's capacity, not the config's.
     """
     memory: int | None = None
     compute: int | None = None
@@ -171,8 +186,26 @@ def capacity_sharing(
     if memory is None and compute is None:
         return base
     if base is not None:
-        memory = memory if memory is not None else base.mps_pinned_memory_limit_bytes
-        compute = compute if compute is not None else base.mps_active_thread_percentage
+        share = f"device {group[0].device} share {group[0].share_id}"
+        field = f"{CONFIG_FIELD}[{config_index}].opaque.parameters.sharing.mpsConfig"
+        asked_memory = base.mps_pinned_memory_limit_bytes
+        if memory is not None and asked_memory is not None and asked_memory > memory:
+            raise PrepareError(
+                f"{field}: a pinned device memory limit of {_size(asked_memory)} is more than "
+                f"the {_size(memory)} of memory {share} consumed (consumedCapacity); ask for "
+                "at most that, or request more memory capacity",
+                claim=label,
+            )
+        asked_compute = base.mps_active_thread_percentage
+        if compute is not None and asked_compute is not None and asked_compute > compute:
+            raise PrepareError(
+                f"{field}.defaultActiveThreadPercentage: {asked_compute} is more than the "
+                f"{compute} compute {share} consumed (consumedCapacity); ask for at most "
+                "that, or request more compute capacity",
+                claim=label,
+            )
+        memory = asked_memory if asked_memory is not None else memory
+        compute = asked_compute if asked_compute is not None else compute
     return SharingSettings(
         strategy="MPS",
         time_slice_interval=None if base is None else base.time_slice_interval,

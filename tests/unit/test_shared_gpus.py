@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from api.errors import PrepareError
 from api.quantity import Quantity
 from api.resource_v1 import Device
 from dra_driver.cdi import HostFiles
@@ -117,14 +120,37 @@ def test_a_share_is_prepared_with_mps_limits_from_its_consumed_capacity() -> Non
     assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=30" in env
 
 
-def test_consumed_capacity_overrides_a_gpu_config_and_keeps_what_it_leaves_unset() -> None:
-    mps = {"defaultActiveThreadPercentage": 50, "defaultPinnedDeviceMemoryLimit": "8Gi"}
+def test_a_stricter_gpu_config_wins_and_consumed_capacity_fills_what_it_leaves_unset() -> None:
+    mps = {"defaultPinnedDeviceMemoryLimit": "8Gi"}
     plan = _share_plan(
-        {"memory": "10Gi"}, configs=[config(gpu_config(strategy="MPS", mpsConfig=mps))]
+        {"memory": "10Gi", "compute": "30"},
+        configs=[config(gpu_config(strategy="MPS", mpsConfig=mps))],
     )
     sharing = plan.devices[0].sharing
     assert sharing is not None
     assert (sharing.mps_active_thread_percentage, sharing.mps_pinned_memory_limit_bytes) == (
-        50,
-        10 * 2**30,
+        30,
+        8 * 2**30,
     )
+
+
+def test_a_gpu_config_asking_for_more_than_the_share_holds_is_a_prepare_error() -> None:
+    field = "status.allocation.devices.config[0].opaque.parameters.sharing.mpsConfig"
+    for mps, consumed, expected in (
+        (
+            {"defaultPinnedDeviceMemoryLimit": "12Gi"},
+            {"memory": "10Gi"},
+            f"{field}: a pinned device memory limit of 12Gi is more than the 10Gi of memory "
+            f"device gpu-0 share {SHARE} consumed",
+        ),
+        (
+            {"defaultActiveThreadPercentage": 50},
+            {"compute": "30"},
+            f"{field}.defaultActiveThreadPercentage: 50 is more than the 30 compute "
+            f"device gpu-0 share {SHARE} consumed",
+        ),
+    ):
+        with pytest.raises(PrepareError) as caught:
+            _share_plan(consumed, configs=[config(gpu_config(strategy="MPS", mpsConfig=mps))])
+        assert expected in str(caught.value)
+        assert str(caught.value).startswith("claim default/")
