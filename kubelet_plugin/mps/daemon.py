@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,7 @@ __all__ = [
     "MpsDaemonError",
     "ProcessRecord",
     "daemon_uuids",
+    "is_gpu_uuid",
     "process_start_time",
 ]
 
@@ -50,6 +52,7 @@ RECORD_FILE: Final = "daemon.json"
 #: How long a control command, a start or a ``quit`` may take before the plugin gives up.
 COMMAND_TIMEOUT_S: Final = 10.0
 _POLL_S: Final = 0.02
+_GPU_UUID_RE: Final = re.compile(r"GPU-[0-9A-Fa-f-]{1,64}")
 
 
 class MpsDaemonError(DraDriverError):
@@ -75,6 +78,11 @@ def _stat(pid: int) -> tuple[str, int] | None:
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
     fields = stat.rsplit(")", 1)[1].split()
     return fields[0], int(fields[19])
+
+
+def is_gpu_uuid(uuid: str) -> bool:
+    """Whether ``uuid`` looks like NVML's ``GPU-<hex and dashes>``: safe as a directory name."""
+    return _GPU_UUID_RE.fullmatch(uuid) is not None
 
 
 def process_start_time(pid: int) -> int | None:
@@ -119,6 +127,9 @@ class MpsDaemon:
     def __init__(
         self, binary: Path, mps_root: Path, uuid: str, *, library_path: str | None = None
     ) -> None:
+        if not is_gpu_uuid(uuid):
+            # It names a directory the daemon's stop removes: never "/" or "..".
+            raise ValueError(f"not a GPU UUID: {uuid!r}")
         self.uuid = uuid
         self.binary = binary
         self.base = mps_root / uuid
@@ -307,4 +318,4 @@ def daemon_uuids(mps_root: Path) -> list[str]:
     if not mps_root.is_dir():
         return []
     with os.scandir(mps_root) as entries:
-        return sorted(entry.name for entry in entries if entry.is_dir())
+        return sorted(e.name for e in entries if e.is_dir() and is_gpu_uuid(e.name))

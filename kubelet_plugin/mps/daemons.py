@@ -45,7 +45,7 @@ from api.checkpoint import ClaimEntry
 from api.errors import PrepareError
 from dra_driver.cdi import SharingSettings
 from kubelet_plugin.enforcement import GpuShare, prepared_shares
-from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError, daemon_uuids
+from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError, daemon_uuids, is_gpu_uuid
 
 __all__ = ["MPS_CONTROL_BINARY", "MpsCeiling", "MpsDaemons", "ceiling"]
 
@@ -298,6 +298,12 @@ def _prepared_holders(entries: Mapping[str, ClaimEntry]) -> dict[str, dict[str, 
     holders: dict[str, dict[str, SharingSettings]] = {}
     for uid, shares in prepared_shares(entries).items():
         for uuid, settings in shares:
-            if settings.strategy == "MPS":
-                holders.setdefault(uuid, {})[uid] = settings
+            if settings.strategy != "MPS":
+                continue
+            if not is_gpu_uuid(uuid):
+                log.error(
+                    "claim UID %s: checkpoint names GPU %r, not a GPU UUID; skipped", uid, uuid
+                )
+                continue
+            holders.setdefault(uuid, {})[uid] = settings
     return holders

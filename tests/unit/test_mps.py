@@ -3,9 +3,13 @@ daemons, and the daemon-wide ceiling over the claims holding one GPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from dra_driver.cdi import HostFiles, SharingSettings, SpecDevice, build_cdi_spec
 from dra_driver.cdi.mps import mps_container_dirs
-from kubelet_plugin.mps import MpsCeiling
+from kubelet_plugin.mps import MpsCeiling, MpsDaemon
 from kubelet_plugin.mps.daemons import ceiling
 
 GIB = 2**30
@@ -73,3 +77,13 @@ def test_the_ceiling_is_the_largest_limit_and_none_where_a_claim_has_none() -> N
         "set_default_device_pinned_mem_limit 0 10241M",
     ]
     assert MpsCeiling(100, None).commands() == ["set_default_active_thread_percentage 100"]
+
+
+def test_a_daemon_is_only_ever_named_after_a_gpu_uuid(tmp_path: Path) -> None:
+    # Its directory is removed when it stops: a tampered checkpoint must not name another.
+    for bad in ("../etc", "GPU-1/../../x", "", "MIG-1"):
+        with pytest.raises(ValueError, match="not a GPU UUID"):
+            MpsDaemon(tmp_path / "bin", tmp_path / "mps", bad)
+    assert MpsDaemon(tmp_path / "bin", tmp_path / "mps", "GPU-0a1B-2c").base == (
+        tmp_path / "mps" / "GPU-0a1B-2c"
+    )
