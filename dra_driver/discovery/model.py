@@ -174,8 +174,9 @@ class HealthEvent:
     """None for events about every GPU (``gpu-lost`` from the event set itself)."""
     xid: int | None = None
     occurred_at: float | None = None
-    """When the fault happened (Unix time) where the source knows it (the mock's fault
-    files); None: when it was read (NVML's events carry no time)."""
+    """When the fault happened (Unix time) as near as the source knows: the mock's fault
+    files say when they were written, NVML's events carry no time (when it was read);
+    None: unknown (then the taint's delay reads 0)."""
 
 
 class RecoveryAction(IntEnum):

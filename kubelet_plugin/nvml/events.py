@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Final
 
 from api.errors import DiscoveryError
@@ -113,19 +114,20 @@ class NvmlHealthEvents:
             if code == TIMEOUT:
                 return None
             if code == GPU_IS_LOST:
-                return HealthEvent(kind="gpu-lost", gpu_uuid=None)
+                return HealthEvent(kind="gpu-lost", gpu_uuid=None, occurred_at=time.time())
             raise DiscoveryError(f"node {self.node_name}: nvmlEventSetWait: {err}") from None
+        seen = time.time()  # NVML's event data carries no time: when it was read
         try:
             uuid: str | None = decode_text(nvml.nvmlDeviceGetUUID(data.device))
         except nvml.NVMLError as err:
             if getattr(err, "value", None) == GPU_IS_LOST:
-                return HealthEvent(kind="gpu-lost", gpu_uuid=None)
+                return HealthEvent(kind="gpu-lost", gpu_uuid=None, occurred_at=seen)
             uuid = None
         event_type = int(data.eventType)
         if event_type & _EVENT_XID:
-            return HealthEvent(kind="xid", gpu_uuid=uuid, xid=int(data.eventData))
+            return HealthEvent("xid", uuid, int(data.eventData), occurred_at=seen)
         if event_type & _EVENT_DOUBLE_BIT_ECC:
-            return HealthEvent(kind="ecc-double-bit", gpu_uuid=uuid)
+            return HealthEvent("ecc-double-bit", uuid, occurred_at=seen)
         if event_type & _EVENT_SINGLE_BIT_ECC:
-            return HealthEvent(kind="ecc-single-bit", gpu_uuid=uuid)
+            return HealthEvent("ecc-single-bit", uuid, occurred_at=seen)
         return None

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from discovery_nvml_fake import EVENT_XID, FakeNvml, fake_gpu
 
 from api.taint_state import GpuTaints, TaintState, decode_taint_state, encode_taint_state
 from dra_driver.discovery.mock import MockBackend
@@ -26,6 +27,7 @@ from kubelet_plugin.health.faults import FaultSpool, mock_boot_id, write_fault
 from kubelet_plugin.health.monitor import HealthMonitor
 from kubelet_plugin.health.recovery import Lifted
 from kubelet_plugin.health.taint_store import restore
+from kubelet_plugin.nvml import NvmlBackend
 from kubelet_plugin.nvml.library import NvmlCalls
 from kubelet_plugin.nvml.recovery import FIELD_GPU_RECOVERY_ACTION, NvmlRecoveryProbe
 
@@ -375,3 +377,14 @@ def test_awaiting_reboot_is_written_only_when_true_and_files_without_it_read_as_
     data = encode_taint_state(waiting)
     assert b'"awaitingReboot":true' in data
     assert decode_taint_state(data) == waiting
+
+
+def test_nvml_events_carry_the_time_they_were_read(tmp_path: Path) -> None:
+    gpu = fake_gpu("H100-80GB", "GPU-11111111-2222-3333-4444-555555555555")
+    nvml = FakeNvml([gpu])
+    backend = NvmlBackend("node-a", nvml=nvml, sysfs_root=tmp_path)
+    nvml.event(gpu, EVENT_XID, 48)
+    before = time.time()
+    event = backend.wait_health_event(0.1)
+    assert event is not None and event.occurred_at is not None
+    assert before <= event.occurred_at <= time.time()
