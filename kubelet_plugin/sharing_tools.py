@@ -51,8 +51,10 @@ def sharing_enforcers(
 
     ``mps_root`` must be the same path on the host and in the plugin (the plugin
     directory is mounted at its host path): CDI specs mount it. ``real_gpus``
-    false (the mock backend): a missing MPS binary leaves MPS as env, and the
-    time slice is not applied (there is no GPU for ``nvidia-smi`` to set).
+    false (the mock backend): a missing MPS binary leaves MPS as env, the daemons
+    share no ``/dev/shm`` with their clients (an unprivileged plugin cannot mount; a
+    mock GPU has no MPS server to share it with), and the time slice is not applied
+    (there is no GPU for ``nvidia-smi`` to set).
     """
     library_path = _library_path(host, driver_root)
     binary = driver_tool(host, driver_root, MPS_CONTROL_BINARY)
@@ -63,9 +65,10 @@ def sharing_enforcers(
         library_path=library_path,
         registry=registry,
         check_interval_s=check_interval_s,
+        shared_shm=real_gpus,
     )
     if binary is not None:
-        host = dataclasses.replace(host, mps_root=str(mps_root))
+        host = dataclasses.replace(host, mps_root=str(mps_root), mps_shared_shm=real_gpus)
     enforcers: list[SharingEnforcer] = [daemons]
     if real_gpus:
         smi = driver_tool(host, driver_root, NVIDIA_SMI)

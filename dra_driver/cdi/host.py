@@ -118,6 +118,9 @@ class HostFiles:
     mps_root: str | None = None
     """Host directory of the MPS control daemons' directories (:mod:`dra_driver.cdi.mps`);
     None: the plugin runs no daemons, MPS settings reach containers as env only."""
+    mps_shared_shm: bool = False
+    """The daemons run with ``<mps root>/<GPU UUID>/shm`` as their ``/dev/shm``, which the
+    spec then mounts at the container's ``/dev/shm``."""
 
 
 def select_driver_files(paths: Iterable[str]) -> tuple[str, ...]:

@@ -4,7 +4,10 @@ a container, and the CDI edits that connect a claim's containers to it.
 One daemon per shared GPU (see :mod:`kubelet_plugin.mps`): its directories are
 ``<mps root>/<GPU UUID>/pipe`` and ``.../log`` on the host (the kubelet plugin
 creates them and starts the daemon there); a container gets them at
-``/run/dra-driver/mps/<GPU UUID>/pipe`` and ``.../log``. Pure: paths only.
+``/run/dra-driver/mps/<GPU UUID>/pipe`` and ``.../log``. Where the plugin runs the
+daemon with a shared memory directory (real GPUs), ``<mps root>/<GPU UUID>/shm`` is the
+daemon's ``/dev/shm`` and is mounted at the container's ``/dev/shm``: MPS clients and
+their server share memory there. Pure: paths only.
 """
 
 from __future__ import annotations
@@ -35,12 +38,18 @@ class MpsDirs:
     """``CUDA_MPS_PIPE_DIRECTORY``"""
     log: str
     """``CUDA_MPS_LOG_DIRECTORY``"""
+    shm: str
+    """The daemon's ``/dev/shm``, shared with its clients."""
 
 
 def mps_host_dirs(mps_root: str, uuid: str) -> MpsDirs:
     """The daemon's directories on the host for the GPU ``uuid`` under ``mps_root``."""
     base = posixpath.join(mps_root, uuid)
-    return MpsDirs(pipe=posixpath.join(base, "pipe"), log=posixpath.join(base, "log"))
+    return MpsDirs(
+        pipe=posixpath.join(base, "pipe"),
+        log=posixpath.join(base, "log"),
+        shm=posixpath.join(base, "shm"),
+    )
 
 
 def mps_container_dirs(uuid: str) -> MpsDirs:
@@ -48,14 +57,17 @@ def mps_container_dirs(uuid: str) -> MpsDirs:
     return mps_host_dirs(MPS_CONTAINER_ROOT, uuid)
 
 
-def mps_edits(mps_root: str, uuids: Sequence[str]) -> tuple[list[str], list[Mount]]:
+def mps_edits(
+    mps_root: str, uuids: Sequence[str], *, shared_shm: bool = False
+) -> tuple[list[str], list[Mount]]:
     """The env and mounts that connect a claim's containers to the daemons of ``uuids``
     (the claim's GPUs shared with MPS, in allocation order, without repeats).
 
     Every daemon's directories are mounted; ``CUDA_MPS_PIPE_DIRECTORY`` and
     ``CUDA_MPS_LOG_DIRECTORY`` name the first GPU's, since a CUDA process talks to one
     daemon: a process that wants another GPU's daemon sets them from
-    ``DRA_GPU_<key>_MPS_PIPE_DIRECTORY``.
+    ``DRA_GPU_<key>_MPS_PIPE_DIRECTORY``. With ``shared_shm`` the first daemon's shared
+    memory directory becomes the container's ``/dev/shm`` (a container has one).
     """
     if not uuids:
         return [], []
@@ -68,6 +80,9 @@ def mps_edits(mps_root: str, uuids: Sequence[str]) -> tuple[list[str], list[Moun
         mounts.append(
             Mount(host_path=host.log, container_path=container.log, options=list(_LOG_OPTIONS))
         )
+    if shared_shm:
+        shm = mps_host_dirs(mps_root, uuids[0]).shm
+        mounts.append(Mount(host_path=shm, container_path="/dev/shm", options=list(_PIPE_OPTIONS)))
     first = mps_container_dirs(uuids[0])
     env = [f"CUDA_MPS_PIPE_DIRECTORY={first.pipe}", f"CUDA_MPS_LOG_DIRECTORY={first.log}"]
     return env, mounts

@@ -152,7 +152,9 @@ def _common_edits(devices: Sequence[SpecDevice], host: HostFiles) -> ContainerEd
     ]
     env = _claim_env(devices)
     if host.mps_root is not None:
-        mps_env, mps_mounts = mps_edits(host.mps_root, _mps_uuids(devices))
+        mps_env, mps_mounts = mps_edits(
+            host.mps_root, _mps_uuids(devices), shared_shm=host.mps_shared_shm
+        )
         env += mps_env
         mounts += mps_mounts
     hooks: list[Hook] = []

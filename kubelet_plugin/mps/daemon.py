@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from api.errors import DraDriverError
-from dra_driver.cdi.mps import MpsDirs, mps_host_dirs
+from dra_driver.cdi.mps import mps_host_dirs
 
 __all__ = [
     "MpsDaemon",
@@ -52,6 +52,19 @@ RECORD_FILE: Final = "daemon.json"
 #: How long a control command, a start or a ``quit`` may take before the plugin gives up.
 COMMAND_TIMEOUT_S: Final = 10.0
 _POLL_S: Final = 0.02
+#: Runs a command in a mount namespace of its own whose /dev/shm is the directory that
+#: follows: the daemon and the MPS servers it spawns share memory with their clients
+#: there, which the CDI spec mounts at each client container's /dev/shm.
+_OWN_SHM: Final = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    'mount --bind "$0" /dev/shm && exec "$@"',
+)
 _GPU_UUID_RE: Final = re.compile(r"GPU-[0-9A-Fa-f-]{1,64}")
 
 
@@ -121,11 +134,19 @@ class MpsDaemon:
 
     ``binary`` is ``nvidia-cuda-mps-control`` as this process sees it;
     ``library_path`` (the driver root's library directories) is its
-    ``LD_LIBRARY_PATH`` when the driver is not installed in ``/``.
+    ``LD_LIBRARY_PATH`` when the driver is not installed in ``/``. ``shared_shm``:
+    the daemon runs in a mount namespace of its own with ``<mps root>/<uuid>/shm`` as its
+    ``/dev/shm`` (needs ``CAP_SYS_ADMIN``, ``unshare`` and ``mount``: real GPUs).
     """
 
     def __init__(
-        self, binary: Path, mps_root: Path, uuid: str, *, library_path: str | None = None
+        self,
+        binary: Path,
+        mps_root: Path,
+        uuid: str,
+        *,
+        library_path: str | None = None,
+        shared_shm: bool = False,
     ) -> None:
         if not is_gpu_uuid(uuid):
             # It names a directory the daemon's stop removes: never "/" or "..".
@@ -134,8 +155,9 @@ class MpsDaemon:
         self.binary = binary
         self.base = mps_root / uuid
         host = mps_host_dirs(str(mps_root), uuid)
-        self.dirs = MpsDirs(pipe=host.pipe, log=host.log)
+        self.dirs = host
         self._library_path = library_path
+        self._shared_shm = shared_shm
         self.record: ProcessRecord | None = None
 
     def environment(self) -> dict[str, str]:
@@ -181,9 +203,15 @@ class MpsDaemon:
         """Start the daemon (its directories created); raises MpsDaemonError."""
         for directory in (self.dirs.pipe, self.dirs.log):
             Path(directory).mkdir(mode=0o755, parents=True, exist_ok=True)
+        argv = [str(self.binary), "-d"]
+        if self._shared_shm:
+            # Like /dev/shm: clients of any UID make their files there, none removes another's.
+            Path(self.dirs.shm).mkdir(parents=True, exist_ok=True)
+            os.chmod(self.dirs.shm, 0o1777)
+            argv = [*_OWN_SHM, self.dirs.shm, *argv]
         try:
             done = subprocess.run(
-                [str(self.binary), "-d"],
+                argv,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -93,8 +93,10 @@ class MpsDaemons:
     (real GPUs); not required (the mock backend), MPS stays env only, with a warning.
     ``registry`` gets the metrics ``dra_driver_mps_daemons`` (daemons running for
     claims) and ``dra_driver_mps_daemon_restarts_total`` (daemons found dead and
-    started again). :meth:`start` adopts or starts the daemons of prepared claims
-    and stops orphans, then checks every ``check_interval_s`` seconds.
+    started again). ``shared_shm``: each daemon gets a ``/dev/shm`` of its own that the
+    CDI specs mount in its clients (:class:`~kubelet_plugin.mps.MpsDaemon`).
+    :meth:`start` adopts or starts the daemons of prepared claims and stops orphans,
+    then checks every ``check_interval_s`` seconds.
     """
 
     def __init__(
@@ -106,8 +108,10 @@ class MpsDaemons:
         library_path: str | None = None,
         registry: CollectorRegistry | None = None,
         check_interval_s: float = 5.0,
+        shared_shm: bool = False,
     ) -> None:
         self.mps_root = mps_root
+        self._shared_shm = shared_shm
         self._binary = binary
         self._required = required
         self._library_path = library_path
@@ -264,7 +268,13 @@ class MpsDaemons:
 
     def _daemon(self, uuid: str) -> MpsDaemon:
         binary = self._binary or Path(MPS_CONTROL_BINARY)
-        return MpsDaemon(binary, self.mps_root, uuid, library_path=self._library_path)
+        return MpsDaemon(
+            binary,
+            self.mps_root,
+            uuid,
+            library_path=self._library_path,
+            shared_shm=self._shared_shm,
+        )
 
     def _ensure(self, uuid: str) -> None:
         """The GPU's daemon running: the known one, one found running (a previous plugin

@@ -119,7 +119,11 @@ def test_two_shares_of_one_gpu_use_one_daemon_until_the_last_is_unprepared(root:
         (pid,) = daemon_pids(root)
         assert alive(pid)
         pipe = root / "state" / "mps" / GPU / "pipe"
-        assert logged_starts(root / "driver", GPU) == [f"pid={pid} visible={GPU} pipe={pipe}"]
+        shm = os.stat(pipe.parent / "shm")
+        assert logged_starts(root / "driver", GPU) == [
+            f"pid={pid} visible={GPU} pipe={pipe} shm={shm.st_dev}:{shm.st_ino}"
+        ]
+        assert shm.st_mode & 0o7777 == 0o1777
         # The ceiling over both shares, whichever was prepared first.
         commands = logged_commands(root / "driver", GPU)
         assert commands[-2:] == [
@@ -138,6 +142,8 @@ def test_two_shares_of_one_gpu_use_one_daemon_until_the_last_is_unprepared(root:
             assert "rw" in mounts[container.pipe]["options"]
             assert mounts[container.log]["hostPath"] == str(pipe.parent / "log")
             assert "ro" in mounts[container.log]["options"]
+            # The daemon's /dev/shm is the clients' too: MPS shares memory there.
+            assert mounts["/dev/shm"]["hostPath"] == str(pipe.parent / "shm")
 
         # The larger share leaves: the daemon stays, its ceiling comes down to the other's.
         assert driver.unprepare([ref(2)]) == {claim_uid(2): None}

@@ -70,11 +70,13 @@ def test_one_daemon_for_two_shares_adopted_after_a_crash_stopped_with_the_last(
         (start,) = logged_starts(driver_root, GPU)
         daemon = int(start.split()[0].removeprefix("pid="))
         pipe = root / "plugins" / DRIVER / "mps" / GPU / "pipe"
-        assert start.endswith(f"visible={GPU} pipe={pipe}")
+        assert f" visible={GPU} pipe={pipe} " in start
         mounts = validate_cdi_file(root / "cdi" / f"{DRIVER}-{claim_uid(1)}.json")[
             "containerEdits"
         ]["mounts"]
         assert str(pipe) in [m["hostPath"] for m in mounts]
+        # Mock GPUs: no MPS server to share memory with, and the plugin cannot mount.
+        assert "/dev/shm" not in [m["containerPath"] for m in mounts]
         assert metric(scrape(metrics_address), "dra_driver_mps_daemons") == 1
 
         # The plugin dies; its successor takes over the daemon the pods use.

@@ -17,7 +17,8 @@ reply pipe per command, spawns no server and checks no command's arguments.
 It records in ``<CUDA_MPS_LOG_DIRECTORY>/control.log``, and in
 ``<driver root>/mps-control.journal`` (which outlives the daemon's
 directories, for the tests to read), one line when it starts
-(``start pid=<pid> visible=<CUDA_VISIBLE_DEVICES> pipe=<dir>``) and one per
+(``start pid=<pid> visible=<CUDA_VISIBLE_DEVICES> pipe=<dir> shm=<dev>:<inode>``, the
+device and inode of the ``/dev/shm`` it sees) and one per
 command (``cmd <command>``); the journal's lines start with the GPU UUID and a tab.
 """
 
@@ -58,8 +59,9 @@ def serve(ready_fd):
     os.mkfifo(control, 0o600)
     # Opened read-write: the daemon never sees end-of-file between clients.
     channel = os.fdopen(os.open(control, os.O_RDWR), "r", buffering=1)
-    record("start pid=%d visible=%s pipe=%s" % (
-        os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""), pipe_dir))
+    shm = os.stat("/dev/shm")
+    record("start pid=%d visible=%s pipe=%s shm=%d:%d" % (
+        os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""), pipe_dir, shm.st_dev, shm.st_ino))
     os.write(ready_fd, b"ok")
     os.close(ready_fd)
     for line in channel:
@@ -152,5 +154,6 @@ def logged_commands(driver_root: Path, uuid: str) -> list[str]:
 
 
 def logged_starts(driver_root: Path, uuid: str) -> list[str]:
-    """One line per start of a daemon of GPU ``uuid``: ``pid=<pid> visible=<uuid> pipe=<dir>``."""
+    """One line per start of a daemon of GPU ``uuid``:
+    ``pid=<pid> visible=<uuid> pipe=<dir> shm=<dev>:<inode>``."""
     return _journal(driver_root, uuid, "start ")

@@ -41,7 +41,7 @@ def test_a_claim_on_two_mps_gpus_mounts_both_daemons_and_names_the_first() -> No
             _device(1, "GPU-a", _mps(30)),  # a second share of the same GPU: one daemon
             _device(2, "GPU-b", _mps(20)),
         ],
-        host=HostFiles(mps_root="/var/lib/plugin/mps"),
+        host=HostFiles(mps_root="/var/lib/plugin/mps", mps_shared_shm=True),
     )
     edits = spec.container_edits
     assert edits is not None and edits.mounts is not None and edits.env is not None
@@ -50,6 +50,7 @@ def test_a_claim_on_two_mps_gpus_mounts_both_daemons_and_names_the_first() -> No
         ("/var/lib/plugin/mps/GPU-a/log", "/run/dra-driver/mps/GPU-a/log"),
         ("/var/lib/plugin/mps/GPU-b/pipe", "/run/dra-driver/mps/GPU-b/pipe"),
         ("/var/lib/plugin/mps/GPU-b/log", "/run/dra-driver/mps/GPU-b/log"),
+        ("/var/lib/plugin/mps/GPU-a/shm", "/dev/shm"),  # one /dev/shm: the first daemon's
     ]
     assert "CUDA_MPS_PIPE_DIRECTORY=/run/dra-driver/mps/GPU-a/pipe" in edits.env
     assert "CUDA_MPS_LOG_DIRECTORY=/run/dra-driver/mps/GPU-a/log" in edits.env
