@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from agent_kit.events import EventRecorder
+from agent_kit.events import EventRecorder, ObjectRef
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
@@ -100,6 +100,8 @@ THREAD_JOIN_TIMEOUT_S: Final = 10.0
 #: Bound of each API call (a watch: on top of its own timeout). A claim read in a
 #: prepare must leave the kubelet's 45 s deadline room for a retry.
 API_TIMEOUT_S: Final = 10.0
+#: The source of the plugin's MPS daemon Events (as of its other Node Events).
+MPS_EVENTS_COMPONENT: Final = "dra-driver-kubelet-plugin"
 
 
 # --- Pieces ----------------------------------------------------------------------------------
@@ -182,6 +184,7 @@ class NodeAgent:
     status_writer: ClaimStatusWriter | None = None
     monitor: HealthMonitor | None = None
     health_notices: NodeHealthNotices | None = None
+    mps_events: EventRecorder | None = None
     serialize_lock: NodeFileLock | None = None
     publisher_lock: NodeFileLock | None = None
     crashed: bool = False
@@ -224,13 +227,6 @@ class NodeAgent:
             _text(settings.hook_path),
             host_driver_root=settings.host_driver_root,
         )
-        host, enforcers = sharing_enforcers(
-            host,
-            driver_root=settings.driver_root,
-            mps_root=settings.mps_dir,
-            real_gpus=not isinstance(backend, MockBackend),
-            registry=self.metrics.registry,
-        )
 
         if self.api_client is None:
             self.api_client = kube_api_client(settings)
@@ -249,6 +245,29 @@ class NodeAgent:
                 settings.pod_uid,
                 settings.serialize_lock,
             )
+        mps_events = self.mps_events = EventRecorder(
+            kube, component=MPS_EVENTS_COMPONENT, instance=settings.node_name
+        )
+        mps_events.start()
+        node_ref = ObjectRef("Node", "v1", "default", settings.node_name, node_uid or "")
+
+        def mps_daemon_restarted(gpu: str, claims: str) -> None:
+            mps_events.emit(
+                node_ref,
+                "Warning",
+                "MpsDaemonRestarted",
+                f"the MPS control daemon of GPU {gpu} died and was started again; the "
+                f"processes of claims {claims} on it lost their MPS server",
+            )
+
+        host, enforcers = sharing_enforcers(
+            host,
+            driver_root=settings.driver_root,
+            mps_root=settings.mps_dir,
+            real_gpus=not isinstance(backend, MockBackend),
+            registry=self.metrics.registry,
+            on_restart=mps_daemon_restarted,
+        )
         driver = self.driver = GpuDriver(
             driver_name=settings.driver_name,
             inventory=inventory,
@@ -409,6 +428,8 @@ class NodeAgent:
             steps.append(("health Events", self.health_notices.stop))
         if self.driver is not None:
             steps.append(("driver", self.driver.close))
+        if self.mps_events is not None:
+            steps.append(("MPS Events", self.mps_events.stop))
         if self.metrics_server is not None:
             steps.append(("metrics endpoint", self.metrics_server.stop))
         close = getattr(self.backend, "close", None)

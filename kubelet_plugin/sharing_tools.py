@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +47,7 @@ def sharing_enforcers(
     real_gpus: bool,
     registry: CollectorRegistry | None = None,
     check_interval_s: float = 5.0,
+    on_restart: Callable[[str, str], None] | None = None,
 ) -> tuple[HostFiles, list[SharingEnforcer]]:
     """The enforcers, and ``host`` with ``mps_root`` set when MPS daemons can run.
 
@@ -54,7 +56,8 @@ def sharing_enforcers(
     false (the mock backend): a missing MPS binary leaves MPS as env, the daemons
     share no ``/dev/shm`` with their clients (an unprivileged plugin cannot mount; a
     mock GPU has no MPS server to share it with), and the time slice is not applied
-    (there is no GPU for ``nvidia-smi`` to set).
+    (there is no GPU for ``nvidia-smi`` to set). ``on_restart``: see
+    :class:`~kubelet_plugin.mps.MpsDaemons`.
     """
     library_path = _library_path(host, driver_root)
     binary = driver_tool(host, driver_root, MPS_CONTROL_BINARY)
@@ -66,6 +69,7 @@ def sharing_enforcers(
         registry=registry,
         check_interval_s=check_interval_s,
         shared_shm=real_gpus,
+        on_restart=on_restart,
     )
     if binary is not None:
         host = dataclasses.replace(host, mps_root=str(mps_root), mps_shared_shm=real_gpus)

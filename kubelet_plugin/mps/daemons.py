@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -93,8 +93,10 @@ class MpsDaemons:
     (real GPUs); not required (the mock backend), MPS stays env only, with a warning.
     ``registry`` gets the metrics ``dra_driver_mps_daemons`` (daemons running for
     claims) and ``dra_driver_mps_daemon_restarts_total`` (daemons found dead and
-    started again). ``shared_shm``: each daemon gets a ``/dev/shm`` of its own that the
-    CDI specs mount in its clients (:class:`~kubelet_plugin.mps.MpsDaemon`).
+    started again); ``on_restart(gpu uuid, claim UIDs)`` hears of each daemon started
+    again (the plugin writes a Node Event). ``shared_shm``: each daemon gets a
+    ``/dev/shm`` of its own that the CDI specs mount in its clients
+    (:class:`~kubelet_plugin.mps.MpsDaemon`).
     :meth:`start` adopts or starts the daemons of prepared claims and stops orphans,
     then checks every ``check_interval_s`` seconds.
     """
@@ -109,9 +111,11 @@ class MpsDaemons:
         registry: CollectorRegistry | None = None,
         check_interval_s: float = 5.0,
         shared_shm: bool = False,
+        on_restart: Callable[[str, str], None] | None = None,
     ) -> None:
         self.mps_root = mps_root
         self._shared_shm = shared_shm
+        self._on_restart = on_restart
         self._binary = binary
         self._required = required
         self._library_path = library_path
@@ -243,16 +247,20 @@ class MpsDaemons:
                 daemon = self._daemons.get(uuid)
                 if daemon is not None and daemon.alive():
                     continue
+                claims = ", ".join(sorted(self._holders[uuid]))
                 log.warning(
                     "GPU %s: MPS control daemon is gone (claims %s); starting it again",
                     uuid,
-                    ", ".join(sorted(self._holders[uuid])),
+                    claims,
                 )
                 self.restarts.inc()
                 try:
                     self._ensure(uuid)
                 except MpsDaemonError as err:
                     log.error("%s; trying again in %g s", err, self._interval)
+                    continue
+                if self._on_restart is not None:
+                    self._on_restart(uuid, claims)
 
     def close(self) -> None:
         """Stop supervising; the daemons keep running for their pods (a restart adopts them)."""

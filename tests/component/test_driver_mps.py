@@ -92,6 +92,7 @@ def mps_driver(
     check_interval_s: float = 60.0,
     required: bool = True,
     node_lock: NodeFileLock | None = None,
+    restarted: list[tuple[str, str]] | None = None,
 ) -> tuple[GpuDriver, MpsDaemons]:
     """A started driver whose MPS daemons live under ``root/state/mps``."""
     host, enforcers = sharing_enforcers(
@@ -101,6 +102,7 @@ def mps_driver(
         real_gpus=required,
         registry=registry,
         check_interval_s=check_interval_s,
+        on_restart=None if restarted is None else lambda *event: restarted.append(event),
     )
     daemons = enforcers[0]
     assert isinstance(daemons, MpsDaemons)
@@ -230,7 +232,10 @@ def test_two_plugin_instances_keep_a_daemon_that_either_one_s_claims_use(root: P
 def test_a_daemon_that_dies_is_started_again_and_counted(root: Path) -> None:
     registry = CollectorRegistry()
     claims = FakeClaimSource([share(1, "20Gi", "30")])
-    driver, daemons = mps_driver(root, claims, registry=registry, check_interval_s=0.05)
+    restarted: list[tuple[str, str]] = []
+    driver, daemons = mps_driver(
+        root, claims, registry=registry, check_interval_s=0.05, restarted=restarted
+    )
     try:
         assert driver.prepare([ref(1)])[claim_uid(1)].error is None
         (pid,) = daemon_pids(root)
@@ -243,6 +248,7 @@ def test_a_daemon_that_dies_is_started_again_and_counted(root: Path) -> None:
             time.sleep(0.05)
         assert daemons.running() == {GPU: new}
         assert registry.get_sample_value("dra_driver_mps_daemon_restarts_total") == 1
+        assert restarted == [(GPU, claim_uid(1))]  # the plugin makes it a Node Event
         assert registry.get_sample_value("dra_driver_mps_daemons") == 1
         # The new daemon got the claim's limits before any client could connect.
         assert logged_commands(root / "driver", GPU)[-2:] == [
