@@ -1,6 +1,6 @@
 """The whole node path: `dra-driver kubelet-plugin` with mock GPUs under the real kubelet.
 
-One module on purpose (about 900 lines): its tests share the module-scoped plugin (the
+One module on purpose (about 1,600 lines): its tests share the module-scoped plugin (the
 chart's DaemonSet or a process, started and registered once); a second module would start another.
 
 The plugin registers through the kubelet's plugin registry, publishes the
@@ -16,6 +16,14 @@ values for this node (its kubelet's and containerd's directories, the API
 server on the host's loopback through host networking); a restart deletes its
 pod and the DaemonSet brings a new one. Otherwise it is ``dra-driver
 kubelet-plugin`` from the source tree as a process, restarted by SIGTERM.
+
+GPU health, end to end: an XID dropped into the mock backend's fault spool (on the
+host, under the mock dev root the pod mounts at its host path) taints the GPU in the
+slice, turns the pod's ``allocatedResourcesStatus`` and the claim's Healthy condition
+unhealthy, survives a plugin restart in taints.json and goes with ``dra-driver taints
+clear`` run on the node; a NoExecute DeviceTaintRule makes the controller-manager evict
+the pod using the device, and the project's controller places a gated pod around it.
+Each of these tests clears every taint it leaves, pass or fail.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ from dra_driver.discovery.model import Gpu
 from e2e.cluster import BUSYBOX_IMAGE
 from e2e.cluster.processes import free_port
 from e2e.demo_support import dra_driver_argv
+from kubelet_plugin.health.classification import xid_outcome
+from kubelet_plugin.health.faults import write_fault
+from kubelet_plugin.health.taints import DEFAULT_IGNORED_XIDS
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
@@ -82,6 +93,9 @@ DAEMON_SET = "dra-driver-kubelet-plugin"
 SUSPENDED = "dra-driver.test/suspended"
 WAITING = "another plugin instance on this node holds"
 TOOK_OVER = "took over publishing the node's ResourceSlices"
+#: Longer than any test: a taint stays while a test looks at it, and the health tests
+#: clear the taints themselves (``dra-driver taints clear``), never by waiting.
+HEALTH_RECOVERY_S = 900
 
 
 class Plugin(Protocol):
@@ -321,6 +335,7 @@ def _source_argv(cluster: ClusterUnderTest) -> list[str]:
         f"--driver-root={local.directory / 'driver-root'}",
         "--gpu-backend=mock",
         f"--mock-profile={PROFILE}",
+        f"--health-recovery-seconds={HEALTH_RECOVERY_S}",
     ]
 
 
@@ -340,6 +355,7 @@ def _chart_values(cluster: ClusterUnderTest) -> dict[str, Any]:
             "gpuBackend": "mock",
             "mockProfile": PROFILE,
             "mockDevRoot": str(local.directory / "mock-dev"),
+            "healthRecoverySeconds": HEALTH_RECOVERY_S,
             "driverRoot": str(local.directory / "driver-root"),
             "kubeletDir": str(local.node_paths.kubelet_root),
             "cdiRoot": str(local.cdi_dir),
@@ -1189,3 +1205,431 @@ def test_each_container_gets_its_own_gpu_and_an_init_container_reuses_one(
     assert not uuids_in(nothing["env"])
 
     _wait_claim_gone(api_client, local_cluster, kubelet_plugin, pod="per-container", claim=claim)
+
+
+# --- GPU health end to end: taints, the pod's and the claim's status, DeviceTaintRules ------
+
+XID_TAINT = f"{DRIVER}/xid"
+#: Selects any full GPU of the node (the class also asks for type "gpu").
+ANY_GPU = f'device.attributes["{DRIVER}"].type == "gpu"'
+GATE = "gpu.dra-driver.io/placement"
+#: An XID NVIDIA's table leaves to the health policy (``xid=NoSchedule`` by default).
+POLICY_XID = 74
+#: "GPU has fallen off the bus": NoExecute, kept until a reboot or an admin's clear.
+OFF_THE_BUS = 79
+
+
+def _h100(plugin: Plugin) -> Gpu:
+    """The node's first GPU (gpu-0): the one a first fit picks when it is free."""
+    return next(g for g in plugin.gpus if "H100" in g.product_name)
+
+
+def _the_gpu(gpu: Gpu) -> str:
+    return f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'
+
+
+def _faults_dir(cluster: ClusterUnderTest) -> Path:
+    """The mock backend's fault spool, seen from the host: ``<mockDevRoot>/run/dra-driver/faults``
+    (the chart mounts the mock dev root at its host path)."""
+    assert cluster.local is not None
+    return cluster.local.directory / "mock-dev" / "run" / "dra-driver" / "faults"
+
+
+def _state_dir(cluster: ClusterUnderTest) -> Path:
+    """The plugin's directory on the host (mounted at the same path): taints.json and the
+    admins' clear requests."""
+    assert cluster.local is not None
+    return cluster.local.plugins_dir / DRIVER
+
+
+def _node_devices(api_client: Any, cluster: ClusterUnderTest) -> dict[str, dict[str, Any]]:
+    """Every device the node's slices publish now, by name, with ``pool`` added."""
+    listing = read_json(
+        resource_api(api_client).list_resource_slice,
+        field_selector=f"spec.nodeName={cluster.node_name},spec.driver={DRIVER}",
+    )
+    return {
+        device["name"]: {**device, "pool": s["spec"]["pool"]["name"]}
+        for s in listing["items"]
+        for device in s["spec"].get("devices") or []
+    }
+
+
+def _health_taints(api_client: Any, cluster: ClusterUnderTest) -> dict[str, list[dict[str, Any]]]:
+    """The published devices that carry taints, with them."""
+    return {
+        name: device["taints"]
+        for name, device in _node_devices(api_client, cluster).items()
+        if device.get("taints")
+    }
+
+
+def _clear_taints(cluster: ClusterUnderTest, *device: str) -> subprocess.CompletedProcess[str]:
+    """``dra-driver taints clear`` on the node, as an admin runs it: DEVICE, or ``--all``."""
+    argv = [*dra_driver_argv(), "taints", "clear", "--node-state-dir", str(_state_dir(cluster))]
+    argv += [*device] if device else ["--all"]
+    return subprocess.run(
+        [*argv, "--wait", "30"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@contextlib.contextmanager
+def _no_taints_left(api_client: Any, cluster: ClusterUnderTest, plugin: Plugin) -> Iterator[None]:
+    """Whatever the test did: every health taint cleared after it, and the slices clean, so
+    the next test finds every GPU usable."""
+    try:
+        yield
+    finally:
+        # Faults the plugin has not taken yet would taint again after the clear.
+        for path in _faults_dir(cluster).glob("*.json"):
+            path.unlink(missing_ok=True)
+        result = _clear_taints(cluster)
+        assert result.returncode == 0, result.stderr
+        wait_for(
+            "the plugin to publish every device untainted",
+            lambda: not _health_taints(api_client, cluster),
+            cluster=cluster,
+            context=plugin.log_tail,
+        )
+
+
+def _resource_health(api_client: Any, namespace: str, pod: str) -> list[str]:
+    """The health the kubelet shows for each device of the pod's containers
+    (``status.containerStatuses[].allocatedResourcesStatus[].resources[].health``)."""
+    stored = read_json(core_api(api_client).read_namespaced_pod, pod, namespace)
+    return [
+        resource.get("health", "")
+        for container in stored["status"].get("containerStatuses") or []
+        for entry in container.get("allocatedResourcesStatus") or []
+        for resource in entry.get("resources") or []
+    ]
+
+
+def _claim_health(api_client: Any, namespace: str, claim: str) -> dict[str, Any] | None:
+    """The Healthy condition the plugin wrote for the claim's one device, once written."""
+    stored = read_json(resource_api(api_client).read_namespaced_resource_claim, claim, namespace)
+    for entry in stored.get("status", {}).get("devices") or []:
+        for condition in entry.get("conditions") or []:
+            if condition["type"] == "Healthy":
+                return dict(condition)
+    return None
+
+
+def _allocated_device(api_client: Any, namespace: str, pod: str) -> str:
+    claim = generated_claim_name(api_client, namespace, pod)
+    assert claim
+    stored = read_json(resource_api(api_client).read_namespaced_resource_claim, claim, namespace)
+    (result,) = stored["status"]["allocation"]["devices"]["results"]
+    return str(result["device"])
+
+
+def _wait_unschedulable(
+    api_client: Any, cluster: ClusterUnderTest, namespace: str, pod: str
+) -> dict[str, Any]:
+    """Until the scheduler reports ``pod`` unschedulable; its PodScheduled condition."""
+
+    def condition() -> dict[str, Any] | None:
+        stored = read_json(core_api(api_client).read_namespaced_pod, pod, namespace)
+        return next(
+            (
+                c
+                for c in stored["status"].get("conditions") or []
+                if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+            ),
+            None,
+        )
+
+    found: dict[str, Any] = wait_for(
+        f"the scheduler to report pod {pod} unschedulable",
+        condition,
+        cluster=cluster,
+        context=lambda: pod_report(api_client, namespace, pod),
+    )
+    return found
+
+
+def _wait_tainted(
+    api_client: Any, cluster: ClusterUnderTest, plugin: Plugin, device: str
+) -> dict[str, Any]:
+    """Until the node's slices publish ``device`` with the XID taint; that taint."""
+
+    def taint() -> dict[str, Any] | None:
+        taints = _health_taints(api_client, cluster).get(device) or []
+        return next((t for t in taints if t["key"] == XID_TAINT), None)
+
+    found: dict[str, Any] = wait_for(
+        f"the slice to publish {device} with the XID taint",
+        taint,
+        cluster=cluster,
+        context=plugin.log_tail,
+    )
+    return found
+
+
+def _events(api_client: Any, namespace: str, name: str, reason: str) -> list[str]:
+    listing = core_api(api_client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},reason={reason}"
+    )
+    return [str(e.message) for e in listing.items]
+
+
+def test_an_xid_on_a_running_pods_gpu_shows_in_the_slice_the_pod_and_the_claim(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """An XID the health policy decides (NoSchedule) on the GPU a running pod holds: the
+    slice taints it (and its MIG devices), the kubelet shows it Unhealthy in the pod's
+    status, the plugin's Healthy condition in the claim turns False; the pod keeps running,
+    and once it is gone a pod asking for that very GPU stays pending while one asking for
+    any GPU gets the other."""
+    assert xid_outcome(POLICY_XID, ignored=DEFAULT_IGNORED_XIDS, policy_effect="NoSchedule") == (
+        "no-schedule"
+    )
+    h100, l4 = _h100(kubelet_plugin), _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("the-h100", _the_gpu(h100))
+    )
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("any-gpu", ANY_GPU)
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
+    )
+    with _no_taints_left(api_client, local_cluster, kubelet_plugin):
+        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+        claim = generated_claim_name(api_client, namespace, "holds")
+        assert claim
+        wait_for(
+            "the pod's status and the claim to show the GPU healthy",
+            lambda: (
+                _resource_health(api_client, namespace, "holds") == ["Healthy"]
+                and (_claim_health(api_client, namespace, claim) or {}).get("status") == "True"
+            ),
+            cluster=local_cluster,
+            timeout_s=90,
+            context=lambda: pod_report(api_client, namespace, "holds"),
+        )
+
+        write_fault(_faults_dir(local_cluster), "xid", gpu=h100.device_name, xid=POLICY_XID)
+
+        taint = _wait_tainted(api_client, local_cluster, kubelet_plugin, h100.device_name)
+        assert (taint["value"], taint["effect"]) == (str(POLICY_XID), "NoSchedule"), taint
+        tainted = _health_taints(api_client, local_cluster)
+        # The GPU's MIG devices share its fault; the other GPU does not.
+        assert h100.device_name in tainted and l4.device_name not in tainted, tainted
+        assert all(
+            name == h100.device_name or name.startswith(h100.device_name + "-") for name in tainted
+        ), tainted
+        wait_for(
+            "the kubelet to show the pod's GPU Unhealthy",
+            lambda: _resource_health(api_client, namespace, "holds") == ["Unhealthy"],
+            cluster=local_cluster,
+            timeout_s=90,
+            context=lambda: pod_report(api_client, namespace, "holds"),
+        )
+        condition = wait_for(
+            "the plugin to mark the claim's device unhealthy",
+            lambda: (
+                (c := _claim_health(api_client, namespace, claim)) and c["status"] == "False" and c
+            ),
+            cluster=local_cluster,
+            context=kubelet_plugin.log_tail,
+        )
+        assert condition["reason"] == "Tainted", condition
+        assert f"{XID_TAINT}={POLICY_XID}:NoSchedule" in condition["message"], condition
+        # NoSchedule: what runs there stays.
+        assert pod_phase(api_client, namespace, "holds") == "Running"
+
+        core.delete_namespaced_pod("holds", namespace, grace_period_seconds=0)
+        wait_for(
+            "pod holds and its claim to be gone",
+            lambda: (
+                is_gone(lambda: core.read_namespaced_pod("holds", namespace))
+                and is_gone(lambda: resources.read_namespaced_resource_claim(claim, namespace))
+            ),
+            cluster=local_cluster,
+            timeout_s=90,
+            context=kubelet_plugin.log_tail,
+        )
+        # The GPU is free now, but tainted: no new pod gets it. A first fit would take it
+        # (gpu-0); the pod asking for any GPU gets the other one.
+        core.create_namespaced_pod(
+            namespace, pod_with_claim("wants-h100", SHOW_DEVICES, template="the-h100")
+        )
+        core.create_namespaced_pod(
+            namespace, pod_with_claim("any", SHOW_DEVICES, template="any-gpu")
+        )
+        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "any")
+        assert _allocated_device(api_client, namespace, "any") == l4.device_name
+        _wait_unschedulable(api_client, local_cluster, namespace, "wants-h100")
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+
+
+def test_a_gpu_off_the_bus_drains_its_pod_and_stays_tainted_across_a_restart_until_cleared(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """XID 79 on the GPU a running pod holds: the plugin taints it NoExecute, and the
+    controller-manager's device taint eviction controller evicts the pod. The taint is kept
+    in taints.json: a restarted plugin publishes the GPU tainted again (its slices deleted
+    and republished: the same taint, the same timeAdded), and a pod waiting for that GPU
+    stays pending; ``dra-driver taints clear`` on the node lifts the taint, and the waiting
+    pod gets the GPU."""
+    h100 = _h100(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("the-h100", _the_gpu(h100))
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
+    )
+    with _no_taints_left(api_client, local_cluster, kubelet_plugin):
+        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+        write_fault(_faults_dir(local_cluster), "xid", gpu=h100.uuid, xid=OFF_THE_BUS)
+        before = _wait_tainted(api_client, local_cluster, kubelet_plugin, h100.device_name)
+        assert (before["value"], before["effect"]) == (str(OFF_THE_BUS), "NoExecute"), before
+        wait_for(
+            "the device taint eviction controller to evict pod holds",
+            lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
+            cluster=local_cluster,
+            timeout_s=90,
+            context=lambda: pod_report(api_client, namespace, "holds"),
+        )
+        assert _events(api_client, namespace, "holds", "DeviceTaintManagerEviction")
+        core.create_namespaced_pod(
+            namespace, pod_with_claim("waits", SHOW_DEVICES, template="the-h100")
+        )
+        _wait_unschedulable(api_client, local_cluster, namespace, "waits")
+
+        assert kubelet_plugin.stop() == 0, kubelet_plugin.log_tail()
+        saved = (_state_dir(local_cluster) / "taints.json").read_text()
+        assert XID_TAINT in saved and h100.uuid in saved, saved
+        kubelet_plugin.start(local_cluster)
+        # Slices gone: the restarted plugin publishes them again, from what it restored.
+        resources.delete_collection_resource_slice(
+            field_selector=f"spec.nodeName={local_cluster.node_name},spec.driver={DRIVER}"
+        )
+        after = _wait_tainted(api_client, local_cluster, kubelet_plugin, h100.device_name)
+        assert after == before, (before, after)
+        assert pod_phase(api_client, namespace, "waits") == "Pending"
+
+        result = _clear_taints(local_cluster, h100.device_name)
+        assert result.returncode == 0, result.stderr
+        assert "cleared by the plugin and saved" in result.stdout, result.stdout
+        wait_for(
+            "the plugin to publish the GPU untainted",
+            lambda: not _health_taints(api_client, local_cluster),
+            cluster=local_cluster,
+            context=kubelet_plugin.log_tail,
+        )
+        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "waits")
+        assert _allocated_device(api_client, namespace, "waits") == h100.device_name
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+
+
+@contextlib.contextmanager
+def _placement_controller(cluster: ClusterUnderTest, log: Path) -> Iterator[None]:
+    """``dra-driver controller`` as a process (first fit, no leader election), until the end."""
+    argv = [
+        *dra_driver_argv(), "controller", "--kubeconfig", str(cluster.kubeconfig),
+        "--identity", "health-test", "--no-leader-elect", "--no-manage-device-classes",
+        "--policy", "first-fit", "--settle-delay", "0.5",
+        "--health-address", f"127.0.0.1:{free_port()}",
+        "--metrics-address", f"127.0.0.1:{free_port()}",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        controller = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        controller.terminate()
+        code = controller.wait(timeout=30)
+        assert code == 0, f"the controller exited {code}:\n{log.read_text()[-3000:]}"
+
+
+def _gated(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["spec"]["schedulingGates"] = [{"name": GATE}]
+    return pod
+
+
+def test_a_no_execute_device_taint_rule_evicts_the_pod_and_the_controller_places_around_it(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """An admin's DeviceTaintRule (NoExecute) on the GPU a running pod holds: the
+    controller-manager's device-taint-eviction controller evicts the pod, which tolerates
+    nothing; this project's controller places a gated pod on the other GPU, though its
+    first fit would take the tainted one, and reports a gated pod that wants the tainted
+    GPU unplaceable, naming the rule."""
+    assert local_cluster.local is not None
+    h100, l4 = _h100(kubelet_plugin), _l4(kubelet_plugin)
+    resources = resource_api(api_client)
+    core = core_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("the-h100", _the_gpu(h100))
+    )
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("any-gpu", ANY_GPU)
+    )
+    core.create_namespaced_pod(
+        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
+    )
+    _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+    pool = _node_devices(api_client, local_cluster)[h100.device_name]["pool"]
+    rule = f"{namespace}-maintenance"
+    resources.create_device_taint_rule(
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "DeviceTaintRule",
+            "metadata": {"name": rule},
+            "spec": {
+                "deviceSelector": {"driver": DRIVER, "pool": pool, "device": h100.device_name},
+                "taint": {"key": "example.com/maintenance", "value": "psu", "effect": "NoExecute"},
+            },
+        }
+    )
+    try:
+        wait_for(
+            "the device taint eviction controller to evict pod holds",
+            lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
+            cluster=local_cluster,
+            timeout_s=90,
+            context=lambda: pod_report(api_client, namespace, "holds"),
+        )
+        assert _events(api_client, namespace, "holds", "DeviceTaintManagerEviction")
+        wait_for(
+            f"DeviceTaintRule {rule} to report the eviction completed",
+            lambda: any(
+                c["type"] == "EvictionInProgress" and c["reason"] == "Completed"
+                for c in read_json(resources.read_device_taint_rule, rule)
+                .get("status", {})
+                .get("conditions", [])
+            ),
+            cluster=local_cluster,
+        )
+
+        with _placement_controller(local_cluster, local_cluster.local.logs_dir / "controller.log"):
+            core.create_namespaced_pod(
+                namespace, _gated(pod_with_claim("placed", SHOW_DEVICES, template="any-gpu"))
+            )
+            core.create_namespaced_pod(
+                namespace, _gated(pod_with_claim("wants-h100", SHOW_DEVICES, template="the-h100"))
+            )
+            _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "placed")
+            assert _allocated_device(api_client, namespace, "placed") == l4.device_name
+            wait_for(
+                f"the controller to report pod wants-h100 unplaceable for DeviceTaintRule {rule}",
+                lambda: any(
+                    f"DeviceTaintRule {rule}" in message
+                    for message in _events(api_client, namespace, "wants-h100", "Unplaceable")
+                ),
+                cluster=local_cluster,
+                context=lambda: "\n".join(
+                    _events(api_client, namespace, "wants-h100", "Unplaceable")
+                ),
+            )
+            stored = read_json(core.read_namespaced_pod, "wants-h100", namespace)
+            assert stored["spec"].get("schedulingGates") == [{"name": GATE}]
+            core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    finally:
+        resources.delete_device_taint_rule(rule)
