@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from agent_kit.events import EventRecorder, ObjectRef
+from agent_kit.events import EventRecorder
 from agent_kit.kube import (
     ApiError,
     ClusterClient,
@@ -86,7 +86,7 @@ from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import SlicePublisher
 from kubelet_plugin.server import PluginServer
 from kubelet_plugin.settings import Settings, build_parser, settings_from_args
-from kubelet_plugin.sharing_tools import sharing_enforcers
+from kubelet_plugin.sharing_tools import MpsRestartEvents, sharing_enforcers
 from kubelet_plugin.slice_client import SliceClient
 
 __all__ = ["NodeAgent", "main", "run", "run_command"]
@@ -100,8 +100,6 @@ THREAD_JOIN_TIMEOUT_S: Final = 10.0
 #: Bound of each API call (a watch: on top of its own timeout). A claim read in a
 #: prepare must leave the kubelet's 45 s deadline room for a retry.
 API_TIMEOUT_S: Final = 10.0
-#: The source of the plugin's MPS daemon Events (as of its other Node Events).
-MPS_EVENTS_COMPONENT: Final = "dra-driver-kubelet-plugin"
 
 
 # --- Pieces ----------------------------------------------------------------------------------
@@ -184,7 +182,7 @@ class NodeAgent:
     status_writer: ClaimStatusWriter | None = None
     monitor: HealthMonitor | None = None
     health_notices: NodeHealthNotices | None = None
-    mps_events: EventRecorder | None = None
+    mps_events: MpsRestartEvents | None = None
     serialize_lock: NodeFileLock | None = None
     publisher_lock: NodeFileLock | None = None
     crashed: bool = False
@@ -245,28 +243,14 @@ class NodeAgent:
                 settings.pod_uid,
                 settings.serialize_lock,
             )
-        mps_events = self.mps_events = EventRecorder(
-            kube, component=MPS_EVENTS_COMPONENT, instance=settings.node_name
-        )
-        mps_events.start()
-        node_ref = ObjectRef("Node", "v1", "default", settings.node_name, node_uid or "")
-
-        def mps_daemon_restarted(gpu: str, claims: str) -> None:
-            mps_events.emit(
-                node_ref,
-                "Warning",
-                "MpsDaemonRestarted",
-                f"the MPS control daemon of GPU {gpu} died and was started again; the "
-                f"processes of claims {claims} on it lost their MPS server",
-            )
-
+        self.mps_events = mps_events = MpsRestartEvents(kube, settings.node_name, node_uid)
         host, enforcers = sharing_enforcers(
             host,
             driver_root=settings.driver_root,
             mps_root=settings.mps_dir,
             real_gpus=not isinstance(backend, MockBackend),
             registry=self.metrics.registry,
-            on_restart=mps_daemon_restarted,
+            on_restart=mps_events.restarted,
         )
         driver = self.driver = GpuDriver(
             driver_name=settings.driver_name,

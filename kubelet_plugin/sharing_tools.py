@@ -1,4 +1,5 @@
-"""Finding the driver's sharing tools on the host and building the enforcers that run them.
+"""Finding the driver's sharing tools on the host, building the enforcers that run them,
+and the Node Events of their MPS daemons.
 
 ``nvidia-cuda-mps-control`` (:mod:`kubelet_plugin.mps`) and ``nvidia-smi``
 (:mod:`kubelet_plugin.time_slicing`) are the ones the host scan found under the
@@ -13,15 +14,47 @@ import dataclasses
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from prometheus_client import CollectorRegistry
 
+from agent_kit.events import EventRecorder, ObjectRef
+from agent_kit.kube import ClusterClient
 from dra_driver.cdi import DRIVER_LIBRARY_DIRS, HostFiles
 from kubelet_plugin.enforcement import SharingEnforcer
 from kubelet_plugin.mps import MPS_CONTROL_BINARY, MpsDaemons
 from kubelet_plugin.time_slicing import NVIDIA_SMI, TimeSlicePolicy
 
-__all__ = ["driver_tool", "sharing_enforcers"]
+__all__ = ["MpsRestartEvents", "driver_tool", "sharing_enforcers"]
+
+
+#: The source of the MPS daemon Events (as of the plugin's other Node Events).
+EVENTS_COMPONENT: Final = "dra-driver-kubelet-plugin"
+
+
+class MpsRestartEvents:
+    """A Warning Event ``MpsDaemonRestarted`` on the Node for each MPS daemon started again.
+
+    Written on a thread of its own (best effort, rate-limited: :mod:`agent_kit.events`);
+    :meth:`stop` when the plugin stops.
+    """
+
+    def __init__(self, client: ClusterClient, node_name: str, node_uid: str | None) -> None:
+        self._events = EventRecorder(client, component=EVENTS_COMPONENT, instance=node_name)
+        self._node = ObjectRef("Node", "v1", "default", node_name, node_uid or "")
+        self._events.start()
+
+    def restarted(self, gpu: str, claims: str) -> None:
+        self._events.emit(
+            self._node,
+            "Warning",
+            "MpsDaemonRestarted",
+            f"the MPS control daemon of GPU {gpu} died and was started again; the "
+            f"processes of claims {claims} on it lost their MPS server",
+        )
+
+    def stop(self) -> None:
+        self._events.stop()
 
 
 def driver_tool(host: HostFiles, driver_root: Path, name: str) -> Path | None:

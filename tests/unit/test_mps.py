@@ -11,6 +11,8 @@ from dra_driver.cdi import HostFiles, SharingSettings, SpecDevice, build_cdi_spe
 from dra_driver.cdi.mps import mps_container_dirs
 from kubelet_plugin.mps import MpsCeiling, MpsDaemon
 from kubelet_plugin.mps.daemons import ceiling
+from kubelet_plugin.sharing_tools import MpsRestartEvents
+from tests.fakes.cluster import FakeCluster
 
 GIB = 2**30
 
@@ -88,3 +90,15 @@ def test_a_daemon_is_only_ever_named_after_a_gpu_uuid(tmp_path: Path) -> None:
     assert MpsDaemon(tmp_path / "bin", tmp_path / "mps", "GPU-0a1B-2c").base == (
         tmp_path / "mps" / "GPU-0a1B-2c"
     )
+
+
+def test_a_restarted_daemon_is_a_warning_event_on_the_node() -> None:
+    cluster = FakeCluster()
+    events = MpsRestartEvents(cluster, "node-a", "uid-node-a")
+    events.restarted("GPU-0a", "uid-1, uid-2")
+    events.stop()  # sends what waits
+    (event,) = cluster.objects("events")
+    assert (event["type"], event["reason"]) == ("Warning", "MpsDaemonRestarted")
+    assert event["involvedObject"]["kind"] == "Node"
+    assert event["involvedObject"]["uid"] == "uid-node-a"
+    assert "GPU GPU-0a" in event["message"] and "claims uid-1, uid-2" in event["message"]
