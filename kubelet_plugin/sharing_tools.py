@@ -25,7 +25,7 @@ from kubelet_plugin.enforcement import SharingEnforcer
 from kubelet_plugin.mps import MPS_CONTROL_BINARY, MpsDaemons
 from kubelet_plugin.time_slicing import NVIDIA_SMI, TimeSlicePolicy
 
-__all__ = ["MpsRestartEvents", "driver_tool", "sharing_enforcers"]
+__all__ = ["MpsRestartEvents", "driver_library_path", "driver_tool", "sharing_enforcers"]
 
 
 #: The source of the MPS daemon Events (as of the plugin's other Node Events).
@@ -63,7 +63,9 @@ def driver_tool(host: HostFiles, driver_root: Path, name: str) -> Path | None:
     return driver_root / found[0].lstrip("/") if found else None
 
 
-def _library_path(host: HostFiles, driver_root: Path) -> str | None:
+def driver_library_path(host: HostFiles, driver_root: Path) -> str | None:
+    """``LD_LIBRARY_PATH`` for the driver's tools: its library directories, when the driver
+    root is not ``/``; None otherwise."""
     if driver_root == Path("/"):
         return None
     directories = sorted(
@@ -92,7 +94,7 @@ def sharing_enforcers(
     (there is no GPU for ``nvidia-smi`` to set). ``on_restart``: see
     :class:`~kubelet_plugin.mps.MpsDaemons`.
     """
-    library_path = _library_path(host, driver_root)
+    library_path = driver_library_path(host, driver_root)
     binary = driver_tool(host, driver_root, MPS_CONTROL_BINARY)
     daemons = MpsDaemons(
         binary=binary,
