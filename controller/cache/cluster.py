@@ -155,12 +155,8 @@ class ClusterCache:
     def counts(self) -> dict[str, int]:
         with self.lock:
             claims, assumed = self._claims.counts()
-            return {
-                **self._devices.counts(),
-                "resourceclaims": claims,
-                "pods": len(self._pods),
-                "assumed": assumed,
-            }
+            found = {**self._devices.counts(), "resourceclaims": claims, "pods": len(self._pods)}
+            return {**found, "assumed": assumed}
 
     # -- what a placement reads, in one call ------------------------------------------------
 
