@@ -40,6 +40,9 @@ ATTRIBUTE_PCI_BUS_ID: Final = "resource.kubernetes.io/pciBusID"
 ATTRIBUTE_PCIE_ROOT: Final = "resource.kubernetes.io/pcieRoot"
 #: Standard attribute from Kubernetes 1.37 on: NUMA node of the device.
 ATTRIBUTE_NUMA_NODE: Final = "resource.kubernetes.io/numaNode"
+#: The driver's attribute (unqualified, in its own domain) naming a GPU's NVLink
+#: island: published by discovery, ranked on by the ``topology`` policy.
+ATTRIBUTE_NVLINK_ISLAND: Final = "nvlinkIsland"
 #: Regular expression a ``pciBusID`` attribute value matches.
 PCI_BUS_ID_PATTERN: Final = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$"
 

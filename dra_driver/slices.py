@@ -7,7 +7,11 @@ into the complete pool of one node (pool name = node name), ready to publish:
   domain (``type: gpu``, ``uuid``, ``index``, ``minor``, ``productName``,
   ``brand``, ``architecture``, ``cudaComputeCapability``, ``driverVersion``,
   ``cudaDriverVersion``), the standard ``resource.kubernetes.io/pciBusID``,
-  ``pcieRoot`` and ``numaNode``, and the capacity ``memory``.
+  ``pcieRoot`` and ``numaNode``, and the capacity ``memory``. Where discovery
+  knows the NVLink topology also ``nvlinkIsland`` (string: GPUs NVLink joins,
+  directly or through NVSwitch, share it; a GPU without NVLink is its own) and
+  ``nvlinkPeerCount``, and on NVSwitch fabrics ``fabricClusterUUID`` and
+  ``fabricCliqueID``. MIG devices carry their parent GPU's.
 - A MIG-capable GPU with MIG mode off is published as a partitionable device
   (KEP 4815, as NVIDIA does): a CounterSet ``gpu-<minor>-counter-set`` holds
   the GPU's SMs, engines, memory and one ``memory-slice-<i>`` counter per
@@ -176,6 +180,13 @@ def _common_attributes(gpu: Gpu, inventory: NodeInventory) -> dict[str, DeviceAt
         attributes[limits.ATTRIBUTE_PCIE_ROOT] = _string(gpu.pcie_root)
     if gpu.numa_node is not None:
         attributes[limits.ATTRIBUTE_NUMA_NODE] = _int(gpu.numa_node)
+    if gpu.nvlink_island is not None:
+        attributes[limits.ATTRIBUTE_NVLINK_ISLAND] = _string(gpu.nvlink_island)
+        attributes["nvlinkPeerCount"] = _int(len(gpu.nvlink_peers))
+    if gpu.fabric_cluster_uuid is not None:
+        attributes["fabricClusterUUID"] = _string(gpu.fabric_cluster_uuid)
+    if gpu.fabric_clique_id is not None:
+        attributes["fabricCliqueID"] = _int(gpu.fabric_clique_id)
     return attributes
 
 

@@ -61,7 +61,7 @@ STEP_BUDGET: Final = 2000
 #: Topology levels, most important first; each is a list of attribute names
 #: tried in turn (unqualified names are in the device driver's domain).
 TOPOLOGY_ATTRIBUTES: Final = (
-    ("nvlinkIsland", f"{limits.STANDARD_DOMAIN}/nvlinkIsland"),
+    (limits.ATTRIBUTE_NVLINK_ISLAND,),
     (limits.ATTRIBUTE_PCIE_ROOT, "pcieRoot"),
     (limits.ATTRIBUTE_NUMA_NODE, "numaNode", "numa"),
 )

@@ -4,6 +4,8 @@ A mock profile names the GPUs of a node::
 
     8xH100-80GB                     eight H100 80GB
     4xA100-40GB,4xL4                four A100 40GB, then four L4
+    dgx-h100                        a named machine with an NVLink topology
+                                    (:mod:`dra_driver.discovery.mock_machines`)
     2xA100-80GB:mig=3g.40gb/2x2g.20gb
                                     two A100 80GB in MIG mode, each cut into
                                     one 3g.40gb and two 2g.20gb MIG devices
@@ -34,6 +36,7 @@ from typing import Final
 
 from api.errors import InvalidInputError, PrepareError
 from dra_driver.discovery import normalize
+from dra_driver.discovery.mock_machines import apply_topology, machine_profile
 from dra_driver.discovery.mock_recovery import MockRecovery
 from dra_driver.discovery.model import (
     Gpu,
@@ -106,7 +109,7 @@ def parse_mock_profile(text: str) -> tuple[MockGpuGroup, ...]:
     the model's profiles, a layout that does not fit says so.
     """
     groups: list[MockGpuGroup] = []
-    for raw in text.split(","):
+    for raw in machine_profile(text).split(","):
         part = raw.strip()
         if not part:
             raise _profile_error(text, "empty GPU group")
@@ -300,7 +303,7 @@ class MockBackend:
             node_name=node_name,
             driver_version=driver,
             cuda_driver_version=cuda,
-            gpus=self._build_gpus(profile, groups),
+            gpus=apply_topology(profile, self._build_gpus(profile, groups)),
         )
         self._events: queue.Queue[HealthEvent] = queue.Queue()
         self.mig_manager = MockMigManager(self._inventory)

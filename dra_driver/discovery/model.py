@@ -90,6 +90,15 @@ class Gpu:
     mig_devices: tuple[MigDevice, ...] = ()
     memory_slices: int = 0
     """Number of MIG memory slices (8 on A100/H100); 0 when not MIG-capable."""
+    nvlink_peers: tuple[int, ...] = ()
+    """Indexes of the GPUs this one reaches over NVLink (directly or through NVSwitch)."""
+    nvlink_island: str | None = None
+    """ID shared by the GPUs NVLink joins (a GPU without NVLink is its own island);
+    None where the topology is unknown."""
+    fabric_cluster_uuid: str | None = None
+    """NVSwitch fabric (rack-scale NVLink) cluster UUID, where the driver reports it."""
+    fabric_clique_id: int | None = None
+    """NVSwitch fabric clique ID, where the driver reports it."""
 
     @property
     def device_name(self) -> str:
