@@ -25,6 +25,7 @@ from kubelet_plugin.nvml.library import (
     decode_text,
 )
 from kubelet_plugin.nvml.mig import NvmlMigManager
+from kubelet_plugin.nvml.topology import with_topology
 
 __all__ = ["NvmlDiscovery"]
 
@@ -74,6 +75,13 @@ class NvmlDiscovery:
                 raise DiscoveryError(f"node {self.node_name}: {err}") from None
             count = self._calls.call("nvmlDeviceGetCount", nvml.nvmlDeviceGetCount)
             gpus = tuple(self._gpu(index) for index in range(count))
+            handles = [
+                self._calls.call(
+                    f"GPU {i}: nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i
+                )
+                for i in range(count)
+            ]
+            gpus = with_topology(nvml, self.node_name, gpus, handles)
         return NodeInventory(
             node_name=self.node_name,
             driver_version=driver,

@@ -83,6 +83,11 @@ class FakeGpu:
     supported_events: int = EVENT_XID | EVENT_DOUBLE_BIT_ECC | EVENT_SINGLE_BIT_ECC | EVENT_CLOCK
     failures: dict[str, int] = field(default_factory=dict)
     """Method name -> NVML error code that call raises for this GPU."""
+    nvlinks: list[str] | None = None
+    """Per active NVLink, the remote GPU's bus ID or ``switch``; None: the driver lacks the
+    NVLink calls (function not found); empty: no NVLink (not supported)."""
+    fabric: tuple[bytes, int] | None = None
+    """(cluster UUID, clique ID) of a completed NVSwitch fabric; None: not supported."""
 
 
 def fake_gpu(key: str, uuid: str, **kwargs: Any) -> FakeGpu:
@@ -191,6 +196,37 @@ class FakeNvml:
         if handle.numa is None:
             raise FakeNVMLError(FUNCTION_NOT_FOUND)
         return handle.numa
+
+    # --- NVLink and fabric -------------------------------------------------------------
+
+    c_nvmlGpuFabricInfo_t = SimpleNamespace
+
+    @staticmethod
+    def _link(handle: FakeGpu, link: int) -> str:
+        if handle.nvlinks is None:
+            raise FakeNVMLError(FUNCTION_NOT_FOUND)
+        if not handle.nvlinks:
+            raise FakeNVMLError(NOT_SUPPORTED)
+        if link >= len(handle.nvlinks):
+            raise FakeNVMLError(INVALID_ARGUMENT)
+        return handle.nvlinks[link]
+
+    def nvmlDeviceGetNvLinkState(self, handle: FakeGpu, link: int) -> int:
+        self._check(handle, "nvmlDeviceGetNvLinkState")
+        self._link(handle, link)
+        return 1
+
+    def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: FakeGpu, link: int) -> int:
+        return 2 if self._link(handle, link) == "switch" else 0
+
+    def nvmlDeviceGetNvLinkRemotePciInfo_v2(self, handle: FakeGpu, link: int) -> SimpleNamespace:
+        return SimpleNamespace(busId=self._link(handle, link))
+
+    def nvmlDeviceGetGpuFabricInfo(self, handle: FakeGpu, info: SimpleNamespace) -> None:
+        if handle.fabric is None:
+            raise FakeNVMLError(NOT_SUPPORTED)
+        info.clusterUuid, info.cliqueId = handle.fabric
+        info.state, info.status = 3, 0
 
     # --- MIG ------------------------------------------------------------------------
 
