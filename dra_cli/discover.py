@@ -67,7 +67,8 @@ def add_discover_arguments(parser: argparse.ArgumentParser) -> None:
         "--mock-profile",
         default=_env("DRA_DRIVER_MOCK_PROFILE", DEFAULT_PROFILE),
         help="GPUs of the mock backend, e.g. 8xH100-80GB, 4xA100-40GB,4xL4 or "
-        "2xA100-80GB:mig=3g.40gb/2x2g.20gb (env DRA_DRIVER_MOCK_PROFILE; "
+        "2xA100-80GB:mig=3g.40gb/2x2g.20gb, or a machine with NVLink topology such as "
+        "dgx-h100 or pairs-4xA100 (env DRA_DRIVER_MOCK_PROFILE; "
         f"default {DEFAULT_PROFILE})",
     )
     parser.add_argument(

@@ -36,7 +36,7 @@ from typing import Final
 
 from api.errors import InvalidInputError, PrepareError
 from dra_driver.discovery import normalize
-from dra_driver.discovery.mock_machines import apply_topology, machine_profile
+from dra_driver.discovery.mock_machines import MOCK_MACHINES, apply_topology, machine_profile
 from dra_driver.discovery.mock_recovery import MockRecovery
 from dra_driver.discovery.model import (
     Gpu,
@@ -96,7 +96,8 @@ class MockGpuGroup:
 def _profile_error(text: str, message: str) -> InvalidInputError:
     return InvalidInputError(
         f"{message}; a mock profile looks like 8xH100-80GB or "
-        "4xA100-40GB,4xL4 or 2xA100-80GB:mig=3g.40gb/2x2g.20gb",
+        "4xA100-40GB,4xL4 or 2xA100-80GB:mig=3g.40gb/2x2g.20gb, or names a machine: "
+        + ", ".join(MOCK_MACHINES),
         obj=f"mock profile {text!r}",
     )
 

@@ -117,7 +117,8 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "mock_profile",
         DEFAULT_PROFILE,
         "GPUs of the mock backend, e.g. 8xH100-80GB, 4xA100-40GB,4xL4 or "
-        "2xA100-80GB:mig=3g.40gb/2x2g.20gb",
+        "2xA100-80GB:mig=3g.40gb/2x2g.20gb, or a machine with NVLink topology "
+        "(dgx-h100, pairs-4xA100, pcie-4xL40S, rack-4xH100)",
         metavar="PROFILE",
     ),
     define_flag(
