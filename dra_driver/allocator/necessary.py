@@ -151,10 +151,16 @@ def _constraint_dead_end(
         ):
             return None
     names = ", ".join(r.plan.full_name for r in applying)
-    return (
+    message = (
         f"claim {claim.ref}: no value of {constraint.attribute} (matchAttribute over "
         f"{names}) has enough matching devices here for all of them"
     )
+    # What the node offers at best: the value with the most matching devices.
+    offers = {value: len({d.id for ds in lists for d in ds}) for value, lists in by_value.items()}
+    if offers:
+        value, most = max(offers.items(), key=lambda item: item[1])
+        message += f"; the most one value offers is {most} ({value[1]})"
+    return message
 
 
 def dead_end(

@@ -10,7 +10,7 @@ from allocator_fixtures import DRIVER, claim, device_class, devices_of, exact, h
 
 from api.errors import UnsatisfiableError
 from api.resource_v1 import ResourceSlice
-from dra_driver.allocator import Snapshot, allocate
+from dra_driver.allocator import Snapshot, allocate, explain
 from dra_driver.discovery.mock import MockBackend, parse_mock_profile
 from dra_driver.discovery.mock_machines import MOCK_MACHINES
 from dra_driver.slices import build_slices
@@ -119,3 +119,10 @@ def test_topology_policy_gives_a_two_gpu_claim_one_nvlink_pair() -> None:
     assert [d for _, d in devices_of(allocate(snap, pending).results[0])] == ["gpu-1", "gpu-2"]
     topo = allocate(snap, pending, policy="topology")
     assert [d for _, d in devices_of(topo.results[0])] == ["gpu-2", "gpu-3"]
+
+
+def test_explain_names_the_island_constraint_and_what_the_node_offers() -> None:
+    snap = Snapshot.build(slices=gpu_slices("pcie-4xL40S"), classes=CLASSES)
+    (reason,) = explain(snap, [island_claim(2)]).reasons().values()
+    assert f"no value of {ISLAND} (matchAttribute over gpu)" in reason
+    assert "the most one value offers is 1 (GPU-" in reason
