@@ -12,7 +12,8 @@ takes a backend, never the bindings.
   architecture, CUDA compute capability, driver and CUDA driver versions as
   strict semver, total memory, PCI bus ID as ``0000:3b:00.0``, minor number,
   NUMA node (NVML, else sysfs), PCIe root (sysfs), MIG mode, MIG profiles
-  with their placements, and the MIG devices that exist (static MIG).
+  with their placements, the MIG devices that exist (static MIG), and the
+  NVLink topology (peers, island, fabric clique: :mod:`~kubelet_plugin.nvml.topology`).
 - ``mig_manager`` (:class:`NvmlMigManager`, :mod:`~kubelet_plugin.nvml.mig`)
   creates MIG devices at a placement
   (``nvmlDeviceCreateGpuInstanceWithPlacement``, then one compute instance
@@ -26,7 +27,8 @@ Failure policy: a property every slice needs (UUID, name, minor number, PCI
 bus ID, compute capability, versions) that NVML cannot read fails the whole
 discovery with a DiscoveryError naming the GPU and the call, because a wrong
 inventory is worse than none. Optional properties (memory on coherent
-systems, NUMA node, PCIe root, MIG data) are left out with a log line.
+systems, NUMA node, PCIe root, MIG data, NVLink topology) are left out with a
+log line.
 
 The pynvml module is a constructor parameter (the real one by default), so
 tests hand in a fake module object instead of patching globals.
