@@ -27,7 +27,7 @@ lower what a client gets, and which a container can change. So: no client
 exceeds the ceiling once the server is spawned after the ceiling was set; a
 claim's own, lower limit holds for clients that keep the env they were given.
 A server already running keeps the values it was spawned with until its last
-client exits. docs/operations.md ("Sharing: what is enforced") says it for users.
+client exits. docs/sharing.md says it for users.
 """
 
 from __future__ import annotations
