@@ -83,6 +83,7 @@ __all__ = [
     "DeviceRecord",
     "MigRecord",
     "SharingRecord",
+    "StateFileModel",
     "Upgrade",
     "assemble_checkpoint",
     "decode_checkpoint",
@@ -132,7 +133,10 @@ def spec_digest(content: bytes) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
-class _CheckpointModel(BaseModel):
+class StateFileModel(BaseModel):
+    """The base of the models of the plugin's state files (this checkpoint, the taint state
+    of :mod:`api.taint_state`): camelCase on disk, strict, unknown fields refused, frozen."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -142,7 +146,7 @@ class _CheckpointModel(BaseModel):
     )
 
 
-class SharingRecord(_CheckpointModel):
+class SharingRecord(StateFileModel):
     """How a prepared GPU is shared (merged config with defaults); absent: exclusive."""
 
     strategy: str
@@ -151,7 +155,7 @@ class SharingRecord(_CheckpointModel):
     mps_pinned_memory_limit_bytes: int | None = None
 
 
-class MigRecord(_CheckpointModel):
+class MigRecord(StateFileModel):
     """Where a prepared MIG device lies, and whether this plugin created it."""
 
     parent_device: str
@@ -171,7 +175,7 @@ class MigRecord(_CheckpointModel):
     """``/dev/nvidia-caps/nvidia-cap<N>`` of the GPU and compute instance."""
 
 
-class DeviceRecord(_CheckpointModel):
+class DeviceRecord(StateFileModel):
     """One prepared device: what the kubelet was told, and what the CDI spec needs."""
 
     requests: tuple[str, ...]
@@ -188,7 +192,7 @@ class DeviceRecord(_CheckpointModel):
     """Set for a MIG device (``uuid`` is then the MIG UUID, empty until it is created)."""
 
 
-class ClaimEntry(_CheckpointModel):
+class ClaimEntry(StateFileModel):
     """One claim this node prepared or started to prepare."""
 
     namespace: str
@@ -202,7 +206,7 @@ class ClaimEntry(_CheckpointModel):
     """:func:`spec_digest` of the spec as written; None before it is (or from version 1)."""
 
 
-class Checkpoint(_CheckpointModel):
+class Checkpoint(StateFileModel):
     """All claims of this node, keyed by claim UID."""
 
     version: int = CHECKPOINT_VERSION

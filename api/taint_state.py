@@ -40,9 +40,9 @@ from __future__ import annotations
 import json
 from typing import Final, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError
 
+from api.checkpoint import StateFileModel
 from api.errors import CheckpointError
 
 __all__ = [
@@ -78,17 +78,7 @@ class TaintStateError(CheckpointError):
     """
 
 
-class _StateModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        strict=True,
-        frozen=True,
-    )
-
-
-class TaintCause(_StateModel):
+class TaintCause(StateFileModel):
     """The health event behind a taint."""
 
     kind: CauseKind
@@ -101,7 +91,7 @@ class TaintCause(_StateModel):
     """Free text for people (e.g. why the file was unreadable)."""
 
 
-class PersistedTaint(_StateModel):
+class PersistedTaint(StateFileModel):
     """One device taint as published, and its cause."""
 
     key: str
@@ -111,7 +101,7 @@ class PersistedTaint(_StateModel):
     cause: TaintCause
 
 
-class GpuTaints(_StateModel):
+class GpuTaints(StateFileModel):
     """The taints of one GPU (its MIG devices carry them too)."""
 
     uuid: str
@@ -125,7 +115,7 @@ class GpuTaints(_StateModel):
     taints: tuple[PersistedTaint, ...] = ()
 
 
-class TaintState(_StateModel):
+class TaintState(StateFileModel):
     """Every tainted GPU of the node, keyed by device name, and the boot it was written in."""
 
     version: int = TAINT_STATE_VERSION
