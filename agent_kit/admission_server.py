@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent_kit.flags import split_host_port
-from agent_kit.metrics_server import best_family
+from agent_kit.metrics_server import best_family, shut_down
 
 __all__ = [
     "CERT_FILE",
@@ -280,8 +280,4 @@ class AdmissionServer:
         """Stop serving and close the socket; idempotent."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
+        shut_down(server, thread)

@@ -36,7 +36,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from agent_kit.flags import split_host_port
 
-__all__ = ["EndpointServer", "Metrics", "Probe", "best_family"]
+__all__ = ["EndpointServer", "Metrics", "Probe", "best_family", "shut_down"]
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,16 @@ class EndpointServer:
         with self._lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
+        shut_down(server, thread)
+
+
+def shut_down(server: ThreadingHTTPServer | None, thread: threading.Thread | None) -> None:
+    """Stop a server that serves forever in ``thread``, close its socket, wait for it."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join()
 
 
 def best_family(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
