@@ -1,0 +1,3 @@
+module dra-driver.local/e2e/kind/capfilter
+
+go 1.26.0
