@@ -295,9 +295,10 @@ def _on_island(claim: ResourceClaim, island: str) -> ResourceClaim:
     )
     selector = DeviceSelector(cel=CELDeviceSelector(expression=expression))
     for request in devices.requests or [] if devices is not None else []:
-        targets = [request.exactly] if request.exactly is not None else []
-        for target in [*targets, *(request.first_available or [])]:
-            target.selectors = [*(target.selectors or []), selector]
+        if request.exactly is not None:
+            request.exactly.selectors = [*(request.exactly.selectors or []), selector]
+        for sub in request.first_available or []:
+            sub.selectors = [*(sub.selectors or []), selector]
     return copy
 
 
