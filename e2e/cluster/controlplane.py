@@ -23,6 +23,8 @@ from e2e.cluster.pki import Pki
 __all__ = [
     "SERVICE_CIDR",
     "SERVICE_IP",
+    "WORKLOAD_API",
+    "WORKLOAD_GATES",
     "ControlPlanePorts",
     "apiserver_argv",
     "controller_manager_argv",
@@ -36,6 +38,15 @@ SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
 """The ``kubernetes`` Service's cluster IP: the first address of SERVICE_CIDR."""
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+WORKLOAD_GATES: Mapping[str, bool] = {"GenericWorkload": True}
+"""On in the API server, the scheduler and the controller-manager (a caller's gates win).
+
+``GenericWorkload`` (beta, off by default in 1.37) serves Workload and PodGroup and keeps
+``spec.schedulingGroup`` of pods (the API server), turns on the scheduler's gang plugin,
+and starts the PodGroup protection controller. It changes nothing for a pod without
+``spec.schedulingGroup``."""
+WORKLOAD_API = "scheduling.k8s.io/v1beta1=true"
+"""The API version of Workload and PodGroup: beta, so served only when asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,10 @@ class ControlPlanePorts:
     apiserver: int
     controller_manager: int
     scheduler: int
+
+
+def _with_workloads(gates: Mapping[str, bool]) -> dict[str, bool]:
+    return {**WORKLOAD_GATES, **gates}
 
 
 def feature_gates_flag(gates: Mapping[str, bool]) -> list[str]:
@@ -104,7 +119,8 @@ def apiserver_argv(
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
-        *feature_gates_flag(feature_gates),
+        f"--runtime-config={WORKLOAD_API}",
+        *feature_gates_flag(_with_workloads(feature_gates)),
     ]
 
 
@@ -139,7 +155,7 @@ def controller_manager_argv(
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allocate-node-cidrs=false",
         "--profiling=false",
-        *feature_gates_flag(feature_gates),
+        *feature_gates_flag(_with_workloads(feature_gates)),
     ]
 
 
@@ -172,7 +188,7 @@ def scheduler_argv(
         f"--secure-port={ports.scheduler}",
         f"--cert-dir={cert_dir}",
         "--profiling=false",
-        *feature_gates_flag(feature_gates),
+        *feature_gates_flag(_with_workloads(feature_gates)),
     ]
 
 

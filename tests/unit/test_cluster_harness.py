@@ -107,6 +107,33 @@ def test_feature_gates_flag() -> None:
     ]
 
 
+def test_the_control_plane_serves_pod_groups_and_schedules_gangs(tmp_path: Path) -> None:
+    ports = controlplane.ControlPlanePorts(1, 2, 3, 4, 5)
+    scheduler = controlplane.scheduler_argv(
+        BIN,
+        ports=ports,
+        kubeconfig=tmp_path / "kc",
+        config_path=tmp_path / "config.yaml",
+        cert_dir=tmp_path,
+        feature_gates={"DRAExtendedResource": True},
+    )
+    assert "--feature-gates=DRAExtendedResource=true,GenericWorkload=true" in scheduler
+    made = pki.make_pki(tmp_path / "pki", node_name="node-a", service_ip="10.0.0.1")
+    apiserver = controlplane.apiserver_argv(BIN, made, ports=ports, feature_gates={})
+    assert "--runtime-config=scheduling.k8s.io/v1beta1=true" in apiserver
+    assert "--feature-gates=GenericWorkload=true" in apiserver
+    manager = controlplane.controller_manager_argv(
+        BIN,
+        made,
+        ports=ports,
+        kubeconfig=tmp_path / "kc",
+        cert_dir=tmp_path,
+        feature_gates={"GenericWorkload": False},
+    )
+    # A caller's own choice wins.
+    assert "--feature-gates=GenericWorkload=false" in manager
+
+
 def test_certificates_carry_the_identities_rbac_and_the_node_authorizer_expect(
     tmp_path: Path,
 ) -> None:
