@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build, or reuse from the cache, every binary the local test cluster runs:
 #
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet
-#       compiled from the pinned k8s.io/kubernetes Go module (e2e/cluster/go)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
+#       compiled from the pinned k8s.io/kubernetes Go module (e2e/cluster/go), in one
+#       `go build` so that the packages they share compile once
 #   etcd, etcdctl, etcdutl, containerd (1.7, CDI-capable), containerd-shim-runc-v2, ctr,
 #   runc, the CNI plugins, busybox (static) and umoci
 #       unpacked from Debian .debs
@@ -10,7 +11,9 @@
 # Usage: e2e/cluster/build.sh [--smoke | --print-plan | --help]
 #
 #   (no option)   build or fetch what the cache lacks, check that every binary runs, and print
-#                 the bin directory on stdout (progress goes to stderr).
+#                 the bin directory on stdout. Progress goes to stderr: a line per step and per
+#                 binary with its elapsed time, while compiling a live line on a terminal
+#                 (elsewhere a line every PROGRESS_EVERY_S seconds); "cache warm" when all is reused.
 #   --smoke       the same, then start etcd and containerd briefly in a temporary directory
 #                 (loopback ports and unix sockets only), talk to them, stop them, clean up.
 #   --print-plan  print what would be built, fetched and reused; touch nothing (no network,
@@ -26,10 +29,16 @@
 #                     its own release (read from $APT_ETC_DIR/sources.list*, APT_ETC_DIR
 #                     defaulting to /etc/apt).
 #   DEBIAN_SUITE      the newer Debian release the packages come from; default trixie.
+#   PROGRESS_EVERY_S  seconds between progress lines while compiling when stderr is not a
+#                     terminal (a terminal gets one live line instead); default 30.
 #   GOCACHE, GOMODCACHE, GOPROXY  as for the go command.
 #
 # Contract: the cache is reused when its stamp matches the recipe (version, module sums,
-# build flags, package list); a run that finds everything cached needs no network. Each part
+# build flags, package list); a run that finds everything cached needs no network. When the
+# Kubernetes stamp differs (a component added, go.mod changed), the one `go build` starts from
+# the binaries already in the cache: Go relinks only a binary whose inputs changed and
+# compiles only packages its build cache lacks, so adding a component to a warm cache costs
+# that component's own packages, not a rebuild of the others. Each part
 # is installed completely before its stamp is written, so an interrupted run is redone, never
 # half-reused. Concurrent runs on one cache are serialised by a lock. Exit status: 0 on
 # success, 1 when a step fails, 2 on a usage error.
@@ -48,7 +57,7 @@ readonly GO_MODULE_DIR="${SCRIPT_DIR}/go"
 # Bump when the way the binaries are produced changes, so that old caches are rebuilt.
 readonly RECIPE_REVISION=1
 
-readonly KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+readonly KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 # Upstream's release build uses these tags (hack/lib/golang.sh); none gates code the
 # components need on Linux: notest drops fuzz helpers, grpcnotrace drops x/net/trace,
 # selinux is a no-op for the current opencontainers/selinux. The kubelet needs no extra tag.
@@ -70,7 +79,19 @@ readonly DEB_PACKAGES=(
 readonly DEB_BINARIES=(etcd etcdctl etcdutl containerd containerd-shim-runc-v2 ctr runc busybox umoci)
 readonly CNI_PLUGINS=(bridge host-local loopback portmap bandwidth firewall tuning ptp)
 
-log() { printf '[cluster-build %5ss] %s\n' "${SECONDS}" "$*" >&2; }
+# On a terminal the compile step keeps one live line; a log line first clears it. Elsewhere
+# (a pipe, a CI log) a progress line comes every PROGRESS_EVERY_S seconds instead.
+STDERR_TTY=0
+[[ -t 2 ]] && STDERR_TTY=1
+PROGRESS_EVERY_S="${PROGRESS_EVERY_S:-30}"
+log() {
+  ((STDERR_TTY)) && printf '\r\033[K' >&2
+  printf '[cluster-build %5ss] %s\n' "${SECONDS}" "$*" >&2
+}
+# 372 -> 6m12s
+duration() {
+  if (($1 >= 60)); then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi
+}
 die() {
   printf 'e2e/cluster/build.sh: error: %s\n' "$*" >&2
   exit 1
@@ -192,7 +213,7 @@ kube_ldflags() {
   local minor="${KUBE_VERSION#v1.}"
   minor="${minor%%.*}"
   local flags="-s -w" pkg
-  # The version the components report (--version, /version) and derive their compatibility
+  # The version the components report (--version, /version, kubectl version) and derive their compatibility
   # version from; hack/lib/version.sh sets the same variables.
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     flags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
@@ -322,33 +343,92 @@ generate_module() {
   ) || die "could not resolve the modules of k8s.io/kubernetes@${KUBE_VERSION} (staging modules @${staging})"
 }
 
+# Read `go build -x` output (its commands, one per line) on stdin and report: a line per
+# binary as Go writes it into the staging directory $1 (with the time
+# since the build started), and the packages compiled so far, as a live line on a terminal and
+# otherwise a line every PROGRESS_EVERY_S seconds. Packages found in Go's build cache are not compiled.
+report_go_build() {
+  local staging_dir="$1" total="$2" line pkg="" compiled=0 shown=-1 heartbeat="${SECONDS}"
+  local started="${SECONDS}"
+  while IFS= read -r line; do
+    case "${line}" in
+      */compile\ -o\ *)
+        compiled=$((compiled + 1))
+        pkg="${line#* -p }"
+        pkg="${pkg%% *}"
+        ;;
+      mv\ *" ${staging_dir}/"* | cp\ *" ${staging_dir}/"*)
+        log "built ${line##*/} in $(duration $((SECONDS - started))) (${compiled} packages compiled so far)"
+        continue
+        ;;
+      *) continue ;;
+    esac
+    if ((STDERR_TTY)); then
+      if ((SECONDS != shown)); then
+        shown="${SECONDS}"
+        printf '\r\033[K[cluster-build %5ss] compiling: %d of at most %d packages, %s (%s)' \
+          "${SECONDS}" "${compiled}" "${total}" "${pkg}" "$(duration $((SECONDS - started)))" >&2
+      fi
+    elif ((SECONDS - heartbeat >= PROGRESS_EVERY_S)); then
+      heartbeat="${SECONDS}"
+      log "compiling: ${compiled} of at most ${total} packages after $(duration $((SECONDS - started))), now ${pkg}"
+    fi
+  done
+  ((STDERR_TTY)) && printf '\r\033[K' >&2
+  return 0
+}
+
 build_kube() {
   if [[ "${BUILD_MODULE_DIR}" != "${GO_MODULE_DIR}" ]]; then
     generate_module
   fi
   KUBE_BUILD_DATE="$(cd "${BUILD_MODULE_DIR}" && go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)"
   [[ -n "${KUBE_BUILD_DATE}" ]] || KUBE_BUILD_DATE="1970-01-01T00:00:00Z"
-  local staging_dir="${OUT_DIR}/stage-kube"
+  local staging_dir="${OUT_DIR}/stage-kube" c
   rm -rf "${staging_dir}"
   mkdir -p "${staging_dir}" "${BIN_DIR}" "${OUT_DIR}/stamps"
   rm -f "${OUT_DIR}/stamps/kube"
+  # Start from the binaries already built: Go leaves a target whose build ID matches what it
+  # would link (same packages, flags and module versions) as it is. Hard links cost no space;
+  # Go replaces a target it relinks (rename, or remove then create), never writes into it.
+  for c in "${KUBE_COMPONENTS[@]}"; do
+    if [[ -x "${BIN_DIR}/${c}" ]]; then
+      ln "${BIN_DIR}/${c}" "${staging_dir}/${c}" 2>/dev/null || cp -p "${BIN_DIR}/${c}" "${staging_dir}/${c}"
+    fi
+  done
+  local step="${SECONDS}"
   log "downloading Go modules for k8s.io/kubernetes@${KUBE_VERSION}"
   (cd "${BUILD_MODULE_DIR}" && nice -n 19 go mod download) ||
     die "go mod download failed in ${BUILD_MODULE_DIR}"
-  local targets=()
+  local targets=() total
   mapfile -t targets < <(kube_targets)
-  log "compiling ${KUBE_COMPONENTS[*]} with ${GO_VERSION} (nice 19; takes tens of minutes on a cold Go build cache)"
-  local start="${SECONDS}"
-  (
+  total="$(cd "${BUILD_MODULE_DIR}" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go list -deps -tags "${GO_TAGS}" "${targets[@]}" | wc -l)" ||
+    die "go list of ${KUBE_COMPONENTS[*]} failed (module ${BUILD_MODULE_DIR})"
+  log "Go modules ready in $(duration $((SECONDS - step))); compiling ${KUBE_COMPONENTS[*]} (${total} packages) with ${GO_VERSION}, nice 19: a cold Go build cache takes tens of minutes, a warm one compiles only what changed"
+  step="${SECONDS}"
+  local build_log="${OUT_DIR}/go-build.log"
+  if ! (
     cd "${BUILD_MODULE_DIR}"
     CGO_ENABLED="${GO_CGO_ENABLED}" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=readonly" \
-      nice -n 19 go build -trimpath -tags "${GO_TAGS}" -ldflags "$(kube_ldflags)" \
-      -o "${staging_dir}/" "${targets[@]}"
-  ) || die "go build of ${KUBE_COMPONENTS[*]} failed (module ${BUILD_MODULE_DIR})"
-  log "compiled in $((SECONDS - start))s"
-  local c
-  for c in "${KUBE_COMPONENTS[@]}"; do mv -f "${staging_dir}/${c}" "${BIN_DIR}/${c}"; done
+      nice -n 19 go build -x -trimpath -tags "${GO_TAGS}" -ldflags "$(kube_ldflags)" \
+      -o "${staging_dir}/" "${targets[@]}" 2>&1 >/dev/null |
+      tee "${build_log}" | report_go_build "${staging_dir}" "${total}"
+  ); then
+    # The log holds every command Go ran; the errors are the lines that are not commands.
+    grep -E '^(# |go: |.*\.go:[0-9]+)' "${build_log}" | tail -n 40 >&2 || true
+    die "go build of ${KUBE_COMPONENTS[*]} failed (module ${BUILD_MODULE_DIR}; every command in ${build_log})"
+  fi
+  for c in "${KUBE_COMPONENTS[@]}"; do
+    [[ -x "${staging_dir}/${c}" ]] || die "go build wrote no ${c} into ${staging_dir}"
+    if [[ "${staging_dir}/${c}" -ef "${BIN_DIR}/${c}" ]]; then
+      log "${c} up to date (its build ID matches; not relinked)"
+      rm -f "${staging_dir}/${c}"
+    else
+      mv -f "${staging_dir}/${c}" "${BIN_DIR}/${c}"
+    fi
+  done
   rmdir "${staging_dir}"
+  log "compiled and linked in $(duration $((SECONDS - step)))"
   write_file "${OUT_DIR}/stamps/kube" "${KUBE_STAMP_WANT}"
 }
 
@@ -385,18 +465,22 @@ fetch_debs() {
     printf 'deb [signed-by=%s] %s %s main\n' "${keyring}" "${mirror}" "${HOST_CODENAME}"
   } >"${APT_DIR}/sources.list"
   log "apt: updating the package lists of ${DEBIAN_SUITE} and ${HOST_CODENAME} (private state in ${APT_DIR})"
+  local step="${SECONDS}"
   apt_private update >&2 || die "apt-get update with ${APT_DIR}/sources.list failed"
+  log "apt: package lists updated in $(duration $((SECONDS - step)))"
   local specs=() p
   for p in "${DEB_PACKAGES[@]}"; do
     if [[ "${p}" == *@host ]]; then specs+=("${p%@host}/${HOST_CODENAME}"); else specs+=("${p}/${DEBIAN_SUITE}"); fi
   done
   log "apt: downloading ${specs[*]}"
   rm -f "${APT_DIR}/debs/"*.deb
+  step="${SECONDS}"
   (cd "${APT_DIR}/debs" && apt_private download "${specs[@]}" >&2) || die "apt-get download ${specs[*]} failed"
+  log "apt: downloaded ${#specs[@]} packages in $(duration $((SECONDS - step)))"
 }
 
 install_debs() {
-  local root="${OUT_DIR}/debroot" deb
+  local root="${OUT_DIR}/debroot" deb step="${SECONDS}"
   rm -rf "${root}"
   mkdir -p "${root}" "${BIN_DIR}" "${CNI_BIN_DIR}" "${OUT_DIR}/stamps"
   rm -f "${OUT_DIR}/stamps/debs"
@@ -417,6 +501,7 @@ install_debs() {
     done
     [[ -n "${found}" ]] || die "${b}: not found in the unpacked packages (${DEB_PACKAGES[*]})"
     install -m 0755 "${found}" "${BIN_DIR}/${b}"
+    log "installed ${b} from ${found#"${root}/"}"
   done
   for b in "${CNI_PLUGINS[@]}"; do
     [[ -f "${root}/usr/lib/cni/${b}" ]] || die "CNI plugin ${b}: not in containernetworking-plugins"
@@ -425,6 +510,7 @@ install_debs() {
   # Only the binaries are needed; the rest of the unpacked tree is init scripts and docs.
   rm -rf "${root}"
   mv -f "${OUT_DIR}/debs.txt.new" "${OUT_DIR}/debs.txt"
+  log "installed ${#DEB_BINARIES[@]} binaries and ${#CNI_PLUGINS[@]} CNI plugins in $(duration $((SECONDS - step)))"
   write_file "${OUT_DIR}/stamps/debs" "${DEBS_STAMP_WANT}"
 }
 
@@ -450,7 +536,13 @@ verify_versions() {
     printf '%-24s %s\n' "${name}" "$(sed -E 's/^[[:space:]]+//' <<<"${line}")" >>"${report}"
   }
   local kube_re="^Kubernetes ${KUBE_VERSION//./\\.}$"
-  for c in "${KUBE_COMPONENTS[@]}"; do check "${c}" "${kube_re}" "${BIN_DIR}/${c}" --version; done
+  for c in "${KUBE_COMPONENTS[@]}"; do
+    if [[ "${c}" == kubectl ]]; then
+      check kubectl "^Client Version: ${KUBE_VERSION//./\\.}$" "${BIN_DIR}/kubectl" version --client
+    else
+      check "${c}" "${kube_re}" "${BIN_DIR}/${c}" --version
+    fi
+  done
   check etcd '^etcd Version: 3\.' "${BIN_DIR}/etcd" --version
   check etcdctl '^etcdctl version: 3\.' "${BIN_DIR}/etcdctl" version
   check etcdutl '^etcdutl version: 3\.' "${BIN_DIR}/etcdutl" version
@@ -628,7 +720,11 @@ main() {
     flock 9
     compute_plan # the other run may have filled the cache
   fi
-  log "k8s.io/kubernetes ${KUBE_VERSION}: cache ${OUT_DIR} (kube: ${KUBE_STATE}, debs: ${DEBS_STATE})"
+  if [[ "${KUBE_STATE}" == reuse && "${DEBS_STATE}" == reuse ]]; then
+    log "cache warm: k8s.io/kubernetes ${KUBE_VERSION} and the Debian binaries reused from ${OUT_DIR}; nothing to build"
+  else
+    log "k8s.io/kubernetes ${KUBE_VERSION}: cache ${OUT_DIR} (Kubernetes components: ${KUBE_STATE}, Debian binaries: ${DEBS_STATE})"
+  fi
   if [[ "${DEBS_STATE}" == build ]]; then
     fetch_debs
     install_debs
@@ -636,12 +732,16 @@ main() {
   if [[ "${KUBE_STATE}" == build ]]; then
     build_kube
   fi
+  local step="${SECONDS}"
   verify_versions
-  log "all ${#KUBE_COMPONENTS[@]} + ${#DEB_BINARIES[@]} binaries and ${#CNI_PLUGINS[@]} CNI plugins run; versions in ${OUT_DIR}/versions.txt"
+  log "checked in $(duration $((SECONDS - step))): all ${#KUBE_COMPONENTS[@]} + ${#DEB_BINARIES[@]} binaries and ${#CNI_PLUGINS[@]} CNI plugins run; versions in ${OUT_DIR}/versions.txt"
   if [[ "${mode}" == smoke ]]; then
     run_smoke
   fi
   printf '%s\n' "${BIN_DIR}"
 }
 
-main "$@"
+# Sourced (the tests call its functions), it defines them and runs nothing.
+if [[ "${BASH_SOURCE[0]}" == "${0}" ]]; then
+  main "$@"
+fi

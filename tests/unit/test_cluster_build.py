@@ -15,7 +15,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "e2e" / "cluster" / "build.sh"
 GO_MOD = REPO / "e2e" / "cluster" / "go" / "go.mod"
-KUBE_COMPONENTS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"]
+KUBE_COMPONENTS = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kubectl",
+]
 
 needs_go = pytest.mark.skipif(
     shutil.which("go") is None, reason="the build script needs the go command"
@@ -138,8 +144,30 @@ def test_unknown_argument_is_a_usage_error(tmp_path: Path) -> None:
     assert "unknown argument: --frobnicate" in result.stderr
 
 
+#: A stand-in for every cached binary: it prints a line matching each version check of the
+#: script (each check takes the first line matching its own pattern).
+FAKE_BINARY = """#!/bin/sh
+cat <<'EOF'
+Kubernetes {version}
+Client Version: {version}
+etcd Version: 3.5.16
+etcdctl version: 3.5.16
+etcdutl version: 3.5.16
+containerd github.com/containerd/containerd 1.7.24
+  Version:  1.7.24
+ctr github.com/containerd/containerd 1.7.24
+runc version 1.1.15
+BusyBox v1.37.0 (Debian 1:1.37.0-4) multi-call binary.
+umoci version 0.4.7
+{{"cniVersion":"1.0.0"}}
+enable_cdi = false
+EOF
+"""
+
+
 def fill_cache(lines: dict[str, list[str]], *, skip: str = "") -> None:
-    """Make the cache look built: the stamps the plan expects, and executable files."""
+    """Make the cache look built: the stamps the plan expects, and executable files that pass
+    the script's version checks."""
     out = Path(lines["cache-dir"][0])
     (out / "stamps").mkdir(parents=True)
     (out / "stamps" / "kube").write_text(lines["kube-stamp"][0] + "\n")
@@ -148,7 +176,7 @@ def fill_cache(lines: dict[str, list[str]], *, skip: str = "") -> None:
         if Path(path).name == skip:
             continue
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text("#!/bin/sh\n")
+        Path(path).write_text(FAKE_BINARY.format(version=lines["kube-version"][0]))
         Path(path).chmod(0o755)
 
 
@@ -234,3 +262,84 @@ def test_without_a_debian_source_the_plan_says_how_to_set_one(tmp_path: Path) ->
         tmp_path / "cache", APT_ETC_DIR=str(tmp_path / "apt"), DEBIAN_MIRROR="http://m.invalid/d"
     )
     assert lines["debian-mirror"] == ["http://m.invalid/d"]
+
+
+@needs_go
+@pytest.mark.usefixtures("clean_env")
+def test_a_second_run_says_the_cache_is_warm_and_builds_nothing(tmp_path: Path) -> None:
+    lines = plan(tmp_path)
+    fill_cache(lines)
+    result = run_script(env={"DRA_DRIVER_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [lines["bin-dir"][0]]
+    assert "cache warm:" in result.stderr
+    assert "compiling" not in result.stderr and "apt:" not in result.stderr
+    versions = (Path(lines["cache-dir"][0]) / "versions.txt").read_text()
+    assert f"Client Version: {lines['kube-version'][0]}" in versions
+
+
+def report_go_build(go_output: str, staging: str, *, tty: bool, every_s: int = 0) -> str:
+    """Feed ``go build -x`` output to the script's progress reader (the script sourced);
+    return what it wrote on stderr, carriage returns kept."""
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'source "{SCRIPT}"; STDERR_TTY={int(tty)}; PROGRESS_EVERY_S={every_s}; '
+            f'report_go_build "{staging}" 2752',
+        ],
+        input=go_output.encode(),
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr.decode()
+
+
+#: What ``go build -x`` prints: its commands (a compile per package not in Go's build cache,
+#: a link and a move per binary), here for two packages and kubectl.
+GO_BUILD_X = """WORK=/tmp/go-build1
+mkdir -p $WORK/b101/
+cat >/tmp/go-build1/b101/importcfg << 'EOF' # internal
+packagefile k8s.io/apimachinery/pkg/util/sets=/cache/aa-d
+EOF
+/go/pkg/tool/linux_amd64/compile -o $WORK/b101/_pkg_.a -trimpath "$WORK/b101=>" \
+-p k8s.io/apimachinery/pkg/util/sets -lang=go1.24
+/go/pkg/tool/linux_amd64/compile -o $WORK/b102/_pkg_.a -trimpath "$WORK/b102=>" \
+-p k8s.io/kubectl/pkg/cmd -lang=go1.24
+GOROOT='' /go/pkg/tool/linux_amd64/link -o $WORK/b001/exe/a.out -importcfg $WORK/b001/x
+mv $WORK/b001/exe/a.out {staging}/kubectl
+cp $WORK/b102/_pkg_.a /cache/bb-d # internal
+"""
+
+
+def test_compiling_reports_each_binary_and_the_packages_so_far(tmp_path: Path) -> None:
+    staging = str(tmp_path / "stage-kube")
+    stderr = report_go_build(GO_BUILD_X.format(staging=staging), staging, tty=False)
+    lines = [line.split("] ", 1)[1] for line in stderr.split("\n") if line]
+    assert lines == [
+        "compiling: 1 of at most 2752 packages after 0s, now k8s.io/apimachinery/pkg/util/sets",
+        "compiling: 2 of at most 2752 packages after 0s, now k8s.io/kubectl/pkg/cmd",
+        "built kubectl in 0s (2 packages compiled so far)",
+    ]
+    assert "\r" not in stderr
+
+
+def test_the_progress_interval_spaces_the_lines(tmp_path: Path) -> None:
+    staging = str(tmp_path / "stage-kube")
+    stderr = report_go_build(GO_BUILD_X.format(staging=staging), staging, tty=False, every_s=3600)
+    assert "compiling:" not in stderr
+    assert "built kubectl in" in stderr
+
+
+def test_on_a_terminal_the_progress_is_one_live_line(tmp_path: Path) -> None:
+    staging = str(tmp_path / "stage-kube")
+    stderr = report_go_build(GO_BUILD_X.format(staging=staging), staging, tty=True)
+    # A carriage return and an erase rewrite the live line; the binary's line stays.
+    assert (
+        "\r\x1b[K[cluster-build     0s] compiling: 1 of at most 2752 packages, "
+        "k8s.io/apimachinery/pkg/util/sets (0s)"
+    ) in stderr
+    assert stderr.count("built kubectl in 0s") == 1
+    assert stderr.endswith("\r\x1b[K")
