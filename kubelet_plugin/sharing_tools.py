@@ -88,10 +88,11 @@ def sharing_enforcers(
 
     ``mps_root`` must be the same path on the host and in the plugin (the plugin
     directory is mounted at its host path): CDI specs mount it. ``real_gpus``
-    false (the mock backend): a missing MPS binary leaves MPS as env, the daemons
-    share no ``/dev/shm`` with their clients (an unprivileged plugin cannot mount; a
-    mock GPU has no MPS server to share it with), and the time slice is not applied
-    (there is no GPU for ``nvidia-smi`` to set). ``on_restart``: see
+    false (the mock backend): a missing MPS binary leaves MPS as env, a daemon runs
+    without its shared memory directory as its own ``/dev/shm`` (an unprivileged plugin
+    cannot mount; a mock GPU has no MPS server to use it), though its clients share that
+    directory as on real GPUs, and the time slice is not applied (there is no GPU for
+    ``nvidia-smi`` to set). ``on_restart``: see
     :class:`~kubelet_plugin.mps.MpsDaemons`.
     """
     library_path = driver_library_path(host, driver_root)
@@ -107,7 +108,7 @@ def sharing_enforcers(
         on_restart=on_restart,
     )
     if binary is not None:
-        host = dataclasses.replace(host, mps_root=str(mps_root), mps_shared_shm=real_gpus)
+        host = dataclasses.replace(host, mps_root=str(mps_root), mps_shared_shm=True)
     enforcers: list[SharingEnforcer] = [daemons]
     if real_gpus:
         smi = driver_tool(host, driver_root, NVIDIA_SMI)

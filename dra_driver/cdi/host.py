@@ -119,8 +119,8 @@ class HostFiles:
     """Host directory of the MPS control daemons' directories (:mod:`dra_driver.cdi.mps`);
     None: the plugin runs no daemons, MPS settings reach containers as env only."""
     mps_shared_shm: bool = False
-    """The daemons run with ``<mps root>/<GPU UUID>/shm`` as their ``/dev/shm``, which the
-    spec then mounts at the container's ``/dev/shm``."""
+    """The spec mounts a daemon's shared memory directory, ``<mps root>/<GPU UUID>/shm``, at
+    the container's ``/dev/shm`` (on real GPUs the daemon's own ``/dev/shm`` too)."""
 
 
 def select_driver_files(paths: Iterable[str]) -> tuple[str, ...]:

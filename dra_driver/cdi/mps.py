@@ -4,10 +4,9 @@ a container, and the CDI edits that connect a claim's containers to it.
 One daemon per shared GPU (see :mod:`kubelet_plugin.mps`): its directories are
 ``<mps root>/<GPU UUID>/pipe`` and ``.../log`` on the host (the kubelet plugin
 creates them and starts the daemon there); a container gets them at
-``/run/dra-driver/mps/<GPU UUID>/pipe`` and ``.../log``. Where the plugin runs the
-daemon with a shared memory directory (real GPUs), ``<mps root>/<GPU UUID>/shm`` is the
-daemon's ``/dev/shm`` and is mounted at the container's ``/dev/shm``: MPS clients and
-their server share memory there. Pure: paths only.
+``/run/dra-driver/mps/<GPU UUID>/pipe`` and ``.../log``. ``<mps root>/<GPU UUID>/shm`` is
+mounted at the container's ``/dev/shm``, and on real GPUs it is the daemon's ``/dev/shm``
+too: MPS clients and their server share memory there. Pure: paths only.
 """
 
 from __future__ import annotations

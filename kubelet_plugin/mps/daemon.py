@@ -134,9 +134,11 @@ class MpsDaemon:
 
     ``binary`` is ``nvidia-cuda-mps-control`` as this process sees it;
     ``library_path`` (the driver root's library directories) is its
-    ``LD_LIBRARY_PATH`` when the driver is not installed in ``/``. ``shared_shm``:
-    the daemon runs in a mount namespace of its own with ``<mps root>/<uuid>/shm`` as its
-    ``/dev/shm`` (needs ``CAP_SYS_ADMIN``, ``unshare`` and ``mount``: real GPUs).
+    ``LD_LIBRARY_PATH`` when the driver is not installed in ``/``. ``<mps root>/<uuid>/shm``
+    is always made (the CDI specs mount it at the clients' ``/dev/shm``); ``shared_shm``:
+    the daemon runs in a mount namespace of its own with it as its ``/dev/shm`` too (needs
+    ``CAP_SYS_ADMIN``, ``unshare`` and ``mount``: real GPUs, whose MPS servers share memory
+    with their clients there).
     """
 
     def __init__(
@@ -203,11 +205,11 @@ class MpsDaemon:
         """Start the daemon (its directories created); raises MpsDaemonError."""
         for directory in (self.dirs.pipe, self.dirs.log):
             Path(directory).mkdir(mode=0o755, parents=True, exist_ok=True)
+        # Like /dev/shm: clients of any UID make their files there, none removes another's.
+        Path(self.dirs.shm).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dirs.shm, 0o1777)
         argv = [str(self.binary), "-d"]
         if self._shared_shm:
-            # Like /dev/shm: clients of any UID make their files there, none removes another's.
-            Path(self.dirs.shm).mkdir(parents=True, exist_ok=True)
-            os.chmod(self.dirs.shm, 0o1777)
             argv = [*_OWN_SHM, self.dirs.shm, *argv]
         try:
             done = subprocess.run(

@@ -94,9 +94,9 @@ class MpsDaemons:
     ``registry`` gets the metrics ``dra_driver_mps_daemons`` (daemons running for
     claims) and ``dra_driver_mps_daemon_restarts_total`` (daemons found dead and
     started again); ``on_restart(gpu uuid, claim UIDs)`` hears of each daemon started
-    again (the plugin writes a Node Event). ``shared_shm``: each daemon gets a
-    ``/dev/shm`` of its own that the CDI specs mount in its clients
-    (:class:`~kubelet_plugin.mps.MpsDaemon`).
+    again (the plugin writes a Node Event). Each daemon has a shared memory directory
+    that the CDI specs mount at its clients' ``/dev/shm``; ``shared_shm``: the daemon runs
+    with it as its own ``/dev/shm`` too (:class:`~kubelet_plugin.mps.MpsDaemon`).
     :meth:`start` adopts or starts the daemons of prepared claims and stops orphans,
     then checks every ``check_interval_s`` seconds.
     """

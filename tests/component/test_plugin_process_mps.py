@@ -75,8 +75,13 @@ def test_one_daemon_for_two_shares_adopted_after_a_crash_stopped_with_the_last(
             "containerEdits"
         ]["mounts"]
         assert str(pipe) in [m["hostPath"] for m in mounts]
-        # Mock GPUs: no MPS server to share memory with, and the plugin cannot mount.
-        assert "/dev/shm" not in [m["containerPath"] for m in mounts]
+        # Mock GPUs: the clients share the daemon's shared memory directory as on real
+        # GPUs, though the daemon (no MPS server to use it) runs with the host's /dev/shm.
+        shm = {m["containerPath"]: m["hostPath"] for m in mounts}["/dev/shm"]
+        assert shm == str(pipe.parent / "shm")
+        assert os.stat(shm).st_mode & 0o7777 == 0o1777
+        host_shm = os.stat("/dev/shm")
+        assert start.endswith(f" shm={host_shm.st_dev}:{host_shm.st_ino}")
         assert metric(scrape(metrics_address), "dra_driver_mps_daemons") == 1
 
         # The plugin dies; its successor takes over the daemon the pods use.
