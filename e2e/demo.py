@@ -4,7 +4,9 @@
 
     python -m e2e.demo [--keep-logs]
 
-It builds or reuses the cluster binaries and starts the local cluster
+It builds or reuses the cluster binaries (e2e/cluster/build.sh: a line per binary it
+builds, progress while compiling, "cache warm" when there is nothing to build) and starts
+the local cluster
 (``e2e.cluster.LocalCluster``), then ``dra-driver kubelet-plugin`` with mock
 GPUs (4 H100 and 4 A100 on the one node, device nodes under the cluster
 directory) and ``dra-driver controller``; it applies the DeviceClasses of
@@ -17,7 +19,9 @@ the GPU environment, from the pod's log).
 Then it tears everything down, also after a failure, Ctrl-C or SIGTERM: pods
 deleted and their claims unprepared (CDI specs gone), both agents stopped with
 SIGTERM, the cluster down. On failure it prints the components' log tails and
-exits 1. Needs root (the cluster's kubelet). Timings go to stdout at the end.
+exits 1. Needs root (the cluster's kubelet). Each stage is announced on stderr as it starts
+(``demo: [2/5] starting the local cluster (at 12 s)``, :data:`STAGES`); timings go to
+stdout at the end.
 
 The agents, API calls and waits it drives are :mod:`e2e.demo_support`; the table
 is :mod:`e2e.demo_report`.
@@ -38,7 +42,7 @@ from typing import Any, Final
 
 import yaml
 
-from e2e.cluster import ClusterError, LocalCluster
+from e2e.cluster import ClusterError, LocalCluster, build_binaries
 from e2e.cluster.processes import log_tail
 from e2e.demo_report import (
     HEADER,
@@ -51,7 +55,16 @@ from e2e.demo_report import (
     format_table,
     placed_by,
 )
-from e2e.demo_support import Agent, Api, DemoError, Timings, dra_driver_argv, say, wait_for
+from e2e.demo_support import (
+    Agent,
+    Api,
+    DemoError,
+    Stages,
+    Timings,
+    dra_driver_argv,
+    say,
+    wait_for,
+)
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DEVICE_CLASSES: Final = REPO / "deploy" / "examples" / "inventory" / "deviceclasses.yaml"
@@ -62,6 +75,14 @@ MOCK_PROFILE: Final = "4xH100-80GB,4xA100-40GB"
 PODS_TIMEOUT_S: Final = 180.0
 #: Deleted pods have this long to be gone and their claims unprepared.
 UNPREPARE_TIMEOUT_S: Final = 90.0
+#: What the demo does, in order, each announced as it starts.
+BINARIES, CLUSTER, AGENTS, PODS, TEARDOWN = STAGES = (
+    "building or reusing the cluster binaries",
+    "starting the local cluster",
+    "starting the kubelet plugin and the controller",
+    "running the demo pods",
+    "tearing down",
+)
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -84,6 +105,7 @@ class Demo:
     def __init__(self, keep_logs: bool) -> None:
         self.keep_logs = keep_logs
         self.timings = Timings()
+        self.stages = Stages(STAGES, self.timings)
         self.cluster: LocalCluster | None = None
         self.agents: list[Agent] = []
         self.api: Api | None = None
@@ -93,10 +115,15 @@ class Demo:
     # --- start ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        cluster = LocalCluster(progress=lambda m: say(f"cluster: {m}"))
+        self.stages.enter(BINARIES)
+        bin_dir = build_binaries(progress=lambda m: say(f"build: {m}"))
+        self.timings.mark("cluster binaries built or reused")
+        self.stages.enter(CLUSTER)
+        cluster = LocalCluster(bin_dir=bin_dir, progress=lambda m: say(f"cluster: {m}"))
         self.cluster = cluster
         cluster.up()
-        self.timings.mark("cluster up (build check included)")
+        self.timings.mark("cluster up")
+        self.stages.enter(AGENTS)
         self.api = Api(cluster.kubeconfig)
         plugin = Agent.start(
             "kubelet-plugin",
@@ -141,6 +168,7 @@ class Demo:
     def run(self) -> str:
         """Apply the manifests, wait for every pod to run; return the table."""
         assert self.api is not None
+        self.stages.enter(PODS)
         api = self.api
         docs = manifests()
         self.namespace = demo_namespace(docs)
@@ -218,6 +246,7 @@ class Demo:
     def stop(self) -> list[str]:
         """Undo everything started, each step tried; returns what went wrong."""
         problems: list[str] = []
+        self.stages.enter(TEARDOWN)
         if self.api is not None and self.namespace and self.cluster is not None:
             try:
                 self._delete_pods()

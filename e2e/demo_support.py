@@ -1,6 +1,6 @@
 """What ``python -m e2e.demo`` drives: the driver's two processes (:class:`Agent`), the few
-API calls it makes (:class:`Api`), waits that fail as soon as an agent exits, and the
-timings it prints at the end.
+API calls it makes (:class:`Api`), waits that fail as soon as an agent exits, the stage it
+is in (:class:`Stages`) and the timings it prints at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Agent", "Api", "DemoError", "Timings", "dra_driver_argv", "say", "wait_for"]
+__all__ = [
+    "Agent",
+    "Api",
+    "DemoError",
+    "Stages",
+    "Timings",
+    "dra_driver_argv",
+    "say",
+    "wait_for",
+]
 
 REPO: Final = Path(__file__).resolve().parents[1]
 #: An agent has this long to exit after SIGTERM before it is killed.
@@ -106,6 +115,30 @@ class Timings:
             previous = at
         lines.append(f"  {'total':<36} {previous:6.1f} s")
         return "\n".join(lines)
+
+
+@dataclass
+class Stages:
+    """The demo's stages in order; :meth:`enter` announces one as it starts, so that a long
+    step (a cold build compiles Kubernetes for tens of minutes) says where the demo is.
+
+    ``demo: [2/5] starting the local cluster (at 12 s)``
+    """
+
+    names: tuple[str, ...]
+    timings: Timings
+    out: Callable[[str], None] = say
+    entered: list[str] = field(default_factory=list)
+
+    def enter(self, name: str) -> None:
+        """Announce stage ``name`` (one of ``names``; a stage is entered once, in order)."""
+        if name not in self.names:
+            raise ValueError(f"stage {name!r}: not one of {', '.join(self.names)}")
+        if self.entered and self.names.index(name) <= self.names.index(self.entered[-1]):
+            raise ValueError(f"stage {name!r} after {self.entered[-1]!r}: out of order")
+        self.entered.append(name)
+        at = time.monotonic() - self.timings.started
+        self.out(f"[{self.names.index(name) + 1}/{len(self.names)}] {name} (at {at:.0f} s)")
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout_s: float, *watch: Agent) -> Any:

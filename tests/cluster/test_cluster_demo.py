@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cluster_access import ClusterUnderTest
 
+from e2e.demo import STAGES
+
 REPO = Path(__file__).resolve().parents[2]
 PODS = ("controller-placed", "scheduler-placed", "shared-a", "shared-b", "time-sliced")
 
@@ -50,3 +52,12 @@ def test_the_demo_places_every_pod_and_leaves_nothing_running(
     assert rows["controller-placed"][2] == "controller", report
     assert {rows[p][2] for p in PODS if p != "controller-placed"} == {"scheduler"}, report
     assert "pods deleted, their claims unprepared (CDI specs gone)" in result.stderr, report
+    # Each stage is announced, in order; the session built the binaries already, so the
+    # build says its cache is warm.
+    announced = [
+        line.split("] ", 1)[1].split(" (at ")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("demo: [")
+    ]
+    assert announced == list(STAGES), report
+    assert "cache warm:" in result.stderr, report
