@@ -8,7 +8,7 @@ sync, metrics and the probe endpoints. Threads:
 - one reflector per resource: ResourceSlices, DeviceClasses, DeviceTaintRules
   (their taints count as the slices' own), ResourceClaims, Nodes, and Pods that
   are not finished (a field selector on the phase: bound pods count against their
-  node's cpu and memory);
+  node's cpu and memory), and PodGroups where the cluster serves them;
 - ``workers`` placement workers sharing one :class:`~controller.placement.Placer`
   (decisions are serialised on the cache's lock, API writes run in parallel); they
   take keys once every watch has delivered its first list (never a decision on a
@@ -74,7 +74,7 @@ from controller.admission import GPU_CONFIG_PATH, GpuConfigReviewer
 from controller.cache import ClusterCache, decode
 from controller.leader import LeaderElector
 from controller.metrics import FRAGMENTATION_INTERVAL_S, ControllerMetrics
-from controller.placement import AlwaysLeader, Fence, Placer, run_worker
+from controller.placement import AlwaysLeader, Fence, Placer, run_worker, serves_pod_groups
 from controller.pools import (
     PoolPublisher,
     build_device_classes,
@@ -104,6 +104,7 @@ WATCHED: Final[tuple[Resource, ...]] = (
     "resourceclaims",
     "nodes",
     "pods",
+    "podgroups",
 )
 #: Pods that still count: not Succeeded, not Failed.
 POD_SELECTOR: Final = "status.phase!=Succeeded,status.phase!=Failed"
@@ -196,6 +197,8 @@ class Controller:
         """Start every thread and endpoint; returns at once."""
         self._start_endpoints()
         self.events.start()
+        if not serves_pod_groups(self.client):
+            self.reflectors = [r for r in self.reflectors if r.resource != "podgroups"]
         for reflector in self.reflectors:
             self._spawn(f"watch-{reflector.resource}", reflector.run)
         if self.elector is not None:

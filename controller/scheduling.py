@@ -134,6 +134,8 @@ class PodInfo:
     #: (None: the claim controller decided no claim is needed).
     claim_statuses: Mapping[str, str | None] = field(default_factory=dict)
     scheduled: ScheduledCondition | None = None
+    #: ``spec.schedulingGroup.podGroupName``: the PodGroup (same namespace) it belongs to.
+    pod_group: str | None = None
 
     @property
     def key(self) -> str:
@@ -275,6 +277,7 @@ def parse_pod(raw: Mapping[str, Any]) -> PodInfo:
             for t in spec.get("tolerations") or []
         ),
         requests=requests,
+        pod_group=(spec.get("schedulingGroup") or {}).get("podGroupName") or None,
         claims=tuple(
             PodClaim(
                 name=str(c.get("name")),

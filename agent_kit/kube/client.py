@@ -81,6 +81,7 @@ Resource = Literal[
     "deviceclasses",
     "resourceclaims",
     "devicetaintrules",
+    "podgroups",
 ]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
@@ -158,7 +159,7 @@ class ClusterClient(Protocol):
 class _Binding:
     """How one resource maps onto the official client's generated methods."""
 
-    group: Literal["core", "resource", "coordination"]
+    group: Literal["core", "resource", "coordination", "scheduling"]
     singular: str  # snake_case, as in ``read_namespaced_<singular>``
     namespaced: bool
     model: str  # the client's model class for request bodies
@@ -174,6 +175,9 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
     "deviceclasses": _Binding("resource", "device_class", False, "V1DeviceClass"),
     "resourceclaims": _Binding("resource", "resource_claim", True, "ResourceV1ResourceClaim"),
     "devicetaintrules": _Binding("resource", "device_taint_rule", False, "V1DeviceTaintRule"),
+    # scheduling.k8s.io/v1beta1: served only with the GenericWorkload gate and the version
+    # turned on; a 404 then says the cluster has no pod groups.
+    "podgroups": _Binding("scheduling", "pod_group", True, "V1beta1PodGroup"),
 }
 
 
@@ -266,6 +270,7 @@ class KubernetesClient:
             "core": k8s_client.CoreV1Api(api_client),
             "resource": k8s_client.ResourceV1Api(api_client),
             "coordination": k8s_client.CoordinationV1Api(api_client),
+            "scheduling": k8s_client.SchedulingV1beta1Api(api_client),
         }
         self._timeout_s = timeout_s
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent_kit.kube import Resource
 from api.errors import InvalidInputError
+from api.pod_group import PodGroup
 from api.resource_v1 import (
     DeviceClass,
     DeviceTaintRule,
@@ -23,6 +24,7 @@ from api.resource_v1 import (
     object_key,
 )
 from controller.cache.decoding import decode
+from controller.cache.groups import GroupIndex, GroupView
 from controller.cache.inventory import DeviceInventory
 from controller.cache.ledger import ClaimLedger, has_allocation
 from controller.cache.pods import PodIndex
@@ -41,7 +43,7 @@ def _key(resource: Resource, obj: Mapping[str, Any]) -> str:
     name = str(meta.get("name") or "")
     if resource == "pods":
         return f"{meta.get('namespace')}/{name}"
-    if resource == "resourceclaims":
+    if resource in ("resourceclaims", "podgroups"):
         return object_key(meta.get("namespace"), name)
     return name
 
@@ -68,6 +70,7 @@ class ClusterCache:
         self.rejected: dict[str, str] = {}
         self._claims = ClaimLedger()
         self._pods = PodIndex()
+        self._groups = GroupIndex()
         self._devices = DeviceInventory(self._claims.allocated, self.rejected)
         self._synced: set[str] = set()
 
@@ -98,6 +101,8 @@ class ClusterCache:
                     self._delete(resource, old)
                 for item in items:
                     self._upsert(resource, item)
+                if resource == "podgroups":
+                    self._groups.served = True
             finally:
                 if slices and self._devices.end_slice_list():
                     self._capacity_changed()
@@ -175,6 +180,34 @@ class ClusterCache:
                 snapshot=self._devices.snapshot,
             )
 
+    @contextmanager
+    def group_view(self, pod: PodInfo) -> Iterator[GroupView]:
+        """Hold the lock and hand out what a decision for ``pod``'s PodGroup reads."""
+        with self.lock:
+            key = self._groups.group_key(pod) or ""
+            members = [self._pods.get(k) for k in sorted(self._groups.members(key))]
+            pods = [p for p in members if p is not None]
+            claims, incomplete = {}, set()
+            for member in pods:
+                names, waiting = member.claim_names()
+                if waiting:
+                    incomplete.add(member.key)
+                claims[member.key] = [
+                    self._claims.effective(object_key(member.namespace, n)) for n in names
+                ]
+            yield GroupView(
+                key=key,
+                group=self._groups.get(key),
+                served=self._groups.served,
+                pods=pods,
+                claims=claims,
+                incomplete=incomplete,
+                nodes=self._devices.facts,
+                usage=self._pods.usage,
+                nominated={p.key: self._pods.nominated_node(p.key) for p in pods},
+                snapshot=self._devices.snapshot,
+            )
+
     def conflicts(self, claims: Iterable[ResourceClaim]) -> list[HeldTwice]:
         """Devices of ``claims`` that another claim holds too, by the allocator's own
         in-use state (:func:`~dra_driver.allocator.conflicts.device_conflicts`), each
@@ -237,6 +270,8 @@ class ClusterCache:
             return self._claims.keys()
         if resource == "pods":
             return self._pods.keys()
+        if resource == "podgroups":
+            return self._groups.keys()
         return self._devices.keys(resource)
 
     def _notify(self, keys: Iterable[str]) -> None:
@@ -262,6 +297,8 @@ class ClusterCache:
                 self._upsert_claim(decode(ResourceClaim, raw))
             elif resource == "pods":
                 self._upsert_pod(parse_pod(raw))
+            elif resource == "podgroups":
+                self._notify(self._groups.upsert(decode(PodGroup, raw)))
         except InvalidInputError as err:
             label = describe(raw) if resource != "pods" else f"pod {_key(resource, raw)}"
             if self.rejected.get(label) != str(err):
@@ -285,6 +322,8 @@ class ClusterCache:
             self._delete_claim(key)
         elif resource == "pods":
             self._delete_pod(key)
+        elif resource == "podgroups":
+            self._notify(self._groups.delete(key))
         if changed:
             self._capacity_changed()
 
@@ -315,6 +354,7 @@ class ClusterCache:
         if self._pods.is_stale(pod):
             return
         old = self._pods.put(pod)
+        self._groups.track(pod)
         if self.gate is not None and pod.has_gate(self.gate):
             self.gated_since.setdefault(pod.key, self._clock())
         if old is not None and old.bound and (pod.terminal and not old.terminal):
@@ -325,6 +365,7 @@ class ClusterCache:
 
     def _delete_pod(self, key: str) -> None:
         pod = self._pods.remove(key)
+        self._groups.untrack(key)
         if pod is not None:
             self.gated_since.pop(key, None)
             self.waiting.discard(key)

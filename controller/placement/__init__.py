@@ -87,12 +87,18 @@ naming the device, for an admin to act on.
 **A pending pod without the gate that the scheduler reports failing on
 claims**: an Event with the explanation, on the pod and its pending claims.
 
+**A gated pod of a gang PodGroup** (``spec.schedulingGroup.podGroupName``, the
+PodGroup's ``gang`` policy): steps 1 and 2 are taken for every gated pod of the group
+at once, only when ``minCount`` of its pods exist and all of them fit, and nothing is
+held while the group waits (:mod:`.grouping`); then each pod goes on from step 4.
+
 Nothing else is touched: pods without the gate are the scheduler's.
 
 Where each part lives:
 
 - :mod:`.reconciler` (:class:`Placer`): the steps above in order, one pod at a time;
 - :mod:`.deciding`: step 1, pure, from one :meth:`~controller.cache.ClusterCache.placement_view`;
+- :mod:`.grouping`: steps 1 and 2 for a whole pod group;
 - :mod:`.writing`: steps 2, 3 and 5, each write guarded by the resourceVersion;
 - :mod:`.releasing`: clearing our allocations (never a reserved claim's);
 - :mod:`.conflicts`: who gives way when a device is held twice (step 4), and
@@ -102,6 +108,7 @@ Where each part lives:
 - :mod:`.worker`: the loop between the work queue and the reconciler.
 """
 
+from controller.placement.grouping import serves_pod_groups
 from controller.placement.guard import CONFLICT_ATTEMPTS, AlwaysLeader, Fence, NotLeaderError
 from controller.placement.reconciler import Placer, Result
 from controller.placement.worker import run_worker
@@ -114,4 +121,5 @@ __all__ = [
     "Placer",
     "Result",
     "run_worker",
+    "serves_pod_groups",
 ]

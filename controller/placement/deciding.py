@@ -31,10 +31,12 @@ __all__ = [
     "ReleaseFirst",
     "Unplaceable",
     "Unusable",
+    "candidate_nodes",
     "choose_policy",
     "decide",
     "explain_claims",
     "pod_claims",
+    "with_allocation",
 ]
 
 
@@ -159,7 +161,7 @@ def decide(
         return Decision(pod, _node_of(allocated), policy, [], allocated)
     filtered: NodeFilter | None = None
     try:
-        nodes = _candidates(view, pod, allocated, excluded)
+        nodes = candidate_nodes(view, pod, allocated, excluded)
         if isinstance(nodes, NodeFilter):
             filtered, candidates = nodes, nodes.nodes
         else:
@@ -177,7 +179,7 @@ def decide(
     except (InvalidInputError, CelEvaluationError) as err:
         return Unusable(pending, err)
     placed = [
-        _with_allocation(claim, result, wall())
+        with_allocation(claim, result, wall())
         for claim, result in zip(pending, found.results, strict=True)
     ]
     return Decision(pod, found.node, policy, placed, allocated)
@@ -195,7 +197,7 @@ def explain_claims(
         return {claim_label(c.metadata.namespace, c.metadata.name): str(err) for c in pending}
 
 
-def _candidates(
+def candidate_nodes(
     view: PlacementView, pod: PodInfo, allocated: Sequence[ResourceClaim], excluded: Iterable[str]
 ) -> NodeFilter | list[str]:
     """The nodes the pod may run on, narrowed by its allocated claims' node selectors
@@ -237,7 +239,7 @@ def _node_of(claims: Sequence[ResourceClaim]) -> str | None:
     return None
 
 
-def _with_allocation(
+def with_allocation(
     claim: ResourceClaim, allocation: AllocationResult, now: datetime
 ) -> ResourceClaim:
     """``claim`` with ``allocation``, stamped with ``allocationTimestamp``.

@@ -27,6 +27,7 @@ from controller.placement.deciding import (
     explain_claims,
     pod_claims,
 )
+from controller.placement.grouping import GroupPlacer
 from controller.placement.guard import CONFLICT_ATTEMPTS, AlwaysLeader, Fence, NotLeaderError
 from controller.placement.marks import Marks, is_allocated, is_reserved
 from controller.placement.records import Placed, Records
@@ -98,6 +99,15 @@ class Placer:
             marks=self.marks,
         )
         self.reporter = Reporter(events, metrics, self.marks)
+        self.groups = GroupPlacer(
+            cache,
+            self.writer,
+            self.releaser,
+            self.reporter,
+            self.marks,
+            timeout_s=timeout_s,
+            wall=wall,
+        )
 
     def reconcile(self, key: str) -> Result:
         """Do what pod ``key`` needs now (see the package docstring)."""
@@ -143,6 +153,10 @@ class Placer:
             # Brought back before its time by the watch delivering our own writes:
             # whatever changed meanwhile, the confirm looks at it when the time comes.
             return Result(requeue_after=early)
+        waiting = self.groups.place(pod, self.policy)
+        if waiting is not None:
+            # Its PodGroup decides for all its pods together (placement/grouping.py).
+            return Result(backoff=True) if waiting.backoff else DONE
         for _ in range(CONFLICT_ATTEMPTS):
             decision = self._decide_and_write(pod, None)
             if isinstance(decision, Result):

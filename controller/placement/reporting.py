@@ -23,7 +23,7 @@ from controller.placement.marks import Marks
 from controller.scheduling import PodInfo
 from dra_driver.allocator.conflicts import DeviceConflict
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "pod_ref"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _REPORTED_MAX: Final = 4096
 
 
-def _pod_ref(pod: PodInfo) -> ObjectRef:
+def pod_ref(pod: PodInfo) -> ObjectRef:
     return ObjectRef("Pod", "v1", pod.namespace, pod.name, pod.uid)
 
 
@@ -65,14 +65,14 @@ class Reporter:
         reason: str,
         message: str,
     ) -> None:
-        self.event(_pod_ref(pod), event_type, reason, message)
+        self.event(pod_ref(pod), event_type, reason, message)
         for claim in claims:
             self.event(_claim_ref(claim), event_type, reason, message)
 
     # -- deciding --------------------------------------------------------------------------
 
     def invalid_policy(self, pod: PodInfo, message: str) -> None:
-        self.event(_pod_ref(pod), "Warning", "InvalidPolicy", message)
+        self.event(pod_ref(pod), "Warning", "InvalidPolicy", message)
 
     def unplaceable(self, pod: PodInfo, outcome: Unplaceable) -> None:
         """No node fits: which node came closest and what each request lacked, plus
@@ -86,7 +86,7 @@ class Reporter:
         details = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items()) or str(err)
         names = ", ".join(claim_key(c) for c in outcome.pending)
         self.event(
-            _pod_ref(pod),
+            pod_ref(pod),
             "Warning",
             "Unplaceable",
             f"cannot place claims {names} (policy {outcome.policy}): {nodes}{details}",
@@ -116,7 +116,7 @@ class Reporter:
         where = f"node {decision.node}" if decision.node else "node-independent devices"
         names = ", ".join(claim_key(c) for c in [*decision.allocated, *decision.claims])
         self.event(
-            _pod_ref(pod),
+            pod_ref(pod),
             "Normal",
             "Placed",
             f"claims {names} allocated on {where} (policy {decision.policy}); "
@@ -202,7 +202,7 @@ class Reporter:
     def abandoned(self, pod: PodInfo, attempts: int, message: str) -> None:
         self.metrics.failures.labels("unschedulable-after-placement").inc()
         self.event(
-            _pod_ref(pod),
+            pod_ref(pod),
             "Warning",
             "PlacementAbandoned",
             f"the scheduler could not bind the pod after {attempts} "
@@ -221,7 +221,7 @@ class Reporter:
     ) -> None:
         self.metrics.retries.inc()
         self.event(
-            _pod_ref(pod),
+            pod_ref(pod),
             "Warning",
             "PlacementRetry",
             f"the scheduler could not bind the pod to node {node or '(any)'}: "
@@ -240,7 +240,7 @@ class Reporter:
     ) -> None:
         summary = "; ".join(f"{claim}: {reason}" for claim, reason in reasons.items())
         self.event(
-            _pod_ref(pod),
+            pod_ref(pod),
             "Warning",
             "UnallocatableClaims",
             f"the scheduler reports: {message}. Explanation: {summary}",

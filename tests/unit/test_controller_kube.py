@@ -164,6 +164,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
         "deviceclasses": ("/apis/resource.k8s.io/v1", False),
         "resourceclaims": ("/apis/resource.k8s.io/v1", True),
         "devicetaintrules": ("/apis/resource.k8s.io/v1", False),
+        "podgroups": ("/apis/scheduling.k8s.io/v1beta1", True),
     }[resource]
     assert RESOURCES[resource].namespaced is namespaced
     sent: list[tuple[str, str, str | None, Any]] = []
@@ -187,6 +188,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
             "spec": {"driver": "d", "pool": {"name": "p", "generation": 0, "resourceSliceCount": 1}}
         },
         "devicetaintrules": {"spec": {"taint": {"key": "k", "effect": "NoSchedule"}}},
+        "podgroups": {"spec": {"schedulingPolicy": {"gang": {"minCount": 2}}}},
     }.get(resource, {})
     patch = {"metadata": {"labels": {"a": "b"}}}
 

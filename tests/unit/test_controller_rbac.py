@@ -30,6 +30,7 @@ GROUPS = {
     "deviceclasses": "resource.k8s.io",
     "resourceclaims": "resource.k8s.io",
     "devicetaintrules": "resource.k8s.io",
+    "podgroups": "scheduling.k8s.io",
 }
 VERBS = {
     "list": ["list"],

@@ -42,7 +42,12 @@ _CLIENT_CALL = re.compile(
     r"\.(get|list|watch|create|replace|replace_status|patch|delete)\(\s*\"([a-z]+)\""
 )
 # The API group of each of the client's groups, and the RBAC verb of each client verb.
-_GROUPS = {"core": "", "resource": "resource.k8s.io", "coordination": "coordination.k8s.io"}
+_GROUPS = {
+    "core": "",
+    "resource": "resource.k8s.io",
+    "coordination": "coordination.k8s.io",
+    "scheduling": "scheduling.k8s.io",
+}
 _GROUP_OF = {resource: _GROUPS[binding.group] for resource, binding in RESOURCES.items()}
 _VERBS = {"replace": "update", "replace_status": "update"}
 
