@@ -86,6 +86,7 @@ from kubelet_plugin.settings import Settings, build_parser, settings_from_args
 from kubelet_plugin.sharing_tools import MpsRestartEvents, sharing_enforcers
 from kubelet_plugin.slice_client import SliceClient
 from kubelet_plugin.startup import kube_api_client, open_backend, read_node_uid
+from kubelet_plugin.usage import ProcessSampler, usage_collector
 
 __all__ = ["NodeAgent", "main", "run", "run_command"]
 
@@ -208,6 +209,8 @@ class NodeAgent:
         metrics = self.metrics
         metrics.track_prepared(lambda: _prepared_devices(driver))
         metrics.track_cleanup_pending(lambda: len(driver.cleanup_pending()))
+        if isinstance(backend, ProcessSampler):  # per-claim usage, read at each scrape
+            metrics.registry.register(usage_collector(backend, driver.prepared, kube, inventory))
         device_names = published_device_names(settings, inventory)
         metrics.published_devices.set(len(device_names))
         if settings.metrics_address is not None:

@@ -46,6 +46,7 @@ from dra_driver.discovery.model import (
     MigProfile,
     NodeInventory,
 )
+from dra_driver.discovery.processes import GpuProcess, MockProcesses
 from dra_driver.discovery.profiles import GPU_MODELS, GpuModel, model_by_key
 
 __all__ = [
@@ -311,6 +312,8 @@ class MockBackend:
         """Dynamic MIG on these GPUs, in memory (the static MIG devices start out in it)."""
         self.recovery = MockRecovery(self._gpu)
         """What NVML's recovery-action field and validation read for these GPUs."""
+        self.gpu_processes = MockProcesses(self._device_uuids)
+        """The compute processes on these GPUs and their MIG devices, started by hand."""
 
     def _build_gpus(self, text: str, groups: tuple[MockGpuGroup, ...]) -> tuple[Gpu, ...]:
         total = sum(g.count for g in groups)
@@ -365,6 +368,14 @@ class MockBackend:
     def discover(self) -> NodeInventory:
         """The node's fake GPUs; never fails."""
         return self._inventory
+
+    def processes(self) -> tuple[GpuProcess, ...]:
+        """The compute processes started on the mock GPUs (:class:`MockProcesses`)."""
+        return self.gpu_processes.processes()
+
+    def _device_uuids(self) -> list[str]:
+        gpus = self._inventory.gpus
+        return [g.uuid for g in gpus] + [m.uuid for g in gpus for m in self.mig_manager.devices(g)]
 
     def wait_health_event(self, timeout_s: float) -> HealthEvent | None:
         """The oldest injected event not yet returned; None if none arrives within ``timeout_s``."""

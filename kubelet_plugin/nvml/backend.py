@@ -13,10 +13,12 @@ from typing import Any
 
 from api.errors import DiscoveryError
 from dra_driver.discovery.model import HealthEvent, NodeInventory, RecoveryAction
+from dra_driver.discovery.processes import GpuProcess
 from kubelet_plugin.nvml.discovery import NvmlDiscovery
 from kubelet_plugin.nvml.events import NvmlHealthEvents
 from kubelet_plugin.nvml.library import INIT_HINT, NvmlCalls, load_pynvml, preload_library
 from kubelet_plugin.nvml.mig import NvmlMigManager
+from kubelet_plugin.nvml.processes import NvmlProcessSampler
 from kubelet_plugin.nvml.recovery import NvmlRecoveryProbe
 
 __all__ = ["NvmlBackend"]
@@ -59,6 +61,7 @@ class NvmlBackend:
         )
         self._events = NvmlHealthEvents(calls, lock=lock)
         self._recovery = NvmlRecoveryProbe(calls)
+        self._processes = NvmlProcessSampler(calls, lock)
         try:
             self._nvml.nvmlInit()
         except self._nvml.NVMLError as err:
@@ -85,6 +88,10 @@ class NvmlBackend:
     def discover(self) -> NodeInventory:
         """Every GPU NVML enumerates, in NVML index order. Raises DiscoveryError."""
         return self._discovery.discover()
+
+    def processes(self) -> tuple[GpuProcess, ...]:
+        """The compute processes on the GPUs and MIG devices (:mod:`.processes`)."""
+        return self._processes.processes()
 
     @property
     def unmonitored_gpus(self) -> tuple[str, ...]:

@@ -293,6 +293,8 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         assert metric(text, 'dra_driver_claims_total{operation="prepare",result="success"}') == 1
         assert metric(text, "dra_driver_prepared_devices") == 1
         assert metric(text, 'dra_driver_request_duration_seconds_count{operation="prepare"}') == 1
+        # Per-claim usage is read at each scrape (no process runs on the mock GPUs here).
+        assert "# TYPE dra_driver_gpu_memory_used_bytes gauge" in text
 
         assert kubelet.unprepare([ref]) == {claim_uid(0): ""}
         assert not spec_file.exists()

@@ -66,6 +66,8 @@ class FakeMig:
     profile_id: int
     start: int
     size: int
+    processes: list[tuple[int, int | None]] = field(default_factory=list)
+    """(PID, used memory or None) of its compute processes."""
 
 
 @dataclass
@@ -88,6 +90,10 @@ class FakeGpu:
     NVLink calls (function not found); empty: no NVLink (not supported)."""
     fabric: tuple[bytes, int] | None = None
     """(cluster UUID, clique ID) of a completed NVSwitch fabric; None: not supported."""
+    processes: list[tuple[int, int | None]] = field(default_factory=list)
+    """(PID, used memory or None: NVML's "not available") of its compute processes."""
+    utilisation: list[tuple[int, int, int]] = field(default_factory=list)
+    """(PID, timestamp in microseconds, SM %) samples; those newer than asked come back."""
 
 
 def fake_gpu(key: str, uuid: str, **kwargs: Any) -> FakeGpu:
@@ -227,6 +233,27 @@ class FakeNvml:
             raise FakeNVMLError(NOT_SUPPORTED)
         info.clusterUuid, info.cliqueId = handle.fabric
         info.state, info.status = 3, 0
+
+    # --- processes ------------------------------------------------------------------
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu | FakeMig) -> list[Any]:
+        if isinstance(handle, FakeGpu):
+            self._check(handle, "nvmlDeviceGetComputeRunningProcesses")
+        return [
+            SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0, computeInstanceId=0)
+            for pid, used in handle.processes
+        ]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: FakeGpu, time_stamp: int) -> list[Any]:
+        self._check(handle, "nvmlDeviceGetProcessUtilization")
+        samples = [
+            SimpleNamespace(pid=pid, timeStamp=at, smUtil=sm, memUtil=0, encUtil=0, decUtil=0)
+            for pid, at, sm in handle.utilisation
+            if at > time_stamp
+        ]
+        if not samples:
+            raise FakeNVMLError(NOT_FOUND)
+        return samples
 
     # --- MIG ------------------------------------------------------------------------
 
