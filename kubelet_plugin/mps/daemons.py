@@ -18,16 +18,17 @@ again, :mod:`.daemon`), so running pods keep their MPS server.
 
 Limits: ``set_default_active_thread_percentage`` and
 ``set_default_device_pinned_mem_limit`` are daemon-wide defaults that apply
-to servers spawned afterwards. The plugin sets them to the ceiling over the
-claims holding the GPU (the largest thread percentage and the largest pinned
-memory limit; 100 % and no memory command when one claim has none), before
-the first client connects, and again whenever the ceiling changes. Each
-claim's own limits are in its containers' env (``CUDA_MPS_*``), which can only
-lower what a client gets, and which a container can change. So: no client
-exceeds the ceiling once the server is spawned after the ceiling was set; a
-claim's own, lower limit holds for clients that keep the env they were given.
-A server already running keeps the values it was spawned with until its last
-client exits. docs/sharing.md says it for users.
+to servers spawned afterwards; ``set_active_thread_percentage <server PID>``
+and ``set_device_pinned_mem_limit <server PID>`` change a running server for
+the clients that connect to it afterwards (its connected clients keep what they
+got). The plugin sets both to the ceiling over the claims holding the GPU (the
+largest thread percentage and the largest pinned memory limit; 100 % and no
+memory command when one claim has none), before the first client connects, and
+again whenever the ceiling changes. Each claim's own limits are in its
+containers' env (``CUDA_MPS_*``), which can only lower what a client gets, and
+which a container can change. So: no client that connects after a change gets
+more than the ceiling; a claim's own, lower limit holds for clients that keep the
+env they were given. docs/sharing.md says it for users.
 """
 
 from __future__ import annotations
@@ -62,12 +63,25 @@ class MpsCeiling:
     thread_percentage: int
     pinned_memory_bytes: int | None
 
+    def _memory(self) -> str | None:
+        if self.pinned_memory_bytes is None:
+            return None
+        return f"{-(-self.pinned_memory_bytes // _MIB)}M"  # rounded up, never 0
+
     def commands(self) -> list[str]:
+        """The daemon-wide defaults, for the servers spawned from now on."""
         # With CUDA_VISIBLE_DEVICES one UUID, the daemon sees its GPU as device 0.
         commands = [f"set_default_active_thread_percentage {self.thread_percentage}"]
-        if self.pinned_memory_bytes is not None:
-            mebibytes = -(-self.pinned_memory_bytes // _MIB)  # rounded up, never 0
-            commands.append(f"set_default_device_pinned_mem_limit 0 {mebibytes}M")
+        if (memory := self._memory()) is not None:
+            commands.append(f"set_default_device_pinned_mem_limit 0 {memory}")
+        return commands
+
+    def server_commands(self, server_pid: int) -> list[str]:
+        """The same limits for the running server ``server_pid``: they hold for the clients
+        that connect to it from now on; its connected clients keep theirs."""
+        commands = [f"set_active_thread_percentage {server_pid} {self.thread_percentage}"]
+        if (memory := self._memory()) is not None:
+            commands.append(f"set_device_pinned_mem_limit {server_pid} 0 {memory}")
         return commands
 
 
@@ -305,10 +319,19 @@ class MpsDaemons:
         try:
             for command in wanted.commands():
                 daemon.send(command)
+            # Defaults first: a server spawned after the list is read already has them.
+            for server in _server_pids(daemon.send("get_server_list")):
+                for command in wanted.server_commands(server):
+                    daemon.send(command)
         except MpsDaemonError as err:
             log.error("%s; sent again at the next change or restart", err)
             return
         self._sent[uuid] = wanted
+
+
+def _server_pids(listing: str) -> list[int]:
+    """The server PIDs ``get_server_list`` printed, one a line."""
+    return [int(word) for word in listing.split() if word.isdigit()]
 
 
 def _prepared_holders(entries: Mapping[str, ClaimEntry]) -> dict[str, dict[str, SharingSettings]]:

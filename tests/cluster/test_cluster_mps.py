@@ -268,9 +268,11 @@ def _delete_and_wait_unprepared(
 
 
 def _ceiling(percentage: int, mebibytes: int) -> list[str]:
+    """The commands that set a ceiling, with no MPS server running (mock GPUs)."""
     return [
         f"set_default_active_thread_percentage {percentage}",
         f"set_default_device_pinned_mem_limit 0 {mebibytes}M",
+        "get_server_list",
     ]
 
 
@@ -349,7 +351,7 @@ def test_two_shares_use_one_daemon_that_survives_a_plugin_restart_and_stops_with
     # b goes: the daemon stays for a, with a's limits as the ceiling.
     _delete_and_wait_unprepared(local_cluster, mps_node, namespace, "b", claims["b"])
     assert process_start_time(pid) == started
-    assert mps_node.commands()[-2:] == _ceiling(30, 10 * 1024)
+    assert mps_node.commands()[-3:] == _ceiling(30, 10 * 1024)
 
     # a goes: the daemon is told to quit, ends, and its directory goes.
     _delete_and_wait_unprepared(local_cluster, mps_node, namespace, "a", claims["a"])

@@ -39,7 +39,12 @@ from tests.component.driver_fixtures import (
     validate_cdi_file,
 )
 from tests.fakes.claim_source import FakeClaimSource
-from tests.fakes.mps_control import install_fake_mps_control, logged_commands, logged_starts
+from tests.fakes.mps_control import (
+    add_fake_server,
+    install_fake_mps_control,
+    logged_commands,
+    logged_starts,
+)
 from tests.fakes.nvidia_smi import install_fake_nvidia_smi, logged_timeslices
 
 GPU = inventory(2).gpus[0].uuid
@@ -128,9 +133,10 @@ def test_two_shares_of_one_gpu_use_one_daemon_until_the_last_is_unprepared(root:
         assert shm.st_mode & 0o7777 == 0o1777
         # The ceiling over both shares, whichever was prepared first.
         commands = logged_commands(root / "driver", GPU)
-        assert commands[-2:] == [
+        assert commands[-3:] == [
             "set_default_active_thread_percentage 50",
             f"set_default_device_pinned_mem_limit 0 {40 * 1024}M",
+            "get_server_list",
         ]
 
         container = mps_container_dirs(GPU)
@@ -150,9 +156,10 @@ def test_two_shares_of_one_gpu_use_one_daemon_until_the_last_is_unprepared(root:
         # The larger share leaves: the daemon stays, its ceiling comes down to the other's.
         assert driver.unprepare([ref(2)]) == {claim_uid(2): None}
         assert alive(pid) and daemons.running() == {GPU: pid}
-        assert logged_commands(root / "driver", GPU)[-2:] == [
+        assert logged_commands(root / "driver", GPU)[-3:] == [
             "set_default_active_thread_percentage 30",
             f"set_default_device_pinned_mem_limit 0 {20 * 1024}M",
+            "get_server_list",
         ]
 
         # The last one leaves: quit through the pipe, the process and its directories gone.
@@ -161,6 +168,36 @@ def test_two_shares_of_one_gpu_use_one_daemon_until_the_last_is_unprepared(root:
         assert not alive(pid)
         assert not (root / "state" / "mps" / GPU).exists()
         assert daemons.running() == {}
+    finally:
+        driver.close()
+
+
+def test_a_running_server_gets_each_new_ceiling_for_the_clients_to_come(root: Path) -> None:
+    """A server spawned for the first claim's clients would keep its limits; the plugin sets
+    the new ceiling on it too, so the next claim's clients are not held to the old one."""
+    claims = FakeClaimSource([share(1, "20Gi", "30"), share(2, "40Gi", "50")])
+    driver, _ = mps_driver(root, claims)
+    try:
+        assert driver.prepare([ref(1)])[claim_uid(1)].error is None
+        add_fake_server(root / "state" / "mps" / GPU / "log", 4242)
+
+        assert driver.prepare([ref(2)])[claim_uid(2)].error is None
+        assert logged_commands(root / "driver", GPU)[-5:] == [
+            "set_default_active_thread_percentage 50",
+            f"set_default_device_pinned_mem_limit 0 {40 * 1024}M",
+            "get_server_list",
+            "set_active_thread_percentage 4242 50",
+            f"set_device_pinned_mem_limit 4242 0 {40 * 1024}M",
+        ]
+
+        assert driver.unprepare([ref(2)]) == {claim_uid(2): None}
+        assert logged_commands(root / "driver", GPU)[-5:] == [
+            "set_default_active_thread_percentage 30",
+            f"set_default_device_pinned_mem_limit 0 {20 * 1024}M",
+            "get_server_list",
+            "set_active_thread_percentage 4242 30",
+            f"set_device_pinned_mem_limit 4242 0 {20 * 1024}M",
+        ]
     finally:
         driver.close()
 
@@ -251,9 +288,10 @@ def test_a_daemon_that_dies_is_started_again_and_counted(root: Path) -> None:
         assert restarted == [(GPU, claim_uid(1))]  # the plugin makes it a Node Event
         assert registry.get_sample_value("dra_driver_mps_daemons") == 1
         # The new daemon got the claim's limits before any client could connect.
-        assert logged_commands(root / "driver", GPU)[-2:] == [
+        assert logged_commands(root / "driver", GPU)[-3:] == [
             "set_default_active_thread_percentage 30",
             f"set_default_device_pinned_mem_limit 0 {20 * 1024}M",
+            "get_server_list",
         ]
     finally:
         driver.close()

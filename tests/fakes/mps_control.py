@@ -9,7 +9,9 @@ It behaves like the real tool as far as the plugin uses it (NVIDIA's MPS documen
 - without ``-d`` it reads commands from stdin, one a line, sends each to the
   daemon found through ``CUDA_MPS_PIPE_DIRECTORY`` and prints the answer; with
   no daemon there it fails (exit 1) like the real client;
-- ``quit`` makes the daemon exit; SIGTERM too.
+- ``quit`` makes the daemon exit; SIGTERM too;
+- ``get_server_list`` prints the PIDs of the servers :func:`add_fake_server` made up,
+  one a line.
 
 Simplified: the real daemon talks over its own pipe and socket files and spawns
 MPS servers for CUDA clients; the fake has one named pipe (``control``) with a
@@ -27,7 +29,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["install_fake_mps_control", "logged_commands", "logged_starts"]
+__all__ = ["add_fake_server", "install_fake_mps_control", "logged_commands", "logged_starts"]
 
 _SCRIPT = r"""
 import os, signal, sys, tempfile
@@ -35,6 +37,7 @@ import os, signal, sys, tempfile
 pipe_dir = os.environ["CUDA_MPS_PIPE_DIRECTORY"]
 log_dir = os.environ["CUDA_MPS_LOG_DIRECTORY"]
 control = os.path.join(pipe_dir, "control")
+SERVERS = os.path.join(log_dir, "fake-servers")
 
 
 def record(line):
@@ -67,8 +70,12 @@ def serve(ready_fd):
     for line in channel:
         reply_path, _, command = line.rstrip("\n").partition("\t")
         record("cmd " + command)
+        answer = "\n"
+        if command == "get_server_list" and os.path.exists(SERVERS):
+            with open(SERVERS) as servers:
+                answer = servers.read()
         with open(reply_path, "w") as reply:
-            reply.write("\n")
+            reply.write(answer)
         if command == "quit":
             os.unlink(control)
             os._exit(0)
@@ -134,6 +141,13 @@ def install_fake_mps_control(driver_root: Path) -> Path:
     path.write_text(f"#!{sys.executable}\nJOURNAL = {str(journal)!r}\n{_SCRIPT}")
     path.chmod(0o755)
     return path
+
+
+def add_fake_server(log_dir: Path, pid: int) -> None:
+    """Make the daemon whose ``CUDA_MPS_LOG_DIRECTORY`` is ``log_dir`` list ``pid`` as a
+    running MPS server, as if a client had connected (the fake spawns none)."""
+    with open(log_dir / "fake-servers", "a") as servers:
+        servers.write(f"{pid}\n")
 
 
 def _journal(driver_root: Path, uuid: str, prefix: str) -> list[str]:

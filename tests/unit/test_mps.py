@@ -80,6 +80,11 @@ def test_the_ceiling_is_the_largest_limit_and_none_where_a_claim_has_none() -> N
         "set_default_device_pinned_mem_limit 0 10241M",
     ]
     assert MpsCeiling(100, None).commands() == ["set_default_active_thread_percentage 100"]
+    assert MpsCeiling(40, 10 * GIB + 1).server_commands(77) == [
+        "set_active_thread_percentage 77 40",
+        "set_device_pinned_mem_limit 77 0 10241M",
+    ]
+    assert MpsCeiling(100, None).server_commands(77) == ["set_active_thread_percentage 77 100"]
 
 
 def test_a_daemon_is_only_ever_named_after_a_gpu_uuid(tmp_path: Path) -> None:
