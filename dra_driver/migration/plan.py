@@ -176,8 +176,9 @@ def _warn_flags(config: DevicePluginConfig, warn: list[str]) -> None:
         )
     if config.flag("mpsRoot") is not None:
         warn.append(
-            f"{at}: flags.mpsRoot has no counterpart: this driver starts no MPS control "
-            "daemon; a share's MPS limits reach the container as CUDA_MPS_* variables"
+            f"{at}: flags.mpsRoot has no counterpart: the kubelet plugin runs the MPS control "
+            "daemons itself, one per shared GPU, under its plugin directory "
+            "(<plugins dir>/<driver>/mps)"
         )
     if config.flag("gfd") or config.flag("useNodeFeatureAPI") is True:
         warn.append(
@@ -253,11 +254,16 @@ def _share_class(
     name = shared.advertised(group.rename_by_default)
     if group.strategy == "MPS":
         how = (
-            "the device plugin's MPS daemon enforced that split; this driver starts no MPS "
-            "daemon and hands the container the limits as CUDA_MPS_* variables"
+            "the kubelet plugin runs one MPS control daemon per shared GPU, holding the "
+            "largest share's limits; each share's own are CUDA_MPS_* variables in its "
+            "container, advisory below that (docs/sharing.md)"
         )
     else:
-        how = "the container also gets them as CUDA_MPS_* limits, binding under an MPS daemon only"
+        how = (
+            "each share is prepared as MPS: one MPS control daemon per shared GPU holds the "
+            "largest share's limits, each share's own are CUDA_MPS_* variables in its "
+            "container (docs/sharing.md)"
+        )
     warn.append(
         f"{at}: {shared.path} ({name}, {shared.replicas} replicas) carries over partly: "
         f"the claim form asks for 1/{shared.replicas} of a shared GPU's compute and memory, "
