@@ -262,3 +262,11 @@ def test_extended_resource_names_reach_the_classes_as_the_controller_makes_them(
         "nvidia.com/gpu.shared"
     )
     assert classes["gpu.dra-driver.io"].spec.extended_resource_name is None
+
+
+def test_the_host_pid_namespace_for_usage_metrics_only_when_set(helm: str) -> None:
+    default = find_one(documents(helm_template(helm)), "DaemonSet", PLUGIN)
+    assert "hostPID" not in default["spec"]["template"]["spec"]
+    objects = documents(helm_template(helm, "--set", "kubeletPlugin.hostPID=true"))
+    pod = find_one(objects, "DaemonSet", PLUGIN)["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
