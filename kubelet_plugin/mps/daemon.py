@@ -93,6 +93,14 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
+def _boot_time() -> float:
+    """When the node booted, in seconds since the epoch (``btime`` of ``/proc/stat``)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def is_gpu_uuid(uuid: str) -> bool:
     """Whether ``uuid`` looks like NVML's ``GPU-<hex and dashes>``: safe as a directory name."""
     return _GPU_UUID_RE.fullmatch(uuid) is not None
@@ -200,6 +208,15 @@ class MpsDaemon:
         if found is not None:
             self._write_record(found)
         return found is not None
+
+    def recorded_this_boot(self) -> bool:
+        """Whether ``daemon.json`` was written since the node booted: a daemon of this
+        boot, running or not (a reboot ends every daemon and every client)."""
+        try:
+            written = Path(self.base, RECORD_FILE).stat().st_mtime
+        except OSError:
+            return False
+        return written >= _boot_time()
 
     def start(self) -> None:
         """Start the daemon (its directories created); raises MpsDaemonError."""

@@ -220,7 +220,8 @@ class MpsDaemons:
     def start(self, entries: Mapping[str, ClaimEntry]) -> None:
         """Hold the GPUs of the prepared claims in ``entries``: adopt their running daemons
         (never restarted under running pods), start missing ones, stop the daemons no
-        claim holds; then supervise. Errors are logged: supervision retries them."""
+        claim holds; then supervise. A missing daemon that ran since boot counts as a
+        restart (metric, ``on_restart``). Errors are logged: supervision retries them."""
         if self._binary is None:
             return
         with self._lock:
@@ -230,10 +231,26 @@ class MpsDaemons:
                     log.info("GPU %s: MPS daemon of no prepared claim; stopping it", uuid)
                     self._daemon(uuid).stop()
             for uuid in list(self._holders):
+                # Read before _ensure writes a new record: a daemon recorded since boot that
+                # is gone now died under its clients (with the previous plugin's container,
+                # say); one recorded before the boot went with the reboot, and its pods too.
+                lost = self._daemon(uuid).recorded_this_boot()
                 try:
-                    self._ensure(uuid)
+                    started = self._ensure(uuid)
                 except MpsDaemonError as err:
                     log.error("%s; supervision tries again", err)
+                    continue
+                if started and lost:
+                    claims = ", ".join(sorted(self._holders[uuid]))
+                    log.warning(
+                        "GPU %s: the MPS control daemon of claims %s had died since boot; "
+                        "started it again",
+                        uuid,
+                        claims,
+                    )
+                    self.restarts.inc()
+                    if self._on_restart is not None:
+                        self._on_restart(uuid, claims)
         self._thread = threading.Thread(target=self._supervise, name="mps-daemons", daemon=True)
         self._thread.start()
 
@@ -298,9 +315,10 @@ class MpsDaemons:
             shared_shm=self._shared_shm,
         )
 
-    def _ensure(self, uuid: str) -> None:
+    def _ensure(self, uuid: str) -> bool:
         """The GPU's daemon running: the known one, one found running (a previous plugin
-        process started it), or a new one; then its ceiling applied."""
+        process started it), or a new one; then its ceiling applied. True: a new one."""
+        started = False
         daemon = self._daemons.get(uuid)
         if daemon is None or not daemon.alive():
             daemon = self._daemons[uuid] = self._daemon(uuid)
@@ -309,7 +327,9 @@ class MpsDaemons:
                 log.info("GPU %s: adopted the running MPS control daemon", uuid)
             else:
                 daemon.start()
+                started = True
         self._apply_ceiling(uuid)
+        return started
 
     def _apply_ceiling(self, uuid: str) -> None:
         wanted = ceiling(list(self._holders[uuid].values()))

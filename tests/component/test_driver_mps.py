@@ -232,13 +232,43 @@ def test_a_restarted_plugin_starts_a_missing_daemon_and_stops_an_orphan(root: Pa
         time.sleep(0.01)
 
     # claim-2 was deleted while the plugin was down: start-up recovery drops it.
-    restarted, daemons = mps_driver(root, FakeClaimSource([share(1, "20Gi", "30")]))
+    registry, events = CollectorRegistry(), []
+    restarted, daemons = mps_driver(
+        root, FakeClaimSource([share(1, "20Gi", "30")]), registry=registry, restarted=events
+    )
     try:
         (_, second) = daemon_pids(root)
         assert daemons.running() == {GPU: second}
         assert alive(second)
         assert not alive(orphan)
         assert logged_commands(root / "driver", gpu1)[-1] == "quit"
+        # It had run in this boot: its clients lost their server, as with a daemon that
+        # dies under a running plugin (a Node Event, the metric).
+        assert registry.get_sample_value("dra_driver_mps_daemon_restarts_total") == 1
+        assert events == [(GPU, claim_uid(1))]
+    finally:
+        restarted.close()
+
+
+def test_a_daemon_gone_with_a_reboot_is_started_without_counting_a_restart(root: Path) -> None:
+    claims = FakeClaimSource([share(1, "20Gi", "30")])
+    driver, _ = mps_driver(root, claims)
+    assert driver.prepare([ref(1)])[claim_uid(1)].error is None
+    driver.close()
+    (first,) = daemon_pids(root)
+    os.kill(first, signal.SIGKILL)
+    while alive(first):
+        time.sleep(0.01)
+    # As after a reboot: the record was written before the node booted.
+    os.utime(root / "state" / "mps" / GPU / "daemon.json", (0, 0))
+
+    registry, events = CollectorRegistry(), []
+    restarted, daemons = mps_driver(root, claims, registry=registry, restarted=events)
+    try:
+        (_, second) = daemon_pids(root)
+        assert daemons.running() == {GPU: second}
+        assert registry.get_sample_value("dra_driver_mps_daemon_restarts_total") == 0
+        assert events == []
     finally:
         restarted.close()
 
