@@ -36,9 +36,7 @@ _POD_CONTAINER: Final = re.compile(
     r"/(?:[a-z-]*?-)?(?P<id>[0-9a-f]{64})(?:\.scope)?/?$"
 )
 #: The pod's directory alone (a process of the pod outside any container's cgroup).
-_POD: Final = re.compile(
-    rf"(?:^|/)(?:[a-z]+-)*pod(?P<uid>{_UID})(?:\.slice)?(?:/|$)"
-)
+_POD: Final = re.compile(rf"(?:^|/)(?:[a-z]+-)*pod(?P<uid>{_UID})(?:\.slice)?(?:/|$)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from dra_driver.discovery.processes import ProcessSampler
 from kubelet_plugin.usage.attribution import CgroupReader, attribute, holders_by_device
 from kubelet_plugin.usage.pods import KubernetesPodDirectory, PodDirectory
 
-__all__ = ["LABELS", "UsageCollector"]
+__all__ = ["LABELS", "UsageCollector", "usage_families"]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ class UsageCollector(Collector):
 
     def describe(self) -> list[GaugeMetricFamily]:
         """The families' names, without reading NVML (what the registry asks at register)."""
-        return list(_families())
+        return list(usage_families())
 
     def collect(self) -> list[GaugeMetricFamily]:
-        memory, utilisation, lost_memory, lost_utilisation = families = _families()
+        memory, utilisation, lost_memory, lost_utilisation = families = usage_families()
         prepared = self._prepared()
         if isinstance(self._pods, KubernetesPodDirectory):
             self._pods.retain({(e.namespace, e.name) for e in prepared.values()})
@@ -104,7 +104,8 @@ class UsageCollector(Collector):
         return list(families)
 
 
-def _families() -> tuple[GaugeMetricFamily, ...]:
+def usage_families() -> tuple[GaugeMetricFamily, ...]:
+    """The four families, empty: their names and help, for whoever lists what is exported."""
     return (
         GaugeMetricFamily(
             "dra_driver_gpu_memory_used_bytes",

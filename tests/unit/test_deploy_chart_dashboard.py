@@ -17,6 +17,7 @@ from chart_fixtures import (
 
 from controller.metrics import ControllerMetrics
 from kubelet_plugin.metrics import PluginMetrics
+from kubelet_plugin.usage.collector import usage_families
 
 DASHBOARD = CHART / "dashboards" / "dra-driver-dashboard.json"
 METRIC = re.compile(r"\bdra_driver_[a-zA-Z0-9_]+")
@@ -30,11 +31,13 @@ SUFFIXES = {
 
 
 def _exported() -> set[str]:
-    """Every series name the controller's and the plugin's registries expose."""
+    """Every series name the controller's and the plugin's registries expose (the plugin's
+    per-claim usage families are added to its registry at start-up)."""
     names: set[str] = set()
     for registry in (ControllerMetrics().registry, PluginMetrics().registry):
         for family in registry.collect():
             names.update(family.name + suffix for suffix in SUFFIXES[family.type])
+    names.update(family.name for family in usage_families())
     return names
 
 
@@ -69,6 +72,8 @@ def test_each_area_has_a_panel() -> None:
         "dra_driver_request_duration_seconds_bucket",  # prepare latency
         "dra_driver_placements_total",  # placement
         "dra_driver_admission_reviews_total",  # admission
+        "dra_driver_gpu_memory_used_bytes",  # usage by namespace
+        "dra_driver_gpu_utilisation",
     ):
         assert name in used, name
 
