@@ -11,6 +11,7 @@ The file is JSON::
           "bootId": "5a0c...",
           "cdiSpecPath": "/var/run/cdi/gpu.dra-driver.io-<uid>.json",
           "cdiSpecDigest": "sha256:9f86d0...",
+          "deviceMetadata": {"podClaimName": "gpu"},
           "devices": [
             {"requests": ["gpu"], "pool": "node-a", "device": "gpu-0",
              "cdiDeviceIds": ["gpu.dra-driver.io/gpu=<uid>-gpu-0"],
@@ -48,6 +49,14 @@ the file with it and write the spec again from the entry when someone else
 changed it. It is absent while ``PrepareStarted`` and in entries read from
 version 1; the plugin writes such a spec again once and records its digest.
 
+``deviceMetadata`` (version 3) is set when the prepare wrote the claim's device
+metadata files (KEP-5304, :mod:`dra_driver.device_metadata`), one per request, and
+mounted them through the claim's spec; ``podClaimName`` is the pod's name for a claim
+made from a template (its ``resource.kubernetes.io/pod-claim-name`` annotation), which
+names the file's path in the container. With it the spec and the files can be written
+again, and removed, without the API server. Absent in entries of older versions: their
+spec mounts no metadata file, and stays so.
+
 Compatibility: :func:`decode_checkpoint` reads the current version and every
 older one for which :data:`UPGRADES` has a step (each step turns version N
 into N+1). Any other version, newer (a downgrade) or older than the oldest
@@ -80,6 +89,7 @@ __all__ = [
     "CheckpointVersionError",
     "ClaimEntry",
     "ClaimState",
+    "DeviceMetadataRecord",
     "DeviceRecord",
     "MigRecord",
     "SharingRecord",
@@ -93,7 +103,7 @@ __all__ = [
 ]
 
 #: The schema version this code writes.
-CHECKPOINT_VERSION: Final = 2
+CHECKPOINT_VERSION: Final = 3
 
 ClaimState: TypeAlias = Literal["PrepareStarted", "PrepareCompleted"]
 
@@ -106,9 +116,14 @@ def _upgrade_from_1(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "version": 2}
 
 
+def _upgrade_from_2(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 to 3: ``deviceMetadata`` is new and optional; the entries stay as they are."""
+    return {**document, "version": 3}
+
+
 #: Upgrade steps by the version they read; a change to the schema bumps
 #: CHECKPOINT_VERSION and adds the step from the old one. Version 1 is the first.
-UPGRADES: Final[Mapping[int, Upgrade]] = {1: _upgrade_from_1}
+UPGRADES: Final[Mapping[int, Upgrade]] = {1: _upgrade_from_1, 2: _upgrade_from_2}
 
 
 class CheckpointVersionError(CheckpointError):
@@ -192,6 +207,13 @@ class DeviceRecord(StateFileModel):
     """Set for a MIG device (``uuid`` is then the MIG UUID, empty until it is created)."""
 
 
+class DeviceMetadataRecord(StateFileModel):
+    """The claim's device metadata files were written and its spec mounts them."""
+
+    pod_claim_name: str | None = None
+    """The pod's name for a claim made from a template; None for a claim the pod names."""
+
+
 class ClaimEntry(StateFileModel):
     """One claim this node prepared or started to prepare."""
 
@@ -204,6 +226,8 @@ class ClaimEntry(StateFileModel):
     devices: tuple[DeviceRecord, ...]
     cdi_spec_digest: str | None = None
     """:func:`spec_digest` of the spec as written; None before it is (or from version 1)."""
+    device_metadata: DeviceMetadataRecord | None = None
+    """Set when the claim's device metadata files are written (version 3)."""
 
 
 class Checkpoint(StateFileModel):

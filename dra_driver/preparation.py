@@ -18,6 +18,13 @@ that the shares of one GPU never clash. How each device is shared (opaque
 GpuConfig entries, a share's consumed capacity as MPS limits) is
 :mod:`dra_driver.sharing`.
 
+Device metadata (KEP-5304): where the host offers a metadata root
+(:attr:`HostFiles.metadata_root`), the plan names one file per request
+(:mod:`dra_driver.device_metadata`), the spec mounts each through a device of its
+own, and the first device of each request carries that device's CDI ID too.
+
+The plan as the checkpoint keeps it, and back, is :mod:`dra_driver.prepared_claims`.
+
 Errors are :class:`api.errors.PrepareError` naming the claim and the field:
 ``claim default/c: status.allocation.devices.results[0].pool: ...``.
 """
@@ -27,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from api.checkpoint import ClaimEntry, DeviceRecord, MigRecord, SharingRecord
+from api.checkpoint import DeviceMetadataRecord, MigRecord
 from api.errors import PrepareError
 from api.resource_v1 import (
     DeviceRequestAllocationResult,
@@ -37,6 +44,7 @@ from api.resource_v1 import (
 )
 from dra_driver.cdi import (
     CdiSpec,
+    FileDevice,
     HostFiles,
     SharingSettings,
     SpecDevice,
@@ -45,6 +53,11 @@ from dra_driver.cdi import (
     cdi_device_name,
     gpu_env_key,
     spec_file_name,
+)
+from dra_driver.device_metadata import (
+    POD_CLAIM_NAME_ANNOTATION,
+    PlannedMetadata,
+    plan_request_files,
 )
 from dra_driver.discovery.model import MigDevice, MigPlacement, NodeInventory
 from dra_driver.sharing import (
@@ -59,9 +72,8 @@ from dra_driver.sharing import (
 __all__ = [
     "PlannedDevice",
     "PreparationPlan",
-    "checkpoint_devices",
+    "assemble_plan",
     "claim_label",
-    "plan_from_checkpoint",
     "plan_preparation",
     "with_mig_devices",
 ]
@@ -108,6 +120,10 @@ class PreparationPlan:
     """None when ``devices`` is empty (nothing to inject) or a dynamic MIG device is
     still to be created (:attr:`pending_migs`)."""
     spec_file_name: str
+    device_metadata: DeviceMetadataRecord | None = None
+    """Set when the claim gets device metadata files (:attr:`metadata`)."""
+    metadata: tuple[PlannedMetadata, ...] = ()
+    """One file per request of this driver; empty without :attr:`device_metadata`."""
 
     @property
     def label(self) -> str:
@@ -281,14 +297,26 @@ def plan_preparation(
                 cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
             )
         )
-    return _plan(
-        uid,
-        namespace=namespace,
-        name=name,
-        devices=tuple(devices),
-        driver_name=driver_name,
-        host=host,
-    )
+    metadata = None
+    if host.metadata_root is not None:
+        annotations = claim.metadata.annotations or {}
+        metadata = DeviceMetadataRecord(pod_claim_name=annotations.get(POD_CLAIM_NAME_ANNOTATION))
+    try:
+        return assemble_plan(
+            uid,
+            namespace=namespace,
+            name=name,
+            devices=tuple(devices),
+            driver_name=driver_name,
+            host=host,
+            device_metadata=metadata,
+        )
+    except ValueError as err:
+        raise PrepareError(
+            f"device metadata: {err}; see metadata.annotations[{POD_CLAIM_NAME_ANNOTATION!r}] "
+            "and spec.devices.requests[].name",
+            claim=label,
+        ) from None
 
 
 def _mig_record(placement: MigPlacement) -> MigRecord:
@@ -337,13 +365,14 @@ def with_mig_devices(
                 ),
             )
         devices.append(device)
-    return _plan(
+    return assemble_plan(
         plan.claim_uid,
         namespace=plan.namespace,
         name=plan.name,
         devices=tuple(devices),
         driver_name=driver_name,
         host=host,
+        device_metadata=plan.device_metadata,
     )
 
 
@@ -352,7 +381,7 @@ def _uuid(inventory: NodeInventory, device: str) -> str:
     return gpu.uuid if gpu is not None else ""
 
 
-def _plan(
+def assemble_plan(
     uid: str,
     *,
     namespace: str,
@@ -360,7 +389,24 @@ def _plan(
     devices: tuple[PlannedDevice, ...],
     driver_name: str,
     host: HostFiles,
+    device_metadata: DeviceMetadataRecord | None = None,
 ) -> PreparationPlan:
+    """The plan of ``devices`` with its spec (none while a MIG device is pending) and, with
+    ``device_metadata`` and a metadata root in ``host``, its metadata files. Raises
+    ValueError for a request or pod claim name that cannot name a metadata path."""
+    metadata: tuple[PlannedMetadata, ...] = ()
+    if not devices or host.metadata_root is None:
+        device_metadata = None
+    if device_metadata is not None:
+        assert host.metadata_root is not None  # checked above
+        metadata = plan_request_files(
+            uid,
+            name,
+            [(d.device, d.requests) for d in devices],
+            driver_name=driver_name,
+            root=host.metadata_root,
+            pod_claim_name=device_metadata.pod_claim_name,
+        )
     spec = None
     if devices and not any(d.pending_mig for d in devices):
         spec = build_cdi_spec(
@@ -377,6 +423,15 @@ def _plan(
                 for d in devices
             ],
             host=host,
+            file_devices=[
+                FileDevice(
+                    name=m.cdi_device_name,
+                    host_path=m.host_path,
+                    container_path=m.container_path,
+                )
+                # One mount per path: a request and its subrequest share the file.
+                for m in {m.container_path: m for m in metadata}.values()
+            ],
         )
     return PreparationPlan(
         claim_uid=uid,
@@ -385,75 +440,6 @@ def _plan(
         devices=devices,
         spec=spec,
         spec_file_name=spec_file_name(driver_name, uid),
-    )
-
-
-def checkpoint_devices(plan: PreparationPlan) -> tuple[DeviceRecord, ...]:
-    """The plan's devices as the checkpoint keeps them."""
-    return tuple(
-        DeviceRecord(
-            requests=d.requests,
-            pool=d.pool,
-            device=d.device,
-            share_id=d.share_id,
-            admin_access=d.admin_access,
-            cdi_device_ids=(d.cdi_device_id,),
-            uuid=d.uuid,
-            device_node=d.device_node,
-            sharing=None
-            if d.sharing is None
-            else SharingRecord(
-                strategy=d.sharing.strategy,
-                time_slice_interval=d.sharing.time_slice_interval,
-                mps_active_thread_percentage=d.sharing.mps_active_thread_percentage,
-                mps_pinned_memory_limit_bytes=d.sharing.mps_pinned_memory_limit_bytes,
-            ),
-            mig=d.mig,
-        )
-        for d in plan.devices
-    )
-
-
-def plan_from_checkpoint(
-    uid: str, entry: ClaimEntry, *, driver_name: str, host: HostFiles
-) -> PreparationPlan:
-    """The plan a checkpointed claim was prepared with, to write its CDI spec again.
-
-    Needs neither the API server nor the inventory; with the same ``host`` it
-    gives the spec that was written (device names and IDs are recomputed from
-    the claim UID and device, and equal the recorded ones).
-    """
-    devices = []
-    for record in entry.devices:
-        name_in_cdi = cdi_device_name(uid, record.device, record.share_id)
-        sharing = record.sharing
-        devices.append(
-            PlannedDevice(
-                requests=record.requests,
-                pool=record.pool,
-                device=record.device,
-                share_id=record.share_id,
-                admin_access=record.admin_access,
-                uuid=record.uuid,
-                device_node=record.device_node,
-                sharing=None
-                if sharing is None
-                else SharingSettings(
-                    strategy=sharing.strategy,
-                    time_slice_interval=sharing.time_slice_interval,
-                    mps_active_thread_percentage=sharing.mps_active_thread_percentage,
-                    mps_pinned_memory_limit_bytes=sharing.mps_pinned_memory_limit_bytes,
-                ),
-                cdi_device_name=name_in_cdi,
-                cdi_device_id=cdi_device_id(driver_name, name_in_cdi),
-                mig=record.mig,
-            )
-        )
-    return _plan(
-        uid,
-        namespace=entry.namespace,
-        name=entry.name,
-        devices=tuple(devices),
-        driver_name=driver_name,
-        host=host,
+        device_metadata=device_metadata,
+        metadata=metadata,
     )

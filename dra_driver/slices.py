@@ -92,6 +92,7 @@ __all__ = [
     "DeviceOrder",
     "build_slices",
     "counter_set_name",
+    "device_attributes",
     "slice_name",
 ]
 
@@ -271,6 +272,25 @@ def _static_mig_device(gpu: Gpu, mig: MigDevice, inventory: NodeInventory) -> De
         attributes=attributes,
         capacity=capacity,
     )
+
+
+def device_attributes(inventory: NodeInventory, device_name: str) -> dict[str, DeviceAttribute]:
+    """The attributes the node's slices publish for ``device_name``; {} for no such device.
+
+    A MIG placement of a partitionable GPU has no ``uuid`` until it is created: the
+    caller that created it adds the UUID.
+    """
+    gpu = inventory.gpu_by_name(device_name)
+    if gpu is not None:
+        return dict(_gpu_device(gpu, inventory).attributes or {})
+    placement = inventory.mig_by_name(device_name)
+    if placement is None:
+        return {}
+    if placement.existing is not None:
+        return dict(
+            _static_mig_device(placement.gpu, placement.existing, inventory).attributes or {}
+        )
+    return _mig_attributes(placement.gpu, placement.profile, inventory)
 
 
 def _counters(values: Mapping[str, int]) -> dict[str, Counter]:

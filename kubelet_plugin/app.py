@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -165,6 +166,7 @@ class NodeAgent:
             _text(settings.hook_path),
             host_driver_root=settings.host_driver_root,
         )
+        host = dataclasses.replace(host, metadata_root=str(settings.metadata_dir))
 
         if self.api_client is None:
             self.api_client = kube_api_client(settings)

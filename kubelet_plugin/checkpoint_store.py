@@ -24,6 +24,7 @@ from api.checkpoint import (
 from api.errors import CheckpointError
 from api.resource_v1 import claim_label
 from dra_driver.cdi import spec_file_name
+from dra_driver.device_metadata import container_file_path
 from kubelet_plugin.cdi_writer import (
     CdiWriter,
     ForeignFileError,
@@ -107,6 +108,22 @@ def contained_entry(uid: str, entry: ClaimEntry, cdi: CdiWriter) -> ClaimEntry |
             problem,
         )
         return None
+    if (record := entry.device_metadata) is not None:
+        try:
+            for device in entry.devices:
+                for request in device.requests:
+                    container_file_path(cdi.driver_name, entry.name, record.pod_claim_name, request)
+        except ValueError as err:
+            # The names would build paths: the spec is written without the metadata mounts.
+            log.error("checkpoint entry %s (UID %s): deviceMetadata dropped: %s", label, uid, err)
+            marker = f"={uid}-metadata-"  # the IDs of the mounts: the spec has none now
+            devices = tuple(
+                d.model_copy(
+                    update={"cdi_device_ids": tuple(i for i in d.cdi_device_ids if marker not in i)}
+                )
+                for d in entry.devices
+            )
+            entry = entry.model_copy(update={"device_metadata": None, "devices": devices})
     try:
         cdi.recorded_spec(entry.cdi_spec_path)
     except PathOutsideRootError as err:

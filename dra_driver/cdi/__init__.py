@@ -21,7 +21,10 @@ NVIDIA's DRA driver (spec/cdi.md §6):
   share of a claim's devices, sees exactly its own devices' variables);
   a MIG device (``<claim uid>-gpu-<minor>-mig-...``) gets its parent's
   ``/dev/nvidia<minor>`` and the ``/dev/nvidia-caps/nvidia-cap<N>`` nodes of its
-  GPU and compute instance, and its ``MIG-...`` UUID stands where a GPU's would.
+  GPU and compute instance, and its ``MIG-...`` UUID stands where a GPU's would;
+- where the plugin writes device metadata files (:mod:`dra_driver.device_metadata`), one
+  device per request, ``<claim uid>-metadata-<request>``, that bind-mounts the request's
+  file read-only at its path under ``/var/run/kubernetes.io/dra-device-attributes``.
 
 ``cdiVersion`` is the lowest version the content needs (:func:`minimum_cdi_version`),
 so that older runtimes still load the file: containerd 1.7 reads up to 0.8.0,
@@ -69,7 +72,9 @@ from dra_driver.cdi.model import (
     spec_file_name,
 )
 from dra_driver.cdi.spec import (
+    FILE_MOUNT_OPTIONS,
     MOUNT_OPTIONS,
+    FileDevice,
     SharingSettings,
     SpecDevice,
     build_cdi_spec,
@@ -83,6 +88,7 @@ __all__ = [
     "DRIVER_BINARY_DIRS",
     "DRIVER_LIBRARIES",
     "DRIVER_LIBRARY_DIRS",
+    "FILE_MOUNT_OPTIONS",
     "FIRMWARE_DIR",
     "MAX_CDI_VERSION",
     "MOUNT_OPTIONS",
@@ -91,6 +97,7 @@ __all__ = [
     "CdiSpec",
     "ContainerEdits",
     "DeviceNode",
+    "FileDevice",
     "Hook",
     "HostFiles",
     "Mount",

@@ -121,6 +121,9 @@ class HostFiles:
     mps_shared_shm: bool = False
     """The spec mounts a daemon's shared memory directory, ``<mps root>/<GPU UUID>/shm``, at
     the container's ``/dev/shm`` (on real GPUs the daemon's own ``/dev/shm`` too)."""
+    metadata_root: str | None = None
+    """Host directory of the claims' device metadata files
+    (:mod:`dra_driver.device_metadata`); None: none are written or mounted."""
 
 
 def select_driver_files(paths: Iterable[str]) -> tuple[str, ...]:

@@ -26,6 +26,8 @@ from dra_driver.cdi.mps import mps_container_dirs, mps_edits
 
 #: Options of every driver-file mount: read-only, no setuid, no device files.
 MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "bind")
+#: Options of a data file mounted by a device of its own (a device metadata file).
+FILE_MOUNT_OPTIONS: Final = ("ro", "nosuid", "nodev", "noexec", "bind")
 
 _MIB: Final = 1024 * 1024
 
@@ -81,6 +83,16 @@ class SpecDevice:
     """None: exclusive use."""
     extra_device_nodes: tuple[str, ...] = ()
     """Further nodes of this device: a MIG device's ``/dev/nvidia-caps/nvidia-cap<N>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileDevice:
+    """A CDI device of the spec that mounts one host file read-only, and nothing else: a
+    request's device metadata file (:mod:`dra_driver.device_metadata`)."""
+
+    name: str
+    host_path: str
+    container_path: str
 
 
 def _mebibytes(size: int) -> str:
@@ -178,8 +190,16 @@ def _common_edits(devices: Sequence[SpecDevice], host: HostFiles) -> ContainerEd
     )
 
 
-def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: HostFiles) -> CdiSpec:
+def build_cdi_spec(
+    *,
+    driver_name: str,
+    devices: Sequence[SpecDevice],
+    host: HostFiles,
+    file_devices: Sequence[FileDevice] = (),
+) -> CdiSpec:
     """The spec for one claim's GPUs, with the lowest cdiVersion its content needs.
+
+    ``file_devices`` follow the GPUs, each a device of its own that mounts one file.
 
     Deterministic: the same inputs give byte-identical :func:`encode_cdi_spec`
     output, so re-deriving a spec after a crash rewrites the same file. Devices
@@ -204,6 +224,21 @@ def build_cdi_spec(*, driver_name: str, devices: Sequence[SpecDevice], host: Hos
             ),
         )
         for device in devices
+    ]
+    spec_devices += [
+        CdiDevice(
+            name=file.name,
+            container_edits=ContainerEdits(
+                mounts=[
+                    Mount(
+                        host_path=file.host_path,
+                        container_path=file.container_path,
+                        options=list(FILE_MOUNT_OPTIONS),
+                    )
+                ]
+            ),
+        )
+        for file in file_devices
     ]
     draft = CdiSpec(
         cdi_version=MAX_CDI_VERSION,

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Final
 
 from api.checkpoint import ClaimEntry
@@ -21,6 +22,7 @@ from kubelet_plugin.cdi_writer import CdiWriter
 from kubelet_plugin.checkpoint_store import CheckpointStore
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
+from kubelet_plugin.driver.metadata_files import MetadataFiles
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle
 from kubelet_plugin.driver.preparer import ClaimPreparer, FaultPoint
 from kubelet_plugin.driver.recovery import RecoveryReport, StartupRecovery
@@ -95,6 +97,8 @@ class GpuDriver:
         self._retrier: threading.Thread | None = None
         self._retrier_guard = threading.Lock()
         self._workers = ThreadPoolExecutor(prepare_workers, thread_name_prefix="prepare-claim")
+        # KEP-5304 device metadata files, where the host files name their root.
+        metadata = MetadataFiles(Path(host.metadata_root)) if host.metadata_root else None
         migs = MigLifecycle(
             mig_manager, driver_name=driver_name, host=host, inventory=lambda: self._inventory
         )
@@ -110,6 +114,7 @@ class GpuDriver:
             migs=migs,
             fault_hook=fault_hook,
             enforcers=self._enforcers,
+            metadata=metadata,
         )
         self._recovery = StartupRecovery(
             driver_name=driver_name,
@@ -120,6 +125,8 @@ class GpuDriver:
             migs=migs,
             rewrite_spec=self._preparer.rewrite_spec,
             fault_hook=fault_hook,
+            metadata=metadata,
+            restore_metadata=self._preparer.restore_metadata,
         )
 
     @property

@@ -1,14 +1,15 @@
 """Preparing and unpreparing one claim: the per-claim steps of :mod:`kubelet_plugin.driver`.
 
 :class:`ClaimPreparer` walks one claim through the steps the package
-docstring lists (checkpoint, MIG devices, CDI spec, checkpoint again) and
-undoes its own attempt when a step fails; calls for the same claim UID are
-serialised by a per-claim lock.
+docstring lists (checkpoint, MIG devices, device metadata files, CDI spec,
+checkpoint again) and undoes its own attempt when a step fails; calls for the
+same claim UID are serialised by a per-claim lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,10 +22,12 @@ from api.errors import PrepareError
 from api.resource_v1 import claim_label
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
 from dra_driver.discovery.model import NodeInventory
-from dra_driver.preparation import checkpoint_devices, plan_from_checkpoint, plan_preparation
+from dra_driver.preparation import PreparationPlan, plan_preparation
+from dra_driver.prepared_claims import checkpoint_devices, metadata_files, plan_from_checkpoint
 from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
+from kubelet_plugin.driver.metadata_files import MetadataFiles
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
 from kubelet_plugin.driver.ordering import UnprepareLedger
 from kubelet_plugin.enforcement import Enforcers
@@ -97,6 +100,7 @@ class ClaimPreparer:
         migs: MigLifecycle,
         fault_hook: Callable[[FaultPoint], None] | None = None,
         enforcers: Enforcers | None = None,
+        metadata: MetadataFiles | None = None,
     ) -> None:
         self._driver_name = driver_name
         self._pool_name = pool_name
@@ -109,6 +113,7 @@ class ClaimPreparer:
         self._migs = migs
         self._fault_hook = fault_hook
         self._enforcers = enforcers or Enforcers()
+        self._metadata = metadata
         self._locks_guard = threading.Lock()
         self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
         self.ledger = UnprepareLedger()
@@ -168,6 +173,10 @@ class ClaimPreparer:
                 entry = self.rewrite_spec(ref.uid, entry)
                 self._journal.set(ref.uid, entry)
                 self._journal.commit()
+            else:
+                # A file removed or changed by someone else, or a device that changed
+                # since: written again (only then), as the upstream helper does each time.
+                self.restore_metadata(ref.uid, entry)
             return _result(entry)
 
         claim = self._claims.get(ref.namespace, ref.name)
@@ -197,6 +206,7 @@ class ClaimPreparer:
             boot_id=self._boot_id,
             cdi_spec_path=str(self._cdi.path(plan.spec_file_name)),
             devices=checkpoint_devices(plan),
+            device_metadata=plan.device_metadata,
         )
         self._journal.reserve(ref, plan, new_entry)
         created: list[MigRecord] = []
@@ -217,6 +227,8 @@ class ClaimPreparer:
                 ref.uid, str(ref), [(d.uuid, d.sharing) for d in plan.devices if d.sharing]
             )
             assert plan.spec is not None  # devices, none pending
+            # Before the spec that mounts them: a runtime never finds a mount without its file.
+            self._write_metadata(ref.uid, plan)
             content = encode_cdi_spec(plan.spec)
             self._cdi.write(plan.spec_file_name, content)
             self._fault("spec-written")
@@ -238,7 +250,8 @@ class ClaimPreparer:
         return _result(completed)
 
     def _roll_back(self, uid: str) -> bool:
-        """Undo a prepare attempt: spec removed, entry dropped; errors logged, not raised.
+        """Undo a prepare attempt: spec and metadata files removed, entry dropped; errors
+        logged, not raised.
 
         True when undone. A spec that cannot be removed (a read-only or failing
         CDI root, EIO) leaves the entry cleanup-pending (see
@@ -247,7 +260,20 @@ class ClaimPreparer:
         of the claim removes it once the cause is gone.
         """
         try:
-            remove_durably(self._cdi.path(spec_file_name(self._driver_name, uid)))
+            # Each removal is tried whatever the other does: a spec that cannot go never
+            # keeps the metadata files, nor the other way round.
+            failures: list[OSError] = []
+            spec = self._cdi.path(spec_file_name(self._driver_name, uid))
+            removals: list[Callable[[], bool]] = [functools.partial(remove_durably, spec)]
+            if self._metadata is not None:
+                removals.append(functools.partial(self._metadata.remove, uid))
+            for remove in removals:
+                try:
+                    remove()
+                except OSError as err:
+                    failures.append(err)
+            if failures:
+                raise failures[0]
             self._journal.drop_started(uid)
             self._journal.commit()
         except OSError as err:
@@ -259,7 +285,7 @@ class ClaimPreparer:
         return True
 
     def _defer_cleanup(self, uid: str, err: OSError) -> None:
-        reason = f"removing its CDI spec failed: {err}"
+        reason = f"removing its CDI spec or device metadata files failed: {err}"
         if not self._journal.mark_cleanup_pending(uid, reason):
             log.error("rolling back the prepare of claim UID %s: %s", uid, reason)
             return
@@ -307,6 +333,8 @@ class ClaimPreparer:
                     entry.cdi_spec_path if entry is not None else None,
                 )
                 removed = remove_durably(path)
+                if self._metadata is not None:
+                    removed = self._metadata.remove(ref.uid) or removed
                 self._fault("spec-removed")
                 if entry is not None:
                     failed = self._migs.destroy(str(ref), dynamic_migs(entry))
@@ -328,13 +356,15 @@ class ClaimPreparer:
     # --- shared with start-up recovery ----------------------------------------------
 
     def rewrite_spec(self, uid: str, entry: ClaimEntry) -> ClaimEntry:
-        """Write a prepared claim's CDI spec again, from its checkpoint entry alone.
+        """Write a prepared claim's CDI spec again, from its checkpoint entry alone, and its
+        device metadata files where they are missing or differ.
 
         Returns the entry stamped with this boot, the spec's path and its
         digest (the caller records it). Deterministic: with the same host files
         it writes the bytes the prepare wrote. Raises OSError when writing fails.
         """
         plan = plan_from_checkpoint(uid, entry, driver_name=self._driver_name, host=self._host)
+        self._write_metadata(uid, plan)
         digest = None
         if plan.spec is not None:
             content = encode_cdi_spec(plan.spec)
@@ -348,7 +378,20 @@ class ClaimPreparer:
             }
         )
 
+    def restore_metadata(self, uid: str, entry: ClaimEntry) -> None:
+        """Write a prepared claim's device metadata files where they are missing or differ
+        from what its devices are now. Raises OSError when writing fails."""
+        if entry.device_metadata is not None and self._metadata is not None:
+            plan = plan_from_checkpoint(uid, entry, driver_name=self._driver_name, host=self._host)
+            self._write_metadata(uid, plan)
+
     # --- helpers ------------------------------------------------------------------------
+
+    def _write_metadata(self, uid: str, plan: PreparationPlan) -> None:
+        if self._metadata is None or not plan.metadata:
+            return
+        files = metadata_files(plan, self._inventory(), driver_name=self._driver_name)
+        self._metadata.write(uid, files)
 
     def _fault(self, point: FaultPoint) -> None:
         if self._fault_hook is not None:

@@ -20,6 +20,7 @@ from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.checkpoint_store import contained_entry
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
+from kubelet_plugin.driver.metadata_files import MetadataFiles
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
 from kubelet_plugin.driver.preparer import FaultPoint, log_spec_rewrite
 
@@ -54,8 +55,8 @@ class StartupRecovery:
 
     For each entry, in UID order:
 
-    - ``PrepareStarted``: the spec removed, its dynamic MIG devices destroyed
-      (by placement), the entry dropped;
+    - ``PrepareStarted``: the spec and the device metadata files removed, its
+      dynamic MIG devices destroyed (by placement), the entry dropped;
     - a claim the API server no longer has (or has with another UID): the
       same; when the API server cannot be asked, the claim is kept
       (``unverified``) and the others are not asked either;
@@ -63,7 +64,8 @@ class StartupRecovery:
       written again (``rewrite_spec``) when of another boot, when a MIG device
       came back different, or when the file is not the spec whose digest the
       entry records (missing, changed by someone else: logged as a warning;
-      an entry of checkpoint version 1 without a digest: written once, info).
+      an entry of checkpoint version 1 without a digest: written once, info);
+      its device metadata files written again where missing or changed.
 
     Spec files of this driver without an entry are reported, never removed.
     The journal then holds the result, saved durably.
@@ -89,6 +91,8 @@ class StartupRecovery:
         migs: MigLifecycle,
         rewrite_spec: Callable[[str, ClaimEntry], ClaimEntry],
         fault_hook: Callable[[FaultPoint], None] | None = None,
+        metadata: MetadataFiles | None = None,
+        restore_metadata: Callable[[str, ClaimEntry], None] | None = None,
     ) -> None:
         self._driver_name = driver_name
         self._boot_id = boot_id
@@ -98,6 +102,8 @@ class StartupRecovery:
         self._migs = migs
         self._rewrite_spec = rewrite_spec
         self._fault_hook = fault_hook
+        self._metadata = metadata
+        self._restore_metadata = restore_metadata
 
     def run(self) -> RecoveryReport:
         """Recover; raises CheckpointError for a checkpoint of a newer version or a failed save."""
@@ -105,6 +111,8 @@ class StartupRecovery:
         try:
             self._cdi.ensure_root()
             self._cdi.remove_stale_temp_files()
+            if self._metadata is not None:
+                self._metadata.remove_stale_temp_files()
         except OSError as err:
             # Serve anyway: a prepare answers its own error while the root fails.
             log.error(
@@ -125,7 +133,7 @@ class StartupRecovery:
             label = claim_label(entry.namespace, entry.name)
             if entry.state == "PrepareStarted":
                 try:
-                    self._discard(label, entry)
+                    self._discard(uid, label, entry)
                 except OSError as err:
                     self._migs.destroy(label, dynamic_migs(entry))
                     pending[uid] = f"removing its CDI spec failed: {err}"
@@ -156,7 +164,7 @@ class StartupRecovery:
             else:
                 if claim is None or claim.metadata.uid != uid:
                     try:
-                        self._discard(label, entry)
+                        self._discard(uid, label, entry)
                     except OSError as err:
                         # Kept: the kubelet's unprepare of the claim retries the removal.
                         log.error(
@@ -185,9 +193,12 @@ class StartupRecovery:
         )
         return report
 
-    def _discard(self, label: str, entry: ClaimEntry) -> None:
-        """Remove a claim's spec and destroy its dynamic MIG devices (failures logged)."""
+    def _discard(self, uid: str, label: str, entry: ClaimEntry) -> None:
+        """Remove a claim's spec and device metadata files, and destroy its dynamic MIG
+        devices (failures logged)."""
         remove_durably(Path(entry.cdi_spec_path))
+        if self._metadata is not None:
+            self._metadata.remove(uid)
         self._fault("recovery-spec-removed")
         self._migs.destroy(label, dynamic_migs(entry))
 
@@ -211,6 +222,7 @@ class StartupRecovery:
         if not recreated and entry.boot_id == self._boot_id:
             problem = self._cdi.spec_problem(file_name, entry.cdi_spec_digest)
             if problem is None:
+                self._restore_files(uid, label, entry)
                 return False
             log_spec_rewrite(label, uid, self._cdi.path(file_name), problem, entry)
         try:
@@ -221,6 +233,16 @@ class StartupRecovery:
             return False
         self._fault("recovery-spec-rewritten")
         return True
+
+    def _restore_files(self, uid: str, label: str, entry: ClaimEntry) -> None:
+        """The claim's metadata files back where its spec is fine (rewrite_spec writes them
+        with the spec otherwise). A failure is logged: the next prepare writes them."""
+        if self._restore_metadata is None:
+            return
+        try:
+            self._restore_metadata(uid, entry)
+        except OSError as err:
+            log.error("%s (UID %s): writing its device metadata files failed: %s", label, uid, err)
 
     def _fault(self, point: FaultPoint) -> None:
         if self._fault_hook is not None:

@@ -298,6 +298,12 @@ class Settings(BaseModel):
         return self.plugin_dir / "mps"
 
     @property
+    def metadata_dir(self) -> Path:
+        """``<plugin dir>/dra-device-metadata``: the claims' device metadata files (KEP-5304),
+        which the CDI specs bind-mount (the plugin directory has the same path on the host)."""
+        return self.plugin_dir / "dra-device-metadata"
+
+    @property
     def serialize_lock(self) -> Path:
         """The file lock the plugin instances of this node serialise prepares with."""
         return self.plugin_dir / "serialize.lock"

@@ -281,12 +281,20 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
         outcome = kubelet.prepare([ref])[claim_uid(0)]
         assert outcome.error == ""
         assert [(d.pool_name, d.device_name) for d in outcome.devices] == [(NODE, "gpu-0")]
-        assert outcome.devices[0].cdi_device_ids == (f"{DRIVER}/gpu={claim_uid(0)}-gpu-0",)
+        # The GPU, and the request's device metadata file (KEP-5304) on its first device.
+        assert outcome.devices[0].cdi_device_ids == (
+            f"{DRIVER}/gpu={claim_uid(0)}-gpu-0",
+            f"{DRIVER}/gpu={claim_uid(0)}-metadata-gpu",
+        )
         spec_file = root / "cdi" / f"{DRIVER}-{claim_uid(0)}.json"
         document = validate_cdi_file(spec_file)
         node = document["devices"][0]["containerEdits"]["deviceNodes"][0]
         assert node == {"path": "/dev/nvidia0", "hostPath": str(root / "host/dev/nvidia0")}
         assert Path(node["hostPath"]).exists()  # the mock's fake device node
+        (mount,) = document["devices"][1]["containerEdits"]["mounts"]
+        metadata_dir = root / "plugins" / DRIVER / "dra-device-metadata" / claim_uid(0)
+        assert mount["hostPath"] == str(metadata_dir / "gpu" / f"{DRIVER}-metadata.json")
+        assert Path(mount["hostPath"]).is_file()
 
         text = scrape(metrics_address)
         assert metric(text, 'dra_driver_requests_total{operation="prepare",result="success"}') == 1
@@ -298,6 +306,7 @@ def test_the_plugin_process_serves_the_kubelet_and_the_api_server(
 
         assert kubelet.unprepare([ref]) == {claim_uid(0): ""}
         assert not spec_file.exists()
+        assert not metadata_dir.exists()
         assert metric(scrape(metrics_address), "dra_driver_prepared_devices") == 0
 
         # The kubelet wipes the node's slices at its start-up: the plugin republishes.

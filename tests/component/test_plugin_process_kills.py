@@ -104,6 +104,15 @@ def check_whole(root: Path, why: str) -> dict[str, str]:
     assert specs == sorted(f"{DRIVER}-{uid}.json" for uid in states), f"{why}: {specs}"
     for name in specs:
         validate_cdi_file(root / "cdi" / name)
+    # The device metadata files (KEP-5304) go with the spec: each prepared claim has
+    # its request's file, complete, and no other claim has any.
+    metadata = root / "plugins" / DRIVER / "dra-device-metadata"
+    assert files_in(metadata) == sorted(states), f"{why}: {files_in(metadata)}"
+    for uid in states:
+        assert files_in(metadata / uid / "gpu") == [f"{DRIVER}-metadata.json"], why
+        file = metadata / uid / "gpu" / f"{DRIVER}-metadata.json"
+        document = json.JSONDecoder().raw_decode(file.read_text())[0]
+        assert document["metadata"]["uid"] == uid, why
     return states
 
 
@@ -151,7 +160,8 @@ def test_sigkill_at_random_moments_keeps_what_the_kubelet_was_told(
                     for n in CLAIMS:
                         assert outcomes[claim_uid(n)].error == "", why
                         ids = outcomes[claim_uid(n)].devices[0].cdi_device_ids
-                        assert ids == (expected_id(n, f"gpu-{n}"),), why
+                        metadata_id = f"{DRIVER}/gpu={claim_uid(n)}-metadata-gpu"
+                        assert ids == (expected_id(n, f"gpu-{n}"), metadata_id), why
                     assert set(check_whole(root, why)) == {claim_uid(n) for n in CLAIMS}, why
                 else:
                     assert set(kubelet.unprepare(refs()).values()) == {""}, why

@@ -3,6 +3,7 @@ the published slices, and a dynamic MIG device created, injected and destroyed."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +55,21 @@ def test_shared_gpus_are_published_and_a_mig_claim_is_prepared(
         ref = ClaimRef(namespace="default", name="claim-0", uid=claim_uid(0))
         outcome = kubelet.prepare([ref])[claim_uid(0)]
         assert outcome.error == ""
-        assert outcome.devices[0].cdi_device_ids == (f"{DRIVER}/gpu={claim_uid(0)}-{MIG}",)
+        assert outcome.devices[0].cdi_device_ids == (
+            f"{DRIVER}/gpu={claim_uid(0)}-{MIG}",
+            f"{DRIVER}/gpu={claim_uid(0)}-metadata-gpu",
+        )
         spec_file = root / "cdi" / f"{DRIVER}-{claim_uid(0)}.json"
         document = validate_cdi_file(spec_file)
+        # The device metadata file names the MIG device made for the claim, by its UUID.
+        env = document["devices"][0]["containerEdits"]["env"]
+        variables = dict(e.split("=", 1) for e in env)
+        (mig_uuid,) = [v for k, v in variables.items() if k.endswith("_UUID")]
+        (mount,) = document["devices"][1]["containerEdits"]["mounts"]
+        metadata = json.JSONDecoder().raw_decode(Path(mount["hostPath"]).read_text())[0]
+        (listed,) = metadata["requests"][0]["devices"]
+        assert (listed["name"], listed["attributes"]["uuid"]) == (MIG, {"string": mig_uuid})
+        assert mig_uuid.startswith("MIG-")
         nodes = [n["hostPath"] for n in document["devices"][0]["containerEdits"]["deviceNodes"]]
         assert nodes[0] == str(root / "host/dev/nvidia0")
         assert [Path(n).parent.name for n in nodes[1:]] == ["nvidia-caps", "nvidia-caps"]

@@ -17,6 +17,7 @@ from api.checkpoint import (
     Checkpoint,
     CheckpointVersionError,
     ClaimEntry,
+    DeviceMetadataRecord,
     DeviceRecord,
     SharingRecord,
     assemble_checkpoint,
@@ -67,7 +68,7 @@ def test_round_trip() -> None:
     data = encode_checkpoint(checkpoint)
     assert decode_checkpoint(data) == checkpoint
     document = json.loads(data)
-    assert document["version"] == CHECKPOINT_VERSION == 2
+    assert document["version"] == CHECKPOINT_VERSION == 3
     record = document["claims"]["uid-1"]
     assert record["state"] == "PrepareCompleted"
     assert record["bootId"] == "5a0c0d6e-boot"
@@ -82,7 +83,7 @@ def test_entries_encoded_one_by_one_give_the_same_file() -> None:
     assert encode_checkpoint(checkpoint) == expected
     parts = {uid: encode_claim_entry(e) for uid, e in reversed(checkpoint.claims.items())}
     assert assemble_checkpoint(parts) == expected
-    assert assemble_checkpoint({}) == b'{"claims":{},"version":2}'
+    assert assemble_checkpoint({}) == b'{"claims":{},"version":3}'
 
 
 def test_only_the_current_version_is_written() -> None:
@@ -154,6 +155,34 @@ def test_version_1_entries_read_without_a_digest() -> None:
     assert checkpoint.version == CHECKPOINT_VERSION
     assert checkpoint.claims["uid-1"] == entry()
     assert checkpoint.claims["uid-1"].cdi_spec_digest is None
+
+
+def test_version_2_entries_read_without_device_metadata() -> None:
+    digest = spec_digest(b"{}")
+    with_digest = entry().model_copy(update={"cdi_spec_digest": digest})
+    v2_entry = json.loads(encode_claim_entry(with_digest))
+    old = json.dumps({"version": 2, "claims": {"uid-1": v2_entry}}).encode()
+    checkpoint = decode_checkpoint(old)
+    assert checkpoint.version == CHECKPOINT_VERSION
+    assert checkpoint.claims["uid-1"].cdi_spec_digest == digest
+    assert checkpoint.claims["uid-1"].device_metadata is None
+
+
+@pytest.mark.parametrize(
+    ("record", "written"),
+    [
+        (DeviceMetadataRecord(pod_claim_name="gpu"), {"podClaimName": "gpu"}),
+        (DeviceMetadataRecord(), {}),
+    ],
+    ids=["from-a-template", "named-by-the-pod"],
+)
+def test_device_metadata_is_recorded_with_the_entry(
+    record: DeviceMetadataRecord, written: dict[str, str]
+) -> None:
+    with_metadata = entry().model_copy(update={"device_metadata": record})
+    data = encode_checkpoint(Checkpoint(claims={"uid-1": with_metadata}))
+    assert json.loads(data)["claims"]["uid-1"]["deviceMetadata"] == written
+    assert decode_checkpoint(data).claims["uid-1"] == with_metadata
 
 
 def test_spec_digest_is_recorded_with_the_entry() -> None:

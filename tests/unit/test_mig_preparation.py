@@ -13,11 +13,10 @@ from dra_driver.cdi import HostFiles, encode_cdi_spec
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.preparation import (
     PreparationPlan,
-    checkpoint_devices,
-    plan_from_checkpoint,
     plan_preparation,
     with_mig_devices,
 )
+from dra_driver.prepared_claims import checkpoint_devices, plan_from_checkpoint
 from tests.unit.preparation_fixtures import (
     DRIVER,
     NODE,

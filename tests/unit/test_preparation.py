@@ -22,12 +22,8 @@ from api.checkpoint import ClaimEntry
 from api.errors import PrepareError
 from api.resource_v1 import ResourceClaim
 from dra_driver.cdi import HostFiles, SharingSettings, encode_cdi_spec
-from dra_driver.preparation import (
-    PreparationPlan,
-    checkpoint_devices,
-    plan_from_checkpoint,
-    plan_preparation,
-)
+from dra_driver.preparation import PreparationPlan, plan_preparation
+from dra_driver.prepared_claims import checkpoint_devices, plan_from_checkpoint
 
 UID = claim_uid(7)
 HOST = HostFiles(dev_root="/mock", control_devices=("/dev/nvidiactl",))
