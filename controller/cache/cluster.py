@@ -27,6 +27,7 @@ from controller.cache.decoding import decode
 from controller.cache.groups import GroupIndex, GroupView
 from controller.cache.inventory import DeviceInventory
 from controller.cache.ledger import ClaimLedger, has_allocation
+from controller.cache.node_filters import NodeChanges, NodeFilters
 from controller.cache.pods import PodIndex
 from controller.cache.views import HeldTwice, PlacementView, held_twice
 from controller.scheduling import NodeFacts, NodeUsage, PodInfo, parse_pod
@@ -69,9 +70,11 @@ class ClusterCache:
         #: Objects that did not decode (``slice x`` -> why), for logs and tests.
         self.rejected: dict[str, str] = {}
         self._claims = ClaimLedger()
-        self._pods = PodIndex()
+        changes = NodeChanges()
+        self._pods = PodIndex(changes)
         self._groups = GroupIndex()
-        self._devices = DeviceInventory(self._claims.allocated, self.rejected)
+        self._devices = DeviceInventory(self._claims.allocated, self.rejected, changes)
+        self.node_filters = NodeFilters(self._devices.facts, self._pods.usage, changes)
         self._synced: set[str] = set()
 
     @property
@@ -178,6 +181,7 @@ class ClusterCache:
                 usage=self._pods.usage,
                 nominated=self._pods.nominated_node(pod.key),
                 snapshot=self._devices.snapshot,
+                node_filter=self.node_filters.filter,
             )
 
     @contextmanager

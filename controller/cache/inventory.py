@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from api.errors import InvalidInputError
 from api.resource_v1 import DeviceClass, DeviceTaintRule, Node, ResourceClaim, ResourceSlice
 from controller.cache.decoding import content
+from controller.cache.node_filters import NodeChanges
 from controller.scheduling import NodeFacts, node_facts
 from dra_driver.allocator import Snapshot
 from dra_driver.allocator.snapshot import PoolKey
@@ -45,11 +46,14 @@ class DeviceInventory:
         self,
         allocated: Callable[[], list[ResourceClaim]],
         rejected: dict[str, str],
+        changes: NodeChanges | None = None,
     ) -> None:
         #: The allocated claims a full build starts from.
         self._allocated = allocated
         #: Shared with the cache: slices the allocator cannot read are noted there.
         self._rejected = rejected
+        #: Where a node's facts changing is told (the node filters re-examine it).
+        self._changes = changes or NodeChanges()
         self._slices: dict[str, ResourceSlice] = {}
         self._classes: dict[str, DeviceClass] = {}
         self._rules: dict[str, DeviceTaintRule] = {}
@@ -165,6 +169,7 @@ class DeviceInventory:
         old = self._nodes.get(name)
         self._nodes[name] = node
         self._facts[name] = facts
+        self._changes.changed(name)
         if old is None or (old.metadata.labels or {}) != (node.metadata.labels or {}):
             # Labels decide which slices (node selectors) a node sees.
             return self._invalidate()
@@ -174,6 +179,7 @@ class DeviceInventory:
 
     def delete_node(self, name: str) -> bool:
         self._facts.pop(name, None)
+        self._changes.changed(name)
         return self._invalidate() if self._nodes.pop(name, None) is not None else False
 
     # -- internals -------------------------------------------------------------------------

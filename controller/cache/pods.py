@@ -10,6 +10,7 @@ from collections.abc import Mapping, Set
 
 from api.resource_v1 import object_key
 from controller.cache.decoding import version_below
+from controller.cache.node_filters import NodeChanges
 from controller.scheduling import NodeUsage, PodInfo, Requests
 
 __all__ = ["PodIndex"]
@@ -19,7 +20,9 @@ class PodIndex:
     """Pods by key, the claim <-> pod index and per-node usage. Not locked: the cache's lock
     covers it."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: NodeChanges | None = None) -> None:
+        #: Where a node's usage changing is told (the node filters re-examine it).
+        self._changes = changes or NodeChanges()
         self._pods: dict[str, PodInfo] = {}
         self._claims_of: dict[str, frozenset[str]] = {}
         self._users: dict[str, set[str]] = {}
@@ -105,6 +108,7 @@ class PodIndex:
             self._add_usage(pod.node_name, pod.requests, sign)
 
     def _add_usage(self, node: str, requests: Requests, sign: int) -> None:
+        self._changes.changed(node)
         usage = self._usage.setdefault(node, NodeUsage())
         usage.requests = usage.requests + requests if sign > 0 else usage.requests - requests
         usage.pods += sign

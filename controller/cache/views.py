@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from api.resource_v1 import ResourceClaim
 from controller.cache.ledger import ClaimLedger
 from controller.cache.pods import PodIndex
-from controller.scheduling import NodeFacts, NodeUsage, PodInfo
+from controller.scheduling import NodeFacts, NodeFilter, NodeUsage, PodInfo
 from dra_driver.allocator import Snapshot
 from dra_driver.allocator.conflicts import DeviceConflict, device_conflicts
 
@@ -31,6 +31,9 @@ class PlacementView:
     nominated: str | None
     #: The allocator's snapshot, built on first use (a build may raise InvalidInputError).
     snapshot: Callable[[], Snapshot]
+    #: ``filter_nodes(pod, nodes, usage)`` from verdicts kept per pod shape
+    #: (:class:`~controller.cache.node_filters.NodeFilters`); None: compute it whole.
+    node_filter: Callable[[PodInfo], NodeFilter] | None = None
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,15 @@ def decide(
             candidates = nodes
         if not candidates:
             raise UnsatisfiableError("no node can run the pod")
+        snapshot = view.snapshot()
         found = allocate(
-            view.snapshot(), pending, policy=policy, nodes=candidates, timeout=timeout_s
+            snapshot,
+            pending,
+            policy=policy,
+            # Every node of the snapshot: the allocator walks its own (ranked) node list
+            # instead of sorting and ranking a list of its own each time.
+            nodes=None if candidates == snapshot.node_names else candidates,
+            timeout=timeout_s,
         )
     except UnsatisfiableError as err:
         ours = [c for c in allocated if marks.owner(c) == pod.uid and not is_reserved(c)]
@@ -202,14 +209,18 @@ def candidate_nodes(
 ) -> NodeFilter | list[str]:
     """The nodes the pod may run on, narrowed by its allocated claims' node selectors
     (a list then: the filter's verdicts no longer tell the whole story)."""
-    filtered = filter_nodes(
-        pod,
-        view.nodes,
-        view.usage,
-        excluded=excluded,
-        # The pod's own nomination must not count against itself.
-        own=(view.nominated, pod.requests) if view.nominated is not None else None,
-    )
+    excluded = tuple(excluded)
+    if view.node_filter is not None and not excluded and view.nominated is None:
+        filtered = view.node_filter(pod)
+    else:
+        filtered = filter_nodes(
+            pod,
+            view.nodes,
+            view.usage,
+            excluded=excluded,
+            # The pod's own nomination must not count against itself.
+            own=(view.nominated, pod.requests) if view.nominated is not None else None,
+        )
     names = filtered.nodes
     for claim in allocated:
         allocation = claim.status.allocation if claim.status is not None else None

@@ -110,7 +110,9 @@ def allocate(
             f'unknown placement policy "{policy}": use one of {", ".join(POLICIES)}'
         )
     plans = plan_claims(pending_claims, snapshot.classes, snapshot.class_plans)
-    names = [n for n in candidate_nodes(snapshot, node, nodes) if n not in (excluded or {})]
+    names = candidate_nodes(snapshot, node, nodes)
+    if excluded:
+        names = [n for n in names if n not in excluded]
     memo = _memo(snapshot, plans, pending_claims)
     if policy == FIRST_FIT:
         found = _first_fit(

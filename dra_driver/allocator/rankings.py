@@ -22,19 +22,28 @@ class Ranking:
             name: (key(name), i, name) for i, name in enumerate(names)
         }
         self.entries = sorted(self.current.values())
+        #: The names of ``entries``, in the same order, moved along with them.
+        self.ordered = [name for _, _, name in self.entries]
         self.dirty: set[str] = set()
 
     def names(self) -> list[str]:
+        """The names, best first: a live list, copy it before changing it."""
         for name in self.dirty:
             old = self.current.get(name)
             if old is None:
                 continue
-            del self.entries[bisect.bisect_left(self.entries, old)]
             new = (self.key(name), old[1], name)
+            if new == old:
+                continue
+            at = bisect.bisect_left(self.entries, old)
+            del self.entries[at]
+            del self.ordered[at]
             self.current[name] = new
-            bisect.insort(self.entries, new)
+            at = bisect.bisect_left(self.entries, new)
+            self.entries.insert(at, new)
+            self.ordered.insert(at, name)
         self.dirty.clear()
-        return [name for _, _, name in self.entries]
+        return self.ordered
 
 
 class Rankings:
@@ -44,7 +53,8 @@ class Rankings:
         self._by_name: dict[str, Ranking] = {}
 
     def ranked(self, name: str, node_names: Sequence[str], key: Callable[[str], Any]) -> list[str]:
-        """``node_names`` sorted by ``key``, ties in their order (:meth:`Snapshot.ranked_nodes`)."""
+        """``node_names`` sorted by ``key``, ties in their order (:meth:`Snapshot.ranked_nodes`):
+        a live list, copy it before changing it."""
         ranking = self._by_name.get(name)
         if ranking is None:
             ranking = Ranking(node_names, key)
