@@ -4,32 +4,36 @@ Usage::
 
     python bench/placement_bench.py                         # starts a LocalCluster
     python bench/placement_bench.py --kubeconfig FILE       # an existing cluster
-    python bench/placement_bench.py --nodes 100 --gpus 8 --pods 500 --policy binpack
+    python bench/placement_bench.py --nodes 5000 --gpus 8 --pods 1000 --burst 200
 
-Workload (per phase, on a fleet made for it and removed after it): ``--nodes``
-fake GPU nodes (Node objects with allocatable cpu/memory/pods, no kubelet)
-with one ResourceSlice of ``--gpus`` devices each, of a driver named after the
-run, one DeviceClass for it, and ``--pods`` pods, each with its own
-ResourceClaim (created beforehand, so the claim controller's pace is not
-measured) for one GPU. Pods tolerate every taint and never start.
+Workload: a fleet of ``--nodes`` hollow GPU nodes (Node objects created with their
+allocatable cpu/memory/pods, no kubelet), each with one ResourceSlice of ``--gpus``
+devices of a driver named after the run, as the plugin publishes them, and one
+DeviceClass; made once, shared by the phases, removed at the end. Per phase, in a
+namespace of its own: ``--pods`` ResourceClaims for one GPU each (created beforehand,
+so the claim controller's pace is not measured), then the pods, in bursts of
+``--burst`` every ``--burst-interval`` seconds (default: all at once). Pods tolerate
+every taint and never start. A phase ends when every pod is bound; its pods and
+claims are deleted (and gone) before the next one.
 
 Phases:
 
 1. ``scheduler``: the pods without the gate. The kube-scheduler allocates
    (first fit) and binds.
 2. ``controller``: the pods with the gate ``gpu.dra-driver.io/placement``;
-   ``dra-driver controller`` (a subprocess, one replica, no leader election)
-   places the claims under ``--policy``, lets each pod's allocations settle
-   for its ``--settle-delay`` (default 2 s; other pods are placed meanwhile),
-   confirms them and removes the gates; the scheduler then binds. Pass
-   ``--controller-arg=--settle-delay=0`` to measure without the wait.
+   ``dra-driver controller`` (a subprocess, one replica, no leader election, ready
+   before the first pod) places the claims under ``--policy``, lets each pod's
+   allocations settle for its ``--settle-delay`` (default 2 s), confirms them and
+   removes the gates; the scheduler then binds.
 
-Times come from one watch on the pods, on this side: when a pod was first
-seen, first seen without the gate, first seen bound. Per phase the program
-prints ``pods_per_s`` (pods over the time from the first pod created to the
-last one done) and ``p50_ms``/``p99_ms`` per pod, for "placed" (controller:
-gate seen to gate removed, settle delay included) and "bound" (created to
-bound, both phases).
+Times come from one watch on the pods, on this side: when a pod was first seen,
+first seen without the gate, first seen bound. Per phase: ``pods_per_s`` (pods over
+the time from the first pod created to the last one done) and ``p50_ms``/``p99_ms``
+per pod, for "placed" (gate seen to gate removed) and "bound" (created to bound);
+the controller's CPU per pod and resident memory (now and peak); the API server's
+requests per second over the phase (``apiserver_request_total``, watches left out).
+``--profile PREFIX`` samples the controller with py-spy. The last line gives the
+ratios to the scheduler-alone rate.
 
 Benchmarks print figures; they never pass or fail on time.
 """
@@ -40,11 +44,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,16 +62,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from agent_kit.kube import ApiError, KubernetesClient, load_api_client  # noqa: E402
+from bench.placement_measures import (  # noqa: E402
+    api_requests,
+    cpu_seconds,
+    measure,
+    memory_mib,
+    profiler,
+    ratios,
+    request_rates,
+    summary,
+)
 
 GATE = "gpu.dra-driver.io/placement"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+#: Threads publishing the fleet and creating the pods (the API server is the limit).
+PUBLISHERS = 16
 
 
 class PodTimes:
@@ -127,7 +136,7 @@ class Fleet:
         self.kube = kube
         self.driver = f"bench-{run}.test"
         self.device_class = f"gpu.{self.driver}"
-        self.names = [f"bench-{run}-{i:03d}" for i in range(nodes)]
+        self.names = [f"bench-{run}-{i:04d}" for i in range(nodes)]
         self.gpus = gpus
 
     def create(self) -> None:
@@ -141,17 +150,15 @@ class Fleet:
             },
         )
         resources = {"cpu": "64", "memory": "256Gi", "pods": "110"}
-
-        core = _core(self.kube)
+        # A Node keeps the status it is created with (the API server drops it for
+        # other kinds): one request per node, as many as a big fleet can afford.
+        node_status = {"capacity": resources, "allocatable": resources}
 
         def one(name: str) -> None:
-            self.kube.create("nodes", {"metadata": {"name": name}})
-            core.patch_node_status(
-                name, {"status": {"capacity": resources, "allocatable": resources}}
-            )
+            self.kube.create("nodes", {"metadata": {"name": name}, "status": node_status})
             self.kube.create("resourceslices", self._slice(name))
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(PUBLISHERS) as pool:
             list(pool.map(one, self.names))
 
     def _slice(self, name: str) -> dict[str, Any]:
@@ -181,7 +188,7 @@ class Fleet:
             self.kube.delete("resourceslices", f"{name}-gpus")
             self.kube.delete("nodes", name)
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(PUBLISHERS) as pool:
             list(pool.map(one, self.names))
         self.kube.delete("deviceclasses", self.device_class)
 
@@ -207,16 +214,18 @@ def _pod(name: str, namespace: str, claim: str, *, gated: bool) -> dict[str, Any
     return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a running process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextmanager
 def controller_process(
     kubeconfig: str, policy: str, extra: list[str]
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``dra-driver controller`` in a subprocess, returned once its watches are synced."""
+    health = f"127.0.0.1:{_free_port()}"
     command = [
         str(Path(sys.executable).parent / "dra-driver"),
         "controller",
@@ -225,34 +234,60 @@ def controller_process(
         "--no-manage-device-classes",
         f"--policy={policy}",
         "--log-level=warning",
+        f"--health-address={health}",
         *extra,
     ]
     process = subprocess.Popen(command, cwd=REPO)
     try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://{health}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
         yield process
     finally:
         process.terminate()
         process.wait(30)
 
 
+def _create_pods(
+    kube: KubernetesClient, namespace: str, pods: int, *, gated: bool, burst: int, interval: float
+) -> None:
+    """The pods in bursts of ``burst``, one burst every ``interval`` seconds (or as soon
+    as the previous one is created, when that takes longer)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(PUBLISHERS) as pool:
+        for number, first in enumerate(range(0, pods, burst)):
+            wait = started + number * interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            list(
+                pool.map(
+                    lambda i: kube.create(
+                        "pods", _pod(f"p{i:04d}", namespace, f"c{i:04d}", gated=gated)
+                    ),
+                    range(first, min(first + burst, pods)),
+                )
+            )
+
+
 def run_phase(
     kube: KubernetesClient,
+    fleet: Fleet,
+    args: argparse.Namespace,
     *,
     name: str,
     gated: bool,
-    nodes: int,
-    gpus: int,
-    pods: int,
     kubeconfig: str,
-    policy: str,
-    extra: list[str],
 ) -> dict[str, Any]:
-    run = uuid.uuid4().hex[:6]
-    namespace = f"bench-{run}"
+    pods = args.pods
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
     _create_namespace(kube, namespace)
-    fleet = Fleet(kube, run, nodes, gpus)
-    fleet.create()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(PUBLISHERS) as pool:
         list(
             pool.map(
                 lambda i: kube.create(
@@ -263,49 +298,47 @@ def run_phase(
         )
     times = PodTimes(kube, namespace)
     times.start()
-    context = controller_process(kubeconfig, policy, extra) if gated else _nothing()
+    context = (
+        controller_process(kubeconfig, args.policy, args.controller_arg) if gated else _nothing()
+    )
     cpu: float | None = None
+    memory: dict[str, float] = {}
     try:
         with context as process:
-            if process is not None:
-                time.sleep(3)  # the controller's first lists
-                cpu = cpu_seconds(process.pid)
-            started = time.monotonic()
-            with ThreadPoolExecutor(8) as pool:
-                list(
-                    pool.map(
-                        lambda i: kube.create(
-                            "pods", _pod(f"p{i:04d}", namespace, f"c{i:04d}", gated=gated)
-                        ),
-                        range(pods),
-                    )
+            pid = process.pid if process is not None else None
+            profile = f"{args.profile}.{name}.txt" if args.profile else None
+            with profiler(pid, profile):
+                if pid is not None:
+                    cpu = cpu_seconds(pid)
+                requests_before = api_requests(kube)
+                started = time.monotonic()
+                _create_pods(
+                    kube,
+                    namespace,
+                    pods,
+                    gated=gated,
+                    burst=args.burst,
+                    interval=args.burst_interval,
                 )
-            done = times.wait(pods, timeout_s=600)
-            if process is not None and cpu is not None:
-                cpu = cpu_seconds(process.pid) - cpu
+                done = times.wait(pods, timeout_s=args.timeout)
+                finished = time.monotonic()
+                requests_after = api_requests(kube)
+                if pid is not None and cpu is not None:
+                    cpu = cpu_seconds(pid) - cpu
+                    memory = memory_mib(pid)
     finally:
         times.stop.set()
         _cleanup(kube, namespace)
-        fleet.remove()
     result: dict[str, Any] = {"phase": name, "complete": done, "pods": pods}
     if cpu is not None:
         result["controller_cpu_ms_per_pod"] = round(cpu / pods * 1000, 1)
-    bound = [times.bound[p] - times.created[p] for p in times.bound if p in times.created]
-    last_bound = max(times.bound.values(), default=started)
-    result["bound"] = {
-        "pods_per_s": round(len(times.bound) / (last_bound - started), 1),
-        "p50_ms": round(percentile(bound, 0.5) * 1000, 1),
-        "p99_ms": round(percentile(bound, 0.99) * 1000, 1),
-    }
+        result["controller_memory"] = memory
+    result["api_requests"] = request_rates(
+        requests_before, requests_after, finished - started, pods
+    )
+    result["bound"] = measure(times.created, times.bound, started)
     if gated:
-        placed = [times.ungated[p] - times.created[p] for p in times.ungated if p in times.created]
-        last_placed = max(times.ungated.values(), default=started)
-        result["placed"] = {
-            "pods_per_s": round(len(times.ungated) / (last_placed - started), 1),
-            "p50_ms": round(percentile(placed, 0.5) * 1000, 1),
-            "p99_ms": round(percentile(placed, 0.99) * 1000, 1),
-            "mean_ms": round(statistics.fmean(placed) * 1000, 1) if placed else None,
-        }
+        result["placed"] = measure(times.created, times.ungated, started)
     return result
 
 
@@ -315,7 +348,7 @@ def _nothing() -> Iterator[None]:
 
 
 def _core(kube: KubernetesClient) -> Any:
-    """The official client's CoreV1Api on the same connection (namespaces, node status)."""
+    """The official client's CoreV1Api on the same connection (namespaces)."""
     from kubernetes import client
 
     return client.CoreV1Api(kube._api_client)
@@ -326,25 +359,34 @@ def _create_namespace(kube: KubernetesClient, name: str) -> None:
 
 
 def _cleanup(kube: KubernetesClient, namespace: str) -> None:
+    """Delete the phase's pods and claims and wait until they are gone, so the next
+    phase starts with every device free and no pods of this one in the watches."""
     core = _core(kube)
     core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     core.delete_namespace(namespace)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(namespace)
+        except Exception:  # 404: gone
+            return
+        time.sleep(1)
 
 
-def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per phase and measure, the median of each figure over the runs."""
-    summary: dict[str, Any] = {}
-    for phase, results in runs.items():
-        summary[phase] = {
-            measure: {
-                key: statistics.median(r[measure][key] for r in results)
-                for key in ("pods_per_s", "p50_ms", "p99_ms")
-            }
-            for measure in ("placed", "bound")
-            if all(measure in r for r in results)
-        }
-        summary[phase]["runs"] = len(results)
-    return summary
+def _time_command(command: str, kubeconfig: str, fleet: Fleet) -> dict[str, Any]:
+    """Run ``command`` once against the published fleet; its wall time and exit status."""
+    env = {**os.environ, "BENCH_KUBECONFIG": kubeconfig, "BENCH_DRIVER": fleet.driver}
+    began = time.monotonic()
+    done = subprocess.run(
+        command, shell=True, env=env, cwd=REPO, stdout=subprocess.PIPE, check=False
+    )
+    return {
+        "command": command,
+        "devices": len(fleet.names) * fleet.gpus,
+        "wall_s": round(time.monotonic() - began, 2),
+        "exit": done.returncode,
+        "output_lines": done.stdout.count(b"\n"),
+    }
 
 
 def main() -> int:
@@ -354,6 +396,11 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--pods", type=int, default=500)
     parser.add_argument("--policy", default="binpack")
+    parser.add_argument("--burst", type=int, default=0, help="pods per burst (0: all at once)")
+    parser.add_argument(
+        "--burst-interval", type=float, default=1.0, help="seconds from one burst to the next"
+    )
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a phase may take")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -370,7 +417,19 @@ def main() -> int:
         help="extra flag for dra-driver controller (repeatable), e.g. "
         "--controller-arg=--workers=16",
     )
+    parser.add_argument(
+        "--fleet-command",
+        metavar="CMD",
+        help="a shell command to time once the fleet is published, before the phases "
+        "(env BENCH_KUBECONFIG, BENCH_DRIVER), e.g. dra-driver gpus",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="sample the controller with py-spy (on PATH) into PREFIX.controller.txt",
+    )
     args = parser.parse_args()
+    args.burst = args.burst or args.pods
     local = None
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
@@ -381,32 +440,44 @@ def main() -> int:
         kubeconfig = str(local.kubeconfig)
     try:
         kube = KubernetesClient(load_api_client(kubeconfig))
+        fleet = Fleet(kube, uuid.uuid4().hex[:6], args.nodes, args.gpus)
+        began = time.monotonic()
+        fleet.create()
+        print(
+            json.dumps({"fleet": len(fleet.names), "published_s": round(time.monotonic() - began)}),
+            flush=True,
+        )
         runs: dict[str, list[dict[str, Any]]] = {}
-        for _ in range(args.repeat):
-            for phase in args.phases.split(","):
-                result = run_phase(
-                    kube,
-                    name=phase,
-                    gated=phase == "controller",
-                    nodes=args.nodes,
-                    gpus=args.gpus,
-                    pods=args.pods,
-                    kubeconfig=kubeconfig,
-                    policy=args.policy,
-                    extra=args.controller_arg,
-                )
-                result.update(
-                    nodes=args.nodes,
-                    gpus_per_node=args.gpus,
-                    policy=args.policy if phase == "controller" else "first-fit (scheduler)",
-                    cpus=os.cpu_count(),
-                    python=platform.python_version(),
-                    load_average=round(os.getloadavg()[0], 1),
-                )
-                runs.setdefault(phase, []).append(result)
-                print(json.dumps(result), flush=True)
+        try:
+            if args.fleet_command:
+                print(json.dumps(_time_command(args.fleet_command, kubeconfig, fleet)), flush=True)
+            for _ in range(args.repeat):
+                for phase in filter(None, args.phases.split(",")):
+                    result = run_phase(
+                        kube,
+                        fleet,
+                        args,
+                        name=phase,
+                        gated=phase == "controller",
+                        kubeconfig=kubeconfig,
+                    )
+                    result.update(
+                        nodes=args.nodes,
+                        gpus_per_node=args.gpus,
+                        burst=args.burst,
+                        burst_interval_s=args.burst_interval,
+                        policy=args.policy if phase == "controller" else "first-fit (scheduler)",
+                        cpus=os.cpu_count(),
+                        python=platform.python_version(),
+                        load_average=Path("/proc/loadavg").read_text().split()[:3],
+                    )
+                    runs.setdefault(phase, []).append(result)
+                    print(json.dumps(result), flush=True)
+        finally:
+            fleet.remove()
         if args.repeat > 1:
-            print(json.dumps({"summary": _summary(runs)}), flush=True)
+            print(json.dumps({"summary": summary(runs)}), flush=True)
+        print(json.dumps({"ratios": ratios(runs)}), flush=True)
     finally:
         if local is not None:
             local.down()
