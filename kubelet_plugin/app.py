@@ -68,6 +68,7 @@ from dra_driver.discovery.model import (
 )
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files
 from kubelet_plugin.checkpoint_store import CheckpointStore, read_boot_id
+from kubelet_plugin.claim_events import ClaimEvents
 from kubelet_plugin.claim_source import KubernetesClaimSource
 from kubelet_plugin.claim_status import ClaimStatusReporter, ClaimStatusWriter
 from kubelet_plugin.device_plugin_guard import COMPONENT as GUARD_COMPONENT
@@ -121,6 +122,7 @@ class NodeAgent:
     server: PluginServer | None = None
     publisher: SlicePublisher | None = None
     status_writer: ClaimStatusWriter | None = None
+    claim_events: ClaimEvents | None = None
     monitor: HealthMonitor | None = None
     health_notices: NodeHealthNotices | None = None
     mps_events: MpsRestartEvents | None = None
@@ -233,8 +235,15 @@ class NodeAgent:
         # The claims' status.devices (KEP-4817), written after each prepare and health change.
         status_writer = self.status_writer = ClaimStatusWriter(kube, settings.driver_name)
         status_writer.start()
+        # Events on the claims: a failed prepare, a device they hold tainted or recovered.
+        claim_events = self.claim_events = ClaimEvents(kube, settings.node_name)
+        claim_events.start()
         reporter = ClaimStatusReporter(
-            driver, status_writer, prepared=driver.prepared, inventory=inventory
+            driver,
+            status_writer,
+            prepared=driver.prepared,
+            inventory=inventory,
+            events=claim_events,
         )
 
         def publish_taints(taints: Mapping[str, Sequence[DeviceTaint]]) -> None:
@@ -354,6 +363,8 @@ class NodeAgent:
             steps.append(("claim status writer", self.status_writer.stop))
         if self.health_notices is not None:
             steps.append(("health Events", self.health_notices.stop))
+        if self.claim_events is not None:
+            steps.append(("claim Events", self.claim_events.stop))
         if self.driver is not None:
             steps.append(("driver", self.driver.close))
         if self.mps_events is not None:

@@ -40,6 +40,7 @@ from agent_kit.kube import ApiError, ClusterClient, ConflictError, ForbiddenErro
 from api.checkpoint import ClaimEntry, DeviceRecord
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.model import NodeInventory
+from kubelet_plugin.claim_events import ClaimEvents, describe_taints
 from kubelet_plugin.node_driver import ClaimRef, NodeDriver, PrepareResult
 
 __all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "device_entries"]
@@ -102,7 +103,7 @@ def _health_condition(taints: Sequence[DeviceTaint], stamp: str) -> dict[str, An
             "message": "no health event is in force for this device",
             "lastTransitionTime": stamp,
         }
-    described = "; ".join(f"{t.key}{'=' + t.value if t.value else ''}:{t.effect}" for t in taints)
+    described = describe_taints(taints)
     return {
         "type": "Healthy",
         "status": "False",
@@ -271,7 +272,9 @@ class ClaimStatusWriter:
 
 class ClaimStatusReporter:
     """A NodeDriver that, after its inner driver answers, has the claims' ``status.devices``
-    written (:class:`ClaimStatusWriter`); answers are the inner driver's, unchanged."""
+    written (:class:`ClaimStatusWriter`); answers are the inner driver's, unchanged. With
+    ``events``, a failed prepare and a health change of a device a claim holds are Events
+    on the claim too (:mod:`kubelet_plugin.claim_events`)."""
 
     def __init__(
         self,
@@ -280,8 +283,10 @@ class ClaimStatusReporter:
         *,
         prepared: Callable[[], Mapping[str, ClaimEntry]],
         inventory: NodeInventory,
+        events: ClaimEvents | None = None,
     ) -> None:
         self._inner = inner
+        self._events = events
         self._writer = writer
         self._prepared = prepared
         self._inventory = inventory
@@ -301,6 +306,8 @@ class ClaimStatusReporter:
             entry = prepared.get(ref.uid)
             if result is not None and result.error is None and entry is not None:
                 self._writer.wish(ref, self._entries(entry))
+            elif result is not None and result.error is not None and self._events is not None:
+                self._events.prepare_failed(ref, result.error)
         return results
 
     def unprepare(self, claims: Sequence[ClaimRef]) -> Mapping[str, str | None]:
@@ -318,11 +325,21 @@ class ClaimStatusReporter:
             changed = {
                 d for d in set(before) | set(self._taints) if before.get(d) != self._taints.get(d)
             }
+            now = dict(self._taints)
         if not changed:
             return
         for uid, entry in self._prepared().items():
             if entry.state != "PrepareCompleted":
                 continue
-            if any(record.device in changed for record in entry.devices):
-                ref = ClaimRef(namespace=entry.namespace, name=entry.name, uid=uid)
-                self._writer.wish(ref, self._entries(entry))
+            touched = [record for record in entry.devices if record.device in changed]
+            if not touched:
+                continue
+            ref = ClaimRef(namespace=entry.namespace, name=entry.name, uid=uid)
+            self._writer.wish(ref, self._entries(entry))
+            if self._events is None:
+                continue
+            for record in touched:
+                if record.device in now:
+                    self._events.tainted(ref, record, now[record.device])
+                else:
+                    self._events.recovered(ref, record)

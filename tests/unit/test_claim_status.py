@@ -12,6 +12,7 @@ import pytest
 from api.checkpoint import ClaimEntry, DeviceRecord, MigRecord
 from api.resource_v1 import DeviceTaint
 from dra_driver.discovery.mock import MockBackend
+from kubelet_plugin.claim_events import ClaimEvents
 from kubelet_plugin.claim_status import ClaimStatusReporter, ClaimStatusWriter, device_entries
 from kubelet_plugin.node_driver import ClaimRef, PreparedDevice, PrepareResult
 from tests.fakes.cluster import FakeCluster
@@ -248,3 +249,40 @@ def test_the_reporter_writes_after_prepare_health_and_unprepare() -> None:
     reporter.unprepare([REF])
     writer.drain()
     assert _devices(cluster) == []
+
+
+def test_a_failed_prepare_and_the_health_of_a_held_device_are_events_on_the_claim() -> None:
+    cluster = _cluster()
+    inner = _Inner()
+    writer = ClaimStatusWriter(cluster, DRIVER)
+    events = ClaimEvents(cluster, NODE)  # not started: each Event is written at once
+    reporter = ClaimStatusReporter(
+        inner, writer, prepared=lambda: inner.entries, inventory=INVENTORY, events=events
+    )
+    broken = ClaimRef(namespace="default", name="broken", uid="u-2")
+    xid = DeviceTaint(key=f"{DRIVER}/xid", value="79", effect="NoExecute")
+
+    reporter.prepare([REF, broken])
+    reporter.health_changed({"gpu-1": [xid]})
+    reporter.health_changed({"gpu-0": [xid]})  # a device no claim here holds: no Event
+    reporter.health_changed({})
+    writer.drain()
+
+    found = [
+        (e["involvedObject"]["name"], e["involvedObject"]["uid"], e["type"], e["reason"])
+        for e in cluster.objects("events")
+    ]
+    assert found == [
+        ("broken", "u-2", "Warning", "PrepareFailed"),
+        ("train", UID, "Warning", "DeviceTainted"),
+        ("train", UID, "Normal", "DeviceRecovered"),
+    ]
+    messages = [e["message"] for e in cluster.objects("events")]
+    assert messages[0] == f"node {NODE}: preparing the claim failed: no such device"
+    gpu = INVENTORY.gpu_by_name("gpu-1")
+    assert gpu is not None
+    assert messages[1].startswith(
+        f"node {NODE}: device gpu-1 ({gpu.uuid}) carries health taints {DRIVER}/xid=79:NoExecute"
+        "; NoExecute: the pods using it are evicted"
+    )
+    assert all(e["involvedObject"]["kind"] == "ResourceClaim" for e in cluster.objects("events"))
