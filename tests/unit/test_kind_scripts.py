@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,19 @@ def _script_constants() -> dict[str, str]:
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    # An empty PATH apart from bash's own directory: the script must not reach docker or
-    # kind before it has checked its arguments.
-    env = {"PATH": str(Path(shutil.which("bash") or "/bin/bash").parent), "HOME": "/nonexistent"}
-    return subprocess.run(
-        ["bash", str(RUN), *args], capture_output=True, text=True, timeout=30, env=env, check=False
-    )
+    # A PATH of bash and the few text tools the script needs before its tool check, and
+    # nothing else (a machine with Docker has docker next to bash): the script must not
+    # reach docker or kind before it has checked its arguments.
+    with tempfile.TemporaryDirectory() as bin_dir:
+        for tool in ("bash", "sed", "dirname", "cat", "id"):
+            found = shutil.which(tool)
+            assert found, f"{tool} is missing"
+            os.symlink(found, Path(bin_dir) / tool)
+        env = {"PATH": bin_dir, "HOME": "/nonexistent"}
+        return subprocess.run(
+            [str(Path(bin_dir) / "bash"), str(RUN), *args],
+            capture_output=True, text=True, timeout=30, env=env, check=False,
+        )  # fmt: skip
 
 
 def _config() -> dict[str, Any]:
@@ -274,3 +282,54 @@ def test_the_cluster_suite_collects() -> None:
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     assert len(collected) >= 10, result.stdout[-3000:]
     assert any("test_cluster_controller.py::" in line for line in collected)
+
+
+# --- The scripts that make kind work without a registry ----------------------------------------
+
+LOCAL_SCRIPTS = {
+    "engine.sh": "Docker's engine and kind on a Debian machine",
+    "node-image.sh": "Build, or reuse, a kind node image without any container registry.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL_SCRIPTS))
+def test_local_scripts_print_their_usage_and_refuse_a_bad_argument(name: str) -> None:
+    script = KIND / name
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    env = {"PATH": str(Path(shutil.which("bash") or "/bin/bash").parent), "HOME": "/nonexistent"}
+    shown = subprocess.run(
+        ["bash", str(script), "--help"], capture_output=True, text=True, env=env, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(LOCAL_SCRIPTS[name])
+    assert "set -Eeuo pipefail" not in shown.stdout
+    bad = subprocess.run(
+        ["bash", str(script), "--frobnicate"], capture_output=True, text=True, env=env, check=False
+    )
+    assert bad.returncode == 2
+    assert "--frobnicate" in bad.stderr
+
+
+def test_node_image_files_name_the_pause_image_and_cdi_dirs_the_chart_uses() -> None:
+    containerd = tomllib.loads((KIND / "node" / "containerd-config.toml").read_text())
+    cri = containerd["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["enable_cdi"] is True
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert chart_values["kubeletPlugin"]["cdiRoot"] in cri["cdi_spec_dirs"]
+    runc = cri["containerd"]["runtimes"]["runc"]["options"]
+    assert runc["BinaryName"] == "/usr/local/sbin/runc-capfilter"
+    dockerfile = (KIND / "node" / "Dockerfile").read_text()
+    assert "COPY runc-capfilter /usr/local/sbin/runc-capfilter" in dockerfile
+    for manifest in ("default-cni.yaml", "default-storage.yaml"):
+        assert list(yaml.safe_load_all((KIND / "node" / manifest).read_text())), manifest
+
+
+def test_runc_capfilter_go_tests_pass() -> None:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("the go command is missing: e2e/kind/capfilter is not tested")
+    result = subprocess.run(
+        [go, "test", "./..."], cwd=KIND / "capfilter", capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
