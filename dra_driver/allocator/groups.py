@@ -234,6 +234,10 @@ def _try(
     nodes = [n for n in member.nodes if n not in excluded]
     preferred = [n for n in nodes if n in set(used)]
     others = [n for n in nodes if n not in set(used)]
+    if preferred and _free_whole(search.snapshot, preferred) < requested_devices(member.claims):
+        # The group's nodes cannot hold it (a failed try costs an explanation): let the
+        # policy choose among all of them at once.
+        preferred, others = [], nodes
     reason = "no node left to try"
     for candidates in (preferred, others):
         if not candidates or search.steps <= 0:
@@ -300,6 +304,19 @@ def _on_island(claim: ResourceClaim, island: str) -> ResourceClaim:
         for sub in request.first_available or []:
             sub.selectors = [*(sub.selectors or []), selector]
     return copy
+
+
+def _free_whole(snapshot: Snapshot, nodes: Sequence[str]) -> int:
+    """Whole devices on ``nodes`` that nobody holds (a partitioned one counts as free:
+    never below what fits)."""
+    free = 0
+    for node in nodes:
+        for device in snapshot.view(node).candidates:
+            kind = device.attribute(qualify("type", device.driver))
+            whole = kind is None or not kind.set_fields() or kind.value == _WHOLE_DEVICE
+            if whole and not snapshot.in_use(device.id):
+                free += 1
+    return free
 
 
 def _free_islands(
