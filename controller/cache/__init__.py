@@ -42,7 +42,12 @@ held twice, with the claims and pods involved).
 
 Thread-safety: the reflectors call in from their threads; every access holds
 ``lock`` (re-entrant). Decisions take the lock too, so a decision sees one
-consistent state.
+consistent state. A watch event is decoded before the lock is taken
+(:func:`~controller.cache.decoding.decode_object`), so the workers wait only for
+the store's update, not for the decoding.
+
+A decision's node filter is kept per pod shape and re-examined only on the nodes
+whose facts or usage changed (:mod:`~controller.cache.node_filters`).
 """
 
 from controller.cache.cluster import ClusterCache

@@ -23,14 +23,14 @@ from api.resource_v1 import (
     describe,
     object_key,
 )
-from controller.cache.decoding import decode
+from controller.cache.decoding import decode_object
 from controller.cache.groups import GroupIndex, GroupView
 from controller.cache.inventory import DeviceInventory
 from controller.cache.ledger import ClaimLedger, has_allocation
 from controller.cache.node_filters import NodeChanges, NodeFilters
 from controller.cache.pods import PodIndex
 from controller.cache.views import HeldTwice, PlacementView, held_twice
-from controller.scheduling import NodeFacts, NodeUsage, PodInfo, parse_pod
+from controller.scheduling import NodeFacts, NodeUsage, PodInfo
 from dra_driver.allocator import Snapshot
 
 __all__ = ["ClusterCache"]
@@ -94,6 +94,7 @@ class ClusterCache:
 
         The slice changes of one list (a relist after a watch expired, when many
         slices may have changed) reach the snapshot as one pool update."""
+        decoded = [decode_object(resource, item) for item in items]  # before the lock
         with self.lock:
             slices = resource == "resourceslices"
             if slices:
@@ -102,8 +103,8 @@ class ClusterCache:
                 keys = {_key(resource, item) for item in items}
                 for old in [k for k in self._keys(resource) if k not in keys]:
                     self._delete(resource, old)
-                for item in items:
-                    self._upsert(resource, item)
+                for item, model in zip(items, decoded, strict=True):
+                    self._upsert(resource, item, model)
                 if resource == "podgroups":
                     self._groups.served = True
             finally:
@@ -112,11 +113,12 @@ class ClusterCache:
             self._synced.add(resource)
 
     def apply(self, resource: Resource, event_type: str, obj: dict[str, Any]) -> None:
+        model = None if event_type == "DELETED" else decode_object(resource, obj)
         with self.lock:
             if event_type == "DELETED":
                 self._delete(resource, _key(resource, obj))
             else:
-                self._upsert(resource, obj)
+                self._upsert(resource, obj, model)
 
     def synced(self, resources: Iterable[str]) -> bool:
         with self.lock:
@@ -286,23 +288,26 @@ class ClusterCache:
     def _capacity_changed(self) -> None:
         self._notify(sorted(self.waiting))
 
-    def _upsert(self, resource: Resource, raw: Mapping[str, Any]) -> None:
+    def _upsert(self, resource: Resource, raw: Mapping[str, Any], model: object) -> None:
+        """Store ``model``, what :func:`decode_object` made of ``raw``."""
         changed = False
         try:
-            if resource == "resourceslices":
-                changed = self._devices.upsert_slice(decode(ResourceSlice, raw))
-            elif resource == "deviceclasses":
-                changed = self._devices.upsert_class(decode(DeviceClass, raw))
-            elif resource == "devicetaintrules":
-                changed = self._devices.upsert_rule(decode(DeviceTaintRule, raw))
-            elif resource == "nodes":
-                changed = self._devices.upsert_node(decode(Node, raw))
-            elif resource == "resourceclaims":
-                self._upsert_claim(decode(ResourceClaim, raw))
-            elif resource == "pods":
-                self._upsert_pod(parse_pod(raw))
-            elif resource == "podgroups":
-                self._notify(self._groups.upsert(decode(PodGroup, raw)))
+            if isinstance(model, InvalidInputError):
+                raise model
+            if isinstance(model, ResourceSlice):
+                changed = self._devices.upsert_slice(model)
+            elif isinstance(model, DeviceClass):
+                changed = self._devices.upsert_class(model)
+            elif isinstance(model, DeviceTaintRule):
+                changed = self._devices.upsert_rule(model)
+            elif isinstance(model, Node):
+                changed = self._devices.upsert_node(model)
+            elif isinstance(model, ResourceClaim):
+                self._upsert_claim(model)
+            elif isinstance(model, PodInfo):
+                self._upsert_pod(model)
+            elif isinstance(model, PodGroup):
+                self._notify(self._groups.upsert(model))
         except InvalidInputError as err:
             label = describe(raw) if resource != "pods" else f"pod {_key(resource, raw)}"
             if self.rejected.get(label) != str(err):

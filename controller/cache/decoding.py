@@ -6,14 +6,32 @@ Shared by the cache's stores; nothing here keeps state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from api.errors import InvalidInputError
-from api.resource_v1 import K8sObject, describe, field_errors
+from api.pod_group import PodGroup
+from api.resource_v1 import (
+    DeviceClass,
+    DeviceTaintRule,
+    K8sObject,
+    Node,
+    ResourceClaim,
+    ResourceSlice,
+    describe,
+    field_errors,
+)
+from controller.scheduling import parse_pod
 
-__all__ = ["content", "decode", "is_older", "resource_version", "version_below"]
+__all__ = [
+    "content",
+    "decode",
+    "decode_object",
+    "is_older",
+    "resource_version",
+    "version_below",
+]
 
 _M = TypeVar("_M", bound=K8sObject)
 
@@ -24,6 +42,31 @@ def decode(model: type[_M], raw: Mapping[str, Any]) -> _M:
         return model.model_validate(raw)
     except ValidationError as err:
         raise InvalidInputError(obj=describe(raw), errors=field_errors(err)) from None
+
+
+#: The model of each watched resource but pods.
+_MODELS: Final[Mapping[str, type[K8sObject]]] = {
+    "resourceslices": ResourceSlice,
+    "deviceclasses": DeviceClass,
+    "devicetaintrules": DeviceTaintRule,
+    "nodes": Node,
+    "resourceclaims": ResourceClaim,
+    "podgroups": PodGroup,
+}
+
+
+def decode_object(resource: str, raw: Mapping[str, Any]) -> object:
+    """What the cache keeps of a raw object of ``resource`` (a PodInfo for a pod), or the
+    InvalidInputError that says why it does not decode (returned, not raised).
+
+    The watches call this before they take the cache's lock: decoding is most of an
+    event's cost, and the placement workers need the lock meanwhile."""
+    try:
+        if resource == "pods":
+            return parse_pod(raw)
+        return decode(_MODELS[resource], raw)
+    except InvalidInputError as err:
+        return err
 
 
 def resource_version(obj: K8sObject) -> int | None:
