@@ -29,12 +29,18 @@ Scenarios, each printed as one JSON object:
 ``--node-lock`` runs every call holding the node's file lock, as the plugin does
 with ``--pod-uid`` (rolling updates; the chart's default).
 
+Each prepare also writes the claim's device metadata file (KEP-5304; temp file,
+fsync, rename, directory fsync) under ``<dir>/plugin/dra-device-metadata``, on the
+checkpoint's file system as on nodes, and unprepare removes it, as the plugin does;
+``--no-device-metadata`` leaves that out (the driver before it).
+
 Benchmarks print figures; they never pass or fail on time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -110,6 +116,7 @@ class Node:
         *,
         node_lock: bool = False,
         prepare_workers: int = PREPARE_WORKERS,
+        device_metadata: bool = True,
     ) -> None:
         dev = root / "host" / "dev"
         dev.mkdir(parents=True)
@@ -148,7 +155,12 @@ class Node:
             claim_source=self.claims,
             checkpoints=CheckpointStore(root / "state" / "checkpoint.json"),
             cdi=CdiWriter(cdi_root, DRIVER),
-            host=scan_host_files(root / "host", root / "driver", "/usr/bin/nvidia-cdi-hook"),
+            host=dataclasses.replace(
+                scan_host_files(root / "host", root / "driver", "/usr/bin/nvidia-cdi-hook"),
+                metadata_root=str(root / "plugin" / "dra-device-metadata")
+                if device_metadata
+                else None,
+            ),
             boot_id="bench-boot",
             # As the chart runs it (--pod-uid): every call holds the node's file lock.
             node_lock=NodeFileLock(root / "state" / "serialize.lock") if node_lock else None,
@@ -307,6 +319,11 @@ def main() -> None:
         help="serialise every call through the node's file lock, as a plugin run with "
         "--pod-uid (the chart's default) does",
     )
+    parser.add_argument(
+        "--no-device-metadata",
+        action="store_true",
+        help="write no device metadata files (KEP-5304), which the plugin writes at each prepare",
+    )
     args = parser.parse_args()
     runs: dict[str, tuple[int, Callable[[Node], dict[str, Any]]]] = {
         "single": (8, lambda node: sequential(node, args.iterations, 1)),
@@ -326,12 +343,14 @@ def main() -> None:
                 gpus,
                 node_lock=args.node_lock,
                 prepare_workers=args.prepare_workers,
+                device_metadata=not args.no_device_metadata,
             )
             figures = run(node)
             figures = {
                 "scenario": name,
                 "node_lock": args.node_lock,
                 "prepare_workers": args.prepare_workers,
+                "device_metadata": not args.no_device_metadata,
                 **figures,
                 "checkpoint_fs": filesystem_of(root),
                 "cdi_root_fs": filesystem_of(cdi_parent),

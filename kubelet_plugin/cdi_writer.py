@@ -103,7 +103,12 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_atomically(
-    path: Path, data: bytes, *, mode: int = 0o644, sync_directory: bool = True
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    sync_directory: bool = True,
+    sync_file: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
 
@@ -113,7 +118,10 @@ def write_atomically(
 
     ``sync_directory=False`` leaves out the last fsync: the file is still never
     torn, but after a power cut the rename may be lost (the old file is back).
-    Use it only where a later synced write covers the loss.
+    Use it only where a later synced write covers the loss. ``sync_file=False`` leaves
+    out the file's fsync too: running readers still see the old file or the new one, but
+    after a power cut the file may be empty; only for a file that start-up after a reboot
+    checks and writes again.
     """
     directory = path.parent
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
@@ -123,7 +131,8 @@ def write_atomically(
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
+            if sync_file:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -10,6 +10,12 @@ file or none) and mode 0644; directories are 0755, whatever the umask. A file is
 written again only when its content changed: a running container keeps the file it
 mounted (a bind mount follows the inode), and the next one gets the new one.
 
+Writes are not fsynced: a process crash loses nothing (the page cache stays), and after a
+power cut, which brings a new boot ID, start-up writes every prepared claim's spec and
+files again, comparing each file with what it must hold (an empty or lost one is
+rewritten). That keeps two fsyncs of the node's disk out of every prepare. Removals are
+durable (the directory fsynced), so that no claim's files come back after a power cut.
+
 The paths come from the plan, built from the claim UID and request names (DNS
 labels); each is checked to lie at ``<root>/<uid>/<request>/<file>`` before
 anything is written, and only ``<root>/<uid>`` is ever removed.
@@ -83,7 +89,9 @@ class MetadataFiles:
             if self._holds(file, content):
                 continue
             ensure_directory(file.parent, METADATA_DIR_MODE)
-            write_atomically(file, content, mode=METADATA_FILE_MODE)
+            write_atomically(
+                file, content, mode=METADATA_FILE_MODE, sync_directory=False, sync_file=False
+            )
             written.append(file)
         return written
 
