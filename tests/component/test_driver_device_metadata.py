@@ -191,3 +191,18 @@ def test_a_checkpoint_naming_a_path_as_pod_claim_name_mounts_no_file(tmp_path: P
     # The kubelet is told no ID the spec lacks.
     (device,) = restarted.prepare([ref(1)])[claim_uid(1)].devices
     assert device.cdi_device_ids == (f"{DRIVER}/gpu={claim_uid(1)}-gpu-1",)
+
+
+def test_start_up_writes_again_a_file_a_power_cut_emptied(tmp_path: Path) -> None:
+    # The files are not fsynced: after a power cut one may be there but empty. Start-up
+    # compares every prepared claim's files with what they must hold, whatever the boot.
+    plugin = driver(tmp_path, FakeClaimSource([claim(1, ["gpu-1"])]))
+    assert plugin.prepare([ref(1)])[claim_uid(1)].error is None
+    file = metadata_file(tmp_path, 1)
+    written = file.read_bytes()
+    plugin.close()
+    file.write_bytes(b"")
+
+    driver(tmp_path, FakeClaimSource([claim(1, ["gpu-1"])]))
+
+    assert file.read_bytes() == written
