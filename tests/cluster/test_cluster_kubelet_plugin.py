@@ -73,6 +73,8 @@ from kubelet_plugin.health.classification import xid_outcome
 from kubelet_plugin.health.faults import write_fault
 from kubelet_plugin.health.taints import DEFAULT_IGNORED_XIDS
 from kubelet_plugin.proto_gen.dra.v1 import api_pb2, api_pb2_grpc
+from kubelet_plugin.proto_gen.podresources.v1 import api_pb2 as podresources_pb2
+from kubelet_plugin.proto_gen.podresources.v1 import api_pb2_grpc as podresources_grpc
 from kubelet_plugin.socket_paths import dra_socket_path, registration_socket_path
 
 DRIVER = "gpu.dra-driver.io"
@@ -574,6 +576,56 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
         timeout_s=90,
         context=kubelet_plugin.log_tail,
     )
+
+
+def test_pod_resources_list_and_get_report_the_claims_devices(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """The kubelet's PodResources API (its pod-resources socket), which monitoring agents
+    such as NVIDIA's DCGM exporter read to put pods on GPU metrics, names the running pod's
+    claim with this driver's pool, device and the CDI IDs the plugin answered."""
+    assert local_cluster.local is not None
+    gpu = _l4(kubelet_plugin)
+    selector = f'device.attributes["{DRIVER}"].productName == "{gpu.product_name}"'
+    resource_api(api_client).create_namespaced_resource_claim_template(
+        namespace, claim_template("one-l4", selector)
+    )
+    core_api(api_client).create_namespaced_pod(
+        namespace, pod_with_claim("reported", SHOW_DEVICES, template="one-l4")
+    )
+    _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "reported")
+    claim_name = generated_claim_name(api_client, namespace, "reported")
+    assert claim_name
+    claim = read_json(
+        resource_api(api_client).read_namespaced_resource_claim, claim_name, namespace
+    )
+    cdi_ids = {
+        f"{spec['kind']}={device['name']}"
+        for spec in _cdi_specs(local_cluster.local.cdi_dir, claim["metadata"]["uid"])
+        for device in spec["devices"]
+    }
+
+    socket = local_cluster.local.node_paths.kubelet_root / "pod-resources" / "kubelet.sock"
+    with grpc.insecure_channel(f"unix://{socket}") as channel:
+        lister = podresources_grpc.PodResourcesListerStub(channel)
+        listed = lister.List(podresources_pb2.ListPodResourcesRequest(), timeout=10)
+        got = lister.Get(
+            podresources_pb2.GetPodResourcesRequest(pod_name="reported", pod_namespace=namespace),
+            timeout=10,
+        )
+    (pod,) = [p for p in listed.pod_resources if (p.name, p.namespace) == ("reported", namespace)]
+    assert got.pod_resources == pod
+    (container,) = pod.containers
+    (dynamic,) = container.dynamic_resources
+    assert (dynamic.claim_name, dynamic.claim_namespace) == (claim_name, namespace)
+    (resource,) = dynamic.claim_resources
+    assert (resource.driver_name, resource.pool_name, resource.device_name) == (
+        DRIVER,
+        local_cluster.node_name,
+        f"gpu-{gpu.index}",
+    )
+    assert {d.name for d in resource.cdi_devices} == cdi_ids
+    assert not resource.HasField("share_id")
 
 
 def test_the_kubelet_streams_health_over_v1_and_shows_it_in_the_pods_status(

@@ -18,6 +18,7 @@ from kubelet_plugin.proto_gen.dra_health.v1 import api_pb2 as health_v1
 from kubelet_plugin.proto_gen.dra_health.v1alpha1 import api_pb2 as health_v1alpha1
 from kubelet_plugin.proto_gen.grpc_health.v1 import health_pb2
 from kubelet_plugin.proto_gen.pluginregistration.v1 import api_pb2 as registration
+from kubelet_plugin.proto_gen.podresources.v1 import api_pb2 as podresources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,7 @@ def test_every_proto_is_compiled(generator: ModuleType) -> None:
         "dra_health/v1alpha1/api.proto",
         "grpc_health/v1/health.proto",
         "pluginregistration/v1/api.proto",
+        "podresources/v1/api.proto",
     ]
 
 
@@ -102,6 +104,7 @@ def test_every_proto_is_compiled(generator: ModuleType) -> None:
         (health_v1alpha1, "v1alpha1.DRAResourceHealth", ["NodeWatchResources"]),
         (health_v1, "v1.DRAResourceHealth", ["NodeWatchResources"]),
         (health_pb2, "grpc.health.v1.Health", ["Check"]),
+        (podresources, "v1.PodResourcesLister", ["List", "GetAllocatableResources", "Get"]),
     ],
 )
 def test_service_full_names_are_the_kubelets(
