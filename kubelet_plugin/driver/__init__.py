@@ -13,13 +13,16 @@ Its rooms, one job each:
 - :mod:`~kubelet_plugin.driver.journal`: the checkpoint entries in memory and
   their group-committed saves;
 - :mod:`~kubelet_plugin.driver.ordering`: prepares and unprepares of one claim
-  kept in the order the kubelet made them.
+  kept in the order the kubelet made them;
+- :mod:`~kubelet_plugin.driver.metadata_files`: the claims' device metadata files
+  (KEP-5304) on disk.
 
 Preparing one claim, in order:
 
 1. Done already (``PrepareCompleted`` in the checkpoint for this UID)? Answer
    the recorded CDI IDs; rewrite the spec from the checkpoint if someone
-   deleted it. No API read, no other work.
+   deleted it, and a device metadata file that is missing or differs. No API
+   read, no other work.
 2. Read the claim (:class:`~kubelet_plugin.claim_source.ClaimSource`) and plan
    (:func:`dra_driver.preparation.plan_preparation`): UID, allocation, this
    driver's results in this node's pool, devices present, opaque config valid.
@@ -27,19 +30,22 @@ Preparing one claim, in order:
    Dynamic MIG devices are in it with their placement, so that a crash while
    creating them leaves a record to destroy them by.
 4. Create the dynamic MIG devices (:class:`~dra_driver.discovery.model.MigManager`);
-   write the CDI spec atomically.
+   write each request's device metadata file, then the CDI spec that mounts them,
+   atomically.
 5. Checkpoint ``PrepareCompleted``; answer the CDI IDs.
 
 Any failure answers that claim's error and undoes steps 3-4 (MIG devices it
-created destroyed, spec removed, entry dropped), so a retry starts clean; a
+created destroyed, spec and metadata files removed, entry dropped), so a retry
+starts clean; a
 crash in between is undone by :meth:`GpuDriver.start` at the next start-up,
 which rolls back ``PrepareStarted`` entries (destroying their dynamic MIG
 devices by placement), makes sure the dynamic MIG devices of
 ``PrepareCompleted`` ones exist (MIG devices do not survive a reboot),
 writes again the missing specs of ``PrepareCompleted`` ones (all of them after
-a reboot: the CDI root is a tmpfs), and removes specs, MIG devices and entries
-of claims that are gone from the API server. Unprepare destroys a claim's
-dynamic MIG devices after removing its spec.
+a reboot: the CDI root is a tmpfs) and their metadata files where missing or
+changed, and removes specs, metadata files, MIG devices and entries of claims
+that are gone from the API server. Unprepare destroys a claim's dynamic MIG
+devices after removing its spec and metadata files.
 
 Durability: the ``PrepareStarted`` save is not fsynced to the directory (a
 power cut that loses it also empties the CDI tmpfs; a spec that survives is
