@@ -171,7 +171,10 @@ def capacity_sharing(
     entry ``config_index`` says: the config wins where it is stricter, consumed capacity
     fills what it leaves unset.
 
-    ``base`` unchanged when the results consumed neither memory nor compute. Raises
+    ``base`` unchanged when the results consumed neither memory nor compute, or when the
+    config asks for ``TimeSlicing``: the user chose time slicing over MPS (the chart's
+    ``timeslicing`` class does), so no MPS daemon serves the share and its capacity is
+    the scheduler's bookkeeping only. Raises
     PrepareError naming the config field when the config asks for more than the share
     holds: the scheduler counted the share's capacity, not the config's.
     """
@@ -184,6 +187,8 @@ def capacity_sharing(
         if SHARED_COMPUTE_CAPACITY in consumed:
             compute = (compute or 0) + math.ceil(consumed[SHARED_COMPUTE_CAPACITY].value)
     if memory is None and compute is None:
+        return base
+    if base is not None and base.strategy == gpu_config.STRATEGY_TIME_SLICING:
         return base
     if base is not None:
         share = f"device {group[0].device} share {group[0].share_id}"

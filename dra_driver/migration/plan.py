@@ -260,9 +260,8 @@ def _share_class(
         )
     else:
         how = (
-            "each share is prepared as MPS: one MPS control daemon per shared GPU holds the "
-            "largest share's limits, each share's own are CUDA_MPS_* variables in its "
-            "container (docs/sharing.md)"
+            "each share is time-sliced, as with the device plugin: no MPS daemon, and a "
+            "share's compute and memory are not enforced (docs/sharing.md)"
         )
     warn.append(
         f"{at}: {shared.path} ({name}, {shared.replicas} replicas) carries over partly: "

@@ -154,3 +154,25 @@ def test_a_gpu_config_asking_for_more_than_the_share_holds_is_a_prepare_error() 
             _share_plan(consumed, configs=[config(gpu_config(strategy="MPS", mpsConfig=mps))])
         assert expected in str(caught.value)
         assert str(caught.value).startswith("claim default/")
+
+
+def test_a_share_whose_config_asks_for_time_slicing_is_time_sliced_with_no_mps_limits() -> None:
+    # The chart's timeslicing class: the user chose time slicing, so the share gets no MPS
+    # daemon; its capacity is the scheduler's bookkeeping only (docs/sharing.md).
+    plan = _share_plan(
+        {"memory": "20Gi", "compute": "30"},
+        configs=[
+            config(gpu_config(strategy="TimeSlicing", timeSlicingConfig={"interval": "Long"}))
+        ],
+    )
+    (device,) = plan.devices
+    assert device.sharing is not None
+    assert (
+        device.sharing.strategy,
+        device.sharing.time_slice_interval,
+        device.sharing.mps_active_thread_percentage,
+        device.sharing.mps_pinned_memory_limit_bytes,
+    ) == ("TimeSlicing", "Long", None, None)
+    assert plan.spec is not None and plan.spec.container_edits is not None
+    env = plan.spec.container_edits.env or []
+    assert not [e for e in env if e.startswith("CUDA_MPS_")]
