@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint unit demo demo-offline bench soak clean
+.PHONY: setup test lint unit demo demo-offline bench soak clean e2e-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench: $(STAMP) $(GOALLOC)
 	$(PY) bench/allocator_bench.py
 	$(PY) bench/cel_engines.py
 	$(PY) bench/command_speed.py
+
+# kind for real, as root (e2e/kind/README.md): Docker's engine from Debian's packages, kind from
+# its Go module, a node image built here without any registry, the chart with mock GPUs, the demo
+# and the cluster suite; the cluster is deleted and the dockerd it started is stopped at the end.
+# Not part of `make test`: a cold run builds images for many minutes. KIND_NODE_IMAGE=kindest/...
+# uses a published node image instead (a machine with internet).
+e2e-kind: $(STAMP)
+	KIND_NODE_IMAGE=$(or $(KIND_NODE_IMAGE),local) e2e/kind/run.sh; status=$$?; e2e/kind/engine.sh down; exit $$status
 
 # Seeded random kills of the driver for longer (docs/operations.md): SOAK rounds, a new seed unless SEED.
 soak: $(STAMP)

@@ -326,5 +326,11 @@ done
 cleanup_builder
 "${DOCKER}" rmi "${IMAGE_REPO}-stage:${KEY}" >/dev/null || true
 rm -f "${archive}"
+# Older node images of this repository (1.5 GB each) go; one a container still uses stays.
+for old in $("${DOCKER}" image ls "${IMAGE_REPO}" --format '{{.Repository}}:{{.Tag}}'); do
+  if [[ "${old}" != "${NODE_IMAGE}" && "${old}" != "${IMAGE_REPO}:${KUBE_VERSION}" ]]; then
+    "${DOCKER}" rmi "${old}" >/dev/null 2>&1 || true
+  fi
+done
 log "built ${NODE_IMAGE} ($("${DOCKER}" image inspect -f '{{.Size}}' "${NODE_IMAGE}") bytes)"
 printf '%s\n' "${NODE_IMAGE}"

@@ -24,16 +24,25 @@
 # Environment:
 #   KIND_CLUSTER_NAME  cluster name; default dra-driver.
 #   KIND_NODE_IMAGE    node image; default kind v0.33.0's Kubernetes 1.37.0 image (below).
-#                      Any image of Kubernetes 1.34 or newer works with the kind release
-#                      that published it or a newer one.
+#                      Any image of Kubernetes 1.37 or newer works with the kind release
+#                      that published it or a newer one (kind-config.yaml says how to
+#                      use 1.34 to 1.36). "local": no registry at all (what
+#                      `make e2e-kind` does): e2e/kind/engine.sh starts Docker's engine and
+#                      builds kind, e2e/kind/node-image.sh builds the node image (Kubernetes
+#                      of e2e/cluster/go/go.mod), the driver's image comes from
+#                      `python -m e2e.cluster.driver_image build` (deploy/Dockerfile on a
+#                      Python base from Debian packages, `kind load image-archive`), and
+#                      busybox from the rootfs e2e/runtime/ensure_podman.sh makes. Needs root.
 #   DRA_DRIVER_IMAGE   image name and tag to build and install; default dra-driver:kind.
 #   BUSYBOX_IMAGE      image the demo's pods run, pulled and loaded into the node as
 #                      docker.io/local/busybox:dra-e2e (the name the demo uses); default
-#                      busybox:1.37.
+#                      busybox:1.37. Not used with KIND_NODE_IMAGE=local.
 #   HELM               helm binary; default the one on PATH, else e2e/tools/helm.sh builds one
 #                      (needs Go).
 #   DRA_DRIVER_CACHE   where the cluster's kubeconfig is written (kind/<cluster>.kubeconfig);
 #                      default $HOME/.cache/dra-driver. ~/.kube/config is not touched.
+#   DRA_DRIVER_E2E_LOCK  a file the cluster suite holds with flock while it runs, for a
+#                      machine where cluster suites take turns; default none.
 #
 # Needs docker, kind (v0.33.0 or newer for the default node image), kubectl and helm (or Go).
 # The Python environment for the suite is made with `make setup` if .venv/ is missing.
@@ -52,8 +61,13 @@ readonly DEMO="${ROOT}/deploy/examples/demo"
 readonly DEFAULT_NODE_IMAGE="kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5"
 
 readonly CLUSTER="${KIND_CLUSTER_NAME:-dra-driver}"
-readonly NODE_IMAGE="${KIND_NODE_IMAGE:-${DEFAULT_NODE_IMAGE}}"
-readonly IMAGE="${DRA_DRIVER_IMAGE:-dra-driver:kind}"
+NODE_IMAGE="${KIND_NODE_IMAGE:-${DEFAULT_NODE_IMAGE}}"
+IMAGE="${DRA_DRIVER_IMAGE:-dra-driver:kind}"
+local_images=0
+if [[ "${NODE_IMAGE}" == local ]]; then
+  local_images=1
+fi
+readonly local_images
 readonly BUSYBOX_SOURCE="${BUSYBOX_IMAGE:-busybox:1.37}"
 readonly DEMO_BUSYBOX="docker.io/local/busybox:dra-e2e"
 readonly KUBECONFIG_FILE="${DRA_DRIVER_CACHE:-${HOME}/.cache/dra-driver}/kind/${CLUSTER}.kubeconfig"
@@ -92,6 +106,20 @@ for arg in "$@"; do
   esac
 done
 
+if ((local_images)); then
+  [[ "$(id -u)" == 0 ]] || usage_error "KIND_NODE_IMAGE=local needs root (Docker's engine, debootstrap)"
+  log "KIND_NODE_IMAGE=local: Docker's engine and kind (e2e/kind/engine.sh)"
+  kind_dir="$("${HERE}/engine.sh" up)"
+  log "building or reusing the node image (e2e/kind/node-image.sh)"
+  NODE_IMAGE="$("${HERE}/node-image.sh")"
+  # kubectl of the node's Kubernetes version (dra-driver/kind-node:<version>-<key>), built
+  # with the node image; the docker client of Debian's package.
+  node_version="${NODE_IMAGE##*:}"
+  PATH="${kind_dir}:$(dirname "${kind_dir}")/k8s-${node_version%-*}/bin:/usr/bin:${PATH}"
+  export PATH
+fi
+readonly NODE_IMAGE
+
 for tool in docker kind kubectl; do
   command -v "${tool}" >/dev/null || usage_error "${tool} is not on PATH; install it first"
 done
@@ -119,6 +147,27 @@ diagnostics() {
   k -n "${NAMESPACE}" logs "deployment/${CONTROLLER}" --tail=40 >&2 || true
 }
 
+# The kubelet in a kind node writes a few sysctls that are not namespaced, so they change
+# on the host (kind's nodes do this everywhere); they are put back when the run ends.
+readonly HOST_SYSCTLS=(vm/overcommit_memory kernel/panic kernel/panic_on_oops)
+declare -A host_sysctl_before=()
+for name in "${HOST_SYSCTLS[@]}"; do
+  host_sysctl_before["${name}"]="$(cat "/proc/sys/${name}" 2>/dev/null || true)"
+done
+# kind mounts the host's /lib/modules into its nodes; Docker makes the directory where it is
+# missing, and it is removed again (when still empty) with the cluster.
+lib_modules_missing=0
+[[ -e /lib/modules ]] || lib_modules_missing=1
+restore_host_sysctls() {
+  local name
+  for name in "${HOST_SYSCTLS[@]}"; do
+    if [[ -n "${host_sysctl_before[${name}]}" && -w "/proc/sys/${name}" &&
+      "$(cat "/proc/sys/${name}")" != "${host_sysctl_before[${name}]}" ]]; then
+      echo "${host_sysctl_before[${name}]}" >"/proc/sys/${name}" || true
+    fi
+  done
+}
+
 finish() {
   local status=$?
   if ((status != 0 && status != 2)); then
@@ -127,6 +176,10 @@ finish() {
   if ((created && !keep)); then
     log "deleting cluster ${CLUSTER} (--keep keeps it)"
     kind delete cluster --name "${CLUSTER}" --kubeconfig "${KUBECONFIG_FILE}" >&2 || true
+    restore_host_sysctls
+    if ((lib_modules_missing)); then
+      rmdir /lib/modules 2>/dev/null || true
+    fi
   elif kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
     log "cluster ${CLUSTER} kept: KUBECONFIG=${KUBECONFIG_FILE}; kind delete cluster --name ${CLUSTER}"
   fi
@@ -194,13 +247,28 @@ fi
 node="$(k get nodes -o jsonpath='{.items[0].metadata.name}')"
 
 step="building and loading the image"
-revision="$(git -C "${ROOT}" rev-parse HEAD 2>/dev/null || echo unknown)"
-log "building ${IMAGE} (revision ${revision})"
-docker build -f "${DOCKERFILE}" --build-arg "GIT_REVISION=${revision}" -t "${IMAGE}" "${ROOT}"
-log "image reports: $(docker run --rm "${IMAGE}" --version)"
-kind load docker-image --name "${CLUSTER}" "${IMAGE}"
-docker pull --quiet "${BUSYBOX_SOURCE}" >/dev/null
-docker tag "${BUSYBOX_SOURCE}" "${DEMO_BUSYBOX}"
+if ((local_images)); then
+  # deploy/Dockerfile built offline (a Python base from Debian packages, wheels from a
+  # directory), checked and saved as an OCI archive that the node's containerd imports.
+  if [[ ! -x "${ROOT}/.venv/bin/python" ]]; then
+    make -C "${ROOT}" setup
+  fi
+  built="$(cd "${ROOT}" && .venv/bin/python -m e2e.cluster.driver_image build)"
+  IMAGE="${built%%$'\t'*}"
+  log "loading ${IMAGE} (${built#*$'\t'})"
+  kind load image-archive --name "${CLUSTER}" "${built#*$'\t'}"
+  busybox_tar="$("${ROOT}/e2e/runtime/ensure_podman.sh")"
+  docker import --change 'CMD ["/bin/sh"]' "${busybox_tar}" "${DEMO_BUSYBOX}" >/dev/null
+else
+  revision="$(git -C "${ROOT}" rev-parse HEAD 2>/dev/null || echo unknown)"
+  log "building ${IMAGE} (revision ${revision})"
+  docker build -f "${DOCKERFILE}" --build-arg "GIT_REVISION=${revision}" -t "${IMAGE}" "${ROOT}"
+  log "image reports: $(docker run --rm "${IMAGE}" --version)"
+  kind load docker-image --name "${CLUSTER}" "${IMAGE}"
+  docker pull --quiet "${BUSYBOX_SOURCE}" >/dev/null
+  docker tag "${BUSYBOX_SOURCE}" "${DEMO_BUSYBOX}"
+fi
+readonly IMAGE
 kind load docker-image --name "${CLUSTER}" "${DEMO_BUSYBOX}"
 
 step="installing the chart"
@@ -221,7 +289,14 @@ k apply -f "${DEMO}/00-namespace.yaml" -f "${DEMO}/controller-placed.yaml"
 # allocate independently and could otherwise pick the same free GPU (deploy/examples/demo).
 wait_for_output 120 "the controller to place pod ${DEMO_NAMESPACE}/controller-placed" \
   k -n "${DEMO_NAMESPACE}" get pod controller-placed -o 'jsonpath={.spec.nodeName}'
-k apply -f "${DEMO}/"
+# Every other manifest of the folder; the gated pod is not applied again (a gate cannot be
+# added back to a pod whose gate the controller removed).
+for manifest in "${DEMO}"/*.yaml; do
+  case "${manifest##*/}" in
+    00-namespace.yaml | controller-placed.yaml) ;;
+    *) k apply -f "${manifest}" ;;
+  esac
+done
 k -n "${DEMO_NAMESPACE}" wait --for=condition=Ready pod --all --timeout=180s
 for pod in $(k -n "${DEMO_NAMESPACE}" get pods -o 'jsonpath={.items[*].metadata.name}'); do
   seen="$(k -n "${DEMO_NAMESPACE}" logs "${pod}" | sed -n '/^--- dev$/,/^--- env$/p' \
@@ -260,8 +335,12 @@ fi
 log "pytest tests/cluster against ${CLUSTER} (node ${node})"
 (
   cd "${ROOT}"
-  DRA_DRIVER_E2E_KUBECONFIG="${KUBECONFIG_FILE}" DRA_DRIVER_E2E_NODE="${node}" \
-    .venv/bin/python -m pytest tests/cluster -ra
+  suite=(.venv/bin/python -m pytest tests/cluster -ra)
+  if [[ -n "${DRA_DRIVER_E2E_LOCK:-}" ]]; then
+    log "waiting for ${DRA_DRIVER_E2E_LOCK} (DRA_DRIVER_E2E_LOCK)"
+    suite=(flock "${DRA_DRIVER_E2E_LOCK}" "${suite[@]}")
+  fi
+  DRA_DRIVER_E2E_KUBECONFIG="${KUBECONFIG_FILE}" DRA_DRIVER_E2E_NODE="${node}" "${suite[@]}"
 )
 step="done"
 log "PASSED"

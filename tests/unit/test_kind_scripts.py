@@ -42,6 +42,8 @@ DRIVER_GATES = {
     "DRAConsumableCapacity",
     "DRADeviceTaints",
     "ResourceHealthStatus",
+    # Beta and off in 1.37: PodGroups, which the controller places as gangs.
+    "GenericWorkload",
 }
 
 
@@ -147,7 +149,7 @@ def test_the_default_node_image_is_pinned_and_new_enough() -> None:
     image = _script_constants()["DEFAULT_NODE_IMAGE"]
     match = re.fullmatch(r"kindest/node:v1\.(\d+)\.\d+@sha256:[0-9a-f]{64}", image)
     assert match, f"{image}: a kindest/node image pinned by digest"
-    assert int(match.group(1)) >= 34, "resource.k8s.io/v1 is served from Kubernetes 1.34 on"
+    assert int(match.group(1)) >= 37, "the PodGroup API the config asks for is beta from 1.37"
     assert image in CONFIG.read_text(), "kind-config.yaml's usage line names another image"
 
 
@@ -180,6 +182,15 @@ def test_kind_config_turns_on_the_driver_gates_and_no_removable_one() -> None:
     # GA and locked on from 1.35: a later release removes the gate, and naming a removed
     # gate stops the API server from starting.
     assert "DynamicResourceAllocation" not in gates
+
+
+def test_kind_config_serves_the_pod_group_api() -> None:
+    assert _config()["runtimeConfig"] == {"scheduling.k8s.io/v1beta1": "true"}
+
+
+def test_kind_config_lets_the_kubelet_run_on_cgroup_v1() -> None:
+    patches = [yaml.safe_load(patch) for patch in _config()["kubeadmConfigPatches"]]
+    assert {"kind": "KubeletConfiguration", "failCgroupV1": False} in patches
 
 
 def test_containerd_reads_cdi_specs_where_the_plugin_writes_them() -> None:
