@@ -81,6 +81,7 @@ from kubelet_plugin.health.node_health import published_device_names, start_moni
 from kubelet_plugin.health.notices import NodeHealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
+from kubelet_plugin.mps.users import KubernetesPodReader
 from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.publisher import SlicePublisher
 from kubelet_plugin.server import PluginServer
@@ -195,6 +196,7 @@ class NodeAgent:
             real_gpus=not isinstance(backend, MockBackend),
             registry=self.metrics.registry,
             on_restart=mps_events.restarted,
+            pods=KubernetesPodReader(kube),
         )
         driver = self.driver = GpuDriver(
             driver_name=settings.driver_name,

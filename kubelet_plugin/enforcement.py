@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from api.checkpoint import ClaimEntry, SharingRecord
+from api.resource_v1 import ResourceClaim
 from dra_driver.cdi import SharingSettings
 
 __all__ = ["Enforcers", "GpuShare", "SharingEnforcer", "prepared_shares"]
@@ -25,11 +26,20 @@ GpuShare = tuple[str, SharingSettings]
 
 
 class SharingEnforcer(Protocol):
-    def hold(self, claim_uid: str, label: str, shares: Sequence[GpuShare]) -> None:
+    def hold(
+        self,
+        claim_uid: str,
+        label: str,
+        shares: Sequence[GpuShare],
+        *,
+        claim: ResourceClaim | None = None,
+    ) -> None:
         """Apply what ``shares`` ask for, with this claim among the GPUs' holders.
 
-        Idempotent. Raises :class:`api.errors.PrepareError` (naming ``label``)
-        when it cannot: the prepare fails and is undone."""
+        ``claim`` is the claim as read for this prepare (the MPS daemons check the
+        user ID of the pods it is reserved for). Idempotent. Raises
+        :class:`api.errors.PrepareError` (naming ``label``) when it cannot: the
+        prepare fails and is undone."""
 
     def release(self, claim_uid: str) -> None:
         """Drop the claim from its GPUs' holders; undo what nobody holds. Never raises."""
@@ -72,11 +82,18 @@ class Enforcers:
     def __init__(self, enforcers: Sequence[SharingEnforcer] = ()) -> None:
         self._enforcers = tuple(enforcers)
 
-    def hold(self, claim_uid: str, label: str, shares: Sequence[GpuShare]) -> None:
+    def hold(
+        self,
+        claim_uid: str,
+        label: str,
+        shares: Sequence[GpuShare],
+        *,
+        claim: ResourceClaim | None = None,
+    ) -> None:
         held: list[SharingEnforcer] = []
         try:
             for enforcer in self._enforcers:
-                enforcer.hold(claim_uid, label, shares)
+                enforcer.hold(claim_uid, label, shares, claim=claim)
                 held.append(enforcer)
         except BaseException:
             for enforcer in held:

@@ -23,6 +23,7 @@ from agent_kit.kube import ClusterClient
 from dra_driver.cdi import DRIVER_LIBRARY_DIRS, HostFiles
 from kubelet_plugin.enforcement import SharingEnforcer
 from kubelet_plugin.mps import MPS_CONTROL_BINARY, MpsDaemons
+from kubelet_plugin.mps.users import PodReader
 from kubelet_plugin.time_slicing import NVIDIA_SMI, TimeSlicePolicy
 
 __all__ = ["MpsRestartEvents", "driver_library_path", "driver_tool", "sharing_enforcers"]
@@ -83,6 +84,7 @@ def sharing_enforcers(
     registry: CollectorRegistry | None = None,
     check_interval_s: float = 5.0,
     on_restart: Callable[[str, str], None] | None = None,
+    pods: PodReader | None = None,
 ) -> tuple[HostFiles, list[SharingEnforcer]]:
     """The enforcers, and ``host`` with ``mps_root`` set when MPS daemons can run.
 
@@ -92,7 +94,7 @@ def sharing_enforcers(
     without its shared memory directory as its own ``/dev/shm`` (an unprivileged plugin
     cannot mount; a mock GPU has no MPS server to use it), though its clients share that
     directory as on real GPUs, and the time slice is not applied (there is no GPU for
-    ``nvidia-smi`` to set). ``on_restart``: see
+    ``nvidia-smi`` to set). ``on_restart`` and ``pods`` (the one-UID-per-GPU check): see
     :class:`~kubelet_plugin.mps.MpsDaemons`.
     """
     library_path = driver_library_path(host, driver_root)
@@ -106,6 +108,7 @@ def sharing_enforcers(
         check_interval_s=check_interval_s,
         shared_shm=real_gpus,
         on_restart=on_restart,
+        pods=pods,
     )
     if binary is not None:
         host = dataclasses.replace(host, mps_root=str(mps_root), mps_shared_shm=True)

@@ -25,7 +25,7 @@ from typing import Final
 from api.checkpoint import ClaimEntry
 from api.errors import PrepareError
 from api.gpu_config import INTERVAL_DEFAULT, STRATEGY_TIME_SLICING, TIME_SLICE_INTERVALS
-from api.resource_v1 import claim_label
+from api.resource_v1 import ResourceClaim, claim_label
 from kubelet_plugin.enforcement import GpuShare, prepared_shares
 
 __all__ = ["NVIDIA_SMI", "TimeSlicePolicy"]
@@ -55,7 +55,14 @@ class TimeSlicePolicy:
         with self._lock:
             return {uuid: next(iter(h.values()))[1] for uuid, h in self._holders.items()}
 
-    def hold(self, claim_uid: str, label: str, shares: Sequence[GpuShare]) -> None:
+    def hold(
+        self,
+        claim_uid: str,
+        label: str,
+        shares: Sequence[GpuShare],
+        *,
+        claim: ResourceClaim | None = None,
+    ) -> None:
         wanted = {
             uuid: s.time_slice_interval or INTERVAL_DEFAULT
             for uuid, s in shares

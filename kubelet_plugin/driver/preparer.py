@@ -224,7 +224,10 @@ class ClaimPreparer:
             # Before the kubelet hears of success: a container started earlier would
             # run without its MPS daemon or time slice, silently.
             self._enforcers.hold(
-                ref.uid, str(ref), [(d.uuid, d.sharing) for d in plan.devices if d.sharing]
+                ref.uid,
+                str(ref),
+                [(d.uuid, d.sharing) for d in plan.devices if d.sharing],
+                claim=claim,
             )
             assert plan.spec is not None  # devices, none pending
             # Before the spec that mounts them: a runtime never finds a mount without its file.

@@ -2,7 +2,8 @@
 when its last claim is unprepared, adopted across plugin restarts and restarted when they die.
 
 :mod:`.daemons` holds the design (why one daemon per GPU, what limits are
-enforced and when); :mod:`.daemon` runs one daemon process.
+enforced and when); :mod:`.daemon` runs one daemon process; :mod:`.users` checks at
+prepare that the claims on one GPU run as one user ID.
 """
 
 from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError

@@ -6,7 +6,9 @@ shares (``--shared-gpus``) several claims hold one GPU. MPS runs one server
 per user ID at a time: clients of a second UID queue until the first UID's
 clients are done (they wait, they do not fail), so containers that share a GPU
 must run as the same UID to run side by side. Two daemons on one GPU would not
-help: each would start its own server and they would time-slice.
+help: each would start its own server and they would time-slice. So a claim
+joins a GPU only when its containers run as the UID the GPU serves, checked at
+prepare (:mod:`.users`, with ``pods``); the UID is kept with the daemon's state.
 
 Why a supervised daemonised process, not a workload (a Deployment per
 claim): the daemon must be up before the kubelet hears that prepare
@@ -44,9 +46,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from api.checkpoint import ClaimEntry
 from api.errors import PrepareError
+from api.resource_v1 import ResourceClaim
 from dra_driver.cdi import SharingSettings
 from kubelet_plugin.enforcement import GpuShare, prepared_shares
 from kubelet_plugin.mps.daemon import MpsDaemon, MpsDaemonError, daemon_uuids, is_gpu_uuid
+from kubelet_plugin.mps.users import (
+    PodReader,
+    claim_users,
+    read_served_user,
+    refusal,
+    served_uid,
+    write_served_user,
+)
 
 __all__ = ["MPS_CONTROL_BINARY", "MpsCeiling", "MpsDaemons", "ceiling"]
 
@@ -112,7 +123,10 @@ class MpsDaemons:
     that the CDI specs mount at its clients' ``/dev/shm``; ``shared_shm``: the daemon runs
     with it as its own ``/dev/shm`` too (:class:`~kubelet_plugin.mps.MpsDaemon`).
     :meth:`start` adopts or starts the daemons of prepared claims and stops orphans,
-    then checks every ``check_interval_s`` seconds.
+    then checks every ``check_interval_s`` seconds. ``pods`` reads the pods a claim is
+    reserved for: with it, a claim whose containers run as another UID than the GPU
+    serves is refused at prepare (:mod:`.users`); without it (tests of other matters),
+    nothing is checked.
     """
 
     def __init__(
@@ -126,8 +140,10 @@ class MpsDaemons:
         check_interval_s: float = 5.0,
         shared_shm: bool = False,
         on_restart: Callable[[str, str], None] | None = None,
+        pods: PodReader | None = None,
     ) -> None:
         self.mps_root = mps_root
+        self._pods = pods
         self._shared_shm = shared_shm
         self._on_restart = on_restart
         self._binary = binary
@@ -138,6 +154,7 @@ class MpsDaemons:
         self._holders: dict[str, dict[str, SharingSettings]] = {}  # uuid -> claim uid -> settings
         self._daemons: dict[str, MpsDaemon] = {}
         self._sent: dict[str, MpsCeiling] = {}
+        self._users: dict[str, int | None] = {}  # uuid -> the UID it serves (None: unknown)
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         registry = registry if registry is not None else CollectorRegistry()
@@ -167,11 +184,20 @@ class MpsDaemons:
 
     # --- claims ---------------------------------------------------------------------
 
-    def hold(self, claim_uid: str, label: str, shares: Sequence[GpuShare]) -> None:
+    def hold(
+        self,
+        claim_uid: str,
+        label: str,
+        shares: Sequence[GpuShare],
+        *,
+        claim: ResourceClaim | None = None,
+    ) -> None:
         """Make the daemons of ``shares`` run with this claim among their holders.
 
         Idempotent. Raises PrepareError (retryable where a retry can help) when
-        no binary is found and one is required, or a daemon does not start.
+        no binary is found and one is required, or a daemon does not start; and,
+        with ``pods`` and the ``claim``, when its containers run as another UID than
+        a GPU serves (not retryable: the pod must change), before any daemon starts.
         """
         shares = [(uuid, s) for uuid, s in shares if s.strategy == "MPS"]
         if not shares:
@@ -186,17 +212,37 @@ class MpsDaemons:
                 raise PrepareError(message, claim=label)
             log.warning("%s: %s; MPS settings reach the containers as env only", label, message)
             return
+        # Read before the lock: the GETs must not hold up other claims' prepares.
+        users = claim_users(claim, self._pods, label) if self._pods and claim else None
         with self._lock:
+            uuids = list(dict.fromkeys(u for u, _ in shares))
+            for uuid in uuids:
+                others = len(set(self._holders.get(uuid, {})) - {claim_uid})
+                served = self._users.get(uuid)
+                if users is not None and (problem := refusal(users, uuid, others, served)):
+                    raise PrepareError(problem, claim=label)
             for uuid, settings in shares:
                 self._holders.setdefault(uuid, {})[claim_uid] = settings
             try:
-                for uuid in dict.fromkeys(u for u, _ in shares):
+                for uuid in uuids:
+                    if set(self._holders[uuid]) == {claim_uid}:
+                        self._serve(uuid, None if users is None else served_uid(users))
                     self._ensure(uuid)
-            except MpsDaemonError as err:
+            except (MpsDaemonError, OSError) as err:
                 self._drop_locked(claim_uid)
                 raise PrepareError(
                     f"{err}; the kubelet retries", claim=label, retryable=True
                 ) from err
+
+    def serving(self) -> dict[str, int | None]:
+        """GPU UUID to the UID its daemon serves (None: unknown), for the GPUs held now."""
+        with self._lock:
+            return {uuid: self._users.get(uuid) for uuid in self._holders}
+
+    def _serve(self, uuid: str, uid: int | None) -> None:
+        """Record the UID the GPU's daemon serves, before the daemon starts."""
+        write_served_user(self.mps_root / uuid, uid)
+        self._users[uuid] = uid
 
     def release(self, claim_uid: str) -> None:
         """Drop the claim from its GPUs' holders; a daemon nobody holds is stopped. Never raises."""
@@ -211,9 +257,12 @@ class MpsDaemons:
                 continue
             del self._holders[uuid]
             self._sent.pop(uuid, None)
+            self._users.pop(uuid, None)
             daemon = self._daemons.pop(uuid, None)
             if daemon is not None:
-                daemon.stop()
+                daemon.stop()  # removes its directory, and the UID recorded there
+            else:
+                self._daemon(uuid).stop()
 
     # --- start-up and supervision ----------------------------------------------------
 
@@ -226,6 +275,7 @@ class MpsDaemons:
             return
         with self._lock:
             self._holders = _prepared_holders(entries)
+            self._load_users()
             for uuid in daemon_uuids(self.mps_root):
                 if uuid not in self._holders:
                     log.info("GPU %s: MPS daemon of no prepared claim; stopping it", uuid)
@@ -262,6 +312,7 @@ class MpsDaemons:
             return
         with self._lock:
             self._holders = _prepared_holders(entries)
+            self._load_users()
             for uuid in [u for u in self._daemons if u not in self._holders]:
                 self._sent.pop(uuid, None)
                 self._daemons.pop(uuid).stop()
@@ -304,6 +355,11 @@ class MpsDaemons:
             self.check()
 
     # --- helpers (caller holds the lock) -----------------------------------------------
+
+    def _load_users(self) -> None:
+        """The UIDs the held GPUs serve, as recorded (another plugin process may have
+        recorded them); a GPU without a record serves an unknown user."""
+        self._users = {uuid: read_served_user(self.mps_root / uuid) for uuid in self._holders}
 
     def _daemon(self, uuid: str) -> MpsDaemon:
         binary = self._binary or Path(MPS_CONTROL_BINARY)
