@@ -251,7 +251,12 @@ def controller_process(
         yield process
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            print("the controller did not stop in 60 s of SIGTERM; killed", file=sys.stderr)
+            process.kill()
+            process.wait()
 
 
 def _create_pods(
@@ -362,15 +367,16 @@ def _cleanup(kube: KubernetesClient, namespace: str) -> None:
     """Delete the phase's pods and claims and wait until they are gone, so the next
     phase starts with every device free and no pods of this one in the watches."""
     core = _core(kube)
+    began = time.monotonic()
     core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     core.delete_namespace(namespace)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < began + 180:
         try:
             core.read_namespace(namespace)
         except Exception:  # 404: gone
-            return
+            break
         time.sleep(1)
+    print(f"namespace {namespace} cleaned up in {time.monotonic() - began:.0f} s", file=sys.stderr)
 
 
 def _time_command(command: str, kubeconfig: str, fleet: Fleet) -> dict[str, Any]:
