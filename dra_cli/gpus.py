@@ -27,12 +27,20 @@ from typing import Any, TextIO
 
 from api.errors import ExitCode
 
-__all__ = ["add_gpus_arguments", "read_cluster", "run_gpus"]
+__all__ = [
+    "add_cluster_arguments",
+    "add_gpus_arguments",
+    "cluster_contexts",
+    "read_cluster",
+    "run_gpus",
+]
 
 DEFAULT_DRIVER = "gpu.dra-driver.io"
 
 
-def add_gpus_arguments(sub: argparse.ArgumentParser) -> None:
+def add_cluster_arguments(sub: argparse.ArgumentParser) -> None:
+    """The flags that choose the clusters (read by :func:`cluster_contexts`) and the driver's
+    name: shared by the commands that read live clusters (``gpus``, ``top``)."""
     sub.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
     sub.add_argument(
         "--context",
@@ -46,6 +54,10 @@ def add_gpus_arguments(sub: argparse.ArgumentParser) -> None:
         default=os.environ.get("DRA_DRIVER_NAME", DEFAULT_DRIVER),
         help=f"the driver's name (env DRA_DRIVER_NAME; default {DEFAULT_DRIVER})",
     )
+
+
+def add_gpus_arguments(sub: argparse.ArgumentParser) -> None:
+    add_cluster_arguments(sub)
     sub.add_argument("--free", action="store_true", help="only GPUs nobody holds any part of")
     sub.add_argument("--node", action="append", default=[], help="only this node (repeatable)")
     sub.add_argument(
@@ -90,7 +102,9 @@ def read_cluster(
     return decoded(ResourceSlice, slices.items), decoded(ResourceClaim, claims.items), nodes
 
 
-def _clusters(args: argparse.Namespace) -> tuple[str | None, list[str | None]]:
+def cluster_contexts(args: argparse.Namespace) -> tuple[str | None, list[str | None]]:
+    """The kubeconfig to read and the contexts the flags of :func:`add_cluster_arguments`
+    name (None: the current one); ValueError or KubeConfigError for flags that cannot work."""
     from agent_kit.kube import default_kubeconfig, kubeconfig_contexts
 
     kubeconfig = args.kubeconfig or default_kubeconfig()
@@ -123,7 +137,7 @@ def run_gpus(
 
     out = out or sys.stdout
     try:
-        kubeconfig, contexts = (None, list(clients)) if clients else _clusters(args)
+        kubeconfig, contexts = (None, list(clients)) if clients else cluster_contexts(args)
     except (ValueError, KubeConfigError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return ExitCode.INVALID

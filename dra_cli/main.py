@@ -13,6 +13,9 @@ Offline tools (no cluster needed):
     The same for one claim of the live cluster (KUBECONFIG).
 ``dra-driver gpus [--free] [--node NODE] [-l SELECTOR] [--context NAME | --all-contexts] [-o ...]``
     Every GPU of the driver in live clusters and who holds it (:mod:`dra_cli.gpus`).
+``dra-driver top [-n NAMESPACE] [--node NODE] [--namespace-filter NS] [--context ...] [-o ...]``
+    Live GPU memory and utilisation per claim, read from the kubelet plugins' metrics
+    through the API server's pod proxy (:mod:`dra_cli.top`).
 
 Components: ``kubelet-plugin`` (the node agent) and ``controller`` (the cluster
 agent: placement of gated pods' claims, Events, cluster pools, DeviceClasses).
@@ -164,6 +167,12 @@ def _gpus_arguments(sub: argparse.ArgumentParser) -> None:
     add_gpus_arguments(sub)
 
 
+def _top_arguments(sub: argparse.ArgumentParser) -> None:
+    from dra_cli.top import add_top_arguments
+
+    add_top_arguments(sub)
+
+
 def _kubelet_plugin_arguments(sub: argparse.ArgumentParser) -> None:
     from dra_cli.node_agent import add_kubelet_plugin_arguments
 
@@ -220,6 +229,14 @@ _COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]]
         "health) and the claims and pods holding it, with totals per node and product; "
         "several clusters with --context or --all-contexts.",
         _gpus_arguments,
+    ),
+    "top": (
+        "live GPU memory and utilisation per claim, from the kubelet plugins' metrics",
+        "One table of the GPU memory and utilisation each claim's containers use now, per "
+        "node, device and claim, read from every kubelet plugin's per-claim usage metrics "
+        "through the API server's pod proxy; usage no claim could be named for on rows of "
+        "its own.",
+        _top_arguments,
     ),
     "kubelet-plugin": (
         "run the node agent: kubelet registration, prepare/unprepare, ResourceSlices",
@@ -296,6 +313,10 @@ def main(
         from dra_cli.gpus import run_gpus
 
         return run_gpus(args, out=out, prog=prog)
+    if args.command == "top":
+        from dra_cli.top import run_top
+
+        return run_top(args, out=out, prog=prog)
     if args.command == "kubelet-plugin":
         from dra_cli.node_agent import run_kubelet_plugin
 

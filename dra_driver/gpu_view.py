@@ -35,6 +35,7 @@ __all__ = [
     "Holder",
     "fragmentation_lines",
     "gpu_rows",
+    "natural_key",
     "render_table",
     "rows_json",
     "totals",
@@ -206,10 +207,10 @@ def gpu_rows(
             else:
                 continue  # a device that is not published (any more)
             row.holders.append(Holder(ref, pods, created, what))
-    return sorted(rows.values(), key=lambda r: (r.cluster, r.node, _natural(r.device)))
+    return sorted(rows.values(), key=lambda r: (r.cluster, r.node, natural_key(r.device)))
 
 
-def _natural(name: str) -> tuple[Any, ...]:
+def natural_key(name: str) -> tuple[Any, ...]:
     """``gpu-2`` before ``gpu-10``."""
     parts: list[Any] = []
     for chunk in name.replace("-", " - ").split():

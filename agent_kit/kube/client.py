@@ -421,6 +421,24 @@ class KubernetesClient:
             **self._scope(resource, namespace),
         )
 
+    def get_pod_proxy(self, namespace: str, pod: str, port: int, path: str) -> str:
+        """The body of ``GET /PATH`` on the pod's ``port``, through the API server's pod
+        proxy (``/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH``; the ``pods/proxy``
+        verb ``get`` in RBAC). The API server dials the pod's IP itself: a pod it cannot
+        reach, or a port nothing serves, is an UnavailableError (503) naming the dial."""
+        core: Any = self._apis["core"]
+        what = f"get pods {object_key(namespace, pod)}:{port}/proxy/{path}"
+        with api_errors(what):
+            response = core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod}:{port}",
+                namespace,
+                path,
+                _preload_content=False,
+                _request_timeout=self._timeout_s,
+            )
+            data: bytes = response.data or b""
+            return data.decode("utf-8", errors="replace")
+
     def create(self, resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
         name, namespace = self._meta(obj)
         return self._call(
