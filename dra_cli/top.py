@@ -8,21 +8,12 @@ then each plugin's ``/metrics`` read through the API server's pod proxy
 namespace. With ``-o wide|json|yaml`` one list of the driver's ResourceSlices adds each
 device's product.
 
-What the rows say comes from the plugin's per-claim usage metrics
-(:mod:`kubelet_plugin.usage.collector`), as sampled at the scrape:
-
-- a row per (pod, container, claim, device): the device memory the container's processes
-  use and their share of the device's SM time (``-`` where NVML gives none: MIG devices);
-- a row per (device, reason) for usage no claim could be named for (``<unattributed:
-  REASON>``; the reasons are :mod:`kubelet_plugin.usage.attribution`'s);
-- a row per plugin that could not be read (not running, no metrics port, the proxy's
-  error), and per plugin that serves no usage metrics (a plugin older than them), with
-  what to do: neither fails the command;
-- totals per node (and per cluster with several).
-
-A plugin pod that sees no host PIDs (chart ``kubeletPlugin.hostPID: false``, the default)
-cannot map processes to pods: its usage shows as ``<unattributed: unreadable>`` and a note
-says so.
+What the rows say (:mod:`dra_cli.usage_view`) comes from each plugin's per-claim usage
+metrics as sampled at the scrape: a row per pod, container, claim and device, a row per
+device and reason for usage no claim could be named for, a row per plugin that could not be
+read (not running, no metrics port, the proxy's error) or that shows no usage (older than
+the metrics, or without the host's PIDs: ``kubeletPlugin.hostPID``), and totals per node.
+None of those rows fails the command.
 
 Exit codes: 0 shown; 1 no cluster could be read, or no plugin pod found in any;
 2 invalid flags.
@@ -36,19 +27,25 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Final, TextIO
 
 from api.errors import ExitCode
+from dra_cli.usage_view import (
+    PluginProblem,
+    Report,
+    UsageRow,
+    parse_usage,
+    render_table,
+    rows_json,
+)
 
 __all__ = [
     "PluginPod",
-    "UsageRow",
     "add_top_arguments",
-    "parse_usage",
+    "device_products",
     "plugin_pods",
-    "render_table",
-    "rows_json",
+    "read_cluster_usage",
     "run_top",
 ]
 
@@ -57,20 +54,8 @@ DEFAULT_NAMESPACE: Final = "dra-driver"
 PLUGIN_SUFFIX: Final = "-kubelet-plugin"
 NAME_LABEL: Final = "app.kubernetes.io/name"
 METRICS_PORT_NAME: Final = "metrics"
-MEMORY: Final = "dra_driver_gpu_memory_used_bytes"
-UTILISATION: Final = "dra_driver_gpu_utilisation"
-LOST_MEMORY: Final = "dra_driver_gpu_unattributed_memory_used_bytes"
-LOST_UTILISATION: Final = "dra_driver_gpu_unattributed_utilisation"
 #: Plugins scraped at once per cluster.
 SCRAPERS: Final = 16
-
-NO_USAGE_METRICS: Final = (
-    "serves no per-claim usage metrics (a plugin older than them): upgrade the chart"
-)
-UNREADABLE_NOTE: Final = (
-    "GPU processes not mapped to pods: the plugin does not see the host's PIDs "
-    "(set kubeletPlugin.hostPID=true in the chart)"
-)
 
 #: Reads ``path`` of a pod's port through the pod proxy: (namespace, pod, port, path).
 Scrape = Callable[[str, str, int, str], str]
@@ -121,73 +106,6 @@ class PluginPod:
     phase: str
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One row: a claim's container on a device, or usage of a device no claim was named
-    for (``reason`` set, ``claim`` empty)."""
-
-    cluster: str
-    node: str
-    namespace: str
-    pod: str
-    container: str
-    claim: str
-    device: str
-    memory_bytes: float | None
-    utilisation: float | None
-    reason: str = ""
-    product: str = ""
-
-    def sort_key(self) -> tuple[Any, ...]:
-        from dra_driver.gpu_view import natural_key
-
-        return (
-            self.cluster,
-            natural_key(self.node),
-            bool(self.reason),
-            self.namespace,
-            self.pod,
-            self.container,
-            self.claim,
-            natural_key(self.device),
-            self.reason,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cluster": self.cluster or None,
-            "node": self.node,
-            "namespace": self.namespace or None,
-            "pod": self.pod or None,
-            "container": self.container or None,
-            "claim": self.claim or None,
-            "device": self.device,
-            "product": self.product or None,
-            "memoryBytes": self.memory_bytes,
-            "utilisation": self.utilisation,
-            "unattributed": self.reason or None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PluginProblem:
-    """A plugin that could not be read (``error``) or that shows no usage (a note)."""
-
-    cluster: str
-    node: str
-    pod: str
-    message: str
-    error: bool
-
-
-@dataclass
-class Report:
-    rows: list[UsageRow] = field(default_factory=list)
-    problems: list[PluginProblem] = field(default_factory=list)
-    nodes: set[tuple[str, str]] = field(default_factory=set)
-    """(cluster, node) of every plugin read, with or without usage."""
-
-
 def plugin_pods(items: Iterable[Mapping[str, Any]], *, suffix_rule: bool) -> list[PluginPod]:
     """The plugin pods among listed pods (with ``suffix_rule``: those named as the chart
     names them), each with its ``metrics`` container port if it has one."""
@@ -215,51 +133,6 @@ def plugin_pods(items: Iterable[Mapping[str, Any]], *, suffix_rule: bool) -> lis
             )
         )
     return found
-
-
-def parse_usage(text: str, *, cluster: str, node: str) -> tuple[list[UsageRow], str]:
-    """The usage rows of one plugin's metrics text and a note ("" when none): the plugin
-    serves no usage families, or attributed nothing for want of the host's PIDs.
-    ValueError when the text is not Prometheus' text format."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-    if MEMORY not in families and UTILISATION not in families:
-        return [], NO_USAGE_METRICS
-    claimed: dict[tuple[str, ...], dict[str, float]] = {}
-    for name in (MEMORY, UTILISATION):
-        for sample in families[name].samples if name in families else ():
-            labels = sample.labels
-            key = tuple(labels.get(k, "") for k in ("namespace", "pod", "container", "claim"))
-            claimed.setdefault((*key, labels.get("device", "")), {})[name] = sample.value
-    lost: dict[tuple[str, str], dict[str, float]] = {}
-    for name in (LOST_MEMORY, LOST_UTILISATION):
-        for sample in families[name].samples if name in families else ():
-            key2 = (sample.labels.get("device", ""), sample.labels.get("reason", ""))
-            lost.setdefault(key2, {})[name] = sample.value
-    rows = [
-        UsageRow(
-            cluster, node, ns, pod, container, claim, device, v.get(MEMORY), v.get(UTILISATION)
-        )
-        for (ns, pod, container, claim, device), v in claimed.items()
-    ]
-    rows += [
-        UsageRow(
-            cluster,
-            node,
-            "",
-            "",
-            "",
-            "",
-            device,
-            v.get(LOST_MEMORY),
-            v.get(LOST_UTILISATION),
-            reason=reason,
-        )
-        for (device, reason), v in lost.items()
-    ]
-    note = UNREADABLE_NOTE if any(reason == "unreadable" for _, reason in lost) else ""
-    return rows, note
 
 
 def read_cluster_usage(
@@ -325,126 +198,6 @@ def device_products(client: Any, driver_name: str) -> dict[tuple[str, str], str]
             if value:
                 products[(node, str(device.get("name")))] = str(value)
     return products
-
-
-def memory_text(value: float | None) -> str:
-    """Bytes as kubectl top shows memory: ``512Mi``, ``12.5Gi``; ``-`` for none."""
-    if value is None:
-        return "-"
-    if value >= 1 << 30:
-        return f"{value / (1 << 30):.1f}Gi"
-    return f"{value / (1 << 20):.0f}Mi"
-
-
-def _util_text(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}%"
-
-
-def node_totals(report: Report) -> dict[str, dict[str, Any]]:
-    """Per node read (``cluster/node`` with several clusters): memory in use, of it the
-    unattributed memory, and the claims using a device."""
-    several = any(cluster for cluster, _ in report.nodes)
-    totals: dict[str, dict[str, Any]] = {}
-    claims: dict[str, set[tuple[str, str]]] = {}
-    for cluster, node in sorted(report.nodes):
-        key = f"{cluster}/{node}" if several else node
-        totals[key] = {"memoryBytes": 0.0, "unattributedMemoryBytes": 0.0, "claims": 0}
-        claims[key] = set()
-    for row in report.rows:
-        key = f"{row.cluster}/{row.node}" if several else row.node
-        if key not in totals:
-            continue
-        totals[key]["memoryBytes"] += row.memory_bytes or 0.0
-        if row.reason:
-            totals[key]["unattributedMemoryBytes"] += row.memory_bytes or 0.0
-        else:
-            claims[key].add((row.namespace, row.claim))
-    for key, found in claims.items():
-        totals[key]["claims"] = len(found)
-    return totals
-
-
-def rows_json(report: Report, errors: Mapping[str, str]) -> dict[str, Any]:
-    """``-o json|yaml``: the rows, the totals per node, each plugin's note or error, and the
-    clusters that could not be read."""
-    return {
-        "usage": [row.to_json() for row in report.rows],
-        "totals": {"node": node_totals(report)},
-        "plugins": [
-            {
-                "cluster": p.cluster or None,
-                "node": p.node,
-                "pod": p.pod,
-                ("error" if p.error else "note"): p.message,
-            }
-            for p in report.problems
-        ],
-        "errors": [{"cluster": c, "error": e} for c, e in sorted(errors.items())],
-    }
-
-
-def render_table(
-    report: Report, *, wide: bool = False, errors: Mapping[str, str] | None = None
-) -> str:
-    """kubectl-like columns, a line per row, a line per plugin note or error, then the
-    totals per node."""
-    clusters = (
-        any(r.cluster for r in report.rows)
-        or bool(errors)
-        or any(cluster for cluster, _ in report.nodes)
-    )
-    header = ["NODE", "NAMESPACE", "POD", "CONTAINER", "CLAIM", "DEVICE", "MEMORY", "UTIL"]
-    if wide:
-        header.append("PRODUCT")
-    if clusters:
-        header.insert(0, "CLUSTER")
-    lines: list[list[str]] = [header]
-    for row in report.rows:
-        cells = [
-            row.node,
-            row.namespace or "-",
-            row.pod or "-",
-            row.container or "-",
-            f"<unattributed: {row.reason}>" if row.reason else row.claim,
-            row.device,
-            memory_text(row.memory_bytes),
-            _util_text(row.utilisation),
-        ]
-        if wide:
-            cells.append(row.product or "-")
-        if clusters:
-            cells.insert(0, row.cluster)
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [_aligned(line, widths) for line in lines]
-    # A plugin's note or error, and a cluster's error, after its node (or cluster): as
-    # wide as it needs, outside the columns.
-    lead = 2 if clusters else 1
-    for problem in report.problems:
-        kind = "error" if problem.error else "note"
-        cells = [problem.cluster, problem.node] if clusters else [problem.node]
-        message = f"<{kind}: {problem.pod}: {problem.message}>"
-        text.append(_aligned([*cells, message], [*widths[:lead], 0]))
-    for cluster, error in sorted((errors or {}).items()):
-        text.append(_aligned([cluster, f"<error: {error}>"], [widths[0], 0]))
-    totals = node_totals(report)
-    if totals:
-        text.append("")
-        parts = []
-        for node, found in totals.items():
-            if not found["memoryBytes"] and not found["claims"]:
-                parts.append(f"{node} idle")
-                continue
-            part = f"{node} {memory_text(found['memoryBytes'])} by {found['claims']} claim(s)"
-            if found["unattributedMemoryBytes"]:
-                part += f", {memory_text(found['unattributedMemoryBytes'])} unattributed"
-            parts.append(part)
-        text.append("nodes: " + "; ".join(parts))
-    return "\n".join(text) + "\n"
-
-
-def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:
-    return "   ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
 
 
 def run_top(
@@ -517,7 +270,5 @@ def run_top(
 
 
 def _with_product(row: UsageRow, products: Mapping[tuple[str, str], str]) -> UsageRow:
-    from dataclasses import replace
-
     product = products.get((row.node, row.device), "")
     return replace(row, product=product) if product else row

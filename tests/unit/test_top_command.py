@@ -17,13 +17,12 @@ from prometheus_client.core import GaugeMetricFamily
 
 from agent_kit.kube import UnavailableError
 from api.resource_v1 import dump
-from dra_cli.top import (
+from dra_cli.top import add_top_arguments, run_top
+from dra_cli.usage_view import (
     NO_USAGE_METRICS,
     UNREADABLE_NOTE,
-    add_top_arguments,
     memory_text,
     parse_usage,
-    run_top,
 )
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.slices import build_slices
