@@ -24,6 +24,7 @@ from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.mps import MpsDaemons
 from kubelet_plugin.mps.daemon import process_start_time
 from kubelet_plugin.node_driver import ClaimRef
+from kubelet_plugin.node_lock import NodeFileLock
 from kubelet_plugin.sharing_tools import sharing_enforcers
 from tests.component.driver_fixtures import claim, claim_uid, inventory, make_driver, spec_path
 from tests.fakes.claim_source import FakeClaimSource
@@ -64,7 +65,9 @@ def root(tmp_path: Path) -> Iterator[Path]:
             os.kill(pid, signal.SIGKILL)
 
 
-def mps_driver(root: Path, claims: FakeClaimSource, pods: FakePods) -> tuple[GpuDriver, MpsDaemons]:
+def mps_driver(
+    root: Path, claims: FakeClaimSource, pods: FakePods, node_lock: NodeFileLock | None = None
+) -> tuple[GpuDriver, MpsDaemons]:
     host, enforcers = sharing_enforcers(
         scan_host_files(root / "host", root / "driver", None),
         driver_root=root / "driver",
@@ -75,7 +78,7 @@ def mps_driver(root: Path, claims: FakeClaimSource, pods: FakePods) -> tuple[Gpu
     )
     daemons = enforcers[0]
     assert isinstance(daemons, MpsDaemons)
-    driver = make_driver(root, claims, gpus=2, enforcers=enforcers, host=host)
+    driver = make_driver(root, claims, gpus=2, enforcers=enforcers, host=host, node_lock=node_lock)
     driver.start()
     return driver, daemons
 
@@ -191,3 +194,27 @@ def test_pods_that_cannot_be_read_fail_the_prepare_for_a_retry(root: Path) -> No
         assert driver.prepare([ref(1)])[claim_uid(1)].error is None
     finally:
         driver.close()
+
+
+def test_a_plugin_instance_beside_another_sees_the_uid_it_recorded(root: Path) -> None:
+    # A rolling update: calls serialised by the node lock, each instance seeing the
+    # checkpoint, and the UID recorded with the daemon, that the other one changed.
+    claims = FakeClaimSource([share(1, "a"), share(2, "b"), share(3, "c")])
+    pods = FakePods(
+        pod_using("a", "claim-1", run_as=1000),
+        pod_using("b", "claim-2", run_as=0),
+        pod_using("c", "claim-3", run_as=1000),
+    )
+    lock = root / "state" / "serialize.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    old, _ = mps_driver(root, claims, pods, NodeFileLock(lock))
+    new, daemons = mps_driver(root, claims, pods, NodeFileLock(lock))
+    try:
+        assert old.prepare([ref(1)])[claim_uid(1)].error is None
+        error = new.prepare([ref(2)])[claim_uid(2)].error
+        assert error is not None and "serves UID 1000 for 1 other claim(s)" in error
+        assert new.prepare([ref(3)])[claim_uid(3)].error is None
+        assert daemons.serving() == {GPU: 1000}
+    finally:
+        old.close()
+        new.close()

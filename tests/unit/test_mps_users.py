@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.errors import PrepareError
 from api.resource_v1 import ResourceClaim, parse_object
-from kubelet_plugin.mps.users import ContainerUser, claim_users, pod_users, refusal, served_uid
+from kubelet_plugin.mps.users import (
+    ContainerUser,
+    claim_users,
+    pod_users,
+    read_served_user,
+    refusal,
+    served_uid,
+    write_served_user,
+)
 from tests.fakes.pods import FakePods, pod_using
 
 GPU = "GPU-0123"
@@ -156,3 +165,16 @@ def test_two_uids_within_one_claim_are_refused_naming_both() -> None:
     assert problem is not None
     assert "container 'second' of pod default/b runs as UID 2" in problem
     assert "container 'main-0' of pod default/a runs as UID 1" in problem
+
+
+def test_the_served_uid_is_recorded_and_anything_else_reads_as_unknown(tmp_path: Path) -> None:
+    directory = tmp_path / "GPU-0123"
+    assert read_served_user(directory) is None  # no record
+    write_served_user(directory, 1000)
+    assert read_served_user(directory) == 1000
+    write_served_user(directory, None)
+    assert read_served_user(directory) is None
+    for text in ("{", '{"version": 2, "runAsUser": 5}', '{"version": 1, "runAsUser": "5"}', "[]"):
+        (directory / "user.json").write_text(text)
+        assert read_served_user(directory) is None, text
+    assert sorted(p.name for p in directory.iterdir()) == ["user.json"]  # no temporary left
