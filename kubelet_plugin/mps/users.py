@@ -19,7 +19,9 @@ A container with neither runs as its image's user, which the plugin cannot know
 images may name two users): a claim whose containers state no UID may use an
 MPS GPU only alone (one container, no other claim on the GPU), and while it
 does, no other claim joins the GPU. So two UIDs never share a daemon unnoticed;
-the price is that pods sharing an MPS GPU must state ``runAsUser``.
+the price is that pods sharing an MPS GPU must state ``runAsUser``. A pod in a
+user namespace of its own (``spec.hostUsers: false``) is unknown too: its
+runAsUser maps to a UID on the node that the runtime picks per pod.
 
 What the plugin cannot see: a pod reserved on a claim after the claim was
 prepared (the kubelet prepares a claim once, for its first pod on the node),
@@ -59,6 +61,7 @@ __all__ = [
 #: Schema version of ``user.json``.
 USER_RECORD_VERSION: Final = 1
 USER_FILE: Final = "user.json"
+HOST_USERS: Final = "spec.hostUsers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,9 @@ class ContainerUser:
     """A container that uses a claim, and the UID it runs as.
 
     ``field`` is the field that sets ``uid`` (``spec.containers[0].securityContext.runAsUser``
-    or ``spec.securityContext.runAsUser``), or, when ``uid`` is None (the image's user),
-    the container's field to set.
+    or ``spec.securityContext.runAsUser``); when ``uid`` is None (unknown), the container's
+    field to set, or ``spec.hostUsers`` for a pod in a user namespace of its own (its
+    runAsUser is mapped to a UID on the node that the plugin cannot know).
     """
 
     pod: str
@@ -76,6 +80,12 @@ class ContainerUser:
     uid: int | None
 
     def describe(self) -> str:
+        if self.field == HOST_USERS:
+            return (
+                f"container {self.container!r} of pod {self.pod} runs in a user namespace of "
+                f"its own ({HOST_USERS}: false): its UID on the node is not its runAsUser, and "
+                "the plugin cannot know it"
+            )
         if self.uid is None:
             return (
                 f"container {self.container!r} of pod {self.pod} states no runAsUser "
@@ -85,6 +95,12 @@ class ContainerUser:
         return (
             f"container {self.container!r} of pod {self.pod} runs as UID {self.uid} ({self.field})"
         )
+
+    def fix(self, uid: str) -> str:
+        """What makes this container run as ``uid`` on the node."""
+        if self.field == HOST_USERS:
+            return f"leave {HOST_USERS} out (or true) and run it as {uid}"
+        return f"set {self.field} (or spec.securityContext.runAsUser) to {uid}"
 
 
 class PodReader(Protocol):
@@ -141,6 +157,8 @@ def pod_users(pod: Mapping[str, Any], claim_name: str) -> list[ContainerUser]:
         else set()
     )
     pod_uid = _run_as_user(spec.get("securityContext"))
+    # In a user namespace of its own, each pod's UIDs map to a range of the node's.
+    own_namespace = spec.get("hostUsers") is False
     users: list[ContainerUser] = []
     for key in ("initContainers", "containers"):
         for index, container in enumerate(map(_mapping, _sequence(spec.get(key)))):
@@ -150,7 +168,9 @@ def pod_users(pod: Mapping[str, Any], claim_name: str) -> list[ContainerUser]:
                 continue
             own_field = f"spec.{key}[{index}].securityContext.runAsUser"
             own = _run_as_user(container.get("securityContext"))
-            if own is not None:
+            if own_namespace:
+                users.append(ContainerUser(label, name, HOST_USERS, None))
+            elif own is not None:
                 users.append(ContainerUser(label, name, own_field, own))
             elif pod_uid is not None:
                 users.append(ContainerUser(label, name, "spec.securityContext.runAsUser", pod_uid))
@@ -214,8 +234,7 @@ def refusal(
         wanted = f"{served}" if others and served is not None else "the UID they all run as"
         return (
             f"{unknown[0].describe()}, and {sharing} MPS GPU {gpu}: {_SAME_UID}, so every "
-            f"container that shares it must state its UID; set {unknown[0].field} (or "
-            f"spec.securityContext.runAsUser) to {wanted}"
+            f"container that shares it must state its UID; {unknown[0].fix(wanted)}"
         )
     if not others:
         return None

@@ -178,3 +178,15 @@ def test_the_served_uid_is_recorded_and_anything_else_reads_as_unknown(tmp_path:
         (directory / "user.json").write_text(text)
         assert read_served_user(directory) is None, text
     assert sorted(p.name for p in directory.iterdir()) == ["user.json"]  # no temporary left
+
+
+def test_a_pod_in_a_user_namespace_of_its_own_runs_as_an_unknown_uid() -> None:
+    pod: dict[str, Any] = pod_using("a", "c", run_as=1000)
+    pod["spec"]["hostUsers"] = False
+    (found,) = pod_users(pod, "c")
+    assert (found.uid, found.field) == (None, "spec.hostUsers")
+    problem = refusal([found], GPU, 1, 1000)
+    assert problem is not None
+    assert "runs in a user namespace of its own (spec.hostUsers: false)" in problem
+    assert "leave spec.hostUsers out (or true) and run it as 1000" in problem
+    assert refusal([found], GPU, 0, None) is None  # alone on the GPU
