@@ -1425,6 +1425,26 @@ def _events(api_client: Any, namespace: str, name: str, reason: str) -> list[str
     return [str(e.message) for e in listing.items]
 
 
+def _pod_holding_the_h100(
+    api_client: Any, cluster: ClusterUnderTest, plugin: Plugin, namespace: str
+) -> Gpu:
+    """The health tests' start: claim templates ``the-h100`` (that very GPU) and ``any-gpu``,
+    and pod ``holds`` running with the H100; the H100."""
+    h100 = _h100(plugin)
+    resources = resource_api(api_client)
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("the-h100", _the_gpu(h100))
+    )
+    resources.create_namespaced_resource_claim_template(
+        namespace, claim_template("any-gpu", ANY_GPU)
+    )
+    core_api(api_client).create_namespaced_pod(
+        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
+    )
+    _run_until_running(api_client, cluster, plugin, namespace, "holds")
+    return h100
+
+
 def test_an_xid_on_a_running_pods_gpu_shows_in_the_slice_the_pod_and_the_claim(
     api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
 ) -> None:
@@ -1436,20 +1456,11 @@ def test_an_xid_on_a_running_pods_gpu_shows_in_the_slice_the_pod_and_the_claim(
     assert xid_outcome(POLICY_XID, ignored=DEFAULT_IGNORED_XIDS, policy_effect="NoSchedule") == (
         "no-schedule"
     )
-    h100, l4 = _h100(kubelet_plugin), _l4(kubelet_plugin)
+    l4 = _l4(kubelet_plugin)
     resources = resource_api(api_client)
     core = core_api(api_client)
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("the-h100", _the_gpu(h100))
-    )
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("any-gpu", ANY_GPU)
-    )
-    core.create_namespaced_pod(
-        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
-    )
     with _no_taints_left(api_client, local_cluster, kubelet_plugin):
-        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+        h100 = _pod_holding_the_h100(api_client, local_cluster, kubelet_plugin, namespace)
         claim = generated_claim_name(api_client, namespace, "holds")
         assert claim
         wait_for(
@@ -1527,17 +1538,10 @@ def test_a_gpu_off_the_bus_drains_its_pod_and_stays_tainted_across_a_restart_unt
     and republished: the same taint, the same timeAdded), and a pod waiting for that GPU
     stays pending; ``dra-driver taints clear`` on the node lifts the taint, and the waiting
     pod gets the GPU."""
-    h100 = _h100(kubelet_plugin)
     resources = resource_api(api_client)
     core = core_api(api_client)
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("the-h100", _the_gpu(h100))
-    )
-    core.create_namespaced_pod(
-        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
-    )
     with _no_taints_left(api_client, local_cluster, kubelet_plugin):
-        _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+        h100 = _pod_holding_the_h100(api_client, local_cluster, kubelet_plugin, namespace)
         write_fault(_faults_dir(local_cluster), "xid", gpu=h100.uuid, xid=OFF_THE_BUS)
         before = _wait_tainted(api_client, local_cluster, kubelet_plugin, h100.device_name)
         assert (before["value"], before["effect"]) == (str(OFF_THE_BUS), "NoExecute"), before
@@ -1614,19 +1618,10 @@ def test_a_no_execute_device_taint_rule_evicts_the_pod_and_the_controller_places
     first fit would take the tainted one, and reports a gated pod that wants the tainted
     GPU unplaceable, naming the rule."""
     assert local_cluster.local is not None
-    h100, l4 = _h100(kubelet_plugin), _l4(kubelet_plugin)
+    l4 = _l4(kubelet_plugin)
     resources = resource_api(api_client)
     core = core_api(api_client)
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("the-h100", _the_gpu(h100))
-    )
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("any-gpu", ANY_GPU)
-    )
-    core.create_namespaced_pod(
-        namespace, pod_with_claim("holds", SHOW_DEVICES, template="the-h100")
-    )
-    _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "holds")
+    h100 = _pod_holding_the_h100(api_client, local_cluster, kubelet_plugin, namespace)
     pool = _node_devices(api_client, local_cluster)[h100.device_name]["pool"]
     rule = f"{namespace}-maintenance"
     resources.create_device_taint_rule(
