@@ -6,8 +6,9 @@ chart's DaemonSet or a process, started and registered once); a second module wo
 The plugin registers through the kubelet's plugin registry, publishes the
 node's slices; the scheduler allocates a GPU; the kubelet calls
 NodePrepareResources, the plugin writes a CDI spec into containerd's CDI
-directory, and containerd injects the device node and the environment into
-the container. Deleting the pod makes the kubelet call
+directory, and containerd injects the device node, the environment and the
+claim's device metadata file (KEP-5304, read by the container at its upstream path)
+into the container. Deleting the pod makes the kubelet call
 NodeUnprepareResources: the CDI spec goes, and the claim's allocation with it.
 
 Where the session built the driver's image (see conftest), the plugin is the
@@ -86,6 +87,9 @@ SHOW_DEVICES = [
     "echo '--- dev'; ls /dev; echo '--- env'; env; echo '--- end'; sleep 3600",
 ]
 
+
+#: Where a container finds its device metadata files (KEP-5304).
+METADATA_DIR = "/var/run/kubernetes.io/dra-device-attributes"
 
 REGISTERED = "kubelet registered DRA driver"
 HEALTH_STREAM_V1 = "kubelet opened a device health stream (v1)"
@@ -492,6 +496,53 @@ def _check_container_sees_the_gpu(log: str, specs: list[dict[str, Any]], gpu: Gp
     assert any(gpu.uuid in entry for entry in wanted_env)
 
 
+def _show_devices_and_metadata(owner: str) -> list[str]:
+    """SHOW_DEVICES, and the request ``gpu``'s device metadata file of the pod's claim
+    (``owner``: ``resourceclaims/<claim>`` or ``resourceclaimtemplates/<pod claim name>``)."""
+    path = f"{METADATA_DIR}/{owner}/gpu/{DRIVER}-metadata.json"
+    return [
+        "sh",
+        "-c",
+        f"echo '--- dev'; ls /dev; echo '--- env'; env; echo '--- metadata'; cat {path}; "
+        "echo '--- end'; sleep 3600",
+    ]
+
+
+def _check_container_reads_the_metadata(
+    log: str, claim: dict[str, Any], gpu: Gpu, pod_claim_name: str | None
+) -> None:
+    """The metadata file the container read through containerd's CDI mount: the claim,
+    the pod's name for it, and the GPU with its published attributes."""
+    text = "\n".join(_sections(log).get("metadata") or [])
+    assert text.strip(), f"the container read no device metadata file:\n{log}"
+    decoder = json.JSONDecoder()
+    first, end = decoder.raw_decode(text)
+    second = decoder.raw_decode(text, end + 1)[0]
+    assert [first["apiVersion"], second["apiVersion"]] == [
+        "metadata.resource.k8s.io/v1beta1",
+        "metadata.resource.k8s.io/v1alpha1",
+    ]
+    assert first["kind"] == "DeviceMetadata"
+    meta = claim["metadata"]
+    assert first["metadata"] == {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "uid": meta["uid"],
+        "generation": 1,
+    }
+    assert first.get("podClaimName") == pod_claim_name
+    (request,) = first["requests"]
+    (device,) = request["devices"]
+    assert (request["name"], device["driver"], device["name"]) == ("gpu", DRIVER, gpu.device_name)
+    assert device["attributes"]["uuid"] == {"string": gpu.uuid}
+    assert device["attributes"]["resource.kubernetes.io/pciBusID"] == {"string": gpu.pci_bus_id}
+
+
+def _metadata_on_host(cluster: ClusterUnderTest, claim_uid: str) -> Path:
+    """The claim's device metadata directory on the host, under the plugin's directory."""
+    return _state_dir(cluster) / "dra-device-metadata" / claim_uid
+
+
 def _l4(plugin: Plugin) -> Gpu:
     return next(g for g in plugin.gpus if "L4" in g.product_name)
 
@@ -535,7 +586,10 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
         namespace, claim_template("one-l4", selector)
     )
     core.create_namespaced_pod(
-        namespace, pod_with_claim("sees-gpu", SHOW_DEVICES, template="one-l4")
+        namespace,
+        pod_with_claim(
+            "sees-gpu", _show_devices_and_metadata("resourceclaimtemplates/gpu"), template="one-l4"
+        ),
     )
 
     log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "sees-gpu")
@@ -547,6 +601,9 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
     specs = _cdi_specs(cdi_dir, claim["metadata"]["uid"])
     assert specs, f"no CDI spec for claim {claim_name} in {cdi_dir}: {os.listdir(cdi_dir)}"
     _check_container_sees_the_gpu(log, specs, gpu)
+    # KEP-5304: the claim came from a template, so the file is under the pod's name for it.
+    _check_container_reads_the_metadata(log, claim, gpu, "gpu")
+    assert _metadata_on_host(local_cluster, claim["metadata"]["uid"]).is_dir()
     # The plugin's word in the claim (status.devices), allowed by the chart's RBAC on the
     # synthetic resourceclaims/driver subresource.
     (entry,) = wait_for(
@@ -566,11 +623,12 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
 
     core.delete_namespaced_pod("sees-gpu", namespace, grace_period_seconds=0)
     wait_for(
-        "the pod, its claim and the claim's CDI spec to be gone",
+        "the pod, its claim, the claim's CDI spec and metadata files to be gone",
         lambda: (
             is_gone(lambda: core.read_namespaced_pod("sees-gpu", namespace))
             and is_gone(lambda: resources.read_namespaced_resource_claim(claim_name, namespace))
             and not _cdi_specs(cdi_dir, claim["metadata"]["uid"])
+            and not _metadata_on_host(local_cluster, claim["metadata"]["uid"]).exists()
         ),
         cluster=local_cluster,
         timeout_s=90,
@@ -682,13 +740,18 @@ def test_standalone_claim_is_deallocated_after_its_pod_is_deleted(
     selector = f'device.attributes["{DRIVER}"].uuid == "{gpu.uuid}"'
     resources.create_namespaced_resource_claim(namespace, resource_claim("shared-l4", selector))
     core.create_namespaced_pod(
-        namespace, pod_with_claim("uses-claim", SHOW_DEVICES, claim="shared-l4")
+        namespace,
+        pod_with_claim(
+            "uses-claim", _show_devices_and_metadata("resourceclaims/shared-l4"), claim="shared-l4"
+        ),
     )
 
     log = _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "uses-claim")
     claim = read_json(resources.read_namespaced_resource_claim, "shared-l4", namespace)
     uid = claim["metadata"]["uid"]
     _check_container_sees_the_gpu(log, _cdi_specs(cdi_dir, uid), gpu)
+    # KEP-5304: a claim the pod names has its file under the claim's own name.
+    _check_container_reads_the_metadata(log, claim, gpu, None)
 
     core.delete_namespaced_pod("uses-claim", namespace, grace_period_seconds=0)
     wait_for(
@@ -1501,6 +1564,14 @@ def test_an_xid_on_a_running_pods_gpu_shows_in_the_slice_the_pod_and_the_claim(
         )
         assert condition["reason"] == "Tainted", condition
         assert f"{XID_TAINT}={POLICY_XID}:NoSchedule" in condition["message"], condition
+        # And an Event on the claim, for whoever runs `kubectl describe resourceclaim`.
+        (message,) = wait_for(
+            "the plugin's DeviceTainted Event on the claim",
+            lambda: _events(api_client, namespace, claim, "DeviceTainted"),
+            cluster=local_cluster,
+            context=kubelet_plugin.log_tail,
+        )
+        assert f"{XID_TAINT}={POLICY_XID}:NoSchedule" in message, message
         # NoSchedule: what runs there stays.
         assert pod_phase(api_client, namespace, "holds") == "Running"
 
