@@ -1,6 +1,6 @@
 """The whole node path: `dra-driver kubelet-plugin` with mock GPUs under the real kubelet.
 
-One module on purpose (about 1,600 lines): its tests share the module-scoped plugin (the
+One module on purpose (about 1,850 lines): its tests share the module-scoped plugin (the
 chart's DaemonSet or a process, started and registered once); a second module would start another.
 
 The plugin registers through the kubelet's plugin registry, publishes the
@@ -23,8 +23,10 @@ host, under the mock dev root the pod mounts at its host path) taints the GPU in
 slice, turns the pod's ``allocatedResourcesStatus`` and the claim's Healthy condition
 unhealthy, survives a plugin restart in taints.json and goes with ``dra-driver taints
 clear`` run on the node; a NoExecute DeviceTaintRule makes the controller-manager evict
-the pod using the device, and the project's controller places a gated pod around it.
-Each of these tests clears every taint it leaves, pass or fail.
+the pod using the device, and the project's controller places a gated pod around it; under
+a short quiet window, a taint whose recovery action reads GPU_RESET stays until the mock GPU
+is reset, then the plugin lifts it by itself. Each of these tests clears every taint it
+leaves, pass or fail.
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ class Plugin(Protocol):
     def resume(self, cluster: ClusterUnderTest) -> None:
         """Bring it back after :meth:`suspend`, until the kubelet has registered it."""
 
+    def restart_with_recovery_window(self, cluster: ClusterUnderTest, seconds: float) -> None:
+        """Stop it and start it again with ``--health-recovery-seconds`` (its env twin for
+        the chart's pod) set to ``seconds``, until the kubelet has registered it."""
+
 
 class RunningPlugin:
     """``dra-driver kubelet-plugin`` as a process; stopped with SIGTERM, as the kubelet's
@@ -182,6 +188,13 @@ class RunningPlugin:
         return self.stop()
 
     def resume(self, cluster: ClusterUnderTest) -> None:
+        self.start(cluster)
+
+    def restart_with_recovery_window(self, cluster: ClusterUnderTest, seconds: float) -> None:
+        code = self.stop()
+        assert code == 0, f"the plugin exited {code} on SIGTERM\n{self.log_tail()}"
+        flag = "--health-recovery-seconds="
+        self.argv = [a for a in self.argv if not a.startswith(flag)] + [f"{flag}{seconds}"]
         self.start(cluster)
 
     def log_text(self) -> str:
@@ -317,6 +330,17 @@ class PluginPod:
             DAEMON_SET, NAMESPACE, _suspend_patch(False)
         )
         self.start(cluster)
+
+    def restart_with_recovery_window(self, cluster: ClusterUnderTest, seconds: float) -> None:
+        code = self.suspend()
+        assert code == 0, f"the plugin pod exited {code} on deletion\n{self.log_tail()}"
+        env = {"name": "DRA_DRIVER_HEALTH_RECOVERY_SECONDS", "value": str(seconds)}
+        apps_api(self.api_client).patch_namespaced_daemon_set(
+            DAEMON_SET,
+            NAMESPACE,
+            {"spec": {"template": {"spec": {"containers": [{"name": "plugin", "env": [env]}]}}}},
+        )
+        self.resume(cluster)
 
 
 def _suspend_patch(on: bool) -> dict[str, Any]:
@@ -1330,6 +1354,9 @@ ANY_GPU = f'device.attributes["{DRIVER}"].type == "gpu"'
 GATE = "gpu.dra-driver.io/placement"
 #: An XID NVIDIA's table leaves to the health policy (``xid=NoSchedule`` by default).
 POLICY_XID = 74
+#: The quiet window of the recovery test: shorter than the test's own waits, so that only
+#: the hardware's recovery action keeps the taint.
+RECOVERY_WINDOW_S = 2
 #: "GPU has fallen off the bus": NoExecute, kept until a reboot or an admin's clear.
 OFF_THE_BUS = 79
 
@@ -1751,3 +1778,69 @@ def test_a_no_execute_device_taint_rule_evicts_the_pod_and_the_controller_places
             core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     finally:
         resources.delete_device_taint_rule(rule)
+
+
+def test_a_taint_waits_for_the_gpu_reset_the_hardware_confirms_then_lifts(
+    api_client: Any, local_cluster: ClusterUnderTest, kubelet_plugin: Plugin, namespace: str
+) -> None:
+    """An XID whose recovery action (NVML field 230, the mock's) reads GPU_RESET, under a
+    quiet window of two seconds: the taint is raised to NoExecute (a reset wants the GPU
+    idle) and the controller-manager evicts the pod; past the window the taint stays, the
+    hardware has not confirmed, and a pod waiting for that GPU stays pending. Once the GPU
+    is reset (field 230 reads NONE, the GPU validates) the plugin lifts the taint by itself,
+    no admin involved, and the waiting pod gets the GPU."""
+    core = core_api(api_client)
+    kubelet_plugin.restart_with_recovery_window(local_cluster, RECOVERY_WINDOW_S)
+    try:
+        with _no_taints_left(api_client, local_cluster, kubelet_plugin):
+            h100 = _pod_holding_the_h100(api_client, local_cluster, kubelet_plugin, namespace)
+            write_fault(
+                _faults_dir(local_cluster),
+                "xid",
+                gpu=h100.device_name,
+                xid=POLICY_XID,
+                recoveryAction="GPU_RESET",
+            )
+
+            def no_execute() -> dict[str, Any] | None:
+                taints = _health_taints(api_client, local_cluster).get(h100.device_name) or []
+                return next(
+                    (t for t in taints if t["key"] == XID_TAINT and t["effect"] == "NoExecute"),
+                    None,
+                )
+
+            before = wait_for(
+                "the XID taint raised to NoExecute for the GPU reset",
+                no_execute,
+                cluster=local_cluster,
+                context=kubelet_plugin.log_tail,
+            )
+            wait_for(
+                "the device taint eviction controller to evict pod holds",
+                lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
+                cluster=local_cluster,
+                timeout_s=90,
+                context=lambda: pod_report(api_client, namespace, "holds"),
+            )
+            core.create_namespaced_pod(
+                namespace, pod_with_claim("waits", SHOW_DEVICES, template="the-h100")
+            )
+            _wait_unschedulable(api_client, local_cluster, namespace, "waits")
+            # Well past the quiet window: only the recovery action keeps the taint now.
+            time.sleep(3 * RECOVERY_WINDOW_S)
+            assert no_execute() == before, _health_taints(api_client, local_cluster)
+            assert pod_phase(api_client, namespace, "waits") == "Pending"
+
+            write_fault(_faults_dir(local_cluster), "reset", gpu=h100.device_name)
+            wait_for(
+                "the plugin to lift the taint once the GPU reads NONE and validates",
+                lambda: not _health_taints(api_client, local_cluster),
+                cluster=local_cluster,
+                context=kubelet_plugin.log_tail,
+            )
+            assert "recovery action NONE and the GPU validates" in kubelet_plugin.log_tail(400)
+            _run_until_running(api_client, local_cluster, kubelet_plugin, namespace, "waits")
+            assert _allocated_device(api_client, namespace, "waits") == h100.device_name
+            core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    finally:
+        kubelet_plugin.restart_with_recovery_window(local_cluster, HEALTH_RECOVERY_S)
