@@ -31,6 +31,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from dra_driver.discovery.model import NodeInventory
+from dra_driver.preparation import PreparationPlan
+from dra_driver.prepared_claims import metadata_files
 from kubelet_plugin.cdi_writer import (
     ForeignFileError,
     read_own_file,
@@ -94,6 +97,15 @@ class MetadataFiles:
             )
             written.append(file)
         return written
+
+    def write_plan(
+        self, uid: str, plan: PreparationPlan, inventory: NodeInventory, *, driver_name: str
+    ) -> list[Path]:
+        """:meth:`write` the files of ``plan`` (:func:`dra_driver.prepared_claims.metadata_files`:
+        the devices as ``inventory`` has them now); none when the plan has none."""
+        if not plan.metadata:
+            return []
+        return self.write(uid, metadata_files(plan, inventory, driver_name=driver_name))
 
     @staticmethod
     def _holds(file: Path, content: bytes) -> bool:

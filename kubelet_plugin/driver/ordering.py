@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["MAX_REMEMBERED", "UnprepareLedger"]
+__all__ = ["MAX_REMEMBERED", "ClaimLocks", "UnprepareLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +95,31 @@ class UnprepareLedger:
         stale = [uid for uid, sequence in self._unprepared.items() if sequence <= oldest]
         for uid in stale:
             del self._unprepared[uid]
+
+
+class ClaimLocks:
+    """One lock per claim UID, kept only while someone holds or waits for it; thread-safe.
+
+    Calls for the same claim run one after another; calls for different claims never wait
+    for each other.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, uid: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(uid, (threading.Lock(), 0))
+            self._locks[uid] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[uid]
+                if users == 1:
+                    del self._locks[uid]
+                else:
+                    self._locks[uid] = (lock, users - 1)

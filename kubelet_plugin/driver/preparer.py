@@ -8,12 +8,10 @@ same claim UID are serialised by a per-claim lock.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -23,13 +21,13 @@ from api.resource_v1 import claim_label
 from dra_driver.cdi import HostFiles, encode_cdi_spec, spec_file_name
 from dra_driver.discovery.model import NodeInventory
 from dra_driver.preparation import PreparationPlan, plan_preparation
-from dra_driver.prepared_claims import checkpoint_devices, metadata_files, plan_from_checkpoint
+from dra_driver.prepared_claims import checkpoint_devices, plan_from_checkpoint
 from kubelet_plugin.cdi_writer import CdiWriter, remove_durably
 from kubelet_plugin.claim_source import ClaimSource
 from kubelet_plugin.driver.journal import ClaimJournal
 from kubelet_plugin.driver.metadata_files import MetadataFiles
 from kubelet_plugin.driver.mig_lifecycle import MigLifecycle, dynamic_migs
-from kubelet_plugin.driver.ordering import UnprepareLedger
+from kubelet_plugin.driver.ordering import ClaimLocks, UnprepareLedger
 from kubelet_plugin.enforcement import Enforcers
 from kubelet_plugin.node_driver import (
     ClaimRef,
@@ -114,8 +112,7 @@ class ClaimPreparer:
         self._fault_hook = fault_hook
         self._enforcers = enforcers or Enforcers()
         self._metadata = metadata
-        self._locks_guard = threading.Lock()
-        self._claim_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._locks = ClaimLocks()
         self.ledger = UnprepareLedger()
         """Tickets of prepare calls and the unprepares that came after them."""
 
@@ -135,7 +132,7 @@ class ClaimPreparer:
             )
         try:
             check_claim_ref(ref)  # before its UID names a file or its name reaches the API
-            with self._claim_lock(ref.uid):
+            with self._locks.hold(ref.uid):
                 if ticket is not None and self.ledger.unprepared_since(ref.uid, ticket):
                     raise PrepareError(
                         "unprepared by a later NodeUnprepareResources while this "
@@ -173,9 +170,7 @@ class ClaimPreparer:
                 entry = self.rewrite_spec(ref.uid, entry)
                 self._journal.set(ref.uid, entry)
                 self._journal.commit()
-            else:
-                # A file removed or changed by someone else, or a device that changed
-                # since: written again (only then), as the upstream helper does each time.
+            else:  # metadata files removed or changed since: written again (only then)
                 self.restore_metadata(ref.uid, entry)
             return _result(entry)
 
@@ -263,20 +258,9 @@ class ClaimPreparer:
         of the claim removes it once the cause is gone.
         """
         try:
-            # Each removal is tried whatever the other does: a spec that cannot go never
-            # keeps the metadata files, nor the other way round.
-            failures: list[OSError] = []
-            spec = self._cdi.path(spec_file_name(self._driver_name, uid))
-            removals: list[Callable[[], bool]] = [functools.partial(remove_durably, spec)]
-            if self._metadata is not None:
-                removals.append(functools.partial(self._metadata.remove, uid))
-            for remove in removals:
-                try:
-                    remove()
-                except OSError as err:
-                    failures.append(err)
-            if failures:
-                raise failures[0]
+            _remove_attempt(
+                self._cdi.path(spec_file_name(self._driver_name, uid)), self._metadata, uid
+            )
             self._journal.drop_started(uid)
             self._journal.commit()
         except OSError as err:
@@ -294,20 +278,12 @@ class ClaimPreparer:
             return
         entry = self._journal.get(uid)
         label = claim_label(entry.namespace, entry.name) if entry is not None else "claim"
-        log.error(
-            "%s (UID %s): undoing a failed prepare: %s; its devices are free for other "
-            "claims, the plugin retries the removal (check that the CDI root %s is "
-            "writable and healthy)",
-            label,
-            uid,
-            reason,
-            self._cdi.root,
-        )
+        _log_deferred(label, uid, reason, self._cdi.root)
 
     def retry_cleanups(self) -> dict[str, str]:
         """Try again to undo every cleanup-pending attempt; returns those still pending."""
         for uid in self._journal.cleanup_pending():
-            with self._claim_lock(uid):
+            with self._locks.hold(uid):
                 if uid in self._journal.cleanup_pending() and self._roll_back(uid):
                     log.info("claim UID %s: the failed prepare is undone at last", uid)
         return self._journal.cleanup_pending()
@@ -327,7 +303,7 @@ class ClaimPreparer:
             log.warning("unprepare %s (UID %r) refused: %s", ref, ref.uid, problem)
             return f"{ref}: {problem}"
         try:
-            with self._claim_lock(ref.uid):
+            with self._locks.hold(ref.uid):
                 entry = self._journal.get(ref.uid)
                 # Remove the spec first: a crash before the entry is dropped leaves an
                 # entry whose spec start-up rewrites or removes, never a spec nobody owns.
@@ -391,30 +367,41 @@ class ClaimPreparer:
     # --- helpers ------------------------------------------------------------------------
 
     def _write_metadata(self, uid: str, plan: PreparationPlan) -> None:
-        if self._metadata is None or not plan.metadata:
-            return
-        files = metadata_files(plan, self._inventory(), driver_name=self._driver_name)
-        self._metadata.write(uid, files)
+        if self._metadata is not None:
+            self._metadata.write_plan(uid, plan, self._inventory(), driver_name=self._driver_name)
 
     def _fault(self, point: FaultPoint) -> None:
         if self._fault_hook is not None:
             self._fault_hook(point)
 
-    @contextlib.contextmanager
-    def _claim_lock(self, uid: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock, users = self._claim_locks.get(uid, (threading.Lock(), 0))
-            self._claim_locks[uid] = (lock, users + 1)
+
+def _log_deferred(label: str, uid: str, reason: str, cdi_root: Path) -> None:
+    log.error(
+        "%s (UID %s): undoing a failed prepare: %s; its devices are free for other "
+        "claims, the plugin retries the removal (check that the CDI root %s and the "
+        "device metadata directory are writable and healthy)",
+        label,
+        uid,
+        reason,
+        cdi_root,
+    )
+
+
+def _remove_attempt(spec: Path, metadata: MetadataFiles | None, uid: str) -> None:
+    """Remove a prepare attempt's spec and metadata files, each tried whatever the other
+    does (a spec that cannot go never keeps the files, nor the other way round); raises
+    the first OSError."""
+    removals: list[Callable[[], bool]] = [functools.partial(remove_durably, spec)]
+    if metadata is not None:
+        removals.append(functools.partial(metadata.remove, uid))
+    failures: list[OSError] = []
+    for remove in removals:
         try:
-            with lock:
-                yield
-        finally:
-            with self._locks_guard:
-                lock, users = self._claim_locks[uid]
-                if users == 1:
-                    del self._claim_locks[uid]
-                else:
-                    self._claim_locks[uid] = (lock, users - 1)
+            remove()
+        except OSError as err:
+            failures.append(err)
+    if failures:
+        raise failures[0]
 
 
 def _result(entry: ClaimEntry) -> PrepareResult:
