@@ -86,12 +86,23 @@ def device_entries(
                         "message": "prepared on the node: its CDI spec is written",
                         "lastTransitionTime": stamp,
                     },
-                    _health_condition(taints.get(record.device, ()), stamp),
+                    _health_condition(record_taints(record, taints), stamp),
                 ],
                 "data": _data(record, inventory),
             }
         )
     return entries
+
+
+def record_taints(
+    record: DeviceRecord, taints: Mapping[str, Sequence[DeviceTaint]]
+) -> tuple[DeviceTaint, ...]:
+    """The health taints of a prepared device: its own and, for a MIG device, its GPU's
+    (health is kept per GPU: a fault of the GPU affects every MIG device on it)."""
+    names = [record.device]
+    if record.mig is not None and record.mig.parent_device != record.device:
+        names.insert(0, record.mig.parent_device)
+    return tuple(t for name in names for t in taints.get(name, ()))
 
 
 def _health_condition(taints: Sequence[DeviceTaint], stamp: str) -> dict[str, Any]:
@@ -331,7 +342,12 @@ class ClaimStatusReporter:
         for uid, entry in self._prepared().items():
             if entry.state != "PrepareCompleted":
                 continue
-            touched = [record for record in entry.devices if record.device in changed]
+            touched = [
+                record
+                for record in entry.devices
+                if record.device in changed
+                or (record.mig is not None and record.mig.parent_device in changed)
+            ]
             if not touched:
                 continue
             ref = ClaimRef(namespace=entry.namespace, name=entry.name, uid=uid)
@@ -339,7 +355,7 @@ class ClaimStatusReporter:
             if self._events is None:
                 continue
             for record in touched:
-                if record.device in now:
-                    self._events.tainted(ref, record, now[record.device])
+                if taints_now := record_taints(record, now):
+                    self._events.tainted(ref, record, taints_now)
                 else:
                     self._events.recovered(ref, record)

@@ -286,3 +286,32 @@ def test_a_failed_prepare_and_the_health_of_a_held_device_are_events_on_the_clai
         "; NoExecute: the pods using it are evicted"
     )
     assert all(e["involvedObject"]["kind"] == "ResourceClaim" for e in cluster.objects("events"))
+
+
+def test_a_fault_of_the_gpu_makes_its_mig_device_unhealthy_and_tells_the_claim() -> None:
+    # Health is kept per GPU: the monitor's taints name gpu-0, the claim holds a MIG device
+    # on it.
+    mig = MigRecord(
+        parent_device="gpu-0",
+        parent_uuid=INVENTORY.gpus[0].uuid,
+        profile="1g.10gb",
+        profile_id=19,
+        placement_start=0,
+        placement_size=1,
+        dynamic=True,
+    )
+    entry = _entry(_record("gpu-0-mig-1g.10gb-0", mig=mig))
+    xid = DeviceTaint(key=f"{DRIVER}/xid", value="48", effect="NoSchedule")
+    (device,) = device_entries(DRIVER, entry, INVENTORY, {"gpu-0": [xid]})
+    assert device["conditions"][1]["status"] == "False"
+
+    cluster = _cluster()
+    writer = ClaimStatusWriter(cluster, DRIVER)
+    events = ClaimEvents(cluster, NODE)
+    reporter = ClaimStatusReporter(
+        _Inner(), writer, prepared=lambda: {UID: entry}, inventory=INVENTORY, events=events
+    )
+    reporter.health_changed({"gpu-0": [xid]})
+    reporter.health_changed({})
+    assert [e["reason"] for e in cluster.objects("events")] == ["DeviceTainted", "DeviceRecovered"]
+    assert "device gpu-0-mig-1g.10gb-0" in cluster.objects("events")[0]["message"]
