@@ -4,7 +4,7 @@ For each request of a prepared claim, the kubelet plugin writes one file that
 tells the containers using the request which devices they got and what those
 devices are (GPU UUID, PCI bus ID, NUMA node...), so a workload (NCCL, vLLM,
 KubeVirt) needs no access to the API server. The layout and the format are the
-ones the upstream Go kubelet-plugin helper writes (``kubeletplugin/metadata.go``
+ones the upstream Go kubelet-plugin library writes (``kubeletplugin/metadata.go``
 and ``api/metadata`` in ``k8s.io/dynamic-resource-allocation``):
 
 - inside the container, read-only:
@@ -24,7 +24,7 @@ and ``api/metadata`` in ``k8s.io/dynamic-resource-allocation``):
 On the host the plugin keeps the files under ``<metadata root>/<claim uid>/<request>/``
 and the claim's CDI spec bind-mounts each one (a CDI device per request, named
 ``<claim uid>-metadata-<request>``, whose ID the plugin adds to the first device of the
-request in its answer to the kubelet, as the upstream helper does).
+request in its answer to the kubelet, as the upstream library does).
 
 Pure: paths and bytes only; the kubelet plugin writes and removes the files.
 """
@@ -66,7 +66,7 @@ _CLAIMS_SUBDIR: Final = "resourceclaims"
 _TEMPLATES_SUBDIR: Final = "resourceclaimtemplates"
 _FILE_SUFFIX: Final = "-metadata.json"
 
-#: The API versions written, newest first. v1beta1 is the latest the pinned helper knows
+#: The API versions written, newest first. v1beta1 is the latest the pinned library knows
 #: (it refuses to write without it); v1alpha1 is all that 1.36 readers understand.
 METADATA_API_VERSIONS: Final = (
     "metadata.resource.k8s.io/v1beta1",
@@ -200,7 +200,7 @@ def encode_device_metadata(
 
     ``request`` is the name as allocated (``gpu/large`` keeps its subrequest here; the
     path does not). Deterministic: the same inputs give the same bytes, which are
-    those the upstream helper writes for the same object.
+    those the upstream library writes for the same object.
     """
     newest, *older = METADATA_API_VERSIONS
     text = json.dumps(
@@ -282,7 +282,7 @@ def plan_request_files(
 def first_device_ids(metadata: Iterable[PlannedMetadata]) -> dict[str, tuple[str, ...]]:
     """Device name to the metadata CDI IDs it carries: each request's goes to the first
     device of the request, which every container using the request gets from the
-    kubelet (the upstream helper does the same)."""
+    kubelet (the upstream library does the same)."""
     first: dict[str, tuple[str, ...]] = {}
     given: set[str] = set()
     for planned in metadata:

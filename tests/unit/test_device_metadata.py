@@ -1,7 +1,7 @@
 """Device metadata files (KEP-5304): the bytes, the paths and how a claim's plan mounts them.
 
 ``device_metadata_upstream.json`` holds the stream for the object of
-:func:`test_bytes_are_those_of_the_upstream_helper`; it was checked by a Go program built
+:func:`test_bytes_are_those_of_the_upstream_library`; it was checked by a Go program built
 against the pinned ``k8s.io/dynamic-resource-allocation`` v0.37.2: the upstream
 ``devicemetadata`` decoder reads and validates it (as v1beta1, and as v1alpha1 for a 1.36
 reader), and the upstream encoder writes the same bytes for the object it decoded.
@@ -37,7 +37,7 @@ UPSTREAM = Path(__file__).with_name("device_metadata_upstream.json")
 CONTAINER_DIR = "/var/run/kubernetes.io/dra-device-attributes"
 
 
-def test_bytes_are_those_of_the_upstream_helper() -> None:
+def test_bytes_are_those_of_the_upstream_library() -> None:
     content = encode_device_metadata(
         driver_name=DRIVER,
         namespace="default",
