@@ -5,17 +5,26 @@ does not fit holds nothing and each pod says why; a failed write leaves no parti
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
 from controller_fixtures import (
     GATE,
     NS,
     Harness,
     add_gpu_nodes,
     claim,
+    device_class,
+    node,
+    node_slice,
     pod,
     scheduling_gates,
 )
+
+from controller.app import Controller
+from controller.settings import parse_settings
+from tests.fakes.cluster import FakeCluster
 
 
 def pod_group(name: str, min_count: int | None) -> dict[str, Any]:
@@ -127,3 +136,55 @@ def test_pods_of_a_basic_group_or_where_pod_groups_are_not_served_are_placed_alo
     add_members(plain, "train", ["w0"])
     plain.drain()
     assert plain.devices("w0-gpu") != []
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_a_cluster_without_pod_groups_does_not_hold_placement_up(status: int) -> None:
+    cluster = FakeCluster()
+    cluster.fail("list", "podgroups", status, times=1000)
+    settings = parse_settings(["--identity", "c0", "--watch-timeout-seconds", "0.2"], environ={})
+    controller = Controller(settings, cluster, workers=1)
+    controller.start()
+    try:
+        assert controller.wait_synced(10)
+        assert "podgroups" not in {r.resource for r in controller.reflectors}
+    finally:
+        controller.shutdown(timeout_s=5)
+
+
+def test_the_running_controller_watches_pod_groups_and_places_a_gang_whole() -> None:
+    cluster = FakeCluster()
+    settings = parse_settings(
+        ["--identity", "c0", "--watch-timeout-seconds", "0.2", "--no-manage-device-classes"],
+        environ={},
+    )
+    controller = Controller(settings, cluster, workers=2)
+    controller.start()
+    try:
+        assert controller.wait_synced(10)
+        cluster.create("deviceclasses", device_class())
+        cluster.create("nodes", node("node_a"))
+        cluster.create("resourceslices", node_slice("node_a", 4))
+        cluster.create("podgroups", pod_group("train", 2))
+        body, gpu_claim = member("w0", "train", 2)
+        cluster.create("resourceclaims", gpu_claim)
+        cluster.create("pods", body)
+        time.sleep(1.0)  # the controller had time to act; a lone member must wait
+        assert not _allocation(cluster, "w0-gpu")
+        body, gpu_claim = member("w1", "train", 2)
+        cluster.create("resourceclaims", gpu_claim)
+        cluster.create("pods", body)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            _allocation(cluster, "w0-gpu") and _allocation(cluster, "w1-gpu")
+        ):
+            time.sleep(0.05)
+        assert _allocation(cluster, "w0-gpu") and _allocation(cluster, "w1-gpu")
+    finally:
+        controller.shutdown(timeout_s=5)
+
+
+def _allocation(cluster: FakeCluster, name: str) -> dict[str, Any]:
+    stored = cluster.get("resourceclaims", name, namespace=NS)
+    found: dict[str, Any] = (stored.get("status") or {}).get("allocation") or {}
+    return found
