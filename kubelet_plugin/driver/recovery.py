@@ -44,6 +44,9 @@ class RecoveryReport:
     """Claims kept because the API server could not be asked."""
     orphan_specs: list[str] = field(default_factory=list)
     """Spec files of this driver without a checkpoint entry (left in place)."""
+    orphan_metadata: list[str] = field(default_factory=list)
+    """Claim UIDs with device metadata files but neither a checkpoint entry nor a spec:
+    removed, since no spec can mount them (those beside an orphan spec stay with it)."""
     cleanup_pending: list[str] = field(default_factory=list)
     """PrepareStarted entries whose spec could not be removed: kept, holding no device,
     retried while the plugin serves."""
@@ -67,7 +70,8 @@ class StartupRecovery:
       an entry of checkpoint version 1 without a digest: written once, info);
       its device metadata files written again where missing or changed.
 
-    Spec files of this driver without an entry are reported, never removed.
+    Spec files of this driver without an entry are reported, never removed; device
+    metadata files without an entry are removed unless such a spec is there to mount them.
     The journal then holds the result, saved durably.
 
     A file that cannot be removed (a read-only or failing CDI root) never
@@ -178,6 +182,7 @@ class StartupRecovery:
             if self._restore(uid, entry, entries):
                 report.rewritten.append(uid)
         report.orphan_specs = self._orphan_specs(entries)
+        report.orphan_metadata = self._orphan_metadata(entries, report.orphan_specs)
         self._journal.replace(entries)
         for uid, reason in pending.items():
             self._journal.mark_cleanup_pending(uid, reason)
@@ -258,3 +263,33 @@ class StartupRecovery:
                 self._cdi.path(orphan),
             )
         return orphans
+
+    def _orphan_metadata(
+        self, entries: dict[str, ClaimEntry], orphan_specs: list[str]
+    ) -> list[str]:
+        """Remove the metadata files of claims with no entry and no spec; the UIDs removed.
+
+        A claim whose orphan spec is kept keeps its files too: a container restarted
+        from that spec mounts them. A failed removal is logged and retried at the
+        next start-up.
+        """
+        if self._metadata is None:
+            return []
+        specs = set(orphan_specs)
+        removed = []
+        for uid in self._metadata.claim_uids():
+            if uid in entries or spec_file_name(self._driver_name, uid) in specs:
+                continue
+            try:
+                self._metadata.remove(uid)
+            except OSError as err:
+                log.error(
+                    "device metadata files of claim UID %s: removing them failed: %s", uid, err
+                )
+                continue
+            removed.append(uid)
+            log.warning(
+                "device metadata files of claim UID %s had no checkpoint entry and no spec: removed",
+                uid,
+            )
+        return removed

@@ -206,3 +206,23 @@ def test_start_up_writes_again_a_file_a_power_cut_emptied(tmp_path: Path) -> Non
     driver(tmp_path, FakeClaimSource([claim(1, ["gpu-1"])]))
 
     assert file.read_bytes() == written
+
+
+def test_files_no_entry_and_no_spec_own_are_removed_at_start_up(tmp_path: Path) -> None:
+    # What a checkpoint restored from an older copy leaves: claims 1 and 2 have files but
+    # no entry; claim 2's spec is still there (a container restarted from it mounts its
+    # file), claim 1's is not, so nothing can mount its files any more.
+    claims = FakeClaimSource([claim(1, ["gpu-1"]), claim(2, ["gpu-2"])])
+    plugin = driver(tmp_path, claims)
+    for n in (1, 2):
+        assert plugin.prepare([ref(n)])[claim_uid(n)].error is None
+    plugin.close()
+    document = json.loads(checkpoint_path(tmp_path).read_text())
+    document["claims"] = {}
+    checkpoint_path(tmp_path).write_text(json.dumps(document))
+    spec_path(tmp_path, 1).unlink()
+
+    driver(tmp_path, claims)
+
+    assert not (metadata_root(tmp_path) / claim_uid(1)).exists()
+    assert metadata_file(tmp_path, 2).is_file() and spec_path(tmp_path, 2).is_file()
