@@ -289,7 +289,7 @@ class StartupRecovery:
                 continue
             removed.append(uid)
             log.warning(
-                "device metadata files of claim UID %s had no checkpoint entry and no spec: removed",
+                "device metadata files of claim UID %s: no checkpoint entry and no spec, removed",
                 uid,
             )
         return removed
