@@ -104,8 +104,10 @@ class NodeFilters:
         while len(self._shapes) > MAX_SHAPES:
             del self._shapes[next(iter(self._shapes))]
         if kept.answer is None:
-            fit = sorted(name for name, why in kept.verdicts.items() if why is None)
-            rejected = {name: why for name, why in kept.verdicts.items() if why is not None}
+            # In name order, as filter_nodes answers.
+            ordered = sorted(kept.verdicts.items())
+            fit = [name for name, why in ordered if why is None]
+            rejected = {name: why for name, why in ordered if why is not None}
             kept.answer = NodeFilter(fit, rejected)
         # A copy: callers may keep or change what they get.
         return NodeFilter(list(kept.answer.nodes), dict(kept.answer.rejected))
