@@ -8,9 +8,12 @@ host's driver root, and runs it. Two pods, each with a share of the H100
 whose control pipe both containers see; each container gets its own limits in its
 ``CUDA_MPS_*`` env and the daemon the ceiling over both; the containers share the
 daemon's shared memory directory at ``/dev/shm``. A plugin restart adopts the daemon
-(same pid, same start time); the first pod's deletion lowers the ceiling; the last
-one's stops the daemon and removes its directory. A share whose GpuConfig asks for
-more than the share holds is refused at prepare, naming the field, with no daemon.
+(same pid, same start time); a third pod whose container runs as another UID than the
+GPU serves (recorded before the restart) stays Pending with the plugin's prepare error
+as its Event, and adds nothing to the daemon; the first pod's deletion lowers the
+ceiling; the last one's stops the daemon and removes its directory. A share whose
+GpuConfig asks for more than the share holds is refused at prepare, naming the field,
+with no daemon.
 
 The plugin runs from the source tree as a process here, even where the session built
 the driver's image: the daemon outlives a plugin process restarted in place, which is
@@ -164,7 +167,9 @@ def _share_template(
     }
 
 
-def _pod(name: str, template: str) -> dict[str, Any]:
+def _pod(name: str, template: str, *, run_as: int | None = None) -> dict[str, Any]:
+    """The pod runs as UID 0 (``spec.securityContext``); ``run_as``: its container's own."""
+    container_context = {} if run_as is None else {"securityContext": {"runAsUser": run_as}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -182,6 +187,7 @@ def _pod(name: str, template: str) -> dict[str, Any]:
                     "imagePullPolicy": "Never",
                     "command": SHOW_MPS,
                     "resources": {"claims": [{"name": "gpu"}]},
+                    **container_context,
                 }
             ],
         },
@@ -267,6 +273,25 @@ def _delete_and_wait_unprepared(
     )
 
 
+def _event_message(local_cluster: ClusterUnderTest, namespace: str, pod: str, text: str) -> str:
+    """Wait for an Event on ``pod`` whose message holds ``text``; its message."""
+    api_client = local_cluster.api_client
+    core = core_api(api_client)
+
+    def found() -> str:
+        events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}")
+        return next((e.message for e in events.items if text in (e.message or "")), "")
+
+    message: str = wait_for(
+        f"the kubelet to report the plugin's prepare error on pod {pod}",
+        found,
+        cluster=local_cluster,
+        timeout_s=90,
+        context=lambda: pod_report(api_client, namespace, pod),
+    )
+    return message
+
+
 def _ceiling(percentage: int, mebibytes: int) -> list[str]:
     """The commands that set a ceiling, with no MPS server running (mock GPUs)."""
     return [
@@ -348,6 +373,37 @@ def test_two_shares_use_one_daemon_that_survives_a_plugin_restart_and_stops_with
         assert status["phase"] == "Running"
         assert status["containerStatuses"][0]["restartCount"] == 0
 
+    # c's container runs as UID 1000; the GPU serves UID 0 (recorded before the restart):
+    # refused at prepare, naming the pod, the container, the field, the UID and the fix.
+    commands = mps_node.commands()
+    resources.create_namespaced_resource_claim_template(
+        namespace, _share_template("c", gpu, compute=10, memory="1Gi")
+    )
+    core.create_namespaced_pod(namespace, _pod("c", "c", run_as=1000))
+    message = _event_message(local_cluster, namespace, "c", "runs as UID 1000")
+    assert (
+        f"container 'main' of pod {namespace}/c runs as UID 1000 "
+        f"(spec.containers[0].securityContext.runAsUser), but MPS GPU {gpu.uuid} serves UID 0 "
+        "for 2 other claim(s)" in message
+    ), message
+    assert "set spec.containers[0].securityContext.runAsUser to 0, or ask for another GPU" in (
+        message
+    ), message
+    assert pod_phase(local_cluster.api_client, namespace, "c") == "Pending"
+    c_claim = _claim(local_cluster, namespace, "c")
+    assert not (cdi_dir / f"{DRIVER}-{c_claim[1]}.json").exists()
+    assert json.loads((base / "user.json").read_text()) == {"version": 1, "runAsUser": 0}
+    # Nothing added to the daemon: no new ceiling, not started again.
+    assert mps_node.commands() == commands
+    assert mps_node.daemons() == daemons and len(mps_node.starts()) == 1
+    core.delete_namespaced_pod("c", namespace, grace_period_seconds=0)
+    wait_for(
+        "pod c's claim to be deleted",
+        lambda: is_gone(lambda: resources.read_namespaced_resource_claim(c_claim[0], namespace)),
+        cluster=local_cluster,
+        timeout_s=90,
+    )
+
     # b goes: the daemon stays for a, with a's limits as the ceiling.
     _delete_and_wait_unprepared(local_cluster, mps_node, namespace, "b", claims["b"])
     assert process_start_time(pid) == started
@@ -375,29 +431,8 @@ def test_a_share_asking_more_than_it_holds_is_refused_at_prepare_without_a_daemo
     resource_api(api_client).create_namespaced_resource_claim_template(
         namespace, _share_template("greedy", gpu, compute=20, memory="1Gi", config=config)
     )
-    core = core_api(api_client)
-    core.create_namespaced_pod(namespace, _pod("greedy", "greedy"))
-
-    def refusal() -> str:
-        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=greedy")
-        return next(
-            (
-                e.message
-                for e in events.items
-                if "defaultActiveThreadPercentage" in (e.message or "")
-            ),
-            "",
-        )
-
-    message: str = wait_for(
-        "the kubelet to report the plugin's prepare error on the pod",
-        refusal,
-        cluster=local_cluster,
-        timeout_s=90,
-        context=lambda: (
-            pod_report(api_client, namespace, "greedy") + "\n" + mps_node.plugin.log_tail()
-        ),
-    )
+    core_api(api_client).create_namespaced_pod(namespace, _pod("greedy", "greedy"))
+    message = _event_message(local_cluster, namespace, "greedy", "defaultActiveThreadPercentage")
     assert (
         ".opaque.parameters.sharing.mpsConfig.defaultActiveThreadPercentage: 60 is more than "
         f"the 20 compute device {gpu.device_name} share " in message
