@@ -239,7 +239,14 @@ def run_top(
                 nodes=args.node,
             )
             products = device_products(client, args.driver_name) if args.output != "table" else {}
-        except (ApiError, KubeConfigError, LookupError) as err:
+        except KubeConfigError as err:
+            where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
+            context_text = f" context {context}" if context else ""
+            errors[label] = (
+                f"{where}{context_text}: {err} (name a usable one with --kubeconfig or KUBECONFIG)"
+            )
+            continue
+        except (ApiError, LookupError) as err:
             errors[label] = str(err)
             continue
         report.nodes |= found.nodes

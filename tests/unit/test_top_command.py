@@ -323,3 +323,12 @@ def test_memory_reads_as_kubectl_top_writes_it() -> None:
         "300Mi",
         "1.5Gi",
     ]
+
+
+def test_the_command_line_runs_top(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from dra_cli.main import main
+
+    missing = tmp_path / "no-such-kubeconfig"
+    assert main(["top", "--kubeconfig", str(missing)], prog="kubectl dra") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kubectl dra: error: ") and "no-such-kubeconfig" in err
