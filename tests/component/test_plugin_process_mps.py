@@ -62,7 +62,6 @@ def test_one_daemon_for_two_shares_adopted_after_a_crash_stopped_with_the_last(
     api.put_claim(share(1, "20Gi", "30"))
     api.put_claim(share(2, "40Gi", "50"))
     plugin, metrics_address = started(root, api)
-    daemon = None
     try:
         with KubeletStandin().register(plugin.registration_socket) as kubelet:
             answers = kubelet.prepare([ref(1), ref(2)])
@@ -102,5 +101,9 @@ def test_one_daemon_for_two_shares_adopted_after_a_crash_stopped_with_the_last(
         assert stop_plugin(plugin) == 0
     finally:
         plugin.close()
-        if daemon is not None and process_start_time(daemon) is not None:
-            os.kill(daemon, signal.SIGKILL)
+        # Every daemon the fake logged, not only the one the assertions reached: a failure
+        # before them must not leave a daemon running after the test.
+        for line in logged_starts(driver_root, GPU):
+            pid = int(line.split()[0].removeprefix("pid="))
+            if process_start_time(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
