@@ -144,6 +144,10 @@ def test_a_gang_starts_only_when_all_four_fit_and_a_competing_gang_does_not_dead
         context=lambda: "\n".join(pod_report(api, ns, p) for p in everyone[:2]),
     )
     second = next(g for g in gangs if g != first)
+    # The scheduler admitted it as a gang (its pod-group cycle writes this condition).
+    stored = read_json(_scheduling(api).read_namespaced_pod_group, first, ns)
+    conditions = {c["type"]: c["status"] for c in stored["status"].get("conditions") or []}
+    assert conditions.get("PodGroupInitiallyScheduled") == "True", stored["status"]
     devices = [d for p in gangs[first] for d in _devices(_claim_of(api, ns, p))]
     assert len(set(devices)) == 8
     assert not any(_allocated(api, ns, p) for p in gangs[second])
