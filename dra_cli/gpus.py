@@ -116,6 +116,14 @@ def cluster_contexts(args: argparse.Namespace) -> tuple[str | None, list[str | N
     return kubeconfig, list(args.context) or [None]
 
 
+def kubeconfig_problem(kubeconfig: str | None, context: str | None, err: Exception) -> str:
+    """The error row of a cluster whose kubeconfig cannot be loaded: which file and context,
+    what went wrong and the fix (shared by ``gpus`` and ``top``)."""
+    where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
+    context_text = f" context {context}" if context else ""
+    return f"{where}{context_text}: {err} (name a usable one with --kubeconfig or KUBECONFIG)"
+
+
 def run_gpus(
     args: argparse.Namespace,
     *,
@@ -153,7 +161,10 @@ def run_gpus(
             else:
                 client = KubernetesClient(load_api_client(kubeconfig, context=context))
             slices, claims, nodes = read_cluster(client, args.driver_name, args.selector)
-        except (ApiError, KubeConfigError) as err:
+        except KubeConfigError as err:
+            errors[label] = kubeconfig_problem(kubeconfig, context, err)
+            continue
+        except ApiError as err:
             errors[label] = str(err)
             continue
         found = gpu_rows(

@@ -211,7 +211,7 @@ def run_top(
     (None: the current one) to a ClusterClient and a scrape function instead of loading
     the kubeconfig."""
     from agent_kit.kube import ApiError, KubeConfigError, KubernetesClient, load_api_client
-    from dra_cli.gpus import cluster_contexts
+    from dra_cli.gpus import cluster_contexts, kubeconfig_problem
 
     out = out or sys.stdout
     try:
@@ -240,11 +240,7 @@ def run_top(
             )
             products = device_products(client, args.driver_name) if args.output != "table" else {}
         except KubeConfigError as err:
-            where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
-            context_text = f" context {context}" if context else ""
-            errors[label] = (
-                f"{where}{context_text}: {err} (name a usable one with --kubeconfig or KUBECONFIG)"
-            )
+            errors[label] = kubeconfig_problem(kubeconfig, context, err)
             continue
         except (ApiError, LookupError) as err:
             errors[label] = str(err)

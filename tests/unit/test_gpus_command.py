@@ -255,3 +255,15 @@ def test_several_clusters_each_get_their_fragmentation() -> None:
     assert not any(line.startswith("fragmentation lab") for line in lines)
     _, doc = _json("--context", "prod", "--context", "lab", clients=clients)
     assert [f["cluster"] for f in doc["fragmentation"]] == ["prod"]
+
+
+def test_a_kubeconfig_that_cannot_be_loaded_is_named_with_the_fix(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dra_cli.main import main
+
+    missing = tmp_path / "no-such-kubeconfig"
+    assert main(["gpus", "--kubeconfig", str(missing)], prog="kubectl dra") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kubectl dra: error: ")
+    assert f"kubeconfig {missing}" in err and "--kubeconfig or KUBECONFIG" in err
