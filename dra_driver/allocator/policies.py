@@ -108,10 +108,28 @@ class Policy(Protocol):
 
 def units(device: InventoryDevice) -> tuple[object, ...]:
     """The physical units a device occupies (counter sets, or the device itself)."""
+    cached = device.policy_keys.get("units")
+    if isinstance(cached, tuple):
+        return cached
     if device.consumes:
         generation = device.slice.pool_generation
-        return tuple(sorted({(id(generation), key[0]) for key, _ in device.consumes}))
-    return (device.id,)
+        found: tuple[object, ...] = tuple(
+            sorted({(id(generation), key[0]) for key, _ in device.consumes})
+        )
+    else:
+        found = (device.id,)
+    device.policy_keys["units"] = found
+    return found
+
+
+def _counter_sets(device: InventoryDevice) -> tuple[str, ...]:
+    """The names of the counter sets the device consumes (static per device)."""
+    cached = device.policy_keys.get("counter-sets")
+    if isinstance(cached, tuple):
+        return cached
+    found = tuple({key[0]: None for key, _ in device.consumes})
+    device.policy_keys["counter-sets"] = found
+    return found
 
 
 def unit_usage(snapshot: Snapshot, device: InventoryDevice) -> float:
@@ -119,13 +137,14 @@ def unit_usage(snapshot: Snapshot, device: InventoryDevice) -> float:
     if device.consumes:
         generation = device.slice.pool_generation
         assert generation is not None
-        available = snapshot.counters_available(generation)
-        totals = generation.counter_totals
-        sets = {key[0] for key, _ in device.consumes}
+        # The largest used share of any counter (with a positive total) of the sets
+        # the device consumes, from the snapshot's per-set figures.
+        by_set = snapshot.counter_set_usage(generation)
         usage = 0.0
-        for key, total in totals.items():
-            if key[0] in sets and total > 0:
-                usage = max(usage, float((total - available.get(key, total)) / total))
+        for name in _counter_sets(device):
+            level = by_set.get(name)
+            if level is not None:
+                usage = max(usage, level)
         return min(usage, 1.0)
     if snapshot.in_use(device.id):
         return 1.0
@@ -144,11 +163,16 @@ def partition_size(device: InventoryDevice) -> float:
     """Share of its counter sets a device consumes (0 for a device without counters)."""
     if not device.consumes:
         return 0.0
+    cached = device.policy_keys.get("partition-size")
+    if isinstance(cached, float):
+        return cached
     generation = device.slice.pool_generation
     assert generation is not None
     totals = generation.counter_totals
     shares = [float(amount / totals[key]) for key, amount in device.consumes if totals.get(key)]
-    return sum(shares) / len(shares) if shares else 0.0
+    size = sum(shares) / len(shares) if shares else 0.0
+    device.policy_keys["partition-size"] = size
+    return size
 
 
 def _ranked(

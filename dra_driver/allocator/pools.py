@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dra_driver.allocator.inventory import InventoryDevice, PoolGeneration, PoolRecord, SliceRecord
 from dra_driver.allocator.nodes import NodeInfo
@@ -41,13 +42,26 @@ class NodeView:
     name: str | None
     node: NodeInfo | None
     pools: list[PoolView]
-    #: Devices of the complete, valid pools: pools by (binding conditions last,
-    #: driver, pool), slices by name, devices in slice order.
-    candidates: list[InventoryDevice]
     #: Devices of perDeviceNodeSelection slices that are not available on the node.
     off_node: frozenset[str]
+    #: How many devices :attr:`candidates` holds, known without building them.
+    published: int
     #: Static per-policy data about the node (for example its strongest device).
     policy_cache: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def candidates(self) -> list[InventoryDevice]:
+        """Devices of the complete, valid pools: pools by (binding conditions last,
+        driver, pool), slices by name, devices in slice order.
+
+        Built on first use: ranking nodes by usage needs only :attr:`published`.
+        """
+        found: list[InventoryDevice] = []
+        for pool_view in self.pools:
+            if not pool_view.incomplete and pool_view.invalid is None:
+                for record in pool_view.slices:
+                    found.extend(record.devices)
+        return found
 
     @property
     def has_invalid_pool(self) -> bool:
@@ -186,12 +200,12 @@ class PoolIndex:
                 p.generation.pool,
             )
         )
-        candidates: list[InventoryDevice] = []
+        published = 0
         off_node: set[str] = set()
         for pool_view in pools:
             for record in pool_view.slices:
                 if record.per_device:
                     off_node.update(d.id for d in record.devices if not d.available_on(node))
                 if not pool_view.incomplete and pool_view.invalid is None:
-                    candidates.extend(record.devices)
-        return NodeView(name, node, pools, candidates, frozenset(off_node))
+                    published += len(record.model.spec.devices or [])
+        return NodeView(name, node, pools, frozenset(off_node), published)

@@ -80,6 +80,8 @@ class Snapshot:
 
     May be negative when the pool is over-committed; then nothing that
     consumes counters fits in the pool."""
+    counter_set_usage: Callable[[PoolGeneration], dict[str, float]]
+    """Per counter set of the pool generation, the largest used share of its counters."""
 
     # -- feasibility memo (:class:`~.feasibility.Feasibility`) --
     epoch: Callable[[str | None], tuple[int, int]]
@@ -122,6 +124,7 @@ class Snapshot:
         self.aggregated = self._usage.aggregated
         self.node_usage = self._usage.node_usage
         self.counters_available = self._usage.counters_available
+        self.counter_set_usage = self._usage.counter_set_usage
         self.epoch = self._feasibility.epoch
         self.node_index = self._feasibility.node_index
         self.memo = self._feasibility.memo

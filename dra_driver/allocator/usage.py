@@ -54,6 +54,9 @@ class DeviceUsage:
         self._shares: dict[str, dict[str, tuple[str, tuple[tuple[str, Fraction], ...]]]] = {}
         self._aggregated: dict[str, dict[str, Fraction]] = {}
         self._available: dict[PoolGeneration, dict[CounterKey, Fraction]] = {}
+        #: Per pool generation: the used share of each counter set (policies' unit usage),
+        #: dropped whenever the generation's available counters change.
+        self._set_usage: dict[PoolGeneration, dict[str, float]] = {}
         self._node_used: dict[str, int] = {}
         self._share_serial = 0
 
@@ -159,6 +162,7 @@ class DeviceUsage:
             available = self._available.get(generation)
             if available is None:
                 continue
+            self._set_usage.pop(generation, None)
             record = generation.devices_by_name.get(item.name)
             if record is None:
                 continue
@@ -172,6 +176,7 @@ class DeviceUsage:
         """These pool generations are gone: drop their available counters."""
         for generation in generations:
             self._available.pop(generation, None)
+            self._set_usage.pop(generation, None)
 
     def recount(self, affected: set[PoolKey], old_nodes: Mapping[PoolKey, str | None]) -> None:
         """Move the in-use count of the allocated devices of ``affected`` pools to the
@@ -215,8 +220,8 @@ class DeviceUsage:
     def node_usage(self, name: str | None) -> tuple[int, int]:
         """(devices in use, devices published) on a node, for placement policies."""
         if name is None:
-            return 0, len(self._pools.view(None).candidates)
-        return self._node_used.get(name, 0), len(self._pools.view(name).candidates)
+            return 0, self._pools.view(None).published
+        return self._node_used.get(name, 0), self._pools.view(name).published
 
     def counters_available(self, generation: PoolGeneration) -> dict[CounterKey, Fraction]:
         """Counters of the pool generation minus what allocated devices consume (§6).
@@ -236,3 +241,22 @@ class DeviceUsage:
                         available[key] -= amount
             self._available[generation] = available
         return available
+
+    def counter_set_usage(self, generation: PoolGeneration) -> dict[str, float]:
+        """Per counter set of the pool generation: the largest used share of any of its
+        counters with a positive total (sets without one are absent).
+
+        Kept until the generation's available counters change.
+        """
+        usage = self._set_usage.get(generation)
+        if usage is None:
+            available = self.counters_available(generation)
+            usage = {}
+            for key, total in generation.counter_totals.items():
+                if total > 0:
+                    level = float((total - available.get(key, total)) / total)
+                    name = key[0]
+                    previous = usage.get(name)
+                    usage[name] = level if previous is None else max(previous, level)
+            self._set_usage[generation] = usage
+        return usage
