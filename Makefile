@@ -46,6 +46,7 @@ bench: $(STAMP) $(GOALLOC)
 	$(PY) bench/allocator_bench.py
 	$(PY) bench/cel_engines.py
 	$(PY) bench/command_speed.py
+	$(PY) bench/decision_bench.py
 
 # kind for real, as root (e2e/kind/README.md): Docker's engine from Debian's packages, kind from
 # its Go module, a node image built here without any registry, the chart with mock GPUs, the demo
