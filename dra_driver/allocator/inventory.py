@@ -59,6 +59,7 @@ class InventoryDevice:
     """
 
     __slots__ = (
+        "_capacity",
         "_cel",
         "all_nodes",
         "attributes",
@@ -66,7 +67,6 @@ class InventoryDevice:
         "binding_failure_conditions",
         "binds_to_node",
         "blocking_taints",
-        "capacity",
         "consumes",
         "driver",
         "id",
@@ -91,19 +91,18 @@ class InventoryDevice:
         self.name: str = model.name
         self.id: str = f"{slice_.driver}/{slice_.pool}/{model.name}"
         self.attributes: Mapping[str, DeviceAttribute] = model.attributes or _NO_ATTRIBUTES
-        self.capacity: dict[str, CapacityEntry] = (
-            resolve_device_capacity(model.capacity, self.driver) if model.capacity else {}
-        )
+        # Capacities are resolved on first use (:attr:`capacity`): ranking nodes by their
+        # devices, or skipping devices in use, needs none.
+        self._capacity: dict[str, CapacityEntry] | None = None if model.capacity else {}
         consumption = model.consumes_counters
-        self.consumes: tuple[tuple[CounterKey, Fraction], ...] = (
-            tuple(
-                ((c.counter_set, counter), amount.value.value)
-                for c in consumption
-                for counter, amount in c.counters.items()
-            )
-            if consumption
-            else ()
-        )
+        self.consumes: tuple[tuple[CounterKey, Fraction], ...] = ()
+        if consumption:
+            consumes: list[tuple[CounterKey, Fraction]] = []
+            for c in consumption:
+                name = c.counter_set
+                for counter, amount in c.counters.items():
+                    consumes.append(((name, counter), amount.value.value))
+            self.consumes = tuple(consumes)
         rules = slice_.taint_rules
         #: NoSchedule/NoExecute taints: the slice's own, then the DeviceTaintRules'.
         self.blocking_taints: tuple[AppliedTaint, ...] = (
@@ -130,6 +129,29 @@ class InventoryDevice:
         self._cel: CelDevice | None = None
         self.matches: dict[str, bool | Exception] = {}
         self.policy_keys: dict[str, object] = {}
+
+    @property
+    def capacity(self) -> dict[str, CapacityEntry]:
+        """The device's capacities by fully-qualified name (each counted once)."""
+        resolved = self._capacity
+        if resolved is None:
+            resolved = resolve_device_capacity(self.model.capacity, self.driver)
+            self._capacity = resolved
+        return resolved
+
+    def capacity_total(self, qualified: str) -> Fraction | None:
+        """The value of one capacity by fully-qualified name, as :attr:`capacity` has it,
+        without resolving the others: the qualified spelling wins over the unqualified one."""
+        if self._capacity is not None:
+            entry = self._capacity.get(qualified)
+            return entry.total if entry is not None else None
+        published = self.model.capacity or {}
+        found = published.get(qualified)
+        if found is None:
+            domain, sep, identifier = qualified.partition("/")
+            if sep and domain == self.driver and "/" not in identifier:
+                found = published.get(identifier)
+        return found.value.value if found is not None else None
 
     def available_on(self, node: NodeInfo | None) -> bool:
         """Per-device node selection (only meaningful in a perDeviceNodeSelection slice)."""

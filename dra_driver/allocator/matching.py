@@ -183,10 +183,14 @@ class DeviceMatcher:
         available = self.snapshot.counters_available(generation)
         if self._is_overcommitted(generation, available):
             return False
-        flight = self._flight_counters.get(generation, {})
+        flight = self._flight_counters.get(generation)
         for counter, amount in device.consumes:
             limit = available.get(counter)
-            if limit is not None and flight.get(counter, _ZERO) + amount > limit:
+            if limit is None:
+                continue
+            # Nothing in flight (no entry) counts as zero: no Fraction sum to pay for it.
+            held = flight.get(counter) if flight else None
+            if (amount if held is None else held + amount) > limit:
                 return False
         return True
 
@@ -241,7 +245,8 @@ class DeviceMatcher:
             assert generation is not None
             flight = self._flight_counters.setdefault(generation, {})
             for counter, amount in device.consumes:
-                flight[counter] = flight.get(counter, _ZERO) + amount
+                held = flight.get(counter)
+                flight[counter] = amount if held is None else held + amount
             counted = True
         if device.multi:
             flight_capacity = self._flight_capacity.setdefault(device.id, {})
@@ -264,7 +269,11 @@ class DeviceMatcher:
             assert generation is not None
             flight = self._flight_counters[generation]
             for counter, amount in device.consumes:
-                flight[counter] -= amount
+                left = flight[counter] - amount
+                if left:
+                    flight[counter] = left
+                else:
+                    del flight[counter]  # back to nothing in flight
         if device.multi:
             flight_capacity = self._flight_capacity[device.id]
             for name, quantity in (pick.consumed or {}).items():

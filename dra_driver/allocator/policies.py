@@ -46,8 +46,9 @@ from api import limits
 from api.semver import Semver
 from dra_driver.allocator.capacity import qualify
 from dra_driver.allocator.inventory import InventoryDevice
+from dra_driver.allocator.matching import evaluate
 from dra_driver.allocator.pools import NodeView
-from dra_driver.allocator.requests import RequestPlan
+from dra_driver.allocator.requests import RequestPlan, Selector
 from dra_driver.allocator.search import CandidateOrder, Solution
 from dra_driver.allocator.snapshot import Snapshot
 
@@ -204,6 +205,36 @@ def _used_fraction(snapshot: Snapshot, name: str | None) -> Fraction:
     return Fraction(min(used, published), published) if published else Fraction(0)
 
 
+def _narrowed(
+    plan: RequestPlan,
+    ordered: list[InventoryDevice],
+    cache: dict[int, list[InventoryDevice]],
+) -> list[InventoryDevice]:
+    """``ordered`` without the devices a selector of ``plan`` rejects, per request.
+
+    The search skips those devices anyway (:meth:`DeviceMatcher.selectable`); dropping them
+    once here saves looking at them again at every step of a policy's longer search. The
+    selectors are evaluated in the search's order, and a device whose evaluation fails
+    before a selector rejects it stays, so the search reports that error where it did.
+    """
+    found = cache.get(id(plan))
+    if found is None:
+        selectors = (*plan.device_class.selectors, *plan.selectors)
+        found = [d for d in ordered if _may_select(selectors, d)]
+        cache[id(plan)] = found
+    return found
+
+
+def _may_select(selectors: Sequence[Selector], device: InventoryDevice) -> bool:
+    for selector in selectors:
+        result = evaluate(selector, device)
+        if result is False:
+            return False
+        if result is not True:
+            return True  # an evaluation error: the search raises it on reaching the device
+    return True
+
+
 def _reorder(
     candidates: Sequence[InventoryDevice], key: Mapping[str, tuple[object, ...]]
 ) -> list[InventoryDevice]:
@@ -240,17 +271,17 @@ class Binpack:
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         keys: dict[str, tuple[object, ...]] = {}
         ordered: list[InventoryDevice] | None = None
+        narrowed: dict[int, list[InventoryDevice]] = {}
 
         def order(
             plan: RequestPlan, candidates: Sequence[InventoryDevice]
         ) -> Sequence[InventoryDevice]:
             nonlocal ordered
-            del plan
             if ordered is None:
                 for device in candidates:
                     keys[device.id] = self.device_key(snapshot, device)
                 ordered = _reorder(candidates, keys)
-            return ordered
+            return _narrowed(plan, ordered, narrowed)
 
         return order
 
@@ -280,16 +311,16 @@ class Spread:
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         ordered: list[InventoryDevice] | None = None
+        narrowed: dict[int, list[InventoryDevice]] = {}
 
         def order(
             plan: RequestPlan, candidates: Sequence[InventoryDevice]
         ) -> Sequence[InventoryDevice]:
             nonlocal ordered
-            del plan
             if ordered is None:
                 keys = {d.id: (unit_usage(snapshot, d),) for d in candidates}
                 ordered = _reorder(candidates, keys)
-            return ordered
+            return _narrowed(plan, ordered, narrowed)
 
         return order
 
@@ -322,8 +353,8 @@ def capability(device: InventoryDevice) -> tuple[object, ...]:
                 version = Semver.parse(value, normalize=True)
             except ValueError:
                 version = None
-    memory = device.capacity.get(qualify(MEMORY_CAPACITY, device.driver))
-    amount = memory.total if memory is not None else Fraction(0)
+    memory = device.capacity_total(qualify(MEMORY_CAPACITY, device.driver))
+    amount = memory if memory is not None else Fraction(0)
     key: tuple[object, ...] = (
         (0, -version.major, -version.minor, -version.patch, -amount)
         if version is not None
@@ -360,12 +391,13 @@ class MostCapable:
             ordered = _reorder(view.candidates, keys)
             view.policy_cache["most-capable-order"] = ordered
         fixed: list[InventoryDevice] = ordered
+        narrowed: dict[int, list[InventoryDevice]] = {}
 
         def order(
             plan: RequestPlan, candidates: Sequence[InventoryDevice]
         ) -> Sequence[InventoryDevice]:
-            del plan, candidates
-            return fixed
+            del candidates
+            return _narrowed(plan, fixed, narrowed)
 
         return order
 
@@ -411,18 +443,18 @@ class Topology:
 
     def order(self, snapshot: Snapshot, view: NodeView) -> CandidateOrder | None:
         ordered: list[InventoryDevice] | None = None
+        narrowed: dict[int, list[InventoryDevice]] = {}
 
         def order(
             plan: RequestPlan, candidates: Sequence[InventoryDevice]
         ) -> Sequence[InventoryDevice]:
             nonlocal ordered
-            del plan
             if ordered is None:
                 keys = {
                     d.id: (*topology(d), *self._binpack.device_key(snapshot, d)) for d in candidates
                 }
                 ordered = _reorder(candidates, keys)
-            return ordered
+            return _narrowed(plan, ordered, narrowed)
 
         return order
 
