@@ -20,7 +20,7 @@ Contracts every implementation keeps (every method raises :class:`ApiError`):
 - ``replace`` and ``replace_status`` are guarded by
   ``metadata.resourceVersion`` when the object carries one: a stale version
   is a 409 conflict; a missing object a 404.
-- ``patch`` applies a JSON merge patch (RFC 7386); a patch carrying
+- ``patch`` and ``patch_status`` apply a JSON merge patch (RFC 7386); a patch carrying
   ``metadata.resourceVersion`` is guarded by it (409 when stale).
 - ``watch`` yields the changes after ``resource_version`` until
   ``timeout_s`` passes, then returns; a version the server no longer keeps
@@ -34,21 +34,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from kubernetes import client as k8s_client
-from kubernetes import config as _k8s_config
 from kubernetes import watch as _k8s_watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from agent_kit.kube.config import default_kubeconfig, kubeconfig_contexts, load_api_client
 from agent_kit.kube.errors import (
     InvalidError,
-    KubeConfigError,
     NotFoundError,
     UnavailableError,
     api_error,
@@ -56,7 +54,6 @@ from agent_kit.kube.errors import (
 from api.resource_v1 import object_key
 
 # Parts of the client without type annotations.
-k8s_config: Any = _k8s_config
 k8s_watch: Any = _k8s_watch
 
 __all__ = [
@@ -68,6 +65,8 @@ __all__ = [
     "WatchEvent",
     "WatchEventType",
     "api_errors",
+    "default_kubeconfig",
+    "kubeconfig_contexts",
     "load_api_client",
 ]
 
@@ -147,6 +146,18 @@ class ClusterClient(Protocol):
         namespace: str | None = None,
     ) -> dict[str, Any]: ...
 
+    def patch_status(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the status subresource (only ``resourceclaims``): what it
+        does not name is left as the server holds it, byte for byte."""
+        ...
+
     def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
         """Delete; an object that is already gone is not an error."""
         ...
@@ -179,61 +190,6 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
     # turned on; a 404 then says the cluster has no pod groups.
     "podgroups": _Binding("scheduling", "pod_group", True, "V1beta1PodGroup"),
 }
-
-
-#: Connections kept open to the API server: one per watch (five) plus the workers'
-#: writes. The client's default (5 per CPU) would make writers on a small machine
-#: open (and TLS-handshake) a new connection for nearly every request.
-CONNECTION_POOL_SIZE: Final = 64
-
-
-def load_api_client(
-    kubeconfig: str | None,
-    *,
-    pool_size: int = CONNECTION_POOL_SIZE,
-    context: str | None = None,
-) -> Any:
-    """A configured ``kubernetes.client.ApiClient``: from ``kubeconfig`` (its ``context``,
-    default its current one), or, when None or empty, from the in-cluster service account.
-
-    Raises KubeConfigError when neither works (a missing or unusable file, an unknown
-    context, not in a pod); the caller says where it looked.
-    """
-    configuration = k8s_client.Configuration()
-    try:
-        if kubeconfig:
-            k8s_config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-        else:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-    except Exception as err:
-        # The client raises its ConfigException, OSErrors, YAML and value errors alike.
-        raise KubeConfigError(str(err) or type(err).__name__) from None
-    configuration.connection_pool_maxsize = pool_size
-    return k8s_client.ApiClient(configuration)
-
-
-def default_kubeconfig() -> str | None:
-    """The kubeconfig kubectl would read: the first file of ``KUBECONFIG``, else
-    ``~/.kube/config``; None when neither exists (then: the in-cluster configuration)."""
-    for candidate in (os.environ.get("KUBECONFIG"), os.path.expanduser("~/.kube/config")):
-        if candidate and os.path.exists(candidate.split(os.pathsep)[0]):
-            return candidate.split(os.pathsep)[0]
-    return None
-
-
-def kubeconfig_contexts(kubeconfig: str) -> tuple[list[str], str | None]:
-    """The context names of a kubeconfig file and its current context.
-
-    Raises KubeConfigError for a missing or unusable file.
-    """
-    try:
-        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-    except Exception as err:
-        raise KubeConfigError(str(err) or type(err).__name__) from None
-    names = [str(c["name"]) for c in contexts or []]
-    return names, (str(current["name"]) if current else None)
 
 
 @contextlib.contextmanager
@@ -288,14 +244,11 @@ class KubernetesClient:
                 if all_namespaces
                 else f"list_namespaced_{binding.singular}"
             )
-        elif binding.namespaced:
-            suffix = "_status" if verb == "replace_status" else ""
-            base = "replace" if verb == "replace_status" else verb
-            name = f"{base}_namespaced_{binding.singular}{suffix}"
         else:
-            suffix = "_status" if verb == "replace_status" else ""
-            base = "replace" if verb == "replace_status" else verb
-            name = f"{base}_{binding.singular}{suffix}"
+            # replace_status / patch_status: the status subresource's method.
+            base, _, status = verb.partition("_")
+            scope = "namespaced_" if binding.namespaced else ""
+            name = f"{base}_{scope}{binding.singular}{'_status' if status else ''}"
         return getattr(api, name)
 
     def _body(self, resource: Resource, obj: Mapping[str, Any]) -> Any:
@@ -476,9 +429,30 @@ class KubernetesClient:
         *,
         namespace: str | None = None,
     ) -> dict[str, Any]:
+        return self._patch("patch", resource, name, patch, namespace)
+
+    def patch_status(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        return self._patch("patch_status", resource, name, patch, namespace)
+
+    def _patch(
+        self,
+        verb: str,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None,
+    ) -> dict[str, Any]:
+        subresource = "/status" if verb == "patch_status" else ""
         return self._call(
-            f"patch {resource} {object_key(namespace, name)}",
-            self._method(resource, "patch"),
+            f"patch {resource}{subresource} {object_key(namespace, name)}",
+            self._method(resource, verb),
             name=name,
             body=dict(patch),
             _content_type="application/merge-patch+json",

@@ -7,7 +7,7 @@ the same code paths a real API server drives:
 
 - one resourceVersion counter for every object (a string on the wire, as the
   real server's), bumped on every write; lists carry the current version;
-- ``replace`` / ``replace_status`` / ``patch`` guarded by
+- ``replace`` / ``replace_status`` / ``patch`` / ``patch_status`` guarded by
   ``metadata.resourceVersion`` (409 Conflict when stale, 404 when gone);
   ``create`` answers 409 AlreadyExists for a taken name;
 - a status subresource for ResourceClaims: ``replace`` keeps the stored

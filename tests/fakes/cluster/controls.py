@@ -21,7 +21,7 @@ __all__ = ["Call", "CallControls"]
 @dataclass(frozen=True, slots=True)
 class Call:
     """One recorded call: verb (list, watch, get, create, replace, replace_status,
-    patch, delete), resource, namespace and name (empty for list and watch)."""
+    patch, patch_status, delete), resource, namespace and name (empty for list and watch)."""
 
     verb: str
     resource: str

@@ -267,19 +267,45 @@ class FakeCluster:
         *,
         namespace: str | None = None,
     ) -> dict[str, Any]:
+        return self._patch(resource, name, patch, namespace, status=False)
+
+    def patch_status(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        return self._patch(resource, name, patch, namespace, status=True)
+
+    def _patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None,
+        *,
+        status: bool,
+    ) -> dict[str, Any]:
+        verb = "patch_status" if status else "patch"
         with self._cond:
-            hooks = self._controls.check("patch", resource, namespace, name, write=True)
+            hooks = self._controls.check(verb, resource, namespace, name, write=True)
         self._run_hooks(hooks)
         with self._cond:
             key, stored = self._store.existing(resource, namespace, name)
-            what = f"patch {resource} {name}"
+            what = f"patch {resource}{'/status' if status else ''} {name}"
             self._store.guard(stored, patch, what)
             updated = merge_patch(stored, patch)
             meta = updated.setdefault("metadata", {})
             for server_field in ("uid", "creationTimestamp", "deletionTimestamp"):
                 if server_field in stored["metadata"]:
                     meta[server_field] = stored["metadata"][server_field]
-            self._admission.patch(resource, stored, updated, what=what)
+            if status:
+                # The status subresource takes the status only, as replace_status does.
+                updated = self._admission.replace(resource, stored, updated, status=True, what=what)
+            else:
+                self._admission.patch(resource, stored, updated, what=what)
             return self._write(resource, key, updated, stored)
 
     def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
