@@ -14,11 +14,15 @@ for a share, ``shareID``):
 After unprepare, the entries go. A device's health change rewrites the entries of the
 claims that hold it.
 
-Writes are ``PUT .../resourceclaims/NAME/status`` with the resourceVersion just read, so
-a concurrent writer is never overwritten: on a conflict the claim is read and merged
-again (other drivers' entries stay as they are). The API server accepts a change of
-``status.devices`` only from who may ``associated-node:update`` (or
-``arbitrary-node:update``) the synthetic ``resourceclaims/driver`` subresource, resource
+Writes are JSON merge patches of ``.../resourceclaims/NAME/status`` naming only
+``status.devices`` and the resourceVersion just read, so a concurrent writer is never
+overwritten: on a conflict the claim is read and merged again (other drivers' entries stay
+as they are). A patch, not a PUT of the whole status: the API server refuses a write whose
+``status.allocation`` differs from the stored one in any byte (its opaque config
+parameters are compared as raw bytes) unless the writer may bind claims, and a status
+decoded and encoded again on this side need not keep those bytes. The API server accepts
+a change of ``status.devices`` only from who may ``associated-node:patch`` (or
+``arbitrary-node:patch``) the synthetic ``resourceclaims/driver`` subresource, resource
 name the driver's name; the chart grants the first to the plugin, which holds for claims
 allocated on its own node. A refusal (403) is logged once as a warning and counted; a
 claim that is gone, deallocated or of another UID is left alone.
@@ -244,12 +248,12 @@ class ClaimStatusWriter:
             merged = _merged(current, entries, self.driver_name)
             if merged == current:
                 return True
-            if merged:
-                status["devices"] = merged
-            else:
-                status.pop("devices", None)
+            patch = {
+                "metadata": {"resourceVersion": meta.get("resourceVersion")},
+                "status": {"devices": merged or None},
+            }
             try:
-                self.client.replace_status("resourceclaims", {**claim, "status": status})
+                self.client.patch_status("resourceclaims", ref.name, patch, namespace=ref.namespace)
             except ConflictError:
                 continue
             except NotFoundError:
@@ -260,7 +264,7 @@ class ClaimStatusWriter:
                     self._forbidden_logged = True
                     log.warning(
                         "cannot write status.devices of claim %s/%s: %s; grant the plugin "
-                        "associated-node:update on resourceclaims/driver, resourceName %s "
+                        "associated-node:patch on resourceclaims/driver, resourceName %s "
                         "(the chart does); the devices work without it",
                         ref.namespace,
                         ref.name,

@@ -178,20 +178,49 @@ def test_a_conflicting_writer_is_merged_not_overwritten() -> None:
             "resourceclaims", {**stored, "status": {**stored["status"], "devices": [OTHER]}}
         )
 
-    cluster.before("replace_status", "resourceclaims", someone_else_writes, times=1)
+    cluster.before("patch_status", "resourceclaims", someone_else_writes, times=1)
     assert writer.write(REF, device_entries(DRIVER, _entry(), INVENTORY, {}))
     assert [e["driver"] for e in _devices(cluster)] == ["nic.example.com", DRIVER]
 
 
 def test_a_refusal_is_logged_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     cluster = _cluster()
-    cluster.fail("replace_status", "resourceclaims", 403, times=2)
+    cluster.fail("patch_status", "resourceclaims", 403, times=2)
     writer = ClaimStatusWriter(cluster, DRIVER)
     with caplog.at_level(logging.WARNING):
         assert not writer.write(REF, device_entries(DRIVER, _entry(), INVENTORY, {}))
         assert not writer.write(REF, device_entries(DRIVER, _entry(), INVENTORY, {}))
-    warnings = [r for r in caplog.records if "associated-node:update" in r.getMessage()]
+    warnings = [r for r in caplog.records if "associated-node:patch" in r.getMessage()]
     assert len(warnings) == 1 and writer.forbidden == 2
+
+
+def test_the_write_names_only_status_devices_and_the_version_it_read() -> None:
+    # The API server compares status.allocation byte for byte (opaque parameters are raw
+    # JSON): a write that sent it back re-encoded would be refused without the binding
+    # permission. The patch names nothing else, and no other verb writes.
+    cluster = _cluster()
+    patches: list[dict[str, Any]] = []
+    patch_status = cluster.patch_status
+
+    def recording(resource: Any, name: str, patch: Any, **kwargs: Any) -> dict[str, Any]:
+        patches.append(patch)
+        return patch_status(resource, name, patch, **kwargs)
+
+    cluster.patch_status = recording  # type: ignore[method-assign]
+    version = cluster.get("resourceclaims", "train", namespace="default")["metadata"][
+        "resourceVersion"
+    ]
+    writer = ClaimStatusWriter(cluster, DRIVER)
+    cluster.calls.clear()
+    assert writer.write(REF, device_entries(DRIVER, _entry(), INVENTORY, {}))
+    assert writer.write(REF, None)
+
+    assert [set(p) for p in patches] == [{"metadata", "status"}] * 2
+    assert patches[0]["metadata"] == {"resourceVersion": version}
+    assert set(patches[0]["status"]) == {"devices"}
+    assert patches[1]["status"] == {"devices": None}  # merge patch: the field removed
+    assert "devices" not in cluster.get("resourceclaims", "train", namespace="default")["status"]
+    assert {c.verb for c in cluster.calls} == {"get", "patch_status"}
 
 
 @pytest.mark.parametrize("case", ["gone", "other uid", "deallocated"])
@@ -204,7 +233,7 @@ def test_a_claim_that_is_not_this_one_any_more_is_left_alone(case: str) -> None:
     assert not ClaimStatusWriter(cluster, DRIVER).write(
         ref, device_entries(DRIVER, _entry(), INVENTORY, {})
     )
-    assert not [c for c in cluster.calls if c.verb == "replace_status"]
+    assert not [c for c in cluster.calls if c.verb == "patch_status"]
 
 
 class _Inner:

@@ -39,7 +39,7 @@ from controller.placement.marks import Marks
 # The plugin reaches the API server only through agent_kit.kube.ClusterClient, whose verbs
 # take the resource first: client.get("nodes", name), self.client.list(\n "resourceslices", ...).
 _CLIENT_CALL = re.compile(
-    r"\.(get|list|watch|create|replace|replace_status|patch|delete)\(\s*\"([a-z]+)\""
+    r"\.(get|list|watch|create|replace|replace_status|patch|patch_status|delete)\(\s*\"([a-z]+)\""
 )
 # The API group of each of the client's groups, and the RBAC verb of each client verb.
 _GROUPS = {
@@ -49,7 +49,7 @@ _GROUPS = {
     "scheduling": "scheduling.k8s.io",
 }
 _GROUP_OF = {resource: _GROUPS[binding.group] for resource, binding in RESOURCES.items()}
-_VERBS = {"replace": "update", "replace_status": "update"}
+_VERBS = {"replace": "update", "replace_status": "update", "patch_status": "patch"}
 
 
 def _grants(text: str) -> set[tuple[str, str, str]]:
@@ -59,7 +59,7 @@ def _grants(text: str) -> set[tuple[str, str, str]]:
     for verb, resource in _CLIENT_CALL.findall(text):
         if resource not in _GROUP_OF:
             continue
-        suffix = "/status" if verb == "replace_status" else ""
+        suffix = "/status" if verb.endswith("_status") else ""
         needed.add((_GROUP_OF[resource], resource + suffix, _VERBS.get(verb, verb)))
     return needed
 
@@ -74,8 +74,9 @@ def _plugin_grants() -> set[tuple[str, str, str]]:
         needed |= _grants((ROOT / "agent_kit" / "events.py").read_text())
     # Changing a claim's status.devices also needs the synthetic resourceclaims/driver
     # subresource, which no client call names: the API server checks it on the write.
-    if ("resource.k8s.io", "resourceclaims/status", "update") in needed:
-        needed.add(("resource.k8s.io", "resourceclaims/driver", "associated-node:update"))
+    for verb in ("update", "patch"):
+        if ("resource.k8s.io", "resourceclaims/status", verb) in needed:
+            needed.add(("resource.k8s.io", "resourceclaims/driver", f"associated-node:{verb}"))
     return needed
 
 
@@ -101,7 +102,7 @@ def test_the_plugin_may_write_status_devices_of_its_own_driver_only() -> None:
         if "resourceclaims/driver" in r["resources"]
     ]
     assert rule["resourceNames"] == [DRIVER]
-    assert rule["verbs"] == ["associated-node:update"]  # not arbitrary-node: its own node only
+    assert rule["verbs"] == ["associated-node:patch"]  # not arbitrary-node: its own node only
 
 
 def test_the_plugin_is_granted_exactly_what_it_calls() -> None:
