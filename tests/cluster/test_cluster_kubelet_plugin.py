@@ -606,9 +606,14 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
     selector = f'device.attributes["{DRIVER}"].productName == "{gpu.product_name}"'
     resources = resource_api(api_client)
     core = core_api(api_client)
-    resources.create_namespaced_resource_claim_template(
-        namespace, claim_template("one-l4", selector)
-    )
+    template = claim_template("one-l4", selector)
+    # An opaque GpuConfig travels into status.allocation: the API server compares its raw
+    # bytes on every status write, so the plugin's status.devices write must leave them be.
+    parameters = {"apiVersion": "gpu.dra-driver.io/v1alpha1", "kind": "GpuConfig"}
+    template["spec"]["spec"]["devices"]["config"] = [
+        {"opaque": {"driver": DRIVER, "parameters": parameters}}
+    ]
+    resources.create_namespaced_resource_claim_template(namespace, template)
     core.create_namespaced_pod(
         namespace,
         pod_with_claim(
@@ -622,6 +627,8 @@ def test_pod_with_claim_template_gets_the_gpu_and_deleting_it_unprepares(
     claim = read_json(resources.read_namespaced_resource_claim, claim_name, namespace)
     (result,) = claim["status"]["allocation"]["devices"]["results"]
     assert result["device"] == f"gpu-{gpu.index}"
+    (config,) = claim["status"]["allocation"]["devices"]["config"]
+    assert config["opaque"]["parameters"] == parameters
     specs = _cdi_specs(cdi_dir, claim["metadata"]["uid"])
     assert specs, f"no CDI spec for claim {claim_name} in {cdi_dir}: {os.listdir(cdi_dir)}"
     _check_container_sees_the_gpu(log, specs, gpu)
