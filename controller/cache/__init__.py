@@ -1,8 +1,9 @@
 """The controller's picture of the cluster, kept up to date by the watches.
 
 :class:`ClusterCache` is the :class:`~agent_kit.kube.Sink` of every
-:class:`~agent_kit.kube.Reflector`. It decodes each object once and hands it
-to the store that keeps it:
+:class:`~agent_kit.kube.Reflector` (the sink and the stores are
+:mod:`~controller.cache.stores`, the reads :mod:`~controller.cache.cluster`). It
+decodes each object once and hands it to the store that keeps it:
 
 - :mod:`~controller.cache.inventory`: ResourceSlices, DeviceClasses,
   DeviceTaintRules and Nodes, and from them (plus the allocated claims) one allocator
