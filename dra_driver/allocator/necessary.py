@@ -19,7 +19,12 @@ for it, with room for its capacity requests and counters. The conditions:
    to at most the exclusive candidates they have between them; likewise for each set of
    requests with the very same candidates;
 3. for each ``matchAttribute`` constraint of a claim over plain requests, some value of
-   the attribute gives every request of it enough candidates, alone and together.
+   the attribute gives every request of it enough candidates, alone and together;
+4. for each ``distinctAttribute`` constraint of a claim over plain requests whose
+   candidates all hold single values of one type (not lists, not versions: there the
+   search's own rules decide), the candidates of each set of those requests offer at
+   least as many different values as the set wants devices (every device given must
+   bring a value of its own).
 
 Each failure is said in words naming the claim, the requests and the numbers, for
 ``explain`` and ``allocate``'s error. :class:`Remaining` then prunes inside the search:
@@ -31,6 +36,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
+from typing import Final
 
 from api.errors import CelEvaluationError
 from dra_driver.allocator.constraints import TypedValue, typed_value
@@ -121,8 +128,6 @@ def _jointly_short(requests: Sequence[_Request]) -> str | None:
 def _constraint_dead_end(
     claim: ClaimPlan, constraint: ConstraintPlan, requests: Sequence[_Request]
 ) -> str | None:
-    if constraint.distinct:
-        return None
     if any(
         constraint.applies_to(plan) and group.first_available
         for group in claim.groups
@@ -130,6 +135,8 @@ def _constraint_dead_end(
     ):
         return None  # which subrequest applies is the search's to find
     applying = [r for r in requests if r.claim is claim and constraint.applies_to(r.plan)]
+    if constraint.distinct:
+        return _distinct_dead_end(claim, constraint, applying)
     if len(applying) < 2 and sum(r.plan.count for r in applying) < 2:
         return None
     by_value: dict[TypedValue, list[list[InventoryDevice]]] = defaultdict(
@@ -161,6 +168,47 @@ def _constraint_dead_end(
         value, most = max(offers.items(), key=lambda item: item[1])
         message += f"; the most one value offers is {most} ({value[1]})"
     return message
+
+
+#: Requests of one distinctAttribute constraint up to which every subset of them is checked.
+_DISTINCT_SUBSETS_UP_TO: Final = 8
+
+
+def _distinct_dead_end(
+    claim: ClaimPlan, constraint: ConstraintPlan, applying: Sequence[_Request]
+) -> str | None:
+    """Every subset of the requests (all of them together only, past
+    ``_DISTINCT_SUBSETS_UP_TO``) wants at most as many devices as its candidates have
+    different values."""
+    if sum(r.plan.count for r in applying) < 2:
+        return None
+    values: list[frozenset[TypedValue]] = []
+    for request in applying:
+        found = set()
+        for device in request.candidates:
+            attribute = device.attribute(constraint.attribute)
+            value = typed_value(attribute) if attribute is not None else None
+            if value is not None:  # a device without it is never given (the search rejects it)
+                found.add(value)
+        values.append(frozenset(found))
+    kinds = {value[0] for found in values for value in found}
+    if len(kinds) > 1 or kinds & {"list", "version"}:
+        return None
+    sizes = (
+        range(1, len(applying) + 1) if len(applying) <= _DISTINCT_SUBSETS_UP_TO else [len(applying)]
+    )
+    for size in sizes:
+        for subset in combinations(range(len(applying)), size):
+            need = sum(applying[i].plan.count for i in subset)
+            have = len(frozenset().union(*(values[i] for i in subset)))
+            if need > have:
+                names = ", ".join(applying[i].plan.full_name for i in subset)
+                return (
+                    f"claim {claim.ref}: distinctAttribute {constraint.attribute} over {names} "
+                    f"wants {need} devices with different values, and the matching devices "
+                    f"here have {have} different value(s)"
+                )
+    return None
 
 
 def dead_end(

@@ -89,3 +89,43 @@ def test_a_node_that_fails_the_conditions_is_skipped_for_one_that_fits() -> None
     pending = [claim(f"c{i}", exact(count=6), constraints=[NUMA]) for i in range(3)]
     allocation = allocate(snapshot, pending, timeout=None)
     assert allocation.node == "node-b"
+
+
+DISTINCT_NUMA = {"distinctAttribute": f"{DRIVER}/numa"}
+
+
+def test_a_distinct_attribute_wanting_more_values_than_the_node_has_ends_at_once() -> None:
+    # Two NUMA values on the node; three GPUs on three different NUMA nodes cannot be had,
+    # however many GPUs each NUMA node holds (the search would try every combination).
+    pending = [claim("c", exact(count=2), exact("more", count=1), constraints=[DISTINCT_NUMA])]
+    with pytest.raises(UnsatisfiableError) as info:
+        allocate(_snapshot(64), pending, timeout=None)
+    reason = info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+    assert f"distinctAttribute {DRIVER}/numa over gpu, more wants 3 devices" in reason, reason
+    assert "have 2 different value(s)" in reason, reason
+
+
+def test_a_distinct_attribute_the_node_can_meet_is_still_met() -> None:
+    pending = [claim("c", exact(count=2), constraints=[DISTINCT_NUMA])]
+    (result,) = allocate(_snapshot(), pending, timeout=None).results
+    picked = [r.device for r in result.devices.results]  # type: ignore[union-attr]
+    assert len({int(name.removeprefix("gpu-")) % 2 for name in picked}) == 2
+
+
+def test_a_distinct_attribute_is_checked_for_each_set_of_its_requests() -> None:
+    # Together the two requests see both NUMA values, but "numa0" selects NUMA 0 only and
+    # wants 2 different values: no device set can do it, whatever the others offer.
+    numa0 = [f'device.attributes["{DRIVER}"].numa == 0']
+    pending = [
+        claim(
+            "c",
+            exact("numa0", count=2, selectors=numa0),
+            exact("any", count=1),
+            constraints=[DISTINCT_NUMA],
+        )
+    ]
+    with pytest.raises(UnsatisfiableError) as info:
+        allocate(_snapshot(), pending, timeout=None)
+    reason = info.value.reasons["claim default/c"]  # type: ignore[attr-defined]
+    assert "over numa0 wants 2 devices with different values" in reason, reason
+    assert "have 1 different value(s)" in reason, reason

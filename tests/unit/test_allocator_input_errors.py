@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from allocator_fixtures import (
     DRIVER,
+    Version,
     claim,
     device,
     device_class,
@@ -97,10 +98,11 @@ def test_unknown_policy_is_invalid() -> None:
 
 
 def test_a_search_that_runs_out_of_time_is_aborted() -> None:
-    # 38 devices, two of each of 19 slot values, 20 wanted with distinct slots: no
-    # combination works, no cheap condition says so (distinctAttribute is left to the
-    # search), and proving it exhaustively takes millions of steps.
-    devices = [device(f"gpu-{i}", attributes={"slot": i % 19}) for i in range(38)]
+    # 38 devices, two of each of 19 slot versions, 20 wanted with distinct slots: no
+    # combination works, no cheap condition says so (versions compare as parsed
+    # versions, which necessary.py leaves to the search), and proving it exhaustively
+    # takes millions of steps.
+    devices = [device(f"gpu-{i}", attributes={"slot": Version(f"1.{i % 19}.0")}) for i in range(38)]
     snap = Snapshot.build(slices=[resource_slice("s", devices)], classes=[device_class()])
     pending = claim("c", exact(count=20), constraints=[{"distinctAttribute": f"{DRIVER}/slot"}])
     with pytest.raises(UnsatisfiableError) as info:
