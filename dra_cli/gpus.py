@@ -12,7 +12,13 @@ cluster that cannot be read is one error row (exit 1 only when none could be rea
 Below the totals, each cluster's fragmentation (:mod:`dra_driver.fragmentation`, from the same
 lists; the whole cluster, whatever ``--node``, ``--free`` or ``--selector`` show).
 
-Exit codes: 0 shown; 1 no cluster could be read; 2 invalid flags.
+``--check-pool-status`` (opt-in): per cluster, asks the upstream pool status API
+(``ResourcePoolStatusRequest``, alpha) for the driver's pools and prints whether it agrees
+with what these lists give on every pool (:mod:`dra_cli.pool_status`); a cluster that does
+not serve the API is said so, and is not an error.
+
+Exit codes: 0 shown; 1 no cluster could be read, or ``--check-pool-status`` found a
+disagreement or got no answer; 2 invalid flags.
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ def add_gpus_arguments(sub: argparse.ArgumentParser) -> None:
         choices=("table", "wide", "json", "yaml"),
         default="table",
         help="table (default), wide (UUID, PCI bus ID, NUMA node), json or yaml",
+    )
+    sub.add_argument(
+        "--check-pool-status",
+        action="store_true",
+        help="compare every pool with the cluster's ResourcePoolStatusRequest answer "
+        "(resource.k8s.io/v1alpha3, alpha; creates and deletes one request per cluster)",
     )
 
 
@@ -140,6 +152,7 @@ def run_gpus(
         load_api_client,
     )
     from api.errors import InvalidInputError
+    from dra_cli.pool_status import PoolStatusResult, check_pool_status
     from dra_driver.fragmentation import Fragmentation, measure_objects
     from dra_driver.gpu_view import GpuRow, gpu_rows, render_table, rows_json
 
@@ -153,6 +166,7 @@ def run_gpus(
     rows: list[GpuRow] = []
     errors: dict[str, str] = {}
     fragmentation: dict[str, Fragmentation] = {}
+    pool_status: dict[str, PoolStatusResult] = {}
     for context in contexts:
         label = context or "(current)"
         try:
@@ -175,6 +189,15 @@ def run_gpus(
             fragmentation[label if several else ""] = measure_objects(
                 slices, claims, args.driver_name
             )
+        if getattr(args, "check_pool_status", False):
+            try:
+                pool_status[label if several else ""] = check_pool_status(
+                    client, args.driver_name, slices, claims
+                )
+            except ApiError as err:
+                pool_status[label if several else ""] = PoolStatusResult(
+                    served=True, error=str(err)
+                )
         rows.extend(
             r
             for r in found
@@ -188,6 +211,10 @@ def run_gpus(
         return ExitCode.FAILED
     if args.output in ("json", "yaml"):
         document = rows_json(rows, errors, fragmentation)
+        if pool_status:
+            document["poolStatus"] = [
+                found.to_json(cluster) for cluster, found in sorted(pool_status.items())
+            ]
         if args.output == "json":
             json.dump(document, out, indent=2)
             out.write("\n")
@@ -201,4 +228,9 @@ def run_gpus(
                 rows, wide=args.output == "wide", errors=errors, fragmentation=fragmentation
             )
         )
-    return ExitCode.FAILED if errors and len(errors) == len(contexts) else ExitCode.OK
+        for cluster, found in sorted(pool_status.items()):
+            out.write("".join(f"{line}\n" for line in found.lines(cluster)))
+    if errors and len(errors) == len(contexts):
+        return ExitCode.FAILED
+    disagrees = any(f.served and not f.agrees for f in pool_status.values())
+    return ExitCode.FAILED if disagrees else ExitCode.OK

@@ -81,6 +81,7 @@ Resource = Literal[
     "resourceclaims",
     "devicetaintrules",
     "podgroups",
+    "resourcepoolstatusrequests",
 ]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
@@ -170,7 +171,7 @@ class ClusterClient(Protocol):
 class _Binding:
     """How one resource maps onto the official client's generated methods."""
 
-    group: Literal["core", "resource", "coordination", "scheduling"]
+    group: Literal["core", "resource", "resource_alpha", "coordination", "scheduling"]
     singular: str  # snake_case, as in ``read_namespaced_<singular>``
     namespaced: bool
     model: str  # the client's model class for request bodies
@@ -189,6 +190,11 @@ RESOURCES: Final[Mapping[Resource, _Binding]] = {
     # scheduling.k8s.io/v1beta1: served only with the GenericWorkload gate and the version
     # turned on; a 404 then says the cluster has no pod groups.
     "podgroups": _Binding("scheduling", "pod_group", True, "V1beta1PodGroup"),
+    # resource.k8s.io/v1alpha3: served only with the DRAResourcePoolStatus gate and the
+    # version turned on; a 404 then says the cluster has no pool status API.
+    "resourcepoolstatusrequests": _Binding(
+        "resource_alpha", "resource_pool_status_request", False, "V1alpha3ResourcePoolStatusRequest"
+    ),
 }
 
 
@@ -225,6 +231,7 @@ class KubernetesClient:
         self._apis = {
             "core": k8s_client.CoreV1Api(api_client),
             "resource": k8s_client.ResourceV1Api(api_client),
+            "resource_alpha": k8s_client.ResourceV1alpha3Api(api_client),
             "coordination": k8s_client.CoordinationV1Api(api_client),
             "scheduling": k8s_client.SchedulingV1beta1Api(api_client),
         }

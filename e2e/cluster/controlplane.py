@@ -21,6 +21,8 @@ import yaml
 from e2e.cluster.pki import Pki
 
 __all__ = [
+    "POOL_STATUS_API",
+    "POOL_STATUS_GATES",
     "SERVICE_CIDR",
     "SERVICE_IP",
     "WORKLOAD_API",
@@ -47,6 +49,16 @@ and starts the PodGroup protection controller. It changes nothing for a pod with
 ``spec.schedulingGroup``."""
 WORKLOAD_API = "scheduling.k8s.io/v1beta1=true"
 """The API version of Workload and PodGroup: beta, so served only when asked for."""
+POOL_STATUS_GATES: Mapping[str, bool] = {"DRAResourcePoolStatus": True}
+"""On in the API server and the controller-manager (a caller's gates win).
+
+``DRAResourcePoolStatus`` (alpha, off by default in 1.37) serves ResourcePoolStatusRequest
+(the API server) and starts the ``resourcepoolstatusrequest-controller`` that fills their
+status (the controller-manager; ``*`` in ``--controllers`` holds it once the gate is on).
+Nothing else reads it: no scheduling or kubelet behaviour changes."""
+POOL_STATUS_API = "resource.k8s.io/v1alpha3=true"
+"""The API version of ResourcePoolStatusRequest (and the alpha DeviceTaintRule): alpha, so
+served only when asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,10 @@ class ControlPlanePorts:
 
 def _with_workloads(gates: Mapping[str, bool]) -> dict[str, bool]:
     return {**WORKLOAD_GATES, **gates}
+
+
+def _with_pool_status(gates: Mapping[str, bool]) -> dict[str, bool]:
+    return {**WORKLOAD_GATES, **POOL_STATUS_GATES, **gates}
 
 
 def feature_gates_flag(gates: Mapping[str, bool]) -> list[str]:
@@ -119,8 +135,8 @@ def apiserver_argv(
         "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
-        f"--runtime-config={WORKLOAD_API}",
-        *feature_gates_flag(_with_workloads(feature_gates)),
+        f"--runtime-config={WORKLOAD_API},{POOL_STATUS_API}",
+        *feature_gates_flag(_with_pool_status(feature_gates)),
     ]
 
 
@@ -155,7 +171,7 @@ def controller_manager_argv(
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allocate-node-cidrs=false",
         "--profiling=false",
-        *feature_gates_flag(_with_workloads(feature_gates)),
+        *feature_gates_flag(_with_pool_status(feature_gates)),
     ]
 
 

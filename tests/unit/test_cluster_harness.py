@@ -120,8 +120,10 @@ def test_the_control_plane_serves_pod_groups_and_schedules_gangs(tmp_path: Path)
     assert "--feature-gates=DRAExtendedResource=true,GenericWorkload=true" in scheduler
     made = pki.make_pki(tmp_path / "pki", node_name="node-a", service_ip="10.0.0.1")
     apiserver = controlplane.apiserver_argv(BIN, made, ports=ports, feature_gates={})
-    assert "--runtime-config=scheduling.k8s.io/v1beta1=true" in apiserver
-    assert "--feature-gates=GenericWorkload=true" in apiserver
+    assert (
+        "--runtime-config=scheduling.k8s.io/v1beta1=true,resource.k8s.io/v1alpha3=true" in apiserver
+    )
+    assert "--feature-gates=DRAResourcePoolStatus=true,GenericWorkload=true" in apiserver
     manager = controlplane.controller_manager_argv(
         BIN,
         made,
@@ -131,7 +133,10 @@ def test_the_control_plane_serves_pod_groups_and_schedules_gangs(tmp_path: Path)
         feature_gates={"GenericWorkload": False},
     )
     # A caller's own choice wins.
-    assert "--feature-gates=GenericWorkload=false" in manager
+    assert "--feature-gates=DRAResourcePoolStatus=true,GenericWorkload=false" in manager
+    # The pool status API's controller runs in the controller-manager; the scheduler
+    # does not read the gate.
+    assert not any("DRAResourcePoolStatus" in flag for flag in scheduler)
 
 
 def test_certificates_carry_the_identities_rbac_and_the_node_authorizer_expect(

@@ -165,6 +165,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
         "resourceclaims": ("/apis/resource.k8s.io/v1", True),
         "devicetaintrules": ("/apis/resource.k8s.io/v1", False),
         "podgroups": ("/apis/scheduling.k8s.io/v1beta1", True),
+        "resourcepoolstatusrequests": ("/apis/resource.k8s.io/v1alpha3", False),
     }[resource]
     assert RESOURCES[resource].namespaced is namespaced
     sent: list[tuple[str, str, str | None, Any]] = []
@@ -189,6 +190,7 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
         },
         "devicetaintrules": {"spec": {"taint": {"key": "k", "effect": "NoSchedule"}}},
         "podgroups": {"spec": {"schedulingPolicy": {"gang": {"minCount": 2}}}},
+        "resourcepoolstatusrequests": {"spec": {"driver": "d"}},
     }.get(resource, {})
     patch = {"metadata": {"labels": {"a": "b"}}}
 

@@ -45,6 +45,7 @@ _CLIENT_CALL = re.compile(
 _GROUPS = {
     "core": "",
     "resource": "resource.k8s.io",
+    "resource_alpha": "resource.k8s.io",
     "coordination": "coordination.k8s.io",
     "scheduling": "scheduling.k8s.io",
 }
