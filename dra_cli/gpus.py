@@ -213,7 +213,7 @@ def run_gpus(
         document = rows_json(rows, errors, fragmentation)
         if pool_status:
             document["poolStatus"] = [
-                found.to_json(cluster) for cluster, found in sorted(pool_status.items())
+                checked.to_json(cluster) for cluster, checked in sorted(pool_status.items())
             ]
         if args.output == "json":
             json.dump(document, out, indent=2)
@@ -228,8 +228,8 @@ def run_gpus(
                 rows, wide=args.output == "wide", errors=errors, fragmentation=fragmentation
             )
         )
-        for cluster, found in sorted(pool_status.items()):
-            out.write("".join(f"{line}\n" for line in found.lines(cluster)))
+        for cluster, checked in sorted(pool_status.items()):
+            out.write("".join(f"{line}\n" for line in checked.lines(cluster)))
     if errors and len(errors) == len(contexts):
         return ExitCode.FAILED
     disagrees = any(f.served and not f.agrees for f in pool_status.values())

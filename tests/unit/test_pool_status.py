@@ -207,3 +207,39 @@ def test_a_cluster_without_the_api_is_told_plainly() -> None:
     result = check_pool_status(Old(), DRIVER, slices, claims)
     assert not result.served and not result.agrees
     assert result.lines("prod") == [f"pool status prod: {NOT_SERVED}"]
+
+
+def test_gpus_prints_the_check_and_fails_on_a_disagreement() -> None:
+    import argparse
+    import io
+    import json
+
+    from dra_cli.gpus import add_gpus_arguments, run_gpus
+
+    parser = argparse.ArgumentParser()
+    add_gpus_arguments(parser)
+
+    def run(answer: dict[str, Any], *argv: str) -> tuple[int, str]:
+        cluster = _Upstream(answer)
+        for kind, objects in (
+            ("resourceslices", SLICES),
+            ("resourceclaims", CLAIMS),
+            ("devicetaintrules", RULES),
+        ):
+            for obj in objects:
+                cluster.create(kind, obj)
+        out = io.StringIO()
+        args = parser.parse_args(["--check-pool-status", *argv])
+        return run_gpus(args, out=out, clients={None: cluster}), out.getvalue()
+
+    code, text = run(UPSTREAM)
+    assert code == 0
+    assert "pool status: agrees with resource.k8s.io/v1alpha3 on 2 pools" in text.splitlines()
+    wrong = {**UPSTREAM, "pools": [{**UPSTREAM["pools"][0], "allocatedDevices": 1}]}
+    code, text = run(wrong, "-o", "json")
+    assert code == 1
+    (found,) = json.loads(text)["poolStatus"]
+    assert found["problems"] == [
+        "upstream listed 1 of 2 pools (its limit)",
+        "pool node-a: allocatedDevices gpus 2, upstream 1",
+    ]
