@@ -18,7 +18,6 @@ the in-process mock backend has); what the plugin serves is the collector's own 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -26,15 +25,10 @@ from typing import Any
 
 import pytest
 from cluster_access import ClusterUnderTest, core_api, pod_report, read_json, wait_for
-from prometheus_client import CollectorRegistry, generate_latest
 from test_cluster_kubectl_plugin import kubectl, run_kubectl
-from test_cluster_usage import _reserve, _running_pod, _task_pid
+from test_cluster_usage import _reserve, _running_pod, _task_pid, collector_text
 
-from agent_kit.kube import KubernetesClient
-from api.checkpoint import ClaimEntry, DeviceRecord
-from dra_driver.discovery.mock import MockBackend
 from e2e.cluster import BUSYBOX_IMAGE
-from kubelet_plugin.usage import usage_collector
 
 __all__ = ["kubectl"]  # the fixture, shared with test_cluster_kubectl_plugin
 
@@ -54,35 +48,9 @@ def _usage_text(cluster: ClusterUnderTest, namespace: str) -> str:
     pod = _running_pod(api, namespace, cluster)
     container_id = pod["status"]["containerStatuses"][0]["containerID"].partition("://")[2]
     claim = _reserve(api, namespace, cluster.node_name, pod)
-    backend = MockBackend(cluster.node_name, "1xH100-80GB")
-    gpu = backend.inventory.gpus[0]
-    backend.gpu_processes.start(
-        gpu.uuid, _task_pid(cluster, container_id), memory_bytes=12 * GIB, sm_utilisation=0.25
+    return collector_text(
+        api, namespace, cluster.node_name, claim, _task_pid(cluster, container_id)
     )
-    prepared = {
-        claim["metadata"]["uid"]: ClaimEntry(
-            namespace=namespace,
-            name="held",
-            state="PrepareCompleted",
-            boot_id=str(uuid.uuid4()),
-            cdi_spec_path="/var/run/cdi/unused.json",
-            devices=(
-                DeviceRecord(
-                    requests=("gpu",),
-                    pool=cluster.node_name,
-                    device="gpu-0",
-                    cdi_device_ids=(f"{DRIVER}/gpu=held-gpu-0",),
-                    uuid=gpu.uuid,
-                    device_node=gpu.device_node,
-                ),
-            ),
-        )
-    }
-    registry = CollectorRegistry()
-    registry.register(
-        usage_collector(backend, lambda: prepared, KubernetesClient(api), backend.inventory)
-    )
-    return generate_latest(registry).decode()
 
 
 def _stand_in(name: str, node: str, *, serves: str | None) -> dict[str, Any]:

@@ -116,6 +116,38 @@ def _reserve(api: Any, namespace: str, node: str, pod: dict[str, Any]) -> dict[s
     return claim
 
 
+def collector_text(api: Any, namespace: str, node: str, claim: dict[str, Any], pid: int) -> str:
+    """The metrics text of the plugin's usage collector with ``claim`` prepared (as
+    ``held``) on mock gpu-0 of ``node``, and a 12 GiB, 25 % GPU process ``pid`` on it."""
+    backend = MockBackend(node, "1xH100-80GB")
+    gpu = backend.inventory.gpus[0]
+    backend.gpu_processes.start(gpu.uuid, pid, memory_bytes=12 * GIB, sm_utilisation=0.25)
+    prepared = {
+        claim["metadata"]["uid"]: ClaimEntry(
+            namespace=namespace,
+            name="held",
+            state="PrepareCompleted",
+            boot_id=str(uuid.uuid4()),
+            cdi_spec_path="/var/run/cdi/unused.json",
+            devices=(
+                DeviceRecord(
+                    requests=("gpu",),
+                    pool=node,
+                    device="gpu-0",
+                    cdi_device_ids=(f"{DRIVER}/gpu=held-gpu-0",),
+                    uuid=gpu.uuid,
+                    device_node=gpu.device_node,
+                ),
+            ),
+        )
+    }
+    registry = CollectorRegistry()
+    registry.register(
+        usage_collector(backend, lambda: prepared, KubernetesClient(api), backend.inventory)
+    )
+    return generate_latest(registry).decode()
+
+
 def test_a_running_containers_gpu_process_counts_for_its_claim(
     local_cluster: ClusterUnderTest, namespace: str
 ) -> None:
@@ -130,33 +162,7 @@ def test_a_running_containers_gpu_process_counts_for_its_claim(
     assert ProcCgroups().owner(pid) == CgroupOwner(pod["metadata"]["uid"], container_id)
 
     claim = _reserve(api, namespace, local_cluster.node_name, pod)
-    backend = MockBackend(local_cluster.node_name, "1xH100-80GB")
-    gpu = backend.inventory.gpus[0]
-    backend.gpu_processes.start(gpu.uuid, pid, memory_bytes=12 * GIB, sm_utilisation=0.25)
-    prepared = {
-        claim["metadata"]["uid"]: ClaimEntry(
-            namespace=namespace,
-            name="held",
-            state="PrepareCompleted",
-            boot_id=str(uuid.uuid4()),
-            cdi_spec_path="/var/run/cdi/unused.json",
-            devices=(
-                DeviceRecord(
-                    requests=("gpu",),
-                    pool=local_cluster.node_name,
-                    device="gpu-0",
-                    cdi_device_ids=(f"{DRIVER}/gpu=held-gpu-0",),
-                    uuid=gpu.uuid,
-                    device_node=gpu.device_node,
-                ),
-            ),
-        )
-    }
-    registry = CollectorRegistry()
-    registry.register(
-        usage_collector(backend, lambda: prepared, KubernetesClient(api), backend.inventory)
-    )
-    text = generate_latest(registry).decode()
+    text = collector_text(api, namespace, local_cluster.node_name, claim, pid)
     series = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
