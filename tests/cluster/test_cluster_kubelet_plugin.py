@@ -484,7 +484,8 @@ def _cdi_specs(cdi_dir: Path, claim_uid: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(cdi_dir.glob(f"*{claim_uid}*"))]
 
 
-def _sections(log: str) -> dict[str, list[str]]:
+def log_sections(log: str) -> dict[str, list[str]]:
+    """A container log cut at its ``--- <name>`` lines: each name's lines."""
     sections: dict[str, list[str]] = {}
     current = None
     for line in log.splitlines():
@@ -498,7 +499,7 @@ def _sections(log: str) -> dict[str, list[str]]:
 
 def _check_container_sees_the_gpu(log: str, specs: list[dict[str, Any]], gpu: Gpu) -> None:
     """The container shows the GPU's node and every env entry of the claim's CDI devices."""
-    seen = _sections(log)
+    seen = log_sections(log)
     assert "end" in seen, f"the container's output is incomplete:\n{log}"
     dev_entries = set(seen["dev"])
     env_entries = set(seen["env"])
@@ -537,7 +538,7 @@ def _check_container_reads_the_metadata(
 ) -> None:
     """The metadata file the container read through containerd's CDI mount: the claim,
     the pod's name for it, and the GPU with its published attributes."""
-    text = "\n".join(_sections(log).get("metadata") or [])
+    text = "\n".join(log_sections(log).get("metadata") or [])
     assert text.strip(), f"the container read no device metadata file:\n{log}"
     decoder = json.JSONDecoder()
     first, end = decoder.raw_decode(text)
@@ -1330,7 +1331,7 @@ def test_each_container_gets_its_own_gpu_and_an_init_container_reuses_one(
             ),
             cluster=local_cluster,
         )
-        return _sections(log)
+        return log_sections(log)
 
     def uuids_in(env: list[str]) -> set[str]:
         return {line.split("=", 1)[1] for line in env if re.match(r"DRA_GPU_\d+_UUID=", line)}

@@ -46,7 +46,13 @@ from cluster_access import (
     wait_for,
     wait_out_slice_wipe,
 )
-from test_cluster_kubelet_plugin import DRIVER, PROFILE, RunningPlugin, _source_argv
+from test_cluster_kubelet_plugin import (
+    DRIVER,
+    PROFILE,
+    RunningPlugin,
+    _source_argv,
+    log_sections,
+)
 
 from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import Gpu
@@ -194,18 +200,6 @@ def _pod(name: str, template: str, *, run_as: int | None = None) -> dict[str, An
     }
 
 
-def _sections(log: str) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {}
-    current = None
-    for line in log.splitlines():
-        if line.startswith("--- "):
-            current = line[4:]
-            sections[current] = []
-        elif current is not None:
-            sections[current].append(line)
-    return sections
-
-
 def _run(
     local_cluster: ClusterUnderTest, node: MpsNode, namespace: str, name: str
 ) -> dict[str, list[str]]:
@@ -233,7 +227,7 @@ def _run(
         cluster=local_cluster,
         context=report,
     )
-    return _sections(log)
+    return log_sections(log)
 
 
 def _env(seen: dict[str, list[str]]) -> dict[str, str]:
