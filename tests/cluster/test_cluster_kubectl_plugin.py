@@ -380,3 +380,68 @@ def test_kubectl_dra_gpus_reads_kubeconfig_from_the_environment(
     }
     assert {row["device"] for row in rows} == {"gpu-0", "gpu-1"} - held
     assert all(row["free"] and not row["holders"] for row in rows)
+
+
+# --- the upstream pool status API --------------------------------------------------------------
+
+
+def _upstream_pools(found: Holdings) -> dict[str, dict[str, Any]]:
+    """The pools of our fake nodes as upstream's resourcepoolstatusrequest-controller
+    reports them (the local cluster turns DRAResourcePoolStatus on)."""
+    client = KubernetesClient(found.cluster.api_client)
+    name = f"kp-{found.run}-{uuid.uuid4().hex[:6]}"
+    client.create(
+        "resourcepoolstatusrequests",
+        {"metadata": {"name": name}, "spec": {"driver": DRIVER}},
+    )
+    try:
+        status = wait_for(
+            f"ResourcePoolStatusRequest {name} answered",
+            lambda: client.get("resourcepoolstatusrequests", name).get("status"),
+            cluster=found.cluster,
+        )
+    finally:
+        client.delete("resourcepoolstatusrequests", name)
+    return {
+        p["poolName"]: p for p in status.get("pools") or [] if p["poolName"] in found.nodes.values()
+    }
+
+
+def test_kubectl_dra_gpus_agrees_with_the_upstream_pool_status(
+    kubectl: Path, holdings: Holdings
+) -> None:
+    # Upstream's own figures for the fake nodes: what the comparison below is held to.
+    upstream = _upstream_pools(holdings)
+    h100, l4 = upstream[holdings.nodes["h100"]], upstream[holdings.nodes["l4"]]
+    assert h100["allocatedDevices"] == 2, "the whole GPU and the MIG device"
+    assert l4["allocatedDevices"] == 1, "one L4 held by both shares"
+    assert l4["shareableSummary"]["partiallyAvailableDevices"] == 1
+    assert h100["totalDevices"] > 2 and h100.get("validationError") is None
+
+    last: list[str] = [""]
+
+    def checked() -> dict[str, Any] | None:
+        # Every pool of the driver, the cluster's own node's included; retried only while
+        # the controller-manager's caches catch up with the pods just placed.
+        shown = _gpus(kubectl, holdings, "--check-pool-status", "-o", "json")
+        assert shown.returncode in (0, 1), shown.stderr
+        (found,) = json.loads(shown.stdout)["poolStatus"]
+        last[0] = json.dumps(found)
+        return found if found["agrees"] else None
+
+    found = wait_for(
+        "kubectl dra gpus --check-pool-status agrees",
+        checked,
+        cluster=holdings.cluster,
+        context=lambda: last[0],
+    )
+    assert found["served"] and found["problems"] == [] and found["error"] is None
+    assert found["pools"] >= len(holdings.nodes)
+    shown = _gpus(kubectl, holdings, "--check-pool-status")
+    assert shown.returncode == 0, shown.stderr
+    assert f"pool status: agrees with resource.k8s.io/v1alpha3 on {found['pools']} pools" in (
+        shown.stdout.splitlines()
+    )
+    # Nothing left behind: the check deletes its request.
+    left = KubernetesClient(holdings.cluster.api_client).list("resourcepoolstatusrequests")
+    assert not [r for r in left.items if r["metadata"]["name"].startswith("dra-gpus-")]
