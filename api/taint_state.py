@@ -46,6 +46,7 @@ from api.checkpoint import StateFileModel
 from api.errors import CheckpointError
 
 __all__ = [
+    "NVLINK_PEER_DRAIN",
     "STATE_UNREADABLE",
     "TAINT_STATE_VERSION",
     "CauseKind",
@@ -62,9 +63,11 @@ __all__ = [
 TAINT_STATE_VERSION: Final = 1
 #: The cause of the taint that stands in for a taint file the plugin could not read.
 STATE_UNREADABLE: Final = "state-unreadable"
+#: The cause of the taint a GPU's NVLink peer gets while NVML asks that GPU for DRAIN_P2P.
+NVLINK_PEER_DRAIN: Final = "nvlink-peer-drain"
 
 CauseKind: TypeAlias = Literal[
-    "xid", "ecc-double-bit", "ecc-single-bit", "gpu-lost", "state-unreadable"
+    "xid", "ecc-double-bit", "ecc-single-bit", "gpu-lost", "state-unreadable", "nvlink-peer-drain"
 ]
 
 
@@ -84,7 +87,8 @@ class TaintCause(StateFileModel):
     kind: CauseKind
     xid: int | None = None
     gpu_uuid: str | None = None
-    """The GPU (or MIG device) the event named; None: every GPU (a lost GPU without a UUID)."""
+    """The GPU (or MIG device) the event named; None: every GPU (a lost GPU without a UUID).
+    For ``nvlink-peer-drain``: the GPU whose DRAIN_P2P fenced this one."""
     seen_at: str
     """When the plugin saw the event, RFC 3339 UTC."""
     detail: str | None = None

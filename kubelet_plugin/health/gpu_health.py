@@ -12,11 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from api.resource_v1 import DeviceTaint
-from api.taint_state import STATE_UNREADABLE, GpuTaints, PersistedTaint, TaintCause
+from api.taint_state import (
+    NVLINK_PEER_DRAIN,
+    STATE_UNREADABLE,
+    GpuTaints,
+    PersistedTaint,
+    TaintCause,
+)
 from dra_driver.discovery.model import Gpu
 from kubelet_plugin.health.taints import EFFECT_STRENGTH, rfc3339
 
-__all__ = ["GpuHealth"]
+__all__ = ["KEPT_AT_LIFT", "GpuHealth"]
+
+#: Cause kinds a GPU's own recovery does not lift: the unreadable file's stand-in (an
+#: admin clears it) and a peer's drain fence (lifted with the draining GPU's taints).
+KEPT_AT_LIFT = frozenset({STATE_UNREADABLE, NVLINK_PEER_DRAIN})
 
 
 @dataclass
@@ -82,10 +92,11 @@ class GpuHealth:
         return True
 
     def strengthen(self, effect: str) -> list[str]:
-        """Raise each taint (but the unreadable file's) to at least ``effect``; the keys changed."""
+        """Raise each of the GPU's own taints (:meth:`own`) to at least ``effect``; the keys
+        changed."""
         changed = []
         for key, taint in self.taints.items():
-            if self.causes[key].kind == STATE_UNREADABLE:
+            if self.causes[key].kind in KEPT_AT_LIFT:
                 continue
             if EFFECT_STRENGTH[taint.effect] < EFFECT_STRENGTH[effect]:
                 self.taints[key] = taint.model_copy(update={"effect": effect})
@@ -96,10 +107,14 @@ class GpuHealth:
         """Whether the last event came at ``moment`` or before (no event: quiet)."""
         return self.last_event is None or self.last_event <= moment
 
+    def own(self) -> dict[str, DeviceTaint]:
+        """The taints this GPU's own events raised (not those :data:`KEPT_AT_LIFT`)."""
+        return {k: t for k, t in self.taints.items() if self.causes[k].kind not in KEPT_AT_LIFT}
+
     def lift(self) -> list[str]:
-        """Drop the taints events raised (the unreadable file's stays: an admin clears it);
-        the keys dropped."""
-        kept = {k for k, c in self.causes.items() if c.kind == STATE_UNREADABLE}
+        """Drop the taints events raised (those :data:`KEPT_AT_LIFT` stay); the keys
+        dropped."""
+        kept = {k for k, c in self.causes.items() if c.kind in KEPT_AT_LIFT}
         dropped = sorted(k for k in self.taints if k not in kept)
         self.taints = {k: t for k, t in self.taints.items() if k in kept}
         self.causes = {k: c for k, c in self.causes.items() if k in kept}

@@ -13,6 +13,9 @@ ECC error                 ``<driver>/ecc``           ``double-bit``/``single-bit
 GPU lost                  ``<driver>/gpu-lost``      none
 ========================= ========================== ===========================
 
+and on each NVLink peer of a GPU whose recovery action reads DRAIN_P2P,
+``<driver>/nvlink-peer-drain.<gpu>`` (:mod:`~kubelet_plugin.health.peers`).
+
 - The effect of each kind comes from the health policy
   (``--health-policy``, e.g. ``xid=NoSchedule,gpu-lost=NoExecute``); a kind
   the policy leaves out taints nothing. XIDs are classified
@@ -70,6 +73,7 @@ from dra_driver.discovery.model import (
 )
 from kubelet_plugin.health.classification import effect_of, xid_outcome
 from kubelet_plugin.health.gpu_health import GpuHealth
+from kubelet_plugin.health.peers import fence_peers, unfence_peers
 from kubelet_plugin.health.recovery import Lifted, RecoveryGate
 from kubelet_plugin.health.service import DeviceHealth, Health, HealthBroadcaster
 from kubelet_plugin.health.taint_store import pending_clears
@@ -226,6 +230,7 @@ class HealthMonitor:
         self._reload = reload
         self._notices = notices
         self._gate = RecoveryGate(probe, recovery, self._ignored, self._effects.get("xid"))
+        self._no_peers: set[str] = set()  # DRAIN_P2P GPUs without known peers, logged
         self._started = rfc3339(clock())
         self._boot_id = state.boot_id if state is not None else ""
         self._lock = threading.Lock()
@@ -322,17 +327,33 @@ class HealthMonitor:
         """Remove the taints of the GPUs that recovered (:class:`RecoveryGate`); True when
         the taints changed (lifted, raised, or now waiting for a reboot)."""
         now = self._clock()
+        fenced = []
         with self._lock:
             verdicts = [
                 (g, self._gate.check(g.device_name, self._gpus[g.device_name], now))
                 for g in self._inventory
             ]
-        changed = any(verdict.changed for _, verdict in verdicts)
+            for gpu, verdict in verdicts:  # DRAIN_P2P fences the peers (peers.py)
+                if verdict.drain_p2p:
+                    fenced += fence_peers(
+                        self._gpus,
+                        self._inventory,
+                        gpu,
+                        now,
+                        domain=self.driver_name,
+                        said=self._no_peers,
+                    )
+                elif verdict.lifted is not None:
+                    unfence_peers(self._gpus, gpu.uuid)
+        changed = any(verdict.changed for _, verdict in verdicts) or bool(fenced)
         if changed:
             self.persist()
-        for gpu, verdict in verdicts:
-            if verdict.lifted is not None and self._notices is not None:
-                self._notices.recovered(gpu, verdict.lifted)
+        if self._notices is not None:
+            for peer, taint in fenced:
+                self._notices.tainted(peer, taint, 0.0)
+            for gpu, verdict in verdicts:
+                if verdict.lifted is not None:
+                    self._notices.recovered(gpu, verdict.lifted)
         return changed
 
     # --- persistence and admins' clears ----------------------------------------------
@@ -372,6 +393,8 @@ class HealthMonitor:
             cleared = [name for name in names if self._gpus[name].taints]
             for name in names:
                 self._gpus[name].clear()
+                cleared += unfence_peers(self._gpus, self._gpus[name].uuid)
+            cleared = list(dict.fromkeys(cleared))
         self.persist()
         for name in cleared:
             log.warning("%s: taints cleared on an admin's request", name)

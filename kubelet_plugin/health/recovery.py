@@ -7,8 +7,9 @@ validates (NVML answers, memory and ECC sane): the hardware confirms. An action 
 than NONE keeps them and raises their effect to what the action demands
 (:func:`~kubelet_plugin.health.classification.action_outcome`); a reboot action keeps
 them until the boot ID changes (``awaitingReboot`` in ``taints.json``, dropped by the
-restore rules after a reboot). DRAIN_P2P would also fence the GPU's NVLink peers;
-discovery publishes no NVLink peers yet, so nothing more is fenced (said in a log line).
+restore rules after a reboot). DRAIN_P2P also asks the monitor to fence the GPU's NVLink
+peers (:attr:`Verdict.drain_p2p`, :mod:`~kubelet_plugin.health.peers`); a peer's fence is
+no taint of its own recovery (:data:`~kubelet_plugin.health.gpu_health.KEPT_AT_LIFT`).
 
 Where the field is missing (older driver: NVML_ERROR_NOT_SUPPORTED) the quiet window
 alone decides, as before, said once per GPU in a log line and in the recovery metric's
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from api import limits
-from api.taint_state import STATE_UNREADABLE, TaintCause
+from api.taint_state import TaintCause
 from dra_driver.discovery.model import RecoveryAction, RecoveryProbe
 from kubelet_plugin.health.classification import (
     REBOOT_ACTIONS,
@@ -36,7 +37,7 @@ from kubelet_plugin.health.classification import (
     effect_of,
     xid_outcome,
 )
-from kubelet_plugin.health.gpu_health import GpuHealth
+from kubelet_plugin.health.gpu_health import KEPT_AT_LIFT, GpuHealth
 from kubelet_plugin.health.taints import UNHEALTHY_EFFECTS
 
 __all__ = ["Lifted", "RecoveryGate", "RecoveryMethod"]
@@ -61,10 +62,12 @@ class Lifted:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """One poll's answer: taints lifted (or None), and whether the GPU's state changed
-    otherwise (effects raised, now waiting for a reboot): then save and publish."""
+    otherwise (effects raised, now waiting for a reboot): then save and publish;
+    ``drain_p2p``: NVML asks for DRAIN_P2P, so the GPU's NVLink peers are to be fenced."""
 
     lifted: Lifted | None = None
     changed: bool = False
+    drain_p2p: bool = False
 
 
 class RecoveryGate:
@@ -112,7 +115,7 @@ class RecoveryGate:
         return verdict
 
     def _check(self, name: str, state: GpuHealth, quiet_since: datetime) -> Verdict:
-        causes = [c for c in state.causes.values() if c.kind != STATE_UNREADABLE]
+        causes = [c for c in state.causes.values() if c.kind not in KEPT_AT_LIFT]
         if not causes or state.lost or state.awaiting_reboot:
             return Verdict()
         if self._probe is None:
@@ -120,7 +123,7 @@ class RecoveryGate:
         action = self._probe.recovery_action(state.uuid)
         if action is not None and action != RecoveryAction.NONE:
             return self._wait_for(name, state, action)
-        if not any(t.effect in UNHEALTHY_EFFECTS for t in state.taints.values()):
+        if not any(t.effect in UNHEALTHY_EFFECTS for t in state.own().values()):
             # Informational: blocks nothing, so the quiet window alone lifts it.
             return self._quiet(name, state, quiet_since, _support(action))
         if action is None:
@@ -156,8 +159,7 @@ class RecoveryGate:
         field: FieldSupport,
     ) -> Verdict:
         self._said.pop(name, None)
-        self._said.pop(f"{name}/p2p", None)
-        oldest = min(str(t.time_added) for t in state.taints.values())
+        oldest = min(str(t.time_added) for t in state.own().values())
         held = quiet_since + self._window - datetime.fromisoformat(oldest)
         return Verdict(Lifted(tuple(state.lift()), method, field, held.total_seconds()), True)
 
@@ -201,16 +203,7 @@ class RecoveryGate:
             action.name,
             f" (raised to {wanted})" if raised else "",
         )
-        if action == RecoveryAction.DRAIN_P2P:
-            self._say(
-                f"{name}/p2p",
-                "unknown",
-                logging.WARNING,
-                "%s: DRAIN_P2P: its NVLink peers should be fenced too, but discovery "
-                "publishes no NVLink peers yet: no other GPU is fenced",
-                name,
-            )
-        return Verdict(changed=bool(raised))
+        return Verdict(changed=bool(raised), drain_p2p=action == RecoveryAction.DRAIN_P2P)
 
 
 def _support(action: RecoveryAction | None) -> FieldSupport:

@@ -11,8 +11,9 @@ Rules at start-up (:func:`restore`):
 - a GPU no longer on the node, or with another UUID under its name (a GPU
   swapped), loses its entry: the taints were the old GPU's;
 - after a reboot (the boot ID changed) the taints whose cause a reboot clears
-  go (:data:`REBOOT_CLEARS`: XID errors and a lost GPU; the driver reloads and
-  resets the GPU, and a GPU still broken raises its event again); the others
+  go (:data:`REBOOT_CLEARS`: XID errors, a lost GPU, an NVLink peer's drain fence;
+  the driver reloads and resets the GPU, and a GPU still broken raises its event
+  again, one still asking for DRAIN_P2P fences its peers again); the others
   (ECC errors, an unreadable taint file) stay, and a reboot does not restart
   their recovery window; a GPU waiting for a reboot (``awaitingReboot``: NVML
   asked for one) loses every taint the events raised;
@@ -44,6 +45,7 @@ from typing import Final
 
 from api import limits
 from api.taint_state import (
+    NVLINK_PEER_DRAIN,
     STATE_UNREADABLE,
     GpuTaints,
     PersistedTaint,
@@ -81,7 +83,7 @@ log = logging.getLogger(__name__)
 TAINT_FILE_NAME: Final = "taints.json"
 CLEARS_DIR_NAME: Final = "taint-clears"
 #: Causes a reboot clears (see the module docstring).
-REBOOT_CLEARS: Final = frozenset({"xid", "gpu-lost"})
+REBOOT_CLEARS: Final = frozenset({"xid", "gpu-lost", NVLINK_PEER_DRAIN})
 #: The largest taint file read: a few hundred bytes per taint, so far beyond any node.
 MAX_TAINT_FILE_BYTES: Final = 4 * 2**20
 _REQUEST_SUFFIX: Final = ".json"

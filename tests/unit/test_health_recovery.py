@@ -213,17 +213,6 @@ def test_a_reboot_action_keeps_the_taint_until_the_boot_id_changes(
     assert restore(saved, boot_id="boot-b", gpus=gpus).gpus == {}
 
 
-def test_drain_p2p_fences_no_peer_while_discovery_publishes_none(
-    mock: MockBackend, clock: Clock, notices: Notices, caplog: pytest.LogCaptureFixture
-) -> None:
-    health = monitor(mock, clock, notices)
-    mock.recovery.set_action(uuid(mock, 0), RecoveryAction.DRAIN_P2P)
-    health.handle(HealthEvent("xid", uuid(mock, 0), 94))
-    health.expire()
-    assert list(health.taints()) == ["gpu-0"]
-    assert "discovery publishes no NVLink peers yet: no other GPU is fenced" in caplog.text
-
-
 def test_recover_imex_domain_keeps_the_gpu_from_new_pods_only(
     mock: MockBackend, clock: Clock, notices: Notices
 ) -> None:
