@@ -77,7 +77,7 @@ from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health.faults import FaultSpool, mock_boot_id
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
-from kubelet_plugin.health.node_health import published_device_names, start_monitor
+from kubelet_plugin.health.node_health import AutoResetParts, published_device_names, start_monitor
 from kubelet_plugin.health.notices import NodeHealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.metrics import MeteredNodeDriver, PluginMetrics
@@ -266,14 +266,12 @@ class NodeAgent:
             boot_id=boot_id,
             on_taints=publish_taints,
             broadcaster=broadcaster,
-            on_event=metrics.count_health_event,
+            metrics=metrics,
             owns_state=lambda: publisher_lock is None or publisher_lock.is_held,
             probe=probe,
             notices=notices,
+            auto_reset=AutoResetParts(backend, host, driver.prepared),
         )
-        metrics.track_tainted(monitor.tainted_device_count)
-        metrics.track_taints(monitor.taints)
-        metrics.track_health_clients(lambda: broadcaster.subscriber_count)
         # Nothing is published or streamed before it carries the taints restored.
         publisher.set_inventory(inventory, monitor.taints())
         reporter.health_changed(monitor.taints())

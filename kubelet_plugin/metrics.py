@@ -34,6 +34,10 @@ metric                                      type      labels / meaning
                                                       no-probe): from the taint to its
                                                       lifting
 ``dra_driver_health_stream_clients``        gauge     kubelet health streams open now
+``dra_driver_health_auto_resets_total``     counter   ``outcome`` (reset, failed,
+                                                      waiting-claims, waiting-processes):
+                                                      what ``--auto-reset`` did, once per
+                                                      change per GPU
 =========================================== ========= =====================================
 
 Counting happens in :class:`MeteredNodeDriver`, a decorator around any
@@ -171,6 +175,12 @@ class PluginMetrics:
             ["kind", "action"],
             registry=self.registry,
         )
+        self.auto_resets = Counter(
+            "dra_driver_health_auto_resets",
+            "What the automatic GPU reset (--auto-reset) did, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.taint_delay = Histogram(
             "dra_driver_health_taint_delay_seconds",
             "Time from a GPU fault to its device taint.",
@@ -217,6 +227,9 @@ class PluginMetrics:
 
     def count_health_event(self, kind: HealthEventKind, action: TaintAction) -> None:
         self.health_events.labels(kind, action).inc()
+
+    def count_auto_reset(self, outcome: str) -> None:
+        self.auto_resets.labels(outcome).inc()
 
     def track_taints(self, taints: Callable[[], Mapping[str, Sequence[DeviceTaint]]]) -> None:
         """Read ``dra_driver_device_taints`` from ``taints`` (GPU name to taints) at scrape."""

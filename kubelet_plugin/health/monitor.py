@@ -211,6 +211,8 @@ class HealthMonitor:
         reload: Callable[[], TaintState] | None = None,
         probe: RecoveryProbe | None = None,
         notices: HealthNotices | None = None,
+        beside: Callable[[Callable[[], Mapping[str, Sequence[DeviceTaint]]], threading.Event], None]
+        | None = None,
     ) -> None:
         _check_policy(effects, recovery)
         self.driver_name = driver_name
@@ -229,6 +231,7 @@ class HealthMonitor:
         self._owns_state = owns_state
         self._reload = reload
         self._notices = notices
+        self._beside = beside  # runs on a thread of its own in run() (the automatic reset)
         self._gate = RecoveryGate(probe, recovery, self._ignored, self._effects.get("xid"))
         self._no_peers: set[str] = set()  # DRAIN_P2P GPUs without known peers, logged
         self._started = rfc3339(clock())
@@ -459,6 +462,9 @@ class HealthMonitor:
         ``retry_s``); returns within about ``poll_s`` of ``stop``.
         """
         self.broadcast()
+        if self._beside is not None:
+            target, args = self._beside, (self.taints, stop)
+            threading.Thread(target=target, args=args, name="auto-reset", daemon=True).start()
         publish_due: float | None = None  # monotonic time of the next publish attempt
         next_refresh = time.monotonic() + refresh_s
         while not stop.is_set():

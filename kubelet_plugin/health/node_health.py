@@ -13,19 +13,16 @@ from datetime import timedelta
 
 from api.resource_v1 import DeviceTaint
 from api.taint_state import TaintState
-from dra_driver.discovery.model import HealthEventKind, NodeInventory, RecoveryProbe
+from dra_driver.discovery.model import NodeInventory, RecoveryProbe
 from dra_driver.slices import build_slices
-from kubelet_plugin.health.monitor import (
-    HealthEventSource,
-    HealthMonitor,
-    HealthNotices,
-    TaintAction,
-)
+from kubelet_plugin.health.auto_reset import AutoResetParts, auto_reset_for
+from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor, HealthNotices
 from kubelet_plugin.health.service import HealthBroadcaster
 from kubelet_plugin.health.taint_store import TAINT_FILE_NAME, TaintStore, load_taints
+from kubelet_plugin.metrics import PluginMetrics
 from kubelet_plugin.settings import Settings
 
-__all__ = ["published_device_names", "start_monitor"]
+__all__ = ["AutoResetParts", "published_device_names", "start_monitor"]
 
 
 def published_device_names(settings: Settings, inventory: NodeInventory) -> list[str]:
@@ -48,10 +45,11 @@ def start_monitor(
     boot_id: str,
     on_taints: Callable[[Mapping[str, Sequence[DeviceTaint]]], object],
     broadcaster: HealthBroadcaster,
-    on_event: Callable[[HealthEventKind, TaintAction], None],
+    metrics: PluginMetrics,
     owns_state: Callable[[], bool] = lambda: True,
     probe: RecoveryProbe | None = None,
     notices: HealthNotices | None = None,
+    auto_reset: AutoResetParts | None = None,
 ) -> HealthMonitor:
     """A monitor holding the taints saved before (after the reboot rules), the clear
     requests waiting applied, and the result saved; nothing published yet.
@@ -60,7 +58,10 @@ def start_monitor(
     during a rolling update); one that does not neither saves nor applies clears
     until it calls :meth:`HealthMonitor.take_over`. ``probe`` reads NVML's recovery
     action (:class:`~kubelet_plugin.health.recovery.RecoveryGate`); ``notices`` hears of
-    each GPU tainted or recovered (Node Events, metrics).
+    each GPU tainted or recovered (Node Events, metrics). ``metrics`` counts the events and
+    reads the taints and the health stream's clients at each scrape. ``auto_reset``: what
+    ``--auto-reset`` needs (:func:`~kubelet_plugin.health.auto_reset.auto_reset_for`); its
+    loop runs beside the monitor's.
 
     Never raises for the taint file: an unreadable one is moved aside and every
     GPU starts tainted (:func:`~kubelet_plugin.health.taint_store.load_taints`).
@@ -72,6 +73,9 @@ def start_monitor(
     def load() -> TaintState:
         return load_taints(store, boot_id=boot_id, gpus=gpus, domain=settings.driver_name)
 
+    reset = None
+    if auto_reset is not None:
+        reset = auto_reset_for(settings, inventory, probe, auto_reset, metrics.count_auto_reset)
     monitor = HealthMonitor(
         driver_name=settings.driver_name,
         inventory=inventory,
@@ -82,7 +86,7 @@ def start_monitor(
         recovery=timedelta(seconds=settings.health_recovery_seconds),
         on_taints=on_taints,
         broadcaster=broadcaster,
-        on_event=on_event,
+        on_event=metrics.count_health_event,
         state=load(),
         save=store.save,
         clears_dir=settings.plugin_dir,
@@ -90,7 +94,11 @@ def start_monitor(
         reload=load,
         probe=probe,
         notices=notices,
+        beside=None if reset is None else reset.run,
     )
+    metrics.track_tainted(monitor.tainted_device_count)
+    metrics.track_taints(monitor.taints)
+    metrics.track_health_clients(lambda: broadcaster.subscriber_count)
     monitor.apply_clears()
     monitor.persist()  # the new boot ID, and what the rules dropped or the clears removed
     return monitor

@@ -33,6 +33,7 @@ flag                       environment twin                default
                                                            gpu-lost=NoExecute
 --ignored-xids             DRA_DRIVER_IGNORED_XIDS         13,31,43,45,68,109
 --health-recovery-seconds  DRA_DRIVER_HEALTH_RECOVERY_SECONDS  300
+--auto-reset               DRA_DRIVER_AUTO_RESET           false
 --log-format               DRA_DRIVER_LOG_FORMAT           text
 --log-level                DRA_DRIVER_LOG_LEVEL            info
 ========================== =============================== =======================================

@@ -189,6 +189,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
         metavar="SECONDS",
     ),
     define_flag(
+        "auto_reset",
+        "false",
+        "reset a GPU whose NVML recovery action asks for a reset (GPU_RESET, "
+        "DRAIN_AND_RESET, DRAIN_P2P) once it is NoExecute-tainted, no prepared claim holds "
+        "it and it runs no compute process (nvidia-smi --gpu-reset; the mock's reset)",
+        boolean=True,
+    ),
+    define_flag(
         "device_plugin_coexistence",
         "refuse",
         "refuse: publish no device while a device plugin serves GPUs on this node (the "

@@ -129,6 +129,9 @@ class Settings(BaseModel):
     )
     ignored_xids: frozenset[int] = DEFAULT_IGNORED_XIDS
     health_recovery_seconds: float = Field(default=DEFAULT_RECOVERY_SECONDS, gt=0)
+    auto_reset: bool = False
+    """Reset a GPU whose recovery action asks for it once it is drained and idle
+    (:mod:`kubelet_plugin.health.auto_reset`); off: an operator resets it."""
     device_plugin_coexistence: DevicePluginCoexistence = "refuse"
     """refuse: publish no device while a device plugin serves GPUs on the node
     (:mod:`kubelet_plugin.device_plugin_guard`); publish: publish them anyway."""
