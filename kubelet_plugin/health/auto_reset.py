@@ -218,9 +218,9 @@ class AutoReset:
     def _try(self, gpu: Gpu, action: RecoveryAction) -> bool:
         name = gpu.device_name
         holders = sorted(
-            f"{entry.namespace}/{entry.name}"
+            f"{entry.namespace}/{entry.name} ({', '.join(held)})"
             for entry in self._claims().values()
-            if any(_own_gpu(gpu, record.device) for record in entry.devices)
+            if (held := sorted({r.device for r in entry.devices if _own_gpu(gpu, r.device)}))
         )
         if holders:
             self._tell(name, "waiting-claims", f"held by claims {', '.join(holders)}")

@@ -98,7 +98,7 @@ def test_a_drained_gpu_is_reset_only_once_no_claim_and_no_process_holds_it(
     clock = Clock()
     health = monitor(mock, clock)
     gpu = mock.inventory.gpus[0]
-    claims = {"uid-1": claim("gpu-0", gpu.uuid)}
+    claims = {"uid-1": claim("gpu-0-mig-1g10gb-19-0", "MIG-1"), "uid-2": claim("gpu-1", "x")}
     outcomes: list[Outcome] = []
     resets: list[str] = []
     auto = AutoReset(
@@ -114,7 +114,11 @@ def test_a_drained_gpu_is_reset_only_once_no_claim_and_no_process_holds_it(
     assert auto.poll(health.taints()) == []  # NoSchedule only: nothing evicts yet
     health.expire()  # the action raises it to NoExecute
     assert auto.poll(health.taints()) == []
-    assert "gpu-0: automatic reset waiting-claims: held by claims team-a/train" in caplog.text
+    # Attributed per MIG instance; gpu-1's claim is no matter of gpu-0's.
+    assert (
+        "gpu-0: automatic reset waiting-claims: held by claims team-a/train "
+        "(gpu-0-mig-1g10gb-19-0)\n" in caplog.text
+    )
 
     claims.clear()  # the pod left, the claim was unprepared; a process lingers
     mock.gpu_processes.start(gpu.uuid, 4242, memory_bytes=1 << 20)
@@ -132,7 +136,10 @@ def test_a_drained_gpu_is_reset_only_once_no_claim_and_no_process_holds_it(
     assert health.taints() == {}
 
 
-def test_a_process_on_a_mig_instance_keeps_its_gpu_waiting(mock: MockBackend) -> None:
+def test_a_process_on_a_mig_instance_keeps_its_gpu_waiting(
+    mock: MockBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     health = monitor(mock, Clock())
     gpu = mock.inventory.gpus[1]
     profile = gpu.mig_profiles[0]
@@ -150,6 +157,9 @@ def test_a_process_on_a_mig_instance_keeps_its_gpu_waiting(mock: MockBackend) ->
     health.handle(HealthEvent("xid", gpu.uuid, 94))
     health.expire()
     assert auto.poll(health.taints()) == []
+    assert f"gpu-1: automatic reset waiting-processes: compute processes: {mig.uuid} pid 77" in (
+        caplog.text
+    )
     mock.gpu_processes.stop(77)
     assert auto.poll(health.taints()) == ["gpu-1"]
 
