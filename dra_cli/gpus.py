@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from api.errors import ExitCode
+from dra_cli.output import write_document
 
 __all__ = [
     "add_cluster_arguments",
@@ -215,13 +215,7 @@ def run_gpus(
             document["poolStatus"] = [
                 checked.to_json(cluster) for cluster, checked in sorted(pool_status.items())
             ]
-        if args.output == "json":
-            json.dump(document, out, indent=2)
-            out.write("\n")
-        else:
-            import yaml
-
-            yaml.safe_dump(document, out, sort_keys=False)
+        write_document(document, args.output, out)
     else:
         out.write(
             render_table(

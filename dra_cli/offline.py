@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-import yaml
-
 from api.errors import (
     CelEvaluationError,
     DraDriverError,
@@ -24,6 +22,7 @@ from api.errors import (
     UnsatisfiableError,
 )
 from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, dump
+from dra_cli.output import write_document
 from dra_driver.allocator import allocate, explain
 from dra_driver.manifests import Inventory, load_inventory, read_documents
 
@@ -60,12 +59,7 @@ def run_allocate(args: argparse.Namespace, inventory: Inventory, out: TextIO) ->
 
 
 def _write_list(items: list[dict[str, Any]], output: str, out: TextIO) -> None:
-    document = {"apiVersion": "v1", "kind": "List", "items": items}
-    if output == "yaml":
-        yaml.safe_dump(document, out, sort_keys=False)
-    else:
-        json.dump(document, out, indent=2)
-        out.write("\n")
+    write_document({"apiVersion": "v1", "kind": "List", "items": items}, output, out)
 
 
 def run_explain(args: argparse.Namespace, inventory: Inventory, out: TextIO) -> int:

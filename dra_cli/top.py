@@ -22,7 +22,6 @@ Exit codes: 0 shown; 1 no cluster could be read, or no plugin pod found in any;
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, TextIO
 
 from api.errors import ExitCode
+from dra_cli.output import write_document
 from dra_cli.usage_view import (
     PluginProblem,
     Report,
@@ -259,14 +259,7 @@ def run_top(
     report.rows.sort(key=UsageRow.sort_key)
     report.problems.sort(key=lambda p: (p.cluster, p.node, p.pod))
     if args.output in ("json", "yaml"):
-        document = rows_json(report, errors)
-        if args.output == "json":
-            json.dump(document, out, indent=2)
-            out.write("\n")
-        else:
-            import yaml
-
-            yaml.safe_dump(document, out, sort_keys=False)
+        write_document(rows_json(report, errors), args.output, out)
     else:
         out.write(render_table(report, wide=args.output == "wide", errors=errors))
     return ExitCode.FAILED if errors and len(errors) == len(contexts) else ExitCode.OK
