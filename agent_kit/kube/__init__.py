@@ -4,6 +4,8 @@
 - :mod:`agent_kit.kube.client`: the port (:class:`ClusterClient`) and its adapter over
   the official ``kubernetes`` client (:class:`KubernetesClient`, :func:`load_api_client`,
   :func:`api_errors`);
+- :mod:`agent_kit.kube.resources`: the resources it reaches; :mod:`agent_kit.kube.config`:
+  kubeconfig files and the in-cluster account;
 - :mod:`agent_kit.kube.retry`: the retry policy (tenacity);
 - :mod:`agent_kit.kube.reflector`: :class:`Reflector`, which mirrors one resource.
 """

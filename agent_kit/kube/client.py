@@ -37,7 +37,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from kubernetes import client as k8s_client
 from kubernetes import watch as _k8s_watch
@@ -51,6 +51,7 @@ from agent_kit.kube.errors import (
     UnavailableError,
     api_error,
 )
+from agent_kit.kube.resources import RESOURCES, Resource
 from api.resource_v1 import object_key
 
 # Parts of the client without type annotations.
@@ -70,19 +71,6 @@ __all__ = [
     "load_api_client",
 ]
 
-Resource = Literal[
-    "pods",
-    "nodes",
-    "events",
-    "configmaps",
-    "leases",
-    "resourceslices",
-    "deviceclasses",
-    "resourceclaims",
-    "devicetaintrules",
-    "podgroups",
-    "resourcepoolstatusrequests",
-]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
 
@@ -165,37 +153,6 @@ class ClusterClient(Protocol):
 
 
 # --- The real client ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Binding:
-    """How one resource maps onto the official client's generated methods."""
-
-    group: Literal["core", "resource", "resource_alpha", "coordination", "scheduling"]
-    singular: str  # snake_case, as in ``read_namespaced_<singular>``
-    namespaced: bool
-    model: str  # the client's model class for request bodies
-
-
-RESOURCES: Final[Mapping[Resource, _Binding]] = {
-    "pods": _Binding("core", "pod", True, "V1Pod"),
-    "nodes": _Binding("core", "node", False, "V1Node"),
-    "events": _Binding("core", "event", True, "CoreV1Event"),
-    "configmaps": _Binding("core", "config_map", True, "V1ConfigMap"),
-    "leases": _Binding("coordination", "lease", True, "V1Lease"),
-    "resourceslices": _Binding("resource", "resource_slice", False, "V1ResourceSlice"),
-    "deviceclasses": _Binding("resource", "device_class", False, "V1DeviceClass"),
-    "resourceclaims": _Binding("resource", "resource_claim", True, "ResourceV1ResourceClaim"),
-    "devicetaintrules": _Binding("resource", "device_taint_rule", False, "V1DeviceTaintRule"),
-    # scheduling.k8s.io/v1beta1: served only with the GenericWorkload gate and the version
-    # turned on; a 404 then says the cluster has no pod groups.
-    "podgroups": _Binding("scheduling", "pod_group", True, "V1beta1PodGroup"),
-    # resource.k8s.io/v1alpha3: served only with the DRAResourcePoolStatus gate and the
-    # version turned on; a 404 then says the cluster has no pool status API.
-    "resourcepoolstatusrequests": _Binding(
-        "resource_alpha", "resource_pool_status_request", False, "V1alpha3ResourcePoolStatusRequest"
-    ),
-}
 
 
 @contextlib.contextmanager
