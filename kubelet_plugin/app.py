@@ -76,6 +76,7 @@ from kubelet_plugin.device_plugin_guard import DevicePluginGuard
 from kubelet_plugin.devnodes import DevNodeMigManager, create_device_nodes
 from kubelet_plugin.driver import GpuDriver
 from kubelet_plugin.health.faults import FaultSpool, mock_boot_id
+from kubelet_plugin.health.loop import run_health_loop
 from kubelet_plugin.health.monitor import HealthEventSource, HealthMonitor
 from kubelet_plugin.health.node_health import AutoResetParts, published_device_names, start_monitor
 from kubelet_plugin.health.notices import NodeHealthNotices
@@ -300,7 +301,7 @@ class NodeAgent:
 
         self._guard_device_plugins(kube, publisher)
         self._spawn("slice-publisher", publish)
-        self._spawn("health-monitor", lambda: monitor.run(self._stop_threads))
+        self._spawn("health-monitor", lambda: run_health_loop(monitor, self._stop_threads))
 
     def _guard_device_plugins(self, kube: KubernetesClient, publisher: SlicePublisher) -> None:
         """Look for a device plugin serving this node's GPUs now (before the first publish)

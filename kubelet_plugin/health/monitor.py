@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,7 +230,7 @@ class HealthMonitor:
         self._owns_state = owns_state
         self._reload = reload
         self._notices = notices
-        self._beside = beside  # runs on a thread of its own in run() (the automatic reset)
+        self._beside = beside  # on a thread of its own from the loop (the automatic reset)
         self._gate = RecoveryGate(probe, recovery, self._ignored, self._effects.get("xid"))
         self._no_peers: set[str] = set()  # DRAIN_P2P GPUs without known peers, logged
         self._started = rfc3339(clock())
@@ -368,7 +367,7 @@ class HealthMonitor:
         return TaintState(boot_id=self._boot_id, gpus=gpus)
 
     def persist(self) -> bool:
-        """Hand the state to ``save``; False (logged, retried by :meth:`run`) when it failed."""
+        """Hand the state to ``save``; False (logged, retried by the loop) when it failed."""
         if self._save is None or not self._owns_state():
             return True
         try:
@@ -448,47 +447,18 @@ class HealthMonitor:
             return False
         return True
 
-    def run(
-        self,
-        stop: threading.Event,
-        *,
-        poll_s: float = 1.0,
-        refresh_s: float = 10.0,
-        retry_s: float = 5.0,
-    ) -> None:
-        """Wait for events, taint, expire, republish, until ``stop`` is set.
+    def next_event(self, timeout_s: float) -> HealthEvent | None:
+        """The next health event of the source, None after ``timeout_s``; raises
+        DraDriverError when the source fails."""
+        return self._events.wait_health_event(timeout_s)
 
-        Never raises for source or publishing errors (logged, retried after
-        ``retry_s``); returns within about ``poll_s`` of ``stop``.
-        """
-        self.broadcast()
+    @property
+    def save_due(self) -> bool:
+        """Whether the last save failed (the loop retries it)."""
+        return self._save_due
+
+    def start_beside(self, stop: threading.Event) -> None:
+        """Start ``beside`` (the automatic reset) on a thread of its own, if given."""
         if self._beside is not None:
             target, args = self._beside, (self.taints, stop)
             threading.Thread(target=target, args=args, name="auto-reset", daemon=True).start()
-        publish_due: float | None = None  # monotonic time of the next publish attempt
-        next_refresh = time.monotonic() + refresh_s
-        while not stop.is_set():
-            event: HealthEvent | None = None
-            try:
-                event = self._events.wait_health_event(poll_s)
-            except DraDriverError as err:
-                log.warning("reading GPU health events failed: %s; retrying", err)
-                stop.wait(retry_s)
-            changed = self.handle(event) if event is not None else False
-            if event is not None and event.kind == "gpu-lost" and not changed:
-                # NVML answers every wait on a lost GPU at once: do not spin.
-                stop.wait(poll_s)
-            changed = self.expire() or changed
-            changed = self.apply_clears() or changed
-            if self._save_due:
-                self.persist()
-            now = time.monotonic()
-            if changed:
-                publish_due = now
-                self.broadcast()
-                next_refresh = now + refresh_s
-            if publish_due is not None and now >= publish_due:
-                publish_due = None if self.publish_taints() else now + retry_s
-            if now >= next_refresh:
-                self.broadcast()
-                next_refresh = now + refresh_s

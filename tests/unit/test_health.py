@@ -19,6 +19,7 @@ from dra_driver.discovery.mock import MockBackend
 from dra_driver.discovery.model import HealthEvent, HealthEventKind
 from dra_driver.slices import build_slices
 from kubelet_plugin.health.faults import FaultSpool, write_fault
+from kubelet_plugin.health.loop import run_health_loop
 from kubelet_plugin.health.monitor import HealthMonitor, TaintAction
 from kubelet_plugin.health.service import Health, HealthBroadcaster
 
@@ -297,7 +298,7 @@ def test_run_republishes_taints_and_health_on_every_change(mock: MockBackend, cl
         broadcaster=broadcaster,
     )
 
-    health.run(stop, poll_s=0, refresh_s=3600, retry_s=0)
+    run_health_loop(health, stop, poll_s=0, refresh_s=3600, retry_s=0)
 
     assert published == [{"gpu-1": [(f"{DRIVER}/xid", "79", "NoExecute", "2026-11-27T10:00:00Z")]}]
     latest = {d.device: d.health for d in next(iter(subscription))}
@@ -324,7 +325,7 @@ def test_run_retries_a_failed_publish_and_survives_a_failing_source(
         on_taints=publish,
     )
 
-    health.run(stop, poll_s=0, refresh_s=3600, retry_s=0)
+    run_health_loop(health, stop, poll_s=0, refresh_s=3600, retry_s=0)
 
     assert attempts == [1, 1]
     assert "publishing device taints failed: create resourceslice: 503" in caplog.text
@@ -343,7 +344,7 @@ def test_run_expires_taints_while_no_event_comes(mock: MockBackend, clock: Clock
     health.handle(xid(mock, 1, 79))
     clock.advance(WINDOW)
 
-    health.run(stop, poll_s=0, refresh_s=3600, retry_s=0)
+    run_health_loop(health, stop, poll_s=0, refresh_s=3600, retry_s=0)
 
     assert published == [0]
     assert health.taints() == {}
