@@ -7,11 +7,11 @@ person or a cluster test drives them, on a fake clock.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from health_fixtures import DRIVER, WINDOW, Clock, effects, mock_monitor, uuid
 
 from api.taint_state import TaintState, decode_taint_state, encode_taint_state
 from dra_driver.discovery.mock import MockBackend
@@ -22,17 +22,7 @@ from kubelet_plugin.health.monitor import HealthMonitor
 from kubelet_plugin.health.recovery import Lifted
 from kubelet_plugin.health.taint_store import restore
 
-DRIVER = "gpu.dra-driver.io"
 FENCE0 = f"{DRIVER}/nvlink-peer-drain.gpu-0"
-WINDOW = timedelta(minutes=5)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Notices:
@@ -64,26 +54,7 @@ def notices() -> Notices:
 def monitor(
     mock: MockBackend, clock: Clock, notices: Notices, state: TaintState | None = None
 ) -> HealthMonitor:
-    return HealthMonitor(
-        driver_name=DRIVER,
-        inventory=mock.inventory,
-        device_names=[g.device_name for g in mock.inventory],
-        events=mock,
-        effects={"xid": "NoSchedule", "ecc-double-bit": "NoExecute"},
-        recovery=WINDOW,
-        clock=clock,
-        probe=mock.recovery,
-        notices=notices,
-        state=state,
-    )
-
-
-def uuid(mock: MockBackend, index: int) -> str:
-    return mock.inventory.gpus[index].uuid
-
-
-def effects(health: HealthMonitor) -> dict[str, list[tuple[str, str | None, str]]]:
-    return {n: [(t.key, t.value, t.effect) for t in ts] for n, ts in health.taints().items()}
+    return mock_monitor(mock, clock, notices, state)
 
 
 def drained(mock: MockBackend, clock: Clock, notices: Notices) -> HealthMonitor:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from discovery_nvml_fake import EVENT_XID, FakeNvml, fake_gpu
+from health_fixtures import DRIVER, WINDOW, Clock, effects, mock_monitor, uuid
 
 from api.taint_state import GpuTaints, TaintState, decode_taint_state, encode_taint_state
 from dra_driver.discovery.mock import MockBackend
@@ -31,18 +31,7 @@ from kubelet_plugin.nvml import NvmlBackend
 from kubelet_plugin.nvml.library import NvmlCalls
 from kubelet_plugin.nvml.recovery import FIELD_GPU_RECOVERY_ACTION, NvmlRecoveryProbe
 
-DRIVER = "gpu.dra-driver.io"
-T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
-WINDOW = timedelta(minutes=5)
 IGNORED = frozenset({13, 43})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Notices:
@@ -77,27 +66,7 @@ def notices() -> Notices:
 def monitor(
     mock: MockBackend, clock: Clock, notices: Notices, state: TaintState | None = None
 ) -> HealthMonitor:
-    return HealthMonitor(
-        driver_name=DRIVER,
-        inventory=mock.inventory,
-        device_names=[g.device_name for g in mock.inventory],
-        events=mock,
-        effects={"xid": "NoSchedule", "ecc-double-bit": "NoExecute"},
-        ignored_xids=IGNORED,
-        recovery=WINDOW,
-        clock=clock,
-        probe=mock.recovery,
-        notices=notices,
-        state=state,
-    )
-
-
-def uuid(mock: MockBackend, index: int) -> str:
-    return mock.inventory.gpus[index].uuid
-
-
-def effects(health: HealthMonitor) -> dict[str, list[tuple[str, str | None, str]]]:
-    return {n: [(t.key, t.value, t.effect) for t in ts] for n, ts in health.taints().items()}
+    return mock_monitor(mock, clock, notices, state, ignored_xids=IGNORED)
 
 
 # --- The table -------------------------------------------------------------------------
