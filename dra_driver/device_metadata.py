@@ -146,8 +146,7 @@ def metadata_cdi_device_name(claim_uid: str, request: str) -> str:
     return f"{claim_uid}-metadata-{_checked(base_request(request), 'request name')}"
 
 
-def _document(
-    api_version: str,
+def encode_device_metadata(
     *,
     driver_name: str,
     namespace: str,
@@ -156,13 +155,20 @@ def _document(
     pod_claim_name: str | None,
     request: str,
     devices: Sequence[MetadataDevice],
-    generation: int,
-) -> dict[str, object]:
+    generation: int = 1,
+) -> bytes:
+    """The metadata file of one request: a ``DeviceMetadata`` per API version, newest first.
+
+    ``request`` is the name as allocated (``gpu/large`` keeps its subrequest here; the
+    path does not). Deterministic: the same inputs give the same bytes, which are
+    those the upstream library writes for the same object.
+    """
+    newest, *older = METADATA_API_VERSIONS
     # Key order is the Go struct's field order; attribute names are sorted, as Go sorts
     # map keys.
     document: dict[str, object] = {
         "kind": "DeviceMetadata",
-        "apiVersion": api_version,
+        "apiVersion": newest,
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "generation": generation},
     }
     if pod_claim_name is not None:
@@ -182,42 +188,7 @@ def _document(
     if listed:
         request_entry["devices"] = listed
     document["requests"] = [request_entry]
-    return document
-
-
-def encode_device_metadata(
-    *,
-    driver_name: str,
-    namespace: str,
-    name: str,
-    uid: str,
-    pod_claim_name: str | None,
-    request: str,
-    devices: Sequence[MetadataDevice],
-    generation: int = 1,
-) -> bytes:
-    """The metadata file of one request: a ``DeviceMetadata`` per API version, newest first.
-
-    ``request`` is the name as allocated (``gpu/large`` keeps its subrequest here; the
-    path does not). Deterministic: the same inputs give the same bytes, which are
-    those the upstream library writes for the same object.
-    """
-    newest, *older = METADATA_API_VERSIONS
-    text = json.dumps(
-        _document(
-            newest,
-            driver_name=driver_name,
-            namespace=namespace,
-            name=name,
-            uid=uid,
-            pod_claim_name=pod_claim_name,
-            request=request,
-            devices=devices,
-            generation=generation,
-        ),
-        indent=2,
-        ensure_ascii=False,
-    )
+    text = json.dumps(document, indent=2, ensure_ascii=False)
     for raw, escaped in _GO_ESCAPES.items():
         text = text.replace(raw, escaped)
     # The versions differ only in apiVersion, the document's second key: one encoding
