@@ -128,12 +128,21 @@ def cluster_contexts(args: argparse.Namespace) -> tuple[str | None, list[str | N
     return kubeconfig, list(args.context) or [None]
 
 
-def kubeconfig_problem(kubeconfig: str | None, context: str | None, err: Exception) -> str:
-    """The error row of a cluster whose kubeconfig cannot be loaded: which file and context,
-    what went wrong and the fix (shared by ``gpus`` and ``top``)."""
-    where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
-    context_text = f" context {context}" if context else ""
-    return f"{where}{context_text}: {err} (name a usable one with --kubeconfig or KUBECONFIG)"
+def connect(kubeconfig: str | None, context: str | None) -> Any:
+    """A client of one cluster (``context`` of ``kubeconfig``; None: the current one, or
+    the in-cluster account). Raises KubeConfigError naming the file, the context, what
+    went wrong and the fix: the error row of that cluster (shared by ``gpus`` and
+    ``top``)."""
+    from agent_kit.kube import KubeConfigError, KubernetesClient, load_api_client
+
+    try:
+        return KubernetesClient(load_api_client(kubeconfig, context=context))
+    except KubeConfigError as err:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
+        context_text = f" context {context}" if context else ""
+        raise KubeConfigError(
+            f"{where}{context_text}: {err} (name a usable one with --kubeconfig or KUBECONFIG)"
+        ) from None
 
 
 def run_gpus(
@@ -148,8 +157,6 @@ def run_gpus(
     from agent_kit.kube import (
         ApiError,
         KubeConfigError,
-        KubernetesClient,
-        load_api_client,
     )
     from api.errors import InvalidInputError
     from dra_cli.pool_status import PoolStatusResult, check_pool_status
@@ -170,15 +177,9 @@ def run_gpus(
     for context in contexts:
         label = context or "(current)"
         try:
-            if clients is not None:
-                client = clients[context]
-            else:
-                client = KubernetesClient(load_api_client(kubeconfig, context=context))
+            client = clients[context] if clients is not None else connect(kubeconfig, context)
             slices, claims, nodes = read_cluster(client, args.driver_name, args.selector)
-        except KubeConfigError as err:
-            errors[label] = kubeconfig_problem(kubeconfig, context, err)
-            continue
-        except ApiError as err:
+        except (ApiError, KubeConfigError) as err:
             errors[label] = str(err)
             continue
         found = gpu_rows(

@@ -210,8 +210,8 @@ def run_top(
     """Print the live usage of the chosen clusters; ``clients`` (tests) maps a context
     (None: the current one) to a ClusterClient and a scrape function instead of loading
     the kubeconfig."""
-    from agent_kit.kube import ApiError, KubeConfigError, KubernetesClient, load_api_client
-    from dra_cli.gpus import cluster_contexts, kubeconfig_problem
+    from agent_kit.kube import ApiError, KubeConfigError
+    from dra_cli.gpus import cluster_contexts, connect
 
     out = out or sys.stdout
     try:
@@ -228,7 +228,7 @@ def run_top(
             if clients is not None:
                 client, scrape = clients[context]
             else:
-                client = KubernetesClient(load_api_client(kubeconfig, context=context))
+                client = connect(kubeconfig, context)
                 scrape = client.get_pod_proxy
             found = read_cluster_usage(
                 client,
@@ -239,10 +239,7 @@ def run_top(
                 nodes=args.node,
             )
             products = device_products(client, args.driver_name) if args.output != "table" else {}
-        except KubeConfigError as err:
-            errors[label] = kubeconfig_problem(kubeconfig, context, err)
-            continue
-        except (ApiError, LookupError) as err:
+        except (ApiError, KubeConfigError, LookupError) as err:
             errors[label] = str(err)
             continue
         report.nodes |= found.nodes
