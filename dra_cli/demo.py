@@ -1,6 +1,6 @@
 """``dra-driver demo``: the example claims of ``deploy/examples`` through every placement policy.
 
-Each feature folder (every folder but ``inventory/`` and ``demo/``, the
+Each feature folder (every folder but ``inventory/``, ``demo/`` and ``demo-topology/``, the
 manifests of the cluster demo) is allocated together
 with the shared inventory (nodes, ResourceSlices, DeviceClasses) under each
 policy, and the outcome printed as a table: the node and devices chosen, or
@@ -19,8 +19,9 @@ from dra_driver.allocator import allocate
 from dra_driver.manifests import load_inventory, read_documents
 
 INVENTORY = "inventory"
-#: Folders that are not scenarios: the shared inventory, and what ``make demo`` applies.
-NOT_SCENARIOS = frozenset({INVENTORY, "demo"})
+#: Folders that are not scenarios: the shared inventory, and what ``make demo`` applies
+#: (``demo-topology`` with ``DEMO_MACHINE``).
+NOT_SCENARIOS = frozenset({INVENTORY, "demo", "demo-topology"})
 
 
 def scenario_outcome(

@@ -65,7 +65,7 @@ SCHEDULER_FOLDERS = (
 )
 CONTROLLER_FOLDERS = ("placement", "explain")
 #: Folders that are not a feature: the offline inventory and the `make demo` set.
-NOT_FEATURES = ("inventory", "demo")
+NOT_FEATURES = ("inventory", "demo", "demo-topology")
 
 
 @dataclass(frozen=True)

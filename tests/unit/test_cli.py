@@ -22,7 +22,7 @@ from dra_cli.main import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 INVENTORY = str(EXAMPLES / "inventory")
 #: Folders of deploy/examples that are not a feature.
-NOT_FEATURES = ("inventory", "demo")
+NOT_FEATURES = ("inventory", "demo", "demo-topology")
 FEATURES = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir() and p.name not in NOT_FEATURES)
 
 
