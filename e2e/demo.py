@@ -2,7 +2,7 @@
 
 ::
 
-    python -m e2e.demo [--keep-logs]
+    python -m e2e.demo [--keep-logs] [--machine NAME]
 
 It builds or reuses the cluster binaries (e2e/cluster/build.sh: a line per binary it
 builds, progress while compiling, "cache warm" when there is nothing to build) and starts
@@ -23,8 +23,18 @@ exits 1. Needs root (the cluster's kubelet). Each stage is announced on stderr a
 (``demo: [2/5] starting the local cluster (at 12 s)``, :data:`STAGES`); timings go to
 stdout at the end.
 
+With ``--machine NAME`` (``make demo DEMO_MACHINE=NAME``) the plugin runs the named mock
+machine instead (``dgx-h100``, ``pairs-4xA100``, ``pcie-4xL40S``, ``rack-4xH100``:
+:mod:`dra_driver.discovery.mock_machines`) and the demo applies the topology scene of
+deploy/examples/demo-topology: gated pods the controller places under the ``topology``
+policy, with claims that keep their GPUs on one NVLink island (or PCIe root). What each
+machine should do is one table, :data:`e2e.demo_topology.SCENES`: the pods expected to run
+must run, each on one island, and a pod expected to be refused must get the controller's
+``Unplaceable`` Event with the reason, which the table shows; anything else fails the demo.
+The table shows each device's NVLink island and PCIe root.
+
 The agents, API calls and waits it drives are :mod:`e2e.demo_support`; the table
-is :mod:`e2e.demo_report`.
+is :mod:`e2e.demo_report` (:mod:`e2e.demo_topology` for the topology scene).
 """
 
 from __future__ import annotations
@@ -65,10 +75,23 @@ from e2e.demo_support import (
     say,
     wait_for,
 )
+from e2e.demo_topology import HEADER as TOPOLOGY_HEADER
+from e2e.demo_topology import (
+    SCENES,
+    Expected,
+    TopologyRow,
+    awaiting,
+    contradictions,
+    device_attributes,
+    machine_name,
+    scene_documents,
+    unmatched_constraints,
+)
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DEVICE_CLASSES: Final = REPO / "deploy" / "examples" / "inventory" / "deviceclasses.yaml"
 MANIFESTS: Final = REPO / "deploy" / "examples" / "demo"
+TOPOLOGY_MANIFESTS: Final = REPO / "deploy" / "examples" / "demo-topology"
 DRIVER: Final = "gpu.dra-driver.io"
 MOCK_PROFILE: Final = "4xH100-80GB,4xA100-40GB"
 #: Pods have this long to run once applied (a cold containerd start and image unpack included).
@@ -85,11 +108,11 @@ BINARIES, CLUSTER, AGENTS, PODS, TEARDOWN = STAGES = (
 )
 
 
-def manifests() -> list[dict[str, Any]]:
-    """deploy/examples/inventory's DeviceClasses, then every document of deploy/examples/demo
-    in file-name order (the Namespace file sorts first)."""
+def manifests(folder: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """deploy/examples/inventory's DeviceClasses, then every document of ``folder``
+    (deploy/examples/demo) in file-name order (the Namespace file sorts first)."""
     docs: list[dict[str, Any]] = []
-    for path in [DEVICE_CLASSES, *sorted(MANIFESTS.glob("*.yaml"))]:
+    for path in [DEVICE_CLASSES, *sorted(folder.glob("*.yaml"))]:
         docs += [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
     return docs
 
@@ -102,8 +125,10 @@ def demo_namespace(docs: list[dict[str, Any]]) -> str:
 class Demo:
     """One run: cluster, agents, manifests, table, teardown."""
 
-    def __init__(self, keep_logs: bool) -> None:
+    def __init__(self, keep_logs: bool, machine: str | None = None) -> None:
         self.keep_logs = keep_logs
+        self.machine = machine
+        self.profile = machine or MOCK_PROFILE
         self.timings = Timings()
         self.stages = Stages(STAGES, self.timings)
         self.cluster: LocalCluster | None = None
@@ -137,7 +162,7 @@ class Demo:
                 f"--cdi-root={cluster.cdi_dir}",
                 f"--dev-root={cluster.directory / 'mock-dev'}",
                 "--gpu-backend=mock",
-                f"--mock-profile={MOCK_PROFILE}",
+                f"--mock-profile={self.profile}",
             ],
             cluster.logs_dir / "kubelet-plugin.log",
         )
@@ -154,7 +179,7 @@ class Demo:
             cluster.logs_dir / "controller.log",
         )
         self.agents.append(controller)
-        say(f"started {plugin.name} (mock GPUs {MOCK_PROFILE}) and {controller.name}")
+        say(f"started {plugin.name} (mock GPUs {self.profile}) and {controller.name}")
         wait_for(
             "the kubelet to register the plugin",
             lambda: "kubelet registered DRA driver" in plugin.text(),
@@ -169,6 +194,8 @@ class Demo:
         """Apply the manifests, wait for every pod to run; return the table."""
         assert self.api is not None
         self.stages.enter(PODS)
+        if self.machine is not None:
+            return self._run_topology(self.machine)
         api = self.api
         docs = manifests()
         self.namespace = demo_namespace(docs)
@@ -197,6 +224,72 @@ class Demo:
             held = "; ".join(f"{d} by {', '.join(names)}" for d, names in sorted(twice.items()))
             raise DemoError(f"devices allocated to two claims: {held}")
         return format_table(HEADER, [row.cells() for row in rows])
+
+    def _run_topology(self, machine: str) -> str:
+        """Apply the topology scene for ``machine``, wait until each pod does what
+        :data:`SCENES` expects (runs, or is refused with the controller's reason), check
+        that each running claim's devices share what its constraints name; the table."""
+        assert self.api is not None
+        api, expected = self.api, SCENES[machine]
+        docs = scene_documents(manifests(TOPOLOGY_MANIFESTS), machine)
+        self.namespace = demo_namespace(docs)
+        for doc in docs:
+            say(f"applied {api.apply(doc)}")
+        refused = [e.pod for e in expected if not e.runs]
+
+        def settled() -> bool:
+            pods = {p["metadata"]["name"]: p for p in self._pods()}
+            wrong = contradictions(expected, pods)
+            if wrong:
+                raise DemoError("; ".join(wrong) + "\n" + self._pod_report(sorted(pods)))
+            events = {name: api.events(self.namespace, name) for name in refused}
+            return not awaiting(expected, pods, events)
+
+        try:
+            wait_for(f"the scene of {machine}", settled, PODS_TIMEOUT_S, *self.agents)
+        except DemoError as err:
+            pods = {p["metadata"]["name"]: p for p in self._pods()}
+            events = {e.pod: api.events(self.namespace, e.pod) for e in expected}
+            left = "; ".join(awaiting(expected, pods, events))
+            raise DemoError(
+                f"{err}\nstill waiting for: {left}\n{self._pod_report([e.pod for e in expected])}"
+            ) from None
+        self.timings.mark("every pod ran or was refused")
+        attributes = device_attributes(api.slices())
+        rows = [self._topology_row(e, attributes) for e in expected]
+        twice = devices_held_twice(api.claims(self.namespace))
+        if twice:
+            raise DemoError(f"devices allocated to two claims: {sorted(twice)}")
+        return format_table(TOPOLOGY_HEADER, [row.cells() for row in rows])
+
+    def _topology_row(
+        self, expected: Expected, attributes: dict[str, dict[str, Any]]
+    ) -> TopologyRow:
+        assert self.api is not None
+        api, name = self.api, expected.pod
+        pod = next(p for p in self._pods() if p["metadata"]["name"] == name)
+        claims = [api.claim(self.namespace, c) for c in claim_names(pod)]
+        self.claim_uids |= {c["metadata"]["uid"] for c in claims}
+        broken = [b for c in claims for b in unmatched_constraints(c, attributes)]
+        if broken:
+            raise DemoError(f"pod {name}: " + "; ".join(broken))
+        log = ""
+        if expected.runs:
+            log = wait_for(
+                f"pod {name} to print what it sees",
+                lambda: (text := api.log(self.namespace, name)) and "--- end" in text and text,
+                30,
+            )
+        return TopologyRow(
+            pod=name,
+            expected=expected,
+            placed_by=",".join(sorted({placed_by(c, DRIVER) for c in claims})) or "-",
+            node=str(pod["spec"].get("nodeName") or ""),
+            devices=tuple(d for c in claims for d in allocated_devices(c)),
+            attributes=attributes,
+            log=log,
+            events=tuple(api.events(self.namespace, name)),
+        )
 
     def _pods(self) -> list[dict[str, Any]]:
         assert self.api is not None
@@ -316,9 +409,16 @@ def _hold_on(signum: int, frame: FrameType | None) -> None:
     say(f"{signal.Signals(signum).name}: already tearing down, every step has a time limit")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 the demo ran and everything was torn down; 1 a step or the teardown
-    failed (log tails printed); 130 interrupted; 2 a usage error."""
+def _machine_argument(text: str) -> str:
+    try:
+        return machine_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line: ``--keep-logs``, ``--machine NAME`` (a mock machine of
+    :data:`SCENES`; an unknown name is a usage error that lists the names)."""
     parser = argparse.ArgumentParser(
         prog="python -m e2e.demo",
         description="Start the local cluster with the driver on mock GPUs, run the demo pods, "
@@ -329,11 +429,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the cluster directory (logs) after teardown",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--machine",
+        metavar="NAME",
+        type=_machine_argument,
+        default=None,
+        help="run the named mock machine and the topology scene of "
+        f"deploy/examples/demo-topology ({', '.join(sorted(SCENES))}); "
+        f"default: {MOCK_PROFILE} and deploy/examples/demo",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 the demo ran and everything was torn down; 1 a step or the teardown
+    failed (log tails printed); 130 interrupted; 2 a usage error."""
+    args = build_parser().parse_args(argv)
     if os.geteuid() != 0:
         print("python -m e2e.demo: needs root (it runs a kubelet)", file=sys.stderr)
         return 2
-    demo = Demo(keep_logs=args.keep_logs)
+    demo = Demo(keep_logs=args.keep_logs, machine=args.machine)
     code = 0
     problems: list[str] = []
     with _signals(_interrupt):

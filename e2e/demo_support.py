@@ -223,6 +223,10 @@ class Api:
         )["items"]
         return items
 
+    def slices(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json(self.resource.list_resource_slice)["items"]
+        return items
+
     def claim_uids(self, namespace: str) -> set[str]:
         return {str(c["metadata"]["uid"]) for c in self.claims(namespace)}
 
