@@ -28,8 +28,9 @@ test: lint
 	$(PY) -m pytest -q
 
 # The driver's main job on the local cluster (root): mock GPUs, the controller, the demo pods.
+# DEMO_MACHINE=dgx-h100 (pairs-4xA100, pcie-4xL40S, rack-4xH100): that mock machine, topology scene.
 demo: $(STAMP)
-	$(PY) -m e2e.demo
+	$(PY) -m e2e.demo $(if $(DEMO_MACHINE),--machine=$(DEMO_MACHINE))
 
 # The same examples through the offline allocator, every policy; no cluster, about a second.
 demo-offline: $(STAMP)
