@@ -24,6 +24,17 @@ islands of two nodes never share an ID); a fabric island is
 ``<cluster UUID>/<clique ID>``, shared by every node of the clique. Plain
 ``[COUNT x]MODEL`` profiles report no topology (no NVLink attributes are
 published), as before.
+
+Tests pick a machine by name (``MockBackend(node, "dgx-h100")``); the plugin
+with ``--gpu-backend=mock --mock-profile=dgx-h100``. The demo runs each on the
+local cluster (as root) with the topology scene of deploy/examples/demo-topology,
+pods the controller places under the ``topology`` policy with claims that keep
+their GPUs on one NVLink island (its README says what each machine shows)::
+
+    make demo DEMO_MACHINE=dgx-h100      # two pairs and a quad, all on the one island
+    make demo DEMO_MACHINE=pairs-4xA100  # each pair pod on its own NVLink pair
+    make demo DEMO_MACHINE=pcie-4xL40S   # the island pair refused, with the reason
+    make demo DEMO_MACHINE=rack-4xH100   # both pairs on the fabric island
 """
 
 from __future__ import annotations
