@@ -19,6 +19,10 @@ Checks:
   version, MIG mode) and ``/dev/nvidia<minor>`` as a character device 195:minor;
 - ``slices``: the node's pool from that inventory, full GPUs and partitionable
   MIG alike, valid as the API server validates ResourceSlices;
+- ``topology``: each GPU's topology attributes as published (PCI bus ID, PCIe
+  root, NUMA node, NVLink island and peers, fabric cluster and clique) recorded,
+  and compared with ``nvidia-smi topo -m`` / ``nvlink -s``
+  (:mod:`e2e.gpu.topology_check`);
 - ``recovery``: NVML's GPU recovery action (field 230) of every GPU, or that
   the driver lacks it (recorded, not failed), and the validation the plugin
   lifts taints by (NVML answers, memory and ECC sane) passes on each GPU;
@@ -81,6 +85,7 @@ from api.semver import Semver  # noqa: E402
 from api.validation import validate_resource_slice  # noqa: E402
 from dra_driver.discovery.model import Gpu, NodeInventory, RecoveryProbe  # noqa: E402
 from dra_driver.slices import build_slices  # noqa: E402
+from e2e.gpu.topology_check import check_topology  # noqa: E402
 from kubelet_plugin.cdi_writer import CdiWriter, scan_host_files  # noqa: E402
 from kubelet_plugin.checkpoint_store import CheckpointStore  # noqa: E402
 from kubelet_plugin.driver import GpuDriver  # noqa: E402
@@ -448,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             ("discovery", lambda: check_discovery(inventory)),
             ("recovery", lambda: check_recovery(backend, inventory)),
             ("slices", lambda: check_slices(inventory, args.out)),
+            ("topology", lambda: check_topology(inventory)),
             ("health", lambda: check_health(backend)),
             ("plugin", lambda: check_plugin(inventory, driver_root, args.out)),
             (
