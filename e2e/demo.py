@@ -237,14 +237,15 @@ class Demo:
             say(f"applied {api.apply(doc)}")
         refused = [e.pod for e in expected if not e.runs]
 
+        wrong: list[str] = []
+
         def settled() -> bool:
             pods = {p["metadata"]["name"]: p for p in self._pods()}
-            wrong = contradictions(expected, pods)
-            if wrong:
-                raise DemoError("; ".join(wrong) + "\n" + self._pod_report(sorted(pods)))
+            wrong[:] = contradictions(expected, pods)
             events = {name: api.events(self.namespace, name) for name in refused}
-            return not awaiting(expected, pods, events)
+            return bool(wrong) or not awaiting(expected, pods, events)
 
+        report = [e.pod for e in expected]
         try:
             wait_for(f"the scene of {machine}", settled, PODS_TIMEOUT_S, *self.agents)
         except DemoError as err:
@@ -252,8 +253,10 @@ class Demo:
             events = {e.pod: api.events(self.namespace, e.pod) for e in expected}
             left = "; ".join(awaiting(expected, pods, events))
             raise DemoError(
-                f"{err}\nstill waiting for: {left}\n{self._pod_report([e.pod for e in expected])}"
+                f"{err}\nstill waiting for: {left}\n{self._pod_report(report)}"
             ) from None
+        if wrong:
+            raise DemoError("; ".join(wrong) + "\n" + self._pod_report(report))
         self.timings.mark("every pod ran or was refused")
         attributes = device_attributes(api.slices())
         rows = [self._topology_row(e, attributes) for e in expected]
