@@ -17,7 +17,7 @@ from yaml.resolver import Resolver
 from api import limits
 from api.resource_v1 import describe
 
-__all__ = ["ManifestBoundError", "ManifestLoader", "check_bounds"]
+__all__ = ["ManifestBoundError", "ManifestLoader", "check_bounds", "plain_scalar", "plain_tag"]
 
 
 class ManifestBoundError(yaml.YAMLError):
@@ -92,19 +92,7 @@ class _ManifestReading:
         depends on its text only: remembered for the texts seen (names, types and numbers
         repeat from device to device), up to a bound."""
         if kind is _SCALAR_NODE:
-            if not implicit[0]:
-                return _STR
-            tag = _PLAIN_TAGS.get(value)
-            if tag is None:
-                tag = _STR
-                resolvers = self.yaml_implicit_resolvers.get(value[:1], ())  # type: ignore[attr-defined]
-                for candidate, regexp in resolvers:
-                    if regexp.match(value):
-                        tag = str(candidate)
-                        break
-                if len(_PLAIN_TAGS) < _PLAIN_TAGS_BOUND:
-                    _PLAIN_TAGS[value] = tag
-            return tag
+            return plain_tag(value) if implicit[0] else _STR
         return _SEQUENCE if kind is yaml.SequenceNode else _MAPPING
 
     # No path resolvers either: nothing to track as the composer enters and leaves each node.
@@ -131,6 +119,28 @@ _SEQUENCE = "tag:yaml.org,2002:seq"
 _MAPPING = "tag:yaml.org,2002:map"
 #: Scalar tags built by the constructor's own function (its booleans include y/n).
 _PLAIN_SCALARS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float"))
+
+
+def plain_tag(value: str) -> str:
+    """The tag ManifestLoader gives a plain (unquoted) scalar of this text: its implicit
+    resolvers tried in order, the first that matches wins, ``str`` when none does."""
+    tag = _PLAIN_TAGS.get(value)
+    if tag is None:
+        tag = _STR
+        for candidate, regexp in ManifestLoader.yaml_implicit_resolvers.get(value[:1], ()):
+            if regexp.match(value):
+                tag = str(candidate)
+                break
+        if len(_PLAIN_TAGS) < _PLAIN_TAGS_BOUND:
+            _PLAIN_TAGS[value] = tag
+    return tag
+
+
+def plain_scalar(value: str) -> Any:
+    """What ManifestLoader makes of ``value`` written as a plain scalar (a mapping's value);
+    raises yaml.YAMLError (or ValueError from a constructor) where it cannot."""
+    # Our safe loader; the stubs name only PyYAML's own loader classes.
+    return yaml.load(f"k: {value}", Loader=ManifestLoader)["k"]  # type: ignore[arg-type]
 
 
 class _NotPlainError(Exception):

@@ -38,6 +38,7 @@ from dra_driver.allocator import Snapshot
 from dra_driver.cel import compile_selector
 from dra_driver.extended_resources import extended_resource_claims
 from dra_driver.gpu_configs import gpu_config_errors
+from dra_driver.manifest_fast import fast_load_all
 from dra_driver.manifest_yaml import ManifestBoundError, ManifestLoader
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -107,6 +108,20 @@ def split_documents(text: str, source: str) -> list[Document]:
             f"too large: {len(text)} characters, at most {limits.MAX_MANIFEST_BYTES} read",
             source=source,
         )
+    loaded = fast_load_all(text)
+    if loaded is None:
+        loaded = _load_all(text, source)
+    documents: list[Document] = []
+    for index, data in enumerate(loaded):
+        if data is None:
+            continue
+        label = f"{source}#{index}" if len(loaded) > 1 else source
+        documents.extend(_flatten(data, label))
+    return documents
+
+
+def _load_all(text: str, source: str) -> list[Any]:
+    """Every document of ``text`` read by ManifestLoader; its errors as InvalidInputError."""
     loaded: list[Any] = []
     try:
         # The stubs name only PyYAML's own loader classes.
@@ -125,13 +140,7 @@ def split_documents(text: str, source: str) -> list[Document]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidInputError(f"not valid YAML or JSON{where}: {problem}", source=source) from exc
-    documents: list[Document] = []
-    for index, data in enumerate(loaded):
-        if data is None:
-            continue
-        label = f"{source}#{index}" if len(loaded) > 1 else source
-        documents.extend(_flatten(data, label))
-    return documents
+    return loaded
 
 
 def _flatten(data: Any, label: str) -> Iterator[Document]:
