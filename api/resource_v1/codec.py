@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any, Final, TypeAlias
+from types import UnionType
+from typing import Annotated, Any, Final, TypeAlias, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -385,14 +386,30 @@ def strict_errors(obj: K8sModel) -> list[FieldError]:
 
 
 _WALKED_FIELDS: dict[type[K8sModel], tuple[str, ...]] = {}
-"""Per model: the fields :func:`strict_errors` walks into (all but the free-form ones)."""
+"""Per model: the fields :func:`_strictly_clean` walks into: all but the free-form ones and
+those whose type holds only text or booleans (strict validation made sure they do)."""
+_LEAF_TYPES: Final = frozenset({str, bool, type(None)})
+
+
+def _text_only(annotation: Any) -> bool:
+    """Whether a field of this type can hold only str, bool, None (or lists of them)."""
+    if annotation in _LEAF_TYPES:
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _text_only(get_args(annotation)[0])
+    if origin in (Union, UnionType, list):
+        return all(_text_only(arg) for arg in get_args(annotation))
+    return False
 
 
 def _walked_fields(model: type[K8sModel]) -> tuple[str, ...]:
     names = _WALKED_FIELDS.get(model)
     if names is None:
         names = _WALKED_FIELDS[model] = tuple(
-            name for name in model.model_fields if (model, name) not in _FREE_FORM_FIELDS
+            name
+            for name, info in model.model_fields.items()
+            if (model, name) not in _FREE_FORM_FIELDS and not _text_only(info.annotation)
         )
     return names
 
@@ -418,10 +435,11 @@ def _strictly_clean(obj: K8sModel) -> bool:
             extra = value.__pydantic_extra__
             if extra and not _UNMODELLED_FIELDS.get(kind, frozenset()).issuperset(extra):
                 return False
-            if kind in _FREE_FORM_MODELS:
-                extend(getattr(value, name) for name in _walked_fields(kind))
-            else:
-                extend(value.__dict__.values())  # a pydantic model's fields
+            names = _WALKED_FIELDS.get(kind)
+            if names is None:
+                names = _walked_fields(kind)
+            fields = value.__dict__  # a pydantic model's fields
+            extend([fields[name] for name in names])
         elif isinstance(value, list):
             extend(value)
         elif isinstance(value, dict):
