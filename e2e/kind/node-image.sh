@@ -11,9 +11,13 @@
 # kind's own `kind build node-image` starts from kindest/base and pulls the images kubeadm
 # needs, both from a registry. This script lays the image out the same way from local parts:
 #
-#   root file system  Debian trixie by debootstrap: systemd, containerd 1.7 and runc (Debian's
-#                     packages; containerd has CDI), the CNI plugins, iptables, nftables,
-#                     mount tools; cached by its package list and mirror.
+#   root file system  Debian trixie by debootstrap: systemd, the CNI plugins, iptables,
+#                     nftables, mount tools; cached by its package list and mirror.
+#   containerd        containerd, ctr and containerd-shim-runc-v2 built from the Go module
+#                     e2e/kind/containerd pins (v2.3.4), runc from e2e/kind/runc's (v1.4.3,
+#                     with seccomp: needs gcc and libseccomp-dev, installed when missing) and
+#                     crictl from e2e/kind/crictl's (v1.36.0): the versions kind v0.33.0
+#                     builds from source.
 #   Kubernetes        kubelet from e2e/cluster/build.sh's cache; kubeadm, kubectl and
 #                     kube-proxy built here from the same pinned k8s.io/kubernetes module.
 #   node files        e2e/kind/node/: the entrypoint, containerd's configuration (CDI on,
@@ -24,8 +28,9 @@
 #                     (github.com/coredns/coredns, e2e/kind/coredns) and pause (e2e/kind/pause),
 #                     each built from Go, named as `kubeadm config images list` names them, and
 #                     imported into the node's containerd store (pinned, not unpacked), as kind
-#                     does. No kindnetd (the bridge configuration serves one node) and no
-#                     local-path-provisioner (the default StorageClass provisions nothing).
+#                     does; local-path-provisioner (e2e/kind/local-path-provisioner, v0.0.30)
+#                     and its helper (sh, rm, mkdir from the root file system) for the default
+#                     StorageClass. No kindnetd (the bridge configuration serves one node).
 #
 # The image is cached in Docker under a key over every input; a run that finds it prints its
 # name in about a second.
@@ -44,7 +49,7 @@ readonly HERE="${ROOT}/e2e/kind"
 readonly CACHE="${DRA_DRIVER_CACHE:-${HOME}/.cache/dra-driver}/kind"
 readonly SUITE="trixie"
 readonly IMAGE_REPO="dra-driver/kind-node"
-readonly ROOTFS_PACKAGES="systemd,dbus,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps,e2fsprogs"
+readonly ROOTFS_PACKAGES="systemd,dbus,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,curl,jq,procps,e2fsprogs"
 readonly DOCKER="/usr/bin/docker"
 
 log() { printf '[kind-node-image %5ss] %s\n' "${SECONDS}" "$*" >&2; }
@@ -145,6 +150,64 @@ build_tool() {
   mv "${out}.tmp" "${out}"
 }
 
+# pinned_version NAME MODULE: the version of MODULE that e2e/kind/NAME/go.mod requires.
+pinned_version() {
+  awk -v module="$2" '{for (i = 1; i < NF; i++) if ($i == module) {print $(i + 1); exit}}' \
+    "${HERE}/$1/go.mod"
+}
+
+# build_pinned NAME OUT CGO TAGS LDFLAGS PACKAGE...: the PACKAGEs of the module e2e/kind/NAME
+# pins (its go.sum pins every module) built into $CACHE/tools/OUT/, with cgo on (CGO 1) or
+# off (0), the build tags TAGS and the linker flags LDFLAGS; rebuilt when the module's files
+# or the flags change.
+build_pinned() {
+  local name="$1" out="${CACHE}/tools/$2" cgo="$3" tags="$4" ldflags="$5"
+  shift 5
+  local src="${HERE}/${name}" key
+  key="$({
+    cat "${src}"/go.* "${src}"/*.go
+    printf '%s\n' "${cgo}" "${tags}" "${ldflags}" "$@"
+  } | sha256sum | cut -c1-16)"
+  if [[ "$(cat "${out}/key" 2>/dev/null)" == "${key}" ]]; then
+    return
+  fi
+  log "building $* from e2e/kind/${name}"
+  rm -rf "${out}" "${out}.tmp"
+  mkdir -p "${out}.tmp"
+  (cd "${src}" && CGO_ENABLED="${cgo}" GOFLAGS="${GOFLAGS:-} -mod=readonly" nice -n 10 \
+    go build -trimpath -tags "${tags}" -ldflags "${ldflags}" -o "${out}.tmp/" "$@")
+  echo "${key}" >"${out}.tmp/key"
+  mv "${out}.tmp" "${out}"
+}
+
+# containerd, runc and crictl at the versions kind v0.33.0's images/base/Dockerfile builds.
+# containerd as kind builds it (its Makefile: the tags
+# no_aufs no_zfs no_btrfs no_devmapper urfave_cli_no_docs, the version in the linker flags),
+# but static like containerd's own static release (cgo on, osusergo netgo static_build,
+# -extldflags -static) so it needs no library of the node; the shim without cgo and with
+# no_grpc, as containerd's Makefile builds it.
+build_runtime() {
+  local pkg="github.com/containerd/containerd/v2"
+  local tags="no_aufs no_zfs no_btrfs no_devmapper urfave_cli_no_docs"
+  local ldflags="-s -w -X ${pkg}/version.Version=${CONTAINERD_VERSION} -X ${pkg}/version.Package=${pkg}"
+  build_pinned containerd containerd 1 "${tags} osusergo netgo static_build" \
+    "${ldflags} -extldflags -static" "${pkg}/cmd/containerd" "${pkg}/cmd/ctr"
+  build_pinned containerd containerd-shim 0 "${tags} no_grpc" "${ldflags}" \
+    "${pkg}/cmd/containerd-shim-runc-v2"
+  # runc with seccomp (cgo and libseccomp), static as its Makefile's `static` target builds it
+  # (not PIE here); its version comes from the module's VERSION file.
+  if ! dpkg-query -W -f '${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed'; then
+    log "installing libseccomp-dev (runc's seccomp support)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libseccomp-dev \
+      pkg-config >&2
+  fi
+  build_pinned runc runc 1 "seccomp urfave_cli_no_docs netgo osusergo" "-s -w -extldflags -static" \
+    github.com/opencontainers/runc
+  # crictl as cri-tools' Makefile builds it (no cgo, its version without the v).
+  build_pinned crictl crictl 0 "" "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" \
+    sigs.k8s.io/cri-tools/cmd/crictl
+}
+
 # --- The root file system ----------------------------------------------------------------------
 
 debian_mirror() {
@@ -229,6 +292,18 @@ build_tool etcd go.etcd.io/etcd/server/v3 etcd
 build_tool coredns github.com/coredns/coredns coredns
 build_tool pause . pause
 build_tool capfilter . runc-capfilter
+CONTAINERD_VERSION="$(pinned_version containerd github.com/containerd/containerd/v2)"
+RUNC_VERSION="$(pinned_version runc github.com/opencontainers/runc)"
+CRICTL_VERSION="$(pinned_version crictl sigs.k8s.io/cri-tools)"
+LPP_VERSION="$(pinned_version local-path-provisioner github.com/rancher/local-path-provisioner)"
+readonly CONTAINERD_VERSION RUNC_VERSION CRICTL_VERSION LPP_VERSION
+build_runtime
+runc_version="$("${CACHE}/tools/runc/runc" --version | awk 'NR == 1 {print $3}')"
+[[ "${runc_version}" == "${RUNC_VERSION#v}" ]] ||
+  die "runc built from e2e/kind/runc reports ${runc_version:-no version}, not ${RUNC_VERSION}"
+# local-path-provisioner as its scripts/build does (no cgo, static, its version).
+build_pinned local-path-provisioner local-path-provisioner 0 "" \
+  "-s -w -extldflags -static -X main.VERSION=${LPP_VERSION}" github.com/rancher/local-path-provisioner
 
 mapfile -t REQUIRED < <("${KUBE_BIN}/kubeadm" config images list --kubernetes-version "${KUBE_VERSION}")
 image_named() {
@@ -252,8 +327,16 @@ coredns_version="$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/coredns/
   "${HERE}/coredns/go.mod")"
 [[ "$(tag_of "${COREDNS_IMAGE}")" == "${coredns_version}" ]] ||
   die "kubeadm wants ${COREDNS_IMAGE}, e2e/kind/coredns pins ${coredns_version}: move its pin"
-grep -q "sandbox_image = \"${PAUSE_IMAGE}\"" "${HERE}/node/containerd-config.toml" ||
-  die "e2e/kind/node/containerd-config.toml's sandbox_image is not ${PAUSE_IMAGE}"
+grep -q "^ *sandbox = '${PAUSE_IMAGE}'" "${HERE}/node/containerd-config.toml" ||
+  die "e2e/kind/node/containerd-config.toml's pinned sandbox image is not ${PAUSE_IMAGE}"
+# The default StorageClass's provisioner and the helper pod it starts (default-storage.yaml
+# names both; kind's own are docker.io/kindest/local-path-provisioner and -helper).
+readonly STORAGE_IMAGE="docker.io/dra-driver/local-path-provisioner:${LPP_VERSION}"
+readonly HELPER_IMAGE="docker.io/dra-driver/local-path-helper:${SUITE}"
+for image in "${STORAGE_IMAGE}" "${HELPER_IMAGE}"; do
+  grep -q "${image}\$" "${HERE}/node/default-storage.yaml" ||
+    die "e2e/kind/node/default-storage.yaml does not name ${image}"
+done
 
 # The node's build context: the files of e2e/kind/node and the binaries.
 CONTEXT="${CACHE}/node-context"
@@ -261,7 +344,9 @@ rm -rf "${CONTEXT}"
 mkdir -p "${CONTEXT}"
 cp "${HERE}"/node/* "${CONTEXT}/"
 cp "${CLUSTER_BIN}/kubelet" "${KUBE_BIN}/kubeadm" "${KUBE_BIN}/kubectl" "${CONTEXT}/"
-cp "${CACHE}/tools/capfilter/runc-capfilter" "${CONTEXT}/"
+cp "${CACHE}/tools/capfilter/runc-capfilter" "${CACHE}/tools/containerd/containerd" \
+  "${CACHE}/tools/containerd/ctr" "${CACHE}/tools/containerd-shim/containerd-shim-runc-v2" \
+  "${CACHE}/tools/crictl/crictl" "${CACHE}/tools/runc/runc" "${CONTEXT}/"
 printf '%s\n' "${KUBE_VERSION}" >"${CONTEXT}/version"
 
 # Every input of the image: the context, the root file system, the image binaries.
@@ -271,8 +356,10 @@ KEY="$(
     echo "${ROOTFS_IMAGE}"
     sha256sum "${CLUSTER_BIN}"/kube-apiserver "${CLUSTER_BIN}"/kube-controller-manager \
       "${CLUSTER_BIN}"/kube-scheduler "${KUBE_BIN}/kube-proxy" "${CACHE}"/tools/etcd/etcd \
-      "${CACHE}"/tools/coredns/coredns "${CACHE}"/tools/pause/pause | cut -d' ' -f1
-    printf '%s\n' "${REQUIRED[@]}"
+      "${CACHE}"/tools/coredns/coredns "${CACHE}"/tools/pause/pause \
+      "${CACHE}"/tools/local-path-provisioner/local-path-provisioner \
+      "${HERE}"/local-path-provisioner/helper.Dockerfile | cut -d' ' -f1
+    printf '%s\n' "${REQUIRED[@]}" "${STORAGE_IMAGE}" "${HELPER_IMAGE}"
   } | sha256sum | cut -c1-12
 )"
 readonly KEY
@@ -296,9 +383,14 @@ image_from "${ROOTFS_IMAGE}" "$(image_named kube-proxy)" "${KUBE_BIN}/kube-proxy
 image_from scratch "${ETCD_IMAGE}" "${CACHE}/tools/etcd/etcd"
 image_from scratch "${COREDNS_IMAGE}" "${CACHE}/tools/coredns/coredns" coredns
 image_from scratch "${PAUSE_IMAGE}" "${CACHE}/tools/pause/pause" pause
+log "building the default StorageClass's images: ${STORAGE_IMAGE} ${HELPER_IMAGE}"
+image_from scratch "${STORAGE_IMAGE}" "${CACHE}/tools/local-path-provisioner/local-path-provisioner" \
+  local-path-provisioner
+DOCKER_BUILDKIT=0 "${DOCKER}" build -q --build-arg "BASE_IMAGE=${ROOTFS_IMAGE}" -t "${HELPER_IMAGE}" \
+  -f "${HERE}/local-path-provisioner/helper.Dockerfile" "${HERE}/local-path-provisioner" >/dev/null
 
 archive="${CACHE}/node-images.tar"
-"${DOCKER}" save -o "${archive}" "${REQUIRED[@]}"
+"${DOCKER}" save -o "${archive}" "${REQUIRED[@]}" "${STORAGE_IMAGE}" "${HELPER_IMAGE}"
 
 log "importing them into the node's containerd (pinned, not unpacked)"
 builder="dra-kind-build-${KEY}"
@@ -314,8 +406,12 @@ for _ in $(seq 1 30); do
   fi
   sleep 1
 done
+server_version="$("${DOCKER}" exec "${builder}" ctr version |
+  awk '$1 == "Server:" {server = 1} server && $1 == "Version:" {print $2; exit}')"
+[[ "${server_version}" == "${CONTAINERD_VERSION}" ]] ||
+  die "the node's containerd reports ${server_version:-no version}, not ${CONTAINERD_VERSION}"
 "${DOCKER}" exec -i "${builder}" ctr --namespace=k8s.io images import \
-  --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - <"${archive}" >&2
+  --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - <"${archive}" >/dev/null
 "${DOCKER}" exec "${builder}" ctr --namespace=k8s.io images list -q >&2
 # shellcheck disable=SC2016 # run by the node's shell
 "${DOCKER}" exec "${builder}" sh -c 'kill "$(pidof containerd)"; while pidof containerd >/dev/null; do sleep 0.2; done; rm -f /var/log/containerd-build.log'

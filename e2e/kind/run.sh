@@ -5,7 +5,10 @@
 #
 #   1. creates a kind cluster from e2e/kind/kind-config.yaml (DRA feature gates, CDI in
 #      containerd), or with --reuse takes the running one of that name;
-#   2. builds the image with `docker build -f deploy/Dockerfile` and loads it into the node;
+#   2. builds the image with `docker build -f deploy/Dockerfile` and loads it into the node,
+#      then checks the node: its containerd's version (with KIND_NODE_IMAGE=local, the one
+#      e2e/kind/containerd pins), and that a claim on the default StorageClass `standard`
+#      binds, a pod writes to it, and the volume is deleted with the claim;
 #   3. installs deploy/helm/dra-driver with e2e/kind/values.yaml (mock GPUs) and waits for the
 #      kubelet plugin's ResourceSlices;
 #   4. applies deploy/examples/demo/ (a pod placed by the controller, the others by the
@@ -80,6 +83,7 @@ readonly DRIVER="gpu.dra-driver.io"
 readonly PLUGIN="${RELEASE}-kubelet-plugin"
 readonly CONTROLLER="${RELEASE}-controller"
 readonly DEMO_NAMESPACE="dra-demo"
+readonly STORAGE_NAMESPACE="dra-kind-storage"
 
 keep=0
 reuse=0
@@ -270,6 +274,79 @@ else
 fi
 readonly IMAGE
 kind load docker-image --name "${CLUSTER}" "${DEMO_BUSYBOX}"
+
+step="checking the node's container runtime"
+runtime_version="$(docker exec "${node}" crictl version | awk '$1 == "RuntimeVersion:" {print $2}')"
+log "the node's containerd: ${runtime_version} ($(docker exec "${node}" runc --version | head -n 1))"
+if ((local_images)); then
+  pinned_containerd="$(awk -v m=github.com/containerd/containerd/v2 \
+    '{for (i = 1; i < NF; i++) if ($i == m) {print $(i + 1); exit}}' "${HERE}/containerd/go.mod")"
+  if [[ "${runtime_version#v}" != "${pinned_containerd#v}" ]]; then
+    log "the node runs containerd ${runtime_version}, e2e/kind/containerd/go.mod pins ${pinned_containerd}"
+    exit 1
+  fi
+fi
+
+# The default StorageClass: a claim on it binds once a pod uses it, and the pod writes to it.
+step="checking the default StorageClass (standard)"
+storage_check() {
+  k apply -f - <<EOF_STORAGE
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${STORAGE_NAMESPACE}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: ${STORAGE_NAMESPACE}
+spec:
+  storageClassName: standard
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 16Mi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: writer
+  namespace: ${STORAGE_NAMESPACE}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: writer
+      image: ${DEMO_BUSYBOX}
+      imagePullPolicy: Never
+      command: [sh, -c, 'echo written-by-pod >/data/file && cat /data/file']
+      volumeMounts:
+        - name: data
+          mountPath: /data
+  volumes:
+    - name: data
+      persistentVolumeClaim:
+        claimName: data
+EOF_STORAGE
+  k -n "${STORAGE_NAMESPACE}" wait --for=jsonpath='{.status.phase}'=Succeeded pod/writer --timeout=180s
+  local phase volume path
+  phase="$(k -n "${STORAGE_NAMESPACE}" get pvc data -o 'jsonpath={.status.phase}')"
+  volume="$(k -n "${STORAGE_NAMESPACE}" get pvc data -o 'jsonpath={.spec.volumeName}')"
+  path="$(k get pv "${volume}" -o 'jsonpath={.spec.hostPath.path}{.spec.local.path}')"
+  if [[ "${phase}" != Bound || "$(k -n "${STORAGE_NAMESPACE}" logs writer)" != written-by-pod ]]; then
+    log "claim ${STORAGE_NAMESPACE}/data is ${phase:-not bound}, or the pod did not write to it"
+    return 1
+  fi
+  if [[ "$(docker exec "${node}" cat "${path}/file")" != written-by-pod ]]; then
+    log "the volume ${volume} has no file the pod wrote at ${path} on the node"
+    return 1
+  fi
+  log "claim ${STORAGE_NAMESPACE}/data bound to ${volume} (${path} on the node); the pod wrote to it"
+  k delete namespace "${STORAGE_NAMESPACE}" --wait --timeout=180s
+  # reclaimPolicy Delete: the provisioner's helper pod removes the directory, then the volume.
+  wait_for_no_output 120 "the volume ${volume} to be deleted" k get pv "${volume}" -o name
+}
+storage_check
 
 step="installing the chart"
 log "installing ${CHART} as ${RELEASE} in namespace ${NAMESPACE} (mock GPUs)"

@@ -203,6 +203,8 @@ def test_containerd_reads_cdi_specs_where_the_plugin_writes_them() -> None:
     patches = [tomllib.loads(patch) for patch in _config()["containerdConfigPatches"]]
     cri = [p["plugins"]["io.containerd.grpc.v1.cri"] for p in patches if "plugins" in p]
     assert len(cri) == 1
+    # Applied to kind's version 2 files only; kind skips it on another version.
+    assert [p.get("version") for p in patches if "plugins" in p] == [2]
     assert cri[0]["enable_cdi"] is True
     chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert str(plugin_settings.DEFAULT_CDI_ROOT) in cri[0]["cdi_spec_dirs"]
@@ -329,14 +331,19 @@ def test_local_scripts_print_their_usage_and_refuse_a_bad_argument(name: str) ->
 
 def test_node_image_files_name_the_pause_image_and_cdi_dirs_the_chart_uses() -> None:
     containerd = tomllib.loads((KIND / "node" / "containerd-config.toml").read_text())
-    cri = containerd["plugins"]["io.containerd.grpc.v1.cri"]
-    assert cri["enable_cdi"] is True
+    # containerd 2's format: the kind config's version 2 patch is skipped on it.
+    assert containerd["version"] >= 3
+    runtime = containerd["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["enable_cdi"] is True
     chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert chart_values["kubeletPlugin"]["cdiRoot"] in cri["cdi_spec_dirs"]
-    runc = cri["containerd"]["runtimes"]["runc"]["options"]
+    assert chart_values["kubeletPlugin"]["cdiRoot"] in runtime["cdi_spec_dirs"]
+    runc = runtime["containerd"]["runtimes"]["runc"]["options"]
     assert runc["BinaryName"] == "/usr/local/sbin/runc-capfilter"
+    assert runc["SystemdCgroup"] is True
+    images = containerd["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"].startswith("registry.k8s.io/pause:")
     dockerfile = (KIND / "node" / "Dockerfile").read_text()
-    assert "COPY runc-capfilter /usr/local/sbin/runc-capfilter" in dockerfile
+    assert re.search(r"^COPY runc-capfilter .*/usr/local/sbin/$", dockerfile, re.MULTILINE)
     for manifest in ("default-cni.yaml", "default-storage.yaml"):
         assert list(yaml.safe_load_all((KIND / "node" / manifest).read_text())), manifest
 
@@ -350,3 +357,20 @@ def test_runc_capfilter_go_tests_pass() -> None:
         timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_node_image_default_storage_deploys_the_pinned_local_path_provisioner() -> None:
+    documents = list(yaml.safe_load_all((KIND / "node" / "default-storage.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in documents}
+    storage_class = by_kind["StorageClass"]
+    assert storage_class["metadata"]["name"] == "standard"
+    annotations = storage_class["metadata"]["annotations"]
+    assert annotations["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert storage_class["provisioner"] == "rancher.io/local-path"
+    go_mod = (KIND / "local-path-provisioner" / "go.mod").read_text()
+    (version,) = re.findall(r"github\.com/rancher/local-path-provisioner (v\S+)", go_mod)
+    (container,) = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"docker.io/dra-driver/local-path-provisioner:{version}"
+    helper = container["command"][container["command"].index("--helper-image") + 1]
+    helper_pod = yaml.safe_load(by_kind["ConfigMap"]["data"]["helperPod.yaml"])
+    assert helper_pod["spec"]["containers"][0]["image"] == helper
