@@ -434,6 +434,12 @@ def main() -> int:
         metavar="PREFIX",
         help="sample the controller with py-spy (on PATH) into PREFIX.controller.txt",
     )
+    parser.add_argument(
+        "--scheduler-qps",
+        type=int,
+        help="the started LocalCluster's kube-scheduler API client rate limit "
+        "(clientConnection.qps, burst twice that; default the scheduler's own, 50)",
+    )
     args = parser.parse_args()
     args.burst = args.burst or args.pods
     local = None
@@ -441,7 +447,7 @@ def main() -> int:
     if kubeconfig is None:
         from e2e.cluster import LocalCluster
 
-        local = LocalCluster()
+        local = LocalCluster(scheduler_qps=args.scheduler_qps)
         local.up()
         kubeconfig = str(local.kubeconfig)
     try:

@@ -183,14 +183,21 @@ def scheduler_argv(
     config_path: Path,
     cert_dir: Path,
     feature_gates: Mapping[str, bool],
+    client_qps: int | None = None,
 ) -> list[str]:
-    """The command line; also writes the KubeSchedulerConfiguration to ``config_path``."""
+    """The command line; also writes the KubeSchedulerConfiguration to ``config_path``.
+
+    ``client_qps``: the scheduler's API client rate limit (``clientConnection.qps``, burst
+    twice that); default the scheduler's own (50, burst 100)."""
+    connection: dict[str, object] = {"kubeconfig": str(kubeconfig)}
+    if client_qps is not None:
+        connection.update(qps=client_qps, burst=2 * client_qps)
     config_path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kubescheduler.config.k8s.io/v1",
                 "kind": "KubeSchedulerConfiguration",
-                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "clientConnection": connection,
                 "leaderElection": {"leaderElect": False},
             }
         )

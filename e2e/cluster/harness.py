@@ -54,6 +54,7 @@ class LocalCluster:
         feature_gates: Mapping[str, bool] | None = None,
         detached: bool = False,
         progress: Progress = stderr_progress,
+        scheduler_qps: int | None = None,
     ) -> None:
         """``directory``: created if missing (default: a new ``/tmp/dra-cluster-XXXXXX``;
         kept short because unix socket paths below it are limited to 107 bytes).
@@ -61,11 +62,13 @@ class LocalCluster:
         ``detached``: the cluster is meant to outlive this process (the CLI's ``up``);
         otherwise a later ``up()`` of another cluster may reap it once this process is gone.
         ``feature_gates``: passed to every component (default: none, i.e. 1.37's defaults).
+        ``scheduler_qps``: the kube-scheduler's API client rate limit (default its own, 50).
         """
         self._directory = directory
         self._bin_dir = bin_dir
         self._node_name = node_name
         self._feature_gates = dict(feature_gates or {})
+        self._scheduler_qps = scheduler_qps
         self._detached = detached
         self._progress = progress
         self._record: ClusterRecord | None = None
@@ -182,7 +185,9 @@ class LocalCluster:
                 say=self._say,
             )
             self._record = record
-            pki = start_control_plane(record, feature_gates=self._feature_gates)
+            pki = start_control_plane(
+                record, feature_gates=self._feature_gates, scheduler_qps=self._scheduler_qps
+            )
             start_node(record, pki, feature_gates=self._feature_gates, started_at=self._started_at)
         except BaseException:
             self._say("start-up failed; tearing down what was started")

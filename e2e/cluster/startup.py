@@ -80,9 +80,12 @@ def create_record(
     return record
 
 
-def start_control_plane(record: ClusterRecord, *, feature_gates: Mapping[str, bool]) -> Pki:
+def start_control_plane(
+    record: ClusterRecord, *, feature_gates: Mapping[str, bool], scheduler_qps: int | None = None
+) -> Pki:
     """Certificates, etcd, kube-apiserver, kube-controller-manager and kube-scheduler,
-    until resource.k8s.io/v1 is served; returns the certificates made."""
+    until resource.k8s.io/v1 is served; returns the certificates made. ``scheduler_qps``:
+    see :func:`~e2e.cluster.controlplane.scheduler_argv`."""
     state, say, wait = record.state, record.say, record.wait
     directory, bin_dir = record.directory, Path(state.bin_dir)
     t0 = time.monotonic()
@@ -138,6 +141,7 @@ def start_control_plane(record: ClusterRecord, *, feature_gates: Mapping[str, bo
             config_path=directory / "scheduler.yaml",
             cert_dir=directory / "scheduler",
             feature_gates=feature_gates,
+            client_qps=scheduler_qps,
         ),
     )
     wait(

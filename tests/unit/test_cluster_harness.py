@@ -241,3 +241,29 @@ def test_created_host_paths_are_removed_only_when_unused_and_holding_no_files(
 def test_mounts_under_reads_escaped_mount_points() -> None:
     assert host._unescape(r"/tmp/with\040space") == "/tmp/with space"
     assert host.mounts_under(Path("/nonexistent-dra-path")) == []
+
+
+def test_the_scheduler_client_rate_limit_is_its_own_unless_given(tmp_path: Path) -> None:
+    ports = controlplane.ControlPlanePorts(1, 2, 3, 4, 5)
+
+    def connection(client_qps: int | None = None) -> dict[str, object]:
+        config = tmp_path / "scheduler.yaml"
+        controlplane.scheduler_argv(
+            BIN,
+            ports=ports,
+            kubeconfig=tmp_path / "kc",
+            config_path=config,
+            cert_dir=tmp_path,
+            feature_gates={},
+            client_qps=client_qps,
+        )
+        loaded = yaml.safe_load(config.read_text())
+        assert loaded["kind"] == "KubeSchedulerConfiguration"
+        return dict(loaded["clientConnection"])
+
+    assert connection() == {"kubeconfig": str(tmp_path / "kc")}
+    assert connection(client_qps=200) == {
+        "kubeconfig": str(tmp_path / "kc"),
+        "qps": 200,
+        "burst": 400,
+    }
