@@ -31,6 +31,7 @@ __all__ = [
     "ReleaseFirst",
     "Unplaceable",
     "Unusable",
+    "allocated_node",
     "candidate_nodes",
     "choose_policy",
     "decide",
@@ -158,7 +159,7 @@ def decide(
     package docstring, step 1). ``excluded``: nodes where a placement of the pod failed."""
     pending, allocated = claims.pending, claims.allocated
     if not pending:
-        return Decision(pod, _node_of(allocated), policy, [], allocated)
+        return Decision(pod, allocated_node(allocated), policy, [], allocated)
     filtered: NodeFilter | None = None
     try:
         nodes = candidate_nodes(view, pod, allocated, excluded)
@@ -238,7 +239,7 @@ def candidate_nodes(
     return filtered
 
 
-def _node_of(claims: Sequence[ResourceClaim]) -> str | None:
+def allocated_node(claims: Sequence[ResourceClaim]) -> str | None:
     """The node named by the first ``metadata.name`` node selector among ``claims``."""
     for claim in claims:
         allocation = claim.status.allocation if claim.status is not None else None

@@ -16,7 +16,9 @@ before) and each one's claims exist:
    no partial group keeps devices;
 3. every pod then goes on as a pod placed alone does: settle, confirm, remove the
    gate. The scheduler's gang plugin (``GenericWorkload``) binds them once
-   ``minCount`` pods are schedulable.
+   ``minCount`` pods are schedulable. A pod that gives its devices up at the confirm
+   is decided again through this path, the others keeping theirs: the islands the
+   group already holds are tried first for it.
 
 When the group does not fit, nothing is assumed or written: the group holds no
 device while it waits, and each pod gets one Warning Event ``GroupUnplaceable``
@@ -43,6 +45,7 @@ from controller.cache import ClusterCache, PlacementView
 from controller.cache.groups import GroupView
 from controller.placement.deciding import (
     Decision,
+    allocated_node,
     candidate_nodes,
     choose_policy,
     with_allocation,
@@ -52,11 +55,13 @@ from controller.placement.releasing import Releaser
 from controller.placement.reporting import Reporter, pod_ref
 from controller.placement.writing import WriteOutcome, Writer
 from controller.scheduling import NodeFilter, PodInfo
+from dra_driver.allocator import Snapshot
 from dra_driver.allocator.groups import (
     GroupMember,
     GroupPlacement,
     GroupShortfall,
     allocate_group,
+    island_of,
 )
 
 __all__ = ["GroupPlacer", "GroupWait", "serves_pod_groups"]
@@ -146,9 +151,14 @@ class GroupPlacer:
                 for member, claims, allocated in pending
                 if claims
             ]
+            snapshot = view.snapshot()
             try:
                 outcome = allocate_group(
-                    view.snapshot(), members, policy=policy.name, timeout=self.timeout_s
+                    snapshot,
+                    members,
+                    policy=policy.name,
+                    timeout=self.timeout_s,
+                    held_islands=_held_islands(view, snapshot),
                 )
             except (InvalidInputError, CelEvaluationError) as err:
                 self._report_unusable(gated, str(err))
@@ -278,3 +288,20 @@ class GroupPlacer:
                 "PlacementFailed",
                 f"cannot place the pod group's claims: {error}",
             )
+
+
+def _held_islands(view: GroupView, snapshot: Snapshot) -> set[str]:
+    """The NVLink islands of the devices the group's pods hold already (a pod placed again
+    after giving its devices up at the confirm prefers where the rest of its group is)."""
+    held: set[str] = set()
+    for claims in view.claims.values():
+        for claim in claims:
+            if claim is None or claim.status is None or claim.status.allocation is None:
+                continue
+            devices = claim.status.allocation.devices
+            node = allocated_node([claim])
+            for result in devices.results or [] if devices is not None else []:
+                island = island_of(snapshot, f"{result.driver}/{result.pool}/{result.device}", node)
+                if island is not None:
+                    held.add(island)
+    return held

@@ -14,7 +14,9 @@ The search, in order:
    tried, fullest first among those big enough (so large islands stay whole for
    large groups): each member's requests get one more CEL selector keeping them on
    that island (devices without the attribute are not restricted), and the members
-   are placed there with the same backtracking as step 2.
+   are placed there with the same backtracking as step 2. Islands the group's other
+   pods already hold (``held_islands``: a pod placed again after giving its devices up
+   at the confirm, while the rest of its group keeps theirs) are tried first.
 2. **Across islands, as few as it can.** Members are placed most constrained first
    (fewest nodes, most devices); each one's policy (``binpack``, ``topology``...)
    chooses among the nodes the group already uses first, then among the others.
@@ -30,7 +32,7 @@ devices are counted first); its shortfall comes from one greedy pass.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -159,6 +161,7 @@ def allocate_group(
     policy: str = FIRST_FIT,
     timeout: float | None = FILTER_TIMEOUT,
     islands_tried: int = ISLANDS_TRIED,
+    held_islands: Collection[str] = (),
 ) -> GroupPlacement | GroupShortfall:
     """Place every member or none (see the module docstring).
 
@@ -170,8 +173,12 @@ def allocate_group(
     free, island_nodes, total_free = _free_islands(snapshot, {n for m in ordered for n in m.nodes})
     search = _Search(snapshot, policy, timeout, STEP_BUDGET * max(len(ordered), 1))
     if needed <= total_free:
-        fitting = sorted((count, island) for island, count in free.items() if count >= needed)
-        for _, island in fitting[:islands_tried]:
+        fitting = sorted(
+            (island not in held_islands, count, island)
+            for island, count in free.items()
+            if count >= needed
+        )
+        for _, _, island in fitting[:islands_tried]:
             restricted = [
                 GroupMember(
                     m.key,

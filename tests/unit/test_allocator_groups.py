@@ -12,6 +12,7 @@ from dra_driver.allocator.groups import (
     GroupPlacement,
     GroupShortfall,
     allocate_group,
+    island_of,
     requested_devices,
 )
 from dra_driver.discovery.mock import MockBackend
@@ -165,3 +166,24 @@ def test_requested_devices_counts_exact_and_first_available_requests() -> None:
         }
     )
     assert requested_devices([claim]) == 6
+
+
+def test_islands_the_group_holds_already_are_tried_first() -> None:
+    # x: one NVSwitch island of 8; y: two NVLink pairs. A pod of the group holds a GPU on x
+    # (the others kept theirs when this one gave its devices up at the confirm).
+    snapshot = _snapshot({"x": "dgx-h100", "y": "pairs-4xA100"})
+    held = _holding(snapshot, "w0-gpu", 1, "x")
+    assert held.status is not None and held.status.allocation is not None
+    (result,) = held.status.allocation.devices.results or []  # type: ignore[union-attr]
+    island = island_of(snapshot, f"{result.driver}/{result.pool}/{result.device}", "x")
+    assert island is not None
+    member = GroupMember("ml/w1", [_claim("w1-gpu", 1)], ["x", "y"])
+    # Alone, the fullest island with room comes first: a pair on y.
+    alone = allocate_group(snapshot, [member], policy="binpack")
+    assert isinstance(alone, GroupPlacement)
+    assert alone.allocations["ml/w1"].node == "y"
+    # Knowing where its group is, the pod joins it on x's island.
+    joined = allocate_group(snapshot, [member], policy="binpack", held_islands={island})
+    assert isinstance(joined, GroupPlacement)
+    assert joined.allocations["ml/w1"].node == "x"
+    assert joined.islands == (island,)

@@ -6,7 +6,8 @@ does not fit holds nothing and each pod says why; a failed write leaves no parti
 from __future__ import annotations
 
 import time
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from controller_fixtures import (
@@ -21,9 +22,13 @@ from controller_fixtures import (
     pod,
     scheduling_gates,
 )
+from test_allocator_groups import _claim, _holding, _snapshot
 
 from controller.app import Controller
+from controller.cache.groups import GroupView
+from controller.placement.grouping import _held_islands
 from controller.settings import parse_settings
+from dra_driver.allocator.groups import island_of
 from tests.fakes.cluster import FakeCluster
 
 
@@ -188,3 +193,18 @@ def _allocation(cluster: FakeCluster, name: str) -> dict[str, Any]:
     stored = cluster.get("resourceclaims", name, namespace=NS)
     found: dict[str, Any] = (stored.get("status") or {}).get("allocation") or {}
     return found
+
+
+def test_a_member_placed_again_is_steered_to_the_islands_its_group_holds() -> None:
+    # The islands come from the devices the group's claims hold: allocated claims count,
+    # pending ones and claims not created yet do not.
+    snapshot = _snapshot({"x": "dgx-h100", "y": "pairs-4xA100"})
+    held = _holding(snapshot, "w0-gpu", 1, "y")
+    view = SimpleNamespace(claims={"ml/w0": [held], "ml/w1": [_claim("w1-gpu", 1), None]})
+    assert held.status is not None and held.status.allocation is not None
+    (result,) = held.status.allocation.devices.results or []  # type: ignore[union-attr]
+    on_y = island_of(snapshot, f"{result.driver}/{result.pool}/{result.device}", "y")
+    on_x = island_of(snapshot, f"{result.driver}/x/gpu-0", "x")
+    assert on_y is not None and on_x is not None and on_y != on_x
+    assert _held_islands(cast(GroupView, view), snapshot) == {on_y}
+    assert _held_islands(cast(GroupView, SimpleNamespace(claims={})), snapshot) == set()
