@@ -28,12 +28,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from api.errors import ExitCode
 from dra_cli.output import write_document
 
 __all__ = [
+    "Clusters",
     "add_cluster_arguments",
     "add_gpus_arguments",
     "cluster_contexts",
@@ -128,6 +130,52 @@ def cluster_contexts(args: argparse.Namespace) -> tuple[str | None, list[str | N
     return kubeconfig, list(args.context) or [None]
 
 
+@dataclass
+class Clusters:
+    """The clusters one ``gpus`` or ``top`` run reads, and the error of each that could not
+    be read (the command's loop records them; the table shows each as one row)."""
+
+    kubeconfig: str | None
+    contexts: list[str | None]
+    several: bool
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def chosen(
+        cls, args: argparse.Namespace, given: Sequence[str | None] | None, prog: str
+    ) -> Clusters | int:
+        """The clusters the flags name (``given``: the contexts of the tests' ready
+        clients instead); an exit code after printing why when the flags cannot work."""
+        from agent_kit.kube import KubeConfigError
+
+        try:
+            kubeconfig, contexts = (None, list(given)) if given else cluster_contexts(args)
+        except (ValueError, KubeConfigError) as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return ExitCode.INVALID
+        return cls(kubeconfig, contexts, len(contexts) > 1 or bool(args.all_contexts))
+
+    @staticmethod
+    def label(context: str | None) -> str:
+        return context or "(current)"
+
+    def column(self, context: str | None) -> str:
+        """The CLUSTER column of a row: the context's label when several are shown."""
+        return self.label(context) if self.several else ""
+
+    def single_failure(self, prog: str) -> int | None:
+        """With one cluster that could not be read: print its error, return the exit code;
+        with several, each error is a row of the table instead (None)."""
+        if not self.errors or self.several:
+            return None
+        (error,) = self.errors.values()
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return ExitCode.FAILED
+
+    def none_read(self) -> bool:
+        return bool(self.errors) and len(self.errors) == len(self.contexts)
+
+
 def connect(kubeconfig: str | None, context: str | None) -> Any:
     """A client of one cluster (``context`` of ``kubeconfig``; None: the current one, or
     the in-cluster account). Raises KubeConfigError naming the file, the context, what
@@ -164,41 +212,32 @@ def run_gpus(
     from dra_driver.gpu_view import GpuRow, gpu_rows, render_table, rows_json
 
     out = out or sys.stdout
-    try:
-        kubeconfig, contexts = (None, list(clients)) if clients else cluster_contexts(args)
-    except (ValueError, KubeConfigError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return ExitCode.INVALID
-    several = len(contexts) > 1 or args.all_contexts
+    clusters = Clusters.chosen(args, list(clients) if clients else None, prog)
+    if isinstance(clusters, int):
+        return clusters
     rows: list[GpuRow] = []
-    errors: dict[str, str] = {}
+    errors = clusters.errors
     fragmentation: dict[str, Fragmentation] = {}
     pool_status: dict[str, PoolStatusResult] = {}
-    for context in contexts:
-        label = context or "(current)"
+    for context in clusters.contexts:
+        column = clusters.column(context)
         try:
-            client = clients[context] if clients is not None else connect(kubeconfig, context)
+            client = (
+                clients[context] if clients is not None else connect(clusters.kubeconfig, context)
+            )
             slices, claims, nodes = read_cluster(client, args.driver_name, args.selector)
         except (ApiError, KubeConfigError) as err:
-            errors[label] = str(err)
+            errors[clusters.label(context)] = str(err)
             continue
-        found = gpu_rows(
-            slices, claims, driver_name=args.driver_name, cluster=label if several else ""
-        )
+        found = gpu_rows(slices, claims, driver_name=args.driver_name, cluster=column)
         # A slice the allocator cannot read: its rows still show, the figures do not.
         with contextlib.suppress(InvalidInputError):
-            fragmentation[label if several else ""] = measure_objects(
-                slices, claims, args.driver_name
-            )
+            fragmentation[column] = measure_objects(slices, claims, args.driver_name)
         if getattr(args, "check_pool_status", False):
             try:
-                pool_status[label if several else ""] = check_pool_status(
-                    client, args.driver_name, slices, claims
-                )
+                pool_status[column] = check_pool_status(client, args.driver_name, slices, claims)
             except ApiError as err:
-                pool_status[label if several else ""] = PoolStatusResult(
-                    served=True, error=str(err)
-                )
+                pool_status[column] = PoolStatusResult(served=True, error=str(err))
         rows.extend(
             r
             for r in found
@@ -206,10 +245,9 @@ def run_gpus(
             and (not args.node or r.node in args.node)
             and (r.free or not args.free)
         )
-    if errors and not several:
-        (error,) = errors.values()
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return ExitCode.FAILED
+    failed = clusters.single_failure(prog)
+    if failed is not None:
+        return failed
     if args.output in ("json", "yaml"):
         document = rows_json(rows, errors, fragmentation)
         if pool_status:
@@ -225,7 +263,7 @@ def run_gpus(
         )
         for cluster, checked in sorted(pool_status.items()):
             out.write("".join(f"{line}\n" for line in checked.lines(cluster)))
-    if errors and len(errors) == len(contexts):
+    if clusters.none_read():
         return ExitCode.FAILED
     disagrees = any(f.served and not f.agrees for f in pool_status.values())
     return ExitCode.FAILED if disagrees else ExitCode.OK

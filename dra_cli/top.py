@@ -211,36 +211,31 @@ def run_top(
     (None: the current one) to a ClusterClient and a scrape function instead of loading
     the kubeconfig."""
     from agent_kit.kube import ApiError, KubeConfigError
-    from dra_cli.gpus import cluster_contexts, connect
+    from dra_cli.gpus import Clusters, connect
 
     out = out or sys.stdout
-    try:
-        kubeconfig, contexts = (None, list(clients)) if clients else cluster_contexts(args)
-    except (ValueError, KubeConfigError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return ExitCode.INVALID
-    several = len(contexts) > 1 or args.all_contexts
+    clusters = Clusters.chosen(args, list(clients) if clients else None, prog)
+    if isinstance(clusters, int):
+        return clusters
     report = Report()
-    errors: dict[str, str] = {}
-    for context in contexts:
-        label = context or "(current)"
+    for context in clusters.contexts:
         try:
             if clients is not None:
                 client, scrape = clients[context]
             else:
-                client = connect(kubeconfig, context)
+                client = connect(clusters.kubeconfig, context)
                 scrape = client.get_pod_proxy
             found = read_cluster_usage(
                 client,
                 scrape,
-                cluster=label if several else "",
+                cluster=clusters.column(context),
                 namespace=args.namespace,
                 selector=args.plugin_selector,
                 nodes=args.node,
             )
             products = device_products(client, args.driver_name) if args.output != "table" else {}
         except (ApiError, KubeConfigError, LookupError) as err:
-            errors[label] = str(err)
+            clusters.errors[clusters.label(context)] = str(err)
             continue
         report.nodes |= found.nodes
         report.problems.extend(found.problems)
@@ -249,17 +244,16 @@ def run_top(
             for row in found.rows
             if not args.namespace_filter or row.namespace in args.namespace_filter
         )
-    if errors and not several:
-        (error,) = errors.values()
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return ExitCode.FAILED
+    failed = clusters.single_failure(prog)
+    if failed is not None:
+        return failed
     report.rows.sort(key=UsageRow.sort_key)
     report.problems.sort(key=lambda p: (p.cluster, p.node, p.pod))
     if args.output in ("json", "yaml"):
-        write_document(rows_json(report, errors), args.output, out)
+        write_document(rows_json(report, clusters.errors), args.output, out)
     else:
-        out.write(render_table(report, wide=args.output == "wide", errors=errors))
-    return ExitCode.FAILED if errors and len(errors) == len(contexts) else ExitCode.OK
+        out.write(render_table(report, wide=args.output == "wide", errors=clusters.errors))
+    return ExitCode.FAILED if clusters.none_read() else ExitCode.OK
 
 
 def _with_product(row: UsageRow, products: Mapping[tuple[str, str], str]) -> UsageRow:
