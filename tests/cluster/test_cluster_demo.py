@@ -61,3 +61,30 @@ def test_the_demo_places_every_pod_and_leaves_nothing_running(
     ]
     assert announced == list(STAGES), report
     assert "cache warm:" in result.stderr, report
+
+
+def test_the_demo_on_a_pcie_only_machine_runs_the_pcie_pair_and_shows_why_the_island_pair_waits(
+    local_cluster: ClusterUnderTest,
+) -> None:
+    if local_cluster.local is None:
+        pytest.skip("the demo starts a local cluster of its own, which needs the local tier")
+    result = subprocess.run(
+        [sys.executable, "-m", "e2e.demo", "--machine", "pcie-4xL40S"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    report = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, report
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    # POD PLACED-BY NODE DEVICE ISLAND PCIE-ROOT OUTCOME, first line of each pod.
+    assert lines["pcie-pair"].split()[1] == "controller", report
+    assert "running (as expected)" in lines["pcie-pair"], report
+    assert "refused (as expected)" in lines["island-pair-a"], report
+    # The controller's own explanation (wrapped in its column), naming the constraint no
+    # island meets.
+    said = " ".join(result.stdout.split())
+    assert "nvlinkIsland" in said and "the most one value offers is 1" in said, report
+    assert "pods deleted, their claims unprepared (CDI specs gone)" in result.stderr, report
