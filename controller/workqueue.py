@@ -25,8 +25,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Final
 
 __all__ = ["WorkQueue"]
+
+#: Failures after which a key's backoff stops doubling (the cap is reached long before).
+_MAX_DOUBLINGS: Final = 64
 
 
 class WorkQueue:
@@ -115,12 +119,18 @@ class WorkQueue:
     def backoff(self, key: str) -> float:
         """The delay :meth:`add_rate_limited` would use next for ``key``."""
         with self._cond:
-            return float(min(self.base_s * 2.0 ** self._failures.get(key, 0), self.cap_s))
+            return self._delay(key)
+
+    def _delay(self, key: str) -> float:
+        # The exponent stops growing long before the cap is reached: 2.0 ** 1024 is past
+        # a float, and a key that fails that often must not end the worker.
+        doublings = min(self._failures.get(key, 0), _MAX_DOUBLINGS)
+        return float(min(self.base_s * 2.0**doublings, self.cap_s))
 
     def add_rate_limited(self, key: str) -> float:
         """Queue ``key`` after its backoff; return the delay used."""
         with self._cond:
-            delay = float(min(self.base_s * 2.0 ** self._failures.get(key, 0), self.cap_s))
+            delay = self._delay(key)
             self._failures[key] = self._failures.get(key, 0) + 1
         self.add_after(key, delay)
         return delay

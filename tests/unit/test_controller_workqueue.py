@@ -32,6 +32,13 @@ def test_delays_and_backoff_follow_the_clock() -> None:
     assert queue.backoff("k") == 1.0
 
 
+def test_a_key_that_fails_thousands_of_times_keeps_the_capped_backoff() -> None:
+    # 2.0 ** 1024 does not fit a float: the worker that queued the key used to die there.
+    queue = WorkQueue(base_s=0.001, cap_s=2.0, clock=FakeClock())
+    delays = [queue.add_rate_limited("k") for _ in range(2_000)]
+    assert delays[-1] == 2.0 and queue.backoff("k") == 2.0
+
+
 def test_an_immediate_add_beats_a_pending_delay() -> None:
     clock = FakeClock()
     queue = WorkQueue(clock=clock)
