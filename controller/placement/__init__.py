@@ -20,8 +20,10 @@ of these (every write goes through the leader fence first, :mod:`.guard`):
    ``<driver>/placed-for: <pod uid>`` (a normal update, as the scheduler adds
    that finalizer: it lets the claim controller deallocate the claim when its
    pods are done), then ``status.allocation`` (the status subresource), both
-   guarded by the resourceVersion. All or nothing: when one write fails, the
-   allocations already written for this pod are removed again;
+   guarded by the resourceVersion, with the gated pod in ``status.reservedFor``
+   (the scheduler then binds the pod without a claim write of its own). All or
+   nothing: when one write fails, the allocations already written for this pod are
+   removed again;
 3. on a conflict (409: someone changed a claim, e.g. the scheduler allocated
    it for another pod): re-read the claim, decide again (up to
    ``CONFLICT_ATTEMPTS`` times, then back off);
@@ -40,7 +42,8 @@ of these (every write goes through the leader fence first, :mod:`.guard`):
    yields to a claim a pod has reserved, to one someone else allocated, and
    to one of ours whose pod has no gate any more; between two claims of ours
    whose pods both wait (the assume-cache rules it out) the later key yields.
-   Yielding releases our allocations (never a reserved claim), writes a
+   Yielding releases our allocations (never a claim another pod has reserved;
+   our gated pod's own reservation goes with the allocation), writes a
    ``PlacementConflict`` Event and decides again, which restarts the settle
    delay; after ``max_retries`` yields in a row the pod backs off. With
    ``settle_s`` 0 the confirm runs right after the writes.
@@ -67,7 +70,10 @@ changes (a slice, class or node change, a claim released, a pod gone) and
 after a backoff.
 
 **A placed pod the scheduler cannot bind** (ungated, unbound, PodScheduled
-False/Unschedulable: some other resource changed): its claims that no pod has
+False/Unschedulable: some other resource changed): first the pod's own reservation
+is taken out of its claims (the allocation stays, so that a binding racing this still
+finds its claim allocated: the claim controller reserves a bound pod's claims again);
+a settle delay later, its claims that no pod has
 reserved are released and placed again away from the failed node, at most
 ``max_retries`` times, with an Event each time (the first retry at once, later
 ones after ``grace_s``). The pod has no gate any more, so the scheduler may
@@ -100,7 +106,8 @@ Where each part lives:
 - :mod:`.deciding`: step 1, pure, from one :meth:`~controller.cache.ClusterCache.placement_view`;
 - :mod:`.grouping`: steps 1 and 2 for a whole pod group;
 - :mod:`.writing`: steps 2, 3 and 5, each write guarded by the resourceVersion;
-- :mod:`.releasing`: clearing our allocations (never a reserved claim's);
+- :mod:`.releasing`: clearing our allocations (never those of a claim another pod
+  reserved) and taking our pod's reservation out;
 - :mod:`.conflicts`: who gives way when a device is held twice (step 4), and
   which conflicts after the gate are ours to report;
 - :mod:`.reporting`: Events, metrics and their log lines;

@@ -4,15 +4,15 @@ whether a conflict found after the gate is ours to report. Pure, from what the c
 from __future__ import annotations
 
 from controller.cache import ClaimUse, HeldTwice
-from controller.placement.marks import Marks, is_allocated, is_reserved
+from controller.placement.marks import Marks, is_allocated, reserved_by_others
 
 __all__ = ["awaits_confirm", "reportable_after_gate", "yields"]
 
 
 def awaits_confirm(use: ClaimUse, marks: Marks) -> bool:
-    """Whether the claim is ours, unreserved, for a pod that is still gated."""
+    """Whether the claim is ours, reserved by no other pod, for a pod that is still gated."""
     claim = use.claim
-    if claim is None or is_reserved(claim):
+    if claim is None or reserved_by_others(claim, marks):
         return False
     owner = marks.owner(claim)
     return any(p.uid == owner and p.has_gate(marks.gate) for p in use.pods)

@@ -19,7 +19,7 @@ from api.resource_v1 import (
     claim_label,
 )
 from controller.cache import PlacementView
-from controller.placement.marks import Marks, is_allocated, is_reserved
+from controller.placement.marks import Marks, is_allocated, is_reserved, reserved_by_others
 from controller.scheduling import NodeFilter, PodInfo, filter_nodes
 from dra_driver.allocator import POLICIES, allocate, explain
 from dra_driver.allocator.nodes import compile_node_selector
@@ -180,7 +180,15 @@ def decide(
             timeout=timeout_s,
         )
     except UnsatisfiableError as err:
-        ours = [c for c in allocated if marks.owner(c) == pod.uid and not is_reserved(c)]
+        # A gated pod's own reservation (written with the allocation) does not keep a
+        # claim; once the gate is gone the pod may be bound any moment: any does.
+        gated = pod.has_gate(marks.gate)
+        ours = [
+            c
+            for c in allocated
+            if marks.owner(c) == pod.uid
+            and not (reserved_by_others(c, marks) if gated else is_reserved(c))
+        ]
         if ours:
             return ReleaseFirst(ours)
         return Unplaceable(pending, policy, filtered, err)

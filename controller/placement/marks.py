@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from api.resource_v1 import ResourceClaim
 
-__all__ = ["Marks", "is_allocated", "is_reserved"]
+__all__ = ["Marks", "is_allocated", "is_reserved", "reserved_by_others"]
 
 
 def is_allocated(claim: ResourceClaim) -> bool:
@@ -15,8 +15,18 @@ def is_allocated(claim: ResourceClaim) -> bool:
 
 
 def is_reserved(claim: ResourceClaim) -> bool:
-    """Whether a pod has reserved the claim (it is in use: never released by us)."""
+    """Whether a pod has reserved the claim, the pod it was placed for included."""
     return bool(claim.status is not None and claim.status.reserved_for)
+
+
+def reserved_by_others(claim: ResourceClaim, marks: Marks) -> bool:
+    """Whether a pod other than the one this controller placed the claim for has reserved it
+    (it is in use then: never released by us). The controller writes its own pod's
+    reservation with the allocation; while that pod is gated nothing can use the claim,
+    so that reservation alone does not stop a release."""
+    owner = marks.owner(claim)
+    reserved = claim.status.reserved_for if claim.status is not None else None
+    return any(ref.uid != owner for ref in reserved or [])
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Final
 
 from agent_kit.events import EventRecorder
 from agent_kit.kube import ClusterClient
-from api.resource_v1 import ResourceClaim
+from api.resource_v1 import ResourceClaim, object_key
 from controller.cache import ClusterCache
 from controller.metrics import ControllerMetrics
 from controller.placement.conflicts import yields
@@ -29,7 +29,7 @@ from controller.placement.deciding import (
 )
 from controller.placement.grouping import GroupPlacer
 from controller.placement.guard import CONFLICT_ATTEMPTS, AlwaysLeader, Fence, NotLeaderError
-from controller.placement.marks import Marks, is_allocated, is_reserved
+from controller.placement.marks import Marks, is_allocated, reserved_by_others
 from controller.placement.records import Placed, Records
 from controller.placement.releasing import Releaser
 from controller.placement.reporting import Reporter
@@ -89,7 +89,7 @@ class Placer:
         self._clock = clock
         self._wall = wall
         self.records = Records()
-        self.releaser = Releaser(client, cache, metrics, self.fence)
+        self.releaser = Releaser(client, cache, metrics, self.fence, self.marks)
         self.writer = Writer(
             client,
             cache,
@@ -192,7 +192,7 @@ class Placer:
                 return outcome
             if isinstance(outcome, ReleaseFirst):
                 # Our own earlier allocations for this pod cannot be completed: release them.
-                self.releaser.rollback(outcome.claims)
+                self.releaser.rollback(outcome.claims, gated=pod.has_gate(self.marks.gate))
                 continue
             written = self.writer.write(outcome, names)
             if written is WriteOutcome.CONFLICT:
@@ -256,8 +256,8 @@ class Placer:
             )
             return None
         self.metrics.conflicts.labels("devices").inc()
-        if any(is_reserved(claim) for claim in ours):
-            # A pod reserved a claim of ours although the pod is gated (nothing we
+        if any(reserved_by_others(claim, self.marks) for claim in ours):
+            # Another pod reserved a claim of ours although our pod is gated (nothing we
             # know of does that): it is not ours to release any more; try again later.
             log.warning("a claim to give way is reserved; not releasing", extra={"pod": pod.key})
             return Result(backoff=True)
@@ -306,6 +306,16 @@ class Placer:
                 self.reporter.abandoned(pod, record.attempts, message)
             return DONE
         names, _ = pod.claim_names()
+        reserved = self._reserved_for(pod, names)
+        if reserved:
+            # Reserved for the pod with our allocation, which the scheduler then binds
+            # without a claim write of its own: releasing the allocation now could race
+            # that binding. Take the reservation out first (the allocation stays); a
+            # binding that raced it leaves a bound pod whose allocated claims the claim
+            # controller reserves again, and the next look, a settle delay later, finds
+            # the pod bound, or unbound with claims to release as any others.
+            done = [self.releaser.unreserve(claim, pod.uid) for claim in reserved]
+            return Result(requeue_after=self.settle_s) if all(done) else Result(backoff=True)
         released = self.releaser.release_pod(pod, names)
         if record.node:
             record.excluded.add(record.node)
@@ -326,6 +336,16 @@ class Placer:
         record.released_at = self._clock()
         self.cache.nominate(pod, outcome.node or "")
         return Result(requeue_after=self.grace_s)
+
+    def _reserved_for(self, pod: PodInfo, names: Sequence[str]) -> list[ResourceClaim]:
+        """The pod's claims ``names`` (as the cache holds them) reserved for the pod itself."""
+        found = []
+        for name in names:
+            claim = self.cache.claim(object_key(pod.namespace, name))
+            reserved = claim.status.reserved_for if claim and claim.status else None
+            if claim is not None and any(ref.uid == pod.uid for ref in reserved or []):
+                found.append(claim)
+        return found
 
     def _explain_pending(self, pod: PodInfo) -> Result:
         """A pending pod without the gate that the scheduler reports failing on claims."""

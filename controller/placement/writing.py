@@ -104,7 +104,8 @@ class Writer:
 
     def _write_claim(self, claim: ResourceClaim, pod: PodInfo) -> ResourceClaim:
         """First the delete-protection finalizer and ``placed-for`` (a normal update, as
-        the scheduler adds that finalizer), then ``status.allocation``."""
+        the scheduler adds that finalizer), then ``status.allocation`` (with the gated
+        pod in ``status.reservedFor``)."""
         meta = claim.metadata
         namespace, name = meta.namespace or "", meta.name or ""
         what = claim_label(meta.namespace, meta.name)
@@ -135,6 +136,13 @@ class Writer:
             body = dump(claim)
             body["metadata"] = dump(meta)
             body["metadata"]["resourceVersion"] = version
+            if pod.has_gate(self.marks.gate):
+                # Reserved for its pod with the allocation: the scheduler, finding the
+                # claim reserved, binds the pod without a claim write of its own. Only
+                # while the gate holds the pod back (see releasing.Releaser.release).
+                body["status"]["reservedFor"] = [
+                    {"resource": "pods", "name": pod.name, "uid": pod.uid}
+                ]
             check_fence(self.fence)
             stored = self.client.replace_status("resourceclaims", body)
         except (ConflictError, NotFoundError, InvalidError) as err:

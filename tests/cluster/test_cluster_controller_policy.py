@@ -225,7 +225,8 @@ def test_the_controller_may_only_mark_a_claim_and_write_its_allocation(
         refusal = _refusal(lambda p=patch: api.patch("resourceclaims", "gpu", p, namespace=ns))
         assert refusal is not None and "placement controller may" in refusal, (patch, refusal)
     # The controller's own write (Writer._write_claim): the finalizer and the mark, then
-    # status.allocation.
+    # status.allocation with the reservation of the pod it placed the claim for.
+    pod = _core(admin).read_namespaced_pod("probe", ns)
     claim = api.get("resourceclaims", "gpu", namespace=ns)
     api.patch(
         "resourceclaims",
@@ -234,24 +235,48 @@ def test_the_controller_may_only_mark_a_claim_and_write_its_allocation(
             "metadata": {
                 "resourceVersion": claim["metadata"]["resourceVersion"],
                 "finalizers": [limits.DELETE_PROTECTION_FINALIZER],
-                "annotations": {MARKS.placed_for: "a-pod-uid"},
+                "annotations": {MARKS.placed_for: pod.metadata.uid},
             }
         },
         namespace=ns,
     )
-    assert write_status(allocate) is None
-    # Status fields besides the allocation are not the controller's.
-    pod = _core(admin).read_namespaced_pod("probe", ns)
 
-    def reserve(status: dict[str, Any]) -> None:
-        status["reservedFor"] = [{"resource": "pods", "name": "probe", "uid": pod.metadata.uid}]
+    def reserve_for(name: str, uid: str) -> Callable[[dict[str, Any]], None]:
+        def change(status: dict[str, Any]) -> None:
+            status["reservedFor"] = [{"resource": "pods", "name": name, "uid": uid}]
 
-    refusal = write_status(reserve)
+        return change
+
+    def allocate_and_reserve(status: dict[str, Any]) -> None:
+        allocate(status)
+        reserve_for("probe", pod.metadata.uid)(status)
+
+    def allocate_for_another(status: dict[str, Any]) -> None:
+        allocate(status)
+        reserve_for("x", "other-uid")(status)
+
+    def report_devices(status: dict[str, Any]) -> None:
+        status["devices"] = [{"driver": DRIVER, "pool": "node-a", "device": "gpu-0"}]
+
+    def release(status: dict[str, Any]) -> None:
+        status.pop("allocation")
+        status.pop("reservedFor")
+
+    # Another pod's reservation is not the controller's to write.
+    refusal = write_status(allocate_for_another)
     assert refusal is not None and "may write only status.allocation" in refusal, refusal
-    # Releasing (Releaser.release): the allocation cleared.
-    assert write_status(lambda status: status.pop("allocation")) is None
+    assert write_status(allocate_and_reserve) is None
+    # Status fields besides the allocation and that reservation are not the controller's
+    # (status.devices: its role lacks resourceclaims/driver, and the policy refuses it too).
+    assert write_status(report_devices) is not None
+    # Taking its pod's reservation out (Releaser.unreserve), then releasing
+    # (Releaser.release): the allocation cleared.
+    assert write_status(lambda status: status.pop("reservedFor")) is None
+    assert write_status(allocate_and_reserve) is None
+    assert write_status(release) is None
     stored = api.get("resourceclaims", "gpu", namespace=ns)
     assert "allocation" not in stored.get("status", {})
+    assert "reservedFor" not in stored.get("status", {})
     # Deleting a claim is not the controller's either.
     assert _refusal(lambda: api.delete("resourceclaims", "gpu", namespace=ns)) is not None
     # The finalizer goes, so that the namespace can.

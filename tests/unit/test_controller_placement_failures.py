@@ -224,9 +224,20 @@ def test_a_placed_pod_the_scheduler_cannot_bind_is_placed_again_elsewhere() -> N
     h.add("pods", pod("p", "c"))
     h.reconcile("default/p")
     assert h.devices("c") == [("node_a", "gpu-0")]
+    # Reserved for its pod with the allocation, while the gate held the pod back.
+    assert _reserved_for(h, "c") == [
+        h.cluster.get("pods", "p", namespace="default")["metadata"]["uid"]
+    ]
     h.set_status("p", unschedulable())
     h.reconcile("default/p")
+    # First the reservation goes, the allocation stays (a binding that raced this would
+    # still find its claim allocated); the next look releases and places again.
+    assert _reserved_for(h, "c") == []
+    assert h.devices("c") == [("node_a", "gpu-0")]
+    h.reconcile("default/p")
     assert h.devices("c") == [("node_b", "gpu-0")]
+    # Placed again for a pod without the gate: the scheduler reserves it when it binds.
+    assert _reserved_for(h, "c") == []
     (retry,) = [e for e in h.events_for("Pod", "p") if e["reason"] == "PlacementRetry"]
     assert "node node_a" in retry["message"] and "attempt 2 of 2" in retry["message"]
     assert h.metrics.retries._value.get() == 1
@@ -317,6 +328,11 @@ def test_a_device_the_scheduler_allocates_meanwhile_is_given_up_before_the_gate(
     assert h.devices("c") == [("node_a", "gpu-1")]
     assert scheduling_gates(h, "p") == []
     assert h.metrics.conflicts.labels("devices")._value.get() == 1
+    # Our pod's own reservation did not keep the claim while the pod was gated; the
+    # claim was written again, reserved for the pod once.
+    uid = h.cluster.get("pods", "p", namespace="default")["metadata"]["uid"]
+    assert _reserved_for(h, "c") == [uid]
+    assert _reserved_for(h, "theirs") == []
 
 
 def test_a_role_without_the_binding_subresource_is_an_error_not_a_conflict() -> None:
@@ -335,3 +351,8 @@ def test_a_role_without_the_binding_subresource_is_an_error_not_a_conflict() -> 
     h.reconcile("default/p")
     assert h.metrics.conflicts.labels("resourceclaims")._value.get() == 1
     assert h.devices("c") == [("node_a", "gpu-0")]
+
+
+def _reserved_for(h: Harness, name: str) -> list[str]:
+    stored = h.cluster.get("resourceclaims", name, namespace="default")
+    return [ref["uid"] for ref in (stored.get("status") or {}).get("reservedFor") or []]
