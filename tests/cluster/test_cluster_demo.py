@@ -30,13 +30,14 @@ def _rows(table: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_the_demo_places_every_pod_and_leaves_nothing_running(
-    local_cluster: ClusterUnderTest,
-) -> None:
-    if local_cluster.local is None:
+def _run_demo(
+    cluster: ClusterUnderTest, *args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m e2e.demo ARGS``, which must succeed; its result and a report of its output."""
+    if cluster.local is None:
         pytest.skip("the demo starts a local cluster of its own, which needs the local tier")
     result = subprocess.run(
-        [sys.executable, "-m", "e2e.demo"],
+        [sys.executable, "-m", "e2e.demo", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -45,6 +46,13 @@ def test_the_demo_places_every_pod_and_leaves_nothing_running(
     )
     report = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
     assert result.returncode == 0, report
+    return result, report
+
+
+def test_the_demo_places_every_pod_and_leaves_nothing_running(
+    local_cluster: ClusterUnderTest,
+) -> None:
+    result, report = _run_demo(local_cluster)
     rows = _rows(result.stdout)
     assert sorted(rows) == sorted(PODS), report
     # POD CLAIM PLACED-BY NODE DEVICES ...: the gated pod by the controller, the rest by
@@ -66,18 +74,7 @@ def test_the_demo_places_every_pod_and_leaves_nothing_running(
 def test_the_demo_on_a_pcie_only_machine_runs_the_pcie_pair_and_shows_why_the_island_pair_waits(
     local_cluster: ClusterUnderTest,
 ) -> None:
-    if local_cluster.local is None:
-        pytest.skip("the demo starts a local cluster of its own, which needs the local tier")
-    result = subprocess.run(
-        [sys.executable, "-m", "e2e.demo", "--machine", "pcie-4xL40S"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    report = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
-    assert result.returncode == 0, report
+    result, report = _run_demo(local_cluster, "--machine", "pcie-4xL40S")
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     # POD PLACED-BY NODE DEVICE ISLAND PCIE-ROOT OUTCOME, first line of each pod.
     assert lines["pcie-pair"].split()[1] == "controller", report
