@@ -9,7 +9,7 @@ one would be; the monitor then lifts the taints because NVML's action reads NONE
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,6 +80,24 @@ def monitor(mock: MockBackend, clock: Clock) -> HealthMonitor:
     )
 
 
+def auto_reset(
+    mock: MockBackend,
+    reset: Callable[[Gpu], None],
+    *,
+    claims: Callable[[], Mapping[str, ClaimEntry]] = dict,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> AutoReset:
+    """The automatic reset of ``mock``'s GPUs: its recovery probe, its processes."""
+    return AutoReset(
+        inventory=mock.inventory,
+        probe=mock.recovery,
+        claims=claims,
+        processes=mock,
+        reset=reset,
+        on_outcome=on_outcome,
+    )
+
+
 def mock_reset(mock: MockBackend, done: list[str]) -> Callable[[Gpu], None]:
     def reset(gpu: Gpu) -> None:
         done.append(gpu.uuid)
@@ -101,13 +119,8 @@ def test_a_drained_gpu_is_reset_only_once_no_claim_and_no_process_holds_it(
     claims = {"uid-1": claim("gpu-0-mig-1g10gb-19-0", "MIG-1"), "uid-2": claim("gpu-1", "x")}
     outcomes: list[Outcome] = []
     resets: list[str] = []
-    auto = AutoReset(
-        inventory=mock.inventory,
-        probe=mock.recovery,
-        claims=lambda: claims,
-        processes=mock,
-        reset=mock_reset(mock, resets),
-        on_outcome=outcomes.append,
+    auto = auto_reset(
+        mock, mock_reset(mock, resets), claims=lambda: claims, on_outcome=outcomes.append
     )
     mock.recovery.set_action(gpu.uuid, action)
     health.handle(HealthEvent("xid", gpu.uuid, 94))
@@ -146,13 +159,7 @@ def test_a_process_on_a_mig_instance_keeps_its_gpu_waiting(
     mig = mock.mig_manager.create(gpu, profile, profile.placements[0])
     mock.gpu_processes.start(mig.uuid, 77, memory_bytes=None)
     resets: list[str] = []
-    auto = AutoReset(
-        inventory=mock.inventory,
-        probe=mock.recovery,
-        claims=dict,
-        processes=mock,
-        reset=mock_reset(mock, resets),
-    )
+    auto = auto_reset(mock, mock_reset(mock, resets))
     mock.recovery.set_action(gpu.uuid, RecoveryAction.GPU_RESET)
     health.handle(HealthEvent("xid", gpu.uuid, 94))
     health.expire()
@@ -173,13 +180,7 @@ def test_no_reset_for_an_action_a_reset_does_not_answer(
     health = monitor(mock, Clock())
     gpu = mock.inventory.gpus[0]
     resets: list[str] = []
-    auto = AutoReset(
-        inventory=mock.inventory,
-        probe=mock.recovery,
-        claims=dict,
-        processes=mock,
-        reset=mock_reset(mock, resets),
-    )
+    auto = auto_reset(mock, mock_reset(mock, resets))
     health.handle(HealthEvent("xid", gpu.uuid, 48))  # needs-reset: NoExecute
     mock.recovery.set_action(gpu.uuid, action)
     health.expire()
@@ -194,14 +195,7 @@ def test_the_reset_runs_nvidia_smi_and_a_failure_is_not_retried(
     health = monitor(mock, Clock())
     gpu, other = mock.inventory.gpus[0], mock.inventory.gpus[2]
     outcomes: list[Outcome] = []
-    auto = AutoReset(
-        inventory=mock.inventory,
-        probe=mock.recovery,
-        claims=dict,
-        processes=mock,
-        reset=nvidia_smi_reset(binary, None),
-        on_outcome=outcomes.append,
-    )
+    auto = auto_reset(mock, nvidia_smi_reset(binary, None), on_outcome=outcomes.append)
     for g in (gpu, other):
         mock.recovery.set_action(g.uuid, RecoveryAction.GPU_RESET)
         health.handle(HealthEvent("xid", g.uuid, 94))
