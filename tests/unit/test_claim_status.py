@@ -22,6 +22,16 @@ NODE = "node-a"
 UID = "5f0e7c1a-1111-4a2b-9c3d-000000000001"
 REF = ClaimRef(namespace="default", name="train", uid=UID)
 INVENTORY = MockBackend(NODE, "2xH100-80GB").discover()
+#: The 1g.10gb MIG device at the start of gpu-0, as a checkpoint records it.
+MIG_ON_GPU_0 = MigRecord(
+    parent_device="gpu-0",
+    parent_uuid=INVENTORY.gpus[0].uuid,
+    profile="1g.10gb",
+    profile_id=19,
+    placement_start=0,
+    placement_size=1,
+    dynamic=True,
+)
 OTHER: dict[str, Any] = {
     "driver": "nic.example.com",
     "pool": NODE,
@@ -115,18 +125,9 @@ def test_each_device_gets_ready_and_healthy_conditions_and_its_identity() -> Non
 
 
 def test_a_share_is_keyed_by_its_share_id_and_a_mig_device_names_its_profile() -> None:
-    mig = MigRecord(
-        parent_device="gpu-0",
-        parent_uuid=INVENTORY.gpus[0].uuid,
-        profile="1g.10gb",
-        profile_id=19,
-        placement_start=0,
-        placement_size=1,
-        dynamic=True,
-    )
     entries = device_entries(
         DRIVER,
-        _entry(_record("gpu-1", shareID="a1b2c"), _record("gpu-0-mig-1g.10gb-0", mig=mig)),
+        _entry(_record("gpu-1", shareID="a1b2c"), _record("gpu-0-mig-1g.10gb-0", mig=MIG_ON_GPU_0)),
         INVENTORY,
         {},
     )
@@ -320,16 +321,7 @@ def test_a_failed_prepare_and_the_health_of_a_held_device_are_events_on_the_clai
 def test_a_fault_of_the_gpu_makes_its_mig_device_unhealthy_and_tells_the_claim() -> None:
     # Health is kept per GPU: the monitor's taints name gpu-0, the claim holds a MIG device
     # on it.
-    mig = MigRecord(
-        parent_device="gpu-0",
-        parent_uuid=INVENTORY.gpus[0].uuid,
-        profile="1g.10gb",
-        profile_id=19,
-        placement_start=0,
-        placement_size=1,
-        dynamic=True,
-    )
-    entry = _entry(_record("gpu-0-mig-1g.10gb-0", mig=mig))
+    entry = _entry(_record("gpu-0-mig-1g.10gb-0", mig=MIG_ON_GPU_0))
     xid = DeviceTaint(key=f"{DRIVER}/xid", value="48", effect="NoSchedule")
     (device,) = device_entries(DRIVER, entry, INVENTORY, {"gpu-0": [xid]})
     assert device["conditions"][1]["status"] == "False"
