@@ -1516,6 +1516,18 @@ def _wait_tainted(
     return found
 
 
+def _wait_evicted(api_client: Any, cluster: ClusterUnderTest, namespace: str, pod: str) -> None:
+    """Until the device taint eviction controller has evicted ``pod`` (gone)."""
+    core = core_api(api_client)
+    wait_for(
+        f"the device taint eviction controller to evict pod {pod}",
+        lambda: is_gone(lambda: core.read_namespaced_pod(pod, namespace)),
+        cluster=cluster,
+        timeout_s=90,
+        context=lambda: pod_report(api_client, namespace, pod),
+    )
+
+
 def _events(api_client: Any, namespace: str, name: str, reason: str) -> list[str]:
     listing = core_api(api_client).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name},reason={reason}"
@@ -1651,13 +1663,7 @@ def test_a_gpu_off_the_bus_drains_its_pod_and_stays_tainted_across_a_restart_unt
         write_fault(_faults_dir(local_cluster), "xid", gpu=h100.uuid, xid=OFF_THE_BUS)
         before = _wait_tainted(api_client, local_cluster, kubelet_plugin, h100.device_name)
         assert (before["value"], before["effect"]) == (str(OFF_THE_BUS), "NoExecute"), before
-        wait_for(
-            "the device taint eviction controller to evict pod holds",
-            lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
-            cluster=local_cluster,
-            timeout_s=90,
-            context=lambda: pod_report(api_client, namespace, "holds"),
-        )
+        _wait_evicted(api_client, local_cluster, namespace, "holds")
         assert _events(api_client, namespace, "holds", "DeviceTaintManagerEviction")
         core.create_namespaced_pod(
             namespace, pod_with_claim("waits", SHOW_DEVICES, template="the-h100")
@@ -1742,13 +1748,7 @@ def test_a_no_execute_device_taint_rule_evicts_the_pod_and_the_controller_places
         }
     )
     try:
-        wait_for(
-            "the device taint eviction controller to evict pod holds",
-            lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
-            cluster=local_cluster,
-            timeout_s=90,
-            context=lambda: pod_report(api_client, namespace, "holds"),
-        )
+        _wait_evicted(api_client, local_cluster, namespace, "holds")
         assert _events(api_client, namespace, "holds", "DeviceTaintManagerEviction")
         wait_for(
             f"DeviceTaintRule {rule} to report the eviction completed",
@@ -1823,13 +1823,7 @@ def test_a_taint_waits_for_the_gpu_reset_the_hardware_confirms_then_lifts(
                 cluster=local_cluster,
                 context=kubelet_plugin.log_tail,
             )
-            wait_for(
-                "the device taint eviction controller to evict pod holds",
-                lambda: is_gone(lambda: core.read_namespaced_pod("holds", namespace)),
-                cluster=local_cluster,
-                timeout_s=90,
-                context=lambda: pod_report(api_client, namespace, "holds"),
-            )
+            _wait_evicted(api_client, local_cluster, namespace, "holds")
             core.create_namespaced_pod(
                 namespace, pod_with_claim("waits", SHOW_DEVICES, template="the-h100")
             )
