@@ -4,8 +4,10 @@ that pod is gated (written with the allocation, cleared with it)."""
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent_kit.kube import ApiError, ClusterClient, ConflictError, NotFoundError
 from api.resource_v1 import ResourceClaim, claim_key, dump, object_key
@@ -16,6 +18,19 @@ from controller.placement.marks import Marks, is_allocated, is_reserved, reserve
 from controller.scheduling import PodInfo
 
 __all__ = ["Releaser"]
+
+
+class _Write(enum.Enum):
+    """How :meth:`Releaser._write_status` went."""
+
+    DONE = "done"
+    #: Nothing to write (the claim, as read, needs no change).
+    NOTHING = "nothing"
+    #: The claim is gone.
+    GONE = "gone"
+    #: Still conflicting after CONFLICT_ATTEMPTS tries.
+    GAVE_UP = "gave-up"
+
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +62,59 @@ class Releaser:
         the claim it finds reserved).
         On a conflict the claim is re-read (into the cache too) and looked at again.
         Raises NotLeaderError, and ApiError other than a conflict or a 404."""
-        namespace, name = claim.metadata.namespace or "", claim.metadata.name or ""
-        for _ in range(CONFLICT_ATTEMPTS):
-            if not is_allocated(claim):
-                return False
-            if reserved_by_others(claim, self.marks) if gated else is_reserved(claim):
-                return False
-            body = dump(claim)
+
+        def released(current: ResourceClaim) -> dict[str, Any] | None:
+            if not is_allocated(current):
+                return None
+            if reserved_by_others(current, self.marks) if gated else is_reserved(current):
+                return None
+            body = dump(current)
             body.get("status", {}).pop("allocation", None)
             body.get("status", {}).pop("reservedFor", None)
+            return body
+
+        return self._write_status(claim, released) is _Write.DONE
+
+    def unreserve(self, claim: ResourceClaim, pod_uid: str) -> bool:
+        """Take the pod ``pod_uid`` out of the claim's ``reservedFor``, keeping the
+        allocation (guarded by the resourceVersion; on a conflict the claim is re-read);
+        True when it is out. Failures are logged: the caller tries again later."""
+
+        def unreserved(current: ResourceClaim) -> dict[str, Any] | None:
+            reserved = current.status.reserved_for if current.status is not None else None
+            if not any(ref.uid == pod_uid for ref in reserved or []):
+                return None
+            body = dump(current)
+            remaining = [r for r in body["status"]["reservedFor"] if r.get("uid") != pod_uid]
+            body["status"]["reservedFor"] = remaining or None
+            return body
+
+        try:
+            return self._write_status(claim, unreserved) is not _Write.GAVE_UP
+        except (ApiError, NotLeaderError) as err:
+            log.warning(
+                "could not remove a reservation",
+                extra={"claim": claim_key(claim), "error": str(err)},
+            )
+            return False
+
+    def _write_status(
+        self, claim: ResourceClaim, body_of: Callable[[ResourceClaim], dict[str, Any] | None]
+    ) -> _Write:
+        """Write ``body_of(claim)`` as the claim's status, guarded by its resourceVersion;
+        on a conflict re-read the claim (into the cache too) and ask ``body_of`` again,
+        up to CONFLICT_ATTEMPTS times. ``body_of`` returning None: nothing to write.
+        Raises NotLeaderError, and ApiError other than a conflict or a 404."""
+        namespace, name = claim.metadata.namespace or "", claim.metadata.name or ""
+        for _ in range(CONFLICT_ATTEMPTS):
+            body = body_of(claim)
+            if body is None:
+                return _Write.NOTHING
             check_fence(self.fence)
             try:
                 stored = decode(ResourceClaim, self.client.replace_status("resourceclaims", body))
             except NotFoundError:
-                return False
+                return _Write.GONE
             except ConflictError:
                 self.metrics.conflicts.labels("resourceclaims").inc()
                 raw = self.client.get("resourceclaims", name, namespace=namespace)
@@ -68,44 +122,8 @@ class Releaser:
                 claim = decode(ResourceClaim, raw)
                 continue
             self.cache.confirm(stored)
-            return True
-        return False
-
-    def unreserve(self, claim: ResourceClaim, pod_uid: str) -> bool:
-        """Take the pod ``pod_uid`` out of the claim's ``reservedFor``, keeping the
-        allocation (guarded by the resourceVersion; on a conflict the claim is re-read);
-        True when it is out. Failures are logged: the caller tries again later."""
-        namespace, name = claim.metadata.namespace or "", claim.metadata.name or ""
-        for _ in range(CONFLICT_ATTEMPTS):
-            reserved = claim.status.reserved_for if claim.status is not None else None
-            if not any(ref.uid == pod_uid for ref in reserved or []):
-                return True
-            body = dump(claim)
-            remaining = [r for r in body["status"]["reservedFor"] if r.get("uid") != pod_uid]
-            body["status"]["reservedFor"] = remaining or None
-            try:
-                check_fence(self.fence)
-                stored = decode(ResourceClaim, self.client.replace_status("resourceclaims", body))
-            except NotFoundError:
-                return True
-            except ConflictError:
-                self.metrics.conflicts.labels("resourceclaims").inc()
-                try:
-                    raw = self.client.get("resourceclaims", name, namespace=namespace)
-                except ApiError:
-                    return False
-                self.cache.apply("resourceclaims", "MODIFIED", raw)
-                claim = decode(ResourceClaim, raw)
-                continue
-            except (ApiError, NotLeaderError) as err:
-                log.warning(
-                    "could not remove a reservation",
-                    extra={"claim": claim_key(claim), "error": str(err)},
-                )
-                return False
-            self.cache.confirm(stored)
-            return True
-        return False
+            return _Write.DONE
+        return _Write.GAVE_UP
 
     def rollback(self, claims: Sequence[ResourceClaim], *, gated: bool = True) -> None:
         """Release ``claims`` in reverse order; failures are logged (a later attempt, or
