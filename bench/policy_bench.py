@@ -28,7 +28,7 @@ import time
 from group_bench import _claim, _snapshot
 
 from dra_driver.allocator import allocate
-from dra_driver.allocator.policies import POLICIES
+from dra_driver.policy_names import POLICIES
 
 
 def main() -> None:

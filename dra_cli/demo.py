@@ -16,7 +16,8 @@ from typing import TextIO
 
 from api.errors import CelEvaluationError, InvalidInputError, UnsatisfiableError
 from dra_driver.allocator import allocate
-from dra_driver.manifests import load_inventory, read_documents
+from dra_driver.manifest_read import read_documents
+from dra_driver.manifests import load_inventory
 
 INVENTORY = "inventory"
 #: Folders that are not scenarios: the shared inventory, and what ``make demo`` applies

@@ -23,8 +23,11 @@ from api.errors import (
 )
 from api.resource_v1 import AllocationResult, ResourceClaim, ResourceClaimStatus, dump
 from dra_cli.output import write_document
+from dra_cli.parallel import PendingRead
+from dra_cli.parallel import load_inventory as load_inventory_in_parallel
 from dra_driver.allocator import allocate, explain
-from dra_driver.manifests import Inventory, load_inventory, read_documents
+from dra_driver.manifest_read import read_documents
+from dra_driver.manifests import Inventory, load_inventory
 
 __all__ = ["run_offline"]
 
@@ -99,17 +102,38 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def run_offline(args: argparse.Namespace, *, prog: str, stdin: TextIO, out: TextIO) -> int:
+def run_offline(
+    args: argparse.Namespace,
+    *,
+    prog: str,
+    stdin: TextIO,
+    out: TextIO,
+    reading: PendingRead | None = None,
+) -> int:
     """``allocate`` or ``explain`` of the files ``args.filename``; the exit code (see
-    :mod:`dra_cli.main`), each error on stderr."""
+    :mod:`dra_cli.main`), each error on stderr. ``reading``: the files, already being read
+    by another process (:func:`dra_cli.parallel.start_reading`)."""
     with _collector_paused():
-        return _run(args, prog=prog, stdin=stdin, out=out)
+        return _run(args, prog=prog, stdin=stdin, out=out, reading=reading)
 
 
-def _run(args: argparse.Namespace, *, prog: str, stdin: TextIO, out: TextIO) -> int:
+def _run(
+    args: argparse.Namespace,
+    *,
+    prog: str,
+    stdin: TextIO,
+    out: TextIO,
+    reading: PendingRead | None,
+) -> int:
     inventory: Inventory | None = None
     try:
-        inventory = load_inventory(read_documents(args.filename, stdin), lenient=args.lenient)
+        documents = reading.documents() if reading is not None else None
+        if documents is None:
+            documents = read_documents(args.filename, stdin)
+        if args.serial:
+            inventory = load_inventory(documents, lenient=args.lenient)
+        else:
+            inventory = load_inventory_in_parallel(documents, lenient=args.lenient)
         for warning in inventory.warnings:
             print(f"{prog}: warning: {warning}", file=sys.stderr)
         if args.command == "allocate":

@@ -1,5 +1,5 @@
 """YAML as kubectl reads it, bounded as the API server reads it: the loader of
-:mod:`dra_driver.manifests` (libyaml's parser where available, our resolver and
+:mod:`dra_driver.manifest_read` (libyaml's parser where available, our resolver and
 constructor) and the size, depth and alias checks run before a document is built.
 """
 
@@ -15,7 +15,7 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 from api import limits
-from api.resource_v1 import describe
+from api.names import describe_raw
 
 __all__ = ["ManifestBoundError", "ManifestLoader", "check_bounds", "plain_scalar", "plain_tag"]
 
@@ -337,7 +337,7 @@ def _node_object(node: yaml.Node) -> str:
             and k.value in ("name", "namespace")
             and len(v.value) <= limits.DNS1123_SUBDOMAIN_MAX_LENGTH
         }
-    return describe(raw) if "kind" in raw else ""
+    return describe_raw(raw) if "kind" in raw else ""
 
 
 def check_bounds(root: yaml.Node) -> None:

@@ -1,4 +1,5 @@
-"""Reading manifests: multi-document YAML, JSON, ``kind: List``, into typed, validated objects.
+"""Manifests into typed, validated objects (the documents come from
+:mod:`dra_driver.manifest_read`: multi-document YAML, JSON, ``kind: List``).
 
 The offline tools (``dra-driver allocate`` / ``explain``) take the same files an
 admin would ``kubectl apply``. Everything the API server would reject is an
@@ -10,20 +11,16 @@ resources (``nvidia.com/gpu: 2``) brings the claim the scheduler would make for 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
 
-import yaml
-
-from api import limits
 from api.errors import FieldError, InvalidInputError
 from api.resource_v1 import (
     DeviceClass,
     DeviceTaintRule,
     K8sModel,
     Node,
+    ParsedObject,
     Pod,
     ResourceClaim,
     ResourceClaimTemplate,
@@ -38,18 +35,9 @@ from dra_driver.allocator import Snapshot
 from dra_driver.cel import compile_selector
 from dra_driver.extended_resources import extended_resource_claims
 from dra_driver.gpu_configs import gpu_config_errors
-from dra_driver.manifest_fast import fast_load_all
-from dra_driver.manifest_yaml import ManifestBoundError, ManifestLoader
+from dra_driver.manifest_read import Document
 
-_MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True)
-class Document:
-    """One object's raw data and where it came from (``file.yaml#2``: third document)."""
-
-    source: str
-    data: Mapping[str, Any]
+__all__ = ["Inventory", "document_is_clean", "load_inventory"]
 
 
 @dataclass
@@ -95,106 +83,9 @@ class Inventory:
         return error.located(source=self.sources.get(error.obj, ""))
 
 
-def split_documents(text: str, source: str) -> list[Document]:
-    """Parse YAML (one or more documents) or JSON; flatten ``kind: List``.
-
-    Empty documents are skipped. Raises InvalidInputError naming ``source`` when
-    the text does not parse, a document is not an object, or a document is past a bound
-    the API server's decoder sets (size with aliases expanded, nesting depth; see
-    :func:`check_bounds`), before that document is built.
-    """
-    if len(text) > limits.MAX_MANIFEST_BYTES:
-        raise InvalidInputError(
-            f"too large: {len(text)} characters, at most {limits.MAX_MANIFEST_BYTES} read",
-            source=source,
-        )
-    loaded = fast_load_all(text)
-    if loaded is None:
-        loaded = _load_all(text, source)
-    documents: list[Document] = []
-    for index, data in enumerate(loaded):
-        if data is None:
-            continue
-        label = f"{source}#{index}" if len(loaded) > 1 else source
-        documents.extend(_flatten(data, label))
-    return documents
-
-
-def _load_all(text: str, source: str) -> list[Any]:
-    """Every document of ``text`` read by ManifestLoader; its errors as InvalidInputError."""
-    loaded: list[Any] = []
-    try:
-        # The stubs name only PyYAML's own loader classes.
-        for data in yaml.load_all(text, Loader=ManifestLoader):  # type: ignore[arg-type]
-            loaded.append(data)
-    except ManifestBoundError as exc:
-        label = f"{source}#{len(loaded)}" if loaded else source
-        raise InvalidInputError(str(exc), source=label, obj=exc.obj) from None
-    except RecursionError:
-        # Only the pure-Python composer recurses; libyaml stops at its own depth bound.
-        raise InvalidInputError(
-            f"nested deeper than {limits.MAX_NESTING_DEPTH} levels", source=source
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInputError(f"not valid YAML or JSON{where}: {problem}", source=source) from exc
-    return loaded
-
-
-def _flatten(data: Any, label: str) -> Iterator[Document]:
-    if not isinstance(data, dict):
-        raise InvalidInputError(
-            f"a document must be an object with apiVersion and kind, not {type(data).__name__}",
-            source=label,
-        )
-    kind = data.get("kind")
-    if isinstance(kind, str) and kind.endswith("List") and "items" in data:
-        items = data.get("items")
-        if not isinstance(items, list):
-            raise InvalidInputError(
-                "", source=label, errors=[FieldError("items", "must be a list of objects")]
-            )
-        for position, item in enumerate(items):
-            yield from _flatten(item, f"{label} items[{position}]")
-        return
-    yield Document(label, data)
-
-
-def _read_text(file: Path) -> str:
-    """The file's text, at most one character past ``limits.MAX_MANIFEST_BYTES`` (so that
-    :func:`split_documents` refuses it without reading a file of any size whole)."""
-    with file.open(encoding="utf-8") as stream:
-        return stream.read(limits.MAX_MANIFEST_BYTES + 1)
-
-
-def read_documents(paths: Sequence[str], stdin: TextIO) -> list[Document]:
-    """Every document of every path; directories contribute their manifest files, sorted."""
-    documents: list[Document] = []
-    for path in paths:
-        if path == "-":
-            documents.extend(split_documents(stdin.read(limits.MAX_MANIFEST_BYTES + 1), "<stdin>"))
-            continue
-        target = Path(path)
-        if target.is_dir():
-            files = sorted(
-                p for p in target.rglob("*") if p.is_file() and p.suffix in _MANIFEST_SUFFIXES
-            )
-        else:
-            files = [target]
-        for file in files:
-            try:
-                text = _read_text(file)
-            except OSError as exc:
-                raise InvalidInputError(f"cannot read: {exc.strerror}", source=str(file)) from exc
-            except UnicodeDecodeError as exc:
-                raise InvalidInputError("not UTF-8 text", source=str(file)) from exc
-            documents.extend(split_documents(text, str(file)))
-    return documents
-
-
-def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> Inventory:
+def load_inventory(
+    documents: Iterable[Document], *, lenient: bool = False, trusted: Container[int] = ()
+) -> Inventory:
     """Parse and validate every document, as ``kubectl apply`` and the API server would.
 
     Raises InvalidInputError for the first invalid object, a duplicate object or
@@ -209,10 +100,14 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
     :func:`api.resource_v1.strict_errors`) and an invalid GpuConfig for this driver (which
     the driver would refuse only at prepare) are errors. ``lenient`` makes them warnings,
     as they were before strict reading.
+
+    ``trusted``: positions of documents :func:`document_is_clean` already found clean (in
+    another process): they are parsed but not checked again. Everything else, and the
+    result, is as without it.
     """
     inventory = Inventory()
     seen: dict[tuple[str, str], str] = {}
-    for document in documents:
+    for position, document in enumerate(documents):
         try:
             obj = parse_object(document.data)
         except UnknownKindError as exc:
@@ -223,17 +118,16 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
         except InvalidInputError as exc:
             raise exc.located(source=document.source) from exc
         name = describe(obj)
-        errors = validate(obj)
-        errors.extend(_selector_errors(obj))
-        strict = strict_errors(obj) + gpu_config_errors(obj)
-        if lenient:
-            inventory.warnings.extend(f"{document.source}: {name}: {e}" for e in strict)
-        else:
-            # Validation may have named the field already, with a better message.
-            named = {e.path for e in errors}
-            errors.extend(e for e in strict if e.path not in named)
-        if errors:
-            raise InvalidInputError(source=document.source, obj=name, errors=errors)
+        if position not in trusted:
+            errors, strict = _object_errors(obj)
+            if lenient:
+                inventory.warnings.extend(f"{document.source}: {name}: {e}" for e in strict)
+            else:
+                # Validation may have named the field already, with a better message.
+                named = {e.path for e in errors}
+                errors.extend(e for e in strict if e.path not in named)
+            if errors:
+                raise InvalidInputError(source=document.source, obj=name, errors=errors)
         key = (type(obj).__name__, name)
         if key in seen:
             raise InvalidInputError(
@@ -243,22 +137,46 @@ def load_inventory(documents: Iterable[Document], *, lenient: bool = False) -> I
             )
         seen[key] = document.source
         inventory.sources[name] = document.source
-        if isinstance(obj, DeviceClass):
-            inventory.classes[obj.metadata.name or ""] = obj
-        elif isinstance(obj, ResourceSlice):
-            inventory.slices.append(obj)
-        elif isinstance(obj, DeviceTaintRule):
-            inventory.taint_rules.append(obj)
-        elif isinstance(obj, ResourceClaim):
-            inventory.claims.append(obj)
-        elif isinstance(obj, ResourceClaimTemplate):
-            inventory.templates.append(obj)
-        elif isinstance(obj, Pod):
-            inventory.pods.append(obj)
-        else:
-            inventory.nodes.append(obj)
+        _add(inventory, obj)
     _add_extended_resource_claims(inventory)
     return inventory
+
+
+def document_is_clean(document: Document) -> bool:
+    """Whether the document is an object the tools read with nothing to say about it: it
+    parses, and validation, its selectors, strict reading and its GpuConfigs find nothing
+    (so :func:`load_inventory` may trust it). Never raises for bad input."""
+    try:
+        obj = parse_object(document.data)
+    except InvalidInputError:  # UnknownKindError too: a warning or an error to give
+        return False
+    errors, strict = _object_errors(obj)
+    return not errors and not strict
+
+
+def _object_errors(obj: ParsedObject) -> tuple[list[FieldError], list[FieldError]]:
+    """What the API server's validation and the CEL compiler refuse; what strict reading
+    and the driver's GpuConfig checks refuse."""
+    errors = validate(obj)
+    errors.extend(_selector_errors(obj))
+    return errors, strict_errors(obj) + gpu_config_errors(obj)
+
+
+def _add(inventory: Inventory, obj: ParsedObject) -> None:
+    if isinstance(obj, DeviceClass):
+        inventory.classes[obj.metadata.name or ""] = obj
+    elif isinstance(obj, ResourceSlice):
+        inventory.slices.append(obj)
+    elif isinstance(obj, DeviceTaintRule):
+        inventory.taint_rules.append(obj)
+    elif isinstance(obj, ResourceClaim):
+        inventory.claims.append(obj)
+    elif isinstance(obj, ResourceClaimTemplate):
+        inventory.templates.append(obj)
+    elif isinstance(obj, Pod):
+        inventory.pods.append(obj)
+    else:
+        inventory.nodes.append(obj)
 
 
 def _add_extended_resource_claims(inventory: Inventory) -> None:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from api import limits
 from api.errors import FieldError, InvalidInputError
+from api.names import describe_parts, describe_raw
 from api.resource_v1.base import K8sModel
 from api.resource_v1.device_class import DeviceClass, OpaqueDeviceConfiguration
 from api.resource_v1.device_taint_rule import DeviceTaintRule
@@ -174,15 +175,6 @@ _KINDS: Final[dict[tuple[str, str], type[ParsedObject]]] = {
     (limits.CORE_API_VERSION, limits.KIND_NODE): Node,
     (limits.CORE_API_VERSION, limits.KIND_POD): Pod,
 }
-_SHORT_KIND: Final[dict[str, str]] = {
-    limits.KIND_DEVICE_CLASS: "class",
-    limits.KIND_RESOURCE_CLAIM: "claim",
-    limits.KIND_RESOURCE_CLAIM_TEMPLATE: "claim template",
-    limits.KIND_RESOURCE_SLICE: "slice",
-    limits.KIND_DEVICE_TAINT_RULE: "taint rule",
-    limits.KIND_NODE: "node",
-    limits.KIND_POD: "pod",
-}
 
 
 def dump(obj: K8sModel) -> dict[str, Any]:
@@ -206,20 +198,9 @@ def describe(obj: K8sObject | Mapping[str, Any]) -> str:
 
     Accepts a parsed object or a raw mapping (for errors raised before parsing).
     """
-    kind: object
-    name: object
-    namespace: object
     if isinstance(obj, K8sObject):
-        kind, name, namespace = obj.kind, obj.metadata.name, obj.metadata.namespace
-    else:
-        raw_meta = obj.get("metadata")
-        meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-        kind, name, namespace = obj.get("kind"), meta.get("name"), meta.get("namespace")
-    short = _SHORT_KIND.get(kind, kind.lower()) if isinstance(kind, str) and kind else "object"
-    shown = name if isinstance(name, str) and name else "<unnamed>"
-    if isinstance(namespace, str) and namespace:
-        shown = f"{namespace}/{shown}"
-    return f"{short} {shown}"
+        return describe_parts(obj.kind, obj.metadata.name, obj.metadata.namespace)
+    return describe_raw(obj)
 
 
 def field_path(parts: tuple[str | int, ...] | list[str | int]) -> str:

@@ -17,7 +17,7 @@ binding conditions on). ``first-fit`` is exactly upstream; the other
 
 from dra_driver.allocator.allocation import Allocation, allocate
 from dra_driver.allocator.explanation import Explanation, explain
-from dra_driver.allocator.policies import POLICIES
 from dra_driver.allocator.snapshot import Snapshot
+from dra_driver.policy_names import POLICIES
 
 __all__ = ["POLICIES", "Allocation", "Explanation", "Snapshot", "allocate", "explain"]

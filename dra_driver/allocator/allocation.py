@@ -43,9 +43,7 @@ from dra_driver.allocator.explanation import FILTER_TIMEOUT, explain
 from dra_driver.allocator.feasibility import FeasibilityMemo
 from dra_driver.allocator.matching import SearchAbortedError
 from dra_driver.allocator.policies import (
-    FIRST_FIT,
     NODE_BUDGET,
-    POLICIES,
     SOLUTION_BUDGET,
     STEP_BUDGET,
     scoring_policy,
@@ -54,6 +52,7 @@ from dra_driver.allocator.requests import ClaimPlan, claim_shape, plan_claims
 from dra_driver.allocator.results import build_result
 from dra_driver.allocator.search import CandidateOrder, NodeSearch, Solution
 from dra_driver.allocator.snapshot import Snapshot, candidate_nodes
+from dra_driver.policy_names import FIRST_FIT, POLICIES
 
 
 @dataclass(frozen=True)

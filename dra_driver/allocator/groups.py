@@ -50,8 +50,8 @@ from api.resource_v1 import (
 from dra_driver.allocator.allocation import Allocation, allocate
 from dra_driver.allocator.capacity import qualify
 from dra_driver.allocator.explanation import FILTER_TIMEOUT
-from dra_driver.allocator.policies import FIRST_FIT
 from dra_driver.allocator.snapshot import Snapshot
+from dra_driver.policy_names import FIRST_FIT
 
 __all__ = [
     "ISLANDS_TRIED",

@@ -466,11 +466,6 @@ class Topology:
         return (*spread, *self._binpack.score(snapshot, view, solution))
 
 
-FIRST_FIT: Final = "first-fit"
-#: Every policy name, ``first-fit`` (upstream behaviour) first.
-POLICIES: Final = (FIRST_FIT, "binpack", "spread", "most-capable", "topology")
-
-
 def scoring_policy(name: str) -> Policy:
     """The scoring policy called ``name`` (not ``first-fit``)."""
     if name == "binpack":

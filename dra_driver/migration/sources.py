@@ -9,7 +9,7 @@
   ``..data`` links of a mounted ConfigMap) are skipped.
 - ``-`` is standard input.
 
-YAML is read with the bounded loader of :mod:`dra_driver.manifests`.
+YAML is read with the bounded loader of :mod:`dra_driver.manifest_read`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from api.errors import FieldError, InvalidInputError
-from dra_driver.manifests import Document, read_documents, split_documents
+from dra_driver.manifest_read import Document, read_documents, split_documents
 from dra_driver.migration.config import DevicePluginConfig, decode_config
 
 __all__ = [

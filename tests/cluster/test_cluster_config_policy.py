@@ -49,7 +49,8 @@ from kubernetes import client
 
 from api.errors import InvalidInputError
 from controller.admission import GPU_CONFIG_PATH
-from dra_driver.manifests import Document, load_inventory
+from dra_driver.manifest_read import Document
+from dra_driver.manifests import load_inventory
 from tests.tls import make_serving_certificate
 
 NAME = "dra-driver-gpu-configs"

@@ -12,7 +12,8 @@ from allocator_fixtures import GPU_SELECTOR, claim, exact, gpus, resource_slice
 
 from api.resource_v1 import dump
 from dra_cli.main import main
-from dra_driver.manifests import Document, Inventory, load_inventory
+from dra_driver.manifest_read import Document
+from dra_driver.manifests import Inventory, load_inventory
 
 GPU = "nvidia.com/gpu"
 

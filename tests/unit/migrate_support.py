@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from dra_cli.main import main
-from dra_driver.manifests import Inventory, load_inventory, split_documents
+from dra_driver.manifest_read import split_documents
+from dra_driver.manifests import Inventory, load_inventory
 
 FIXTURES = Path(__file__).resolve().parent / "migrate_fixtures"
 

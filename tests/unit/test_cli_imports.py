@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,11 +68,24 @@ def test_version_and_help_load_nothing_heavy(argv: list[str], kubectl: bool) -> 
     assert heavy_among(loaded_by(argv, kubectl=kubectl)) == []
 
 
-def test_the_probe_sees_what_a_subcommand_loads() -> None:
-    """The same probe on ``allocate --help``: its flags name the allocator's policies, so the
-    allocator is loaded (a probe that saw nothing would make the test above pass always)."""
+def test_allocate_help_loads_nothing_heavy() -> None:
+    """The policy names its flags offer come from :mod:`dra_driver.policy_names`, not the
+    allocator, so building ``allocate``'s flags (and thus starting to read its files in a
+    second process) waits for no model."""
     loaded = loaded_by(["allocate", "--help"])
-    assert "dra_driver.allocator" in loaded
+    assert "dra_driver.policy_names" in loaded
+    assert heavy_among(loaded) == []
+
+
+def test_the_probe_sees_what_a_subcommand_loads(tmp_path: Path) -> None:
+    """The same probe on ``allocate -f``: the models and the allocator are loaded (a probe
+    that saw nothing would make the tests above pass always)."""
+    manifest = tmp_path / "class.yaml"
+    manifest.write_text(
+        "apiVersion: resource.k8s.io/v1\nkind: DeviceClass\nmetadata: {name: gpu}\nspec: {}\n"
+    )
+    loaded = loaded_by(["allocate", "-f", str(manifest)])
+    assert {"dra_driver.allocator", "api.resource_v1", "dra_driver.manifests"} <= loaded
     assert "kubelet_plugin" not in loaded
     assert "kubernetes" not in loaded
 

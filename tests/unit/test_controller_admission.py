@@ -10,7 +10,8 @@ import pytest
 
 from api.errors import InvalidInputError
 from controller.admission import GpuConfigReviewer
-from dra_driver.manifests import Document, load_inventory
+from dra_driver.manifest_read import Document
+from dra_driver.manifests import load_inventory
 
 DRIVER = "gpu.dra-driver.io"
 GOOD: dict[str, Any] = {

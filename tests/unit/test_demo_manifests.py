@@ -22,7 +22,8 @@ from api.resource_v1 import ResourceClaim, ResourceClaimTemplate, parse_object
 from api.validation import validate
 from dra_driver.allocator import Snapshot, allocate
 from dra_driver.cel import compile_selector
-from dra_driver.manifests import load_inventory, read_documents
+from dra_driver.manifest_read import read_documents
+from dra_driver.manifests import load_inventory
 from e2e.demo_report import container_view, format_table, placed_by
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"

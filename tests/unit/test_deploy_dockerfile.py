@@ -4,7 +4,7 @@ e2e/cluster/driver_image.py; this tier needs no container engine).
 What a build would trip over or get wrong is checked from the text: every path a COPY takes
 from the build context exists and together they hold the whole distribution, the base image
 is pinned by digest, the entry point is the ``dra-driver`` console script (resolving to
-``dra_cli.main:main``), the runtime user is not root, and the git revision reaches
+``dra_cli.main:console_main``), the runtime user is not root, and the git revision reaches
 ``dra-driver --version``.
 """
 
@@ -93,7 +93,7 @@ def test_the_entry_point_is_the_dra_driver_command() -> None:
     (entrypoint,) = [rest for keyword, rest in _stages()[-1] if keyword == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["dra-driver"]
     target = PYPROJECT["project"]["scripts"]["dra-driver"]
-    assert target == "dra_cli.main:main"
+    assert target == "dra_cli.main:console_main"
     module, _, function = target.partition(":")
     assert callable(getattr(importlib.import_module(module), function))
 

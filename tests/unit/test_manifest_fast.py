@@ -16,7 +16,7 @@ import pytest
 
 from api.errors import InvalidInputError
 from dra_driver.manifest_fast import fast_load_all
-from dra_driver.manifests import _load_all, split_documents
+from dra_driver.manifest_read import _load_all, split_documents
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from api.errors import InvalidInputError
-from dra_driver.manifests import load_inventory, split_documents
+from dra_driver.manifest_read import split_documents
+from dra_driver.manifests import load_inventory
 
 SLICE = """
 apiVersion: resource.k8s.io/v1
