@@ -194,7 +194,17 @@ def measure_shape(
     with tempfile.TemporaryDirectory(prefix="dra-command-speed-") as tmp:
         directory = Path(tmp)
         write_shape(directory, nodes, gpus, in_use, pending)
-        commands = {"dra-driver allocate": [str(BIN / "dra-driver"), "allocate", "-f", tmp]}
+        commands = {
+            "dra-driver allocate": [str(BIN / "dra-driver"), "allocate", "-f", tmp],
+            # One process: what a machine without a free second processor gets.
+            "dra-driver allocate --serial": [
+                str(BIN / "dra-driver"),
+                "allocate",
+                "--serial",
+                "-f",
+                tmp,
+            ],
+        }
         if baseline is not None:
             commands["baseline allocate"] = [*_baseline_cli(baseline), "allocate", "-f", tmp]
         if go:
@@ -236,6 +246,11 @@ def measure_shape(
         result["ratio dra-driver/goalloc"] = round(ours["median_ms"] / theirs["median_ms"], 2)
         result["ratio dra-driver/goalloc cpu"] = round(
             ours["cpu_median_ms"] / theirs["cpu_median_ms"], 2
+        )
+        serial = result["dra-driver allocate --serial"]
+        result["ratio serial/goalloc"] = round(serial["median_ms"] / theirs["median_ms"], 2)
+        result["ratio serial/goalloc cpu"] = round(
+            serial["cpu_median_ms"] / theirs["cpu_median_ms"], 2
         )
     return result
 
