@@ -225,6 +225,36 @@ def test_every_verb_maps_to_a_method_of_the_official_client(resource: Resource) 
     assert bodies["PATCH"] == patch
 
 
+def test_a_status_write_leaves_the_managed_fields_out() -> None:
+    """The server ignores a status write's managedFields (it keeps the live ones), so they
+    are not sent; the object passed in is not changed, and a main-resource write keeps them."""
+    from types import SimpleNamespace
+
+    from kubernetes import client as k8s_client
+
+    sent: list[Any] = []
+
+    def call_api(
+        method: str, url: str, header_params: Any = None, body: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        sent.append(body)
+        return SimpleNamespace(status=200, response=SimpleNamespace(data=b"{}"))
+
+    api_client = k8s_client.ApiClient(k8s_client.Configuration(host="http://api.test"))
+    api_client.call_api = call_api  # type: ignore[method-assign]
+    client = KubernetesClient(api_client)
+    body = claim("c")
+    managed = [{"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1"}]
+    body["metadata"]["managedFields"] = managed
+    client.replace_status("resourceclaims", body)
+    client.replace("resourceclaims", body)
+    status_write, update = sent
+    assert "managedFields" not in status_write["metadata"]
+    assert status_write["metadata"]["name"] == "c"
+    assert update["metadata"]["managedFields"][0]["manager"] == "kubectl"
+    assert body["metadata"]["managedFields"] is managed
+
+
 def test_bodies_become_the_clients_models() -> None:
     client = KubernetesClient(api_client=None)
     body = client._body("resourceclaims", claim("c"))
