@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from controller_fixtures import allocation, claim, device_class, node_slice
 
 from api.errors import InvalidInputError
 from api.resource_v1 import dump
@@ -23,7 +24,6 @@ from dra_driver.manifests import Inventory, load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "deploy" / "examples" / "inventory"
-DRIVER = "gpu.dra-driver.io"
 
 
 @pytest.fixture
@@ -46,68 +46,21 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield children
 
 
-def _slice(node: str, gpus: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{node}-gpus"},
-        "spec": {
-            "driver": DRIVER,
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": [
-                {
-                    "name": f"gpu-{i}",
-                    "attributes": {"index": {"int": i}, "model": {"string": "H100"}},
-                    "capacity": {"memory": {"value": "80Gi"}},
-                }
-                for i in range(gpus)
-            ],
-        },
-    }
-
-
-def _claim(name: str, held: tuple[str, int] | None = None) -> dict[str, Any]:
-    claim: dict[str, Any] = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": DRIVER}}]}
-        },
-    }
-    if held is not None:
-        node, index = held
-        claim["status"] = {
-            "allocation": {
-                "devices": {
-                    "results": [
-                        {"request": "gpu", "driver": DRIVER, "pool": node, "device": f"gpu-{index}"}
-                    ]
-                }
-            }
-        }
-    return claim
-
-
 def _objects(nodes: int = 24, gpus: int = 8) -> list[dict[str, Any]]:
+    """A class, nodes with their slices, claims holding two GPUs a node, three pending."""
     names = [f"node-{n:03d}" for n in range(nodes)]
-    objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "DeviceClass",
-            "metadata": {"name": DRIVER},
-            "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]},
-        }
+    held = []
+    for i in range(min(nodes * 2, nodes * gpus)):
+        used = claim(f"used-{i:03d}")
+        used["status"] = {"allocation": allocation(names[i // gpus], f"gpu-{i % gpus}")}
+        held.append(used)
+    return [
+        device_class(),
+        *({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in names),
+        *(node_slice(n, gpus) for n in names),
+        *held,
+        *(claim(f"pending-{i}") for i in range(3)),
     ]
-    objects += [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in names]
-    objects += [_slice(n, gpus) for n in names]
-    objects += [
-        _claim(f"used-{i:03d}", (names[i // gpus], i % gpus))
-        for i in range(min(nodes * 2, nodes * gpus))
-    ]
-    objects += [_claim(f"pending-{i}") for i in range(3)]
-    return objects
 
 
 def _documents(objects: list[dict[str, Any]]) -> list[Document]:
