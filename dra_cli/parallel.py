@@ -66,8 +66,12 @@ def can_fork() -> bool:
         processors = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         processors = os.cpu_count() or 1
-    if processors < 2:
-        return False
+    return processors >= 2 and _single_threaded()
+
+
+def _single_threaded() -> bool:
+    """Whether this thread is the process's only one (a fork copies no other thread, and
+    a lock another thread holds stays held in the child)."""
     threading = sys.modules.get("threading")
     return threading is None or threading.active_count() == 1
 

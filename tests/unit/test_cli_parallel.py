@@ -28,10 +28,16 @@ INVENTORY = ROOT / "deploy" / "examples" / "inventory"
 
 @pytest.fixture
 def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Two processors as far as :func:`dra_cli.parallel.can_fork` is concerned (the children
-    work on one too, only slower), and the pids of the children forked meanwhile: a test
-    that compares results asserts that a child ran, so it cannot pass by never forking."""
+    """Forking allowed, and the pids of the children forked meanwhile: a test that compares
+    results asserts that a child ran, so it cannot pass by never forking.
+
+    Two processors as far as :func:`dra_cli.parallel.can_fork` is concerned (the children
+    work on one too, only slower), and this thread taken for the only one: the test process
+    may hold other tests' threads (the cluster tier's session keeps its own), which the
+    command never has; the children here read and check documents only, and CPython makes
+    its import lock, and logging its locks, safe in a forked child."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(parallel, "_single_threaded", lambda: True)
     real_fork = os.fork
     children: list[int] = []
 
@@ -42,7 +48,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         return pid
 
     monkeypatch.setattr(os, "fork", fork)
-    assert parallel.can_fork(), "a thread other than the test's runs: nothing would fork"
+    assert parallel.can_fork()
     yield children
 
 
@@ -194,20 +200,26 @@ def test_a_child_that_dies_changes_nothing(
     assert forks
 
 
-def test_small_inputs_and_threads_stay_in_this_process(forks: list[int]) -> None:
+def test_small_inputs_stay_in_this_process(
+    forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     documents = _documents(_objects(nodes=2, gpus=2))
     parallel.load_inventory(documents, lenient=False)  # weight 12: under MIN_WEIGHT
     assert forks == []
-    stop = threading.Event()
-    worker = threading.Thread(target=stop.wait)
-    worker.start()
-    try:
-        assert not parallel.can_fork()
-        parallel.load_inventory(documents, lenient=False, min_weight=0)
-        assert forks == []
-    finally:
-        stop.set()
-        worker.join()
+    monkeypatch.setattr(parallel, "_single_threaded", lambda: False)
+    parallel.load_inventory(documents, lenient=False, min_weight=0)
+    assert forks == []
+
+
+def test_another_thread_or_one_processor_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert parallel.can_fork()
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert not parallel.can_fork()
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert not parallel.can_fork()
 
 
 def _write(directory: Path, objects: list[dict[str, Any]]) -> Path:
