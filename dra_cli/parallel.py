@@ -35,8 +35,8 @@ import gc
 import marshal
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from dra_driver.manifest_files import manifest_files
 
@@ -76,12 +76,11 @@ def _single_threaded() -> bool:
     return threading is None or threading.active_count() == 1
 
 
-def _input_bytes(paths: Sequence[str]) -> int:
+def _total_bytes(files: Sequence[str]) -> int:
     total = 0
-    for path in paths:
-        for file in manifest_files(path):
-            with contextlib.suppress(OSError):  # the reader names the file
-                total += file.stat().st_size
+    for file in files:
+        with contextlib.suppress(OSError):  # the reader names the file
+            total += os.stat(file).st_size
     return total
 
 
@@ -114,21 +113,26 @@ class PendingRead:
 
 def start_reading(paths: Sequence[str], *, min_bytes: int = MIN_BYTES) -> PendingRead | None:
     """Fork a child that reads ``paths``, or ``None`` where it would not pay (see the module)."""
-    if "-" in paths or not can_fork() or _input_bytes(paths) < min_bytes:
+    if "-" in paths or not can_fork():
+        return None
+    # The files the paths name, listed once: the child reads these (each names itself, as
+    # in a directory's listing, so the documents' sources are the same).
+    files = [str(file) for path in paths for file in manifest_files(path)]
+    if _total_bytes(files) < min_bytes:
         return None
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_end)
-        _run_child(lambda: _send_documents(paths, write_end))
+        _run_child(lambda: _send_documents(files, write_end))
     os.close(write_end)
     return PendingRead(pid, read_end)
 
 
-def _send_documents(paths: Sequence[str], pipe: int) -> bool:
+def _send_documents(files: Sequence[str], pipe: int) -> bool:
     from dra_driver.manifest_read import read_documents
 
-    documents = read_documents(paths, sys.stdin)  # no path is "-": stdin is not read
+    documents = read_documents(files, sys.stdin)  # no path is "-": stdin is not read
     payload = memoryview(marshal.dumps([(d.source, d.data) for d in documents]))
     while payload:
         payload = payload[os.write(pipe, payload) :]
@@ -182,7 +186,7 @@ def _child_share(count: int) -> frozenset[int]:
     return frozenset(i for i in range(count) if int((i + 1) * CHILD_SHARE) > int(i * CHILD_SHARE))
 
 
-def _run_child(work: Any) -> None:
+def _run_child(work: Callable[[], bool]) -> NoReturn:
     """Run ``work`` in a forked child and end it: exit status 0 where ``work`` returned
     true, 1 otherwise (an exception included). Never returns."""
     code = 1
